@@ -1,0 +1,47 @@
+# wvo-batch: `make run` sets up and runs the demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+AGENTS ?= 4
+ROADMAP ?= configs/roadmap.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install install-dev install-ray run demo test bench autopilot clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+install-ray: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
+
+run: install
+	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS)
+
+demo: run
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-dev
+	$(BIN)/python scripts/bench.py
+
+# The original autopilot's knobs: AGENTS, ROADMAP, MAX_ITERATIONS, WVO_AUTOPILOT_ONCE=1.
+autopilot: install
+	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS) $(AUTOPILOT_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,131 @@
+"""The agent process: receives one task at a time from the manager, runs it, reports the result.
+
+An agent never outlives its manager: the kernel sends it SIGTERM when the manager dies
+(PR_SET_PDEATHSIG), and its pipe to the manager reads EOF; either way it kills its task's
+process tree and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from dataclasses import replace
+
+from runner.execute import kill_tree, run_attempt
+from runner.messages import Cancel, Started, TaskMessage
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+# The pid of the task's process group while one runs, for the signal handler. Owned by this process.
+_running: dict[str, int] = {}
+
+
+def agent_main(agent_id: str, role: str, conn, manager_pid: int) -> None:
+    """Entry point of an agent process; returns when told to stop or when the manager is gone."""
+    _watch_parent(manager_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cron / nohup
+    signal.signal(signal.SIGTERM, _on_term)
+    base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
+    try:
+        _serve(conn, base_env)
+    finally:
+        _kill_orphans()
+
+
+def _serve(conn, base_env: dict) -> None:
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        if isinstance(msg, Cancel):  # raced with the end of the task it meant
+            continue
+        if not isinstance(msg, TaskMessage):
+            continue
+        msg = replace(msg, env={**msg.env, "WVO_TASK_ID": msg.task_id, "WVO_ATTEMPT": str(msg.attempt)})
+        try:
+            result = run_attempt(msg, _Tracking(conn), base_env)
+        except (EOFError, OSError):
+            return
+        finally:
+            _running.clear()
+            _reap()
+        try:
+            conn.send(result)
+        except (OSError, ValueError):
+            return
+
+
+class _Tracking:
+    """Wraps the pipe so that the task's pid is known to the SIGTERM handler once it starts."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def send(self, obj) -> None:
+        if isinstance(obj, Started) and obj.pid:
+            _running["pid"] = obj.pid
+        self._conn.send(obj)
+
+    def recv(self):
+        return self._conn.recv()
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def poll(self, timeout=0.0):
+        return self._conn.poll(timeout)
+
+
+def _on_term(signum, frame) -> None:
+    pid = _running.get("pid")
+    if pid:
+        kill_tree(pid, 0.5)
+    _kill_orphans()
+    os._exit(128 + signum)
+
+
+def _reap() -> None:
+    """Collect orphans of earlier tasks that were re-parented to us (we are their subreaper)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _kill_orphans() -> None:
+    """On the way out: whatever a task left behind, even outside its process group, dies with us."""
+    import psutil
+
+    try:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    _reap()
+
+
+def _watch_parent(manager_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the manager dies; exit now if it already has.
+
+    Also become a subreaper, so that a task's daemonised grandchildren stay our descendants.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != manager_pid:
+        os._exit(1)

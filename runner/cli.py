@@ -1,0 +1,277 @@
+"""The `wvo-batch` command: parse, load and validate the roadmap, run it, map the outcome to an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import List, Optional
+
+import typer
+
+from runner.errors import (
+    EXIT_NO_RUN,
+    EXIT_OK,
+    EXIT_USAGE,
+    BatchError,
+    RoadmapError,
+    UsageError,
+)
+
+EXIT_CODES_HELP = """Exit codes: 0 every runnable task succeeded · 1 a task failed or timed out · 2 invalid roadmap
+or usage (nothing ran) · 3 --status: no run in progress · 75 another run of this roadmap holds the lock
+· 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM)."""
+
+app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'1G', '512M', '100k', '4096' -> bytes; UsageError if malformed."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UsageError(f"--memfree: {text!r} is not a size (e.g. 512M, 2G)")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def parse_roles(text: str) -> dict[str, int]:
+    """'orchestrator=1,worker=6,critic=1' -> {'orchestrator': 1, 'worker': 6, 'critic': 1}."""
+    roles: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if not re.fullmatch(r"[A-Za-z][\w-]*", name) or not count.isdigit():
+            raise UsageError(f"--roles: {part!r} is not ROLE=COUNT (e.g. orchestrator=1,worker=6,critic=1)")
+        roles[name] = int(count)
+    if sum(roles.values()) < 1:
+        raise UsageError("--roles: at least one agent is needed")
+    return roles
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    typer.echo(f"wvo-batch: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command(help=f"Run the tasks of one or more YAML roadmaps on a pool of agent processes.\n\n{EXIT_CODES_HELP}")
+def main_command(
+    roadmaps: List[str] = typer.Argument(None, metavar="ROADMAP...", help="Roadmap YAML file(s)."),
+    agents: str = typer.Option("4", "--agents", "-j", envvar="WVO_AGENTS", help="Number of agent processes (>= 1)."),
+    state_dir: Optional[str] = typer.Option(
+        None,
+        "--state-dir",
+        envvar="WVO_STATE_DIR",
+        help="Where logs, the ledger and events go. Default: $XDG_STATE_HOME (or ~/.local/state)"
+        "/wvo-batch/<roadmap name>-<hash of its absolute path>.",
+    ),
+    check: bool = typer.Option(False, "--check", help="Validate and print the plan; run nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    strict: bool = typer.Option(False, "--strict", envvar="WVO_STRICT", help="Treat warnings as errors."),
+    schema: bool = typer.Option(False, "--schema", help="Print the roadmap JSON Schema and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="WVO_QUIET", help="Only the final summary."),
+    resume: bool = typer.Option(False, "--resume", envvar="WVO_RESUME", help="Continue the latest unfinished run."),
+    history: bool = typer.Option(False, "--history", help="List past runs of this roadmap."),
+    status: bool = typer.Option(False, "--status", help="Print the board of the run in progress (exit 3: none)."),
+    watch: bool = typer.Option(False, "--watch", help="With --status: keep following the board."),
+    grace: float = typer.Option(10.0, "--grace", envvar="WVO_GRACE", help="Seconds between TERM and KILL."),
+    retries: Optional[int] = typer.Option(None, "--retries", envvar="WVO_RETRIES", help="Retries for every task."),
+    max_failures: Optional[int] = typer.Option(
+        None, "--max-failures", envvar="WVO_MAX_FAILURES", help="Stop handing out tasks after N failures."
+    ),
+    memfree: Optional[str] = typer.Option(
+        None, "--memfree", envvar="WVO_MEMFREE", help="Start no task while free memory is under SIZE (e.g. 1G)."
+    ),
+    max_load: Optional[float] = typer.Option(
+        None, "--max-load", envvar="WVO_MAX_LOAD", help="Start no task while the load average is above L."
+    ),
+    roles: Optional[str] = typer.Option(
+        None, "--roles", envvar="WVO_ROLES", help="Explicit pool, e.g. orchestrator=1,worker=6,critic=1."
+    ),
+    route_wait: float = typer.Option(
+        0.5, "--route-wait", envvar="WVO_ROUTE_WAIT", help="Seconds a task waits for its preferred role."
+    ),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", envvar="WVO_EXECUTOR", help="Agent CLI for tasks without command: codex, claude, or a JSON argv."
+    ),
+    events: Optional[str] = typer.Option(None, "--events", envvar="WVO_EVENTS", help="Also write events (JSON Lines) here."),
+    backend: str = typer.Option("local", "--backend", envvar="WVO_BACKEND", help="local or ray."),
+) -> None:
+    if schema:
+        from runner.schema import json_schema
+
+        typer.echo(json.dumps(json_schema(), indent=2))
+        raise typer.Exit(EXIT_OK)
+    if not roadmaps:
+        fail("missing ROADMAP: give one or more roadmap files (wvo-batch --help)")
+    n_agents = _agents(agents)
+    try:
+        if status:
+            raise typer.Exit(_status(roadmaps, state_dir, watch, json_out))
+        if history:
+            raise typer.Exit(_history(roadmaps, state_dir, json_out))
+        from runner.roadmap import load
+
+        result = load(roadmaps, strict=strict)
+        if check:
+            raise typer.Exit(_check(result, json_out))
+        if result.errors:
+            for p in result.errors:
+                typer.echo(f"error: {p}", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        raise typer.Exit(
+            _run(
+                result,
+                n_agents,
+                state_dir=state_dir,
+                json_out=json_out,
+                quiet=quiet,
+                resume=resume,
+                grace=grace,
+                retries=retries,
+                max_failures=max_failures,
+                memfree=parse_size(memfree) if memfree else None,
+                max_load=max_load,
+                roles=parse_roles(roles) if roles else None,
+                route_wait=route_wait,
+                executor=_executor(executor),
+                events=events,
+                backend=backend,
+            )
+        )
+    except RoadmapError as exc:
+        for p in exc.problems:
+            typer.echo(f"error: {p}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except BatchError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+def _agents(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+        fail(f"--agents: {text!r} is not a whole number; give the number of agents (>= 1), e.g. --agents 4")
+    if n < 1:
+        fail(f"--agents: must be at least 1 (got {n})")
+    return n
+
+
+def _executor(text: str | None):
+    if text is None:
+        return None
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--executor: not a JSON argv list ({exc.msg})") from None
+    return text
+
+
+def _check(result, json_out: bool) -> int:
+    from runner.roadmap import format_plan, plan
+
+    if json_out:
+        typer.echo(json.dumps(plan(result), indent=2))
+    else:
+        typer.echo(format_plan(result))
+    return EXIT_USAGE if result.errors else EXIT_OK
+
+
+def _run(result, n_agents: int, *, json_out: bool, quiet: bool, events: str | None, **kw) -> int:
+    from runner.display import Display
+    from runner.run import Run, RunOptions
+
+    blocked = dict(getattr(result, "blocked", {}) or {})
+    options = RunOptions(agents=n_agents, blocked=blocked, events_file=events, **kw)
+    display = Display(quiet=quiet, json_mode=json_out)
+    run = Run(result.roadmap, options, display)
+    outcome = run.execute()
+    if json_out:
+        doc = dict(outcome.summary)
+        doc["tasks"] = outcome.tasks
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    return outcome.exit_code
+
+
+def _state_dir(roadmaps: list[str], state_dir: str | None) -> str:
+    from runner import statedir
+
+    return os.path.abspath(state_dir or statedir.default_state_dir(roadmaps))
+
+
+def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: bool) -> int:
+    import time
+    from multiprocessing import AuthenticationError
+
+    from runner import statedir
+    from runner.display import board_lines
+    from runner.ledger import roadmap_key
+    from runner.pool import read_board
+
+    folder_root = _state_dir(roadmaps, state_dir)
+    lock = statedir.RunLock(folder_root, roadmap_key(roadmaps))
+    if not os.path.isdir(folder_root) or lock.holder() is None:
+        typer.echo("wvo-batch: no run of this roadmap is in progress", err=True)
+        return EXIT_NO_RUN
+    latest = os.path.join(folder_root, "latest")
+    while True:
+        try:
+            snap = read_board(os.path.realpath(latest))
+        except AuthenticationError:
+            fail("--status: the run's board refused our key (authentication failed)")
+        except (OSError, EOFError):
+            typer.echo("wvo-batch: no run of this roadmap is in progress", err=True)
+            return EXIT_NO_RUN
+        if json_out:
+            typer.echo(json.dumps(snap, default=str))
+        else:
+            if watch and sys.stdout.isatty():
+                typer.echo("\x1b[H\x1b[J", nl=False)
+            typer.echo("\n".join(board_lines(snap)))
+        if not watch:
+            return EXIT_OK
+        time.sleep(1.0)  # a display refresh interval, not synchronisation
+
+
+def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
+    import time
+
+    from runner.ledger import Ledger
+
+    path = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
+    if not os.path.exists(path):
+        if json_out:
+            typer.echo("[]")
+        else:
+            typer.echo("no runs recorded for this roadmap")
+        return EXIT_OK
+    ledger = Ledger(path)
+    runs = ledger.runs(roadmaps, limit=50)
+    ledger.close()
+    if json_out:
+        typer.echo(json.dumps([r.__dict__ for r in runs], indent=2))
+        return EXIT_OK
+    typer.echo(f"{'run':>4}  {'started':<19}  {'status':<11}  {'total':>5} {'ok':>5} {'fail':>5} {'skip':>5}  makespan")
+    for r in runs:
+        s = r.summary or {}
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+        status = r.status if r.status != "running" or r.ended else "running/crashed"
+        makespan = f"{s['makespan_s']:.1f}s" if "makespan_s" in s else "-"
+        typer.echo(
+            f"{r.id:>4}  {started:<19}  {status:<11}  {s.get('total', '-'):>5} {s.get('succeeded', '-'):>5}"
+            f" {s.get('failed', '-'):>5} {s.get('skipped', '-'):>5}  {makespan}"
+            + (f"  (resumed run {r.resumed_from})" if r.resumed_from else "")
+        )
+    return EXIT_OK
+
+
+def main() -> None:
+    try:
+        app(prog_name="wvo-batch")
+    except KeyboardInterrupt:
+        sys.exit(130)

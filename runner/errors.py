@@ -1,0 +1,77 @@
+"""One exception hierarchy, mapped to the documented exit codes in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Exit codes, documented in --help and the README.
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2  # invalid roadmap or usage; nothing ran
+EXIT_NO_RUN = 3  # --status: no run in progress
+EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL, cron retries later)
+EXIT_INTERRUPTED = 130  # SIGINT
+EXIT_TERMINATED = 143  # SIGTERM
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error or warning about a roadmap, with its place."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    task: str | None = None
+
+    def __str__(self) -> str:
+        place = ""
+        if self.file:
+            place = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.task:
+            place = f"{place}: task {self.task}" if place else f"task {self.task}"
+        return f"{place}: {self.message}" if place else self.message
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "task": self.task, "message": self.message}
+
+
+class BatchError(Exception):
+    """Base of every error wvo-batch reports to the user."""
+
+    exit_code = EXIT_TASK_FAILED
+
+
+class UsageError(BatchError):
+    """Bad command-line use; nothing ran."""
+
+    exit_code = EXIT_USAGE
+
+
+class RoadmapError(BatchError):
+    """The roadmap is invalid; carries every problem found, not just the first."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class StateError(BatchError):
+    """The state dir or ledger cannot be used (unwritable, disk full)."""
+
+    exit_code = EXIT_USAGE
+
+
+class LockHeld(BatchError):
+    """Another run of the same roadmap and state dir is in progress."""
+
+    exit_code = EXIT_LOCKED
+
+
+class AgentDied(BatchError):
+    """An agent process died while holding a reservation."""
+
+
+class TaskTimeout(BatchError):
+    """A task ran past its timeout."""

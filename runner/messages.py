@@ -1,0 +1,55 @@
+"""Small frozen messages that cross between the manager and its agents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """Manager -> agent: run this attempt of a task."""
+
+    task_id: str
+    attempt: int
+    log_path: str
+    command: str | tuple[str, ...] | None = None  # str: /bin/sh -c; tuple: argv
+    call: str | None = None  # "module:function", run inside the agent
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # added to the agent's environment
+    cwd: str | None = None
+    timeout: float | None = None
+    grace: float = 2.0  # seconds between TERM and KILL on timeout
+    rate_limit_pattern: str | None = None  # regex searched in the output of a failed attempt
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Manager -> agent: stop the running task (TERM its tree, KILL after grace)."""
+
+    grace: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """Agent -> manager: the task's process is up; pid is also its process group id."""
+
+    task_id: str
+    attempt: int
+    pid: int | None
+    start: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """Agent -> manager: how the attempt ended."""
+
+    task_id: str
+    attempt: int
+    outcome: str  # model.Outcome value
+    exit_code: int | None
+    start: float
+    end: float
+    value: object = None  # a callable's JSON-serialisable return value
+    error: str | None = None  # what went wrong, in a line (the traceback goes to the log)
+    retry_after: float | None = None  # rate limited: seconds the output asked us to wait

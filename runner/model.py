@@ -1,0 +1,127 @@
+"""The roadmap's data model: tasks, their settings, and the states a task and an attempt go through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Priority(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 is most urgent."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+
+
+class Complexity(str, Enum):
+    SIMPLE = "simple"
+    MODERATE = "moderate"
+    COMPLEX = "complex"
+
+
+# Roadmap statuses: which run, which are skipped. Anything else is unknown (warned, skipped).
+RUN_STATUSES = frozenset({"pending", "planned", "in_progress", "needs_improvement", "todo", "open", "ready", ""})
+SKIP_STATUSES = frozenset({"done", "blocked", "on_hold", "cancelled", "skipped"})
+
+
+class Outcome(str, Enum):
+    """How one attempt ended. Exactly one per attempt, written to the ledger before it is reported."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    AGENT_DIED = "agent_died"
+    INTERRUPTED = "interrupted"
+    RATE_LIMITED = "rate_limited"
+
+
+class TaskState(str, Enum):
+    """Where a task stands in one run."""
+
+    WAITING = "waiting"  # dependencies not yet succeeded
+    QUEUED = "queued"  # ready, no agent reserved yet
+    RESERVED = "reserved"  # an agent is reserved and has been sent the task
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not run: status said so, or a dependency failed / is unknown
+    INTERRUPTED = "interrupted"
+
+
+FINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.INTERRUPTED})
+
+# The one table of allowed transitions; the scheduler checks every change against it.
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.WAITING: frozenset({TaskState.QUEUED, TaskState.SKIPPED, TaskState.INTERRUPTED}),
+    TaskState.QUEUED: frozenset({TaskState.RESERVED, TaskState.SKIPPED, TaskState.INTERRUPTED}),
+    TaskState.RESERVED: frozenset(
+        {TaskState.RUNNING, TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.INTERRUPTED}
+    ),
+    TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.QUEUED, TaskState.INTERRUPTED}),
+    TaskState.SUCCEEDED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.SKIPPED: frozenset(),
+    TaskState.INTERRUPTED: frozenset(),
+}
+
+
+@dataclass
+class Task:
+    """One task of a roadmap, with defaults already applied."""
+
+    id: str
+    title: str = ""
+    command: str | list[str] | None = None  # a string runs under /bin/sh -c; a list is argv, no shell
+    call: str | None = None  # "package.module:function", run inside the agent
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    status: str = ""  # the roadmap's status, lower-cased
+    dependencies: list[str] = field(default_factory=list)
+    priority: Priority = Priority.MEDIUM
+    complexity: Complexity | None = None
+    complexity_score: int | None = None
+    timeout: float | None = None  # seconds; None means no timeout
+    retries: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    role: str | None = None
+    affinity: str | None = None  # `affinity`, or WeatherVane's `set_id`
+    description: str = ""
+    exit_criteria: list[str] = field(default_factory=list)
+    epic: str | None = None  # id of the enclosing epic, if any
+    milestone: str | None = None  # id of the enclosing milestone, if any
+    meta: dict = field(default_factory=dict)  # every other field, kept as written
+    file: str = ""  # roadmap file the task came from
+    line: int | None = None  # 1-based line of the task's mapping in that file
+    order: int = 0  # position in the roadmap(s), for "roadmap order"
+
+    @property
+    def runnable_status(self) -> bool:
+        return self.status in RUN_STATUSES
+
+    def place(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass
+class Roadmap:
+    """One or more roadmap files, loaded and validated."""
+
+    files: list[str]
+    tasks: list[Task]
+    defaults: dict = field(default_factory=dict)
+    executor: object | None = None  # the top-level `executor:` as written (template or mapping)
+    agents: dict[str, int] | None = None  # an `agents:` block: role -> count
+    content_hash: str = ""  # sha256 over the files' bytes, in order
+    warnings: list = field(default_factory=list)  # list[errors.Problem]
+
+    def by_id(self) -> dict[str, Task]:
+        return {t.id: t for t in self.tasks}

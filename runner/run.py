@@ -1,0 +1,643 @@
+"""The manager: one event loop that owns the agent table, the reservations and the ledger.
+
+    Roadmap ──▶ Scheduler (pure) ──assign()──▶ Pool.reserve(agent, task)  [lock; agent id -> task id]
+                     ▲                                 │ TaskMessage over the agent's pipe
+                     │ finish(outcome)                 ▼
+    ledger.commit() ◀── TaskResult / AgentGone ◀── agents (one OS process each; tasks in own sessions)
+         │
+         └──▶ then events (events.jsonl, --events) and the reporter (terminal)
+
+One thread changes all shared state. It sleeps in multiprocessing.connection.wait() on every
+agent's pipe, every agent's process sentinel (death is seen at once) and a signal wake-up pipe,
+with a timeout set by the nearest timer (retry backoff, route wait, a task's deadline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from runner import executors, statedir
+from runner.backends import AgentGone
+from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, BatchError, UsageError
+from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
+from runner.messages import Cancel, Started, TaskMessage, TaskResult
+from runner.model import Outcome, Roadmap, Task, TaskState
+from runner.pool import Pool, serve_board
+from runner.scheduler import AgentView, Scheduler
+from runner.telemetry import EventLog, event, summarize
+
+log = logging.getLogger(__name__)
+
+# A hung agent (or a callable past its timeout) is killed this long after its task's deadline + grace.
+_BACKSTOP_S = 5.0
+# How often the board and the status/queue events are refreshed while tasks run.
+_REFRESH_S = 0.5
+
+
+def default_roles(n: int) -> dict[str, int]:
+    """The original design's pool: 1 orchestrator, 1 critic when n >= 4, the rest workers."""
+    if n <= 1:
+        return {"worker": 1}
+    critic = 1 if n >= 4 else 0
+    return {"orchestrator": 1, "worker": n - 1 - critic, "critic": critic}
+
+
+@dataclass
+class RunOptions:
+    agents: int = 4
+    roles: dict[str, int] | None = None  # role -> count; None: default_roles(agents)
+    state_dir: str | None = None
+    resume: bool = False
+    grace: float = 10.0  # seconds between TERM and KILL (timeouts, Ctrl-C)
+    retries: int | None = None  # --retries: at least this many retries for every task
+    max_failures: int | None = None
+    memfree: int | None = None  # bytes; no task starts while less memory is available
+    max_load: float | None = None  # no task starts while the 1-minute load average is above
+    events_file: str | None = None
+    executor: object | None = None  # --executor; overrides the roadmap's
+    rate_limit: str | None = None  # regex; None: the executor's (commands: none)
+    route_wait: float = 0.5
+    affinity_wait: float = 30.0
+    age_every: float = 300.0
+    backoff_base: float = 1.0
+    blocked: dict[str, str] = field(default_factory=dict)  # task id -> why it cannot run (from the loader)
+    backend: str = "local"
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    run_id: int
+    folder: str
+    summary: dict
+    tasks: list[dict]  # one row per task: task, title, agent, status, attempts, duration_s, exit_code, log, reason
+
+
+class Reporter:
+    """What the run tells the outside world; the CLI's display implements it. Core code never prints."""
+
+    def started(self, info: dict) -> None: ...
+
+    def events(self, events: list[dict]) -> None: ...
+
+    def refresh(self, pool: Pool) -> None: ...
+
+    def finished(self, result: RunResult) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+def make_backend(name: str):
+    if name == "local":
+        from runner.backends.local import LocalBackend
+
+        return LocalBackend()
+    if name == "ray":
+        from runner.backends.ray import RayBackend
+
+        return RayBackend()
+    raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
+
+
+class Run:
+    """One run of a roadmap on a pool of agents."""
+
+    def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
+        self.roadmap = roadmap
+        self.opt = options
+        self.reporter = reporter or Reporter()
+        self.tasks = roadmap.by_id()
+        self.executor = executors.parse(options.executor if options.executor is not None else roadmap.executor)
+        self.roles = options.roles or roadmap.agents or default_roles(options.agents)
+        self.pool = Pool()
+        self.backend = None
+        self._pending_events: list[dict] = []
+        self._records: dict[tuple[str, int], dict] = {}  # (task, attempt) -> times, for telemetry
+        self._queued_at: dict[str, float] = {}  # task id -> wall time it last entered the queue
+        self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
+        self._timed_out: set[str] = set()  # agents killed by the manager for a task timeout
+        self._last_outcome: dict[str, dict] = {}  # task id -> its last attempt's row
+        self._next_index: dict[str, int] = {}  # role -> number of the next agent of that role
+        self.interrupted_by: int | None = None  # the first SIGINT / SIGTERM received
+        self._signals: list[int] = []
+        self._stop_deadline: float | None = None
+        self.ledger_error: str | None = None
+        self._recorded = 0  # outcomes committed to the ledger
+        self._unrecorded = 0  # outcomes written but not yet committed
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def _check_runnable(self) -> None:
+        missing = [
+            t
+            for t in self.roadmap.tasks
+            if t.command is None and t.call is None and t.runnable_status and t.id not in self.opt.blocked
+        ]
+        if missing and self.executor is None:
+            names = ", ".join(t.id for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise UsageError(
+                f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
+                "set `executor:` in the roadmap or pass --executor"
+            )
+
+    def execute(self) -> RunResult:
+        """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
+        self._check_runnable()
+        state_dir = statedir.prepare(self.opt.state_dir or statedir.default_state_dir(self.roadmap.files))
+        lock = statedir.RunLock(state_dir, roadmap_key(self.roadmap.files))
+        lock.acquire()
+        try:
+            if lock.stale_pid:
+                self.reporter.message(f"warning: taking over a stale lock left by PID {lock.stale_pid}")
+            return self._execute_locked(state_dir)
+        finally:
+            lock.release()
+
+    def _execute_locked(self, state_dir: str) -> RunResult:
+        self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"))
+        carried, resumed_from = self._resume_set()
+        run_id = self.ledger.start_run(
+            self.roadmap, sum(self.roles.values()), "", resumed_from, set(carried)
+        )
+        self.run_id = run_id
+        self.folder = statedir.new_run_folder(state_dir, run_id)
+        self.logs = os.path.join(self.folder, "logs")
+        self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
+        paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
+        self.events = EventLog(paths)
+        self.board = serve_board(self.pool, self.folder)
+        now = time.monotonic()
+        self.sched = Scheduler(
+            self.roadmap.tasks,
+            now=now,
+            roles={r for r, n in self.roles.items() if n > 0},
+            succeeded=set(carried),
+            blocked=self.opt.blocked,
+            default_retries=self.opt.retries,
+            route_wait=self.opt.route_wait,
+            affinity_wait=self.opt.affinity_wait,
+            age_every=self.opt.age_every,
+            backoff_base=self.opt.backoff_base,
+            max_failures=self.opt.max_failures,
+        )
+        wall = time.time()
+        for task_id in self.sched.drain_changes():
+            self._note_change(task_id, wall)
+        self.reporter.started(
+            {
+                "run_id": run_id,
+                "folder": self.folder,
+                "state_dir": state_dir,
+                "agents": dict(self.roles),
+                "tasks": len(self.roadmap.tasks),
+                "runnable": self.sched.active(),
+                "resumed_from": resumed_from,
+                "carried": len(carried),
+            }
+        )
+        self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self.roadmap.tasks))
+        self.backend = make_backend(self.opt.backend)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        old = self._install_signals(wake_w)
+        try:
+            for role, count in self.roles.items():
+                for _ in range(count):
+                    self._spawn(role)
+            self._loop(wake_r)
+        finally:
+            self._restore_signals(old)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.backend.stop(timeout=5.0)
+            self._flush()
+            self.board.close()
+        return self._finish()
+
+    def _resume_set(self) -> tuple[dict[str, str], int | None]:
+        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
+        if not self.opt.resume:
+            return {}, None
+        previous = self.ledger.latest_unfinished(self.roadmap.files)
+        if previous is None:
+            self.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
+            return {}, None
+        done = self.ledger.succeeded_tasks(previous.id)
+        carried = {}
+        for task_id, old_hash in done.items():
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            if task_hash(task) == old_hash:
+                carried[task_id] = old_hash
+            else:
+                self.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
+        self.reporter.message(
+            f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again"
+        )
+        return carried, previous.id
+
+    def _spawn(self, role: str) -> str:
+        index = self._next_index.get(role, 0)
+        self._next_index[role] = index + 1
+        agent_id = f"{role}-{index}"
+        pid = self.backend.start(agent_id, role)
+        self.pool.add(agent_id, role, pid)
+        self._emit("agent:spawned", agent=agent_id, role=role, pid=pid)
+        return agent_id
+
+    # -- signals --------------------------------------------------------------------------------------
+
+    def _install_signals(self, wake_w: int):
+        def on_signal(signum, frame):
+            self._signals.append(signum)
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+        old["wakeup"] = signal.set_wakeup_fd(wake_w)
+        return old
+
+    def _restore_signals(self, old) -> None:
+        signal.set_wakeup_fd(old.pop("wakeup"))
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    def _on_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if self.interrupted_by is None:
+                self.interrupted_by = signum
+                self._begin_stop(f"{signal.Signals(signum).name} received")
+            else:
+                self._kill_now()
+
+    def _begin_stop(self, why: str) -> None:
+        """Hand out nothing more; TERM every running task tree, KILL after the grace period."""
+        self.reporter.message(f"{why}: stopping; running tasks get {self.opt.grace:g}s to exit (again to stop now)")
+        self.sched.stop()
+        wall = time.time()
+        for task_id in self.sched.drain_changes():
+            self._note_change(task_id, wall)
+        for agent_id in list(self.pool.reservations):
+            self.backend.send(agent_id, Cancel(self.opt.grace))
+        self._stop_deadline = time.monotonic() + self.opt.grace + 1.0
+
+    def _kill_now(self) -> None:
+        for row in list(self.pool.agents.values()):
+            if row.state == "busy":
+                if row.task_pid:
+                    _killpg(row.task_pid)
+                self.backend.kill(row.id)
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _loop(self, wake_r: int) -> None:
+        next_refresh = 0.0
+        while True:
+            now = time.monotonic()
+            if not self.sched.draining and self.ledger_error is None:
+                self._hand_out(now)
+            self._flush()
+            if self.sched.finished() and not self.pool.reservations:
+                return
+            if now >= next_refresh:
+                self._refresh()
+                next_refresh = now + _REFRESH_S
+            timeout = self._timeout(now, next_refresh)
+            if timeout is None and not self.pool.reservations and not self.sched.finished():
+                self._stuck()
+                continue
+            messages, extras = self.backend.wait(timeout, [wake_r])
+            if extras:
+                _drain_fd(wake_r)
+                self._on_signals()
+            for agent_id, msg in messages:
+                self._handle(agent_id, msg)
+            self._check_deadlines(time.monotonic())
+
+    def _timeout(self, now: float, next_refresh: float) -> float | None:
+        times = []
+        t = self.sched.next_timer(now)
+        if t is not None:
+            times.append(now + t)
+        times.extend(self._deadline.values())
+        if self._stop_deadline is not None:
+            times.append(self._stop_deadline)
+        if self.pool.reservations:
+            times.append(next_refresh)
+        if self.sched.queue_length() and (self.opt.memfree or self.opt.max_load):
+            times.append(now + 1.0)
+        return None if not times else max(0.0, min(times) - now)
+
+    def _stuck(self) -> None:
+        """Nothing runs, nothing can be handed out and no timer is set: a bug; never hang on it."""
+        log.error("no task can be scheduled and none is running; skipping the rest")
+        self.sched.abandon_waiting("could not be scheduled")
+        wall = time.time()
+        for task_id in self.sched.drain_changes():
+            self._note_change(task_id, wall)
+
+    def _gates_open(self) -> bool:
+        if self.opt.memfree is None and self.opt.max_load is None:
+            return True
+        import psutil
+
+        if self.opt.memfree is not None and psutil.virtual_memory().available < self.opt.memfree:
+            return False
+        if self.opt.max_load is not None and os.getloadavg()[0] > self.opt.max_load:
+            return False
+        return True
+
+    def _hand_out(self, now: float) -> None:
+        idle = self.pool.idle()
+        if not idle or not self._gates_open():
+            return
+        views = [AgentView(r.id, r.role, r.busy_s) for r in idle]
+        wall = time.time()
+        for agent, task in self.sched.assign(views, now):
+            self.pool.reserve(agent.id, task.id, task.title)
+            attempt = self.sched.next_attempt(task.id)
+            msg = self._message(task, agent.role, attempt)
+            self._records[(task.id, attempt)] = {
+                "task": task.id,
+                "attempt": attempt,
+                "agent": agent.id,
+                "queued": self._queued_at.get(task.id),
+                "reserved": wall,
+                "start": None,
+                "end": None,
+                "log": msg.log_path,
+            }
+            self._emit(
+                "task:reserved",
+                task=task.id,
+                agent=agent.id,
+                attempt=attempt,
+                wait_s=round(wall - self._queued_at.get(task.id, wall), 6),
+            )
+            if task.timeout is not None:
+                self._deadline[agent.id] = now + task.timeout + self.opt.grace + _BACKSTOP_S
+                if task.call:
+                    self._deadline[agent.id] = now + task.timeout
+            if not self.backend.send(agent.id, msg):
+                log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
+
+    def _message(self, task: Task, role: str, attempt: int) -> TaskMessage:
+        log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
+        command = task.command
+        rate_limit = self.opt.rate_limit
+        if command is None and task.call is None:
+            command = executors.build_argv(task, role, self.executor)
+            rate_limit = rate_limit or self.executor.rate_limit
+        elif isinstance(command, list):
+            command = tuple(command)
+        return TaskMessage(
+            task_id=task.id,
+            attempt=attempt,
+            log_path=log_path,
+            command=command,
+            call=task.call,
+            args=tuple(task.args),
+            kwargs=dict(task.kwargs),
+            env={k: str(v) for k, v in task.env.items()},
+            cwd=task.cwd,
+            timeout=task.timeout,
+            grace=self.opt.grace,
+            rate_limit_pattern=rate_limit,
+        )
+
+    def _handle(self, agent_id: str, msg) -> None:
+        if isinstance(msg, Started):
+            self.pool.set_task_pid(agent_id, msg.pid)
+            self.sched.started(msg.task_id, agent_id)
+            rec = self._records.get((msg.task_id, msg.attempt))
+            if rec is not None:
+                rec["start"] = msg.start
+            self._emit("task:started", task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
+        elif isinstance(msg, TaskResult):
+            if self.pool.reservations.get(agent_id) != msg.task_id:
+                log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)
+                return
+            self._deadline.pop(agent_id, None)
+            self.pool.release(agent_id)
+            self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
+        elif isinstance(msg, AgentGone):
+            self._agent_gone(agent_id, msg.reason)
+
+    def _agent_gone(self, agent_id: str, reason: str) -> None:
+        row = self.pool.agents.get(agent_id)
+        task_pid = row.task_pid if row else None
+        task_id = self.pool.remove(agent_id)
+        self._deadline.pop(agent_id, None)
+        self.sched.agent_gone(agent_id)
+        self._emit("agent:exited", agent=agent_id, reason=reason)
+        if task_id is not None:
+            if task_pid:
+                _killpg(task_pid)  # its whole process group: the agent cannot do it any more
+            if agent_id in self._timed_out:
+                outcome, error = Outcome.TIMED_OUT, f"timed out after {self.tasks[task_id].timeout:g}s; agent killed"
+            elif self.interrupted_by is not None:
+                outcome, error = Outcome.INTERRUPTED, "interrupted"
+            else:
+                outcome, error = Outcome.AGENT_DIED, f"agent {agent_id} died ({reason})"
+            attempt = self.sched.current_attempt(task_id)
+            rec = self._records.get((task_id, attempt), {})
+            result = TaskResult(task_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error)
+            self._outcome(agent_id, task_id, attempt, outcome, result)
+        self._timed_out.discard(agent_id)
+        if self.interrupted_by is None and not self.sched.finished() and row is not None:
+            self._spawn(row.role)
+
+    def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult) -> None:
+        now = time.monotonic()
+        rec = self._records.setdefault((task_id, attempt), {"task": task_id, "attempt": attempt, "agent": agent_id})
+        rec["start"] = rec.get("start") or msg.start
+        rec["end"] = msg.end
+        log_path = rec.get("log")
+        try:
+            self.ledger.record(
+                self.run_id,
+                Attempt(task_id, attempt, agent_id, msg.start, msg.end, msg.exit_code, outcome.value, log_path, msg.error, msg.value),
+            )
+            self._unrecorded += 1
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
+            self._ledger_failed(exc)
+        retry = self.sched.finish(task_id, agent_id, outcome, now, msg.retry_after)
+        wall = time.time()
+        duration = (msg.end - msg.start) if msg.start else 0.0
+        self._emit(
+            "task:finished",
+            task=task_id,
+            agent=agent_id,
+            attempt=attempt,
+            status=outcome.value,
+            exit_code=msg.exit_code,
+            wait_s=round((rec.get("reserved") or wall) - (rec.get("queued") or rec.get("reserved") or wall), 6),
+            duration_s=round(duration, 6),
+            log=log_path,
+            error=msg.error,
+        )
+        self._last_outcome[task_id] = {
+            "agent": agent_id,
+            "attempts": attempt,
+            "duration_s": round(duration, 3),
+            "exit_code": msg.exit_code,
+            "log": log_path,
+            "error": msg.error,
+            "value": msg.value,
+        }
+        if retry is not None:
+            self._emit("task:retry", task=task_id, attempt=retry.attempt, delay_s=round(retry.delay, 3), reason=retry.reason)
+        for changed in self.sched.drain_changes():
+            self._note_change(changed, wall)
+
+    def _note_change(self, task_id: str, wall: float) -> None:
+        state = self.sched.state[task_id]
+        if state is TaskState.QUEUED:
+            self._queued_at[task_id] = wall
+            self._emit("task:queued", task=task_id, priority=self.tasks[task_id].priority.value)
+        elif state is TaskState.SKIPPED:
+            self._emit("task:skipped", task=task_id, reason=self.sched.reason.get(task_id, ""))
+
+    def _ledger_failed(self, exc: Exception) -> None:
+        if self.ledger_error is None:
+            self.ledger_error = f"{type(exc).__name__}: {exc}"
+            self.reporter.message(
+                f"error: cannot write the ledger ({self.ledger_error}); {self._recorded} outcome(s) were recorded; "
+                "handing out no more tasks, running ones finish"
+            )
+            self.sched.draining = True
+
+    def _check_deadlines(self, now: float) -> None:
+        for agent_id, deadline in list(self._deadline.items()):
+            if now >= deadline:
+                del self._deadline[agent_id]
+                self._timed_out.add(agent_id)
+                self.backend.kill(agent_id)
+        if self._stop_deadline is not None and now >= self._stop_deadline:
+            self._stop_deadline = None
+            self._kill_now()
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        self.pool.stats.update(
+            queue=self.sched.queue_length(),
+            oldest_wait_s=round(self.sched.oldest_wait(now), 3),
+            active=self.sched.active(),
+            total=len(self.roadmap.tasks),
+            run_id=self.run_id,
+            pid=os.getpid(),
+        )
+        busy = self.pool.busy_count()
+        self._emit("status:updated", busy=busy, idle=len(self.pool.agents) - busy, queue=self.sched.queue_length())
+        self._emit("queue:updated", length=self.sched.queue_length(), oldest_wait_s=round(self.sched.oldest_wait(now), 3))
+        self._flush()
+        self.reporter.refresh(self.pool)
+
+    def _emit(self, name: str, **fields) -> None:
+        self._pending_events.append(event(name, **fields))
+
+    def _flush(self) -> None:
+        """Commit the ledger, then report: an outcome is durable before anyone hears of it."""
+        if not self._pending_events:
+            return
+        if self.ledger_error is None:
+            try:
+                self.ledger.commit()
+                self._recorded += self._unrecorded
+                self._unrecorded = 0
+            except Exception as exc:  # noqa: BLE001
+                self._ledger_failed(exc)
+        batch, self._pending_events = self._pending_events, []
+        self.events.write(batch)
+        self.events.flush()
+        self.reporter.events(batch)
+
+    # -- the end --------------------------------------------------------------------------------------
+
+    def _finish(self) -> RunResult:
+        rows = []
+        counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
+        for task in self.roadmap.tasks:
+            state = self.sched.state[task.id]
+            last = self._last_outcome.get(task.id, {})
+            status = state.value
+            if state is TaskState.FAILED:
+                status = self.sched.reason.get(task.id, "failed")
+                if status not in ("failed", "timed_out", "agent_died"):
+                    status = "failed"
+            counts_key = {
+                TaskState.SUCCEEDED: "succeeded",
+                TaskState.FAILED: "failed",
+                TaskState.SKIPPED: "skipped",
+                TaskState.INTERRUPTED: "interrupted",
+            }.get(state, "interrupted")
+            counts[counts_key] += 1
+            rows.append(
+                {
+                    "task": task.id,
+                    "title": task.title,
+                    "status": status,
+                    "agent": last.get("agent"),
+                    "attempts": last.get("attempts", 0),
+                    "duration_s": last.get("duration_s"),
+                    "exit_code": last.get("exit_code"),
+                    "log": last.get("log"),
+                    "reason": self.sched.reason.get(task.id) if state is not TaskState.SUCCEEDED else None,
+                    "value": last.get("value"),
+                }
+            )
+        deps = {t.id: list(t.dependencies) for t in self.roadmap.tasks}
+        priorities = {t.id: t.priority.value for t in self.roadmap.tasks}
+        telemetry = summarize(list(self._records.values()), sum(self.roles.values()), deps, priorities)
+        if self.interrupted_by == signal.SIGINT:
+            code, status = EXIT_INTERRUPTED, "interrupted"
+        elif self.interrupted_by == signal.SIGTERM:
+            code, status = EXIT_TERMINATED, "interrupted"
+        elif counts["failed"] or self.ledger_error or self.sched.failures:
+            code, status = EXIT_TASK_FAILED, "failed"
+        else:
+            code, status = EXIT_OK, "succeeded"
+        summary = {
+            "run_id": self.run_id,
+            "status": status,
+            "total": len(self.roadmap.tasks),
+            **counts,
+            "makespan_s": telemetry["makespan_s"],
+            "agents": dict(self.roles),
+            "folder": self.folder,
+            "telemetry": telemetry,
+        }
+        if self.ledger_error:
+            summary["ledger_error"] = self.ledger_error
+        self._emit("run:finished", run=self.run_id, status=status, exit_code=code)
+        self._flush()
+        self.events.close()
+        if self.ledger_error is None:
+            try:
+                self.ledger.finish_run(self.run_id, status, {k: summary[k] for k in ("total", *counts, "makespan_s")})
+            except Exception as exc:  # noqa: BLE001
+                self._ledger_failed(exc)
+        self.ledger.close()
+        result = RunResult(code, self.run_id, self.folder, summary, rows)
+        self.reporter.finished(result)
+        return result
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        os.read(fd, 4096)
+    except BlockingIOError:
+        pass

@@ -1,0 +1,115 @@
+"""Events out of a run (JSON Lines) and the figures computed from its attempts."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+
+class EventLog:
+    """Appends events as JSON Lines to one or more files; flushed by the run loop once per turn."""
+
+    def __init__(self, paths: list[str]):
+        self._files = [open(p, "a", encoding="utf-8", buffering=1 << 16) for p in paths]
+
+    def write(self, events: list[dict]) -> None:
+        if not events:
+            return
+        text = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in events)
+        for f in self._files:
+            f.write(text)
+
+    def flush(self) -> None:
+        for f in self._files:
+            f.flush()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+
+def event(name: str, **fields) -> dict:
+    return {"ts": time.time(), "event": name, **fields}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def critical_path_s(durations: dict[str, float], deps: dict[str, list[str]]) -> float:
+    """The longest chain of task durations through the dependencies: no schedule can beat it."""
+    finish: dict[str, float] = {}
+    order = _topo(durations, deps)
+    for t in order:
+        finish[t] = durations[t] + max((finish.get(d, 0.0) for d in deps.get(t, ()) if d in durations), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
+def _topo(nodes: dict, deps: dict[str, list[str]]) -> list[str]:
+    indegree = {n: 0 for n in nodes}
+    children: dict[str, list[str]] = {n: [] for n in nodes}
+    for n in nodes:
+        for d in deps.get(n, ()):
+            if d in nodes:
+                indegree[n] += 1
+                children[d].append(n)
+    ready = [n for n, k in indegree.items() if k == 0]
+    order = []
+    while ready:
+        n = ready.pop()
+        order.append(n)
+        for c in children[n]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    return order
+
+
+def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], priorities: dict[str, str]) -> dict:
+    """Queue waits, utilisation, throughput, makespan and the critical-path bound of a run.
+
+    `attempts`: dicts with task, queued, reserved, start, end (wall-clock seconds; None when unknown).
+    """
+    ran = [a for a in attempts if a.get("start") is not None and a.get("end") is not None]
+    waits = [a["reserved"] - a["queued"] for a in attempts if a.get("reserved") and a.get("queued")]
+    out: dict = {}
+    if ran:
+        first = min(a["start"] for a in ran)
+        last = max(a["end"] for a in ran)
+        makespan = last - first
+    else:
+        makespan = 0.0
+    busy = sum(a["end"] - a["start"] for a in ran)
+    out["makespan_s"] = round(makespan, 4)
+    out["attempts"] = len(attempts)
+    out["throughput_per_s"] = round(len(ran) / makespan, 3) if makespan > 0 else 0.0
+    out["utilization"] = round(busy / (agents * makespan), 4) if makespan > 0 and agents else 0.0
+    out["queue_wait_p50_s"] = round(percentile(waits, 50), 4)
+    out["queue_wait_p95_s"] = round(percentile(waits, 95), 4)
+    out["queue_wait_max_s"] = round(max(waits, default=0.0), 4)
+    by_priority: dict[str, list[float]] = {}
+    for a in attempts:
+        if a.get("reserved") and a.get("queued"):
+            by_priority.setdefault(priorities.get(a["task"], "medium"), []).append(a["reserved"] - a["queued"])
+    out["queue_wait_by_priority"] = {
+        p: {
+            "queue_wait_p50_s": round(percentile(v, 50), 4),
+            "queue_wait_p95_s": round(percentile(v, 95), 4),
+            "queue_wait_max_s": round(max(v), 4),
+        }
+        for p, v in sorted(by_priority.items())
+    }
+    last_duration: dict[str, float] = {}
+    for a in ran:
+        last_duration[a["task"]] = a["end"] - a["start"]
+    bound = max(critical_path_s(last_duration, deps), busy / agents if agents else 0.0)
+    out["critical_path_s"] = round(critical_path_s(last_duration, deps), 4)
+    out["lower_bound_s"] = round(bound, 4)
+    out["efficiency"] = round(bound / makespan, 4) if makespan > 0 else 1.0
+    return out

@@ -1,0 +1,71 @@
+"""Building blocks for tests: roadmaps in memory, runs with a recording reporter, event checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runner.model import Priority, Roadmap, Task
+from runner.run import Reporter, Run, RunOptions, RunResult
+
+
+def task(tid: str, command=None, order: int = 0, **kw) -> Task:
+    if "priority" in kw and isinstance(kw["priority"], str):
+        kw["priority"] = Priority(kw["priority"])
+    return Task(id=tid, command=command, order=order, **kw)
+
+
+def roadmap(tasks: list[Task], **kw) -> Roadmap:
+    for i, t in enumerate(tasks):
+        t.order = i
+    return Roadmap(files=[kw.pop("file", "mem.yaml")], tasks=tasks, **kw)
+
+
+class Recorder(Reporter):
+    """Keeps every event and message; can run a callback on each event batch (fault injection)."""
+
+    def __init__(self, on_events=None):
+        self.seen: list[dict] = []
+        self.messages: list[str] = []
+        self.on_events = on_events
+        self.info: dict = {}
+
+    def started(self, info):
+        self.info = info
+
+    def events(self, events):
+        self.seen.extend(events)
+        if self.on_events:
+            self.on_events(events)
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+def run(rm: Roadmap, state_dir: Path, reporter: Reporter | None = None, **opts) -> RunResult:
+    opts.setdefault("grace", 1.0)
+    opts.setdefault("backoff_base", 0.01)
+    return Run(rm, RunOptions(state_dir=str(state_dir), **opts), reporter or Recorder()).execute()
+
+
+def read_events(result: RunResult) -> list[dict]:
+    path = Path(result.folder) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_pool_invariants(events: list[dict]) -> None:
+    """No agent runs two tasks at once; no task is on two agents; every reservation is released."""
+    holding: dict[str, str] = {}  # agent -> task
+    where: dict[str, str] = {}  # task -> agent
+    for ev in events:
+        name = ev["event"]
+        if name == "task:reserved":
+            assert ev["agent"] not in holding, f"{ev['agent']} reserved for {ev['task']} while holding {holding.get(ev['agent'])}"
+            assert ev["task"] not in where, f"{ev['task']} reserved on {ev['agent']} while on {where.get(ev['task'])}"
+            holding[ev["agent"]] = ev["task"]
+            where[ev["task"]] = ev["agent"]
+        elif name == "task:finished":
+            assert holding.get(ev["agent"]) == ev["task"], f"{ev['agent']} finished {ev['task']} it did not hold"
+            del holding[ev["agent"]]
+            del where[ev["task"]]
+    assert not holding, f"reservations never released: {holding}"

@@ -1,0 +1,138 @@
+"""The pool with real processes: parallelism, queueing, release on every path, death, timeouts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import Recorder, check_pool_invariants, read_events, roadmap, run, task
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_four_sleeps_on_four_agents_run_at_once(tmp_path):
+    rm = roadmap([task(f"s{i}", "sleep 1; echo $PPID > $WVO_TASK_ID.pid", cwd=str(tmp_path)) for i in range(4)])
+    started = time.monotonic()
+    result = run(rm, tmp_path / "state", agents=4)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0
+    assert result.summary["succeeded"] == 4
+    assert result.summary["makespan_s"] < 1.6, result.summary
+    assert elapsed < 2.5
+    agents = {r["agent"] for r in result.tasks}
+    assert len(agents) == 4
+    agent_pids = {(tmp_path / f"s{i}.pid").read_text().strip() for i in range(4)}
+    assert len(agent_pids) == 4, "each task ran under its own agent process"
+
+
+def test_queued_task_starts_as_soon_as_an_agent_is_released(tmp_path):
+    # 2 agents busy with a long and a short task; the third task must start right when the short ends,
+    # not when the long one does.
+    rm = roadmap([task("long", "sleep 3"), task("short", "sleep 0.3"), task("third", "true")])
+    result = run(rm, tmp_path / "state", agents=2)
+    ev = read_events(result)
+    short_end = next(e["ts"] for e in ev if e["event"] == "task:finished" and e["task"] == "short")
+    third_start = next(e["ts"] for e in ev if e["event"] == "task:started" and e["task"] == "third")
+    long_end = next(e["ts"] for e in ev if e["event"] == "task:finished" and e["task"] == "long")
+    assert third_start - short_end < 0.5
+    assert third_start < long_end
+    check_pool_invariants(ev)
+
+
+def test_env_tells_the_task_who_runs_it(tmp_path):
+    out = tmp_path / "env.txt"
+    rm = roadmap([task("who", f'echo "$WVO_TASK_ID $WVO_AGENT_ID $WVO_AGENT_ROLE $WVO_ATTEMPT" > {out}')])
+    result = run(rm, tmp_path / "state", agents=1)
+    assert result.exit_code == 0
+    tid, agent, role, attempt = out.read_text().split()
+    assert (tid, attempt) == ("who", "1")
+    assert agent == result.tasks[0]["agent"] and agent.startswith(role)
+
+
+def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
+    marker = tmp_path / "runs.txt"
+    rm = roadmap([task("victim", f"echo x >> {marker}; sleep 2")] + [task(f"t{i}", "true") for i in range(5)])
+    killed = []
+
+    def on_events(events):
+        for ev in events:
+            if ev["event"] == "task:started" and ev["task"] == "victim" and not killed:
+                agent_pid = next(a.pid for a in rec_pool[0].agents.values() if a.id == ev["agent"])
+                os.kill(agent_pid, signal.SIGKILL)
+                killed.append(ev["agent"])
+
+    rec = Recorder(on_events)
+    from runner.run import Run, RunOptions
+
+    r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=2, grace=1.0), rec)
+    rec_pool = [r.pool]
+    result = r.execute()
+    assert killed
+    assert result.exit_code == 0
+    assert marker.read_text().count("x") == 2  # ran again after the death, exactly once more
+    names = [e["event"] for e in rec.seen]
+    assert "agent:exited" in names
+    finished = [e for e in rec.seen if e["event"] == "task:finished" and e["task"] == "victim"]
+    assert [f["status"] for f in finished] == ["agent_died", "succeeded"]
+    spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
+    assert len(spawned) == 3  # two at start, one replacement
+    check_pool_invariants(rec.seen)
+
+
+def test_timed_out_task_leaves_no_grandchildren(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    # The grandchild starts its own session, so killing the process group alone would miss it.
+    cmd = f"setsid sh -c 'echo $$ > {pidfile}; sleep 60' & sleep 60"
+    rm = roadmap([task("hang", cmd, timeout=0.5)])
+    result = run(rm, tmp_path / "state", agents=1, grace=0.5)
+    assert result.exit_code == 1
+    assert result.tasks[0]["status"] == "timed_out"
+    pid = int(pidfile.read_text())
+    gone = not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone, "the timed-out task's grandchild survived"
+
+
+def test_one_task_per_agent_under_500_short_tasks_on_8_agents(tmp_path):
+    rm = roadmap([task(f"t{i}", ["true"]) for i in range(500)])
+    result = run(rm, tmp_path / "state", agents=8)
+    assert result.exit_code == 0 and result.summary["succeeded"] == 500
+    ev = read_events(result)
+    check_pool_invariants(ev)
+    per_task = {}
+    for e in ev:
+        if e["event"] in ("task:queued", "task:reserved", "task:started", "task:finished"):
+            per_task.setdefault(e["task"], []).append(e["event"])
+    assert all(v == ["task:queued", "task:reserved", "task:started", "task:finished"] for v in per_task.values())
+
+
+def test_failure_skips_dependents_with_reason(tmp_path):
+    rm = roadmap([task("a", "exit 3"), task("b", "true", dependencies=["a"]), task("c", "true", dependencies=["b"])])
+    result = run(rm, tmp_path / "state", agents=2)
+    assert result.exit_code == 1
+    by = {r["task"]: r for r in result.tasks}
+    assert by["a"]["status"] == "failed" and by["a"]["exit_code"] == 3
+    assert by["b"]["status"] == "skipped" and "dependency a failed" in by["b"]["reason"]
+    assert by["c"]["status"] == "skipped" and "dependency b" in by["c"]["reason"]
+    assert result.summary["skipped"] == 2
+
+
+def test_callable_runs_inside_the_agent(tmp_path):
+    rm = roadmap([task("py", call="os.path:join", args=["a", "b"]), task("boom", call="json:loads", args=["{"])])
+    result = run(rm, tmp_path / "state", agents=2)
+    by = {r["task"]: r for r in result.tasks}
+    assert by["py"]["status"] == "succeeded" and by["py"]["value"] == "a/b"
+    assert by["boom"]["status"] == "failed"
+    assert "JSONDecodeError" in Path(by["boom"]["log"]).read_text()
+
+
+def test_output_goes_to_the_log_not_the_manager(tmp_path):
+    rm = roadmap([task("loud", "head -c 5000000 /dev/zero | tr '\\0' x; echo; echo end")])
+    result = run(rm, tmp_path / "state", agents=1)
+    log = Path(result.tasks[0]["log"])
+    assert log.stat().st_size > 5_000_000
+    assert log.read_bytes().endswith(b"end\n")
