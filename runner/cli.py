@@ -96,6 +96,21 @@ def main_command(
         None, "--executor", envvar="WVO_EXECUTOR", help="Agent CLI for tasks without command: codex, claude, or a JSON argv."
     ),
     events: Optional[str] = typer.Option(None, "--events", envvar="WVO_EVENTS", help="Also write events (JSON Lines) here."),
+    trace: Optional[str] = typer.Option(None, "--trace", envvar="WVO_TRACE", help="Write a Chrome trace (Perfetto) here."),
+    report: Optional[str] = typer.Option(None, "--report", envvar="WVO_REPORT", help="Write a self-contained HTML report."),
+    write_back: bool = typer.Option(
+        False, "--write-back", envvar="WVO_WRITE_BACK", help="Set each finished task's status in the roadmap file."
+    ),
+    only: Optional[List[str]] = typer.Option(
+        None, "--only", envvar="WVO_ONLY", help="Select tasks: id or glob, epic or milestone id, or field=value. Repeatable."
+    ),
+    with_deps: bool = typer.Option(False, "--with-deps", envvar="WVO_WITH_DEPS", help="Pull unfinished dependencies in."),
+    max_tasks: Optional[int] = typer.Option(None, "--max-tasks", envvar="WVO_MAX_TASKS", help="At most N tasks a batch."),
+    iterations: Optional[int] = typer.Option(
+        None, "--iterations", envvar="WVO_MAX_ITERATIONS", help="Batches to run, re-reading the roadmap (0: until none runnable)."
+    ),
+    once: bool = typer.Option(False, "--once", envvar="WVO_AUTOPILOT_ONCE", help="Exactly one batch."),
+    interval: float = typer.Option(0.0, "--interval", envvar="WVO_INTERVAL", help="Seconds to wait between batches."),
     backend: str = typer.Option("local", "--backend", envvar="WVO_BACKEND", help="local or ray."),
 ) -> None:
     if schema:
@@ -122,10 +137,29 @@ def main_command(
             raise typer.Exit(EXIT_USAGE)
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
+        if max_tasks is not None and max_tasks < 1:
+            raise UsageError(f"--max-tasks: must be at least 1 (got {max_tasks})")
+        if iterations is not None and iterations < 0:
+            raise UsageError(f"--iterations: must be 0 (until nothing is runnable) or more (got {iterations})")
+        from runner.autopilot import BatchPlan
+
+        plan = BatchPlan(
+            only=list(only or []),
+            with_deps=with_deps,
+            max_tasks=max_tasks,
+            iterations=1 if once else (iterations if iterations is not None else 1),
+            interval=interval,
+        )
         raise typer.Exit(
             _run(
                 result,
+                roadmaps,
+                plan,
                 n_agents,
+                strict=strict,
+                trace=trace,
+                report=report,
+                write_back=write_back,
                 state_dir=state_dir,
                 json_out=json_out,
                 quiet=quiet,
@@ -182,20 +216,36 @@ def _check(result, json_out: bool) -> int:
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
-def _run(result, n_agents: int, *, json_out: bool, quiet: bool, events: str | None, **kw) -> int:
+def _run(
+    result, paths, plan, n_agents: int, *, strict, json_out, quiet, events, trace, report, **kw
+) -> int:
+    from runner.autopilot import run_batches
     from runner.display import Display
-    from runner.run import Run, RunOptions
+    from runner.run import RunOptions
 
-    blocked = dict(getattr(result, "blocked", {}) or {})
-    options = RunOptions(agents=n_agents, blocked=blocked, events_file=events, **kw)
+    options = RunOptions(agents=n_agents, events_file=events, **kw)
     display = Display(quiet=quiet, json_mode=json_out)
-    run = Run(result.roadmap, options, display)
-    outcome = run.execute()
+    outcome = run_batches(result, paths, options, plan, display, strict=strict)
+    if trace or report:
+        _write_artifacts(outcome, trace, report)
     if json_out:
-        doc = dict(outcome.summary)
-        doc["tasks"] = outcome.tasks
-        typer.echo(json.dumps(doc, indent=2, default=str))
+        typer.echo(json.dumps(outcome.document(), indent=2, default=str))
     return outcome.exit_code
+
+
+def _write_artifacts(outcome, trace: str | None, report: str | None) -> None:
+    from runner import report as reports
+
+    events: list[dict] = []
+    for batch in outcome.batches:
+        with open(os.path.join(batch.folder, "events.jsonl"), encoding="utf-8") as f:
+            events.extend(json.loads(line) for line in f if line.strip())
+    if trace:
+        reports.write_trace(events, trace)
+    if report and outcome.batches:
+        last = outcome.batches[-1]
+        tasks = [row for b in outcome.batches for row in b.tasks]
+        reports.write_report(events, last.summary, tasks, report)
 
 
 def _state_dir(roadmaps: list[str], state_dir: str | None) -> str:

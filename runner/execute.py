@@ -203,8 +203,7 @@ def _append(path: str, text: str) -> None:
 
 def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str]) -> TaskResult:
     """Call module:function in this process, its stdout/stderr sent to the task's log."""
-    start = time.time()
-    conn.send(Started(msg.task_id, msg.attempt, None, start))
+    start = time.time()  # no Started message: there is no process to report, the result carries the start
     saved_env = {k: os.environ.get(k) for k in msg.env}
     os.environ.update(msg.env)
     sys.stdout.flush()

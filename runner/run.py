@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _BACKSTOP_S = 5.0
 # How often the board and the status/queue events are refreshed while tasks run.
 _REFRESH_S = 0.5
+# Longest time an outcome waits to be committed and reported while the loop is busy.
+_FLUSH_S = 0.05
 
 
 def default_roles(n: int) -> dict[str, int]:
@@ -66,6 +68,9 @@ class RunOptions:
     backoff_base: float = 1.0
     blocked: dict[str, str] = field(default_factory=dict)  # task id -> why it cannot run (from the loader)
     backend: str = "local"
+    write_back: bool = False  # set each finished task's status in the roadmap file
+    selected: set[str] | None = None  # a batch: only these tasks belong to the run (None: all)
+    done: set[str] = field(default_factory=set)  # succeeded earlier (an earlier batch): count as satisfied
 
 
 @dataclass
@@ -126,6 +131,7 @@ class Run:
         self._signals: list[int] = []
         self._stop_deadline: float | None = None
         self.ledger_error: str | None = None
+        self._write_back: dict[str, dict[str, tuple[str, str | None]]] = {}  # file -> task id -> (status, error)
         self._recorded = 0  # outcomes committed to the ledger
         self._unrecorded = 0  # outcomes written but not yet committed
 
@@ -134,7 +140,7 @@ class Run:
     def _check_runnable(self) -> None:
         missing = [
             t
-            for t in self.roadmap.tasks
+            for t in self._members()
             if t.command is None and t.call is None and t.runnable_status and t.id not in self.opt.blocked
         ]
         if missing and self.executor is None:
@@ -143,6 +149,12 @@ class Run:
                 f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
                 "set `executor:` in the roadmap or pass --executor"
             )
+
+    def _members(self) -> list[Task]:
+        """The tasks this run accounts for: the whole roadmap, or the selected batch."""
+        if self.opt.selected is None:
+            return self.roadmap.tasks
+        return [t for t in self.roadmap.tasks if t.id in self.opt.selected]
 
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
@@ -171,12 +183,17 @@ class Run:
         self.events = EventLog(paths)
         self.board = serve_board(self.pool, self.folder)
         now = time.monotonic()
+        blocked = dict(self.opt.blocked)
+        if self.opt.selected is not None:
+            for t in self.roadmap.tasks:
+                if t.id not in self.opt.selected and t.id not in self.opt.done:
+                    blocked.setdefault(t.id, "not in this batch")
         self.sched = Scheduler(
             self.roadmap.tasks,
             now=now,
             roles={r for r, n in self.roles.items() if n > 0},
-            succeeded=set(carried),
-            blocked=self.opt.blocked,
+            succeeded=set(carried) | (set(self.opt.done) & set(self.tasks)),
+            blocked=blocked,
             default_retries=self.opt.retries,
             route_wait=self.opt.route_wait,
             affinity_wait=self.opt.affinity_wait,
@@ -186,20 +203,22 @@ class Run:
         )
         wall = time.time()
         for task_id in self.sched.drain_changes():
-            self._note_change(task_id, wall)
+            if self.opt.selected is None or task_id in self.opt.selected:
+                self._note_change(task_id, wall)
+        self._total = len(self._members())
         self.reporter.started(
             {
                 "run_id": run_id,
                 "folder": self.folder,
                 "state_dir": state_dir,
                 "agents": dict(self.roles),
-                "tasks": len(self.roadmap.tasks),
+                "tasks": len(self._members()),
                 "runnable": self.sched.active(),
                 "resumed_from": resumed_from,
                 "carried": len(carried),
             }
         )
-        self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self.roadmap.tasks))
+        self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self._members()))
         self.backend = make_backend(self.opt.backend)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -298,12 +317,13 @@ class Run:
 
     def _loop(self, wake_r: int) -> None:
         next_refresh = 0.0
+        last_flush = 0.0
         while True:
             now = time.monotonic()
             if not self.sched.draining and self.ledger_error is None:
                 self._hand_out(now)
-            self._flush()
             if self.sched.finished() and not self.pool.reservations:
+                self._flush()
                 return
             if now >= next_refresh:
                 self._refresh()
@@ -312,7 +332,17 @@ class Run:
             if timeout is None and not self.pool.reservations and not self.sched.finished():
                 self._stuck()
                 continue
-            messages, extras = self.backend.wait(timeout, [wake_r])
+            # Group commit: while messages keep arriving, outcomes are committed and reported together,
+            # at least every _FLUSH_S; the moment the loop would sleep, they are flushed first.
+            ready = None
+            if self._pending_events:
+                ready = self.backend.wait(0, [wake_r])
+                if not (ready[0] or ready[1]) or now - last_flush >= _FLUSH_S:
+                    self._flush()
+                    last_flush = now
+                if not (ready[0] or ready[1]):
+                    ready = None
+            messages, extras = ready or self.backend.wait(timeout, [wake_r])
             if extras:
                 _drain_fd(wake_r)
                 self._on_signals()
@@ -423,6 +453,12 @@ class Run:
             if self.pool.reservations.get(agent_id) != msg.task_id:
                 log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)
                 return
+            rec = self._records.get((msg.task_id, msg.attempt))
+            if rec is not None and rec["start"] is None:  # a callable: no Started message was sent
+                rec["start"] = msg.start
+                ev = event("task:started", task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=None)
+                ev["ts"] = msg.start
+                self._pending_events.append(ev)
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
@@ -491,6 +527,10 @@ class Run:
             "error": msg.error,
             "value": msg.value,
         }
+        if self.opt.write_back and self.sched.state[task_id] in (TaskState.SUCCEEDED, TaskState.FAILED):
+            status = "done" if outcome is Outcome.SUCCEEDED else "blocked"
+            error = None if status == "done" else f"{msg.error or outcome.value} (log: {log_path})"
+            self._write_back.setdefault(self.tasks[task_id].file, {})[task_id] = (status, error)
         if retry is not None:
             self._emit("task:retry", task=task_id, attempt=retry.attempt, delay_s=round(retry.delay, 3), reason=retry.reason)
         for changed in self.sched.drain_changes():
@@ -503,6 +543,19 @@ class Run:
             self._emit("task:queued", task=task_id, priority=self.tasks[task_id].priority.value)
         elif state is TaskState.SKIPPED:
             self._emit("task:skipped", task=task_id, reason=self.sched.reason.get(task_id, ""))
+
+    def _write_statuses(self) -> None:
+        from runner.writeback import write_statuses
+
+        pending, self._write_back = self._write_back, {}
+        for path, updates in pending.items():
+            try:
+                missing = write_statuses(path, updates)
+            except OSError as exc:
+                self.reporter.message(f"warning: --write-back: cannot update {path}: {exc.strerror}")
+                continue
+            for task_id in missing:
+                self.reporter.message(f"warning: --write-back: task {task_id} not found as a block mapping in {path}")
 
     def _ledger_failed(self, exc: Exception) -> None:
         if self.ledger_error is None:
@@ -529,7 +582,7 @@ class Run:
             queue=self.sched.queue_length(),
             oldest_wait_s=round(self.sched.oldest_wait(now), 3),
             active=self.sched.active(),
-            total=len(self.roadmap.tasks),
+            total=self._total,
             run_id=self.run_id,
             pid=os.getpid(),
         )
@@ -553,6 +606,8 @@ class Run:
                 self._unrecorded = 0
             except Exception as exc:  # noqa: BLE001
                 self._ledger_failed(exc)
+        if self._write_back:
+            self._write_statuses()
         batch, self._pending_events = self._pending_events, []
         self.events.write(batch)
         self.events.flush()
@@ -563,7 +618,7 @@ class Run:
     def _finish(self) -> RunResult:
         rows = []
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
-        for task in self.roadmap.tasks:
+        for task in self._members():
             state = self.sched.state[task.id]
             last = self._last_outcome.get(task.id, {})
             status = state.value
@@ -606,7 +661,7 @@ class Run:
         summary = {
             "run_id": self.run_id,
             "status": status,
-            "total": len(self.roadmap.tasks),
+            "total": len(rows),
             **counts,
             "makespan_s": telemetry["makespan_s"],
             "agents": dict(self.roles),

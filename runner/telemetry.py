@@ -7,6 +7,9 @@ import math
 import time
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # one encoder: json.dumps(**kw) builds one a call
+
+
 class EventLog:
     """Appends events as JSON Lines to one or more files; flushed by the run loop once per turn."""
 
@@ -16,7 +19,7 @@ class EventLog:
     def write(self, events: list[dict]) -> None:
         if not events:
             return
-        text = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in events)
+        text = "".join([_encode(e) + "\n" for e in events])
         for f in self._files:
             f.write(text)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
-from multiprocessing.connection import wait as wait_any
+import time
 
 from runner.agent import agent_main
 from runner.backends import AgentGone
@@ -33,7 +34,9 @@ class LocalBackend:
     def __init__(self):
         self._procs: dict[str, multiprocessing.Process] = {}  # agent id -> process
         self._conns: dict[str, object] = {}  # agent id -> manager's end of its pipe
-        self._by_object: dict[object, tuple[str, str]] = {}  # conn / sentinel -> (agent id, "conn" | "sentinel")
+        self._by_fd: dict[int, tuple[str, str]] = {}  # fd of a conn / sentinel -> (agent id, "conn" | "sentinel")
+        self._poll = select.poll()  # kept across calls: registering every fd on every wait costs more than the wait
+        self._extra: set[int] = set()  # fds of the caller's that are registered too
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
@@ -46,9 +49,13 @@ class LocalBackend:
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
-        self._by_object[ours] = (agent_id, "conn")
-        self._by_object[proc.sentinel] = (agent_id, "sentinel")
+        self._watch(ours.fileno(), (agent_id, "conn"))
+        self._watch(proc.sentinel, (agent_id, "sentinel"))
         return proc.pid
+
+    def _watch(self, fd: int, owner: tuple[str, str]) -> None:
+        self._by_fd[fd] = owner
+        self._poll.register(fd, select.POLLIN)
 
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)
@@ -62,17 +69,29 @@ class LocalBackend:
         except (OSError, KeyError, ValueError):
             return False
 
-    def wait(self, timeout: float | None, extra: list | None = None) -> tuple[list[tuple[str, object]], list]:
-        """Block until a message, a death, or an extra object is ready; returns (events, ready extras)."""
-        objects = [*self._by_object, *(extra or ())]
-        ready = wait_any(objects, timeout)
+    def wait(self, timeout: float | None, extra: list[int] | None = None) -> tuple[list[tuple[str, object]], list]:
+        """Block until a message, a death, or an extra fd is ready; returns (events, ready extra fds)."""
+        for fd in extra or ():
+            if fd not in self._extra:
+                self._extra.add(fd)
+                self._poll.register(fd, select.POLLIN)
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                ready = self._poll.poll(ms)
+                break
+            except InterruptedError:  # a signal: its handler ran; the wake-up fd will be ready
+                if deadline is not None:
+                    ms = max(0, int((deadline - time.monotonic()) * 1000))
         events: list[tuple[str, object]] = []
         dead: list[str] = []
         extras = []
-        for obj in ready:
-            owner = self._by_object.get(obj)
+        for fd, _ in ready:
+            owner = self._by_fd.get(fd)
             if owner is None:
-                extras.append(obj)
+                if fd in self._extra:
+                    extras.append(fd)
                 continue
             agent_id, kind = owner
             if kind == "sentinel":
@@ -98,8 +117,12 @@ class LocalBackend:
     def _forget(self, agent_id: str) -> str:
         proc = self._procs.pop(agent_id)
         conn = self._conns.pop(agent_id)
-        self._by_object.pop(conn, None)
-        self._by_object.pop(proc.sentinel, None)
+        for fd in (conn.fileno(), proc.sentinel):
+            self._by_fd.pop(fd, None)
+            try:
+                self._poll.unregister(fd)
+            except KeyError:
+                pass
         conn.close()
         proc.join(5)
         code = proc.exitcode

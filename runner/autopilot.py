@@ -1,0 +1,132 @@
+"""Batches and the autopilot loop: select what runs, run it, re-read the roadmap, go again.
+
+A plain `wvo-batch ROADMAP` is one batch of every task. `--only`, `--max-tasks` shape a batch;
+`--iterations N` / `--once` repeat: after each batch the roadmap is read again from disk (its agents
+may have added, removed or changed tasks), validated again, and the next batch selected. Tasks that
+succeeded in an earlier batch of the loop are not run again; those that failed are not retried by
+the loop (their `retries:` already were), so `--iterations 0` always ends.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field, replace
+
+from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, EXIT_USAGE, Problem
+from runner.run import Reporter, Run, RunOptions, RunResult
+
+
+@dataclass
+class BatchPlan:
+    only: list[str] = field(default_factory=list)
+    with_deps: bool = False
+    max_tasks: int | None = None
+    iterations: int = 1  # 0: until nothing is runnable
+    interval: float = 0.0
+
+    @property
+    def selecting(self) -> bool:
+        return bool(self.only) or self.max_tasks is not None
+
+
+@dataclass
+class LoopResult:
+    exit_code: int
+    batches: list[RunResult]
+    errors: list[Problem] = field(default_factory=list)  # an invalid edit that stopped the loop
+    stop_reason: str = ""
+
+    def document(self) -> dict:
+        """The --json document: totals over every batch, and each batch."""
+        keys = ("total", "succeeded", "failed", "skipped", "interrupted")
+        doc: dict = {k: sum(b.summary[k] for b in self.batches) for k in keys}
+        doc["makespan_s"] = round(sum(b.summary["makespan_s"] for b in self.batches), 4)
+        doc["exit_code"] = self.exit_code
+        if len(self.batches) == 1:
+            doc.update({k: v for k, v in self.batches[0].summary.items() if k not in doc})
+            doc["tasks"] = self.batches[0].tasks
+        doc["batches"] = [{**b.summary, "tasks": b.tasks} for b in self.batches]
+        if self.errors:
+            doc["errors"] = [p.as_dict() for p in self.errors]
+        if self.stop_reason:
+            doc["stop_reason"] = self.stop_reason
+        return doc
+
+
+def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, reporter: Reporter, strict: bool = False):
+    """Run batch after batch; `first` is the already-loaded CheckResult of `paths`."""
+    from runner.roadmap import load
+
+    loaded = first
+    batches: list[RunResult] = []
+    done_in_loop: set[str] = set()
+    failed_in_loop: dict[str, str] = {}
+    iteration = 0
+    stop_reason = ""
+    while True:
+        iteration += 1
+        if iteration > 1:
+            loaded = load(paths, strict=strict)
+            if loaded.errors:
+                for p in loaded.errors:
+                    reporter.message(f"error: {p}")
+                reporter.message(f"the roadmap became invalid after batch {iteration - 1}; stopping the loop")
+                return LoopResult(EXIT_USAGE, batches, loaded.errors, "invalid roadmap")
+        roadmap = loaded.roadmap
+        blocked = dict(getattr(loaded, "blocked", {}) or {})
+        for task_id, why in failed_in_loop.items():
+            blocked.setdefault(task_id, why)
+        run_options = replace(options, blocked=blocked, done=set(done_in_loop))
+        if plan.selecting or iteration > 1:
+            selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
+            if not selection.run:
+                stop_reason = "nothing left to run" if batches else "nothing selected is runnable"
+                if not batches:
+                    for task_id, why in selection.blocked.items():
+                        reporter.message(f"blocked: {task_id}: {why}")
+                    reporter.message(stop_reason)
+                break
+            blocked.update(selection.blocked)
+            run_options = replace(run_options, blocked=blocked, selected=set(selection.run) | set(selection.blocked))
+        result = Run(roadmap, run_options, reporter).execute()
+        batches.append(result)
+        for row in result.tasks:
+            if row["status"] == "succeeded":
+                done_in_loop.add(row["task"])
+            elif row["status"] in ("failed", "timed_out", "agent_died"):
+                failed_in_loop[row["task"]] = f"failed in batch {iteration} (run {result.run_id})"
+        if result.exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            return LoopResult(result.exit_code, batches, stop_reason="interrupted")
+        if plan.iterations and iteration >= plan.iterations:
+            break
+        if plan.interval > 0:
+            sig = _pause(plan.interval)
+            if sig is not None:
+                code = EXIT_INTERRUPTED if sig == signal.SIGINT else EXIT_TERMINATED
+                return LoopResult(code, batches, stop_reason="interrupted between batches")
+    failed = any(b.exit_code == EXIT_TASK_FAILED for b in batches)
+    return LoopResult(EXIT_TASK_FAILED if failed else EXIT_OK, batches, stop_reason=stop_reason)
+
+
+def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str]):
+    from runner.select import select
+
+    done_ids = set(done) | {t.id for t in roadmap.tasks if t.status == "done"}
+    candidates = [t for t in roadmap.tasks if t.id not in failed]
+    try:
+        return select(candidates, only=plan.only, with_deps=plan.with_deps, max_tasks=plan.max_tasks, done=done_ids)
+    except ValueError as exc:
+        from runner.errors import UsageError
+
+        raise UsageError(str(exc)) from None
+
+
+def _pause(seconds: float) -> int | None:
+    """Wait between batches; returns the signal (SIGINT / SIGTERM) that cut the wait short, if any."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        info = signal.sigtimedwait(wanted, seconds)
+        return info.si_signo if info else None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
