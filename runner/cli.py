@@ -23,7 +23,12 @@ EXIT_CODES_HELP = """Exit codes: 0 every runnable task succeeded · 1 a task fai
 or usage (nothing ran) · 3 --status: no run in progress · 75 another run of this roadmap holds the lock
 · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM)."""
 
-app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
@@ -325,3 +330,7 @@ def main() -> None:
         app(prog_name="wvo-batch")
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:  # the machine said no (disk, permissions, limits): say what, not where in our code
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"wvo-batch: {exc.strerror or exc}{where}\n")
+        sys.exit(EXIT_USAGE)

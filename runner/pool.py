@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -125,20 +126,30 @@ class _ClientManager(BaseManager):
 _ClientManager.register("board")
 
 
+_SUN_PATH_MAX = 100  # a Unix socket path must fit in sockaddr_un (108 bytes on Linux)
+
+
 @dataclass
 class BoardServer:
     address: str
     key_file: str
+    addr_file: str
     _server: object = field(default=None, repr=False)
+    _own_dir: str | None = None  # a short private dir made for the socket when the run folder's path is too long
 
     def close(self) -> None:
         try:
             self._server.listener.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing on the way out; nothing left to do about it
             pass
-        for path in (self.address, self.key_file):
+        for path in (self.address, self.key_file, self.addr_file):
             try:
                 os.unlink(path)
+            except OSError:
+                pass
+        if self._own_dir:
+            try:
+                os.rmdir(self._own_dir)
             except OSError:
                 pass
 
@@ -147,7 +158,14 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
     """Serve the pool's board on a Unix socket in `folder`, keyed by a random secret in a 0600 file."""
     key = secrets.token_bytes(32)
     address = os.path.join(folder, "board.sock")
+    own_dir = None
+    if len(address) > _SUN_PATH_MAX:
+        own_dir = tempfile.mkdtemp(prefix="wvo-")  # mode 0700
+        address = os.path.join(own_dir, "board.sock")
     key_file = os.path.join(folder, "board.key")
+    addr_file = os.path.join(folder, "board.addr")
+    with open(addr_file, "w", encoding="utf-8") as f:
+        f.write(address)
     for path in (address, key_file):
         try:
             os.unlink(path)
@@ -159,13 +177,15 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
     board = _Board(pool)
     _ServeManager.register("board", callable=lambda: board)
     server = _ServeManager(address=address, authkey=key).get_server()
+    server.stop_event = threading.Event()  # serve_forever() would set it; we run only its accepter thread
     threading.Thread(target=server.accepter, name="wvo-board", daemon=True).start()
-    return BoardServer(address, key_file, server)
+    return BoardServer(address, key_file, addr_file, server, own_dir)
 
 
 def read_board(folder: str, key: bytes | None = None) -> dict:
     """Connect to a running manager's board; raises FileNotFoundError / AuthenticationError / OSError."""
-    address = os.path.join(folder, "board.sock")
+    with open(os.path.join(folder, "board.addr"), encoding="utf-8") as f:
+        address = f.read().strip()
     if key is None:
         with open(os.path.join(folder, "board.key"), "rb") as f:
             key = bytes.fromhex(f.read().decode())

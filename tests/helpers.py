@@ -69,3 +69,41 @@ def check_pool_invariants(events: list[dict]) -> None:
             del holding[ev["agent"]]
             del where[ev["task"]]
     assert not holding, f"reservations never released: {holding}"
+
+
+class Fifo:
+    """A named pipe tasks write a line to when they reach a point: tests wait on it, never sleep."""
+
+    def __init__(self, path: Path):
+        import os
+
+        self.path = path
+        os.mkfifo(path)
+        # O_RDWR keeps the pipe open for writers even while no task has it open (no EOF between tasks).
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.buf = b""
+
+    def wait_lines(self, n: int, timeout: float = 30.0) -> list[str]:
+        """Block until n lines have arrived in total; fails the test after timeout."""
+        import os
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.buf.count(b"\n") < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                got = self.buf.count(b"\n")
+                raise AssertionError(f"only {got} of {n} lines arrived on {self.path}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    self.buf += os.read(self.fd, 65536)
+                except BlockingIOError:
+                    pass
+        return self.buf.decode().splitlines()[:n]
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)

@@ -1,0 +1,234 @@
+"""Faults survived: the manager or an agent SIGKILLed, signals, the lock, resume, write-back, the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from conftest import ROOT, wvo
+from helpers import Fifo
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def start(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def roadmap_file(tmp_path, tasks: list[tuple[str, str]], extra: str = "") -> str:
+    lines = [extra, "tasks:"]
+    for tid, cmd in tasks:
+        lines += [f"  - id: {tid}", f"    command: {json.dumps(cmd)}"]
+    path = tmp_path / "roadmap.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def run_counts(path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if os.path.exists(path):
+        for line in open(path).read().split():
+            counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get("WVO_FAULT_TAG") == tag:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_manager_sigkill_leaves_nothing_and_resume_finishes(tmp_path):
+    fifo = Fifo(tmp_path / "ready")
+    ran = tmp_path / "ran.txt"
+    tasks = [(f"quick{i}", f"echo quick{i} >> {ran}") for i in range(3)]
+    resumed = tmp_path / "resumed"
+    tasks += [
+        (f"slow{i}", f"echo slow{i} >> {ran}; test -e {resumed} && exit 0; echo go > {fifo.path}; sleep 60")
+        for i in range(2)
+    ]
+    rm = roadmap_file(tmp_path, tasks)
+    tag = f"kill-{os.getpid()}"
+    proc = start(rm, "--agents", "5", "--state-dir", tmp_path / "s", env={"WVO_FAULT_TAG": tag})
+    fifo.wait_lines(2)
+    victims = tagged_processes(tag)
+    assert len(victims) >= 5  # the manager, agents, tasks
+    proc.kill()
+    proc.communicate()
+    gone, alive = psutil.wait_procs(victims, timeout=5)
+    assert not alive, f"survived the manager's SIGKILL: {[p.pid for p in alive]}"
+    assert all(run_counts(ran)[f"quick{i}"] == 1 for i in range(3))
+
+    resumed.write_text("")
+    r = wvo(rm, "--agents", "5", "--state-dir", tmp_path / "s", "--resume", "--json", env={"WVO_FAULT_TAG": tag})
+    assert r.returncode == 0, r.stderr
+    counts = run_counts(ran)
+    assert all(counts[f"quick{i}"] == 1 for i in range(3)), "succeeded tasks ran again after --resume"
+    assert all(counts[f"slow{i}"] == 2 for i in range(2)), "only the tasks in flight at the crash run twice"
+    assert json.loads(r.stdout)["succeeded"] == 5
+    fifo.close()
+
+
+def test_resume_runs_only_what_did_not_succeed(tmp_path):
+    ran = tmp_path / "ran.txt"
+    flag = tmp_path / "fixed"
+    tasks = [("a", f"echo a >> {ran}"), ("b", f"echo b >> {ran}; test -e {flag}"), ("c", f"echo c >> {ran}")]
+    rm = roadmap_file(tmp_path, tasks)
+    r1 = wvo(rm, "--agents", "2", "--state-dir", tmp_path / "s")
+    assert r1.returncode == 1
+    flag.write_text("")
+    # c's definition changes between the runs: it runs again, and the output says so
+    text = open(rm).read().replace("echo c >>", "echo c  >>")
+    open(rm, "w").write(text)
+    r2 = wvo(rm, "--agents", "2", "--state-dir", tmp_path / "s", "--resume")
+    assert r2.returncode == 0, r2.stderr
+    assert run_counts(ran) == {"a": 1, "b": 2, "c": 2}
+    assert "task c changed" in r2.stderr and "continuing run 1" in r2.stderr
+    hist = wvo(rm, "--state-dir", tmp_path / "s", "--history")
+    assert hist.returncode == 0
+    lines = hist.stdout.strip().splitlines()
+    assert len(lines) == 3 and "failed" in lines[2] and "succeeded" in lines[1] and "resumed run 1" in lines[1]
+
+
+def test_resume_with_no_unfinished_run_starts_fresh(tmp_path):
+    ran = tmp_path / "ran.txt"
+    rm = roadmap_file(tmp_path, [("a", f"echo a >> {ran}")])
+    assert wvo(rm, "--state-dir", tmp_path / "s").returncode == 0
+    r = wvo(rm, "--state-dir", tmp_path / "s", "--resume")
+    assert r.returncode == 0
+    assert run_counts(ran) == {"a": 2}
+    assert "no unfinished run" in r.stderr
+
+
+def test_second_run_exits_75_naming_the_pid(tmp_path):
+    fifo = Fifo(tmp_path / "ready")
+    rm = roadmap_file(tmp_path, [("hold", f"echo go > {fifo.path}; sleep 60")])
+    first = start(rm, "--agents", "1", "--state-dir", tmp_path / "s", "--grace", "1")
+    try:
+        fifo.wait_lines(1)
+        second = wvo(rm, "--agents", "1", "--state-dir", tmp_path / "s")
+        assert second.returncode == 75
+        assert f"PID {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+        fifo.close()
+    assert first.returncode == 130
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_tasks_records_them_interrupted(tmp_path, sig, code):
+    fifo = Fifo(tmp_path / "ready")
+    ran = tmp_path / "ran.txt"
+    tasks = [(f"t{i}", f"echo t{i} >> {ran}; echo go > {fifo.path}; sleep 60") for i in range(2)]
+    tasks += [("later", f"echo later >> {ran}")]
+    rm = roadmap_file(tmp_path, tasks)
+    tag = f"sig-{sig}-{os.getpid()}"
+    proc = start(rm, "--agents", "2", "--state-dir", tmp_path / "s", "--grace", "2", "--json",
+                 env={"WVO_FAULT_TAG": tag})
+    fifo.wait_lines(2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    fifo.close()
+    assert proc.returncode == code, err
+    doc = json.loads(out)
+    assert doc["interrupted"] == 3 and doc["succeeded"] == 0
+    assert "later" not in run_counts(ran)
+    assert not [p for p in tagged_processes(tag) if p.is_running()]
+    db = sqlite3.connect(next((tmp_path / "s").glob("ledger.sqlite")))
+    outcomes = [r[0] for r in db.execute("SELECT outcome FROM attempts")]
+    assert outcomes == ["interrupted", "interrupted"]
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path):
+    rm = roadmap_file(tmp_path, [("a", "true")])
+    assert wvo(rm, "--state-dir", tmp_path / "s").returncode == 0
+    lock = next((tmp_path / "s").glob("run-*.lock"))
+    lock.write_text("999999\n")  # a holder that died without releasing
+    r = wvo(rm, "--state-dir", tmp_path / "s")
+    assert r.returncode == 0
+    assert "stale lock" in r.stderr and "999999" in r.stderr
+
+
+def test_max_failures_stops_handing_out(tmp_path):
+    tasks = [(f"f{i}", "exit 1") for i in range(3)] + [(f"ok{i}", "true") for i in range(5)]
+    rm = roadmap_file(tmp_path, tasks)
+    r = wvo(rm, "--agents", "1", "--state-dir", tmp_path / "s", "--max-failures", "2", "--json")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["failed"] == 2 and doc["succeeded"] == 0 and doc["skipped"] == 6
+
+
+def test_unwritable_state_dir_exits_2_before_running(tmp_path):
+    ran = tmp_path / "ran.txt"
+    rm = roadmap_file(tmp_path, [("a", f"echo a >> {ran}")])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = wvo(rm, "--state-dir", blocker / "sub")
+    assert r.returncode == 2 and "state dir" in r.stderr and "Traceback" not in r.stderr
+    assert not ran.exists()
+
+
+def test_write_back_sets_status_and_keeps_comments(tmp_path):
+    path = tmp_path / "wb.yaml"
+    path.write_text(
+        "# my roadmap\ntasks:\n  - id: a   # keep me\n    command: 'true'\n    status: pending\n"
+        "  - id: b\n    command: exit 3\n"
+    )
+    r = wvo(path, "--state-dir", tmp_path / "s", "--write-back")
+    assert r.returncode == 1
+    text = path.read_text()
+    assert "# my roadmap" in text and "# keep me" in text
+    import yaml
+
+    doc = yaml.safe_load(text)
+    by = {t["id"]: t for t in doc["tasks"]}
+    assert by["a"]["status"] == "done"
+    assert by["b"]["status"] == "blocked" and "exit code 3" in by["b"]["last_error"]
+    r2 = wvo(path, "--state-dir", tmp_path / "s", "--json")
+    assert json.loads(r2.stdout)["skipped"] == 2
+
+
+def test_status_attaches_to_a_live_run_and_refuses_a_wrong_key(tmp_path):
+    from multiprocessing import AuthenticationError
+
+    from runner.pool import read_board
+
+    fifo = Fifo(tmp_path / "ready")
+    rm = roadmap_file(tmp_path, [("hold", f"echo go > {fifo.path}; sleep 60"), ("idle", "true")])
+    proc = start(rm, "--agents", "2", "--state-dir", tmp_path / "s", "--grace", "1")
+    try:
+        fifo.wait_lines(1)
+        r = wvo(rm, "--state-dir", tmp_path / "s", "--status")
+        assert r.returncode == 0, r.stderr
+        assert "hold" in r.stdout and "queue:" in r.stdout
+        folder = os.path.realpath(tmp_path / "s" / "latest")
+        assert oct(os.stat(tmp_path / "s").st_mode & 0o777) == "0o700"
+        assert oct(os.stat(os.path.join(folder, "board.key")).st_mode & 0o777) == "0o600"
+        with pytest.raises(AuthenticationError):
+            read_board(folder, key=b"not the key")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        fifo.close()
+    r = wvo(rm, "--state-dir", tmp_path / "s", "--status")
+    assert r.returncode == 3
