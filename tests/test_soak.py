@@ -1,0 +1,75 @@
+"""Soak: thousands of short tasks while agents are SIGKILLed at random; every task succeeds exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import pytest
+
+from helpers import Recorder, check_pool_invariants, read_events, roadmap, task
+from runner.run import Run, RunOptions
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path):
+    rng = random.Random(7)
+    n = 2000
+    rm = roadmap([task(f"t{i}", ["true"]) for i in range(n)])
+    kills = []
+    holder = {}
+
+    def on_events(events):
+        pool = holder["run"].pool
+        for ev in events:
+            if ev["event"] == "task:started" and rng.random() < 0.01 and len(kills) < 40:
+                row = pool.agents.get(ev["agent"])
+                if row is not None and row.pid:
+                    os.kill(row.pid, signal.SIGKILL)
+                    kills.append(ev["agent"])
+
+    rec = Recorder(on_events)
+    r = Run(rm, RunOptions(state_dir=str(tmp_path / "s"), agents=16, grace=1.0), rec)
+    holder["run"] = r
+    result = r.execute()
+    assert len(kills) >= 10, "the soak must actually kill agents"
+    assert result.exit_code == 0, result.summary
+    assert result.summary["succeeded"] == n
+    events = read_events(result)
+    check_pool_invariants(events)
+    succeeded = {}
+    for ev in events:
+        if ev["event"] == "task:finished" and ev["status"] == "succeeded":
+            succeeded[ev["task"]] = succeeded.get(ev["task"], 0) + 1
+    assert len(succeeded) == n and set(succeeded.values()) == {1}
+    exited = [e for e in events if e["event"] == "agent:exited" and "SIGKILL" in e["reason"]]
+    assert len(exited) == len(kills)
+    spawned = [e for e in events if e["event"] == "agent:spawned"]
+    assert len(spawned) == 16 + len(kills), "every dead agent is replaced"
+
+
+def test_event_log_of_500_tasks_on_8_agents_is_consistent(tmp_path):
+    rm = roadmap([task(f"t{i}", ["true"], priority=["low", "medium", "high"][i % 3]) for i in range(500)])
+    rec = Recorder()
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "s"), agents=8), rec).execute()
+    assert result.exit_code == 0
+    events = read_events(result)
+    check_pool_invariants(events)
+    order = {}
+    times = {}
+    for ev in events:
+        if ev["event"].startswith("task:"):
+            order.setdefault(ev["task"], []).append(ev["event"])
+            times.setdefault(ev["task"], {})[ev["event"]] = ev
+    for tid, seq in order.items():
+        assert seq == ["task:queued", "task:reserved", "task:started", "task:finished"], (tid, seq)
+        t = times[tid]
+        gap = t["task:reserved"]["ts"] - t["task:queued"]["ts"]
+        assert abs(t["task:finished"]["wait_s"] - gap) < 0.01
+        assert t["task:queued"]["ts"] <= t["task:reserved"]["ts"] <= t["task:started"]["ts"] <= t["task:finished"]["ts"]
+    tel = result.summary["telemetry"]
+    assert 0 < tel["utilization"] <= 1
+    assert set(tel["queue_wait_by_priority"]) == {"low", "medium", "high"}
+    assert tel["queue_wait_p50_s"] <= tel["queue_wait_p95_s"] <= tel["queue_wait_max_s"]
