@@ -116,6 +116,12 @@ def main_command(
     ),
     once: bool = typer.Option(False, "--once", envvar="WVO_AUTOPILOT_ONCE", help="Exactly one batch."),
     interval: float = typer.Option(0.0, "--interval", envvar="WVO_INTERVAL", help="Seconds to wait between batches."),
+    min_agents: Optional[int] = typer.Option(
+        None, "--min-agents", envvar="WVO_MIN_AGENTS", help="Dynamic scaling: start with A agents ..."
+    ),
+    max_agents: Optional[int] = typer.Option(
+        None, "--max-agents", envvar="WVO_MAX_AGENTS", help="... add workers up to B while tasks wait, retire idle ones."
+    ),
     backend: str = typer.Option("local", "--backend", envvar="WVO_BACKEND", help="local or ray."),
 ) -> None:
     if schema:
@@ -142,6 +148,12 @@ def main_command(
             raise typer.Exit(EXIT_USAGE)
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
+        if max_agents is not None or min_agents is not None:
+            lo = min_agents if min_agents is not None else 1
+            hi = max_agents if max_agents is not None else max(lo, n_agents)
+            if lo < 1 or hi < lo:
+                raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
+            min_agents, max_agents = lo, hi
         if max_tasks is not None and max_tasks < 1:
             raise UsageError(f"--max-tasks: must be at least 1 (got {max_tasks})")
         if iterations is not None and iterations < 0:
@@ -165,6 +177,8 @@ def main_command(
                 trace=trace,
                 report=report,
                 write_back=write_back,
+                min_agents=min_agents,
+                max_agents=max_agents,
                 state_dir=state_dir,
                 json_out=json_out,
                 quiet=quiet,

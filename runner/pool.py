@@ -26,7 +26,7 @@ class AgentRow:
     id: str
     role: str
     pid: int | None = None
-    state: str = "idle"  # idle | busy | cooling | gone
+    state: str = "idle"  # idle | busy | cooling | retiring
     task: str | None = None
     task_title: str = ""
     since: float = 0.0  # wall-clock time of the last state change
@@ -87,6 +87,13 @@ class Pool:
         row = self.agents.get(agent_id)
         if row is not None:
             row.task_pid = pid
+
+    def set_state(self, agent_id: str, state: str) -> None:
+        """idle <-> cooling / retiring: states in which an agent holds no reservation."""
+        with self.lock:
+            row = self.agents.get(agent_id)
+            if row is not None and row.state != "busy":
+                row.state, row.since = state, time.time()
 
     def idle(self) -> list[AgentRow]:
         return [r for r in self.agents.values() if r.state == "idle"]

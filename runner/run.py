@@ -69,6 +69,11 @@ class RunOptions:
     blocked: dict[str, str] = field(default_factory=dict)  # task id -> why it cannot run (from the loader)
     backend: str = "local"
     write_back: bool = False  # set each finished task's status in the roadmap file
+    min_agents: int | None = None  # dynamic scaling: start with this many ...
+    max_agents: int | None = None  # ... add workers up to this many while tasks wait
+    scale_up_wait: float = 2.0  # a queued task waiting longer than this asks for another agent
+    scale_down_idle: float = 10.0  # an agent idle longer than this is retired (down to min_agents)
+    scale_max_load: float | None = None  # no agent is added while the load average is above (None: the core count)
     selected: set[str] | None = None  # a batch: only these tasks belong to the run (None: all)
     done: set[str] = field(default_factory=set)  # succeeded earlier (an earlier batch): count as satisfied
 
@@ -117,7 +122,8 @@ class Run:
         self.reporter = reporter or Reporter()
         self.tasks = roadmap.by_id()
         self.executor = executors.parse(options.executor if options.executor is not None else roadmap.executor)
-        self.roles = options.roles or roadmap.agents or default_roles(options.agents)
+        start = options.min_agents if options.max_agents else options.agents
+        self.roles = options.roles or roadmap.agents or default_roles(start or 1)
         self.pool = Pool()
         self.backend = None
         self._pending_events: list[dict] = []
@@ -127,6 +133,9 @@ class Run:
         self._timed_out: set[str] = set()  # agents killed by the manager for a task timeout
         self._last_outcome: dict[str, dict] = {}  # task id -> its last attempt's row
         self._next_index: dict[str, int] = {}  # role -> number of the next agent of that role
+        self._retiring: set[str] = set()  # agents told to exit by the scaler
+        self._cooling: dict[str, float] = {}  # agent id -> monotonic time its rate-limit cool-down ends
+        self._last_scale = 0.0
         self.interrupted_by: int | None = None  # the first SIGINT / SIGTERM received
         self._signals: list[int] = []
         self._stop_deadline: float | None = None
@@ -260,6 +269,35 @@ class Run:
         )
         return carried, previous.id
 
+    def _scale(self, now: float) -> None:
+        """--min-agents/--max-agents: add a worker while tasks wait and the machine has room; retire idlers."""
+        if not self.opt.max_agents or now - self._last_scale < _REFRESH_S or self.interrupted_by is not None:
+            return
+        live = len(self.pool.agents) - len(self._retiring)
+        if (
+            self.sched.queue_length()
+            and not self.pool.idle()
+            and self.sched.oldest_wait(now) > self.opt.scale_up_wait
+            and live < self.opt.max_agents
+            and _headroom(self.opt.scale_max_load)
+        ):
+            self._last_scale = now
+            agent_id = self._spawn("worker")
+            self._emit("agent:scaled", agent=agent_id, direction="up", agents=live + 1)
+            return
+        minimum = self.opt.min_agents or 1
+        wall = time.time()
+        for row in self.pool.idle():
+            if live <= minimum:
+                break
+            if row.id not in self._retiring and wall - row.since > self.opt.scale_down_idle:
+                self._retiring.add(row.id)
+                self.pool.set_state(row.id, "retiring")
+                self.backend.retire(row.id)
+                self._emit("agent:scaled", agent=row.id, direction="down", agents=live - 1)
+                live -= 1
+                self._last_scale = now
+
     def _spawn(self, role: str) -> str:
         index = self._next_index.get(role, 0)
         self._next_index[role] = index + 1
@@ -384,6 +422,10 @@ class Run:
         return True
 
     def _hand_out(self, now: float) -> None:
+        for agent_id, until in list(self._cooling.items()):
+            if until <= now:
+                del self._cooling[agent_id]
+                self.pool.set_state(agent_id, "idle")
         idle = self.pool.idle()
         if not idle or not self._gates_open():
             return
@@ -486,7 +528,9 @@ class Run:
             result = TaskResult(task_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error)
             self._outcome(agent_id, task_id, attempt, outcome, result)
         self._timed_out.discard(agent_id)
-        if self.interrupted_by is None and not self.sched.finished() and row is not None:
+        if agent_id in self._retiring:
+            self._retiring.discard(agent_id)
+        elif self.interrupted_by is None and not self.sched.finished() and row is not None:
             self._spawn(row.role)
 
     def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult) -> None:
@@ -532,7 +576,16 @@ class Run:
             error = None if status == "done" else f"{msg.error or outcome.value} (log: {log_path})"
             self._write_back.setdefault(self.tasks[task_id].file, {})[task_id] = (status, error)
         if retry is not None:
-            self._emit("task:retry", task=task_id, attempt=retry.attempt, delay_s=round(retry.delay, 3), reason=retry.reason)
+            extra = {}
+            if outcome is Outcome.RATE_LIMITED:
+                pause = max(0.0, self.sched.cooldown_until(agent_id) - now)
+                extra = {"agent": agent_id, "cooldown_s": round(pause, 3)}
+                self.pool.set_state(agent_id, "cooling")
+                self._cooling[agent_id] = self.sched.cooldown_until(agent_id)
+                self._emit("agent:cooldown", agent=agent_id, cooldown_s=round(pause, 3), task=task_id)
+            self._emit(
+                "task:retry", task=task_id, attempt=retry.attempt, delay_s=round(retry.delay, 3), reason=retry.reason, **extra
+            )
         for changed in self.sched.drain_changes():
             self._note_change(changed, wall)
 
@@ -578,6 +631,7 @@ class Run:
 
     def _refresh(self) -> None:
         now = time.monotonic()
+        self._scale(now)
         self.pool.stats.update(
             queue=self.sched.queue_length(),
             oldest_wait_s=round(self.sched.oldest_wait(now), 3),
@@ -682,6 +736,14 @@ class Run:
         result = RunResult(code, self.run_id, self.folder, summary, rows)
         self.reporter.finished(result)
         return result
+
+
+def _headroom(max_load: float | None) -> bool:
+    """Room for one more agent: the load average below max_load (default: the core count), 10% memory free."""
+    import psutil
+
+    limit = max_load if max_load is not None else float(os.cpu_count() or 1)
+    return os.getloadavg()[0] < limit and psutil.virtual_memory().percent < 90
 
 
 def _killpg(pgid: int) -> None:

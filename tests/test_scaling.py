@@ -1,0 +1,63 @@
+"""Dynamic scaling (--min-agents / --max-agents) and resource gates, with real processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import check_pool_invariants, read_events, roadmap, run, task
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_scales_up_under_load_and_back_down_when_idle(tmp_path):
+    wide = [task(f"w{i}", "sleep 0.4") for i in range(16)]
+    tail = task("tail", "sleep 1.5", dependencies=[t.id for t in wide])
+    result = run(
+        roadmap(wide + [tail]),
+        tmp_path / "s",
+        agents=1,
+        min_agents=1,
+        max_agents=4,
+        scale_up_wait=0.1,
+        scale_down_idle=0.3,
+        scale_max_load=1e9,  # this test is about the rule, not about how busy the test machine is
+    )
+    assert result.exit_code == 0
+    ev = read_events(result)
+    check_pool_invariants(ev)
+    ups = [e for e in ev if e["event"] == "agent:scaled" and e["direction"] == "up"]
+    downs = [e for e in ev if e["event"] == "agent:scaled" and e["direction"] == "down"]
+    assert len(ups) == 3, "grew from 1 to the maximum of 4"
+    assert downs, "idle agents were retired while the tail task ran"
+    assert all(e["agents"] >= 1 for e in downs)
+    running_agents = {e["agent"] for e in ev if e["event"] == "task:started"}
+    assert len(running_agents) >= 3
+    retired = {e["agent"] for e in downs}
+    exits = {e["agent"] for e in ev if e["event"] == "agent:exited" and e["agent"] in retired}
+    assert exits == retired, "every retired agent really exited"
+
+
+def test_memfree_gate_holds_tasks_back(tmp_path):
+    # Ask for more free memory than any machine has: nothing may start; the run must not hang, though,
+    # so stop it from a reporter hook once it is clearly waiting.
+    from helpers import Recorder
+    from runner.run import Run, RunOptions
+
+    holder = {}
+
+    def on_events(events):
+        for e in events:
+            if e["event"] == "status:updated" and e["queue"] == 2 and not holder.get("stopped"):
+                holder["stopped"] = True
+                holder["run"]._begin_stop("test")
+
+    rec = Recorder(on_events)
+    r = Run(
+        roadmap([task("a", "true"), task("b", "true")]),
+        RunOptions(state_dir=str(tmp_path / "s"), agents=2, memfree=1 << 60, grace=0.5),
+        rec,
+    )
+    holder["run"] = r
+    result = r.execute()
+    assert not [e for e in rec.seen if e["event"] == "task:started"]
+    assert result.summary["interrupted"] == 2
