@@ -1,98 +1,297 @@
 """Agent-CLI executors: turn a task without `command` into an argv from a template.
 
-Fields (`{id}`, `{title}`, `{prompt}`, `{model}`, `{role}`, ...) are substituted inside argv elements,
-never through a shell: a title like `$(rm -rf ~)` reaches the agent CLI as that text.
+    executor: (roadmap / defaults / --executor) ──parse()──▶ Executor (argv template, prompt template,
+                                                               models table, rate-limit pattern)
+    Task + the agent's role ──task_fields()──▶ {id, title, prompt, model, ...} ──build_argv()──▶ argv
+
+Fields are substituted inside argv elements, once, never through a shell and never re-expanded: a title
+like `$(rm -rf ~)` or `{model}` reaches the agent CLI as that text, in the element it was placed in.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
 
-from runner.model import Task
+from runner.errors import UsageError
+from runner.model import Complexity, Task
 
-_FIELD = re.compile(r"\{(\w+)\}")
+# `{name}` or `{meta.name}`; any other brace is literal text.
+_FIELD = re.compile(r"\{(\w+(?:\.\w+)?)\}")
+
+# Every field a template may use, in the order the docs list them.
+FIELDS: dict[str, str] = {
+    "id": "the task's id",
+    "title": "its title",
+    "description": "its description",
+    "exit_criteria": "its exit criteria, one '- ' line each ('- none listed' when there are none)",
+    "prompt": "the prompt template, filled in (argv only)",
+    "model": "the model for this agent's role and the task's complexity (the models table)",
+    "role": "the role of the agent that runs the attempt",
+    "complexity": "simple / moderate / complex (from complexity_score when only that is set)",
+    "complexity_score": "the roadmap's complexity_score, as written ('' when absent)",
+    "priority": "critical / high / medium / low",
+    "epic": "id of the enclosing epic ('' when none)",
+    "milestone": "id of the enclosing milestone ('' when none)",
+    "affinity": "the task's affinity or set_id ('' when none)",
+    "roadmap_dir": "absolute directory of the roadmap file the task came from",
+}
+_META = "meta."  # `{meta.KEY}`: any other field of the task as written in the roadmap ('' when absent)
 
 DEFAULT_PROMPT = (
-    "You are working on task {id}: {title}\n\n{description}\n\nExit criteria:\n{exit_criteria}\n\n"
-    "Do the work in this repository, then stop."
+    "Task {id}: {title}\n\n{description}\n\nExit criteria:\n{exit_criteria}\n\n"
+    "Work in the current directory until every exit criterion is met, then stop."
 )
 
 PRESETS: dict[str, list[str]] = {
-    "codex": ["codex", "exec", "--model", "{model}", "{prompt}"],
-    "claude": ["claude", "-p", "{prompt}", "--model", "{model}"],
+    "codex": ["codex", "exec", "--sandbox", "workspace-write", "--model", "{model}", "{prompt}"],
+    "claude": ["claude", "-p", "{prompt}", "--model", "{model}", "--permission-mode", "acceptEdits"],
 }
 
-DEFAULT_RATE_LIMIT = r"\b429\b|rate[ -]?limit"
+DEFAULT_RATE_LIMIT = r"\b429\b|rate[ _-]?limit|too many requests"
+
+_KEYS = ("command", "preset", "prompt", "models", "rate_limit")
+_COMPLEXITIES = tuple(c.value for c in Complexity) + ("default",)
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ExecutorError(UsageError, ValueError):
+    """A malformed `executor:`; the message is one line that names the setting."""
 
 
 @dataclass(frozen=True)
 class Executor:
     command: tuple[str, ...]
     prompt: str = DEFAULT_PROMPT
-    models: dict = field(default_factory=dict)  # role -> model, or role -> {complexity -> model}, "default"
-    rate_limit: str = DEFAULT_RATE_LIMIT
+    models: dict = field(default_factory=dict)  # role | "default" -> model, or -> {complexity | "default" -> model}
+    rate_limit: str | None = DEFAULT_RATE_LIMIT  # regex searched in a failed attempt's output; None: never
+    source: str = ""  # preset name or file it came from, for messages
 
 
-def parse(spec) -> Executor | None:
-    """An executor from the roadmap's `executor:` (argv list, preset name, or mapping); ValueError if malformed."""
-    if spec is None:
-        return None
+def parse(spec, base_dir: str | None = None, where: str = "executor") -> Executor | None:
+    """An Executor from `executor:` as written (argv list, preset name, file, or mapping; an Executor as is).
+
+    Raises ExecutorError (a ValueError and a UsageError) with a one-line message that starts with `where`
+    and names the setting. A file name is read relative to base_dir (default: the current directory).
+    """
+    if spec is None or isinstance(spec, Executor):
+        return spec
+    return _parse(spec, where, base_dir, allow_file=True)
+
+
+def _parse(spec, where: str, base_dir: str | None, allow_file: bool) -> Executor:
     if isinstance(spec, str):
         if spec in PRESETS:
-            return Executor(tuple(PRESETS[spec]))
-        raise ValueError(f"executor: unknown preset {spec!r} (known: {', '.join(PRESETS)}); or give an argv list")
-    if isinstance(spec, list):
-        if not spec or not all(isinstance(x, str) for x in spec):
-            raise ValueError("executor: an argv template is a non-empty list of strings")
-        return Executor(tuple(spec))
+            return Executor(tuple(PRESETS[spec]), source=spec)
+        if allow_file and (spec.endswith(_FILE_SUFFIXES) or os.sep in spec):
+            return _load_file(spec, where, base_dir)
+        raise ExecutorError(
+            f"{where}: unknown preset {spec!r} (presets: {', '.join(PRESETS)}); "
+            "or give an argv list, a mapping with `command:`, or a .yaml/.json file"
+        )
+    if isinstance(spec, (list, tuple)):
+        return Executor(_command(spec, where))
     if isinstance(spec, dict):
-        base = parse(spec.get("command") if "command" in spec else spec.get("preset"))
-        if base is None:
-            raise ValueError("executor: a mapping needs `command:` (an argv list) or `preset:`")
-        prompt = spec.get("prompt", DEFAULT_PROMPT)
-        models = spec.get("models", {})
-        if not isinstance(prompt, str):
-            raise ValueError("executor.prompt: must be a string template")
-        if not isinstance(models, dict):
-            raise ValueError("executor.models: must be a mapping of role -> model")
-        return Executor(base.command, prompt, models, spec.get("rate_limit", DEFAULT_RATE_LIMIT))
-    raise ValueError("executor: must be an argv list, a preset name, or a mapping with `command:`")
+        return _parse_mapping(spec, where, base_dir)
+    raise ExecutorError(
+        f"{where}: must be an argv list, a preset name ({', '.join(PRESETS)}), a file, or a mapping with `command:`;"
+        f" got {type(spec).__name__}"
+    )
+
+
+def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
+    unknown = [str(k) for k in spec if k not in _KEYS]
+    if unknown:
+        raise ExecutorError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(_KEYS)})")
+    if ("command" in spec) == ("preset" in spec):
+        raise ExecutorError(f"{where}: give exactly one of `command:` (an argv list or preset name) and `preset:`")
+    key = "command" if "command" in spec else "preset"
+    if key == "preset" and spec[key] not in PRESETS:
+        raise ExecutorError(f"{where}.preset: unknown preset {spec[key]!r} (presets: {', '.join(PRESETS)})")
+    base = _parse(spec[key], f"{where}.{key}", base_dir, allow_file=False)
+    prompt = spec.get("prompt", DEFAULT_PROMPT)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ExecutorError(f"{where}.prompt: must be a non-empty string template")
+    _check_fields(prompt, f"{where}.prompt", allow_prompt=False)
+    models = _models(spec.get("models", {}), f"{where}.models")
+    rate_limit = spec.get("rate_limit", DEFAULT_RATE_LIMIT)
+    if rate_limit is False or rate_limit is None or rate_limit == "":
+        rate_limit = None
+    elif not isinstance(rate_limit, str):
+        raise ExecutorError(f"{where}.rate_limit: must be a regular expression (a string), or false to turn it off")
+    else:
+        try:
+            re.compile(rate_limit.encode())
+        except re.error as exc:
+            raise ExecutorError(f"{where}.rate_limit: not a valid regular expression ({exc})") from None
+    return Executor(base.command, prompt, models, rate_limit, base.source)
+
+
+def _command(spec, where: str) -> tuple[str, ...]:
+    if not spec:
+        raise ExecutorError(f"{where}: an argv template is a non-empty list of strings")
+    argv = []
+    for i, part in enumerate(spec):
+        if isinstance(part, bool) or not isinstance(part, (str, int, float)):
+            raise ExecutorError(f"{where}[{i}]: argv elements are strings; got {type(part).__name__}")
+        argv.append(str(part))
+        _check_fields(argv[-1], f"{where}[{i}]", allow_prompt=True)
+    if not argv[0].strip():
+        raise ExecutorError(f"{where}[0]: the program to run is empty")
+    return tuple(argv)
+
+
+def _check_fields(template: str, where: str, allow_prompt: bool) -> None:
+    for m in _FIELD.finditer(template):
+        name = m.group(1)
+        if name.startswith(_META) and len(name) > len(_META):
+            continue
+        if name == "prompt" and not allow_prompt:
+            raise ExecutorError(f"{where}: the prompt template cannot contain {{prompt}}")
+        if name not in FIELDS:
+            raise ExecutorError(
+                f"{where}: unknown template field {{{name}}} (known: {', '.join(FIELDS)}, and meta.KEY for any "
+                "other field of the task)"
+            )
+
+
+def _models(spec, where: str) -> dict:
+    """Validate a models table: role -> model, or role -> {complexity -> model}; 'default' at either level."""
+    if isinstance(spec, str) and spec.strip():
+        return {"default": spec}
+    if not isinstance(spec, dict):
+        raise ExecutorError(f"{where}: must be a mapping of role -> model (or role -> {{complexity -> model}})")
+    table: dict = {}
+    for role, entry in spec.items():
+        if not isinstance(role, str) or not role:
+            raise ExecutorError(f"{where}: a role name must be a string; got {role!r}")
+        if isinstance(entry, str) and entry.strip():
+            table[role] = entry
+        elif isinstance(entry, dict):
+            by_complexity = {}
+            for level, model in entry.items():
+                if level not in _COMPLEXITIES:
+                    raise ExecutorError(
+                        f"{where}.{role}: unknown complexity {level!r} (known: {', '.join(_COMPLEXITIES)})"
+                    )
+                if not isinstance(model, str) or not model.strip():
+                    raise ExecutorError(f"{where}.{role}.{level}: a model name must be a non-empty string")
+                by_complexity[level] = model
+            table[role] = by_complexity
+        else:
+            raise ExecutorError(
+                f"{where}.{role}: must be a model name or a mapping of complexity "
+                f"({', '.join(_COMPLEXITIES)}) -> model; got {entry!r}"
+            )
+    return table
+
+
+def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
+    path = name if os.path.isabs(name) or base_dir is None else os.path.join(base_dir, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ExecutorError(f"{where}: cannot read executor file {name!r} ({exc.strerror})") from None
+    import yaml  # lazily: only an executor file needs it here
+
+    try:
+        if name.endswith(".json"):
+            doc = json.loads(text)
+        else:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (ValueError, yaml.YAMLError) as exc:
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise ExecutorError(f"{where}: {name} does not parse ({first})") from None
+    if isinstance(doc, dict) and "executor" in doc:
+        doc = doc["executor"]
+    if doc is None:
+        raise ExecutorError(f"{where}: {name} is empty")
+    executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False)
+    return Executor(executor.command, executor.prompt, executor.models, executor.rate_limit, executor.source or name)
+
+
+def complexity_of(task: Task) -> str:
+    """simple / moderate / complex; from complexity_score (1-10) when only that is set; '' when neither."""
+    if task.complexity is not None:
+        return task.complexity.value
+    if task.complexity_score is None:
+        return ""
+    if task.complexity_score <= 3:
+        return Complexity.SIMPLE.value
+    if task.complexity_score <= 6:
+        return Complexity.MODERATE.value
+    return Complexity.COMPLEX.value
 
 
 def model_for(executor: Executor, role: str, complexity: str | None) -> str:
-    entry = executor.models.get(role, executor.models.get("default", ""))
-    if isinstance(entry, dict):
-        entry = entry.get(complexity or "", entry.get("default", ""))
-    return str(entry)
+    """The model from the table: the role's entry, else 'default'; in a mapping, the complexity, else 'default'."""
+    for key in (role, "default"):
+        entry = executor.models.get(key)
+        if isinstance(entry, str):
+            return entry
+        if isinstance(entry, dict):
+            model = entry.get(complexity or "") or entry.get("default")
+            if model:
+                return model
+    return ""
 
 
 def task_fields(task: Task, role: str, executor: Executor) -> dict[str, str]:
-    complexity = task.complexity.value if task.complexity else ""
+    """Every template field's value for one attempt of task on an agent of role."""
+    complexity = complexity_of(task)
     values = {
         "id": task.id,
-        "title": task.title,
-        "description": task.description,
-        "exit_criteria": "\n".join(f"- {c}" for c in task.exit_criteria),
+        "title": task.title or "",
+        "description": (task.description or "").strip(),
+        "exit_criteria": _criteria(task.exit_criteria),
         "role": role,
         "complexity": complexity,
+        "complexity_score": "" if task.complexity_score is None else str(task.complexity_score),
         "priority": task.priority.value,
         "epic": task.epic or "",
         "milestone": task.milestone or "",
+        "affinity": task.affinity or "",
+        "roadmap_dir": os.path.dirname(os.path.abspath(task.file)) if task.file else os.getcwd(),
     }
     for key, value in task.meta.items():
-        if isinstance(value, (str, int, float)) and key not in values:
-            values[key] = str(value)
-    values["model"] = model_for(executor, role, complexity)
-    values["prompt"] = _fill(executor.prompt, values)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            values[_META + str(key)] = str(value)
+    own = task.meta.get("model")  # a task's own `model:` wins over the table
+    values["model"] = own if isinstance(own, str) and own.strip() else model_for(executor, role, complexity)
+    values["prompt"] = re.sub(r"\n{3,}", "\n\n", _fill(executor.prompt, values)).strip()
     return values
 
 
+def _criteria(items) -> str:
+    lines = []
+    for item in items or []:
+        if isinstance(item, dict):
+            item = ", ".join(f"{k}: {v}" for k, v in item.items())
+        lines.append(f"- {item}")
+    return "\n".join(lines) or "- none listed"
+
+
 def _fill(template: str, values: dict[str, str]) -> str:
-    return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    """One pass: text that a value brings in is never looked at again."""
+    return _FIELD.sub(lambda m: values.get(m.group(1), ""), template)
 
 
 def build_argv(task: Task, role: str, executor: Executor) -> tuple[str, ...]:
-    """The argv for one attempt: each template element filled in, one element each."""
+    """The argv for one attempt: each template element filled in, one element each.
+
+    With no model configured, an element that is exactly `{model}` is left out, and so is the option just
+    before it (`--model`), so the CLI uses its own default model instead of an empty name.
+    """
     values = task_fields(task, role, executor)
-    return tuple(_fill(part, values) for part in executor.command)
+    argv: list[str] = []
+    for i, part in enumerate(executor.command):
+        if part == "{model}" and not values["model"]:
+            option = executor.command[i - 1] if i > 1 else ""
+            if option.startswith("-") and not _FIELD.search(option):
+                argv.pop()
+            continue
+        argv.append(_fill(part, values))
+    return tuple(argv)
