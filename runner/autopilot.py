@@ -79,11 +79,9 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
         run_options = replace(options, blocked=blocked, done=set(done_in_loop))
         if plan.selecting or iteration > 1:
             selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
-            if not selection.run:
+            if not selection.run and (batches or not selection.blocked):
                 stop_reason = "nothing left to run" if batches else "nothing selected is runnable"
                 if not batches:
-                    for task_id, why in selection.blocked.items():
-                        reporter.message(f"blocked: {task_id}: {why}")
                     reporter.message(stop_reason)
                 break
             blocked.update(selection.blocked)

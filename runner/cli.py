@@ -141,7 +141,7 @@ def main_command(
 
         result = load(roadmaps, strict=strict)
         if check:
-            raise typer.Exit(_check(result, json_out))
+            raise typer.Exit(_check(result, json_out, list(only or []), with_deps, max_tasks))
         if result.errors:
             for p in result.errors:
                 typer.echo(f"error: {p}", err=True)
@@ -225,13 +225,31 @@ def _executor(text: str | None):
     return text
 
 
-def _check(result, json_out: bool) -> int:
+def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None) -> int:
     from runner.roadmap import format_plan, plan
 
+    batch = None
+    if result.roadmap is not None and (only or max_tasks is not None):
+        from runner.select import select
+
+        try:
+            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
     if json_out:
-        typer.echo(json.dumps(plan(result), indent=2))
+        doc = plan(result)
+        if batch is not None:
+            doc["batch"] = batch
+        typer.echo(json.dumps(doc, indent=2))
     else:
         typer.echo(format_plan(result))
+        if batch is not None:
+            typer.echo(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}")
+            for task_id, why in batch["blocked"].items():
+                typer.echo(f"  blocked {task_id}: {why}")
+            if batch["deferred"]:
+                typer.echo(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}")
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
