@@ -187,6 +187,11 @@ def _classify_failure(msg: TaskMessage, code: int) -> tuple[Outcome, float | Non
             tail = f.read()
     except OSError:
         return Outcome.FAILED, None
+    # An agent CLI may echo its prompt: a task whose title says "rate limit" must not read as one.
+    if not isinstance(msg.command, str):
+        for part in msg.command or ():
+            if len(part) >= 20:
+                tail = tail.replace(part.encode(errors="replace"), b"")
     if not re.search(msg.rate_limit_pattern.encode(), tail, re.IGNORECASE):
         return Outcome.FAILED, None
     m = _RETRY_AFTER.search(tail)
