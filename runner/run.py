@@ -241,7 +241,8 @@ class Run:
             self._restore_signals(old)
             os.close(wake_r)
             os.close(wake_w)
-            self.backend.stop(timeout=5.0)
+            for agent_id, reason in self.backend.stop(timeout=5.0):
+                self._emit("agent:exited", agent=agent_id, reason=reason)
             self._flush()
             self.board.close()
         return self._finish()
@@ -447,6 +448,7 @@ class Run:
             }
             self._emit(
                 "task:reserved",
+                ts=wall,
                 task=task.id,
                 agent=agent.id,
                 attempt=attempt,
@@ -498,9 +500,7 @@ class Run:
             rec = self._records.get((msg.task_id, msg.attempt))
             if rec is not None and rec["start"] is None:  # a callable: no Started message was sent
                 rec["start"] = msg.start
-                ev = event("task:started", task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=None)
-                ev["ts"] = msg.start
-                self._pending_events.append(ev)
+                self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=None)
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
@@ -593,7 +593,7 @@ class Run:
         state = self.sched.state[task_id]
         if state is TaskState.QUEUED:
             self._queued_at[task_id] = wall
-            self._emit("task:queued", task=task_id, priority=self.tasks[task_id].priority.value)
+            self._emit("task:queued", ts=wall, task=task_id, priority=self.tasks[task_id].priority.value)
         elif state is TaskState.SKIPPED:
             self._emit("task:skipped", task=task_id, reason=self.sched.reason.get(task_id, ""))
 
@@ -646,8 +646,11 @@ class Run:
         self._flush()
         self.reporter.refresh(self.pool)
 
-    def _emit(self, name: str, **fields) -> None:
-        self._pending_events.append(event(name, **fields))
+    def _emit(self, name: str, ts: float | None = None, **fields) -> None:
+        ev = event(name, **fields)
+        if ts is not None:
+            ev["ts"] = ts  # the moment the figures in the event were taken, so wait_s matches the timestamps
+        self._pending_events.append(ev)
 
     def _flush(self) -> None:
         """Commit the ledger, then report: an outcome is durable before anyone hears of it."""

@@ -147,8 +147,8 @@ class LocalBackend:
     def agents(self) -> list[str]:
         return list(self._procs)
 
-    def stop(self, timeout: float) -> None:
-        """Stop every agent: the stop message, a join, then SIGKILL for stragglers."""
+    def stop(self, timeout: float) -> list[tuple[str, str]]:
+        """Stop every agent: the stop message, a join, then SIGKILL for stragglers; returns (agent, how it ended)."""
         for agent_id in list(self._procs):
             self.send(agent_id, None)
         deadline_each = max(0.1, timeout / max(1, len(self._procs)))
@@ -157,5 +157,4 @@ class LocalBackend:
             if proc.exitcode is None:
                 self.kill(agent_id)
                 proc.join(2)
-        for agent_id in list(self._procs):
-            self._forget(agent_id)
+        return [(agent_id, self._forget(agent_id)) for agent_id in list(self._procs)]
