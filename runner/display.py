@@ -348,7 +348,7 @@ class Display(Reporter):
         if name == "task:skipped":
             return f"skip  {task}: {_clean(str(ev.get('reason')))}"
         if name == "agent:exited":
-            if self.live and ev.get("reason") == "exit code 0":
+            if ev.get("reason") == "exit code 0":  # stopped at the end of the run, or retired
                 return None
             return f"agent {ev.get('agent')} exited ({ev.get('reason')})"
         if self.live:

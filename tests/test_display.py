@@ -295,6 +295,7 @@ def test_plain_run_prints_one_line_per_event(tmp_path):
     assert count("fail  flaky") == 1 and count("retry flaky: attempt 2") == 1
     assert count("FAIL  ") == 1 and count("FAIL  bad on ") == 1
     assert count("skip  after-bad: dependency bad failed") == 1
+    assert n("agent:exited") >= 3 and count("agent ") == 0, "agents stopped at the end are no news"
     done_lines = [ln for ln in lines if ln.startswith("done  ")]
     assert done_lines[-1].endswith("(9/9)"), "the last success closes the count: every task has its last word"
     assert lines[-1].startswith("run ") and "7 succeeded, 1 failed, 1 skipped of 9" in text
