@@ -33,6 +33,7 @@ run: install
 demo: run
 
 test: install-dev
+	@bash scripts/install-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-dev

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from typing import List, Optional
 
@@ -319,7 +320,8 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
         else:
             if watch and sys.stdout.isatty():
                 typer.echo("\x1b[H\x1b[J", nl=False)
-            typer.echo("\n".join(board_lines(snap)))
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            typer.echo("\n".join(board_lines(snap, width=width)))
         if not watch:
             return EXIT_OK
         time.sleep(1.0)  # a display refresh interval, not synchronisation

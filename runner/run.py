@@ -432,7 +432,10 @@ class Run:
             return
         views = [AgentView(r.id, r.role, r.busy_s) for r in idle]
         wall = time.time()
-        for agent, task in self.sched.assign(views, now):
+        pairs = self.sched.assign(views, now)
+        for task_id in self.sched.drain_changes():  # retries whose backoff ran out are queued again
+            self._note_change(task_id, wall)
+        for agent, task in pairs:
             self.pool.reserve(agent.id, task.id, task.title)
             attempt = self.sched.next_attempt(task.id)
             msg = self._message(task, agent.role, attempt)
