@@ -437,14 +437,14 @@ class Display(Reporter):
         shown = [r for r in shown if not (r["status"] == "skipped" and (r.get("reason") or "").startswith("status: done"))]
         out = self.out
         if shown:
-            headers = ("task", "agent", "status", "duration", "log")
+            headers = ("task", "agent", "status", "duration", "log (in the run folder below)")
             table = [
                 (
                     _clean(str(r["task"])),
                     r.get("agent") or "-",
                     r["status"] + (f" ({_clean(r['reason'])})" if r.get("reason") and r["reason"] != r["status"] else ""),
                     fmt_duration(r.get("duration_s")),
-                    r.get("log") or "-",
+                    _relative(r.get("log"), result.folder),
                 )
                 for r in shown
             ]
@@ -464,6 +464,14 @@ class Display(Reporter):
         )
         out.write(f"run {s['run_id']}: {s['folder']}\n")
         out.flush()
+
+
+def _relative(log: str | None, folder: str) -> str:
+    """A log path as the table shows it: relative to the run folder printed below the table."""
+    if not log:
+        return "-"
+    prefix = folder.rstrip("/") + "/"
+    return log[len(prefix):] if log.startswith(prefix) else log
 
 
 class _AboveBoard(logging.Handler):
