@@ -616,6 +616,12 @@ class Run:
     def _ledger_failed(self, exc: Exception) -> None:
         if self.ledger_error is None:
             self.ledger_error = f"{type(exc).__name__}: {exc}"
+            try:  # keep what was written before the failure, if the database still takes a commit
+                self.ledger.commit()
+                self._recorded += self._unrecorded
+            except Exception:  # noqa: BLE001 - it is already failing; the message says what was recorded
+                pass
+            self._unrecorded = 0
             self.reporter.message(
                 f"error: cannot write the ledger ({self.ledger_error}); {self._recorded} outcome(s) were recorded; "
                 "handing out no more tasks, running ones finish"

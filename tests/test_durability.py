@@ -232,3 +232,31 @@ def test_status_attaches_to_a_live_run_and_refuses_a_wrong_key(tmp_path):
         fifo.close()
     r = wvo(rm, "--state-dir", tmp_path / "s", "--status")
     assert r.returncode == 3
+
+
+def test_ledger_failing_mid_run_stops_cleanly_and_says_what_was_recorded(tmp_path, monkeypatch):
+    from helpers import Recorder, roadmap, task
+    from runner.ledger import Ledger
+    from runner.run import Run, RunOptions
+
+    real_record = Ledger.record
+    calls = {"n": 0}
+
+    def record(self, run_id, attempt):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_record(self, run_id, attempt)
+
+    monkeypatch.setattr(Ledger, "record", record)
+    rec = Recorder()
+    rm = roadmap([task(f"t{i}", "true") for i in range(20)])
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "s"), agents=1), rec).execute()
+    assert result.exit_code == 1
+    assert result.summary.get("ledger_error", "").endswith("database or disk is full")
+    said = " ".join(rec.messages)
+    assert "cannot write the ledger" in said and "3 outcome(s) were recorded" in said
+    started = [e for e in rec.seen if e["event"] == "task:started"]
+    assert len(started) < 20, "no new task is handed out once the ledger fails"
+    db = sqlite3.connect(tmp_path / "s" / "ledger.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 3

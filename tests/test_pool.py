@@ -56,7 +56,9 @@ def test_env_tells_the_task_who_runs_it(tmp_path):
 
 def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
     marker = tmp_path / "runs.txt"
-    rm = roadmap([task("victim", f"echo x >> {marker}; sleep 2")] + [task(f"t{i}", "true") for i in range(5)])
+    pids = tmp_path / "pids.txt"
+    victim = f'echo x >> {marker}; if [ "$WVO_ATTEMPT" = 1 ]; then sleep 30 & echo $! >> {pids}; wait; fi'
+    rm = roadmap([task("victim", victim)] + [task(f"t{i}", "true") for i in range(5)])
     killed = []
 
     def on_events(events):
@@ -73,12 +75,17 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
     rec_pool = [r.pool]
     result = r.execute()
     assert killed
+    first_sleep = int(pids.read_text().split()[0])
+    assert not psutil.pid_exists(first_sleep) or psutil.Process(first_sleep).status() == psutil.STATUS_ZOMBIE, (
+        "the dead agent's task tree must be killed by the manager"
+    )
     assert result.exit_code == 0
     assert marker.read_text().count("x") == 2  # ran again after the death, exactly once more
     names = [e["event"] for e in rec.seen]
     assert "agent:exited" in names
     finished = [e for e in rec.seen if e["event"] == "task:finished" and e["task"] == "victim"]
     assert [f["status"] for f in finished] == ["agent_died", "succeeded"]
+    assert [f["attempt"] for f in finished] == [1, 2]
     spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
     assert len(spawned) == 3  # two at start, one replacement
     check_pool_invariants(rec.seen)
@@ -136,3 +143,27 @@ def test_output_goes_to_the_log_not_the_manager(tmp_path):
     log = Path(result.tasks[0]["log"])
     assert log.stat().st_size > 5_000_000
     assert log.read_bytes().endswith(b"end\n")
+
+
+def test_two_cpu_bound_callables_on_two_agents_run_at_the_same_time(tmp_path):
+    # Judged by overlap, not by wall time, so a busy test machine cannot fake or hide the result:
+    # two CPU-bound callables in one process (threads, the GIL) could not overlap in CPU time.
+    rm = roadmap([task("a", call="workloads:spin", args=[0.5]), task("b", call="workloads:spin", args=[0.5])])
+    result = run(rm, tmp_path / "s", agents=2)
+    assert result.exit_code == 0
+    a, b = (r["value"] for r in result.tasks)
+    assert a["pid"] != b["pid"], "each ran inside its own agent process"
+    overlap = min(a["end"], b["end"]) - max(a["start"], b["start"])
+    shorter = min(a["end"] - a["start"], b["end"] - b["start"])
+    assert overlap > 0.5 * shorter, (a, b)
+
+
+def test_callable_past_its_timeout_gets_its_agent_replaced(tmp_path):
+    rec = Recorder()
+    rm = roadmap([task("stuck", call="workloads:hang", timeout=0.5), task("next", call="workloads:spin", args=[0.01])])
+    result = run(rm, tmp_path / "s", reporter=rec, agents=1, grace=0.2)
+    by = {r["task"]: r for r in result.tasks}
+    assert by["stuck"]["status"] == "timed_out"
+    assert by["next"]["status"] == "succeeded"
+    spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
+    assert len(spawned) == 2, "the killed agent was replaced"
