@@ -2,36 +2,53 @@
 
 Every method takes `now` (seconds, monotonic), so tests drive it with a fake clock.
 
+    set-up / a dependency succeeded ──▶ queue ──assign(idle agents, now)──▶ [(agent, task)]
+                                          ▲  a held task waits in its role's or its agent's heap
+        retry after backoff, rate limit ──┘  until its wait runs out (a timer, see next_timer)
+
 Rules, in the order they apply:
-- A task is ready when every dependency succeeded (or was `done` in the roadmap). A dependency that
-  failed or was skipped skips its dependents, with the reason.
-- Ready tasks are handed out by priority (critical > high > medium > low), then roadmap order.
-  Aging: a task's priority rises one level for every `age_every` seconds it has waited in the queue,
-  so low priority never starves.
-- Routing: a task with `role:` prefers that role; a review task (role critic, or a title with
-  review / critique / validate) prefers a critic; a complex task prefers the orchestrator. When no agent
-  of the preferred role is idle, the task waits at most `route_wait` seconds, then takes any idle agent.
-  Other tasks take any idle agent at once, a worker first, the least-loaded one first. Critical tasks
-  ignore roles: they take the next idle agent. A role that no agent has is no preference.
-- Affinity: a task with an affinity key prefers the agent that ran the last task of that key, waiting
-  for it at most `affinity_wait` seconds before spilling over.
-- A task held back for a role or an agent never holds back the tasks behind it.
+- A task is ready when every dependency succeeded (in this run, in the resumed one, or was `done` in
+  the roadmap). A dependency that failed, was skipped or interrupted skips its dependents and theirs,
+  each with the reason naming the dependency.
+- Ready tasks are handed out critical first, then by level (high > medium > low), then roadmap order.
+  Aging: a task rises one level for every `age_every` seconds it has waited in the queue; one step past
+  the top it is overdue, and overdue tasks go oldest first, so no task starves behind a stream of
+  others. Aging never lifts a task above a critical one: a critical task goes to the next idle agent.
+- Routing: a task with `role:` prefers that role; a review task (role critic, or a title with review /
+  critique / critic / validate or their forms) prefers a critic; a complex task prefers the
+  orchestrator. When no agent of the preferred role is idle, the task waits at most `route_wait`
+  seconds, then takes any idle agent. Other tasks take any idle agent at once, a worker first, the
+  least-loaded one first. A role that no agent has is no preference.
+- Affinity: a task with an affinity key prefers the agent its key was last handed to (recorded at
+  reservation, so tasks of one key do not split in one round), waiting for it at most `affinity_wait`
+  seconds, and not at all once that agent is gone.
+- Critical tasks never wait for a role or an agent; they take their preferred agent only if it is idle.
+- A held task never holds back the tasks behind it, and a task that may take any agent leaves alone,
+  when another will do, an idle agent that a held task waits for.
 - A failed attempt with retries left is queued again after an exponential backoff with jitter.
   A rate-limited attempt is queued again without counting, and its agent cools down. An attempt lost
-  to a dying agent is queued again at once and not counted, twice at most (a task that keeps killing
-  its agent then fails like any other).
+  to a dying agent is queued again at once and not counted, `free_deaths` times at most (a task that
+  keeps killing its agent then fails like any other).
+- Draining (stop(), --max-failures, or set by the run): nothing is handed out or retried; an attempt
+  that would have been retried ends the task (interrupted after stop(), failed otherwise).
+
+Raises InvariantError on any move the transition table forbids, or a report from an agent that does
+not hold the task.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import re
 from dataclasses import dataclass
 
 from runner.model import FINAL_STATES, TRANSITIONS, Complexity, Outcome, Priority, Task, TaskState
 
-_REVIEW = re.compile(r"\b(review|critique|critic|validate|validation)\b", re.IGNORECASE)
+_REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
+_ANY = ("any", "")  # label of the heap of tasks any idle agent may take now
+_OVERDUE = -1  # the level one age step past the top: from there, oldest first
 
 
 @dataclass(frozen=True)
@@ -45,10 +62,10 @@ class AgentView:
 
 @dataclass(frozen=True)
 class Retry:
-    """A failed attempt will be tried again at `at`."""
+    """A task will run again, after `delay` seconds (0: as soon as an agent is free)."""
 
     task_id: str
-    attempt: int  # the attempt that failed
+    attempt: int  # the attempt that did not succeed
     delay: float
     reason: str
 
@@ -96,6 +113,7 @@ class Scheduler:
         self.route_wait = route_wait
         self.affinity_wait = affinity_wait
         self.age_every = age_every
+        self._ages = 0 < age_every < math.inf  # a zero or infinite age_every turns aging off
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.cooldown_base, self.cooldown_cap = cooldown_base, cooldown_cap
         self.max_failures = max_failures
@@ -104,23 +122,36 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.state: dict[str, TaskState] = {}  # task id -> state
         self.reason: dict[str, str] = {}  # task id -> why it was skipped / failed
+        self._cause: dict[str, str] = {}  # skipped task id -> the failure or skip at the root of its chain
         self.attempts: dict[str, int] = {}  # task id -> attempts started so far (numbering)
         self.counted: dict[str, int] = {}  # task id -> failed attempts counted against `retries`
         self.deaths: dict[str, int] = {}  # task id -> attempts lost to a dying agent
         self.queued_at: dict[str, float] = {}  # task id -> when it last entered the queue
         self.failures = 0
-        self.draining = False  # no new task is handed out (max failures, or stopping)
+        self.draining = False  # no new task is handed out (max failures, stopping, or set by the run)
+        self._stopped = False  # stop() was called: work that would be retried ends as interrupted
         self._pending: dict[str, int] = {}  # task id -> dependencies not yet succeeded
         self._dependents: dict[str, list[str]] = {}  # task id -> tasks that depend on it
-        self._heap: list[tuple[int, int, str]] = []  # (effective rank, order, id) of queued tasks
-        self._rank: dict[str, int] = {}  # task id -> effective rank its live heap entry carries
-        self._next_aging = float("inf")
+        self._holder: dict[str, str] = {}  # task id -> agent it is reserved to or running on
+        # The queue: every ready task sits in exactly one heap, chosen by who may take it now.
+        self._where: dict[str, tuple[str, str]] = {}  # task id -> _ANY, ("agent", id) or ("role", role)
+        self._heaps: dict[tuple[str, str], list] = {_ANY: []}  # label -> heap of (key, task id), stale skipped
+        self._held: dict[tuple[str, str], int] = {}  # held label -> tasks waiting in it
+        self._n_held = 0  # tasks held in all of them
+        self._key: dict[str, tuple] = {}  # task id -> sort key of its live heap entry
+        self._seq: dict[str, int] = {}  # task id -> times it entered the queue (tells stale timers)
+        self._aging: list[float] = []  # times at which some queued tasks age a step (a heap)
+        self._aging_at: dict[float, list[tuple[str, int, int]]] = {}  # time -> (task id, seq, steps by then)
+        self._holds: list[tuple[float, str, int]] = []  # (when a held task's wait runs out, id, seq)
+        self._oldest: list[tuple[float, str, int]] = []  # (queued at, task id, seq), for oldest_wait
         self._delayed: list[tuple[float, int, str]] = []  # (ready at, order, id): retries in backoff
-        self._last_agent: dict[str, str] = {}  # affinity key -> agent that ran its last task
+        self._prefer: dict[str, str | None] = {}  # task id -> preferred role that some agent has
+        self._with_key: dict[str, set[str]] = {}  # affinity key -> queued tasks carrying it
+        self._owner: dict[str, str] = {}  # affinity key -> agent its last task was handed to
         self._cooldown: dict[str, float] = {}  # agent id -> until when it takes no task
         self._cooldown_level: dict[str, int] = {}  # agent id -> consecutive rate limits
         self._gone: set[str] = set()  # agents that died or retired
-        self._wake = float("inf")  # when a held task's wait runs out (set by assign)
+        self._orphaned: list[str] = []  # gone agents whose held tasks are not yet let go
         self._active = 0  # tasks not yet final
         self._changes: list[str] = []  # tasks newly queued or skipped, for the run's events
         self._setup(succeeded, blocked or {}, now)
@@ -129,105 +160,251 @@ class Scheduler:
 
     def _setup(self, succeeded, blocked: dict[str, str], now: float) -> None:
         ids = self.tasks
-        for t in self.tasks.values():
+        ordered = sorted(ids.values(), key=lambda t: t.order)
+        for t in ordered:
             self._dependents.setdefault(t.id, [])
             for d in t.dependencies:
                 self._dependents.setdefault(d, []).append(t.id)
-        for t in sorted(self.tasks.values(), key=lambda t: t.order):
             if t.id in succeeded:
                 self.state[t.id] = TaskState.SUCCEEDED
                 self.reason[t.id] = "succeeded in the resumed run"
             elif t.id in blocked:
-                self._final(t.id, TaskState.SKIPPED, blocked[t.id], count=False)
+                self.state[t.id] = TaskState.SKIPPED
+                self.reason[t.id] = blocked[t.id]
+                self._changes.append(t.id)
             elif not t.runnable_status:
                 self.state[t.id] = TaskState.SKIPPED
                 self.reason[t.id] = f"status: {t.status}"
             else:
                 self.state[t.id] = TaskState.WAITING
                 self._active += 1
-        for t in sorted(self.tasks.values(), key=lambda t: t.order):
+        for t in ordered:
             if self.state[t.id] is not TaskState.WAITING:
-                continue
-            pending = 0
+                continue  # final, or skipped just now because a dependency earlier in order was
+            pending, unknown, ended = 0, None, None
             for d in t.dependencies:
-                dep_state = self.state.get(d)
                 if d not in ids:
-                    self._final(t.id, TaskState.SKIPPED, f"unknown dependency {d}")
+                    unknown = d
                     break
+                dep_state = self.state[d]
                 if dep_state is TaskState.SUCCEEDED or (dep_state is TaskState.SKIPPED and ids[d].status == "done"):
                     continue
                 if dep_state in FINAL_STATES:
-                    self._final(t.id, TaskState.SKIPPED, f"dependency {d} {self._describe(d)}")
+                    ended = d
                     break
                 pending += 1
-            else:
-                self._pending[t.id] = pending
-                if pending == 0:
-                    self._enqueue(t.id, now)
+            if unknown is not None:
+                self._end(t.id, TaskState.SKIPPED, f"unknown dependency {unknown}")
+                continue
+            if ended is not None:
+                self._skip_for(t.id, ended)
+                continue
+            self._pending[t.id] = pending
+            if pending == 0:
+                self._move(t.id, TaskState.QUEUED)
+                self._enter(t.id, now)
 
-    def _describe(self, task_id: str) -> str:
-        state = self.state[task_id]
+    def _skip_for(self, task_id: str, dependency: str, cascade: bool = True) -> None:
+        """Skip a task for its dependency, naming it and the root cause (not the whole chain)."""
+        state = self.state[dependency]
         if state is TaskState.SKIPPED:
-            return f"was skipped ({self.reason.get(task_id, '')})"
-        return {TaskState.FAILED: "failed", TaskState.INTERRUPTED: "was interrupted"}.get(state, state.value)
+            cause = self._cause.get(dependency) or self.reason.get(dependency, "")
+            why = f"dependency {dependency} was skipped ({cause})"
+        else:
+            cause = why = f"dependency {dependency} " + (
+                {TaskState.FAILED: "failed", TaskState.INTERRUPTED: "was interrupted"}.get(state, state.value)
+            )
+        self._cause[task_id] = cause
+        self._end(task_id, TaskState.SKIPPED, why, cascade)
 
     # -- state changes --------------------------------------------------------------------------------
 
     def _move(self, task_id: str, new: TaskState) -> None:
-        old = self.state[task_id]
-        if new not in TRANSITIONS[old]:
-            raise InvariantError(f"task {task_id}: {old.value} -> {new.value} is not allowed")
+        old = self.state.get(task_id)
+        if old is None or new not in TRANSITIONS[old]:
+            raise InvariantError(f"task {task_id}: {old and old.value} -> {new.value} is not allowed")
         self.state[task_id] = new
 
-    def _final(self, task_id: str, new: TaskState, reason: str | None = None, count: bool = True) -> None:
-        if task_id in self.state:
-            self._move(task_id, new)
-            self._active -= 1
-        else:
-            self.state[task_id] = new
+    def _end(self, task_id: str, new: TaskState, reason: str | None = None, cascade: bool = True) -> None:
+        """Move a task to a final state; anything but success skips its dependents, transitively."""
+        self._move(task_id, new)
+        self._active -= 1
         if reason:
             self.reason[task_id] = reason
         if new is TaskState.SKIPPED:
             self._changes.append(task_id)
-        if new is not TaskState.SUCCEEDED:
-            self._skip_dependents(task_id)
-
-    def _skip_dependents(self, task_id: str) -> None:
-        stack = [task_id]
+        if new is TaskState.SUCCEEDED or not cascade or not self._dependents.get(task_id):
+            return
+        stack = [task_id]  # iterative: a chain of thousands must not hit the recursion limit
         while stack:
             cur = stack.pop()
             for dep in self._dependents.get(cur, ()):
                 if self.state.get(dep) is TaskState.WAITING:
-                    self._final(dep, TaskState.SKIPPED, f"dependency {cur} {self._describe(cur)}")
+                    stack.append(dep)
+                    self._skip_for(dep, cur, cascade=False)
 
-    def _enqueue(self, task_id: str, now: float) -> None:
-        self._move(task_id, TaskState.QUEUED)
-        self.queued_at[task_id] = now
-        self._changes.append(task_id)
-        rank = self.tasks[task_id].priority.rank
-        self._push(task_id, rank)
-        if rank > 0:
-            self._next_aging = min(self._next_aging, now + self.age_every)
+    def _check_holder(self, task_id: str, agent_id: str) -> None:
+        holder = self._holder.get(task_id)
+        if holder != agent_id:
+            raise InvariantError(f"task {task_id} is held by {holder}, not by {agent_id}")
 
-    def _push(self, task_id: str, rank: int) -> None:
-        self._rank[task_id] = rank
-        heapq.heappush(self._heap, (rank, self.tasks[task_id].order, task_id))
+    # -- the queue --------------------------------------------------------------------------------------
 
-    def _age(self, now: float) -> None:
-        """Re-rank queued tasks by how long they have waited (rare: at most once per age_every)."""
-        self._next_aging = float("inf")
-        entries = []
-        for task_id, rank in self._rank.items():
-            base = self.tasks[task_id].priority.rank
-            waited = now - self.queued_at[task_id]
-            eff = max(0, base - int(waited // self.age_every))
-            entries.append((eff, self.tasks[task_id].order, task_id))
-            self._rank[task_id] = eff
-            if eff > 0:
-                steps = int(waited // self.age_every) + 1
-                self._next_aging = min(self._next_aging, self.queued_at[task_id] + steps * self.age_every)
-        heapq.heapify(entries)
-        self._heap = entries
+    def _preference(self, task: Task) -> str | None:
+        try:
+            return self._prefer[task.id]
+        except KeyError:
+            role = preferred_role(task)
+            role = self._prefer[task.id] = role if role in self.roles else None
+            return role
+
+    def _key_for(self, task_id: str, steps: int) -> tuple:
+        task = self.tasks[task_id]
+        rank = task.priority.rank
+        level = rank - steps
+        tier = 0 if rank == 0 else 1  # critical tasks stay ahead of every aged one
+        if level <= _OVERDUE:  # oldest first, then the more urgent, then roadmap order
+            return (tier, _OVERDUE, self.queued_at[task_id], rank, task.order)
+        return (tier, level, 0.0, 0, task.order)
+
+    def _enter(self, task_id: str, now: float, since: float | None = None, announce: bool = True) -> None:
+        """Put a QUEUED task into the queue: keyed, placed in its heap, its timers set."""
+        q = self.queued_at[task_id] = now if since is None else since
+        seq = self._seq[task_id] = self._seq.get(task_id, 0) + 1
+        steps = int((now - q) // self.age_every) if self._ages else 0
+        steps = min(steps, self.tasks[task_id].priority.rank + 1)
+        self._key[task_id] = self._key_for(task_id, steps)
+        affinity = self.tasks[task_id].affinity
+        if affinity:
+            self._with_key.setdefault(affinity, set()).add(task_id)
+        self._place(task_id, now)
+        if self._ages and self._key[task_id][1] != _OVERDUE:
+            self._age_later(q + (steps + 1) * self.age_every, task_id, seq, steps + 1)
+        heapq.heappush(self._oldest, (q, task_id, seq))
+        if announce:
+            self._changes.append(task_id)
+
+    def _age_later(self, when: float, task_id: str, seq: int, steps: int) -> None:
+        bucket = self._aging_at.get(when)
+        if bucket is None:  # tasks queued at one moment age together: one heap entry for all
+            bucket = self._aging_at[when] = []
+            heapq.heappush(self._aging, when)
+        bucket.append((task_id, seq, steps))
+
+    def _age_bucket(self, when: float, now: float) -> None:
+        """Lift each still-queued task of one aging bucket by the steps it has waited (hot: inlined)."""
+        seqs, where, keys, queued_at, tasks = self._seq, self._where, self._key, self.queued_at, self.tasks
+        every, rekeyed = self.age_every, []
+        for task_id, seq, steps in self._aging_at.pop(when):
+            if seqs.get(task_id) != seq or task_id not in where:
+                continue
+            q = queued_at[task_id]
+            waited = int((now - q) // every)
+            if waited > steps:
+                steps = waited
+            old = keys[task_id]
+            rank = tasks[task_id].priority.rank
+            level = rank - steps
+            key = (old[0], _OVERDUE, q, rank, old[4]) if level <= _OVERDUE else (old[0], level, 0.0, 0, old[4])
+            if key != old:
+                keys[task_id] = key
+                rekeyed.append(task_id)
+            if level > _OVERDUE:
+                self._age_later(q + (steps + 1) * every, task_id, seq, steps + 1)
+        if len(rekeyed) > 64 and 4 * len(rekeyed) > len(where):
+            self._rebuild()  # O(queue) once beats a push per task, and drops the stale entries
+        else:
+            for task_id in rekeyed:
+                heapq.heappush(self._heaps[where[task_id]], (keys[task_id], task_id))
+
+    def _rebuild(self) -> None:
+        """Heapify every heap afresh from the live keys (after re-keying much of the queue at once)."""
+        heaps: dict[tuple[str, str], list] = {_ANY: []}
+        for task_id, label in self._where.items():
+            heaps.setdefault(label, []).append((self._key[task_id], task_id))
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        self._heaps = heaps
+
+    def _stage(self, task_id: str, now: float) -> tuple[tuple[str, str], float | None]:
+        """Which heap a queued task belongs in now, and until when (None: for good)."""
+        task = self.tasks[task_id]
+        if task.priority is Priority.CRITICAL:
+            return _ANY, None
+        q = self.queued_at[task_id]
+        if task.affinity:
+            owner = self._owner.get(task.affinity)
+            until = q + self.affinity_wait
+            if owner is not None and owner not in self._gone and now < until:
+                return ("agent", owner), until
+        role = self._preference(task)
+        until = q + self.route_wait
+        if role is not None and now < until:
+            return ("role", role), until
+        return _ANY, None
+
+    def _place(self, task_id: str, now: float) -> None:
+        label, until = self._stage(task_id, now)
+        old = self._where.get(task_id)
+        if old == label:
+            return
+        if old is not None and old != _ANY:
+            self._held[old] -= 1
+            self._n_held -= 1
+        self._where[task_id] = label
+        if label != _ANY:
+            self._held[label] = self._held.get(label, 0) + 1
+            self._n_held += 1
+        heapq.heappush(self._heaps.setdefault(label, []), (self._key[task_id], task_id))
+        if until is not None and until < math.inf:  # an endless wait needs no timer
+            heapq.heappush(self._holds, (until, task_id, self._seq[task_id]))
+
+    def _leave(self, task_id: str) -> None:
+        label = self._where.pop(task_id)
+        if label != _ANY:
+            self._held[label] -= 1
+            self._n_held -= 1
+        del self._key[task_id]
+        affinity = self.tasks[task_id].affinity
+        if affinity:
+            self._with_key[affinity].discard(task_id)
+
+    def _top(self, label: tuple[str, str]) -> tuple | None:
+        heap = self._heaps.get(label)
+        while heap:
+            key, task_id = heap[0]
+            if self._where.get(task_id) == label and self._key[task_id] == key:
+                return heap[0]
+            heapq.heappop(heap)  # stale: the task was re-keyed, moved or left the queue
+        return None
+
+    def _clear_queue(self) -> None:
+        for store in (self._where, self._held, self._key, self._with_key, self._aging_at):
+            store.clear()
+        self._n_held = 0
+        self._heaps = {_ANY: []}
+        for heap in (self._aging, self._holds, self._oldest, self._delayed):
+            heap.clear()
+
+    def _tick(self, now: float) -> None:
+        """Apply what time alone changes: retries out of backoff, aging, waits that ran out."""
+        while self._delayed and self._delayed[0][0] <= now:
+            ready_at, _, task_id = heapq.heappop(self._delayed)
+            if self.state[task_id] is TaskState.QUEUED and task_id not in self._where:
+                self._enter(task_id, now, since=ready_at)  # it has waited since its backoff ended
+        for agent_id in self._orphaned:
+            label = ("agent", agent_id)
+            for _, task_id in list(self._heaps.get(label, ())):
+                if self._where.get(task_id) == label:
+                    self._place(task_id, now)
+            self._heaps.pop(label, None)
+        self._orphaned.clear()
+        while self._aging and self._aging[0] <= now:
+            self._age_bucket(heapq.heappop(self._aging), now)
+        while self._holds and self._holds[0][0] <= now:
+            _, task_id, seq = heapq.heappop(self._holds)
+            if self._seq.get(task_id) == seq and task_id in self._where:
+                self._place(task_id, now)
 
     # -- the public interface ---------------------------------------------------------------------------
 
@@ -237,10 +414,17 @@ class Scheduler:
         return changes
 
     def queue_length(self) -> int:
-        return len(self._rank)
+        """Ready tasks waiting for an agent (retries still in backoff not included)."""
+        return len(self._where)
 
     def oldest_wait(self, now: float) -> float:
-        return max((now - self.queued_at[t] for t in self._rank), default=0.0)
+        heap = self._oldest
+        while heap:
+            queued, task_id, seq = heap[0]
+            if task_id in self._where and self._seq[task_id] == seq:
+                return now - queued
+            heapq.heappop(heap)
+        return 0.0
 
     def finished(self) -> bool:
         return self._active == 0
@@ -250,76 +434,84 @@ class Scheduler:
 
     def assign(self, idle: list[AgentView], now: float) -> list[tuple[AgentView, Task]]:
         """Pair ready tasks with idle agents; each agent and each task at most once."""
-        self._release_delayed(now)
-        if now >= self._next_aging:
-            self._age(now)
-        self._wake = float("inf")
-        if self.draining or not self._heap:
+        self._tick(now)
+        if self.draining or not self._where:
             return []
-        free = [a for a in idle if self._cooldown.get(a.id, 0.0) <= now]
-        if not free:
-            return []
+        cooling = self._cooldown
+        free = [a for a in idle if cooling.get(a.id, 0.0) <= now] if cooling else list(idle)
         free.sort(key=lambda a: (a.role != "worker", a.load))
         pairs: list[tuple[AgentView, Task]] = []
-        held: list[tuple[int, int, str]] = []
-        while free and self._heap:
-            entry = heapq.heappop(self._heap)
-            rank, _, task_id = entry
-            if self._rank.get(task_id) != rank:
-                continue  # a stale entry: the task was re-ranked or left the queue
-            agent = self._pick_agent(self.tasks[task_id], free, now)
+        while free:
+            # The best task any free agent may take: the open heap's top, or the top of a heap held
+            # for one of the free agents or their roles (its least-loaded agent, by `free`'s order).
+            best, label, agent = self._top(_ANY), _ANY, None
+            if self._n_held:
+                roles_seen = set()
+                for a in free:
+                    candidates = [("agent", a.id)]
+                    if a.role not in roles_seen:
+                        roles_seen.add(a.role)
+                        candidates.append(("role", a.role))
+                    for held in candidates:
+                        if self._held.get(held):
+                            top = self._top(held)
+                            if best is None or top < best:
+                                best, label, agent = top, held, a
+            if best is None:
+                break
+            heapq.heappop(self._heaps[label])
+            task = self.tasks[best[1]]
             if agent is None:
-                held.append(entry)
-                continue
+                agent = self._choose(task, free)
             free.remove(agent)
-            del self._rank[task_id]
-            self._move(task_id, TaskState.RESERVED)
-            pairs.append((agent, self.tasks[task_id]))
-        for entry in held:
-            heapq.heappush(self._heap, entry)
+            self._reserve(task, agent, now)
+            pairs.append((agent, task))
         return pairs
 
-    def _pick_agent(self, task: Task, free: list[AgentView], now: float) -> AgentView | None:
-        waited = now - self.queued_at[task.id]
-        if task.affinity and task.affinity in self._last_agent:
-            owner = self._last_agent[task.affinity]
-            for a in free:
-                if a.id == owner:
-                    return a
-            if waited < self.affinity_wait and self._owner_alive(owner):
-                self._wake = min(self._wake, self.queued_at[task.id] + self.affinity_wait)
-                return None
-        role = preferred_role(task)
-        if role is None or role not in self.roles or task.priority is Priority.CRITICAL:
-            return free[0]
+    def _choose(self, task: Task, free: list[AgentView]) -> AgentView:
+        """The agent for a task that may take any: its affinity owner, its role, one nobody waits for."""
+        owner = self._owner.get(task.affinity) if task.affinity else None
         for a in free:
-            if a.role == role:
+            if a.id == owner:
                 return a
-        if waited >= self.route_wait:
-            return free[0]
-        self._wake = min(self._wake, self.queued_at[task.id] + self.route_wait)
-        return None
+        role = self._preference(task)
+        if role is not None:
+            for a in free:
+                if a.role == role:
+                    return a
+        if self._n_held:
+            for a in free:
+                if not self._held.get(("agent", a.id)) and not self._held.get(("role", a.role)):
+                    return a
+        return free[0]
 
-    def _owner_alive(self, agent_id: str) -> bool:
-        return agent_id not in self._gone
+    def _reserve(self, task: Task, agent: AgentView, now: float) -> None:
+        self._leave(task.id)
+        self._move(task.id, TaskState.RESERVED)
+        self._holder[task.id] = agent.id
+        if task.affinity and self._owner.get(task.affinity) != agent.id:
+            self._owner[task.affinity] = agent.id
+            for other in list(self._with_key.get(task.affinity, ())):
+                self._place(other, now)  # they now wait for the new owner
 
     def agent_gone(self, agent_id: str) -> None:
         """An agent died or retired: affinity no longer waits for it."""
         self._gone.add(agent_id)
         self._cooldown.pop(agent_id, None)
+        self._orphaned.append(agent_id)
 
     def unassign(self, task_id: str, now: float) -> None:
         """A reservation could not be delivered: the task goes back to the queue, uncounted."""
         self._move(task_id, TaskState.QUEUED)
-        self._push(task_id, self.tasks[task_id].priority.rank)
+        self._holder.pop(task_id, None)
+        self._enter(task_id, now, since=self.queued_at[task_id], announce=False)
 
     def started(self, task_id: str, agent_id: str) -> int:
         """The reserved agent started the task; returns the attempt number (1-based)."""
+        if self.state.get(task_id) is TaskState.RESERVED:
+            self._check_holder(task_id, agent_id)
         self._move(task_id, TaskState.RUNNING)
         self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
-        task = self.tasks[task_id]
-        if task.affinity:
-            self._last_agent[task.affinity] = agent_id
         return self.attempts[task_id]
 
     def next_attempt(self, task_id: str) -> int:
@@ -335,28 +527,37 @@ class Scheduler:
         self, task_id: str, agent_id: str, outcome: Outcome, now: float, retry_after: float | None = None
     ) -> Retry | None:
         """Record an attempt's outcome; returns a Retry when the task will run again."""
-        state = self.state[task_id]
+        state = self.state.get(task_id)
+        if state not in (TaskState.RESERVED, TaskState.RUNNING):
+            raise InvariantError(f"task {task_id}: an outcome arrived while it is {state and state.value}")
+        self._check_holder(task_id, agent_id)
         if state is TaskState.RESERVED:  # ended before its Started reached us (e.g. the agent died)
             self.started(task_id, agent_id)
+        del self._holder[task_id]
         if outcome is Outcome.SUCCEEDED:
             self._cooldown_level.pop(agent_id, None)
-            self._final(task_id, TaskState.SUCCEEDED)
+            self._end(task_id, TaskState.SUCCEEDED)
             for dep in self._dependents.get(task_id, ()):
                 if self.state.get(dep) is TaskState.WAITING:
                     self._pending[dep] -= 1
                     if self._pending[dep] == 0:
-                        self._enqueue(dep, now)
+                        self._move(dep, TaskState.QUEUED)
+                        self._enter(dep, now)
             return None
         if outcome is Outcome.INTERRUPTED:
-            self._final(task_id, TaskState.INTERRUPTED, "interrupted")
+            self._end(task_id, TaskState.INTERRUPTED, "interrupted")
             return None
         if outcome is Outcome.RATE_LIMITED:
             level = self._cooldown_level.get(agent_id, 0)
             self._cooldown_level[agent_id] = level + 1
-            pause = retry_after if retry_after else min(self.cooldown_cap, self.cooldown_base * 2**level)
+            pause = retry_after if retry_after else min(self.cooldown_cap, self.cooldown_base * 2 ** min(level, 32))
             self._cooldown[agent_id] = now + pause
-            self._requeue(task_id, now, 0.0)
-            return Retry(task_id, self.attempts[task_id], 0.0, f"rate limited; {agent_id} cools down {pause:g}s")
+            if not self.draining:
+                self._requeue(task_id, now, 0.0)
+                return Retry(task_id, self.attempts[task_id], 0.0, f"rate limited; {agent_id} cools down {pause:g}s")
+            if self._stopped:
+                self._end(task_id, TaskState.INTERRUPTED, "rate limited; not retried: the run is stopping")
+                return None
         if outcome is Outcome.AGENT_DIED and self.deaths.get(task_id, 0) < self.free_deaths and not self.draining:
             self.deaths[task_id] = self.deaths.get(task_id, 0) + 1
             self._requeue(task_id, now, 0.0)
@@ -366,12 +567,13 @@ class Scheduler:
             retries = max(retries, self.default_retries)
         counted = self.counted[task_id] = self.counted.get(task_id, 0) + 1
         if counted <= retries and not self.draining:
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** (counted - 1)) * (0.5 + self.rng.random() / 2)
+            backoff = min(self.backoff_cap, self.backoff_base * 2 ** min(counted - 1, 64))
+            delay = backoff * (0.5 + self.rng.random() / 2)
             self._requeue(task_id, now, delay)
             return Retry(task_id, self.attempts[task_id], delay, outcome.value)
         self.failures += 1
-        self._final(task_id, TaskState.FAILED, outcome.value)
-        if self.max_failures is not None and self.failures >= self.max_failures:
+        self._end(task_id, TaskState.FAILED, outcome.value)
+        if self.max_failures is not None and self.failures >= self.max_failures and not self.draining:
             self.draining = True
             self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
         return None
@@ -383,48 +585,43 @@ class Scheduler:
         self._move(task_id, TaskState.QUEUED)
         self.queued_at[task_id] = now
         if delay <= 0:
-            self._changes.append(task_id)
-            self._push(task_id, self.tasks[task_id].priority.rank)
+            self._enter(task_id, now)
         else:
             heapq.heappush(self._delayed, (now + delay, self.tasks[task_id].order, task_id))
 
-    def _release_delayed(self, now: float) -> None:
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, task_id = heapq.heappop(self._delayed)
-            if self.state[task_id] is TaskState.QUEUED:
-                self.queued_at[task_id] = now
-                self._changes.append(task_id)
-                self._push(task_id, self.tasks[task_id].priority.rank)
-
     def next_timer(self, now: float) -> float | None:
-        """Seconds until assign() may pair something new without any other event; None = no timer."""
-        times = [self._wake, self._next_aging]
+        """Seconds until assign() may pair something new without any other event; None = no timer.
+
+        Applies what is due at `now` first, so it never answers 0 twice for the same reason (the run
+        loop may not call assign() while no agent is idle).
+        """
+        self._tick(now)
+        holds = self._holds
+        while holds and (self._seq.get(holds[0][1]) != holds[0][2] or self._where.get(holds[0][1], _ANY) == _ANY):
+            heapq.heappop(holds)
+        times = [t for t in self._cooldown.values() if t > now]
+        if holds:
+            times.append(holds[0][0])
         if self._delayed:
             times.append(self._delayed[0][0])
-        times.extend(t for t in self._cooldown.values() if t > now)
-        soonest = min(times)
-        return None if soonest == float("inf") else max(0.0, soonest - now)
+        return max(0.0, min(times) - now) if times else None
 
     def stop(self, reason: str = "interrupted before it started") -> None:
         """Hand out nothing more; tasks not yet started end as interrupted."""
         self.draining = True
-        for task_id, state in list(self.state.items()):
-            if state in (TaskState.WAITING, TaskState.QUEUED):
-                self._rank.pop(task_id, None)
-                self.state[task_id] = TaskState.INTERRUPTED
-                self.reason[task_id] = reason
-                self._active -= 1
-        self._heap.clear()
-        self._delayed.clear()
+        self._stopped = True
+        self._end_unstarted(TaskState.INTERRUPTED, reason)
 
     def abandon_waiting(self, reason: str) -> None:
         """After --max-failures: tasks never started are skipped, running ones finish."""
+        self._end_unstarted(TaskState.SKIPPED, reason)
+
+    def _end_unstarted(self, new: TaskState, reason: str) -> None:
         for task_id, state in list(self.state.items()):
-            if state in (TaskState.WAITING, TaskState.QUEUED):
-                self._rank.pop(task_id, None)
-                self.state[task_id] = TaskState.SKIPPED
+            if state is TaskState.WAITING or state is TaskState.QUEUED:
+                self._move(task_id, new)
                 self.reason[task_id] = reason
-                self._changes.append(task_id)
                 self._active -= 1
-        self._heap.clear()
-        self._delayed.clear()
+                if new is TaskState.SKIPPED:
+                    self._changes.append(task_id)
+        self._clear_queue()
