@@ -490,6 +490,9 @@ class Run:
 
     def _handle(self, agent_id: str, msg) -> None:
         if isinstance(msg, Started):
+            if self.pool.reservations.get(agent_id) != msg.task_id:
+                log.warning("agent %s started %s, which it does not hold; ignored", agent_id, msg.task_id)
+                return
             self.pool.set_task_pid(agent_id, msg.pid)
             self.sched.started(msg.task_id, agent_id)
             rec = self._records.get((msg.task_id, msg.attempt))
@@ -627,6 +630,7 @@ class Run:
                 "handing out no more tasks, running ones finish"
             )
             self.sched.draining = True
+            self.sched.abandon_waiting("not started: the ledger cannot be written")
 
     def _check_deadlines(self, now: float) -> None:
         for agent_id, deadline in list(self._deadline.items()):
