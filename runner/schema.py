@@ -1,0 +1,152 @@
+"""The roadmap format as a JSON Schema (draft 2020-12), for editors: `wvo-batch --schema > roadmap.schema.json`.
+
+Built from the loader's own tables, so the two cannot drift apart. The schema is a help for writing
+files; the loader stays the judge (it also accepts a few things the schema steers away from, such as
+upper-case priorities or `dependencies:` written as a mapping).
+"""
+
+from __future__ import annotations
+
+from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
+from runner.roadmap import EXECUTOR_TIMEOUTS
+
+_NUM = r"\d+(?:\.\d+)?"
+DURATION_PATTERN = (
+    rf"^ *(?:off|none|{_NUM}|(?:{_NUM} *d)? *(?:{_NUM} *h)? *(?:{_NUM} *m)? *(?:{_NUM} *s)?) *$"
+)  # what runner.roadmap._duration reads
+CALL_PATTERN = r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$"
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a roadmap file."""
+    statuses = sorted(s for s in RUN_STATUSES | SKIP_STATUSES if s)
+    duration = {
+        "description": "Seconds, or a duration such as 90s, 10m, 2h, 1h30m; `off` (or false) for none.",
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "string", "pattern": DURATION_PATTERN},
+            {"const": False},
+        ],
+        "examples": ["90s", "10m", "1h30m", 600],
+    }
+    text = {"type": ["string", "null"]}
+    name = {"type": ["string", "number", "null"]}
+    env = {
+        "type": ["object", "null"],
+        "description": "Environment variables; numbers and booleans become text. Task keys win over defaults.",
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+        "propertyNames": {"pattern": "^[^=]+$"},
+    }
+    priority = {"enum": [p.value for p in Priority], "description": "Default: medium."}
+    argv = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    task = {
+        "type": "object",
+        "description": "A task. Fields not listed here are kept as data (Task.meta).",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "description": "Unique across all files of a run."},
+            "title": text,
+            "description": text,
+            "command": {
+                "description": "A string runs under /bin/sh -c; a list is an argv, run without a shell.",
+                "oneOf": [{"type": "string", "minLength": 1}, argv],
+            },
+            "call": {"type": "string", "pattern": CALL_PATTERN, "description": "package.module:function"},
+            "args": {"type": ["array", "null"], "description": "Positional arguments of `call`."},
+            "kwargs": {"type": ["object", "null"], "description": "Keyword arguments of `call`."},
+            "status": {
+                "description": "Lower-cased; unknown statuses are warned and the task is skipped.",
+                "anyOf": [{"enum": statuses}, {"type": "string"}, {"type": "null"}],
+            },
+            "dependencies": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "Ids of tasks (in any file of the run) that must succeed first.",
+            },
+            "priority": priority,
+            "complexity": {"enum": [c.value for c in Complexity]},
+            "complexity_score": {"type": "integer", "minimum": 1, "maximum": 10},
+            "timeout": duration,
+            "retries": {"type": "integer", "minimum": 0},
+            "env": env,
+            "cwd": {"type": "string", "description": "Relative paths are relative to the roadmap file's folder."},
+            "role": {"type": "string", "description": "Only agents of this role take the task."},
+            "affinity": name,
+            "set_id": {**name, "description": "WeatherVane's name for affinity."},
+            "exit_criteria": {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "object", "number"]}}, {"type": "null"}]
+            },
+            "epic": name,
+            "milestone": name,
+        },
+        "not": {"required": ["command", "call"]},
+    }
+    executor = {
+        "description": "How an executor (agent CLI) task runs: an argv template, or a mapping with `command:`.",
+        "oneOf": [
+            argv,
+            {
+                "type": "object",
+                "required": ["command"],
+                "properties": {"command": argv, "prompt": {"type": "string"}},
+            },
+        ],
+        "examples": [["codex", "exec", "{prompt}"]],
+    }
+    defaults = {
+        "type": "object",
+        "description": "Settings every task of this file gets unless it sets its own.",
+        "additionalProperties": False,
+        "properties": {
+            "timeout": duration,
+            "retries": {"type": "integer", "minimum": 0},
+            "priority": priority,
+            "env": env,
+            "cwd": {"type": "string"},
+            "role": {"type": "string"},
+            "executor": executor,
+            "executor_timeouts": {
+                "type": "object",
+                "description": "Timeouts of executor tasks without one, by complexity (score 1-3 simple, 4-6 "
+                "moderate, 7-8 complex, 9-10 very_complex).",
+                "additionalProperties": False,
+                "properties": {key: duration for key in EXECUTOR_TIMEOUTS},
+            },
+        },
+    }
+    tasks = {"type": ["array", "null"], "items": {"$ref": "#/$defs/task"}}
+    milestone = {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": name, "title": text, "description": text, "status": text, "tasks": tasks},
+    }
+    epic = {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": name,
+            "title": text,
+            "description": text,
+            "status": text,
+            "milestones": {"type": ["array", "null"], "items": {"$ref": "#/$defs/milestone"}},
+            "tasks": tasks,
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "wvo-batch roadmap",
+        "description": "Tasks for wvo-batch: a top-level `tasks:` list and/or `epics:` -> `milestones:` -> `tasks:`.",
+        "type": "object",
+        "properties": {
+            "tasks": tasks,
+            "epics": {"type": ["array", "null"], "items": {"$ref": "#/$defs/epic"}},
+            "defaults": defaults,
+            "executor": executor,
+            "agents": {
+                "type": "object",
+                "description": "Agents per role, e.g. {worker: 4, critic: 1}.",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+        },
+        "$defs": {"task": task, "milestone": milestone, "epic": epic},
+    }
