@@ -1135,11 +1135,13 @@ class _Builder:
         self.file = ""
         self.doc: _Doc | None = None
         self.defaults: dict = {}
+        self._folders: dict[str, str] = {}  # cwd as written -> folder, for the current file
 
     # -- files and layouts
 
     def add_file(self, path: str, doc: _Doc) -> None:
         self.file, self.doc = path, doc
+        self._folders = {}
         root = doc.data
         if not isinstance(root, dict):
             self.p.error(f"the file must be a mapping with `tasks:` or `epics:`, not {_kind(root)}", path, 1)
@@ -1148,9 +1150,9 @@ class _Builder:
         self._unknown_keys(root, TOP_FIELDS, "top-level key", line)
         self.defaults = self._defaults(root.get("defaults"), line)
         if "executor" in root:
-            self._executor(root["executor"], line)
+            self._executor(root["executor"], line, "executor")
         elif "executor" in self.defaults:
-            self._executor(self.defaults["executor"], line)
+            self._executor(self.defaults["executor"], line, "defaults.executor")
         if "agents" in root:
             self._agents(root["agents"], line)
         if not any(k in root for k in TOP_FIELDS):
@@ -1209,14 +1211,14 @@ class _Builder:
         doc = self.doc
         map_lines = doc.map_lines
         append = self.tasks.append
-        for i, raw in enumerate(items):
-            order = self.total
-            self.total += 1
+        order = self.total
+        self.total += len(items)
+        for i, raw in enumerate(items, order):
             if type(raw) is not dict:
-                tline = doc.item_line(items, i, line)
-                self.p.error(f"task #{i + 1} of {what} must be a mapping, not {_kind(raw)}", self.file, tline)
+                tline = doc.item_line(items, i - order, line)
+                self.p.error(f"task #{i - order + 1} of {what} must be a mapping, not {_kind(raw)}", self.file, tline)
                 continue
-            task = self._task(raw, map_lines.get(id(raw)) or doc.item_line(items, i, line), epic, milestone, order)
+            task = self._task(raw, map_lines.get(id(raw)) or doc.item_line(items, i - order, line), epic, milestone, i)
             if task is not None:
                 append(task)
 
@@ -1242,8 +1244,23 @@ class _Builder:
         if self.doc.dup_keys:
             for key, kline in self.doc.dup_keys.get(id(raw), ()):
                 self.p.warn(f"field `{key}` is given twice (again at line {kline}); the last one is used", file, line, tid)
-        handlers = _FIELD_HANDLERS
+        handlers, statuses, priorities = _FIELD_HANDLERS, _STATUS_WORDS, _PRIORITIES
         for key, value in raw.items():
+            if type(value) is str:  # the usual values, read here without a call
+                if key == "title" or key == "description":
+                    setattr(t, key, value)
+                    continue
+                if key == "command" and value and not value.isspace():
+                    t.command = value
+                    continue
+                if key == "status" and value in statuses:
+                    t.status = value
+                    continue
+                if key == "priority" and value in priorities:
+                    t.priority = priorities[value]
+                    continue
+                if key == "id":
+                    continue
             handler = handlers.get(key)
             if handler is not None:
                 handler(self, t, value)
@@ -1285,8 +1302,14 @@ class _Builder:
         if t.command is None and t.call is None and get("timeout") is None and "timeout" not in d:
             t.timeout = self._executor_timeout(t)
         if t.cwd is not None:
-            t.cwd = os.path.join(os.path.dirname(t.file), os.path.expanduser(t.cwd))
-        if (t.args or t.kwargs) and t.call is None:
+            folder = self._folders.get(t.cwd)
+            if folder is None:
+                folder = self._folders[t.cwd] = os.path.join(os.path.dirname(t.file), os.path.expanduser(t.cwd))
+            t.cwd = folder
+        if t.call is not None:
+            if t.command is not None:
+                self.p.error("has both `command` and `call`; a task runs one of them", t.file, t.line, t.id)
+        elif t.args or t.kwargs:
             self.p.warn("`args`/`kwargs` only apply to `call:` tasks (ignored)", t.file, t.line, t.id)
 
     def _executor_timeout(self, t: Task) -> float:
@@ -1332,14 +1355,11 @@ class _Builder:
             self._bad(t, "`command` is an empty list")
         else:
             self._bad(t, f"`command` must be a string (run by the shell) or a list of strings (argv), not {_kind(v)}")
-            t.command = ""  # keeps the task from passing for an executor task
 
     def f_call(self, t: Task, v) -> None:
         if type(v) is not str or not _CALL.match(v):
             self._bad(t, f"`call` must look like 'package.module:function', got {v!r}")
             return
-        if t.command is not None:
-            self._bad(t, "has both `command` and `call`; a task runs one of them")
         t.call = v
 
     def f_args(self, t: Task, v) -> None:
@@ -1564,11 +1584,15 @@ class _Builder:
                 table[key] = seconds
         return table if ok else None
 
-    def _executor(self, v, line: int) -> None:
+    def _executor(self, v, line: int, where: str) -> None:
+        """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place."""
+        from runner import executors
+
         line = self._line_of(v, line)
-        problem = _executor_problem(v)
-        if problem:
-            self.p.error(f"`executor` {problem}", self.file, line)
+        try:
+            executors.parse(v, where=where)
+        except Exception as e:  # ExecutorError: one line naming the setting
+            self.p.error(" ".join(str(e).split()) or type(e).__name__, self.file, line)
             return
         if self.executor is not None and self.executor != v:
             self.p.warn(f"`executor` is also defined at {self.executor_place}; this one is used", self.file, line)
@@ -1745,24 +1769,6 @@ def _env(v) -> tuple[dict[str, str], str | None]:
         else:
             return {}, f"value of {k} must be text or a number, not {_kind(val)} (quote it)"
     return env, None
-
-
-def _executor_problem(v) -> str | None:
-    def argv_problem(cmd, what: str) -> str | None:
-        if not isinstance(cmd, list) or not cmd or not all(type(a) is str for a in cmd):
-            return f"{what} must be a non-empty list of strings (an argv template like [codex, exec, '{{prompt}}'])"
-        return None
-
-    if isinstance(v, list):
-        return argv_problem(v, "template")
-    if isinstance(v, dict):
-        if "command" not in v:
-            return "mapping needs `command:` (an argv template list)"
-        problem = argv_problem(v["command"], "`command`")
-        if problem is None and "prompt" in v and type(v["prompt"]) is not str:
-            problem = "`prompt` must be a text template"
-        return problem
-    return f"must be an argv template list or a mapping with `command:`, not {_kind(v)}"
 
 
 def _complexity_of(score: int) -> Complexity:

@@ -7,6 +7,7 @@ upper-case priorities or `dependencies:` written as a mapping).
 
 from __future__ import annotations
 
+from runner.executors import PRESETS
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
 from runner.roadmap import EXECUTOR_TIMEOUTS
 
@@ -82,16 +83,25 @@ def json_schema() -> dict:
         "not": {"required": ["command", "call"]},
     }
     executor = {
-        "description": "How an executor (agent CLI) task runs: an argv template, or a mapping with `command:`.",
-        "oneOf": [
+        "description": "How a task without `command`/`call` runs: a preset name, an executor file, an argv "
+        "template, or a mapping (see docs/executors.md).",
+        "anyOf": [
+            {"type": "string", "examples": sorted(PRESETS) + ["configs/codex.yaml"]},
             argv,
             {
                 "type": "object",
-                "required": ["command"],
-                "properties": {"command": argv, "prompt": {"type": "string"}},
+                "properties": {
+                    "command": {"anyOf": [argv, {"enum": sorted(PRESETS)}]},
+                    "preset": {"enum": sorted(PRESETS)},
+                    "prompt": {"type": "string", "minLength": 1},
+                    "models": {"type": ["object", "string"]},
+                    "rate_limit": {"type": ["string", "boolean", "null"]},
+                },
+                "additionalProperties": False,
+                "oneOf": [{"required": ["command"]}, {"required": ["preset"]}],
             },
         ],
-        "examples": [["codex", "exec", "{prompt}"]],
+        "examples": [["codex", "exec", "{prompt}"], "claude"],
     }
     defaults = {
         "type": "object",

@@ -327,6 +327,8 @@ def test_executor_as_template_or_mapping_and_agents(write):
     assert roadmap.agents == {"worker": 3, "critic": 1}
     listed = write("l.yaml", "defaults:\n  executor: [claude, -p, '{prompt}']\ntasks: [{id: a}]\n")
     assert load([listed]).roadmap.executor == ["claude", "-p", "{prompt}"]
+    preset = write("p.yaml", "executor: codex\ntasks: [{id: a}]\n")
+    assert load([preset]).roadmap.executor == "codex"  # kept as written; runner.executors reads it
 
 
 # ----------------------------------------------------------------------------- errors, each with its place
@@ -458,8 +460,9 @@ def test_wrong_field_types_are_errors_naming_file_line_and_task(write, field, ne
     at(only(result.errors, needle), path, 3, "bad")
 
 
-def test_both_command_and_call_is_an_error(write):
-    path = write("r.yaml", "tasks:\n  - id: a\n    command: make\n    call: m:f\n")
+@pytest.mark.parametrize("fields", ["command: make\n    call: m:f", "call: m:f\n    command: [make]"])
+def test_both_command_and_call_is_an_error(write, fields):
+    path = write("r.yaml", f"tasks:\n  - id: a\n    {fields}\n")
     at(only(load([path]).errors, "both `command` and `call`"), path, 2, "a")
 
 
@@ -505,11 +508,13 @@ def test_two_separate_cycles_are_both_reported(write):
 @pytest.mark.parametrize(
     "text, needle",
     [
-        ("executor: codex exec\n", "`executor` must be an argv template list"),
-        ("executor: []\n", "`executor` template must be a non-empty list"),
-        ("executor: {prompt: x}\n", "`executor` mapping needs `command:`"),
-        ("executor: {command: codex exec}\n", "`executor` `command` must be a non-empty list"),
-        ("executor: {command: [a], prompt: [x]}\n", "`prompt` must be a text template"),
+        ("executor: codex exec\n", "executor: unknown preset 'codex exec'"),
+        ("executor: []\n", "executor: an argv template is a non-empty list"),
+        ("executor: {prompt: x}\n", "executor: give exactly one of `command:`"),
+        ("executor: {command: [a], prompt: [x]}\n", "executor.prompt: must be a non-empty string"),
+        ("executor: [a, '{titel}']\n", "executor[1]: unknown template field {titel}"),
+        ("executor: 5\n", "executor: must be an argv list, a preset name"),
+        ("defaults:\n  executor: missing-file.yaml\n", "defaults.executor: cannot read executor file"),
         ("agents: [worker]\n", "`agents:` must map roles to agent counts"),
         ("agents: {worker: -1}\n", "must be a role name and a whole number >= 0"),
         ("defaults: [1]\n", "`defaults:` must be a mapping"),
@@ -859,7 +864,8 @@ def test_json_schema_is_valid_and_agrees_with_the_loader(write):
         {"tasks": [{"id": "a", "command": "x", "call": "m:f"}]},
         {"tasks": [{"id": "a", "dependencies": {"depends_on": ["b"]}}]},
         {"defaults": {"tiemout": 5}},
-        {"executor": "codex exec"},
+        {"executor": {"prompt": "no command"}},
+        {"executor": []},
     ):
         assert list(validator.iter_errors(bad)), bad
     for written in ("90", "90s", "10m", "1h30m", "1h 30m", "2.5h", "1d", "off"):
