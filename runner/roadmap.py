@@ -196,7 +196,9 @@ def _analyse(tasks: list[Task], index: dict[str, Task] | None = None) -> _Graph:
 _DONE, _SKIPPED, _BLOCKED = 0, -1, -2  # values in _walk's state besides chain lengths (>= 1)
 
 
-def _walk(order: list[Task], index: dict[str, Task], in_order: bool, cycle_members: set[str] = frozenset()) -> _Graph | None:
+def _walk(
+    order: list[Task], index: dict[str, Task], in_order: bool, cycle_members: set[str] = frozenset()
+) -> _Graph | None:
     """One pass in dependency order; None when in_order and a task depends on a later one."""
     state: dict[str, int] = {}  # task id -> chain length if it would run, else _DONE / _SKIPPED / _BLOCKED
     root: dict[str, str] = {}  # blocked task id -> the first cause, carried to its dependents
@@ -469,7 +471,9 @@ def _parse_yaml(data: bytes, path: str, problems: _Problems) -> _Doc | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        problems.error(f"not UTF-8 text: byte 0x{data[e.start]:02x} cannot be decoded; save the file as UTF-8", path, line)
+        problems.error(
+            f"not UTF-8 text: byte 0x{data[e.start]:02x} cannot be decoded; save the file as UTF-8", path, line
+        )
         return None
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -532,6 +536,8 @@ _FLOW_LIST = re.compile(r"\[[^\]]*\]")
 
 def _protect_commas(m: re.Match) -> str:
     return m.group().replace(",", "\x00")
+
+
 _FLOW_DOUBLE = re.compile(r'"([^"\\]*)"')
 _SINGLE = re.compile(r"'([^']*(?:''[^']*)*)'(?: +#.*)? *\Z")
 _DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)? *\Z')
@@ -593,7 +599,7 @@ class _FastReader:
         ind = len(line) - len(s)
         is_item = s[0] == "-" and (len(s) == 1 or s[1] == " ")
         if ind > indent:
-            return (self._seq(j, ind, depth) if is_item else self._map(j, ind, None, depth))
+            return self._seq(j, ind, depth) if is_item else self._map(j, ind, None, depth)
         if ind == indent and is_item and seq_same_indent:
             return self._seq(j, ind, depth)
         return None, j
@@ -1172,7 +1178,9 @@ class _Builder:
         for i, epic in enumerate(epics):
             eline = self.doc.item_line(epics, i, line)
             if not isinstance(epic, dict):
-                self.p.error(f"epic #{i + 1} must be a mapping with `id:` and `milestones:`, not {_kind(epic)}", self.file, eline)
+                self.p.error(
+                    f"epic #{i + 1} must be a mapping with `id:` and `milestones:`, not {_kind(epic)}", self.file, eline
+                )
                 continue
             eline = self.doc.line(epic) or eline
             eid = self._group_id(epic, "epic", i, eline)
@@ -1188,7 +1196,9 @@ class _Builder:
             for j, ms in enumerate(milestones):
                 mline = self.doc.item_line(milestones, j, eline)
                 if not isinstance(ms, dict):
-                    self.p.error(f"milestone #{j + 1} of epic {eid} must be a mapping, not {_kind(ms)}", self.file, mline)
+                    self.p.error(
+                        f"milestone #{j + 1} of epic {eid} must be a mapping, not {_kind(ms)}", self.file, mline
+                    )
                     continue
                 mline = self.doc.line(ms) or mline
                 mid = self._group_id(ms, "milestone", j, mline)
@@ -1243,7 +1253,9 @@ class _Builder:
             err(f"duplicate task id (first defined at {first.place()})", file, line, tid)
         if self.doc.dup_keys:
             for key, kline in self.doc.dup_keys.get(id(raw), ()):
-                self.p.warn(f"field `{key}` is given twice (again at line {kline}); the last one is used", file, line, tid)
+                self.p.warn(
+                    f"field `{key}` is given twice (again at line {kline}); the last one is used", file, line, tid
+                )
         handlers, statuses, priorities = _FIELD_HANDLERS, _STATUS_WORDS, _PRIORITIES
         for key, value in raw.items():
             if type(value) is str:  # the usual values, read here without a call
@@ -1316,7 +1328,9 @@ class _Builder:
         table = self.defaults.get("executor_timeouts") or EXECUTOR_TIMEOUTS
         score = t.complexity_score
         if score is not None:
-            bucket = "simple" if score <= 3 else "moderate" if score <= 6 else "complex" if score <= 8 else "very_complex"
+            bucket = (
+                "simple" if score <= 3 else "moderate" if score <= 6 else "complex" if score <= 8 else "very_complex"
+            )
         else:
             bucket = t.complexity.value if t.complexity else "unknown"
         return table.get(bucket, EXECUTOR_TIMEOUTS[bucket])
@@ -1421,7 +1435,9 @@ class _Builder:
             return
         c = _COMPLEXITIES.get(v.strip().lower()) if type(v) is str else None
         if c is None:
-            self._bad(t, f"`complexity` must be one of {', '.join(_COMPLEXITIES)} (or give complexity_score 1-10); got {v!r}")
+            self._bad(
+                t, f"`complexity` must be one of {', '.join(_COMPLEXITIES)} (or give complexity_score 1-10); got {v!r}"
+            )
         else:
             t.complexity = c
 
@@ -1567,13 +1583,19 @@ class _Builder:
 
     def _executor_timeouts(self, v, line: int) -> dict | None:
         if not isinstance(v, dict):
-            self.p.error(f"`defaults.executor_timeouts` must be a mapping like {{simple: 10m}}, not {_kind(v)}", self.file, line)
+            self.p.error(
+                f"`defaults.executor_timeouts` must be a mapping like {{simple: 10m}}, not {_kind(v)}", self.file, line
+            )
             return None
         table = dict(EXECUTOR_TIMEOUTS)
         ok = True
         for key, value in v.items():
             if key not in EXECUTOR_TIMEOUTS:
-                self.p.error(f"`defaults.executor_timeouts` key {key!r} must be one of {', '.join(EXECUTOR_TIMEOUTS)}", self.file, line)
+                self.p.error(
+                    f"`defaults.executor_timeouts` key {key!r} must be one of {', '.join(EXECUTOR_TIMEOUTS)}",
+                    self.file,
+                    line,
+                )
                 ok = False
                 continue
             seconds, problem = _duration(value)
@@ -1608,12 +1630,16 @@ class _Builder:
     def _agents(self, v, line: int) -> None:
         line = self._line_of(v, line)
         if not isinstance(v, dict):
-            self.p.error(f"`agents:` must map roles to agent counts, like {{worker: 4}}, not {_kind(v)}", self.file, line)
+            self.p.error(
+                f"`agents:` must map roles to agent counts, like {{worker: 4}}, not {_kind(v)}", self.file, line
+            )
             return
         agents = {}
         for role, n in v.items():
             if type(role) is not str or type(n) is not int or n < 0:
-                self.p.error(f"`agents:` entry {role!r}: {n!r} must be a role name and a whole number >= 0", self.file, line)
+                self.p.error(
+                    f"`agents:` entry {role!r}: {n!r} must be a role name and a whole number >= 0", self.file, line
+                )
             else:
                 agents[role] = n
         self.agents = {**(self.agents or {}), **agents}
@@ -1644,9 +1670,7 @@ class _Builder:
         return hint
 
 
-_FIELD_HANDLERS = {
-    name: getattr(_Builder, f"f_{name}") for name in TASK_FIELDS if hasattr(_Builder, f"f_{name}")
-}
+_FIELD_HANDLERS = {name: getattr(_Builder, f"f_{name}") for name in TASK_FIELDS if hasattr(_Builder, f"f_{name}")}
 
 
 def _cycles(index: dict[str, Task]) -> tuple[list[list[str]], set[str]]:

@@ -12,9 +12,8 @@ from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
 from runner.roadmap import EXECUTOR_TIMEOUTS
 
 _NUM = r"\d+(?:\.\d+)?"
-DURATION_PATTERN = (
-    rf"^ *(?:off|none|{_NUM}|(?:{_NUM} *d)? *(?:{_NUM} *h)? *(?:{_NUM} *m)? *(?:{_NUM} *s)?) *$"
-)  # what runner.roadmap._duration reads
+# What runner.roadmap._duration reads: seconds, 90s, 10m, 2h, 1d, 1h30m (spaces allowed), off, none.
+DURATION_PATTERN = rf"^ *(?:off|none|{_NUM}|(?:{_NUM} *d)? *(?:{_NUM} *h)? *(?:{_NUM} *m)? *(?:{_NUM} *s)?) *$"
 CALL_PATTERN = r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$"
 
 
@@ -75,7 +74,11 @@ def json_schema() -> dict:
             "affinity": name,
             "set_id": {**name, "description": "WeatherVane's name for affinity."},
             "exit_criteria": {
-                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "object", "number"]}}, {"type": "null"}]
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": ["string", "object", "number"]}},
+                    {"type": "null"},
+                ]
             },
             "epic": name,
             "milestone": name,

@@ -15,7 +15,7 @@ from runner import roadmap as rm
 from runner.model import RUN_STATUSES, Task
 from runner.roadmap import TASK_FIELDS, load
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Strings that YAML 1.1 reads as something else, or that need quoting, next to ordinary ones.
@@ -38,7 +38,9 @@ scalars = st.one_of(
     st.booleans(),
     st.none(),
 )
-keys = st.one_of(st.sampled_from(["id", "title", "command", "dependencies", "on", "yes", "1", "a b", "x-y", "k:v"]), text)
+keys = st.one_of(
+    st.sampled_from(["id", "title", "command", "dependencies", "on", "yes", "1", "a b", "x-y", "k:v"]), text
+)
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
@@ -62,8 +64,10 @@ def same(a, b) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return len(a) == len(b) and all(k in b and same(type(k), type(next(k2 for k2 in b if k2 == k))) for k in a) and all(
-            same(a[k], b[k]) for k in a
+        return (
+            len(a) == len(b)
+            and all(k in b and same(type(k), type(next(k2 for k2 in b if k2 == k))) for k in a)
+            and all(same(a[k], b[k]) for k in a)
         )
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
@@ -156,7 +160,7 @@ def mutated(draw):
     return "\n".join(lines)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_fast_reader_never_accepts_what_libyaml_would_not(text):
     check_against_libyaml(text)
@@ -164,27 +168,31 @@ def test_fast_reader_never_accepts_what_libyaml_would_not(text):
 
 GRAMMAR_KEYS = st.sampled_from(["id", "a", "b", "on", "1", "x y", "k-1", "Null", "y", "ab:c"])
 GRAMMAR_VALUES = st.sampled_from([
-    "", "v", "two words", "1", "-2", "0o7", "1:20", "yes", "~", "2025-01-01", "'q'", "'it''s'", "'open", '"dq"', '"a\\n"',
+    "", "v", "two words", "1", "-2", "0o7", "1:20", "yes", "~", "2025-01-01", "'q'", "'it''s'", "'open", '"dq"',
+    '"a\\n"',
     "[a, b]", "[]", "{}", "{k: v}", "{k: [1, 2]}", "[a, {b: c}]", "[a,]", "[ a , b ]", "{a: b, a: c}", "x # c", "x#c",
     "a: b", "- x", "\u00e9", "a  b", "trail ", "'a' b", "[a] x", "{a: }", "[-1, -x]", "[: x]", "cont",
 ])  # fmt: skip
 GRAMMAR_LINES = st.tuples(
     st.sampled_from([0, 0, 2, 2, 4, 4, 1, 3, 6]),
     st.sampled_from(["", "", "- ", "- - ", "-   "]),
-    st.one_of(st.tuples(GRAMMAR_KEYS, GRAMMAR_VALUES).map(lambda kv: f"{kv[0]}: {kv[1]}".rstrip() if kv[1] else f"{kv[0]}:"), GRAMMAR_VALUES),
+    st.one_of(
+        st.tuples(GRAMMAR_KEYS, GRAMMAR_VALUES).map(lambda kv: f"{kv[0]}: {kv[1]}".rstrip() if kv[1] else f"{kv[0]}:"),
+        GRAMMAR_VALUES,
+    ),
 ).map(lambda t: " " * t[0] + t[1] + t[2])
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(GRAMMAR_LINES, min_size=1, max_size=12).map("\n".join))
 def test_fast_reader_agrees_on_block_yaml_built_line_by_line(text):
     check_against_libyaml(text)
 
 
 FLOW_ATOMS = st.sampled_from([
-    "a", "b c", "1", "-1", "-x", "- x", "on", "~", "", " ", "x:y", "x: y", "#", "a #b", "'q'", "'a,b'", '"d"', "[", "]",
-    "[a]", "[a, b]", "[]", "[ ]", "[a,]", "[[a]]", "{", "}", "{}", "{k: v}", "\u00e9", "?x", "&a", "*a", "!x", "<<", "=",
-    "2025-01-01", "1:30", "x]", "a  b",
+    "a", "b c", "1", "-1", "-x", "- x", "on", "~", "", " ", "x:y", "x: y", "#", "a #b", "'q'", "'a,b'", '"d"',
+    "[", "]", "[a]", "[a, b]", "[]", "[ ]", "[a,]", "[[a]]", "{", "}", "{}", "{k: v}", "\u00e9", "?x", "&a", "*a",
+    "!x", "<<", "=", "2025-01-01", "1:30", "x]", "a  b",
 ])  # fmt: skip
 FLOW_ENTRIES = st.tuples(FLOW_ATOMS, st.sampled_from([": ", ":", " : "]), FLOW_ATOMS).map("".join)
 FLOW_LINES = st.tuples(
@@ -194,7 +202,7 @@ FLOW_LINES = st.tuples(
 ).map("".join)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FLOW_LINES)
 def test_fast_reader_agrees_on_one_line_flow_mappings(text):
     check_against_libyaml(text)
@@ -222,7 +230,9 @@ def test_fast_reader_takes_the_common_roadmap_styles():
 
 FIELD_VALUES = {
     "title": st.text(max_size=20),
-    "command": st.one_of(st.text(min_size=1, max_size=20), st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3)),
+    "command": st.one_of(
+        st.text(min_size=1, max_size=20), st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3)
+    ),
     "status": st.sampled_from(["pending", "done", "blocked", "in_progress", "on_hold", "weird"]),
     "priority": st.sampled_from(["critical", "high", "medium", "low"]),
     "complexity_score": st.integers(1, 10),
@@ -233,8 +243,15 @@ FIELD_VALUES = {
     "set_id": st.sampled_from(["s1", "s2"]),
     "exit_criteria": st.lists(st.text(max_size=10), max_size=2),
 }
-RETYPED = st.one_of(st.integers(-5, 5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-                    st.none(), st.text(max_size=6), st.booleans(), st.floats(allow_nan=False))  # fmt: skip
+RETYPED = st.one_of(
+    st.integers(-5, 5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.text(max_size=6),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
 
 
 @st.composite
@@ -350,23 +367,28 @@ def naive(tasks: list[Task]):
             bad = t.id in in_cycle
             for d in t.dependencies:
                 dt = index.get(d)
-                if dt is None or (dt.status != "done" and (dt.status not in RUN_STATUSES or d in blocked or d in in_cycle)):
+                if dt is None or (
+                    dt.status != "done" and (dt.status not in RUN_STATUSES or d in blocked or d in in_cycle)
+                ):
                     bad = True
             if bad:
                 blocked.add(t.id)
                 changed = True
     runnable = {t.id for t in tasks if t.status in RUN_STATUSES and t.id not in blocked}
+    longest = 0
+    if not in_cycle:
+        memo: dict[str, int] = {}
 
-    def chain(tid, depth=0):
-        if depth > len(tasks):
-            return 0
-        return 1 + max((chain(d, depth + 1) for d in index[tid].dependencies if d in runnable), default=0)
+        def chain(tid: str) -> int:
+            if tid not in memo:
+                memo[tid] = 1 + max((chain(d) for d in index[tid].dependencies if d in runnable), default=0)
+            return memo[tid]
 
-    longest = max((chain(t) for t in runnable), default=0)
+        longest = max((chain(t) for t in runnable), default=0)
     return blocked, longest, in_cycle
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(graphs())
 def test_blocked_and_critical_path_match_a_naive_reference(tasks):
     graph = rm._analyse(tasks)
@@ -375,7 +397,9 @@ def test_blocked_and_critical_path_match_a_naive_reference(tasks):
     assert list(graph.blocked) == [t.id for t in tasks if t.id in blocked]  # roadmap order
     assert bool(graph.cycles) == bool(in_cycle)
     for cycle in graph.cycles:
-        assert cycle[0] == cycle[-1] and all(b in {t.id: t for t in tasks}[a].dependencies for a, b in zip(cycle, cycle[1:]))
+        assert cycle[0] == cycle[-1] and all(
+            b in {t.id: t for t in tasks}[a].dependencies for a, b in zip(cycle, cycle[1:])
+        )
     assume(not in_cycle)
     path = graph.critical_path
     assert len(path) == longest

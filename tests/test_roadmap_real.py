@@ -11,7 +11,8 @@ from runner.roadmap import format_plan, load, plan
 ROADMAPS = Path(__file__).resolve().parents[2] / "shared" / "roadmaps"
 
 pytestmark = pytest.mark.skipif(
-    not ROADMAPS.is_dir(), reason=f"the shared roadmaps folder is absent (looked beside the project root: {ROADMAPS.name})"
+    not ROADMAPS.is_dir(),
+    reason=f"the shared roadmaps folder is absent (looked beside the project root: {ROADMAPS.name})",
 )
 
 
