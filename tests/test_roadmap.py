@@ -109,6 +109,17 @@ def test_epics_layout_and_flat_tasks_mixed_in_one_file(write):
     ]
 
 
+def test_epic_tasks_and_milestones_keep_the_written_order(write):
+    path = write(
+        "r.yaml",
+        "epics:\n  - id: E\n    tasks: [{id: first}]\n    milestones:\n      - id: M\n        tasks: [{id: second}]\n"
+        "  - id: F\n    milestones:\n      - id: N\n        tasks: [{id: third}]\n    tasks: [{id: fourth}]\n",
+    )
+    assert [(t.id, t.order) for t in load([path]).roadmap.tasks] == [
+        ("first", 0), ("second", 1), ("third", 2), ("fourth", 3),
+    ]  # fmt: skip
+
+
 def test_flat_task_may_name_its_epic(write):
     path = write("r.yaml", "tasks:\n  - id: a\n    epic: W1\n")
     assert load([path]).roadmap.tasks[0].epic == "W1"
@@ -729,6 +740,10 @@ def test_format_plan_reads_like_a_report(write):
     assert "  critical path (2 tasks): a -> b" in lines
     assert f"  {path}:4: task c: unknown dependency `ghost`: no task has this id (needed by c)" in lines
     assert f"  {path}:5: task d: unknown status 'wat' (task skipped)" in lines
+    chain = "tasks:\n  - {id: t0}\n" + "".join(f"  - {{id: t{i}, dependencies: [t{i - 1}]}}\n" for i in range(1, 30))
+    assert "  critical path (30 tasks): t0 -> t1 -> t2 -> t3 -> t4 -> t5 -> ... -> t25 -> t26 -> t27 -> t28 -> t29" in (
+        format_plan(load([write("chain.yaml", chain)])).splitlines()
+    )
     bad = format_plan(load([write("bad.yaml", "tasks:\n  - {id: a, retries: -1}\n")]))
     assert bad.splitlines()[0].endswith("INVALID (1 error)")
     assert "errors (1):" in bad

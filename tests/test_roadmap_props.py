@@ -195,16 +195,18 @@ FLOW_ATOMS = st.sampled_from([
     "!x", "<<", "=", "2025-01-01", "1:30", "x]", "a  b",
 ])  # fmt: skip
 FLOW_ENTRIES = st.tuples(FLOW_ATOMS, st.sampled_from([": ", ":", " : "]), FLOW_ATOMS).map("".join)
+LIST_ATOMS = st.sampled_from(['"true"', '""', '"', '"a,b"', '"a"b"', "'it''s'", "'a'b'", "a'b", 'a"b', "x"])
 FLOW_LINES = st.tuples(
     st.sampled_from(["tasks:\n  - ", "k: ", "- "]),
-    st.lists(FLOW_ENTRIES, max_size=5).map(lambda entries: "{" + ", ".join(entries) + "}"),
+    st.lists(FLOW_ENTRIES, max_size=5).map(lambda entries: "{" + ", ".join(entries) + "}")
+    | st.lists(FLOW_ATOMS | LIST_ATOMS, max_size=5).map(lambda items: "[" + ", ".join(items) + "]"),
     st.sampled_from(["", " # c", "#c", " x", "  "]),
 ).map("".join)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FLOW_LINES)
-def test_fast_reader_agrees_on_one_line_flow_mappings(text):
+def test_fast_reader_agrees_on_one_line_flow_collections(text):
     check_against_libyaml(text)
 
 
