@@ -51,11 +51,11 @@ MILESTONE_FIELDS = ("id", "title", "description", "status", "tasks")
 # Names people write for a field that this format spells differently; ignoring them would change what runs.
 FIELD_ALIASES = {
     "depends_on": "dependencies", "depends": "dependencies", "deps": "dependencies", "requires": "dependencies",
-    "needs": "dependencies", "after": "dependencies", "prerequisites": "dependencies", "blocked_by": "dependencies",
-    "cmd": "command", "run": "command", "script": "command", "shell": "command",
+    "needs": "dependencies", "prerequisites": "dependencies", "blocked_by": "dependencies",
+    "cmd": "command", "run": "command", "script": "command",
     "timeout_s": "timeout", "timeout_seconds": "timeout", "time_limit": "timeout",
     "retry": "retries", "max_retries": "retries", "environment": "env",
-    "workdir": "cwd", "working_dir": "cwd", "working_directory": "cwd", "dir": "cwd", "prio": "priority",
+    "workdir": "cwd", "working_dir": "cwd", "working_directory": "cwd", "prio": "priority",
 }  # fmt: skip
 
 _PRIORITIES = {p.value: p for p in Priority}
@@ -676,6 +676,9 @@ class _FastReader:
                 if rest[-1] == ":" or ": " in rest:
                     raise _Bail
                 m[key] = words.get(rest, rest) if len(rest) <= 5 else rest
+                i += 1
+            elif rest[0] == "[" and (flow := self._flow_seq(rest)) is not None:
+                m[key] = flow
                 i += 1
             else:
                 m[key], text, i = self._value(rest, i, indent + 1)
@@ -1313,6 +1316,8 @@ class _Builder:
         handlers, statuses, priorities = _FIELD_HANDLERS, _STATUS_WORDS, _PRIORITIES
         for key, value in raw.items():
             if type(value) is str:  # the usual values, read here without a call
+                if key == "id":
+                    continue
                 if key == "title" or key == "description":
                     setattr(t, key, value)
                     continue
@@ -1324,8 +1329,6 @@ class _Builder:
                     continue
                 if key == "priority" and value in priorities:
                     t.priority = priorities[value]
-                    continue
-                if key == "id":
                     continue
             handler = handlers.get(key)
             if handler is not None:
@@ -1413,12 +1416,13 @@ class _Builder:
             if not v or v.isspace():
                 self._bad(t, "`command` is empty")
             t.command = v
-        elif type(v) is list and v and all(type(a) is str for a in v):
-            t.command = v
         elif type(v) is list and v:
-            bad = next(a for a in v if type(a) is not str)
-            hint = f"; quote it: '{bad}'" if isinstance(bad, (int, float)) else ""
-            self._bad(t, f"`command` list items must be strings; {bad!r} is {_kind(bad)}{hint}")
+            for bad in v:
+                if type(bad) is not str:
+                    hint = f"; quote it: '{bad}'" if isinstance(bad, (int, float)) else ""
+                    self._bad(t, f"`command` list items must be strings; {bad!r} is {_kind(bad)}{hint}")
+                    return
+            t.command = v
         elif v == []:
             self._bad(t, "`command` is an empty list")
         else:

@@ -390,7 +390,7 @@ def naive(tasks: list[Task]):
     return blocked, longest, in_cycle
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graphs())
 def test_blocked_and_critical_path_match_a_naive_reference(tasks):
     graph = rm._analyse(tasks)
