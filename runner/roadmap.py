@@ -573,8 +573,9 @@ class _FastReader:
         self.map_lines: dict[int, int] = {}
         self.seq_lines: dict[int, list[int]] = {}
         self.dup_keys: dict[int, list] = {}
-        self.keys: dict[str, object] = {}
-        self.numbers: dict[str, object] = {}
+        self.keys: dict[str, object] = {}  # key as written -> key
+        self.numbers: dict[str, object] = {}  # plain scalar starting like a number -> its value
+        self.lists: dict[str, tuple] = {}  # one-line list as written -> items (commands repeat: ["true"])
 
     def read(self) -> _Doc:
         i = self._next(0)
@@ -829,6 +830,9 @@ class _FastReader:
 
     def _flow_seq(self, text: str) -> list | None:
         """The common one-line list, [a, b] or ["true"], read with a split; None for anything else."""
+        seen = self.lists.get(text)
+        if seen is not None:
+            return list(seen)
         close = text.find("]")
         tail = text[close + 1 :]
         if close < 0 or tail and (tail[0] != " " or tail.lstrip(" ")[:1] not in ("", "#")):
@@ -861,6 +865,8 @@ class _FastReader:
                 return None
             else:
                 out.append(self._plain(item))
+        if len(self.lists) < 4096:
+            self.lists[text] = tuple(out)
         return out
 
     def _flow_map(self, text: str, line: int) -> dict | None:
