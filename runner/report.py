@@ -17,10 +17,11 @@ import html
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from runner.writeback import atomic_write
 
 # Attempt statuses, most alarming first: a thin stripe of several attempts takes the colour of the worst.
 _SEVERITY = ("failed", "timed_out", "agent_died", "rate_limited", "interrupted", "unfinished", "succeeded")
@@ -223,7 +224,7 @@ def trace_events(events: list[dict]) -> list[dict]:
 def write_trace(events: list[dict], path: str) -> None:
     """Write a Chrome trace-event JSON file (opens in Perfetto and chrome://tracing). Raises OSError."""
     doc = {"traceEvents": trace_events(events), "displayTimeUnit": "ms"}
-    _write_atomic(path, json.dumps(doc, separators=(",", ":"), default=str))
+    atomic_write(path, json.dumps(doc, separators=(",", ":"), default=str))
 
 
 # -- the HTML report -----------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def write_trace(events: list[dict], path: str) -> None:
 
 def write_report(events: list[dict], summary: dict, tasks: list[dict], path: str) -> None:
     """Write one self-contained HTML page: timeline, queue, telemetry and tasks. Raises OSError."""
-    _write_atomic(path, render_report(events, summary, tasks, base_dir=os.path.dirname(os.path.abspath(path))))
+    atomic_write(path, render_report(events, summary, tasks, base_dir=os.path.dirname(os.path.abspath(path))))
 
 
 def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir: str | None = None) -> str:
@@ -613,22 +614,6 @@ def _fmt_s(seconds) -> str:
         return f"{m}m{s:02d}s" if s else f"{m}m"
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m"
-
-
-def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 _STATUS_CSS = "".join(

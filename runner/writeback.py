@@ -100,13 +100,17 @@ def write_statuses(path: str, updates: dict[str, tuple[str, str | None]]) -> lis
         start, end, indent = block
         start, end = _set_key(lines, start, end, indent, "status", status)
         _set_key(lines, start, end, indent, "last_error", None if error is None else json.dumps(error))
-    _atomic_write(path, "".join(lines))
+    atomic_write(path, "".join(lines))
     return missing
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
+    """Replace path with text: a temp file beside it, fsync, rename; a crash leaves the old or the new file."""
     folder = os.path.dirname(os.path.abspath(path))
-    mode = os.stat(path).st_mode & 0o777
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=".wvo-", suffix=".yaml", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
