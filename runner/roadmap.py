@@ -1151,13 +1151,11 @@ def _check_nodes(root) -> tuple[str, int | None] | None:
             if h > MAX_DEPTH + 1:
                 return f"nesting deeper than {MAX_DEPTH} levels", node.start_mark.line + 1
             height[id(node)] = h
-            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            n = size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            if n > 10 * len(state) + 100_000:
+                message = f"aliases expand this value to {n} values, from {len(state)} written; refusing"
+                return f"{message} (a 'billion laughs' document?)", node.start_mark.line + 1
             state[id(node)] = 2
-    if size[id(root)] > 10 * len(size) + 100_000:
-        return (
-            f"aliases expand {len(size)} written values to {size[id(root)]}; refusing (a 'billion laughs' document?)",
-            None,
-        )
     return None
 
 
