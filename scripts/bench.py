@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent
 # Scratch files (roadmaps, state dirs, logs) go in a folder made under bench-out/ (git-ignored,
-# `make clean` removes it) and shown as $BENCH. Not $TMPDIR: on some machines creating a file there
-# costs far more than elsewhere on the same disk (measured and reported as "file create" below).
+# `make clean` removes it) and shown as $BENCH, so that the state dirs sit on the project's disk like
+# a user's default state dir; workload 1 also runs once per repetition with the state dir in $TMPDIR.
 SCRATCH_ROOT = ROOT / "bench-out"
 SCRATCH_PREFIX = "run-"
 
@@ -706,6 +706,7 @@ class Bench:
             )
             agents = sorted(self.scratch.glob(f"profile-{w}.prof.*"))
             parts.append(f"### Workload {w}: {what} on 2 agents (wall under the profiler: {fmt_s(s.wall)})")
+            parts.append(profile_summary(out, agents))
             parts.append(profile_section([out], "The manager", MANAGER_PHASES, n, self.scratch))
             if agents:
                 parts.append(profile_section(agents, f"The agents ({len(agents)}, summed)", AGENT_PHASES, n, self.scratch))
@@ -855,6 +856,29 @@ def _phase_value(data: dict, where: str, name: str, metric: str) -> tuple[float,
         return None
     v = max(hits, key=lambda v: v[3])
     return (v[3] if metric == "cum" else v[2]), v[1]
+
+
+def profile_summary(manager: Path, agents: list[Path]) -> str:
+    """One paragraph: who waits for whom, and the agents' costliest own-time function."""
+    m = pstats.Stats(str(manager)).stats
+    loop = _phase_value(m, "runner/run.py", "_loop", "cum")
+    idle = _phase_value(m, "~", "<method 'poll' of 'select.poll' objects>", "tot")
+    text = []
+    if loop and idle:
+        text.append(f"The manager's loop was busy {1 - idle[0] / loop[0]:.0%} of its time and asleep in poll() the rest.")
+    if agents:
+        a = pstats.Stats(*map(str, agents)).stats
+        life = _phase_value(a, "runner/agent.py", "agent_main", "cum")
+        wait = _phase_value(a, "multiprocessing/connection.py", "recv", "cum")
+        if life and wait:
+            text.append(
+                f"The agents spent {wait[0] / life[0]:.0%} of their life waiting for their next task: the manager's"
+                " round trip (result in, bookkeeping, next task out) is on every task's path, since an agent holds one task at a time."
+            )
+        top = max(a.items(), key=lambda kv: kv[1][2] if kv[0][2] not in ("<built-in method posix.read>",) else 0)
+        if life:
+            text.append(f"Their costliest own-time call was `{top[0][2]}` ({top[1][2] / life[0]:.0%} of their life).")
+    return " ".join(text)
 
 
 def profile_section(paths: list[Path], heading: str, phases, tasks: int, scratch: Path) -> str:
