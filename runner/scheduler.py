@@ -26,7 +26,9 @@ Rules, in the order they apply:
 - A held task never holds back the tasks behind it, and a task that may take any agent leaves alone,
   when another will do, an idle agent that a held task waits for.
 - A failed attempt with retries left is queued again after an exponential backoff with jitter.
-  A rate-limited attempt is queued again without counting, and its agent cools down. An attempt lost
+  A rate-limited attempt is queued again without counting (`max_rate_limits` times; past that, it
+  counts like a failure, so a provider that always answers 429 cannot keep a run alive forever), and
+  its agent cools down (retry-after honoured, capped at `cooldown_cap`). An attempt lost
   to a dying agent is queued again at once and not counted, `free_deaths` times at most (a task that
   keeps killing its agent then fails like any other).
 - Draining (stop(), --max-failures, or set by the run): nothing is handed out or retried; an attempt
@@ -106,6 +108,7 @@ class Scheduler:
         cooldown_cap: float = 300.0,
         max_failures: int | None = None,
         free_deaths: int = 2,
+        max_rate_limits: int = 20,
         rng: random.Random | None = None,
     ):
         self.tasks = {t.id: t for t in tasks}
@@ -118,6 +121,8 @@ class Scheduler:
         self.cooldown_base, self.cooldown_cap = cooldown_base, cooldown_cap
         self.max_failures = max_failures
         self.free_deaths = free_deaths  # attempts lost to a dying agent that do not count as failures
+        self.max_rate_limits = max_rate_limits  # requeues of one task for rate limits; past that they count
+        self.limited: dict[str, int] = {}  # task id -> times it was rate limited
         self.default_retries = default_retries
         self.rng = rng or random.Random()
         self.state: dict[str, TaskState] = {}  # task id -> state
@@ -550,9 +555,11 @@ class Scheduler:
         if outcome is Outcome.RATE_LIMITED:
             level = self._cooldown_level.get(agent_id, 0)
             self._cooldown_level[agent_id] = level + 1
-            pause = retry_after if retry_after else min(self.cooldown_cap, self.cooldown_base * 2 ** min(level, 32))
+            pause = retry_after if retry_after else self.cooldown_base * 2 ** min(level, 32)
+            pause = min(self.cooldown_cap, pause)
             self._cooldown[agent_id] = now + pause
-            if not self.draining:
+            self.limited[task_id] = self.limited.get(task_id, 0) + 1
+            if not self.draining and self.limited[task_id] <= self.max_rate_limits:
                 self._requeue(task_id, now, 0.0)
                 return Retry(task_id, self.attempts[task_id], 0.0, f"rate limited; {agent_id} cools down {pause:g}s")
             if self._stopped:

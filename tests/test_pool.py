@@ -167,3 +167,25 @@ def test_callable_past_its_timeout_gets_its_agent_replaced(tmp_path):
     assert by["next"]["status"] == "succeeded"
     spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
     assert len(spawned) == 2, "the killed agent was replaced"
+
+
+def test_agents_ignore_sighup(tmp_path):
+    from runner.run import Run, RunOptions
+
+    hupped = []
+
+    def on_events(events):
+        for ev in events:
+            if ev["event"] == "task:started":
+                row = holder[0].pool.agents.get(ev["agent"])
+                if row is not None and row.pid and row.id not in hupped:
+                    os.kill(row.pid, signal.SIGHUP)
+                    hupped.append(row.id)
+
+    rec = Recorder(on_events)
+    r = Run(roadmap([task(f"t{i}", "sleep 0.2") for i in range(4)]), RunOptions(state_dir=str(tmp_path / "s"), agents=2), rec)
+    holder = [r]
+    result = r.execute()
+    assert len(hupped) == 2
+    assert result.exit_code == 0 and result.summary["succeeded"] == 4
+    assert not [e for e in rec.seen if e["event"] == "agent:exited" and "SIGHUP" in e["reason"]]

@@ -779,3 +779,23 @@ def test_many_held_tasks_cost_nothing_per_assign():
     few, many = assign_time(20), assign_time(20_000)
     # scanning 20k held tasks on every call would be ~1000x dearer
     assert many < 5 * few + 0.05, (few, many)
+
+
+def test_endless_rate_limits_end_in_a_counted_failure():
+    from runner.model import Outcome, Task
+    from runner.scheduler import AgentView, Scheduler
+
+    s = Scheduler([Task(id="t", command="x")], now=0.0, max_rate_limits=3, cooldown_base=1.0)
+    agent = AgentView("worker-0", "worker")
+    now = 0.0
+    outcomes = []
+    for _ in range(10):
+        now += 1000.0  # past any cool-down
+        pairs = s.assign([agent], now)
+        if not pairs:
+            break
+        s.started("t", "worker-0")
+        outcomes.append(s.finish("t", "worker-0", Outcome.RATE_LIMITED, now, retry_after=10_000.0))
+    assert sum(r is not None for r in outcomes) == 3
+    assert s.state["t"].value == "failed" and s.finished()
+    assert s.cooldown_until("worker-0") - now <= s.cooldown_cap, "a huge retry-after is capped"
