@@ -1,0 +1,79 @@
+"""The --check plan of what would run: plan() for --json, format_plan() for people."""
+
+from __future__ import annotations
+
+from runner.model import RUN_STATUSES, Complexity, Priority, Task
+from runner.roadmap_check import CheckResult
+
+
+def plan(result: CheckResult) -> dict:
+    """The --check --json document."""
+    tasks = _unique(result.tasks)
+    by_status: dict[str, int] = {}
+    by_priority = {p.value: 0 for p in Priority}
+    by_complexity = {c.value: 0 for c in Complexity} | {"unknown": 0}
+    for t in tasks:
+        status = t.status or "(none)"
+        by_status[status] = by_status.get(status, 0) + 1
+        by_priority[t.priority.value] += 1
+        by_complexity[t.complexity.value if t.complexity else "unknown"] += 1
+    runnable = sum(1 for t in tasks if t.status in RUN_STATUSES and t.id not in result.blocked)
+    path = result.critical_path
+    return {
+        "valid": result.valid,
+        "tasks": result.tasks_total,
+        "runnable": runnable,
+        "errors": [p.as_dict() for p in result.errors],
+        "warnings": [p.as_dict() for p in result.warnings],
+        "by_status": dict(sorted(by_status.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "by_priority": by_priority,
+        "by_complexity": by_complexity,
+        "blocked": [{"task": k, "reason": v} for k, v in result.blocked.items()],
+        "critical_path": {"length": len(path), "tasks": list(path)},
+    }
+
+
+def format_plan(result: CheckResult, *, max_blocked: int = 20) -> str:
+    """The human --check text: counts, what is blocked and why, the critical path, then each problem."""
+    doc = plan(result)
+    files = ", ".join(result.files) or "(no file)"
+    verdict = "valid" if doc["valid"] else f"INVALID ({_plural(len(result.errors), 'error')})"
+    out = [f"{files}: {verdict}"]
+    out.append(f"  tasks: {doc['tasks']} in the files, {doc['runnable']} would run, {len(doc['blocked'])} blocked")
+    out.append("  status: " + _counts(doc["by_status"]))
+    out.append("  priority: " + _counts(doc["by_priority"]))
+    out.append("  complexity: " + _counts(doc["by_complexity"]))
+    if doc["blocked"]:
+        out.append(f"  blocked ({len(doc['blocked'])}):")
+        for b in doc["blocked"][:max_blocked]:
+            out.append(f"    {b['task']}: {b['reason']}")
+        if len(doc["blocked"]) > max_blocked:
+            out.append(f"    ... and {len(doc['blocked']) - max_blocked} more (see --json)")
+    cp = doc["critical_path"]
+    if cp["length"]:
+        chain = cp["tasks"] if cp["length"] <= 12 else [*cp["tasks"][:6], "...", *cp["tasks"][-5:]]
+        out.append(f"  critical path ({_plural(cp['length'], 'task')}): " + " -> ".join(chain))
+    for title, problems in (("errors", result.errors), ("warnings", result.warnings)):
+        if problems:
+            out.append(f"{title} ({len(problems)}):")
+            out.extend(f"  {p}" for p in problems)
+    return "\n".join(out)
+
+
+def _unique(tasks: list[Task]) -> list[Task]:
+    """First definition of each id (duplicates are an error, but the plan still counts sensibly)."""
+    seen: set[str] = set()
+    out = []
+    for t in tasks:
+        if t.id not in seen:
+            seen.add(t.id)
+            out.append(t)
+    return out
+
+
+def _counts(d: dict) -> str:
+    return " · ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

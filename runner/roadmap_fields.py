@@ -1,0 +1,108 @@
+"""The roadmap format's field names and defaults, and the checks on single values (durations, env, ...)."""
+
+from __future__ import annotations
+
+import re
+
+from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
+
+# Seconds an executor (agent CLI) task gets when neither it nor `defaults:` sets a timeout.
+EXECUTOR_TIMEOUTS = {"simple": 600.0, "moderate": 1200.0, "complex": 1800.0, "very_complex": 2700.0, "unknown": 1200.0}
+
+TASK_FIELDS = (
+    "id", "title", "command", "call", "args", "kwargs", "status", "dependencies", "priority", "complexity",
+    "complexity_score", "timeout", "retries", "env", "cwd", "role", "affinity", "set_id", "description",
+    "exit_criteria", "epic", "milestone",
+)  # fmt: skip
+DEFAULTS_FIELDS = ("timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts")
+TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents")
+EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")
+MILESTONE_FIELDS = ("id", "title", "description", "status", "tasks")
+# Names people write for a field that this format spells differently; ignoring them would change what runs.
+FIELD_ALIASES = {
+    "depends_on": "dependencies", "depends": "dependencies", "deps": "dependencies", "requires": "dependencies",
+    "needs": "dependencies", "prerequisites": "dependencies", "blocked_by": "dependencies",
+    "cmd": "command", "run": "command", "script": "command",
+    "timeout_s": "timeout", "timeout_seconds": "timeout", "time_limit": "timeout",
+    "retry": "retries", "max_retries": "retries", "environment": "env",
+    "workdir": "cwd", "working_dir": "cwd", "working_directory": "cwd", "prio": "priority",
+}  # fmt: skip
+
+PRIORITIES = {p.value: p for p in Priority}
+STATUS_WORDS = {s: s for s in RUN_STATUSES | SKIP_STATUSES}  # statuses already in normal form
+COMPLEXITIES = {c.value: c for c in Complexity}
+CALL = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\Z")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
+
+
+def parse_duration(v) -> tuple[float | None, str | None]:
+    """A timeout as written -> (seconds or None for `off`, problem)."""
+    if v is False:
+        return None, None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v > 0 and v != float("inf"):
+            return float(v), None
+        return None, f"must be a positive number of seconds (use `timeout: off` for none); got {v!r}"
+    if type(v) is str:
+        s = v.replace(" ", "").lower()
+        if s in ("off", "none"):
+            return None, None
+        if _NUMBER.match(s):
+            seconds = float(s)
+        else:
+            m = _DURATION.match(s) if s else None
+            if m is None or not any(m.groups()):
+                return None, f"must be seconds or a duration like 90s, 10m, 2h, 1h30m; got {v!r}"
+            d, h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+            seconds = d * 86400 + h * 3600 + mi * 60 + se
+        if seconds > 0:
+            return seconds, None
+        return None, f"must be positive (use `timeout: off` for none); got {v!r}"
+    return None, f"must be seconds or a duration like 90s, 10m, 2h, 1h30m, not {kind_of(v)}"
+
+
+def parse_env(v) -> tuple[dict[str, str], str | None]:
+    if v is None:
+        return {}, None
+    if not isinstance(v, dict):
+        return {}, f"must be a mapping of NAME: value, not {kind_of(v)}"
+    env = {}
+    for k, val in v.items():
+        if type(k) is not str or not k or "=" in k or "\x00" in k:
+            return {}, f"name {k!r} is not a valid environment variable name"
+        if type(val) is str:
+            env[k] = val
+        elif isinstance(val, bool):
+            env[k] = "true" if val else "false"
+        elif isinstance(val, (int, float)):
+            env[k] = str(val)
+        else:
+            return {}, f"value of {k} must be text or a number, not {kind_of(val)} (quote it)"
+    return env, None
+
+
+def complexity_of(score: int) -> Complexity:
+    return Complexity.SIMPLE if score <= 3 else Complexity.MODERATE if score <= 6 else Complexity.COMPLEX
+
+
+def criterion_text(c) -> str:
+    if isinstance(c, dict):
+        return "; ".join(f"{k}: {v}" for k, v in c.items())
+    return "" if c is None else str(c)
+
+
+def kind_of(v) -> str:
+    if v is None:
+        return "empty (null)"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, (int, float)):
+        return "a number"
+    return f"a {type(v).__name__}"
