@@ -13,7 +13,9 @@ import signal
 import sys
 from dataclasses import replace
 
-from runner.execute import kill_tree, run_attempt
+import psutil  # imported here, before the fork, so no agent pays for it on its way out
+
+from runner.execute import LogFiles, kill_tree, run_attempt
 from runner.messages import Cancel, Started, TaskMessage
 
 _PR_SET_PDEATHSIG = 1
@@ -30,13 +32,15 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cron / nohup
     signal.signal(signal.SIGTERM, _on_term)
     base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
+    logs = LogFiles(agent_id)
     try:
-        _serve(conn, base_env)
+        _serve(conn, base_env, logs)
     finally:
+        logs.close()
         _kill_orphans()
 
 
-def _serve(conn, base_env: dict) -> None:
+def _serve(conn, base_env: dict, logs: LogFiles) -> None:
     while True:
         try:
             msg = conn.recv()
@@ -50,7 +54,7 @@ def _serve(conn, base_env: dict) -> None:
             continue
         msg = replace(msg, env={**msg.env, "WVO_TASK_ID": msg.task_id, "WVO_ATTEMPT": str(msg.attempt)})
         try:
-            result = run_attempt(msg, _Tracking(conn), base_env)
+            result = run_attempt(msg, _Tracking(conn), base_env, logs)
         except (EOFError, OSError):
             return
         finally:
@@ -60,6 +64,7 @@ def _serve(conn, base_env: dict) -> None:
             conn.send(result)
         except (OSError, ValueError):
             return
+        logs.prepare(os.path.dirname(msg.log_path))  # while we wait for the next task
 
 
 class _Tracking:
@@ -102,8 +107,6 @@ def _reap() -> None:
 
 def _kill_orphans() -> None:
     """On the way out: whatever a task left behind, even outside its process group, dies with us."""
-    import psutil
-
     try:
         for proc in psutil.Process().children(recursive=True):
             try:

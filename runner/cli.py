@@ -307,12 +307,16 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
         typer.echo("wvo-batch: no run of this roadmap is in progress", err=True)
         return EXIT_NO_RUN
     latest = os.path.join(folder_root, "latest")
+    starting_until = time.monotonic() + 5.0  # a run that just started serves its board a moment later
     while True:
         try:
             snap = read_board(os.path.realpath(latest))
         except AuthenticationError:
             fail("--status: the run's board refused our key (authentication failed)")
         except (OSError, EOFError):
+            if lock.holder() is not None and time.monotonic() < starting_until:
+                time.sleep(0.1)  # the run holds its lock but is still starting: ask again
+                continue
             typer.echo("wvo-batch: no run of this roadmap is in progress", err=True)
             return EXIT_NO_RUN
         if json_out:

@@ -14,7 +14,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing.managers import BaseManager
 
 from runner.scheduler import InvariantError
 
@@ -122,15 +121,6 @@ class _Board:
         return self._pool.snapshot()
 
 
-class _ServeManager(BaseManager):
-    pass
-
-
-class _ClientManager(BaseManager):
-    pass
-
-
-_ClientManager.register("board")
 
 
 _SUN_PATH_MAX = 100  # a Unix socket path must fit in sockaddr_un (108 bytes on Linux)
@@ -181,7 +171,13 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.hex().encode())
+    from multiprocessing.managers import BaseManager  # lazily: ~35 ms of start-up, paid while tasks run
+
     board = _Board(pool)
+
+    class _ServeManager(BaseManager):
+        pass
+
     _ServeManager.register("board", callable=lambda: board)
     server = _ServeManager(address=address, authkey=key).get_server()
     server.stop_event = threading.Event()  # serve_forever() would set it; we run only its accepter thread
@@ -196,6 +192,12 @@ def read_board(folder: str, key: bytes | None = None) -> dict:
     if key is None:
         with open(os.path.join(folder, "board.key"), "rb") as f:
             key = bytes.fromhex(f.read().decode())
+    from multiprocessing.managers import BaseManager
+
+    class _ClientManager(BaseManager):
+        pass
+
+    _ClientManager.register("board")
     manager = _ClientManager(address=address, authkey=key)
     manager.connect()
     return manager.board().snapshot()

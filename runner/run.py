@@ -190,7 +190,7 @@ class Run:
         self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
         paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
         self.events = EventLog(paths)
-        self.board = serve_board(self.pool, self.folder)
+        self.board = None  # served from the first turn of the loop on, while the first tasks already run
         now = time.monotonic()
         blocked = dict(self.opt.blocked)
         if self.opt.selected is not None:
@@ -244,7 +244,8 @@ class Run:
             for agent_id, reason in self.backend.stop(timeout=5.0):
                 self._emit("agent:exited", agent=agent_id, reason=reason)
             self._flush()
-            self.board.close()
+            if self.board is not None:
+                self.board.close()
         return self._finish()
 
     def _resume_set(self) -> tuple[dict[str, str], int | None]:
@@ -356,11 +357,13 @@ class Run:
 
     def _loop(self, wake_r: int) -> None:
         next_refresh = 0.0
-        last_flush = 0.0
+        last_flush = time.monotonic()
         while True:
             now = time.monotonic()
             if not self.sched.draining and self.ledger_error is None:
                 self._hand_out(now)
+            if self.board is None:
+                self.board = serve_board(self.pool, self.folder)
             if self.sched.finished() and not self.pool.reservations:
                 self._flush()
                 return
@@ -372,7 +375,8 @@ class Run:
                 self._stuck()
                 continue
             # Group commit: while messages keep arriving, outcomes are committed and reported together,
-            # at least every _FLUSH_S; the moment the loop would sleep, they are flushed first.
+            # at least every _FLUSH_S; the moment the loop would sleep, they are flushed first, so an
+            # outcome is never left uncommitted while nothing else is going on.
             ready = None
             if self._pending_events:
                 ready = self.backend.wait(0, [wake_r])

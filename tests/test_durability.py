@@ -46,6 +46,24 @@ def run_counts(path) -> dict[str, int]:
     return counts
 
 
+def wait_for_recorded(db_path, n: int, timeout: float = 20.0) -> None:
+    """Block until the ledger holds n succeeded attempts (the manager commits within milliseconds)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            count = db.execute("SELECT COUNT(*) FROM attempts WHERE outcome = 'succeeded'").fetchone()[0]
+            db.close()
+            if count >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.02)  # polling a condition with a deadline, not sleeping in place of synchronisation
+    raise AssertionError(f"the ledger never held {n} succeeded attempts")
+
+
 def tagged_processes(tag: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter():
@@ -70,6 +88,7 @@ def test_manager_sigkill_leaves_nothing_and_resume_finishes(tmp_path):
     tag = f"kill-{os.getpid()}"
     proc = start(rm, "--agents", "5", "--state-dir", tmp_path / "s", env={"WVO_FAULT_TAG": tag})
     fifo.wait_lines(2)
+    wait_for_recorded(tmp_path / "s" / "ledger.sqlite", 3)  # the quick ones are durable; the slow are in flight
     victims = tagged_processes(tag)
     assert len(victims) >= 5  # the manager, agents, tasks
     proc.kill()
