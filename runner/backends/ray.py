@@ -1,0 +1,708 @@
+"""Agents as Ray actors: one process per agent on some node of a Ray cluster.
+
+    wvo-batch (the Ray driver)                                  a node of the cluster
+    Run loop ── send(TaskMessage) ──▶ actor.run(msg) ───────────▶ AgentActor (one process)
+       ▲                              actor.started(task, attempt)   run_attempt() ─▶ task (own session)
+       │                                                             log: the driver's path on the
+       │                                                             driver's node, a node-local file
+       │                                                             elsewhere (returned with the result)
+       └── wait(): poll [self-pipe, wake fd] ◀── queue ◀── ObjectRef futures: Started, result, death
+
+Scheduling, reservations, the ledger and telemetry stay in the driver, behind the interface of
+local.LocalBackend. Each actor keeps one call pending for its whole life (`watch`), so its death —
+SIGKILL, OOM, its node lost — is seen at once, as the local backend sees a process sentinel.
+Results reach the manager in order: an attempt's Started, then its result, then the agent's death.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+from runner.backends import AgentGone
+from runner.messages import Cancel, Started, TaskMessage, TaskResult
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "--backend ray needs Ray: pip install 'wvo-batch[ray]' (or make install-ray)"
+ROLE_RESOURCE = "wvo-{role}"  # a custom resource a node may declare to host agents of that role
+_INLINE_LOG = 1 << 20  # a log up to this size comes back with the result; a larger one in chunks
+_CHUNK = 8 << 20
+_PENDING_WARN_S = 30.0  # an agent not placed after this long is reported once in the log
+_KILL_FALLBACK_S = 3.0  # an actor that has not ended this long after terminate() is killed by Ray
+_BECAUSE = re.compile(r"actor (?:is dead|died) because (.+?)\.(?:\s|$)")  # in Ray's ActorDiedError text
+_CLEAN_EXIT = "exit code 0"  # what a stopped or retired agent's end reads as, as with local agents
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class AgentReady:
+    """An agent's actor is up on a node (the manager may ignore it)."""
+
+    agent_id: str
+    pid: int
+    node: str  # Ray node id
+    ip: str
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Actor -> driver: how an attempt ended, and its log when the log is not on the driver's node."""
+
+    result: TaskResult
+    node_log: str | None = None  # the log's path on its node, when that is not the driver's node
+    data: bytes | None = None  # the whole log, when it is small
+    size: int = 0
+
+
+# -- the actor (runs on a node) ------------------------------------------------------------------------
+
+
+class _Attempt:
+    """One attempt inside the actor, shared by its run() and started() calls, which Ray may run in either order."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.cancel_r, self.cancel_w = multiprocessing.Pipe(duplex=False)
+        self.started: Started | None = None
+        self.begun = threading.Event()  # set once Started is known or the attempt is over
+        self.cancelled: Cancel | None = None
+        self.users = 2  # run() and started(); the last one to finish forgets the attempt
+
+
+class AgentActor:
+    """One agent. Methods run on the actor's threads: run() holds one, watch() another for life."""
+
+    def __init__(self, agent_id: str, role: str, driver_node: str | None, cwd: str | None, node_logs: str | None):
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
+        self.remote = self.node != driver_node  # the driver's paths and pids mean nothing here
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+        self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
+        self.token = uuid.uuid4().hex
+        self.base_env = dict(_node_env(), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        self.lock = threading.Lock()
+        self.attempts: dict[tuple[str, int], _Attempt] = {}  # (task id, attempt) -> in flight; under lock
+        self.early_cancel: tuple[tuple[str, int], Cancel] | None = None  # a Cancel that came before its run()
+        self.forever = threading.Event()
+        self.watchdog = _start_watchdog(self.token)  # before we become a subreaper: it must not be our child
+        _set_subreaper()
+
+    def info(self) -> dict:
+        import ray
+
+        return {"pid": os.getpid(), "node": self.node, "ip": ray.util.get_node_ip_address()}
+
+    def watch(self) -> None:
+        """Never returns: its ref fails when the actor dies, which is how the driver sees a death."""
+        self.forever.wait()
+
+    def _attempt(self, key: tuple[str, int]) -> _Attempt:
+        with self.lock:
+            att = self.attempts.get(key)
+            if att is None:
+                att = self.attempts[key] = _Attempt()
+                if self.early_cancel and self.early_cancel[0] == key:
+                    att.cancelled = self.early_cancel[1]
+                self.early_cancel = None
+            return att
+
+    def _done_with(self, key: tuple[str, int], att: _Attempt) -> None:
+        with self.lock:
+            att.users -= 1
+            if att.users == 0:
+                del self.attempts[key]
+                att.cancel_r.close()
+                att.cancel_w.close()
+
+    def started(self, task_id: str, attempt: int) -> Started | None:
+        """Returns once the attempt's process is up (its Started) or the attempt is over (None)."""
+        key = (task_id, attempt)
+        att = self._attempt(key)
+        att.begun.wait()
+        self._done_with(key, att)
+        return att.started
+
+    def run(self, msg: TaskMessage) -> _Done:
+        from runner.execute import run_attempt
+
+        key = (msg.task_id, msg.attempt)
+        att = self._attempt(key)
+        node_log = None
+        if self.remote:
+            node_log = _node_log_path(self.node_logs, msg.log_path)
+            msg = replace(msg, log_path=node_log)
+        msg = replace(msg, env={**msg.env, "WVO_TASK_ID": msg.task_id, "WVO_ATTEMPT": str(msg.attempt)})
+        try:
+            if att.cancelled is not None:
+                now = time.time()
+                result = TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted")
+            else:
+                result = run_attempt(msg, _Channel(self, att), self.base_env)
+        finally:
+            att.begun.set()
+            self._done_with(key, att)
+            _reap()
+        if node_log is None:
+            return _Done(result)
+        try:
+            size = os.path.getsize(node_log)
+        except OSError:
+            return _Done(result, node_log)
+        data = _read(node_log, 0, size) if size <= _INLINE_LOG else None
+        return _Done(result, node_log, data, size)
+
+    def cancel(self, task_id: str, attempt: int, grace: float) -> None:
+        """Stop the attempt: TERM its process tree, KILL after grace (a callable cannot be stopped)."""
+        key = (task_id, attempt)
+        with self.lock:
+            att = self.attempts.get(key)
+            if att is None:  # its run() has not begun (or is over: then the next run() clears this)
+                self.early_cancel = (key, Cancel(grace))
+                return
+            att.cancelled = Cancel(grace)
+            att.cancel_w.send(att.cancelled)
+
+    def read_log(self, path: str, offset: int, size: int) -> bytes:
+        return _read(path, offset, size)
+
+    def terminate(self, grace: float) -> None:
+        """TERM every process this agent started, KILL after grace; the driver then has Ray end the actor."""
+        _kill_descendants(grace)
+
+
+class _Channel:
+    """What run_attempt talks to: Started goes to the waiting started() call, Cancel comes from cancel()."""
+
+    def __init__(self, actor: AgentActor, att: _Attempt):
+        self._actor = actor
+        self._att = att
+
+    def send(self, obj) -> None:
+        if isinstance(obj, Started):
+            self._att.started = replace(obj, pid=None) if self._actor.remote else obj
+            self._att.begun.set()
+
+    def recv(self):
+        return self._att.cancel_r.recv()
+
+    def fileno(self) -> int:
+        return self._att.cancel_r.fileno()
+
+    def poll(self, timeout=0.0):
+        return self._att.cancel_r.poll(timeout)
+
+
+def _node_env() -> dict[str, str]:
+    """The environment the node was started with: Ray adds its own (OMP_NUM_THREADS=1, ...) to workers."""
+    import psutil
+
+    try:
+        return dict(psutil.Process(int(os.environ["RAY_RAYLET_PID"])).environ())
+    except (KeyError, ValueError, psutil.Error):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        if env.get("PYTHONBREAKPOINT", "").startswith("ray."):
+            del env["PYTHONBREAKPOINT"]
+        return env
+
+
+def _node_log_path(root: str, driver_path: str) -> str:
+    """<root>/<state dir name>/<run folder>/<file>: the driver's layout, on this node."""
+    parts = os.path.normpath(driver_path).split(os.sep)  # [..., state dir, "runs", run folder, "logs", file]
+    tail = [parts[-5], parts[-3], parts[-1]] if len(parts) >= 5 else parts[-1:]
+    path = os.path.join(root, *tail)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return path
+
+
+def _read(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _reap() -> None:
+    """Collect orphans of earlier tasks that were re-parented to us (we are their subreaper)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _set_subreaper() -> None:
+    """Keep a task's daemonised grandchildren our descendants, so terminate() finds them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _kill_descendants(grace: float) -> None:
+    """TERM every process below this one, KILL those alive after grace (none is reaped: run() may wait on one)."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+# The watchdog: a small process, not a child of the actor (Ray kills a dead worker's children, not
+# their descendants), holding the read end of a pipe from the actor. However the actor dies (SIGKILL,
+# OOM, its raylet gone), the pipe reads EOF and the watchdog kills every process that carries the
+# actor's token in its environment: its tasks' whole trees, also the parts that left their session.
+_WATCHDOG = r"""
+import os, signal, sys, time
+if os.fork():
+    os._exit(0)
+mark = ("WVO_RAY_AGENT=" + sys.argv[1]).encode() + b"\0"
+while sys.stdin.buffer.read(1):
+    pass
+def marked():
+    me, out = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            try:
+                with open("/proc/%s/environ" % name, "rb") as f:
+                    if mark in f.read():
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+for sig, pause in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+    pids = marked()
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if pids and pause:
+        time.sleep(pause)
+"""
+
+
+def _start_watchdog(token: str):
+    """Start the watchdog (double-forked, so it is nobody's child here); returns the pipe to it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", _WATCHDOG, token],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    proc.wait()  # the intermediate exits at once; the watchdog lives on with the pipe's read end
+    return proc.stdin
+
+
+# -- the driver side ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Agent:
+    """The driver's record of one actor. Changed under RayBackend._lock (Ray's callback threads too)."""
+
+    id: str
+    role: str
+    handle: object
+    created: float  # monotonic
+    pid: int | None = None  # the actor's pid, on its node
+    node: str | None = None  # Ray node id
+    ip: str | None = None
+    msg: TaskMessage | None = None  # the attempt in flight
+    started_done: bool = False  # its started() call has answered
+    held: object = None  # its result, held until started() has answered (Started comes first)
+    fetching: bool = False  # its log is being fetched in chunks
+    dead: str | None = None  # why it ended, once known
+    ending: str | None = None  # set when we end it: how its end reads ("killed", _CLEAN_EXIT)
+    reported: bool = False  # AgentGone has been queued
+    warned: bool = False
+    timer: threading.Timer | None = None  # Ray's kill, should terminate() not end it in time
+
+
+class RayBackend:
+    """Agents as Ray actors; the interface of local.LocalBackend."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, node_logs: str | None = None):
+        """Join (or start) Ray; raises UsageError when Ray is missing or the cluster cannot be reached."""
+        from runner.errors import UsageError
+
+        try:
+            import ray
+        except ImportError:
+            raise UsageError(INSTALL_HINT) from None
+        self._ray = ray
+        _quiet_driver()
+        address = address or os.environ.get("WVO_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or "local"
+        if address.lower() == "none":
+            address = "local"
+        if not ray.is_initialized():  # else: tests, an embedding program, or an earlier batch set Ray up
+            try:
+                ray.init(
+                    address=address,  # "local": a new instance of our own, shut down when we exit (or die)
+                    include_dashboard=False if address == "local" else None,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean the same to the user
+                raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
+        self.address = address
+        from ray.util.client import ray as client
+
+        self._driver_node = None if client.is_connected() else ray.get_runtime_context().get_node_id()
+        self._node_logs = node_logs or os.environ.get("WVO_RAY_NODE_LOGS")
+        self._actor_class = ray.remote(AgentActor)
+        self._lock = threading.Lock()
+        self._agents: dict[str, _Agent] = {}  # agent id -> record, until its death is reported
+        self._out: list[tuple[str, object]] = []  # events for the manager, in order; under _lock
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self._poll = select.poll()
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._extra: set[int] = set()
+        self._closed = False
+        self.nodes: dict[str, str] = {}  # agent id -> node id it ran on (kept after it ends)
+        self.logs: dict[tuple[str, int], str] = {}  # (task id, attempt) -> "ip:path" of a log kept on another node
+
+    # -- the interface --------------------------------------------------------------------------------
+
+    def start(self, agent_id: str, role: str) -> None:
+        """Create the agent's actor; Ray places it where the cluster has room. Returns no pid: it is not up yet."""
+        options = dict(max_concurrency=6, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
+        resource = ROLE_RESOURCE.format(role=role)
+        units = self._ray.cluster_resources().get(resource)
+        if units is not None:
+            # The role's units place it; without num_cpus=0 Ray would also hold a CPU for the actor's life.
+            options.update(resources={resource: 1}, num_cpus=0)
+            wanted = 1 + sum(1 for a in self._agents.values() if a.role == role and not a.reported)
+            if wanted > units:
+                log.warning(
+                    "agent %s waits for room: the cluster offers %g %s for %d agents", agent_id, units, resource, wanted
+                )
+        actor = self._actor_class.options(**options)
+        handle = actor.remote(agent_id, role, self._driver_node, os.getcwd(), self._node_logs)
+        agent = _Agent(agent_id, role, handle, time.monotonic())
+        with self._lock:
+            self._agents[agent_id] = agent
+        self._on_done(handle.info.remote(), lambda value, exc: self._on_info(agent, value, exc))
+        self._on_done(handle.watch.remote(), lambda value, exc: self._on_death(agent, exc))
+        return None
+
+    def pid(self, agent_id: str) -> int | None:
+        """The actor's pid on its node, once it is up."""
+        agent = self._agents.get(agent_id)
+        return agent.pid if agent else None
+
+    def send(self, agent_id: str, msg) -> bool:
+        """Hand a task to an agent, or a Cancel for its task; False when it is already gone."""
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.dead or agent.ending:
+            return False
+        if msg is None:
+            self.retire(agent_id)
+            return True
+        if isinstance(msg, Cancel):
+            current = agent.msg
+            if current is not None:
+                agent.handle.cancel.remote(current.task_id, current.attempt, msg.grace)
+            return True
+        with self._lock:
+            agent.msg, agent.started_done, agent.held = msg, False, None
+        started = agent.handle.started.remote(msg.task_id, msg.attempt)
+        self._on_done(started, lambda v, e: self._on_started(agent, msg, v, e))
+        self._on_done(agent.handle.run.remote(msg), lambda v, e: self._on_result(agent, msg, v, e))
+        return True
+
+    def wait(self, timeout: float | None, extra: list[int] | None = None) -> tuple[list[tuple[str, object]], list]:
+        """Block until a message, a death, or an extra fd is ready; returns (events, ready extra fds)."""
+        for fd in extra or ():
+            if fd not in self._extra:
+                self._extra.add(fd)
+                self._poll.register(fd, select.POLLIN)
+        if self._out:
+            timeout = 0
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                ready = self._poll.poll(ms)
+                break
+            except InterruptedError:
+                if deadline is not None:
+                    ms = max(0, int((deadline - time.monotonic()) * 1000))
+        extras = [fd for fd, _ in ready if fd in self._extra]
+        try:
+            os.read(self._wake_r, 65536)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            events, self._out = self._out, []
+        self._warn_pending()
+        return events, extras
+
+    def kill(self, agent_id: str) -> None:
+        """Kill an agent and its task's process tree on its node; its death is reported by wait()."""
+        self._end(agent_id, "killed", grace=0.2)
+
+    def retire(self, agent_id: str) -> None:
+        """Ask an idle agent to exit; its exit is reported by wait()."""
+        self._end(agent_id, _CLEAN_EXIT, grace=1.0)
+
+    def agents(self) -> list[str]:
+        return [a.id for a in self._agents.values() if not a.reported]
+
+    def stop(self, timeout: float) -> list[tuple[str, str]]:
+        """End every agent (TERM its tasks' trees, KILL after a grace), waiting up to timeout for them to go.
+
+        Returns (agent id, how it ended) for each agent whose end wait() has not returned.
+        """
+        with self._lock:
+            pending, self._out = self._out, []
+        ended = [(m.agent_id, m.reason) for _, m in pending if isinstance(m, AgentGone)]
+        live = [a for a in self._agents.values() if not a.reported]
+        for agent in live:
+            self._end(agent.id, _CLEAN_EXIT, grace=min(1.0, timeout / 2))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(not a.dead for a in live):
+            self.wait(max(0.0, deadline - time.monotonic()))
+        for agent in live:
+            if agent.timer is not None:
+                agent.timer.cancel()
+            if agent.dead is None:
+                self._ray.kill(agent.handle, no_restart=True)
+                agent.dead = "killed by Ray: did not stop in time"
+            ended.append((agent.id, agent.dead))
+        with self._lock:
+            self._closed = True
+            self._out.clear()
+        self._poll.unregister(self._wake_r)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        return ended
+
+    def log_location(self, task_id: str, attempt: int) -> str | None:
+        """Where an attempt's log is kept on the node that ran it, when that is not the driver's node."""
+        return self.logs.get((task_id, attempt))
+
+    # -- what Ray's callback threads do -----------------------------------------------------------------
+
+    def _on_done(self, ref, callback) -> None:
+        def done(future):
+            try:
+                value, exc = future.result(), None
+            except BaseException as e:  # noqa: BLE001 - the actor's death and our own bugs alike end up as a death
+                value, exc = None, e
+            try:
+                callback(value, exc)
+            except Exception:  # a bug here must not vanish inside Ray's thread
+                log.exception("ray backend: callback failed")
+
+        ref.future().add_done_callback(done)
+
+    def _emit(self, agent_id: str, msg) -> None:
+        """Queue an event for the manager and wake its wait(); caller holds _lock."""
+        if self._closed:  # after stop(): the pipe's fd numbers may belong to someone else now
+            return
+        self._out.append((agent_id, msg))
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_info(self, agent: _Agent, info, exc) -> None:
+        if exc is not None:
+            return  # the watch() call reports the death
+        with self._lock:
+            agent.pid, agent.node, agent.ip = info["pid"], info["node"], info["ip"]
+            self.nodes[agent.id] = info["node"]
+            if not agent.reported:
+                self._emit(agent.id, AgentReady(agent.id, info["pid"], info["node"], info["ip"]))
+
+    def _on_started(self, agent: _Agent, msg: TaskMessage, started, exc) -> None:
+        with self._lock:
+            if agent.msg is not msg:
+                return
+            agent.started_done = True
+            if started is not None and exc is None and not (agent.dead or agent.ending):
+                self._emit(agent.id, started)
+            if agent.held is not None:
+                self._deliver(agent, msg, agent.held)
+
+    def _on_result(self, agent: _Agent, msg: TaskMessage, done, exc) -> None:
+        with self._lock:
+            if agent.msg is not msg:
+                return
+            if exc is not None:  # the actor died during the attempt (or run() itself failed)
+                agent.dead = agent.dead or agent.ending or _why(exc)
+                agent.msg = None
+                self._report(agent)
+                return
+            if done.node_log is not None:
+                self.logs[(msg.task_id, msg.attempt)] = f"{agent.ip or agent.node}:{done.node_log}"
+                agent.fetching = done.data is None or len(done.data) < done.size
+        if done.node_log is not None:
+            if agent.fetching:
+                threading.Thread(target=self._fetch_log, args=(agent, msg, done), daemon=True).start()
+                return
+            _write_log(msg.log_path, done.data or b"", "wb")
+        self._finish(agent, msg, done)
+
+    def _fetch_log(self, agent: _Agent, msg: TaskMessage, done: _Done) -> None:
+        """A large log, fetched from its node in chunks (the actor stays alive after its task ends)."""
+        note = None
+        try:
+            with open(msg.log_path, "wb") as f:
+                offset = 0
+                while offset < done.size:
+                    chunk = self._ray.get(agent.handle.read_log.remote(done.node_log, offset, _CHUNK))
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    offset += len(chunk)
+        except Exception as exc:  # noqa: BLE001 - the node went away mid-fetch: say where the rest is
+            where = f"{agent.ip}:{done.node_log}"
+            note = f"\nwvo-batch: log incomplete ({type(exc).__name__}); the full log is on {where}\n"
+        if note:
+            _write_log(msg.log_path, note.encode(), "ab")
+        agent.fetching = False
+        self._finish(agent, msg, done)
+
+    def _finish(self, agent: _Agent, msg: TaskMessage, done: _Done) -> None:
+        with self._lock:
+            if agent.started_done:
+                self._deliver(agent, msg, done)
+            else:
+                agent.held = done  # _on_started delivers it after the Started
+
+    def _deliver(self, agent: _Agent, msg: TaskMessage, done: _Done) -> None:
+        """The attempt's result, then the agent's death if that came meanwhile; caller holds _lock."""
+        agent.msg, agent.held = None, None
+        if agent.ending != "killed" and not agent.reported:  # a killed agent's outcome is its death
+            self._emit(agent.id, done.result)
+        if agent.dead:
+            self._report(agent)
+
+    def _on_death(self, agent: _Agent, exc) -> None:
+        """watch() failed: the actor is gone. With an attempt in flight, its run() call reports it."""
+        with self._lock:
+            agent.dead = agent.dead or agent.ending or _why(exc)
+            if agent.msg is None:
+                self._report(agent)
+
+    def _report(self, agent: _Agent) -> None:
+        """Queue the agent's death once; make sure a half-dead actor is really gone. Caller holds _lock."""
+        if agent.reported:
+            return
+        agent.reported = True
+        self._emit(agent.id, AgentGone(agent.id, agent.dead))
+        if agent.ending is None:
+            self._kill_actor(agent)
+
+    def _end(self, agent_id: str, why: str, grace: float) -> None:
+        """Have the actor kill its processes (terminate()), then Ray kill the actor; `why` is how its end reads.
+
+        Ray's own kill alone would leave a task's grandchildren that left its session; a terminate()
+        that hangs (a callable holding the GIL) is cut short after grace + a margin.
+        """
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.dead or agent.ending:
+            return
+        agent.ending = why
+        once = threading.Lock()
+
+        def kill(*_):
+            if once.acquire(blocking=False):
+                self._kill_actor(agent)
+
+        self._on_done(agent.handle.terminate.remote(grace), kill)
+        agent.timer = threading.Timer(grace + _KILL_FALLBACK_S, kill)
+        agent.timer.daemon = True
+        agent.timer.start()
+
+    def _kill_actor(self, agent: _Agent) -> None:
+        """Ray's kill, on a thread of its own: Ray's callback threads must not block on it."""
+
+        def kill():
+            try:
+                self._ray.kill(agent.handle, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - already gone, or Ray shut down meanwhile
+                log.debug("ray.kill(%s): %s", agent.id, exc)
+
+        threading.Thread(target=kill, daemon=True).start()
+
+    def _warn_pending(self) -> None:
+        now = time.monotonic()
+        for agent in self._agents.values():
+            if agent.pid is None and not agent.warned and not agent.dead and now - agent.created > _PENDING_WARN_S:
+                agent.warned = True
+                log.warning(
+                    "agent %s is not placed on the Ray cluster after %.0fs: no node has room for it (resources: %s)",
+                    agent.id,
+                    now - agent.created,
+                    self._ray.available_resources(),
+                )
+
+
+def _why(exc) -> str:
+    """A death, in a line, for agent:exited: Ray's "The actor is dead because ..." sentence when it has one."""
+    if exc is None:
+        return "exited"
+    text = str(exc)
+    m = _BECAUSE.search(text)
+    if m:
+        return m.group(1)
+    last = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {last[-1][:200] if last else ''}".rstrip(": ")
+
+
+def _quiet_driver() -> None:
+    """Ray's driver prints the cluster's error messages (a worker's death, ...) to stdout, which belongs to
+    the display and to --json: send them to the log instead. A private hook; without it Ray just prints."""
+    try:
+        import ray._private.worker as worker
+    except ImportError:
+        return
+    if hasattr(worker, "print_to_stdstream"):
+        worker.print_to_stdstream = _log_ray_lines
+
+
+def _log_ray_lines(data, ignore_prefix=False) -> None:
+    for line in data.get("lines", ()):
+        logging.getLogger("ray").debug("(%s) %s", data.get("pid"), line)
+
+
+def _write_log(path: str, data: bytes, mode: str) -> None:
+    try:
+        with open(path, mode) as f:
+            f.write(data)
+    except OSError as exc:
+        log.warning("cannot write the log %s: %s", path, exc)
