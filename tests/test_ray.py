@@ -259,10 +259,14 @@ def two_nodes():
 
 @pytest.mark.usefixtures("two_nodes")
 class TestTwoNodes:
-    def test_agents_land_on_both_nodes_by_role_and_logs_come_back(self, tmp_path, monkeypatch, two_nodes):
+    @pytest.fixture(autouse=True)
+    def node_logs(self, tmp_path, monkeypatch):
+        """Where the second node keeps its logs (else in the machine's temporary directory)."""
+        monkeypatch.setenv("WVO_RAY_NODE_LOGS", str(tmp_path / "node-logs"))
+
+    def test_agents_land_on_both_nodes_by_role_and_logs_come_back(self, tmp_path, two_nodes):
         cluster, second = two_nodes
         head = cluster.head_node.node_id
-        monkeypatch.setenv("WVO_RAY_NODE_LOGS", str(tmp_path / "node-logs"))
         big = "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo end"  # larger than one inline result
         small = [task(f"t{i}", f"echo line from $WVO_AGENT_ID; sleep 0.3") for i in range(12)]
         rm = roadmap(small + [task("big", big)])
