@@ -24,15 +24,18 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-install-ray: | $(BIN)/python
+$(VENV)/.installed-ray: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	@touch $@
+
+install-ray: $(VENV)/.installed-ray
 
 run: install
 	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS)
 
 demo: run
 
-test: install-dev
+test: install-dev install-ray
 	@bash scripts/install-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

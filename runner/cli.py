@@ -124,6 +124,12 @@ def main_command(
         None, "--max-agents", envvar="WVO_MAX_AGENTS", help="... add workers up to B while tasks wait, retire idle ones."
     ),
     backend: str = typer.Option("local", "--backend", envvar="WVO_BACKEND", help="local or ray."),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        envvar="WVO_RAY_ADDRESS",
+        help="--backend ray: auto or ray://host:port joins a Ray cluster; none (default) starts a local one.",
+    ),
 ) -> None:
     if schema:
         from runner.schema import json_schema
@@ -194,6 +200,7 @@ def main_command(
                 executor=_executor(executor),
                 events=events,
                 backend=backend,
+                ray_address=ray_address,
             )
         )
     except RoadmapError as exc:

@@ -356,7 +356,8 @@ class Display(Reporter):
         if name == "task:started":
             return f"start {where} (attempt {ev.get('attempt')})"
         if name == "agent:spawned" and self.progress.first_start is not None:
-            return f"agent {ev.get('agent')} started (pid {ev.get('pid')})"
+            pid = f" (pid {ev['pid']})" if ev.get("pid") else ""
+            return f"agent {ev.get('agent')} started{pid}"
         return None
 
     def refresh(self, pool: Pool) -> None:

@@ -68,6 +68,7 @@ class RunOptions:
     backoff_base: float = 1.0
     blocked: dict[str, str] = field(default_factory=dict)  # task id -> why it cannot run (from the loader)
     backend: str = "local"
+    ray_address: str | None = None  # --backend ray: None starts a local Ray; auto / ray://host:port join one
     write_back: bool = False  # set each finished task's status in the roadmap file
     min_agents: int | None = None  # dynamic scaling: start with this many ...
     max_agents: int | None = None  # ... add workers up to this many while tasks wait
@@ -101,7 +102,7 @@ class Reporter:
     def message(self, text: str) -> None: ...
 
 
-def make_backend(name: str):
+def make_backend(name: str, options: RunOptions):
     if name == "local":
         from runner.backends.local import LocalBackend
 
@@ -109,7 +110,7 @@ def make_backend(name: str):
     if name == "ray":
         from runner.backends.ray import RayBackend
 
-        return RayBackend()
+        return RayBackend(address=options.ray_address)
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
@@ -179,11 +180,16 @@ class Run:
             lock.release()
 
     def _execute_locked(self, state_dir: str) -> RunResult:
-        self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"))
-        carried, resumed_from = self._resume_set()
-        run_id = self.ledger.start_run(
-            self.roadmap, sum(self.roles.values()), "", resumed_from, set(carried)
-        )
+        # The backend first: a missing Ray is a usage error before anything is recorded, and a
+        # cluster's start-up is not counted as queue wait.
+        self.backend = make_backend(self.opt.backend, self.opt)
+        try:
+            self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"))
+            carried, resumed_from = self._resume_set()
+            run_id = self.ledger.start_run(self.roadmap, sum(self.roles.values()), "", resumed_from, set(carried))
+        except BaseException:
+            self.backend.stop(timeout=5.0)
+            raise
         self.run_id = run_id
         self.folder = statedir.new_run_folder(state_dir, run_id)
         self.logs = os.path.join(self.folder, "logs")
@@ -228,7 +234,6 @@ class Run:
             }
         )
         self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self._members()))
-        self.backend = make_backend(self.opt.backend)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         old = self._install_signals(wake_w)
