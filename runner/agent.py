@@ -59,7 +59,7 @@ def _serve(conn, base_env: dict, logs: LogFiles) -> None:
             return
         finally:
             _running.clear()
-            _reap()
+            reap_orphans()
         try:
             conn.send(result)
         except (OSError, ValueError):
@@ -96,7 +96,7 @@ def _on_term(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def _reap() -> None:
+def reap_orphans() -> None:
     """Collect orphans of earlier tasks that were re-parented to us (we are their subreaper)."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0]:
@@ -115,7 +115,7 @@ def _kill_orphans() -> None:
                 pass
     except psutil.Error:
         pass
-    _reap()
+    reap_orphans()
 
 
 def _watch_parent(manager_pid: int) -> None:

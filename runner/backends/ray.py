@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
+from runner.agent import reap_orphans
 from runner.backends import AgentGone
 from runner.messages import Cancel, Started, TaskMessage, TaskResult
 
@@ -154,7 +155,7 @@ class AgentActor:
         finally:
             att.begun.set()
             self._done_with(key, att)
-            _reap()
+            reap_orphans()
         if node_log is None:
             return _Done(result)
         try:
@@ -231,15 +232,6 @@ def _read(path: str, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
-
-
-def _reap() -> None:
-    """Collect orphans of earlier tasks that were re-parented to us (we are their subreaper)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
 
 
 def _set_subreaper() -> None:
