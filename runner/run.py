@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from runner import executors, statedir
 from runner.backends import AgentGone
-from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, BatchError, UsageError
+from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
 from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
 from runner.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import Outcome, Roadmap, Task, TaskState

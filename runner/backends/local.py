@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import select
 import signal
-import time
 
 from runner.agent import agent_main
 from runner.backends import AgentGone
@@ -76,14 +75,7 @@ class LocalBackend:
                 self._extra.add(fd)
                 self._poll.register(fd, select.POLLIN)
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                ready = self._poll.poll(ms)
-                break
-            except InterruptedError:  # a signal: its handler ran; the wake-up fd will be ready
-                if deadline is not None:
-                    ms = max(0, int((deadline - time.monotonic()) * 1000))
+        ready = self._poll.poll(ms)  # PEP 475: retried on EINTR with the time left; the wake-up fd says "signal"
         events: list[tuple[str, object]] = []
         dead: list[str] = []
         extras = []

@@ -443,14 +443,7 @@ class RayBackend:
         if self._out:
             timeout = 0
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                ready = self._poll.poll(ms)
-                break
-            except InterruptedError:
-                if deadline is not None:
-                    ms = max(0, int((deadline - time.monotonic()) * 1000))
+        ready = self._poll.poll(ms)  # PEP 475: retried on EINTR with the time left; the wake-up fd says "signal"
         extras = [fd for fd, _ in ready if fd in self._extra]
         try:
             os.read(self._wake_r, 65536)
