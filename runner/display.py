@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from runner.pool import Pool
 from runner.run import Reporter, RunResult
 
-_GLYPH = {"busy": "▶", "idle": "○", "cooling": "…", "gone": "✕"}
+_GLYPH = {"busy": "▶", "idle": "○", "cooling": "…", "gone": "✕", "starting": "◌"}
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 _TITLE_MAX = 40  # characters of a task title on the board, before the terminal's width cuts more
 _DRAW_EVERY_S = 0.1  # the board is redrawn at most this often on events (refresh() always redraws)

@@ -25,7 +25,7 @@ class AgentRow:
     id: str
     role: str
     pid: int | None = None
-    state: str = "idle"  # idle | busy | cooling | retiring
+    state: str = "idle"  # starting | idle | busy | cooling | retiring
     task: str | None = None
     task_title: str = ""
     since: float = 0.0  # wall-clock time of the last state change
@@ -44,9 +44,10 @@ class Pool:
         self._holder: dict[str, str] = {}  # task id -> agent id (the inverse, to refuse a double reservation)
         self.stats: dict = {}  # queue and progress figures for the board; set by the run loop
 
-    def add(self, agent_id: str, role: str, pid: int | None) -> None:
+    def add(self, agent_id: str, role: str, pid: int | None, state: str = "idle") -> None:
+        """A new agent; "starting" until the backend says it is up (it is handed no task before)."""
         with self.lock:
-            self.agents[agent_id] = AgentRow(agent_id, role, pid, since=time.time())
+            self.agents[agent_id] = AgentRow(agent_id, role, pid, state=state, since=time.time())
 
     def remove(self, agent_id: str) -> str | None:
         """The agent is gone; returns the task it held, whose reservation is released."""

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from runner import executors, statedir
-from runner.backends import AgentGone
+from runner.backends import AgentGone, AgentReady
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
 from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
 from runner.messages import Cancel, Started, TaskMessage, TaskResult
@@ -310,7 +310,8 @@ class Run:
         self._next_index[role] = index + 1
         agent_id = f"{role}-{index}"
         pid = self.backend.start(agent_id, role)
-        self.pool.add(agent_id, role, pid)
+        # A local agent is up once forked; a Ray actor only when its AgentReady arrives.
+        self.pool.add(agent_id, role, pid, state="idle" if pid is not None else "starting")
         self._emit("agent:spawned", agent=agent_id, role=role, pid=pid)
         return agent_id
 
@@ -376,7 +377,8 @@ class Run:
                 self._refresh()
                 next_refresh = now + _REFRESH_S
             timeout = self._timeout(now, next_refresh)
-            if timeout is None and not self.pool.reservations and not self.sched.finished():
+            starting = any(r.state == "starting" for r in self.pool.agents.values())
+            if timeout is None and not self.pool.reservations and not starting and not self.sched.finished():
                 self._stuck()
                 continue
             # Group commit: while messages keep arriving, outcomes are committed and reported together,
@@ -521,6 +523,11 @@ class Run:
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, AgentGone):
             self._agent_gone(agent_id, msg.reason)
+        elif isinstance(msg, AgentReady):
+            row = self.pool.agents.get(agent_id)
+            if row is not None:
+                row.pid = msg.pid
+                self.pool.set_state(agent_id, "idle")
 
     def _agent_gone(self, agent_id: str, reason: str) -> None:
         row = self.pool.agents.get(agent_id)

@@ -11,3 +11,13 @@ class AgentGone:
 
     agent_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class AgentReady:
+    """An agent whose start() returned before it was up (a Ray actor) is now up, on a node."""
+
+    agent_id: str
+    pid: int
+    node: str  # Ray node id
+    ip: str

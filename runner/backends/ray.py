@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from runner.agent import reap_orphans
-from runner.backends import AgentGone
+from runner.backends import AgentGone, AgentReady
 from runner.messages import Cancel, Started, TaskMessage, TaskResult
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,6 @@ _KILL_FALLBACK_S = 3.0  # an actor that has not ended this long after terminate(
 _BECAUSE = re.compile(r"actor (?:is dead|died) because (.+?)\.(?:\s|$)")  # in Ray's ActorDiedError text
 _CLEAN_EXIT = "exit code 0"  # what a stopped or retired agent's end reads as, as with local agents
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-@dataclass(frozen=True)
-class AgentReady:
-    """An agent's actor is up on a node (the manager may ignore it)."""
-
-    agent_id: str
-    pid: int
-    node: str  # Ray node id
-    ip: str
 
 
 @dataclass(frozen=True)
