@@ -43,8 +43,10 @@ bench: install-dev
 	$(BIN)/python scripts/bench.py
 
 # The original autopilot's knobs: AGENTS, ROADMAP, MAX_ITERATIONS, WVO_AUTOPILOT_ONCE=1.
+# MAX_ITERATIONS (0: until nothing is runnable) maps to --iterations; WVO_AUTOPILOT_ONCE=1 in the
+# environment means --once (read by wvo-batch itself, like every WVO_* variable).
 autopilot: install
-	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS) $(AUTOPILOT_ARGS)
+	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS) $(if $(MAX_ITERATIONS),--iterations $(MAX_ITERATIONS)) $(AUTOPILOT_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-out

@@ -131,3 +131,28 @@ def test_pattern_matching_nothing_is_a_usage_error(setup):
     r = wvo(rm, "--only", "nope*", "--state-dir", state)
     assert r.returncode == 2 and "nope*" in r.stderr and "Traceback" not in r.stderr
     assert ran_ids(ran) == []
+
+
+def test_make_autopilot_takes_the_original_names(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    def case(name: str, make_vars: list[str], env: dict) -> list[str]:
+        ran = tmp_path / f"{name}.txt"
+        rm = tmp_path / f"{name}.yaml"
+        adder = f"printf '  - id: added\\n    command: echo added >> {ran}\\n' >> {rm}; echo first >> {ran}"
+        rm.write_text(f"tasks:\n  - id: first\n    command: {json.dumps(adder)}\n")
+        full_env = {**os.environ, "WVO_STATE_DIR": str(tmp_path / name), **env}
+        r = subprocess.run(
+            ["make", "-s", "autopilot", f"ROADMAP={rm}", "AGENTS=2", *make_vars],
+            cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+        return ran_ids(ran)
+
+    # A loop would run `first`, then the task it adds; one batch runs `first` only.
+    assert case("loop", ["MAX_ITERATIONS=0"], {}) == ["first", "added"]
+    assert case("max1", ["MAX_ITERATIONS=1"], {}) == ["first"]
+    assert case("once", [], {"WVO_MAX_ITERATIONS": "0", "WVO_AUTOPILOT_ONCE": "1"}) == ["first"]
