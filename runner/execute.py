@@ -22,6 +22,7 @@ from runner.model import Outcome
 
 _RETRY_AFTER = re.compile(rb"retry[- _]after\D{0,5}(\d+(?:\.\d+)?)", re.IGNORECASE)
 _TAIL = 64 * 1024  # bytes of a failed attempt's log searched for a rate-limit line
+_NAME_LOG_AFTER_S = 0.2  # a running command's log takes its name this soon, so that it can be followed
 
 
 def kill_tree(pid: int, grace: float, wait_root=None) -> None:
@@ -84,26 +85,71 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 class LogFiles:
-    """Creates the next attempt's log file ahead of time, while the agent waits for work.
+    """An attempt's log file, made ahead of time and named only when there is something to keep.
 
-    Creating a file costs 20 µs to ~1 ms on a busy disk; renaming the spare into place costs ~10 µs.
+    Creating a file costs 0.1-1 ms on a busy disk, more than a no-op task itself; renaming one costs
+    ~10 µs. So an attempt writes into a spare file made in advance; the spare takes the attempt's name
+    when the attempt has run for a while (its log can then be followed), or when it ends having
+    written something. A quick attempt that wrote nothing leaves no file, and its spare serves the next.
     """
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, lazy: bool = True):
         self._tag = tag
+        self._lazy = lazy  # False: every attempt gets its log file at once, empty or not
         self._spare: tuple[str, int] | None = None  # (path, fd) of an empty file made in advance
+        self._unnamed: tuple[str, str] | None = None  # (spare path, log path) while the attempt's log has no name
+        self._fd: int | None = None  # the attempt's log, open for writing
 
     def open(self, path: str) -> int:
-        """A write descriptor for a new, empty log file at path."""
-        if self._spare is not None and os.path.dirname(self._spare[0]) == os.path.dirname(path):
-            spare_path, fd = self._spare
-            self._spare = None
+        """A write descriptor for the attempt's log at path; owned by this object until done()."""
+        spare = self._spare
+        self._spare = None
+        if spare is not None and os.path.dirname(spare[0]) != os.path.dirname(path):
+            self._discard(spare)
+            spare = None
+        if spare is None and self._lazy:
+            self.prepare(os.path.dirname(path))
+            spare, self._spare = self._spare, None
+        if spare is None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            return self._fd
+        self._fd = spare[1]
+        self._unnamed = (spare[0], path)
+        if not self._lazy:
+            self.name()
+        return self._fd
+
+    def name(self) -> None:
+        """Give the running attempt's log its name now."""
+        if self._unnamed is not None:
+            spare_path, path = self._unnamed
+            self._unnamed = None
             try:
                 os.rename(spare_path, path)
-                return fd
             except OSError:
-                os.close(fd)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                pass
+
+    def done(self, leftovers=None) -> bool:
+        """The attempt is over: True when its log file exists; False when it wrote nothing and left none.
+
+        `leftovers()` says whether a descendant of the task may still hold the file open: then the log
+        is kept even empty, so that nothing a straggler writes lands in another attempt's log.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return False
+        if self._unnamed is not None and self._lazy:
+            try:
+                empty = os.fstat(fd).st_size == 0
+            except OSError:
+                empty = False
+            if empty and not (leftovers and leftovers()):
+                self._spare = (self._unnamed[0], fd)
+                self._unnamed = None
+                return False
+        self.name()
+        os.close(fd)
+        return True
 
     def prepare(self, folder: str) -> None:
         """Make the spare for the next attempt in folder; harmless if it cannot."""
@@ -116,18 +162,21 @@ class LogFiles:
 
     def close(self) -> None:
         if self._spare is not None:
-            path, fd = self._spare
+            self._discard(self._spare)
             self._spare = None
-            os.close(fd)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+
+    @staticmethod
+    def _discard(spare: tuple[str, int]) -> None:
+        os.close(spare[1])
+        try:
+            os.unlink(spare[0])
+        except OSError:
+            pass
 
 
 def run_attempt(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles | None = None) -> TaskResult:
     """Run one attempt; reports Started on conn; a Cancel arriving on conn stops it."""
-    logs = logs or LogFiles(str(os.getpid()))
+    logs = logs or LogFiles(str(os.getpid()), lazy=False)
     if msg.call:
         return _run_callable(msg, conn, base_env, logs)
     return _run_command(msg, conn, base_env, logs)
@@ -149,15 +198,17 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
                 env=env,
                 start_new_session=True,
             )
-        finally:
-            os.close(log)
+        except OSError:
+            logs.done()
+            raise
     except OSError as exc:
         _append(msg.log_path, f"wvo-batch: cannot start {msg.command!r}: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.FAILED.value, 127, start, time.time(), error=str(exc))
     conn.send(Started(msg.task_id, msg.attempt, proc.pid, start))
-    outcome, error = _supervise(proc, msg, conn)
+    outcome, error = _supervise(proc, msg, conn, logs)
     code = proc.returncode
     _signal_group(proc.pid, signal.SIGKILL)  # nothing the task left behind outlives it
+    logged = logs.done(leftovers=_children_left)
     end = time.time()
     retry_after = None
     if outcome is None:
@@ -166,26 +217,46 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
         else:
             outcome, retry_after = _classify_failure(msg, code)
             error = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
-    return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, end, error=error, retry_after=retry_after)
+    return TaskResult(
+        msg.task_id, msg.attempt, outcome.value, code, start, end, error=error, retry_after=retry_after, log=logged
+    )
 
 
-def _supervise(proc: subprocess.Popen, msg: TaskMessage, conn) -> tuple[Outcome | None, str | None]:
+def _children_left() -> bool:
+    """Reap what has exited among our children; True when some still run (a task's stragglers)."""
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return True
+    except ChildProcessError:
+        return False
+
+
+def _supervise(proc: subprocess.Popen, msg: TaskMessage, conn, logs: LogFiles) -> tuple[Outcome | None, str | None]:
     """Wait for the process, its deadline, or a Cancel; returns (outcome, error) when it was stopped."""
-    deadline = None if msg.timeout is None else time.monotonic() + msg.timeout
+    now = time.monotonic()
+    deadline = None if msg.timeout is None else now + msg.timeout
+    name_at = now + _NAME_LOG_AFTER_S  # from then on the log can be followed under its own name
     pidfd = _pidfd(proc.pid)
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        until = name_at if deadline is None else min(deadline, name_at)
+        remaining = None if until == float("inf") else max(0.0, until - time.monotonic())
         if pidfd is None:
             remaining = 0.05 if remaining is None else min(remaining, 0.05)
         ready = wait([conn] if pidfd is None else [pidfd, conn], remaining)
         if proc.poll() is not None:
             break
+        if name_at != float("inf") and time.monotonic() >= name_at:
+            logs.name()
+            name_at = float("inf")
         if conn in ready:
             try:
                 order = conn.recv()
             except EOFError:  # the manager is gone: stop the task and let the agent exit
                 kill_tree(proc.pid, 0.5, _waiter(proc))
                 proc.wait()
+                logs.name()
                 raise
             if isinstance(order, Cancel):
                 kill_tree(proc.pid, order.grace, _waiter(proc))
@@ -196,6 +267,7 @@ def _supervise(proc: subprocess.Popen, msg: TaskMessage, conn) -> tuple[Outcome 
             kill_tree(proc.pid, msg.grace, _waiter(proc))
             proc.wait()
             _close(pidfd)
+            logs.name()
             _append(msg.log_path, f"\nwvo-batch: timed out after {msg.timeout:g}s; process tree killed\n")
             return Outcome.TIMED_OUT, f"timed out after {msg.timeout:g}s"
     _close(pidfd)
@@ -265,13 +337,13 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     os.dup2(log_fd, 2)
     value, error, outcome = None, None, Outcome.SUCCEEDED
     try:
-        module_name, _, func_name = msg.call.partition(":")
-        func = getattr(importlib.import_module(module_name), func_name)
+        func = _function(msg.call)
         value = func(*msg.args, **msg.kwargs)
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = repr(value)
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                value = repr(value)
     except (Exception, SystemExit) as exc:  # a task's exception is its outcome
         os.write(2, traceback.format_exc().encode(errors="replace"))  # fd 2 is the task's log
         outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
@@ -280,12 +352,25 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (*saved, log_fd):
+        for fd in saved:
             os.close(fd)
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    logged = logs.done(leftovers=_children_left)
     code = 0 if outcome is Outcome.SUCCEEDED else 1
-    return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error)
+    return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error, log=logged)
+
+
+_functions: dict[str, object] = {}  # "module:function" -> the function, resolved once per agent
+
+
+def _function(call: str):
+    func = _functions.get(call)
+    if func is None:
+        module_name, _, func_name = call.partition(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+        _functions[call] = func
+    return func

@@ -53,3 +53,4 @@ class TaskResult:
     value: object = None  # a callable's JSON-serialisable return value
     error: str | None = None  # what went wrong, in a line (the traceback goes to the log)
     retry_after: float | None = None  # rate limited: seconds the output asked us to wait
+    log: bool = True  # False: the attempt wrote nothing, and no log file was kept

@@ -547,7 +547,10 @@ class Run:
                 outcome, error = Outcome.AGENT_DIED, f"agent {agent_id} died ({reason})"
             attempt = self.sched.current_attempt(task_id)
             rec = self._records.get((task_id, attempt), {})
-            result = TaskResult(task_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error)
+            logged = bool(rec.get("log")) and os.path.exists(rec["log"])  # a quick, silent attempt may have left none
+            result = TaskResult(
+                task_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error, log=logged
+            )
             self._outcome(agent_id, task_id, attempt, outcome, result)
         self._timed_out.discard(agent_id)
         if agent_id in self._retiring:
@@ -560,7 +563,8 @@ class Run:
         rec = self._records.setdefault((task_id, attempt), {"task": task_id, "attempt": attempt, "agent": agent_id})
         rec["start"] = rec.get("start") or msg.start
         rec["end"] = msg.end
-        log_path = rec.get("log")
+        log_path = rec.get("log") if msg.log else None  # None: the attempt wrote nothing
+        rec["log"] = log_path
         try:
             self.ledger.record(
                 self.run_id,

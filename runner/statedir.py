@@ -34,10 +34,9 @@ def prepare(state_dir: str) -> str:
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         probe = os.path.join(state_dir, f".probe-{os.getpid()}")
-        with open(probe, "wb") as f:
+        with open(probe, "wb") as f:  # a block's worth: a full disk refuses it at once (no fsync: ~10-100 ms)
             f.write(b"x" * 4096)
             f.flush()
-            os.fsync(f.fileno())
         os.unlink(probe)
     except OSError as exc:
         why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
