@@ -11,12 +11,12 @@ import ctypes
 import os
 import signal
 import sys
-from dataclasses import replace
+import time
 
 import psutil  # imported here, before the fork, so no agent pays for it on its way out
 
 from runner.execute import LogFiles, kill_tree, run_attempt
-from runner.messages import Cancel, Started, TaskMessage
+from runner.messages import BatchResult, Cancel, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -41,6 +41,7 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int) -> None:
 
 
 def _serve(conn, base_env: dict, logs: LogFiles) -> None:
+    tracking = _Tracking(conn)
     while True:
         try:
             msg = conn.recv()
@@ -50,21 +51,44 @@ def _serve(conn, base_env: dict, logs: LogFiles) -> None:
             return
         if isinstance(msg, Cancel):  # raced with the end of the task it meant
             continue
-        if not isinstance(msg, TaskMessage):
+        if isinstance(msg, TaskBatch):
+            try:
+                result = _run_batch(msg, conn, base_env, logs)
+            except (EOFError, OSError):
+                return
+            last = msg.messages[-1]
+        elif isinstance(msg, TaskMessage):
+            try:
+                result = run_attempt(msg, tracking, base_env, logs)
+            except (EOFError, OSError):
+                return
+            finally:
+                _running.clear()
+                reap_orphans()
+            last = msg
+        else:
             continue
-        msg = replace(msg, env={**msg.env, "WVO_TASK_ID": msg.task_id, "WVO_ATTEMPT": str(msg.attempt)})
-        try:
-            result = run_attempt(msg, _Tracking(conn), base_env, logs)
-        except (EOFError, OSError):
-            return
-        finally:
-            _running.clear()
-            reap_orphans()
         try:
             conn.send(result)
         except (OSError, ValueError):
             return
-        logs.prepare(os.path.dirname(msg.log_path))  # while we wait for the next task
+        logs.prepare(os.path.dirname(last.log_path))  # while we wait for the next task
+
+
+def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles) -> BatchResult:
+    """Run a chunk of quick callables in order; a Cancel between two of them interrupts the rest."""
+    results = []
+    stop = False
+    for msg in batch.messages:
+        if stop:
+            now = time.time()
+            results.append(TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted", log=False))
+            continue
+        results.append(run_attempt(msg, conn, base_env, logs))
+        if conn.poll():
+            order = conn.recv()
+            stop = order is None or isinstance(order, Cancel)
+    return BatchResult(tuple(results))
 
 
 class _Tracking:

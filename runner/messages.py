@@ -54,3 +54,17 @@ class TaskResult:
     error: str | None = None  # what went wrong, in a line (the traceback goes to the log)
     retry_after: float | None = None  # rate limited: seconds the output asked us to wait
     log: bool = True  # False: the attempt wrote nothing, and no log file was kept
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """Manager -> agent: quick callables to run one after another, under one reservation."""
+
+    messages: tuple[TaskMessage, ...]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted."""
+
+    results: tuple[TaskResult, ...]

@@ -24,9 +24,10 @@ from runner import executors, statedir
 from runner.backends import AgentGone, AgentReady
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
 from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
-from runner.messages import Cancel, Started, TaskMessage, TaskResult
+from runner.messages import BatchResult, Cancel, Started, TaskBatch, TaskMessage, TaskResult
 from runner.model import Outcome, Roadmap, Task, TaskState
 from runner.pool import Pool, serve_board
+from runner.quick import QuickCalls
 from runner.scheduler import AgentView, Scheduler
 from runner.telemetry import EventLog, event, summarize
 
@@ -142,6 +143,8 @@ class Run:
         self._stop_deadline: float | None = None
         self.ledger_error: str | None = None
         self._write_back: dict[str, dict[str, tuple[str, str | None]]] = {}  # file -> task id -> (status, error)
+        self._chunks: dict[str, list[str]] = {}  # agent id -> task ids of the chunk of quick callables it holds
+        self._quick = QuickCalls()
         self._recorded = 0  # outcomes committed to the ledger
         self._unrecorded = 0  # outcomes written but not yet committed
 
@@ -183,6 +186,7 @@ class Run:
         # The backend first: a missing Ray is a usage error before anything is recorded, and a
         # cluster's start-up is not counted as queue wait.
         self.backend = make_backend(self.opt.backend, self.opt)
+        self._chunking = self.backend.name == "local"  # a Ray actor's round trip is not worth saving this way
         try:
             self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"))
             carried, resumed_from = self._resume_set()
@@ -447,32 +451,50 @@ class Run:
         for task_id in self.sched.drain_changes():  # retries whose backoff ran out are queued again
             self._note_change(task_id, wall)
         for agent, task in pairs:
-            self.pool.reserve(agent.id, task.id, task.title)
-            attempt = self.sched.next_attempt(task.id)
-            msg = self._message(task, agent.role, attempt)
-            self._records[(task.id, attempt)] = {
-                "task": task.id,
-                "attempt": attempt,
-                "agent": agent.id,
-                "queued": self._queued_at.get(task.id),
-                "reserved": wall,
-                "start": None,
-                "end": None,
-                "log": msg.log_path,
-            }
+            chunk = [task]
+            if self._chunking and self._quick.fits(task):
+                limit = self._quick.size(task, self.sched.queue_length() + 1, len(self.pool.agents))
+                while len(chunk) < limit:
+                    more = self.sched.assign_more(agent, now, self._quick.fits)
+                    if more is None:
+                        break
+                    chunk.append(more)
+            title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick calls)"
+            self.pool.reserve(agent.id, task.id, title)
+            messages = []
+            for t in chunk:
+                attempt = self.sched.next_attempt(t.id)
+                msg = self._message(t, agent.role, attempt)
+                messages.append(msg)
+                self._records[(t.id, attempt)] = {
+                    "task": t.id,
+                    "attempt": attempt,
+                    "agent": agent.id,
+                    "queued": self._queued_at.get(t.id),
+                    "reserved": wall if t is task else None,  # a chunk's later tasks: when the one before ends
+                    "start": None,
+                    "end": None,
+                    "log": msg.log_path,
+                }
             self._emit(
                 "task:reserved",
                 ts=wall,
                 task=task.id,
                 agent=agent.id,
-                attempt=attempt,
+                attempt=messages[0].attempt,
                 wait_s=round(wall - self._queued_at.get(task.id, wall), 6),
+                **({"chunk": len(chunk)} if len(chunk) > 1 else {}),
             )
-            if task.timeout is not None:
-                self._deadline[agent.id] = now + task.timeout + self.opt.grace + _BACKSTOP_S
-                if task.call:
-                    self._deadline[agent.id] = now + task.timeout
-            if not self.backend.send(agent.id, msg):
+            if len(chunk) > 1:
+                self._chunks[agent.id] = [t.id for t in chunk]
+                out = TaskBatch(tuple(messages))
+            else:
+                out = messages[0]
+                if task.timeout is not None:
+                    self._deadline[agent.id] = now + task.timeout + self.opt.grace + _BACKSTOP_S
+                    if task.call:
+                        self._deadline[agent.id] = now + task.timeout
+            if not self.backend.send(agent.id, out):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
 
     def _message(self, task: Task, role: str, attempt: int) -> TaskMessage:
@@ -492,7 +514,7 @@ class Run:
             call=task.call,
             args=tuple(task.args),
             kwargs=dict(task.kwargs),
-            env={k: str(v) for k, v in task.env.items()},
+            env={**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)},
             cwd=task.cwd,
             timeout=task.timeout,
             grace=self.opt.grace,
@@ -520,7 +542,12 @@ class Run:
                 self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=None)
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
+            call = self.tasks[msg.task_id].call
+            if call:
+                self._quick.observe(call, msg.end - msg.start)
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
+        elif isinstance(msg, BatchResult):
+            self._batch_done(agent_id, msg)
         elif isinstance(msg, AgentGone):
             self._agent_gone(agent_id, msg.reason)
         elif isinstance(msg, AgentReady):
@@ -529,6 +556,30 @@ class Run:
                 row.pid = msg.pid
                 self.pool.set_state(agent_id, "idle")
 
+    def _batch_done(self, agent_id: str, batch: BatchResult) -> None:
+        """A chunk of quick callables is back: record each as if the agent had held them one by one."""
+        ids = self._chunks.pop(agent_id, None)
+        if ids is None or [r.task_id for r in batch.results] != ids or self.pool.reservations.get(agent_id) != ids[0]:
+            log.warning("agent %s reported a chunk it does not hold; ignored", agent_id)
+            return
+        self.pool.release(agent_id)
+        previous_end = None
+        for res in batch.results:
+            rec = self._records.get((res.task_id, res.attempt))
+            if rec is not None and previous_end is not None:
+                rec["reserved"] = previous_end
+                queued = rec.get("queued") or previous_end
+                self._emit(
+                    "task:reserved", ts=previous_end, task=res.task_id, agent=agent_id, attempt=res.attempt,
+                    wait_s=round(max(0.0, previous_end - queued), 6),
+                )
+            if rec is not None:
+                rec["start"] = res.start
+            self._emit("task:started", ts=res.start, task=res.task_id, agent=agent_id, attempt=res.attempt, pid=None)
+            self._quick.observe(self.tasks[res.task_id].call, res.end - res.start)
+            self._outcome(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
+            previous_end = res.end
+
     def _agent_gone(self, agent_id: str, reason: str) -> None:
         row = self.pool.agents.get(agent_id)
         task_pid = row.task_pid if row else None
@@ -536,22 +587,25 @@ class Run:
         self._deadline.pop(agent_id, None)
         self.sched.agent_gone(agent_id)
         self._emit("agent:exited", agent=agent_id, reason=reason)
-        if task_id is not None:
-            if task_pid:
-                _killpg(task_pid)  # its whole process group: the agent cannot do it any more
+        held = self._chunks.pop(agent_id, None) or ([task_id] if task_id is not None else [])
+        if task_pid and task_id is not None:
+            _killpg(task_pid)  # its whole process group: the agent cannot do it any more
+        for i, held_id in enumerate(held):  # a chunk's tasks end one after another, as the agent held them
             if agent_id in self._timed_out:
-                outcome, error = Outcome.TIMED_OUT, f"timed out after {self.tasks[task_id].timeout:g}s; agent killed"
+                outcome, error = Outcome.TIMED_OUT, f"timed out after {self.tasks[held_id].timeout:g}s; agent killed"
             elif self.interrupted_by is not None:
                 outcome, error = Outcome.INTERRUPTED, "interrupted"
             else:
                 outcome, error = Outcome.AGENT_DIED, f"agent {agent_id} died ({reason})"
-            attempt = self.sched.current_attempt(task_id)
-            rec = self._records.get((task_id, attempt), {})
+            attempt = self.sched.current_attempt(held_id)
+            rec = self._records.get((held_id, attempt), {})
+            if i:
+                self._emit("task:reserved", task=held_id, agent=agent_id, attempt=attempt, wait_s=0.0)
             logged = bool(rec.get("log")) and os.path.exists(rec["log"])  # a quick, silent attempt may have left none
             result = TaskResult(
-                task_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error, log=logged
+                held_id, attempt, outcome.value, None, rec.get("start") or time.time(), time.time(), error=error, log=logged
             )
-            self._outcome(agent_id, task_id, attempt, outcome, result)
+            self._outcome(agent_id, held_id, attempt, outcome, result)
         self._timed_out.discard(agent_id)
         if agent_id in self._retiring:
             self._retiring.discard(agent_id)

@@ -153,6 +153,7 @@ class Scheduler:
         self._prefer: dict[str, str | None] = {}  # task id -> preferred role that some agent has
         self._with_key: dict[str, set[str]] = {}  # affinity key -> queued tasks carrying it
         self._owner: dict[str, str] = {}  # affinity key -> agent its last task was handed to
+        self._owner_changed: tuple[str, str | None] | None = None  # (key, previous owner) of the last reservation
         self._cooldown: dict[str, float] = {}  # agent id -> until when it takes no task
         self._cooldown_level: dict[str, int] = {}  # agent id -> consecutive rate limits
         self._gone: set[str] = set()  # agents that died or retired
@@ -473,6 +474,30 @@ class Scheduler:
             pairs.append((agent, task))
         return pairs
 
+    def assign_more(self, agent: AgentView, now: float, fits) -> Task | None:
+        """The task assign() would give this agent next, reserved to it as well if fits(task).
+
+        For a chunk of quick callables, which one agent holds together and runs in order. When the
+        next task does not fit, it stays queued where it was and None is returned.
+        """
+        self._owner_changed = None
+        pairs = self.assign([agent], now)
+        if not pairs:
+            return None
+        task = pairs[0][1]
+        if fits(task):
+            return task
+        self.unassign(task.id, now)
+        if self._owner_changed is not None:  # taking it made this agent its affinity key's owner: undo
+            key, previous = self._owner_changed
+            if previous is None:
+                self._owner.pop(key, None)
+            else:
+                self._owner[key] = previous
+            for other in list(self._with_key.get(key, ())):
+                self._place(other, now)
+        return None
+
     def _choose(self, task: Task, free: list[AgentView]) -> AgentView:
         """The agent for a task that may take any: its affinity owner, its role, one nobody waits for."""
         owner = self._owner.get(task.affinity) if task.affinity else None
@@ -495,6 +520,7 @@ class Scheduler:
         self._move(task.id, TaskState.RESERVED)
         self._holder[task.id] = agent.id
         if task.affinity and self._owner.get(task.affinity) != agent.id:
+            self._owner_changed = (task.affinity, self._owner.get(task.affinity))
             self._owner[task.affinity] = agent.id
             for other in list(self._with_key.get(task.affinity, ())):
                 self._place(other, now)  # they now wait for the new owner

@@ -20,3 +20,18 @@ def hang() -> None:
     """Never returns: for callable timeouts."""
     while True:
         time.sleep(3600)
+
+
+def quick(i: int = 0) -> int:
+    """A no-op with a result: for chunks of quick callables."""
+    return i
+
+
+def die_unless(marker: str) -> str:
+    """Returns at once when marker exists; otherwise creates it and kills this agent (mid-chunk)."""
+    import os
+
+    if os.path.exists(marker):
+        return "ok"
+    open(marker, "w").close()
+    os._exit(9)

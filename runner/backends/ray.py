@@ -135,7 +135,6 @@ class AgentActor:
         if self.remote:
             node_log = _node_log_path(self.node_logs, msg.log_path)
             msg = replace(msg, log_path=node_log)
-        msg = replace(msg, env={**msg.env, "WVO_TASK_ID": msg.task_id, "WVO_ATTEMPT": str(msg.attempt)})
         try:
             if att.cancelled is not None:
                 now = time.time()

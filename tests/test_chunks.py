@@ -1,0 +1,143 @@
+"""Chunks of quick callables: one reservation, run in order, recorded as if held one by one."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from helpers import check_pool_invariants, read_events, roadmap, run, task
+from runner.agent import _run_batch
+from runner.execute import LogFiles
+from runner.messages import Cancel, TaskBatch, TaskMessage
+from runner.model import Outcome, Priority, Task
+from runner.quick import QuickCalls
+from runner.scheduler import AgentView, Scheduler
+
+W0, W1 = AgentView("worker-0", "worker"), AgentView("worker-1", "worker")
+
+
+def call(tid: str, fn: str = "m:f", **kw) -> Task:
+    if isinstance(kw.get("priority"), str):
+        kw["priority"] = Priority(kw["priority"])
+    return Task(id=tid, call=fn, **kw)
+
+
+def sched(tasks: list[Task]) -> Scheduler:
+    for i, t in enumerate(tasks):
+        t.order = i
+    return Scheduler(tasks, now=0.0, rng=random.Random(0))
+
+
+# -- the pure parts ---------------------------------------------------------------------------------
+
+
+def test_a_callable_is_chunked_only_once_it_has_been_seen_to_be_quick():
+    q = QuickCalls()
+    a = call("a")
+    assert not q.fits(a) and q.size(a, 1000, 2) == 1  # never seen: runs alone, and is measured
+    q.observe("m:f", 0.05)  # the first call imported the module: no measure of the function
+    assert not q.fits(a)
+    q.observe("m:f", 0.00002)
+    assert q.fits(a)
+    assert q.size(a, 1000, 2) == q.max_chunk
+    q.observe("m:slow", 0.5)
+    q.observe("m:slow", 0.5)
+    assert not q.fits(call("s", "m:slow"))
+    assert not q.fits(call("t", timeout=5.0)), "a timeout needs the task alone on its agent"
+    assert not q.fits(call("k", affinity="key"))
+    assert not q.fits(Task(id="cmd", command=["true"]))
+
+
+def test_chunk_size_leaves_most_of_a_short_queue_to_the_other_agents_and_bounds_the_time():
+    q = QuickCalls(chunk_s=0.02, max_chunk=64)
+    q.observe("m:f", 0.001)
+    q.observe("m:f", 0.001)  # 1 ms a call: 20 fit in 20 ms
+    a = call("a")
+    assert q.size(a, 1000, 2) == 20
+    assert q.size(a, 9, 2) == 3  # 9 // 4 + 1
+    assert q.size(a, 1, 2) == 1
+
+
+def test_assign_more_takes_the_agents_next_tasks_in_priority_order_and_stops_at_one_that_does_not_fit():
+    tasks = [call("low", priority="low"), call("high", priority="high"), call("mid"), Task(id="cmd", command=["true"])]
+    s = sched(tasks)
+    fits = lambda t: t.call is not None  # noqa: E731
+    [(agent, first)] = s.assign([W0], 0.0)
+    assert first.id == "high"
+    nxt = s.assign_more(agent, 0.0, fits)
+    assert nxt.id == "mid"
+    assert s.assign_more(agent, 0.0, fits) is None  # "cmd" is next (before "low") and does not fit
+    assert s.queue_length() == 2 and s.queued_at["cmd"] == 0.0
+    assert [p[1].id for p in s.assign([W1], 1.0)] == ["cmd"]  # it stayed at the head of the queue
+
+
+def test_assign_more_that_refuses_a_task_leaves_its_affinity_key_with_the_old_owner():
+    s = sched([call("k1", affinity="K"), call("a"), call("k2", affinity="K", dependencies=["k1"])])
+    assert [p[1].id for p in s.assign([W0], 0.0)] == ["k1"]
+    s.started("k1", "worker-0")
+    s.finish("k1", "worker-0", Outcome.SUCCEEDED, 1.0)  # worker-0 owns K
+    assert [p[1].id for p in s.assign([W1], 1.0)] == ["a"]  # k2 is held for worker-0
+    s.started("a", "worker-1")
+    # Past affinity_wait k2 is anyone's: worker-1's chunk looks at it, and refuses it.
+    assert s.assign_more(W1, 40.0, lambda t: False) is None
+    assert s._owner["K"] == "worker-0", "a task only looked at must not move its key"
+    assert s.state["k2"].value == "queued" and s.queued_at["k2"] == 1.0
+
+
+# -- the agent's side -------------------------------------------------------------------------------
+
+
+def test_a_cancel_between_two_calls_interrupts_the_rest_of_the_chunk(tmp_path):
+    ours, theirs = multiprocessing.Pipe()
+    msgs = tuple(TaskMessage(f"c{i}", 1, str(tmp_path / f"c{i}.1.log"), call="os.path:join", args=("a", str(i))) for i in range(4))
+    ours.send(Cancel(1.0))  # already waiting when the first call returns
+    logs = LogFiles("t")
+    try:
+        result = _run_batch(TaskBatch(msgs), theirs, {}, logs)
+    finally:
+        logs.close()
+    assert [r.outcome for r in result.results] == ["succeeded", "interrupted", "interrupted", "interrupted"]
+    assert result.results[0].value == "a/0"
+    assert not list(tmp_path.iterdir()), "silent calls leave no log and no spare"
+
+
+# -- with real processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path):
+    n = 600
+    rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
+    result = run(rm, tmp_path / "state", agents=2)
+    assert result.exit_code == 0 and result.summary["succeeded"] == n
+    assert [r["value"] for r in result.tasks] == list(range(n))
+    events = read_events(result)
+    check_pool_invariants(events)  # a chunk is recorded as its agent holding its tasks one by one
+    chunks = [e["chunk"] for e in events if e["event"] == "task:reserved" and "chunk" in e]
+    assert chunks and max(chunks) > 1 and sum(chunks) > n // 2, "most quick calls travelled in chunks"
+    db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
+    rows = db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id").fetchall()
+    assert len(rows) == n and {c for _, c in rows} == {1}
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_that_dies_mid_chunk_has_every_task_of_its_chunk_run_again(tmp_path):
+    (tmp_path / "seen").touch()
+    # Called twice before, so it is known to be quick and may travel in a chunk.
+    tasks = [task(f"warm{i}", call="workloads:die_unless", args=[str(tmp_path / "seen")]) for i in range(2)]
+    tasks[1].dependencies = ["warm0"]
+    tasks += [task(f"q{i}", call="workloads:quick", args=[i], dependencies=["warm1"]) for i in range(200)]
+    tasks += [task("dies", call="workloads:die_unless", args=[str(tmp_path / "marker")], dependencies=["warm1"])]
+    tasks += [task(f"r{i}", call="workloads:quick", args=[i], dependencies=["warm1"]) for i in range(200)]
+    result = run(roadmap(tasks), tmp_path / "state", agents=2)
+    assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
+    events = read_events(result)
+    check_pool_invariants(events)
+    died = [e for e in events if e["event"] == "task:retry" and "died" in e["reason"]]
+    assert any(e["task"] == "dies" for e in died)
+    assert len(died) > 1, "the chunk's other tasks were handed out again too"
+    assert any(e["event"] == "agent:exited" and "exit code 9" in e["reason"] for e in events)
