@@ -13,8 +13,6 @@ import signal
 import sys
 import time
 
-import psutil  # imported here, before the fork, so no agent pays for it on its way out
-
 from runner.execute import LogFiles, kill_tree, run_attempt
 from runner.messages import BatchResult, Cancel, Started, TaskBatch, TaskMessage, TaskResult
 
@@ -130,7 +128,40 @@ def reap_orphans() -> None:
 
 
 def _kill_orphans() -> None:
-    """On the way out: whatever a task left behind, even outside its process group, dies with us."""
+    """On the way out: whatever a task left behind, even outside its process group, dies with us.
+
+    We are a subreaper, so every orphaned descendant is our child: kill and reap our children until
+    none is left (each round, the children of those just killed have become ours).
+    """
+    for _ in range(100):
+        kids = _child_pids()
+        if kids is None:  # a kernel without /proc/<pid>/task/<tid>/children
+            return _kill_orphans_psutil()
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _child_pids() -> list[int] | None:
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return None
+
+
+def _kill_orphans_psutil() -> None:
+    import psutil
+
     try:
         for proc in psutil.Process().children(recursive=True):
             try:

@@ -39,6 +39,9 @@ _BACKSTOP_S = 5.0
 _REFRESH_S = 0.5
 # Longest time an outcome waits to be committed and reported while the loop is busy.
 _FLUSH_S = 0.05
+# The board (--status) is served from the first refresh after this long: a run of a few quick tasks
+# is over before anyone could ask, and serving it costs ~10 ms of start-up.
+_BOARD_AFTER_S = 0.25
 
 
 def default_roles(n: int) -> dict[str, int]:
@@ -200,7 +203,7 @@ class Run:
         self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
         paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
         self.events = EventLog(paths)
-        self.board = None  # served from the first turn of the loop on, while the first tasks already run
+        self.board = None  # served once the run has lasted _BOARD_AFTER_S, while the first tasks already run
         now = time.monotonic()
         blocked = dict(self.opt.blocked)
         if self.opt.selected is not None:
@@ -368,11 +371,12 @@ class Run:
     def _loop(self, wake_r: int) -> None:
         next_refresh = 0.0
         last_flush = time.monotonic()
+        self._board_at = last_flush + _BOARD_AFTER_S
         while True:
             now = time.monotonic()
             if not self.sched.draining and self.ledger_error is None:
                 self._hand_out(now)
-            if self.board is None:
+            if self.board is None and now >= self._board_at:
                 self.board = serve_board(self.pool, self.folder)
             if self.sched.finished() and not self.pool.reservations:
                 self._flush()
@@ -412,6 +416,8 @@ class Run:
         times.extend(self._deadline.values())
         if self._stop_deadline is not None:
             times.append(self._stop_deadline)
+        if self.board is None:
+            times.append(self._board_at)
         if self.pool.reservations:
             times.append(next_refresh)
         if self.sched.queue_length() and (self.opt.memfree or self.opt.max_load):
