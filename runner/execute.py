@@ -6,6 +6,7 @@ A timeout TERMs the task's whole process tree and KILLs what is left after the g
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -188,16 +189,7 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
     try:
         log = logs.open(msg.log_path)
         try:
-            proc = subprocess.Popen(
-                msg.command if isinstance(msg.command, str) else list(msg.command),
-                shell=isinstance(msg.command, str),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=msg.cwd,
-                env=env,
-                start_new_session=True,
-            )
+            proc = _start(msg, env, log)
         except OSError:
             logs.done()
             raise
@@ -222,6 +214,84 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
     )
 
 
+def _start(msg: TaskMessage, env: dict[str, str], log: int):
+    """The task's process, in a session of its own, stdin from /dev/null, stdout and stderr to log.
+
+    posix_spawn (vfork + exec in glibc) costs about a third less than subprocess.Popen, which builds
+    the child in Python; Popen remains for a working directory, which posix_spawn cannot set here.
+    """
+    argv = ["/bin/sh", "-c", msg.command] if isinstance(msg.command, str) else list(msg.command)
+    if msg.cwd is not None or not hasattr(os, "posix_spawnp"):
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=msg.cwd, env=env, start_new_session=True
+        )
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
+    return _Spawned(os.posix_spawn(_executable(argv[0], env), argv, env, file_actions=actions, setsid=True))
+
+
+_found: dict[tuple[str, str | None], str] = {}  # (name, the task's PATH) -> executable, found once per agent
+
+
+def _executable(name: str, env: dict[str, str]) -> str:
+    """Find name on the task's own PATH, as Popen does (posix_spawnp would search the agent's)."""
+    if "/" in name:
+        return name
+    key = (name, env.get("PATH"))
+    found = _found.get(key)
+    if found is None:
+        for folder in os.get_exec_path(env):
+            path = os.path.join(folder, name)
+            if os.access(path, os.X_OK) and os.path.isfile(path):
+                found = _found[key] = path
+                break
+        else:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+    return found
+
+
+class _Spawned:
+    """What _supervise needs of a Popen, for a child started with posix_spawn."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (an orphan sweep): the exit code is lost
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self.poll() is None:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                except ChildProcessError:
+                    self.poll()
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        fd = _pidfd(self.pid)
+        try:
+            while self.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(str(self.pid), timeout)
+                if fd is None:
+                    time.sleep(min(left, 0.01))  # no pidfd (old kernel): a short bounded poll
+                else:
+                    wait([fd], left)
+        finally:
+            _close(fd)
+        return self.returncode
+
+
 def _children_left() -> bool:
     """Reap what has exited among our children; True when some still run (a task's stragglers)."""
     try:
@@ -233,7 +303,7 @@ def _children_left() -> bool:
         return False
 
 
-def _supervise(proc: subprocess.Popen, msg: TaskMessage, conn, logs: LogFiles) -> tuple[Outcome | None, str | None]:
+def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles) -> tuple[Outcome | None, str | None]:
     """Wait for the process, its deadline, or a Cancel; returns (outcome, error) when it was stopped."""
     now = time.monotonic()
     deadline = None if msg.timeout is None else now + msg.timeout
@@ -274,7 +344,7 @@ def _supervise(proc: subprocess.Popen, msg: TaskMessage, conn, logs: LogFiles) -
     return None, None
 
 
-def _waiter(proc: subprocess.Popen):
+def _waiter(proc):
     def wait_root(timeout: float) -> None:
         try:
             proc.wait(timeout)

@@ -79,3 +79,12 @@ def test_a_straggler_keeps_the_log_of_the_task_that_left_it(tmp_path):
     by = {r["task"]: r for r in result.tasks}
     assert by["leaves"]["log"] is not None and Path(by["leaves"]["log"]).exists()
     assert by["after"]["status"] == "succeeded"
+
+
+def test_a_command_that_cannot_start_fails_with_127_and_says_why_in_its_log(tmp_path):
+    rm = roadmap([task("missing", ["no-such-program-wvo"]), task("elsewhere", ["pwd"], cwd=str(tmp_path))])
+    result = run(rm, tmp_path / "state", agents=2)
+    by = {r["task"]: r for r in result.tasks}
+    assert by["missing"]["status"] == "failed" and by["missing"]["exit_code"] == 127
+    assert "cannot start" in Path(by["missing"]["log"]).read_text()
+    assert Path(by["elsewhere"]["log"]).read_text().strip() == str(tmp_path)  # a cwd: started through Popen
