@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 import traceback
-from multiprocessing.connection import wait
 
+from runner.channel import wait_readable as wait
 from runner.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import Outcome
 

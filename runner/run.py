@@ -7,7 +7,7 @@
          │
          └──▶ then events (events.jsonl, --events) and the reporter (terminal)
 
-One thread changes all shared state. It sleeps in multiprocessing.connection.wait() on every
+One thread changes all shared state. It sleeps in one poll() on every
 agent's pipe, every agent's process sentinel (death is seen at once) and a signal wake-up pipe,
 with a timeout set by the nearest timer (retry backoff, route wait, a task's deadline).
 """

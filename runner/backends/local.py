@@ -7,44 +7,103 @@ A dead agent is seen at once: wait() watches every agent's process sentinel besi
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import select
 import signal
+import sys
+import time
+import traceback
 
 from runner.agent import agent_main
 from runner.backends import AgentGone
+from runner.channel import Channel, pair, wait_readable
 
-_ctx = multiprocessing.get_context("fork")
+
+class _Agent:
+    """A forked agent process: its pid, its exit status once reaped, and a descriptor for its death."""
+
+    def __init__(self, pid: int, sentinel: int):
+        self.pid = pid
+        self.sentinel = sentinel  # a pidfd, or the read end of a pipe the agent holds open
+        self.exitcode: int | None = None  # as multiprocessing reports it: -N when killed by signal N
+        self._closed = False
+
+    def join(self, timeout: float) -> None:
+        """Reap the agent if it exits within timeout."""
+        deadline = time.monotonic() + timeout
+        while self.exitcode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.exitcode = -signal.SIGKILL  # reaped by someone else: how it ended is lost
+                break
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait_readable([self.sentinel], left)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.sentinel)
 
 
-def _agent_entry(agent_id: str, role: str, conn, manager_pid: int, close_fds: list[int]) -> None:
-    for fd in close_fds:  # the other agents' pipe ends: without this, EOF would never reach them
+def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int]) -> _Agent:
+    manager_pid = os.getpid()
+    death_r, death_w = os.pipe()  # the fallback sentinel, for kernels without pidfd_open
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the agent
+        code = 1
         try:
-            os.close(fd)
-        except OSError:
-            pass
-    agent_main(agent_id, role, conn, manager_pid)
+            signal.set_wakeup_fd(-1)  # the manager's signal wake-up pipe is not ours to write to
+            os.close(death_r)
+            for fd in close_fds:  # the manager's ends and the other agents' pipes: EOF must reach them
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            agent_main(agent_id, role, theirs, manager_pid)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - an agent's last words go to stderr, then it exits
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(death_w)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return _Agent(pid, death_r)
+    os.close(death_r)
+    return _Agent(pid, pidfd)
 
 
 class LocalBackend:
     name = "local"
 
     def __init__(self):
-        self._procs: dict[str, multiprocessing.Process] = {}  # agent id -> process
-        self._conns: dict[str, object] = {}  # agent id -> manager's end of its pipe
+        self._procs: dict[str, _Agent] = {}  # agent id -> process
+        self._conns: dict[str, Channel] = {}  # agent id -> manager's end of its channel
         self._by_fd: dict[int, tuple[str, str]] = {}  # fd of a conn / sentinel -> (agent id, "conn" | "sentinel")
         self._poll = select.poll()  # kept across calls: registering every fd on every wait costs more than the wait
         self._extra: set[int] = set()  # fds of the caller's that are registered too
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
-        ours, theirs = _ctx.Pipe(duplex=True)
-        close = [c.fileno() for c in self._conns.values()]
-        proc = _ctx.Process(
-            target=_agent_entry, args=(agent_id, role, theirs, os.getpid(), close), name=agent_id, daemon=False
-        )
-        proc.start()
+        ours, theirs = pair()
+        close = [fd for c in self._conns.values() for fd in c.fds()] + list(ours.fds())
+        close += [p.sentinel for p in self._procs.values()]
+        proc = _fork_agent(agent_id, role, theirs, close)
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -117,6 +176,7 @@ class LocalBackend:
                 pass
         conn.close()
         proc.join(5)
+        proc.close()
         code = proc.exitcode
         if code is None:
             return "did not exit"
@@ -126,7 +186,7 @@ class LocalBackend:
 
     def kill(self, agent_id: str) -> None:
         proc = self._procs.get(agent_id)
-        if proc is not None and proc.pid:
+        if proc is not None and proc.exitcode is None:  # once reaped, its pid may belong to another process
             try:
                 os.kill(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
