@@ -248,6 +248,8 @@ class Run:
             for role, count in self.roles.items():
                 for _ in range(count):
                     self._spawn(role)
+                    if not self.sched.draining:  # the first agents start work while the others are forked
+                        self._hand_out(time.monotonic())
             self._loop(wake_r)
         finally:
             self._restore_signals(old)
