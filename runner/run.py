@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _BACKSTOP_S = 5.0
 # How often the board and the status/queue events are refreshed while tasks run.
 _REFRESH_S = 0.5
-# Longest time an outcome waits to be committed and reported while the loop is busy.
+# Longest time an outcome waits to be committed and reported (group commit).
 _FLUSH_S = 0.05
 # The board (--status) is served from the first refresh after this long: a run of a few quick tasks
 # is over before anyone could ask, and serving it costs ~10 ms of start-up.
@@ -132,6 +132,7 @@ class Run:
         self.pool = Pool()
         self.backend = None
         self._pending_events: list[dict] = []
+        self._pending_since = 0.0  # monotonic time the oldest pending event was emitted
         self._records: dict[tuple[str, int], dict] = {}  # (task, attempt) -> times, for telemetry
         self._queued_at: dict[str, float] = {}  # task id -> wall time it last entered the queue
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
@@ -372,8 +373,7 @@ class Run:
 
     def _loop(self, wake_r: int) -> None:
         next_refresh = 0.0
-        last_flush = time.monotonic()
-        self._board_at = last_flush + _BOARD_AFTER_S
+        self._board_at = time.monotonic() + _BOARD_AFTER_S
         while True:
             now = time.monotonic()
             if not self.sched.draining and self.ledger_error is None:
@@ -391,18 +391,15 @@ class Run:
             if timeout is None and not self.pool.reservations and not starting and not self.sched.finished():
                 self._stuck()
                 continue
-            # Group commit: while messages keep arriving, outcomes are committed and reported together,
-            # at least every _FLUSH_S; the moment the loop would sleep, they are flushed first, so an
-            # outcome is never left uncommitted while nothing else is going on.
-            ready = None
+            # Group commit: outcomes are committed, then reported, together, at most _FLUSH_S after the
+            # first of them: while tasks keep finishing, one COMMIT and one write serve many outcomes.
             if self._pending_events:
-                ready = self.backend.wait(0, [wake_r])
-                if not (ready[0] or ready[1]) or now - last_flush >= _FLUSH_S:
+                due = self._pending_since + _FLUSH_S
+                if now >= due:
                     self._flush()
-                    last_flush = now
-                if not (ready[0] or ready[1]):
-                    ready = None
-            messages, extras = ready or self.backend.wait(timeout, [wake_r])
+                else:
+                    timeout = due - now if timeout is None else min(timeout, due - now)
+            messages, extras = self.backend.wait(timeout, [wake_r])
             if extras:
                 _drain_fd(wake_r)
                 self._on_signals()
@@ -742,6 +739,8 @@ class Run:
         self.reporter.refresh(self.pool)
 
     def _emit(self, name: str, ts: float | None = None, **fields) -> None:
+        if not self._pending_events:
+            self._pending_since = time.monotonic()
         ev = event(name, **fields)
         if ts is not None:
             ev["ts"] = ts  # the moment the figures in the event were taken, so wait_s matches the timestamps
