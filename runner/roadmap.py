@@ -2,7 +2,8 @@
 
     paths ──read (bytes, sha256)──▶ text ──yamlread.parse_yaml──▶ Doc: plain data + line tables
                                                         │  yamlfast for the common subset,
-                                                        │  libyaml (bounded) for everything else
+                                                        │  yamllib: libyaml (bounded) for everything else,
+                                                        │  PyYAML imported only then
                                                         ▼
              roadmap_build.Builder: layouts (tasks:, epics → milestones → tasks), defaults, executor, agents
                                                         ▼
@@ -40,7 +41,7 @@ from runner.roadmap_graph import analyse
 from runner.roadmap_graph import analyse as _analyse  # noqa: F401  (tests)
 from runner.yamlfast import MAX_DEPTH
 from runner.yamlfast import Bail as _Bail, Doc as _Doc, FastReader as _FastReader, fast_ok as _fast_ok  # noqa: F401
-from runner.yamlread import _LineLoader, parse_yaml  # noqa: F401  (_LineLoader: tests)
+from runner.yamlread import parse_yaml
 
 __all__ = [
     "CheckResult", "DEFAULTS_FIELDS", "EPIC_FIELDS", "EXECUTOR_TIMEOUTS", "FIELD_ALIASES", "FREEZE_BYTES",
@@ -50,6 +51,14 @@ __all__ = [
 
 MAX_FILE_BYTES = 128 * 1024 * 1024  # a roadmap bigger than this is refused before parsing
 FREEZE_BYTES = 1 << 20  # from this much roadmap text (~10k tasks) on, load() freezes what it built (see load)
+
+
+def __getattr__(name: str):
+    if name == "_LineLoader":  # for tests; imported on demand, as it imports PyYAML
+        from runner.yamllib import LineLoader
+
+        return LineLoader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- public API

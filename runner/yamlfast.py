@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import re
 
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import ScalarNode
-
 MAX_DEPTH = 100  # deepest nesting of YAML collections accepted
 
 
@@ -54,9 +50,14 @@ class Bail(Exception):
     """The fast reader met YAML outside its subset; libyaml reads the file instead."""
 
 
-_SC = SafeConstructor()
-_IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)]
 _NUMERIC_FIRST = frozenset("0123456789+-.")  # may start an int, float or timestamp
+# Decimals that PyYAML reads as int(text) or float(text) and as nothing else; tests compare them with it.
+# The rest (010 is octal, 0x1f, 1_000, 1:30, .5, 1e3, .inf, 2024-01-01, ...) is left to PyYAML itself.
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(\.[0-9]+)?")
+# How every int, float and timestamp of YAML 1.1 starts (see the regexps of yaml.resolver): after a sign,
+# digits followed by one of _.:-bx or nothing, or a dot and a digit, inf or nan. Anything else (-c, --all,
+# ./run.sh, 10m, 3 apples) is text. \n: those regexps end in $, which also matches before a final newline.
+_NUMBER_START = re.compile(r"[-+]?(?:[0-9]+(?:[-_.:bx\n]|\Z)|\.[0-9iInN])")
 _WORDS = {  # the other plain scalars YAML 1.1 does not read as text
     **dict.fromkeys(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
     **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
@@ -511,14 +512,25 @@ class FastReader:
             known = self.numbers.get(v, Bail)
             if known is not Bail:
                 return known
-            value = v
-            for tag, regexp in _IMPLICIT[v[0]]:
-                if regexp.match(v):
-                    try:
-                        value = _SC.yaml_constructors[tag](_SC, ScalarNode(tag, v))
-                    except (ValueError, OverflowError):
-                        raise Bail from None
-                    break
+            value = _number(v)
             self.numbers[v] = value
             return value
         return _WORDS.get(v, v) if len(v) <= 5 else v
+
+
+def _number(v: str):
+    """A plain scalar that starts like a number -> its value as PyYAML's SafeLoader reads it. Raises Bail."""
+    decimal = _DECIMAL.fullmatch(v)
+    if decimal is not None:
+        try:
+            return float(v) if decimal.group(1) else int(v)
+        except ValueError:  # more digits than int() converts: PyYAML fails on it too
+            pass
+    elif _NUMBER_START.match(v) is None:
+        return v
+    from runner.yamllib import resolve_plain  # imports PyYAML, which an ordinary roadmap does without
+
+    try:
+        return resolve_plain(v)
+    except (ValueError, OverflowError):
+        raise Bail from None
