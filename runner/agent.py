@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import struct
 import sys
 import time
 
@@ -22,9 +23,20 @@ _PR_SET_CHILD_SUBREAPER = 36
 # The pid of the task's process group while one runs, for the signal handler. Owned by this process.
 _running: dict[str, int] = {}
 
+# A command's Started is sent once it has run this long: most no-op tasks end sooner, and their
+# TaskResult alone says it all, one message and one wake-up of the manager fewer. Meanwhile the pid
+# is in the manager's pid slot for this agent, so that the manager can kill the task if we die.
+ANNOUNCE_AFTER_S = 0.05
 
-def agent_main(agent_id: str, role: str, conn, manager_pid: int) -> None:
-    """Entry point of an agent process; returns when told to stop or when the manager is gone."""
+_PID = struct.Struct("q")
+
+
+def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) -> None:
+    """Entry point of an agent process; returns when told to stop or when the manager is gone.
+
+    pid_slot: (shared mmap, offset) where the running command's pid is kept for the manager, or None
+    (then every Started is sent at once).
+    """
     _watch_parent(manager_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cron / nohup
@@ -32,14 +44,21 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int) -> None:
     base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)
     try:
-        _serve(conn, base_env, logs)
+        _serve(conn, base_env, logs, pid_slot)
     finally:
         logs.close()
         _kill_orphans()
 
 
-def _serve(conn, base_env: dict, logs: LogFiles) -> None:
+def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
     tracking = _Tracking(conn)
+    announce_after = ANNOUNCE_AFTER_S if pid_slot is not None else 0.0
+
+    def note_pid(pid: int) -> None:
+        if pid:
+            _running["pid"] = pid
+        if pid_slot is not None:
+            _PID.pack_into(pid_slot[0], pid_slot[1], pid)
     while True:
         try:
             msg = conn.recv()
@@ -57,7 +76,7 @@ def _serve(conn, base_env: dict, logs: LogFiles) -> None:
             last = msg.messages[-1]
         elif isinstance(msg, TaskMessage):
             try:
-                result = run_attempt(msg, tracking, base_env, logs)
+                result = run_attempt(msg, tracking, base_env, logs, announce_after, note_pid)
             except (EOFError, OSError):
                 return
             finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import math
 import os
 import re
 import signal
@@ -175,15 +176,27 @@ class LogFiles:
             pass
 
 
-def run_attempt(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles | None = None) -> TaskResult:
-    """Run one attempt; reports Started on conn; a Cancel arriving on conn stops it."""
+def run_attempt(
+    msg: TaskMessage,
+    conn,
+    base_env: dict[str, str],
+    logs: LogFiles | None = None,
+    announce_after: float = 0.0,
+    note_pid=None,
+) -> TaskResult:
+    """Run one attempt; a Cancel arriving on conn stops it.
+
+    A command's Started goes to conn once it has run for announce_after seconds (0: at once); one
+    that ends sooner is reported by its TaskResult alone. note_pid(pid) is called as soon as the
+    command is up, and note_pid(0) when it is gone, for whoever must kill it if this process dies.
+    """
     logs = logs or LogFiles(str(os.getpid()), lazy=False)
     if msg.call:
         return _run_callable(msg, conn, base_env, logs)
-    return _run_command(msg, conn, base_env, logs)
+    return _run_command(msg, conn, base_env, logs, announce_after, note_pid)
 
 
-def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles) -> TaskResult:
+def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles, announce_after: float = 0.0, note_pid=None) -> TaskResult:
     env = {**base_env, **msg.env}
     start = time.time()
     try:
@@ -196,10 +209,17 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
     except OSError as exc:
         _append(msg.log_path, f"wvo-batch: cannot start {msg.command!r}: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.FAILED.value, 127, start, time.time(), error=str(exc))
-    conn.send(Started(msg.task_id, msg.attempt, proc.pid, start))
-    outcome, error = _supervise(proc, msg, conn, logs)
+    if note_pid is not None:
+        note_pid(proc.pid)
+    started = Started(msg.task_id, msg.attempt, proc.pid, start)
+    if announce_after <= 0:
+        conn.send(started)
+        started = None
+    outcome, error = _supervise(proc, msg, conn, logs, started, announce_after)
     code = proc.returncode
     _signal_group(proc.pid, signal.SIGKILL)  # nothing the task left behind outlives it
+    if note_pid is not None:
+        note_pid(0)
     logged = logs.done(leftovers=_children_left)
     end = time.time()
     retry_after = None
@@ -210,7 +230,7 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
             outcome, retry_after = _classify_failure(msg, code)
             error = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
     return TaskResult(
-        msg.task_id, msg.attempt, outcome.value, code, start, end, error=error, retry_after=retry_after, log=logged
+        msg.task_id, msg.attempt, outcome.value, code, start, end, error=error, retry_after=retry_after, log=logged, pid=proc.pid
     )
 
 
@@ -303,23 +323,31 @@ def _children_left() -> bool:
         return False
 
 
-def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles) -> tuple[Outcome | None, str | None]:
-    """Wait for the process, its deadline, or a Cancel; returns (outcome, error) when it was stopped."""
+def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | None = None, announce_after: float = 0.0) -> tuple[Outcome | None, str | None]:
+    """Wait for the process, its deadline, or a Cancel; returns (outcome, error) when it was stopped.
+
+    `started`, when given, is sent once the process has run for announce_after seconds.
+    """
     now = time.monotonic()
     deadline = None if msg.timeout is None else now + msg.timeout
     name_at = now + _NAME_LOG_AFTER_S  # from then on the log can be followed under its own name
+    announce_at = now + announce_after if started is not None else math.inf
     pidfd = _pidfd(proc.pid)
     while True:
-        until = name_at if deadline is None else min(deadline, name_at)
-        remaining = None if until == float("inf") else max(0.0, until - time.monotonic())
+        until = min(name_at, announce_at, math.inf if deadline is None else deadline)
+        remaining = None if until == math.inf else max(0.0, until - time.monotonic())
         if pidfd is None:
             remaining = 0.05 if remaining is None else min(remaining, 0.05)
         ready = wait([conn] if pidfd is None else [pidfd, conn], remaining)
         if proc.poll() is not None:
             break
-        if name_at != float("inf") and time.monotonic() >= name_at:
+        now = time.monotonic()
+        if now >= announce_at:
+            conn.send(started)
+            announce_at = math.inf
+        if now >= name_at:
             logs.name()
-            name_at = float("inf")
+            name_at = math.inf
         if conn in ready:
             try:
                 order = conn.recv()

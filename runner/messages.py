@@ -54,6 +54,7 @@ class TaskResult:
     error: str | None = None  # what went wrong, in a line (the traceback goes to the log)
     retry_after: float | None = None  # rate limited: seconds the output asked us to wait
     log: bool = True  # False: the attempt wrote nothing, and no log file was kept
+    pid: int | None = None  # the command's pid (its Started is not sent for a task that ends at once)
 
 
 @dataclass(frozen=True)

@@ -365,8 +365,9 @@ class Run:
     def _kill_now(self) -> None:
         for row in list(self.pool.agents.values()):
             if row.state == "busy":
-                if row.task_pid:
-                    _killpg(row.task_pid)
+                task_pid = row.task_pid or self.backend.task_pid(row.id)
+                if task_pid:
+                    _killpg(task_pid)
                 self.backend.kill(row.id)
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -542,9 +543,9 @@ class Run:
                 log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)
                 return
             rec = self._records.get((msg.task_id, msg.attempt))
-            if rec is not None and rec["start"] is None:  # a callable: no Started message was sent
+            if rec is not None and rec["start"] is None:  # a callable, or a command that ended before its Started
                 rec["start"] = msg.start
-                self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=None)
+                self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             call = self.tasks[msg.task_id].call
@@ -554,7 +555,7 @@ class Run:
         elif isinstance(msg, BatchResult):
             self._batch_done(agent_id, msg)
         elif isinstance(msg, AgentGone):
-            self._agent_gone(agent_id, msg.reason)
+            self._agent_gone(agent_id, msg.reason, msg.task_pid)
         elif isinstance(msg, AgentReady):
             row = self.pool.agents.get(agent_id)
             if row is not None:
@@ -585,9 +586,9 @@ class Run:
             self._outcome(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
             previous_end = res.end
 
-    def _agent_gone(self, agent_id: str, reason: str) -> None:
+    def _agent_gone(self, agent_id: str, reason: str, task_pid: int | None = None) -> None:
         row = self.pool.agents.get(agent_id)
-        task_pid = row.task_pid if row else None
+        task_pid = (row.task_pid if row else None) or task_pid  # the slot's pid, when its Started never came
         task_id = self.pool.remove(agent_id)
         self._deadline.pop(agent_id, None)
         self.sched.agent_gone(agent_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import Recorder, check_pool_invariants, read_events, roadmap, run, task
+from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,6 +89,37 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
     spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
     assert len(spawned) == 3  # two at start, one replacement
     check_pool_invariants(rec.seen)
+
+
+def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_killed(tmp_path, monkeypatch):
+    # A command's Started is sent only after it has run a while; until then the manager knows its pid
+    # from the agent's pid slot. Here Started never comes, so only the slot can save the task tree.
+    import runner.agent
+
+    monkeypatch.setattr(runner.agent, "ANNOUNCE_AFTER_S", 3600.0)  # inherited by the forked agents
+    fifo = Fifo(tmp_path / "up")
+    victim = f'if [ "$WVO_ATTEMPT" = 1 ]; then echo $$ > {fifo.path}; exec sleep 60; fi'
+    rm = roadmap([task("victim", victim)])
+    killed = []
+
+    def on_events(events):
+        for ev in events:
+            assert ev["event"] != "task:started" or ev["attempt"] > 1, "the first attempt was never announced"
+            if ev["event"] == "task:reserved" and not killed:
+                task_pid = int(fifo.wait_lines(1)[0])
+                agent_pid = next(a.pid for a in r.pool.agents.values() if a.id == ev["agent"])
+                os.kill(agent_pid, signal.SIGKILL)
+                killed.append(task_pid)
+
+    from runner.run import Run, RunOptions
+
+    r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=1, grace=1.0), Recorder(on_events))
+    try:
+        result = r.execute()
+    finally:
+        fifo.close()
+    assert killed and result.exit_code == 0
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
 
 
 def test_timed_out_task_leaves_no_grandchildren(tmp_path):

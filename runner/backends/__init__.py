@@ -11,6 +11,7 @@ class AgentGone:
 
     agent_id: str
     reason: str
+    task_pid: int | None = None  # the task it was running, when its Started never came (local agents)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ A dead agent is seen at once: wait() watches every agent's process sentinel besi
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import signal
+import struct
 import sys
 import time
 import traceback
@@ -17,6 +19,9 @@ import traceback
 from runner.agent import agent_main
 from runner.backends import AgentGone
 from runner.channel import Channel, pair, wait_readable
+
+_SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
+_PID = struct.Struct("q")
 
 
 class _Agent:
@@ -51,7 +56,7 @@ class _Agent:
             os.close(self.sentinel)
 
 
-def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int]) -> _Agent:
+def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot) -> _Agent:
     manager_pid = os.getpid()
     death_r, death_w = os.pipe()  # the fallback sentinel, for kernels without pidfd_open
     sys.stdout.flush()
@@ -67,7 +72,7 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int])
                     os.close(fd)
                 except OSError:
                     pass
-            agent_main(agent_id, role, theirs, manager_pid)
+            agent_main(agent_id, role, theirs, manager_pid, pid_slot)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -97,13 +102,22 @@ class LocalBackend:
         self._by_fd: dict[int, tuple[str, str]] = {}  # fd of a conn / sentinel -> (agent id, "conn" | "sentinel")
         self._poll = select.poll()  # kept across calls: registering every fd on every wait costs more than the wait
         self._extra: set[int] = set()  # fds of the caller's that are registered too
+        # Shared with every agent (inherited across fork): each agent's slot holds the pid of the
+        # command it runs, before the manager hears of it through a Started.
+        self._slots = mmap.mmap(-1, _SLOTS * _PID.size)
+        self._free_slots = list(range(_SLOTS - 1, -1, -1))
+        self._slot_of: dict[str, int] = {}  # agent id -> its slot
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
         ours, theirs = pair()
         close = [fd for c in self._conns.values() for fd in c.fds()] + list(ours.fds())
         close += [p.sentinel for p in self._procs.values()]
-        proc = _fork_agent(agent_id, role, theirs, close)
+        slot = self._free_slots.pop() if self._free_slots else None
+        if slot is not None:
+            self._slot_of[agent_id] = slot
+            _PID.pack_into(self._slots, slot * _PID.size, 0)
+        proc = _fork_agent(agent_id, role, theirs, close, None if slot is None else (self._slots, slot * _PID.size))
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -114,6 +128,13 @@ class LocalBackend:
     def _watch(self, fd: int, owner: tuple[str, str]) -> None:
         self._by_fd[fd] = owner
         self._poll.register(fd, select.POLLIN)
+
+    def task_pid(self, agent_id: str) -> int | None:
+        """The pid of the command the agent is running, as the agent put it in its slot (None: none)."""
+        slot = self._slot_of.get(agent_id)
+        if slot is None:
+            return None
+        return _PID.unpack_from(self._slots, slot * _PID.size)[0] or None
 
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)
@@ -152,7 +173,8 @@ class LocalBackend:
         for agent_id in dict.fromkeys(dead):
             if agent_id in self._procs:
                 self._drain(agent_id, events, [])
-                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id))))
+                task_pid = self.task_pid(agent_id)
+                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid)))
         return events, extras
 
     def _drain(self, agent_id: str, events: list, dead: list) -> None:
@@ -166,6 +188,9 @@ class LocalBackend:
             dead.append(agent_id)
 
     def _forget(self, agent_id: str) -> str:
+        slot = self._slot_of.pop(agent_id, None)
+        if slot is not None:
+            self._free_slots.append(slot)
         proc = self._procs.pop(agent_id)
         conn = self._conns.pop(agent_id)
         for fd in (conn.fileno(), proc.sentinel):

@@ -398,6 +398,10 @@ class RayBackend:
         self._on_done(handle.watch.remote(), lambda value, exc: self._on_death(agent, exc))
         return None
 
+    def task_pid(self, agent_id: str) -> int | None:
+        """Ray agents send every Started at once: the manager's table already has the pid."""
+        return None
+
     def pid(self, agent_id: str) -> int | None:
         """The actor's pid on its node, once it is up."""
         agent = self._agents.get(agent_id)
