@@ -116,11 +116,11 @@ from runner.cli import main
 _agent_main = local.agent_main
 
 
-def profiled_agent(agent_id, role, conn, manager_pid):
+def profiled_agent(agent_id, *args):
     agent_prof = cProfile.Profile()
     agent_prof.enable()
     try:
-        _agent_main(agent_id, role, conn, manager_pid)
+        _agent_main(agent_id, *args)
     finally:
         agent_prof.disable()
         agent_prof.dump_stats(f"{out}.{agent_id}")
@@ -825,14 +825,14 @@ MANAGER_PHASES = [
 ]
 AGENT_PHASES = [
     ("the agent's whole life", "runner/agent.py", "agent_main", "cum"),
-    ("  waiting for the next task (recv on the pipe)", "multiprocessing/connection.py", "recv", "cum"),
+    ("  waiting for the next task (recv on the pipe)", "runner/channel.py", "recv", "cum"),
     ("  running attempts", "runner/execute.py", "run_attempt", "cum"),
-    ("    starting the command (subprocess.Popen)", "subprocess.py", "__init__", "cum"),
+    ("    starting the command (posix_spawn)", "runner/execute.py", "_start", "cum"),
     ("    waiting for it (pidfd + pipe)", "runner/execute.py", "_supervise", "cum"),
     ("    calling the function, log redirection included", "runner/execute.py", "_run_callable", "cum"),
     ("      of which the call itself", "benchmod.py", "noop", "cum"),
-    ("  sending Started / TaskResult", "multiprocessing/connection.py", "send", "cum"),
-    ("  exit: killing orphans (imports psutil)", "runner/agent.py", "_kill_orphans", "cum"),
+    ("  sending Started / TaskResult", "runner/channel.py", "send", "cum"),
+    ("  exit: killing orphans (through /proc)", "runner/agent.py", "_kill_orphans", "cum"),
 ]
 
 
@@ -869,11 +869,12 @@ def profile_summary(manager: Path, agents: list[Path]) -> str:
     if agents:
         a = pstats.Stats(*map(str, agents)).stats
         life = _phase_value(a, "runner/agent.py", "agent_main", "cum")
-        wait = _phase_value(a, "multiprocessing/connection.py", "recv", "cum")
+        wait = _phase_value(a, "runner/channel.py", "recv", "cum")
         if life and wait:
             text.append(
                 f"The agents spent {wait[0] / life[0]:.0%} of their life waiting for their next task: the manager's"
-                " round trip (result in, bookkeeping, next task out) is on every task's path, since an agent holds one task at a time."
+                " round trip (result in, bookkeeping, next task out) is on every task's path, since an agent holds one task"
+                " (or one chunk of quick callables) at a time."
             )
         top = max(a.items(), key=lambda kv: kv[1][2] if kv[0][2] not in ("<built-in method posix.read>",) else 0)
         if life:
