@@ -537,7 +537,7 @@ class Run:
             rec = self._records.get((msg.task_id, msg.attempt))
             if rec is not None:
                 rec["start"] = msg.start
-            self._emit("task:started", task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
+            self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
         elif isinstance(msg, TaskResult):
             if self.pool.reservations.get(agent_id) != msg.task_id:
                 log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)

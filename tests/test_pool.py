@@ -91,12 +91,17 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
     check_pool_invariants(rec.seen)
 
 
-def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_killed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("slot", [True, False], ids=["pid-slot", "subreaper-sweep"])
+def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_killed(tmp_path, monkeypatch, slot):
     # A command's Started is sent only after it has run a while; until then the manager knows its pid
-    # from the agent's pid slot. Here Started never comes, so only the slot can save the task tree.
+    # from the agent's pid slot. Here Started never comes. Without the slot too (the agent died between
+    # starting the task and noting its pid), the task, re-parented to the manager, is swept.
     import runner.agent
+    import runner.backends.local
 
     monkeypatch.setattr(runner.agent, "ANNOUNCE_AFTER_S", 3600.0)  # inherited by the forked agents
+    if not slot:
+        monkeypatch.setattr(runner.backends.local.LocalBackend, "task_pid", lambda self, agent_id: None)
     fifo = Fifo(tmp_path / "up")
     victim = f'if [ "$WVO_ATTEMPT" = 1 ]; then echo $$ > {fifo.path}; exec sleep 60; fi'
     rm = roadmap([task("victim", victim)])

@@ -20,6 +20,7 @@ from runner.agent import agent_main
 from runner.backends import AgentGone
 from runner.channel import Channel, pair, wait_readable
 
+_PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
 _PID = struct.Struct("q")
 
@@ -93,6 +94,29 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
     return _Agent(pid, pidfd)
 
 
+def _set_subreaper(on: bool) -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); False when it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                pids.extend(int(p) for p in f.read().split())
+    except OSError:
+        pass
+    return pids
+
+
 class LocalBackend:
     name = "local"
 
@@ -107,6 +131,9 @@ class LocalBackend:
         self._slots = mmap.mmap(-1, _SLOTS * _PID.size)
         self._free_slots = list(range(_SLOTS - 1, -1, -1))
         self._slot_of: dict[str, int] = {}  # agent id -> its slot
+        # A subreaper: when an agent dies, its task (and whatever that left) becomes our child at that
+        # very moment, so that the sweep below kills it even if its pid never reached us.
+        self._reaper = _set_subreaper(True)
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
@@ -175,7 +202,36 @@ class LocalBackend:
                 self._drain(agent_id, events, [])
                 task_pid = self.task_pid(agent_id)
                 events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid)))
+        if dead:
+            self._sweep_orphans()
         return events, extras
+
+    def _sweep_orphans(self) -> None:
+        """Kill and reap what dead agents left behind: processes re-parented to us, in sessions of their own.
+
+        Our own children in our session (a program embedding the runner may have some) are left alone.
+        """
+        if not self._reaper:
+            return
+        agents = {p.pid for p in self._procs.values()}
+        own_session = os.getsid(0)
+        for pid in _children():
+            if pid in agents:
+                continue
+            try:
+                if os.getsid(pid) == own_session:
+                    continue
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
 
     def _drain(self, agent_id: str, events: list, dead: list) -> None:
         conn = self._conns.get(agent_id)
@@ -234,4 +290,9 @@ class LocalBackend:
             if proc.exitcode is None:
                 self.kill(agent_id)
                 proc.join(2)
-        return [(agent_id, self._forget(agent_id)) for agent_id in list(self._procs)]
+        ended = [(agent_id, self._forget(agent_id)) for agent_id in list(self._procs)]
+        self._sweep_orphans()
+        if self._reaper:
+            _set_subreaper(False)
+            self._reaper = False
+        return ended
