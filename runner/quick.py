@@ -20,10 +20,10 @@ _WEIGHT = 0.2  # of the newest observation in the moving average
 class QuickCalls:
     """Moving average of each callable's duration; the chunk size for the next hand-out."""
 
-    def __init__(self, quick_s: float = _QUICK_S, chunk_s: float = _CHUNK_S, max_chunk: int = _MAX_CHUNK):
-        self.quick_s = quick_s
-        self.chunk_s = chunk_s
-        self.max_chunk = max_chunk
+    def __init__(self, quick_s: float | None = None, chunk_s: float | None = None, max_chunk: int | None = None):
+        self.quick_s = _QUICK_S if quick_s is None else quick_s
+        self.chunk_s = _CHUNK_S if chunk_s is None else chunk_s
+        self.max_chunk = _MAX_CHUNK if max_chunk is None else max_chunk
         self.cost: dict[str, float] = {}  # "module:function" -> seconds per call, moving average
         self._seen: set[str] = set()  # functions called at least once
 

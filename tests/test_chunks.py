@@ -109,7 +109,10 @@ def test_a_cancel_between_two_calls_interrupts_the_rest_of_the_chunk(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path):
+def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
+    import runner.quick
+
+    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     n = 600
     rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
     result = run(rm, tmp_path / "state", agents=2)
@@ -125,7 +128,10 @@ def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_an_agent_that_dies_mid_chunk_has_every_task_of_its_chunk_run_again(tmp_path):
+def test_an_agent_that_dies_mid_chunk_has_every_task_of_its_chunk_run_again(tmp_path, monkeypatch):
+    import runner.quick
+
+    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     (tmp_path / "seen").touch()
     # Called twice before, so it is known to be quick and may travel in a chunk.
     tasks = [task(f"warm{i}", call="workloads:die_unless", args=[str(tmp_path / "seen")]) for i in range(2)]
