@@ -58,10 +58,23 @@ CREATE INDEX IF NOT EXISTS runs_key ON runs (roadmap_key, id);
 _DEF_FIELDS = ("command", "call", "args", "kwargs", "env", "cwd", "timeout", "dependencies", "title", "description")
 
 
+def _hash_encoder():
+    """json.dumps(data, sort_keys=True, default=str), byte for byte, without building an encoder a call."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:
+        return lambda data: json.dumps(data, sort_keys=True, default=str)
+    encoder = c_make_encoder({}, str, encode_basestring_ascii, None, ": ", ", ", True, False, True)
+    return lambda data: "".join(encoder(data, 0))
+
+
+_hash_json = _hash_encoder()
+
+
 def task_hash(task: Task) -> str:
     """A hash of what the task does; a change means --resume runs it again."""
     data = {f: getattr(task, f) for f in _DEF_FIELDS}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(_hash_json(data).encode()).hexdigest()[:16]
 
 
 def roadmap_key(files: list[str]) -> str:
