@@ -13,6 +13,7 @@ import select
 import struct
 
 _HEADER = struct.Struct("!Q")
+_CHUNK = 1 << 16  # bytes read at once by recv_ready
 
 
 class Channel:
@@ -22,6 +23,7 @@ class Channel:
         self._r = read_fd
         self._w = write_fd
         self._closed = False
+        self._pending = b""  # bytes read past the last whole frame (recv_ready)
 
     def fileno(self) -> int:
         """The descriptor that turns readable when a message (or EOF) arrives."""
@@ -42,21 +44,50 @@ class Channel:
         (size,) = _HEADER.unpack(self._read(_HEADER.size))
         return pickle.loads(self._read(size))
 
+    def recv_ready(self) -> tuple[list, bool]:
+        """Every message that has arrived, read in one go: (messages, True when the other side is gone).
+
+        Call it when fileno() is readable. A frame the other side is still writing is waited for.
+        """
+        data = os.read(self._r, _CHUNK)
+        if not data:
+            return [], True
+        buf = self._pending + data if self._pending else data
+        messages, pos, end = [], 0, len(buf)
+        while end - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if end - pos - _HEADER.size < size:
+                break
+            pos += _HEADER.size
+            messages.append(pickle.loads(buf[pos : pos + size]))
+            pos += size
+        self._pending = bytes(buf[pos:])
+        if self._pending:  # the rest of a frame is on its way: the writer is in the middle of it
+            try:
+                (size,) = _HEADER.unpack(self._read(_HEADER.size))
+                messages.append(pickle.loads(self._read(size)))
+            except EOFError:
+                return messages, True
+        return messages, False
+
     def _read(self, size: int) -> bytes:
-        chunk = os.read(self._r, size)
-        if len(chunk) == size:
-            return chunk
-        buf = bytearray(chunk)
+        """Exactly size bytes, the buffered ones first; raises EOFError when the pipe ends before."""
+        head = b""
+        if self._pending:
+            head, self._pending = self._pending[:size], self._pending[size:]
+            if len(head) == size:
+                return head
+        buf = bytearray(head)
         while len(buf) < size:
+            chunk = os.read(self._r, size - len(buf))
             if not chunk:
                 raise EOFError
-            chunk = os.read(self._r, size - len(buf))
             buf += chunk
         return bytes(buf)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """True when recv() would not block (a message, or EOF)."""
-        return bool(wait_readable([self._r], timeout))
+        return len(self._pending) >= _HEADER.size or bool(wait_readable([self._r], timeout))
 
     def close(self) -> None:
         if not self._closed:

@@ -406,6 +406,8 @@ class Run:
                 self._on_signals()
             for agent_id, msg in messages:
                 self._handle(agent_id, msg)
+                if isinstance(msg, (TaskResult, BatchResult)) and not self.sched.draining and self.ledger_error is None:
+                    self._hand_out(time.monotonic())  # the freed agent gets its next task before the next message
             self._check_deadlines(time.monotonic())
 
     def _timeout(self, now: float, next_refresh: float) -> float | None:

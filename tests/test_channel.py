@@ -47,3 +47,30 @@ def test_poll_and_wait_readable_say_when_a_message_is_there():
     with pytest.raises(OSError):  # the other side is gone: sending fails at once
         a.send("late")
     a.close()
+
+
+def test_recv_ready_reads_every_waiting_message_in_one_go_and_finishes_a_half_written_one():
+    a, b = pair()
+    for i in range(50):
+        b.send({"i": i})
+    big = os.urandom(300_000)  # more than a pipe holds: the reader must wait for its tail
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            a.close()
+            b.send(big)
+            code = 0
+        finally:
+            os._exit(code)
+    got = []
+    while len(got) < 51:
+        assert wait_readable([a], 10.0)
+        messages, gone = a.recv_ready()
+        assert not gone
+        got.extend(messages)
+    assert got[:50] == [{"i": i} for i in range(50)] and got[50] == big
+    os.waitpid(pid, 0)
+    b.close()
+    assert a.recv_ready() == ([], True)
+    a.close()

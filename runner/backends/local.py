@@ -196,7 +196,7 @@ class LocalBackend:
             if kind == "sentinel":
                 dead.append(agent_id)
             else:
-                self._drain(agent_id, events, dead)
+                self._drain(agent_id, events, dead, readable=True)
         for agent_id in dict.fromkeys(dead):
             if agent_id in self._procs:
                 self._drain(agent_id, events, [])
@@ -233,14 +233,17 @@ class LocalBackend:
             except ChildProcessError:
                 pass
 
-    def _drain(self, agent_id: str, events: list, dead: list) -> None:
+    def _drain(self, agent_id: str, events: list, dead: list, readable: bool = False) -> None:
+        """Read what the agent sent; readable: its pipe is known to be readable (else it is checked)."""
         conn = self._conns.get(agent_id)
         if conn is None:
             return
         try:
-            while conn.poll():
-                events.append((agent_id, conn.recv()))
+            messages, gone = conn.recv_ready() if readable or conn.poll() else ([], False)
         except (EOFError, OSError):
+            messages, gone = [], True
+        events.extend((agent_id, m) for m in messages)
+        if gone:
             dead.append(agent_id)
 
     def _forget(self, agent_id: str) -> str:
