@@ -15,7 +15,7 @@ import sys
 import time
 
 from runner.execute import LogFiles, kill_tree, run_attempt
-from runner.messages import BatchResult, Cancel, Started, TaskBatch, TaskMessage, TaskResult
+from runner.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -57,6 +57,8 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
     def note_pid(pid: int) -> None:
         if pid:
             _running["pid"] = pid
+        else:
+            _running.clear()
         if pid_slot is not None:
             _PID.pack_into(pid_slot[0], pid_slot[1], pid)
     while True:
@@ -70,9 +72,12 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             continue
         if isinstance(msg, TaskBatch):
             try:
-                result = _run_batch(msg, conn, base_env, logs)
+                result = _run_batch(msg, conn, base_env, logs, note_pid)
             except (EOFError, OSError):
                 return
+            finally:
+                _running.clear()
+                reap_orphans()
             last = msg.messages[-1]
         elif isinstance(msg, TaskMessage):
             try:
@@ -92,20 +97,62 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
         logs.prepare(os.path.dirname(last.log_path))  # while we wait for the next task
 
 
-def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles) -> BatchResult:
-    """Run a chunk of quick callables in order; a Cancel between two of them interrupts the rest."""
+# An agent gives back the unstarted rest of its chunk once a task of it has run this long, or once
+# the chunk has taken this long in all: a task misjudged as quick holds the others up no longer.
+GIVE_BACK_AFTER_S = 0.05
+
+
+def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None) -> BatchResult:
+    """Run a chunk of quick tasks in order; a Cancel interrupts the rest; a slow task gives the rest back."""
     results = []
-    stop = False
-    for msg in batch.messages:
-        if stop:
+    rest = list(batch.messages)
+    began = time.monotonic()
+    channel = _ChunkChannel(conn, rest)
+    while rest:
+        msg = rest.pop(0)
+        if channel.stopped:
             now = time.time()
             results.append(TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted", log=False))
             continue
-        results.append(run_attempt(msg, conn, base_env, logs))
-        if conn.poll():
+        result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
+        results.append(result)
+        if result.outcome == "interrupted":
+            channel.stopped = True
+        elif conn.poll():
             order = conn.recv()
-            stop = order is None or isinstance(order, Cancel)
+            channel.stopped = order is None or isinstance(order, Cancel)
+        if rest and not channel.stopped and time.monotonic() - began > GIVE_BACK_AFTER_S:
+            channel.give_back()
     return BatchResult(tuple(results))
+
+
+class _ChunkChannel:
+    """The pipe as a chunk's task sees it: its Started (it runs long) gives the chunk's rest back instead."""
+
+    def __init__(self, conn, rest: list):
+        self._conn = conn
+        self._rest = rest  # the chunk's tasks not started yet; shared with _run_batch
+        self.stopped = False
+
+    def give_back(self) -> None:
+        if self._rest:
+            self._conn.send(ChunkReturn(tuple(m.task_id for m in self._rest)))
+            self._rest.clear()
+
+    def send(self, obj) -> None:
+        if isinstance(obj, Started):
+            self.give_back()
+            return
+        self._conn.send(obj)
+
+    def recv(self):
+        return self._conn.recv()
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def poll(self, timeout=0.0):
+        return self._conn.poll(timeout)
 
 
 class _Tracking:

@@ -69,3 +69,10 @@ class BatchResult:
     """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted."""
 
     results: tuple[TaskResult, ...]
+
+
+@dataclass(frozen=True)
+class ChunkReturn:
+    """Agent -> manager: the chunk's tasks it has not started and gives back (one of its tasks is slow)."""
+
+    task_ids: tuple[str, ...]

@@ -1,10 +1,11 @@
 """Which callables are quick enough to hand out several at a time, and how many (pure logic).
 
-A no-op callable costs the manager a round trip per task (result in, bookkeeping, next task out),
-which is 10-100 times the call itself. A chunk of quick callables goes to one agent under one
-reservation, is run in order, and comes back as one message. Commands are never chunked: their
-fork and exec cost far more than the round trip. A callable is chunked only once it has been seen
-to be quick (from its second call on), and never when it has a timeout or an affinity key.
+A no-op task costs the manager a round trip (result in, bookkeeping, next task out), which is
+10-100 times a no-op callable and about as much as a no-op command. A chunk of quick tasks goes to
+one agent under one reservation, is run in order, and comes back as one message. A task is chunked
+only once its function (or program) has been seen to be quick, from its second run on, and never
+when it has a timeout or an affinity key. An agent gives back the unstarted rest of its chunk as
+soon as one of its tasks turns out slow, so a misjudged task never holds the others up for long.
 """
 
 from __future__ import annotations
@@ -34,17 +35,31 @@ class QuickCalls:
         old = self.cost.get(call)
         self.cost[call] = seconds if old is None else old + _WEIGHT * (seconds - old)
 
+    @staticmethod
+    def key(task: Task) -> str | None:
+        """What a task's speed is judged by: its function, or its program; None: never chunked."""
+        if task.call is not None:
+            return task.call
+        command = task.command
+        if isinstance(command, str):
+            words = command.split(None, 1)
+            return f"sh:{words[0]}" if words else None
+        if command:
+            return f"exec:{command[0]}"
+        return None  # an agent CLI built from a prompt: never quick
+
     def fits(self, task: Task) -> bool:
         """True when the task may join a chunk."""
-        if task.call is None or task.timeout is not None or task.affinity:
+        if task.timeout is not None or task.affinity:
             return False
-        cost = self.cost.get(task.call)
+        key = self.key(task)
+        cost = self.cost.get(key) if key is not None else None
         return cost is not None and cost < self.quick_s
 
     def size(self, task: Task, queued: int, agents: int) -> int:
         """How many tasks the agent taking `task` gets at once (1: no chunk)."""
         if not self.fits(task):
             return 1
-        by_time = int(self.chunk_s / max(self.cost[task.call], 1e-6))
+        by_time = int(self.chunk_s / max(self.cost[self.key(task)], 1e-6))
         fair = queued // max(1, 2 * agents)  # leave most of the queue to the other agents
         return max(1, min(self.max_chunk, by_time, fair + 1))

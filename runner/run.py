@@ -24,7 +24,7 @@ from runner import executors, statedir
 from runner.backends import AgentGone, AgentReady
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
 from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
-from runner.messages import BatchResult, Cancel, Started, TaskBatch, TaskMessage, TaskResult
+from runner.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 from runner.model import Outcome, Roadmap, Task, TaskState
 from runner.pool import Pool, serve_board
 from runner.quick import QuickCalls
@@ -467,7 +467,7 @@ class Run:
                     if more is None:
                         break
                     chunk.append(more)
-            title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick calls)"
+            title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick tasks)"
             self.pool.reserve(agent.id, task.id, title)
             messages = []
             for t in chunk:
@@ -550,12 +550,12 @@ class Run:
                 self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
-            call = self.tasks[msg.task_id].call
-            if call:
-                self._quick.observe(call, msg.end - msg.start)
+            self._observe(msg)
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, BatchResult):
             self._batch_done(agent_id, msg)
+        elif isinstance(msg, ChunkReturn):
+            self._chunk_returned(agent_id, msg.task_ids)
         elif isinstance(msg, AgentGone):
             self._agent_gone(agent_id, msg.reason, msg.task_pid)
         elif isinstance(msg, AgentReady):
@@ -563,6 +563,29 @@ class Run:
             if row is not None:
                 row.pid = msg.pid
                 self.pool.set_state(agent_id, "idle")
+
+    def _observe(self, res: TaskResult) -> None:
+        """How long a task took, for judging which tasks are quick enough to chunk."""
+        if res.outcome == Outcome.SUCCEEDED.value:
+            key = self._quick.key(self.tasks[res.task_id])
+            if key is not None:
+                self._quick.observe(key, res.end - res.start)
+
+    def _chunk_returned(self, agent_id: str, task_ids: tuple[str, ...]) -> None:
+        """An agent gave back the unstarted tail of its chunk: those tasks are queued again, uncounted."""
+        held = self._chunks.get(agent_id)
+        n = len(task_ids)
+        if not held or n >= len(held) or tuple(held[-n:]) != tuple(task_ids):
+            log.warning("agent %s gave back tasks it does not hold at the end of a chunk; ignored", agent_id)
+            return
+        del held[-n:]
+        now = time.monotonic()
+        for task_id in task_ids:
+            self._records.pop((task_id, self.sched.next_attempt(task_id)), None)
+            self.sched.unassign(task_id, now)
+        self._emit("chunk:returned", agent=agent_id, tasks=n)
+        if not self.sched.draining and self.ledger_error is None:
+            self._hand_out(now)
 
     def _batch_done(self, agent_id: str, batch: BatchResult) -> None:
         """A chunk of quick callables is back: record each as if the agent had held them one by one."""
@@ -584,7 +607,7 @@ class Run:
             if rec is not None:
                 rec["start"] = res.start
             self._emit("task:started", ts=res.start, task=res.task_id, agent=agent_id, attempt=res.attempt, pid=None)
-            self._quick.observe(self.tasks[res.task_id].call, res.end - res.start)
+            self._observe(res)
             self._outcome(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
             previous_end = res.end
 

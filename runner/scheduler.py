@@ -154,6 +154,7 @@ class Scheduler:
         self._with_key: dict[str, set[str]] = {}  # affinity key -> queued tasks carrying it
         self._owner: dict[str, str] = {}  # affinity key -> agent its last task was handed to
         self._owner_changed: tuple[str, str | None] | None = None  # (key, previous owner) of the last reservation
+        self._drain_reason: str | None = None  # why unstarted tasks were ended (stop, --max-failures)
         self._cooldown: dict[str, float] = {}  # agent id -> until when it takes no task
         self._cooldown_level: dict[str, int] = {}  # agent id -> consecutive rate limits
         self._gone: set[str] = set()  # agents that died or retired
@@ -532,9 +533,20 @@ class Scheduler:
         self._orphaned.append(agent_id)
 
     def unassign(self, task_id: str, now: float) -> None:
-        """A reservation could not be delivered: the task goes back to the queue, uncounted."""
+        """A reservation was not used: the task goes back to the queue, uncounted.
+
+        While draining (stopped, --max-failures) it ends as the other unstarted tasks did instead.
+        """
         self._move(task_id, TaskState.QUEUED)
         self._holder.pop(task_id, None)
+        if self.draining and self._drain_reason is not None:
+            new = TaskState.INTERRUPTED if self._stopped else TaskState.SKIPPED
+            self._move(task_id, new)
+            self.reason[task_id] = self._drain_reason
+            self._active -= 1
+            if new is TaskState.SKIPPED:
+                self._changes.append(task_id)
+            return
         self._enter(task_id, now, since=self.queued_at[task_id], announce=False)
 
     def started(self, task_id: str, agent_id: str) -> int:
@@ -650,6 +662,7 @@ class Scheduler:
         self._end_unstarted(TaskState.SKIPPED, reason)
 
     def _end_unstarted(self, new: TaskState, reason: str) -> None:
+        self._drain_reason = reason
         for task_id, state in list(self.state.items()):
             if state is TaskState.WAITING or state is TaskState.QUEUED:
                 self._move(task_id, new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from helpers import check_pool_invariants, read_events, roadmap, run, task
 from runner.agent import _run_batch
 from runner.execute import LogFiles
-from runner.messages import Cancel, TaskBatch, TaskMessage
+from runner.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
 from runner.model import Outcome, Priority, Task
 from runner.quick import QuickCalls
 from runner.scheduler import AgentView, Scheduler
@@ -147,3 +148,43 @@ def test_an_agent_that_dies_mid_chunk_has_every_task_of_its_chunk_run_again(tmp_
     assert any(e["task"] == "dies" for e in died)
     assert len(died) > 1, "the chunk's other tasks were handed out again too"
     assert any(e["event"] == "agent:exited" and "exit code 9" in e["reason"] for e in events)
+
+
+def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
+    ours, theirs = multiprocessing.Pipe()
+    msgs = (
+        TaskMessage("slow", 1, str(tmp_path / "slow.1.log"), command=("sleep", "0.3")),
+        TaskMessage("q1", 1, str(tmp_path / "q1.1.log"), command=("true",)),
+        TaskMessage("q2", 1, str(tmp_path / "q2.1.log"), command=("true",)),
+    )
+    logs = LogFiles("t")
+    try:
+        result = _run_batch(TaskBatch(msgs), theirs, dict(os.environ), logs)
+    finally:
+        logs.close()
+    assert [r.task_id for r in result.results] == ["slow"] and result.results[0].outcome == "succeeded"
+    assert ours.poll(0) and ours.recv() == ChunkReturn(("q1", "q2"))
+    assert not ours.poll(0), "no Started for a chunk's task: its rest is given back instead"
+
+
+@pytest.mark.timeout(120)
+def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_up(tmp_path, monkeypatch):
+    import runner.quick
+
+    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
+    tasks = [task(f"a{i}", ["sh", "-c", "exit 0"]) for i in range(150)]
+    tasks += [task("slow", ["sh", "-c", "sleep 3"])]
+    tasks += [task(f"b{i}", ["sh", "-c", "exit 0"]) for i in range(150)]
+    result = run(roadmap(tasks), tmp_path / "state", agents=2)
+    assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
+    events = read_events(result)
+    check_pool_invariants(events)
+    assert any(e["event"] == "task:reserved" and e.get("chunk", 1) > 1 for e in events)
+    returned = [e for e in events if e["event"] == "chunk:returned"]
+    assert returned, "the slow task's agent gave the rest of its chunk back"
+    # The rest of the slow task's chunk went to the other agent: everything else was done before it.
+    ends = {e["task"]: e["ts"] for e in events if e["event"] == "task:finished"}
+    last_other = max(ts for t, ts in ends.items() if t != "slow")
+    assert last_other < ends["slow"], "a task waited behind the slow one in its chunk"
+    db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
+    assert {c for _, c in db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id")} == {1}
