@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import sys
 from types import SimpleNamespace
 
@@ -271,6 +270,8 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
         else:
             if watch and sys.stdout.isatty():
                 _echo("\x1b[H\x1b[J", nl=False)
+            import shutil
+
             width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
             _echo("\n".join(board_lines(snap, width=width)))
         if not watch:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 import unicodedata
@@ -505,4 +504,6 @@ def _width(stream) -> int:
     try:
         return os.get_terminal_size(stream.fileno()).columns or 80
     except (AttributeError, OSError, ValueError):
+        import shutil  # lazily: only a terminal needs it
+
         return shutil.get_terminal_size((80, 24)).columns or 80

@@ -6,13 +6,13 @@ mode survives a crash or SIGKILL of wvo-batch itself; a power cut may lose the l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
 
+from runner.hashing import sha256
 from runner.errors import StateError
 from runner.model import Roadmap, Task
 
@@ -74,7 +74,7 @@ _hash_json = _hash_encoder()
 def task_hash(task: Task) -> str:
     """A hash of what the task does; a change means --resume runs it again."""
     data = {f: getattr(task, f) for f in _DEF_FIELDS}
-    return hashlib.sha256(_hash_json(data).encode()).hexdigest()[:16]
+    return sha256(_hash_json(data).encode()).hexdigest()[:16]
 
 
 def roadmap_key(files: list[str]) -> str:

@@ -9,8 +9,6 @@ so `wvo-batch ROADMAP --status` in another shell reads the same table through a 
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -154,6 +152,9 @@ class BoardServer:
 
 def serve_board(pool: Pool, folder: str) -> BoardServer:
     """Serve the pool's board on a Unix socket in `folder`, keyed by a random secret in a 0600 file."""
+    import secrets  # lazily, like the rest of the board: ~10 ms of start-up with tempfile
+    import tempfile
+
     key = secrets.token_bytes(32)
     address = os.path.join(folder, "board.sock")
     own_dir = None

@@ -18,10 +18,10 @@ the modules above are importable from here, as they were when all of this was on
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import stat
 
+from runner.hashing import sha256
 from runner.errors import RoadmapError
 from runner.model import Roadmap, Task
 from runner.plan import format_plan, plan
@@ -89,7 +89,7 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
     problems = Problems()
     if not paths:
         problems.error("no roadmap file given")
-    digest = hashlib.sha256()
+    digest = sha256()
     builder = Builder(problems)
     seen: dict[str, str] = {}  # real path -> path as given
     files: list[tuple[str, bytes]] = []

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
 import time
 
+from runner.hashing import sha256
 from runner.errors import LockHeld, StateError
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def default_state_dir(files: list[str]) -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     paths = "\0".join(os.path.abspath(f) for f in files)
-    digest = hashlib.sha256(paths.encode()).hexdigest()[:10]
+    digest = sha256(paths.encode()).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(files[0]))[0])[:40]
     return os.path.join(base, "wvo-batch", f"{name}-{digest}")
 
@@ -48,6 +48,8 @@ def safe_name(task_id: str) -> str:
     """A task id as a file name."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:100]
     if name != task_id:
+        import hashlib  # lazily: only ids that are not file names already need it
+
         name += "-" + hashlib.sha1(task_id.encode()).hexdigest()[:6]
     return name
 
@@ -76,7 +78,7 @@ class RunLock:
     """
 
     def __init__(self, state_dir: str, key: str):
-        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        digest = sha256(key.encode()).hexdigest()[:10]
         self.path = os.path.join(state_dir, f"run-{digest}.lock")
         self._fd: int | None = None
         self.stale_pid: int | None = None

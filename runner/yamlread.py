@@ -5,7 +5,7 @@ yamllib, and with it PyYAML, is imported only when the fast reader bails.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
 from runner.yamlfast import MAX_DEPTH, Bail, Doc, FastReader, fast_ok
 
