@@ -397,8 +397,9 @@ class Bench:
         per_task = lambda s: f"{med(walls(s)) / n * 1000:.2f} ms/task"  # noqa: E731
         body = comparison_table(res, "xargs -P2", per_task)
         body += (
-            "\n\nEach attempt gets a log file; the `$TMPDIR` row puts the state dir (so the logs) in `$TMPDIR` instead"
-            " of the scratch folder, to show what the file-create cost in the Machine table does per task."
+            "\n\nEvery wvo-batch task gets a ledger row and four events; `true` prints nothing, so it leaves no log file."
+            " After their first runs, the `true` tasks travel in chunks of quick tasks (README, Architecture)."
+            " The `$TMPDIR` row puts the state dir in `$TMPDIR` instead of the scratch folder."
         )
         r = paired_ratio(walls(res["wvo-batch --quiet"]), walls(res["xargs -P2"]))
         self.report.verdicts.append(Verdict("1 no-op tasks vs xargs -P2", f"{r:.2f} × xargs", "≤ 1.3 ×", r <= 1.3))
@@ -517,7 +518,8 @@ class Bench:
             f" and with PYTHONPATH=$BENCH/modules. `Pool.map` splits the {n:,} calls into chunks of {chunk:,}"
             " (its default: n / (4 × processes)), so it pays the pipe once per chunk, not once per call;"
             " `imap` defaults to chunks of 1, like `submit`. The target compares wvo-batch with ProcessPoolExecutor."
-            " Every wvo-batch call also gets its own log file, a ledger row and events."
+            " Every wvo-batch call also gets its own ledger row and events (and a log file when it prints);"
+            " after the first calls, they travel in chunks of quick tasks, wvo-batch's counterpart of Pool.map's chunks."
         )
         wvo_w = walls(res["wvo-batch --quiet (call: benchmod:noop)"])
         r = 1 / paired_ratio(wvo_w, walls(res[base]))
