@@ -327,7 +327,25 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         sys.stderr.write(f"wvo-batch: {exc.strerror or exc}{where}\n")
         sys.exit(EXIT_USAGE)
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit without tearing the interpreter down: ~10 ms, far more after a run of 100,000 tasks.
+
+    Every file of the run is closed by now; the streams and the log handlers are flushed here. With
+    Ray loaded, the normal exit runs, for the shutdown Ray registers with atexit.
+    """
+    if "ray" in sys.modules:
+        sys.exit(code)
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be said
+            code = code or 1
+    os._exit(code)
 
 
 def _typer_needed_anyway() -> bool:

@@ -111,7 +111,10 @@ sys.argv = ["wvo-batch", *sys.argv[2:]]
 prof = cProfile.Profile()
 os.register_at_fork(after_in_child=prof.disable)
 import runner.backends.local as local
+import runner.cli
 from runner.cli import main
+
+runner.cli._exit = sys.exit  # main() ends in os._exit, which would skip dumping the profile
 
 _agent_main = local.agent_main
 

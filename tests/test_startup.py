@@ -34,9 +34,10 @@ def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
         f"""
         import json, sys
         sys.argv = ["wvo-batch", "one.yaml", "--agents", "1", "--quiet", "--state-dir", "state"]
-        from runner.cli import main
+        import runner.cli
+        runner.cli._exit = sys.exit  # main() ends in os._exit: let this script report first
         try:
-            main()
+            runner.cli.main()
         except SystemExit as exc:
             code = exc.code
         print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))
