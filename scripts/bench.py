@@ -102,6 +102,45 @@ else:
             pool.map(noop, range(n))
 """
 
+# The floor of a Python pool: fork the agents, pipe each a byte per task, posix_spawn, wait, reply.
+# No imports beyond the interpreter's own, no ledger, no log files, no scheduling.
+BARE_POOL_SCRIPT = """\
+import os, select, shutil, sys
+n, agents, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+argv[0] = shutil.which(argv[0])
+env = dict(os.environ)
+def agent(r, w):
+    while os.read(r, 1) == b"t":
+        pid = os.posix_spawn(argv[0], argv, env, setsid=True)
+        os.waitpid(pid, 0)
+        os.write(w, b"d")
+    os._exit(0)
+ends, sent, done = {}, 0, 0
+for _ in range(agents):
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    if os.fork() == 0:
+        agent(r1, w2)
+    ends[r2] = w1
+poll = select.poll()
+for r, w in ends.items():
+    poll.register(r, select.POLLIN)
+    if sent < n:
+        os.write(w, b"t")
+        sent += 1
+while done < n:
+    for fd, _ in poll.poll():
+        os.read(fd, 1)
+        done += 1
+        if sent < n:
+            os.write(ends[fd], b"t")
+            sent += 1
+for w in ends.values():
+    os.write(w, b"q")
+for _ in ends:
+    os.wait()
+"""
+
 # Runs the CLI in this process with cProfile on the manager's main thread; each forked agent switches
 # that off and profiles itself into its own file.
 PROFILE_SCRIPT = """\
@@ -332,6 +371,7 @@ class Bench:
         self.modules.mkdir()
         (self.modules / "benchmod.py").write_text(NOOP_MODULE)
         (self.modules / "pools.py").write_text(POOL_SCRIPT)
+        (self.modules / "bare_pool.py").write_text(BARE_POOL_SCRIPT)
         (self.modules / "profile_cli.py").write_text(PROFILE_SCRIPT)
         self.mod_env = {**self.env, "PYTHONPATH": str(self.modules)}
         self._state = 0
@@ -424,11 +464,20 @@ class Bench:
         c = {
             "wvo-batch --quiet": lambda: self.run_wvo(rm, 20, workload=w),
             "xargs -P20": lambda: self.run_cmd(w, ["xargs", "-P20", "-I{}", "sleep", "0.1"], lst),
+            "bare Python fork pool (the floor)": lambda: self.run_cmd(
+                w, [BIN / "python", self.modules / "bare_pool.py", str(n), "20", "sleep", "0.1"]
+            ),
         }
         if self.tools.get("parallel"):
             c["parallel -j20"] = lambda: self.run_cmd(w, ["parallel", "-j20", "-N0", "sleep", "0.1"], lst)
         res = interleave(c, self.reps, self.log)
         body = comparison_table(res, "xargs -P20")
+        body += (
+            "\n\nThe bare Python fork pool (`$BENCH/modules/bare_pool.py`, generated) is the least any Python pool"
+            " can do: fork 20 children, pipe each a byte per task, `posix_spawn`, wait, reply; no imports beyond"
+            " the interpreter's, no ledger, no logs, no scheduling. It shows how much of the target a Python"
+            " runner has left once it has started."
+        )
         r = paired_ratio(walls(res["wvo-batch --quiet"]), walls(res["xargs -P20"]))
         self.report.verdicts.append(Verdict("2 sleep 0.1 on 20 agents vs xargs -P20", f"{r:.2f} × xargs", "≤ 1.06 ×", r <= 1.06))
         if "parallel -j20" not in res:
