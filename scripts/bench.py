@@ -1104,6 +1104,9 @@ def render(report: Report, machine, args, chosen, elapsed: float) -> str:
         " repetition, the steadier figure when the machine is shared; the verdicts use it."
         " wvo-batch runs with `--quiet --state-dir <fresh dir>` (its display cost as under cron) unless a row says otherwise.",
         "",
+        "What was changed to reach these figures, and the floor of the one target a Python runner cannot meet:"
+        " [performance.md](performance.md).",
+        "",
         "## Machine",
         "",
         table(["", ""], machine),
