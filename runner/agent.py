@@ -51,7 +51,6 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) 
 
 
 def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
-    tracking = _Tracking(conn)
     announce_after = ANNOUNCE_AFTER_S if pid_slot is not None else 0.0
 
     def note_pid(pid: int) -> None:
@@ -81,7 +80,7 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             last = msg.messages[-1]
         elif isinstance(msg, TaskMessage):
             try:
-                result = run_attempt(msg, tracking, base_env, logs, announce_after, note_pid)
+                result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
             except (EOFError, OSError):
                 return
             finally:
@@ -143,27 +142,6 @@ class _ChunkChannel:
         if isinstance(obj, Started):
             self.give_back()
             return
-        self._conn.send(obj)
-
-    def recv(self):
-        return self._conn.recv()
-
-    def fileno(self) -> int:
-        return self._conn.fileno()
-
-    def poll(self, timeout=0.0):
-        return self._conn.poll(timeout)
-
-
-class _Tracking:
-    """Wraps the pipe so that the task's pid is known to the SIGTERM handler once it starts."""
-
-    def __init__(self, conn):
-        self._conn = conn
-
-    def send(self, obj) -> None:
-        if isinstance(obj, Started) and obj.pid:
-            _running["pid"] = obj.pid
         self._conn.send(obj)
 
     def recv(self):
