@@ -28,7 +28,7 @@ _running: dict[str, int] = {}
 # is in the manager's pid slot for this agent, so that the manager can kill the task if we die.
 ANNOUNCE_AFTER_S = 0.05
 
-_PID = struct.Struct("q")
+_PID = struct.Struct("q")  # the first field of the agent's slot; the second is its position in a chunk
 
 
 def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) -> None:
@@ -60,6 +60,10 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             _running.clear()
         if pid_slot is not None:
             _PID.pack_into(pid_slot[0], pid_slot[1], pid)
+
+    def note_position(position: int) -> None:
+        if pid_slot is not None:
+            _PID.pack_into(pid_slot[0], pid_slot[1] + _PID.size, position)
     while True:
         try:
             msg = conn.recv()
@@ -71,7 +75,7 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             continue
         if isinstance(msg, TaskBatch):
             try:
-                result = _run_batch(msg, conn, base_env, logs, note_pid)
+                result = _run_batch(msg, conn, base_env, logs, note_pid, note_position)
             except (EOFError, OSError):
                 return
             finally:
@@ -101,14 +105,20 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
 GIVE_BACK_AFTER_S = 0.05
 
 
-def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None) -> BatchResult:
-    """Run a chunk of quick tasks in order; a Cancel interrupts the rest; a slow task gives the rest back."""
+def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None) -> BatchResult:
+    """Run a chunk of quick tasks in order; a Cancel interrupts the rest; a slow task gives the rest back.
+
+    note_position(i) tells the manager which task it is on, should this agent die: only that one
+    counts as lost to the death, the others go back to the queue.
+    """
     results = []
     rest = list(batch.messages)
     began = time.monotonic()
     channel = _ChunkChannel(conn, rest)
     while rest:
         msg = rest.pop(0)
+        if note_position is not None:
+            note_position(len(results))
         if channel.stopped:
             now = time.time()
             results.append(TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted", log=False))
@@ -122,6 +132,8 @@ def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=
             channel.stopped = order is None or isinstance(order, Cancel)
         if rest and not channel.stopped and time.monotonic() - began > GIVE_BACK_AFTER_S:
             channel.give_back()
+    if note_position is not None:
+        note_position(-1)
     return BatchResult(tuple(results))
 
 

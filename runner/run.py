@@ -557,7 +557,7 @@ class Run:
         elif isinstance(msg, ChunkReturn):
             self._chunk_returned(agent_id, msg.task_ids)
         elif isinstance(msg, AgentGone):
-            self._agent_gone(agent_id, msg.reason, msg.task_pid)
+            self._agent_gone(agent_id, msg.reason, msg.task_pid, msg.position)
         elif isinstance(msg, AgentReady):
             row = self.pool.agents.get(agent_id)
             if row is not None:
@@ -579,13 +579,19 @@ class Run:
             log.warning("agent %s gave back tasks it does not hold at the end of a chunk; ignored", agent_id)
             return
         del held[-n:]
+        self._give_back(agent_id, list(task_ids), why="a task of the chunk is slow")
+        if not self.sched.draining and self.ledger_error is None:
+            self._hand_out(time.monotonic())
+
+    def _give_back(self, agent_id: str, task_ids: list[str], why: str) -> None:
+        """Tasks of a chunk that will not run there go back to the queue (uncounted: not an attempt)."""
         now = time.monotonic()
         for task_id in task_ids:
-            self._records.pop((task_id, self.sched.next_attempt(task_id)), None)
+            rec = self._records.pop((task_id, self.sched.next_attempt(task_id)), None)
+            if rec is not None and rec.get("reserved") is not None:  # the chunk's head: its reservation ends here
+                self._emit("task:returned", task=task_id, agent=agent_id, reason=why)
             self.sched.unassign(task_id, now)
-        self._emit("chunk:returned", agent=agent_id, tasks=n)
-        if not self.sched.draining and self.ledger_error is None:
-            self._hand_out(now)
+        self._emit("chunk:returned", agent=agent_id, tasks=len(task_ids), reason=why)
 
     def _batch_done(self, agent_id: str, batch: BatchResult) -> None:
         """A chunk of quick callables is back: record each as if the agent had held them one by one."""
@@ -611,7 +617,7 @@ class Run:
             self._outcome(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
             previous_end = res.end
 
-    def _agent_gone(self, agent_id: str, reason: str, task_pid: int | None = None) -> None:
+    def _agent_gone(self, agent_id: str, reason: str, task_pid: int | None = None, position: int | None = None) -> None:
         row = self.pool.agents.get(agent_id)
         task_pid = (row.task_pid if row else None) or task_pid  # the slot's pid, when its Started never came
         task_id = self.pool.remove(agent_id)
@@ -621,7 +627,13 @@ class Run:
         held = self._chunks.pop(agent_id, None) or ([task_id] if task_id is not None else [])
         if task_pid and task_id is not None:
             _killpg(task_pid)  # its whole process group: the agent cannot do it any more
-        for i, held_id in enumerate(held):  # a chunk's tasks end one after another, as the agent held them
+        if len(held) > 1:
+            # Of a chunk, only the task the agent was on is lost to its death; the others (done but not
+            # reported, or not started) go back to the queue uncounted.
+            lost = held[position] if position is not None and 0 <= position < len(held) else held[0]
+            self._give_back(agent_id, [t for t in held if t != lost], why=f"agent {agent_id} died")
+            held = [lost]
+        for held_id in held:  # one task at most by now
             if agent_id in self._timed_out:
                 outcome, error = Outcome.TIMED_OUT, f"timed out after {self.tasks[held_id].timeout:g}s; agent killed"
             elif self.interrupted_by is not None:
@@ -630,7 +642,8 @@ class Run:
                 outcome, error = Outcome.AGENT_DIED, f"agent {agent_id} died ({reason})"
             attempt = self.sched.current_attempt(held_id)
             rec = self._records.get((held_id, attempt), {})
-            if i:
+            if rec and rec.get("reserved") is None:  # a chunk's later task: held from now, in the record
+                rec["reserved"] = time.time()
                 self._emit("task:reserved", task=held_id, agent=agent_id, attempt=attempt, wait_s=0.0)
             logged = bool(rec.get("log")) and os.path.exists(rec["log"])  # a quick, silent attempt may have left none
             result = TaskResult(

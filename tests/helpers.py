@@ -64,8 +64,8 @@ def check_pool_invariants(events: list[dict]) -> None:
             assert ev["task"] not in where, f"{ev['task']} reserved on {ev['agent']} while on {where.get(ev['task'])}"
             holding[ev["agent"]] = ev["task"]
             where[ev["task"]] = ev["agent"]
-        elif name == "task:finished":
-            assert holding.get(ev["agent"]) == ev["task"], f"{ev['agent']} finished {ev['task']} it did not hold"
+        elif name in ("task:finished", "task:returned"):  # returned: a chunk's task given back unrun
+            assert holding.get(ev["agent"]) == ev["task"], f"{ev['agent']} ended {ev['task']} it did not hold"
             del holding[ev["agent"]]
             del where[ev["task"]]
     assert not holding, f"reservations never released: {holding}"

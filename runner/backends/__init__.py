@@ -12,6 +12,7 @@ class AgentGone:
     agent_id: str
     reason: str
     task_pid: int | None = None  # the task it was running, when its Started never came (local agents)
+    position: int | None = None  # which task of its chunk it was on (local agents), None: unknown
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from runner.channel import Channel, pair, wait_readable
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
-_PID = struct.Struct("q")
+_SLOT = struct.Struct("qq")  # an agent's slot: the pid of the command it runs, its position in the chunk
 
 
 class _Agent:
@@ -128,7 +128,7 @@ class LocalBackend:
         self._extra: set[int] = set()  # fds of the caller's that are registered too
         # Shared with every agent (inherited across fork): each agent's slot holds the pid of the
         # command it runs, before the manager hears of it through a Started.
-        self._slots = mmap.mmap(-1, _SLOTS * _PID.size)
+        self._slots = mmap.mmap(-1, _SLOTS * _SLOT.size)
         self._free_slots = list(range(_SLOTS - 1, -1, -1))
         self._slot_of: dict[str, int] = {}  # agent id -> its slot
         # A subreaper: when an agent dies, its task (and whatever that left) becomes our child at that
@@ -143,8 +143,8 @@ class LocalBackend:
         slot = self._free_slots.pop() if self._free_slots else None
         if slot is not None:
             self._slot_of[agent_id] = slot
-            _PID.pack_into(self._slots, slot * _PID.size, 0)
-        proc = _fork_agent(agent_id, role, theirs, close, None if slot is None else (self._slots, slot * _PID.size))
+            _SLOT.pack_into(self._slots, slot * _SLOT.size, 0, -1)
+        proc = _fork_agent(agent_id, role, theirs, close, None if slot is None else (self._slots, slot * _SLOT.size))
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -161,7 +161,15 @@ class LocalBackend:
         slot = self._slot_of.get(agent_id)
         if slot is None:
             return None
-        return _PID.unpack_from(self._slots, slot * _PID.size)[0] or None
+        return _SLOT.unpack_from(self._slots, slot * _SLOT.size)[0] or None
+
+    def chunk_position(self, agent_id: str) -> int | None:
+        """Which task of its chunk the agent was on (0-based), as it noted in its slot; None: unknown."""
+        slot = self._slot_of.get(agent_id)
+        if slot is None:
+            return None
+        position = _SLOT.unpack_from(self._slots, slot * _SLOT.size)[1]
+        return position if position >= 0 else None
 
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)
@@ -200,8 +208,8 @@ class LocalBackend:
         for agent_id in dict.fromkeys(dead):
             if agent_id in self._procs:
                 self._drain(agent_id, events, [])
-                task_pid = self.task_pid(agent_id)
-                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid)))
+                task_pid, position = self.task_pid(agent_id), self.chunk_position(agent_id)
+                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position)))
         if dead:
             self._sweep_orphans()
         return events, extras
