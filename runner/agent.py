@@ -38,8 +38,10 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) 
     (then every Started is sent at once).
     """
     _watch_parent(manager_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cron / nohup
+    # Ctrl-C is the manager's to handle, and a hang-up (cron, nohup) is not the agent's business. Caught
+    # by a no-op handler, not ignored: an ignored signal would stay ignored in every task exec'd from here.
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGHUP, _ignore)
     signal.signal(signal.SIGTERM, _on_term)
     base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)
@@ -75,13 +77,19 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             continue
         if isinstance(msg, TaskBatch):
             try:
-                result = _run_batch(msg, conn, base_env, logs, note_pid, note_position)
+                result, stop = _run_batch(msg, conn, base_env, logs, note_pid, note_position)
             except (EOFError, OSError):
                 return
             finally:
                 _running.clear()
                 reap_orphans()
             last = msg.messages[-1]
+            if stop:  # told to stop mid-chunk: report what ran, then go
+                try:
+                    conn.send(result)
+                except (OSError, ValueError):
+                    pass
+                return
         elif isinstance(msg, TaskMessage):
             try:
                 result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
@@ -105,8 +113,12 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
 GIVE_BACK_AFTER_S = 0.05
 
 
-def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None) -> BatchResult:
-    """Run a chunk of quick tasks in order; a Cancel interrupts the rest; a slow task gives the rest back.
+def _run_batch(
+    batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None
+) -> tuple[BatchResult, bool]:
+    """Run a chunk of quick tasks in order; returns its result and whether the manager said to stop.
+
+    A Cancel (or a stop order) gives the unstarted rest back, as does a task that turns out slow.
 
     note_position(i) tells the manager which task it is on, should this agent die: only that one
     counts as lost to the death, the others go back to the queue.
@@ -119,10 +131,6 @@ def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=
         msg = rest.pop(0)
         if note_position is not None:
             note_position(len(results))
-        if channel.stopped:
-            now = time.time()
-            results.append(TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted", log=False))
-            continue
         result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
         results.append(result)
         if result.outcome == "interrupted":
@@ -130,11 +138,12 @@ def _run_batch(batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=
         elif conn.poll():
             order = conn.recv()
             channel.stopped = order is None or isinstance(order, Cancel)
-        if rest and not channel.stopped and time.monotonic() - began > GIVE_BACK_AFTER_S:
-            channel.give_back()
+            channel.exit = order is None
+        if rest and (channel.stopped or time.monotonic() - began > GIVE_BACK_AFTER_S):
+            channel.give_back()  # stopped: the manager ends them as not started; slow: others run them
     if note_position is not None:
         note_position(-1)
-    return BatchResult(tuple(results))
+    return BatchResult(tuple(results)), channel.exit
 
 
 class _ChunkChannel:
@@ -143,7 +152,8 @@ class _ChunkChannel:
     def __init__(self, conn, rest: list):
         self._conn = conn
         self._rest = rest  # the chunk's tasks not started yet; shared with _run_batch
-        self.stopped = False
+        self.stopped = False  # a Cancel or a stop order came: start no more of the chunk
+        self.exit = False  # the order was to stop the agent: exit once the result is sent
 
     def give_back(self) -> None:
         if self._rest:
@@ -164,6 +174,10 @@ class _ChunkChannel:
 
     def poll(self, timeout=0.0):
         return self._conn.poll(timeout)
+
+
+def _ignore(signum, frame) -> None:
+    pass
 
 
 def _on_term(signum, frame) -> None:

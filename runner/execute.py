@@ -247,7 +247,14 @@ def _start(msg: TaskMessage, env: dict[str, str], log: int):
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=msg.cwd, env=env, start_new_session=True
         )
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
-    return _Spawned(os.posix_spawn(_executable(argv[0], env), argv, env, file_actions=actions, setsid=True))
+    return _Spawned(
+        os.posix_spawn(_executable(argv[0], env), argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS)
+    )
+
+
+# Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec, so a task's
+# `yes | head -1` would never end. Popen restores them (restore_signals); posix_spawn is told to.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 _found: dict[tuple[str, str | None], str] = {}  # (name, the task's PATH) -> executable, found once per agent

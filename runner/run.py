@@ -404,10 +404,8 @@ class Run:
             if extras:
                 _drain_fd(wake_r)
                 self._on_signals()
-            for agent_id, msg in messages:
+            for agent_id, msg in messages:  # hand-outs wait for the whole batch: an AgentGone may follow
                 self._handle(agent_id, msg)
-                if isinstance(msg, (TaskResult, BatchResult)) and not self.sched.draining and self.ledger_error is None:
-                    self._hand_out(time.monotonic())  # the freed agent gets its next task before the next message
             self._check_deadlines(time.monotonic())
 
     def _timeout(self, now: float, next_refresh: float) -> float | None:
@@ -579,9 +577,7 @@ class Run:
             log.warning("agent %s gave back tasks it does not hold at the end of a chunk; ignored", agent_id)
             return
         del held[-n:]
-        self._give_back(agent_id, list(task_ids), why="a task of the chunk is slow")
-        if not self.sched.draining and self.ledger_error is None:
-            self._hand_out(time.monotonic())
+        self._give_back(agent_id, list(task_ids), why="the chunk was stopped or one of its tasks is slow")
 
     def _give_back(self, agent_id: str, task_ids: list[str], why: str) -> None:
         """Tasks of a chunk that will not run there go back to the queue (uncounted: not an attempt)."""

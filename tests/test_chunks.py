@@ -92,17 +92,18 @@ def test_assign_more_that_refuses_a_task_leaves_its_affinity_key_with_the_old_ow
 # -- the agent's side -------------------------------------------------------------------------------
 
 
-def test_a_cancel_between_two_calls_interrupts_the_rest_of_the_chunk(tmp_path):
+def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_path):
     ours, theirs = multiprocessing.Pipe()
     msgs = tuple(TaskMessage(f"c{i}", 1, str(tmp_path / f"c{i}.1.log"), call="os.path:join", args=("a", str(i))) for i in range(4))
     ours.send(Cancel(1.0))  # already waiting when the first call returns
     logs = LogFiles("t")
     try:
-        result = _run_batch(TaskBatch(msgs), theirs, {}, logs)
+        result, stop = _run_batch(TaskBatch(msgs), theirs, {}, logs)
     finally:
         logs.close()
-    assert [r.outcome for r in result.results] == ["succeeded", "interrupted", "interrupted", "interrupted"]
+    assert [r.outcome for r in result.results] == ["succeeded"] and not stop
     assert result.results[0].value == "a/0"
+    assert ours.recv() == ChunkReturn(("c1", "c2", "c3")), "the unstarted rest is given back, not run"
     assert not list(tmp_path.iterdir()), "silent calls leave no log and no spare"
 
 
@@ -160,7 +161,7 @@ def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
     )
     logs = LogFiles("t")
     try:
-        result = _run_batch(TaskBatch(msgs), theirs, dict(os.environ), logs)
+        result, stop = _run_batch(TaskBatch(msgs), theirs, dict(os.environ), logs)
     finally:
         logs.close()
     assert [r.task_id for r in result.results] == ["slow"] and result.results[0].outcome == "succeeded"

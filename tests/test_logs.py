@@ -88,3 +88,15 @@ def test_a_command_that_cannot_start_fails_with_127_and_says_why_in_its_log(tmp_
     assert by["missing"]["status"] == "failed" and by["missing"]["exit_code"] == 127
     assert "cannot start" in Path(by["missing"]["log"]).read_text()
     assert Path(by["elsewhere"]["log"]).read_text().strip() == str(tmp_path)  # a cwd: started through Popen
+
+
+@pytest.mark.parametrize("cwd", [False, True], ids=["posix_spawn", "popen-with-cwd"])
+def test_a_task_starts_with_no_signal_ignored_so_its_pipelines_end(tmp_path, cwd):
+    # Python ignores SIGPIPE; an ignored signal stays ignored across exec, and `yes | head -1` would never end.
+    cmd = "grep SigIgn /proc/self/status; yes | head -c 2 >/dev/null; echo done"
+    rm = roadmap([task("sig", cmd, timeout=20, **({"cwd": str(tmp_path)} if cwd else {}))])
+    result = run(rm, tmp_path / "state", agents=1)
+    text = Path(result.tasks[0]["log"]).read_text()
+    assert result.exit_code == 0 and text.endswith("done\n"), text
+    ignored = int(text.split()[1], 16) & ~(0b11 << 31)  # 32 and 33 are glibc's own, out of any program's reach
+    assert ignored == 0, f"signals ignored in the task: {text.split()[1]}"

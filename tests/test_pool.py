@@ -127,6 +127,20 @@ def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_kille
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_dead_agents_task_tree_is_swept_to_the_last_grandchild_in_its_own_session(tmp_path):
+    # The task puts a grandchild two sessions away, then kills its own agent: the manager (a subreaper)
+    # inherits the task, kills it, then inherits and kills the grandchild in the next round.
+    once, pidfile = tmp_path / "once", tmp_path / "grandchild.pid"
+    cmd = (
+        f"if [ ! -e {once} ]; then touch {once}; setsid sh -c 'setsid sh -c \"echo \\$$ > {pidfile}; exec sleep 300\" & wait' & "
+        f"while [ ! -s {pidfile} ]; do :; done; kill -9 $PPID; exec sleep 300; fi"
+    )
+    result = run(roadmap([task("a", cmd)]), tmp_path / "state", agents=1)
+    assert result.exit_code == 0
+    grandchild = int(pidfile.read_text())
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
 def test_timed_out_task_leaves_no_grandchildren(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     # The grandchild starts its own session, so killing the process group alone would miss it.

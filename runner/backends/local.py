@@ -106,6 +106,23 @@ def _set_subreaper(on: bool) -> bool:
         return False
 
 
+def _reap(pid: int, timeout: float) -> None:
+    """Reap a killed child, waiting at most timeout (a process stuck in the kernel must not hang us)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        if fd is not None:
+            wait_readable([fd], timeout)
+        os.waitpid(pid, os.WNOHANG if fd is not None else 0)
+    except ChildProcessError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _children() -> list[int]:
     pids: list[int] = []
     try:
@@ -207,7 +224,11 @@ class LocalBackend:
                 self._drain(agent_id, events, dead, readable=True)
         for agent_id in dict.fromkeys(dead):
             if agent_id in self._procs:
-                self._drain(agent_id, events, [])
+                for _ in range(1000):  # everything it sent before dying, not just one read's worth
+                    before = len(events)
+                    self._drain(agent_id, events, [])
+                    if len(events) == before:
+                        break
                 task_pid, position = self.task_pid(agent_id), self.chunk_position(agent_id)
                 events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position)))
         if dead:
@@ -217,29 +238,31 @@ class LocalBackend:
     def _sweep_orphans(self) -> None:
         """Kill and reap what dead agents left behind: processes re-parented to us, in sessions of their own.
 
-        Our own children in our session (a program embedding the runner may have some) are left alone.
+        Round after round, as the children of those killed become ours in turn. Our own children in our
+        session (a program embedding the runner may have some) are left alone.
         """
         if not self._reaper:
             return
-        agents = {p.pid for p in self._procs.values()}
         own_session = os.getsid(0)
-        for pid in _children():
-            if pid in agents:
-                continue
-            try:
-                if os.getsid(pid) == own_session:
-                    continue
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        for _ in range(100):
+            agents = {p.pid for p in self._procs.values()}
+            strays = []
+            for pid in _children():
+                try:
+                    if pid not in agents and os.getsid(pid) != own_session:
+                        strays.append(pid)
+                except OSError:
+                    pass
+            if not strays:
+                return
+            for pid in strays:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for pid in strays:
+                _reap(pid, 2.0)
 
     def _drain(self, agent_id: str, events: list, dead: list, readable: bool = False) -> None:
         """Read what the agent sent; readable: its pipe is known to be readable (else it is checked)."""
