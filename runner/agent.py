@@ -14,7 +14,7 @@ import struct
 import sys
 import time
 
-from runner.execute import LogFiles, kill_tree, run_attempt
+from runner.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
 from runner.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
@@ -28,7 +28,10 @@ _running: dict[str, int] = {}
 # is in the manager's pid slot for this agent, so that the manager can kill the task if we die.
 ANNOUNCE_AFTER_S = 0.05
 
-_PID = struct.Struct("q")  # the first field of the agent's slot; the second is its position in a chunk
+# An agent's slot in the manager's shared map: the pid of the command it runs (0: none), and its
+# position in the chunk it runs (-1: none). The agent writes the fields, the manager reads them.
+PID_SLOT = struct.Struct("qq")
+_FIELD = struct.Struct("q")
 
 
 def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) -> None:
@@ -61,11 +64,11 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
         else:
             _running.clear()
         if pid_slot is not None:
-            _PID.pack_into(pid_slot[0], pid_slot[1], pid)
+            _FIELD.pack_into(pid_slot[0], pid_slot[1], pid)
 
     def note_position(position: int) -> None:
         if pid_slot is not None:
-            _PID.pack_into(pid_slot[0], pid_slot[1] + _PID.size, position)
+            _FIELD.pack_into(pid_slot[0], pid_slot[1] + _FIELD.size, position)
     while True:
         try:
             msg = conn.recv()
@@ -190,11 +193,7 @@ def _on_term(signum, frame) -> None:
 
 def reap_orphans() -> None:
     """Collect orphans of earlier tasks that were re-parented to us (we are their subreaper)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
+    reap_children()
 
 
 def _kill_orphans() -> None:
@@ -204,7 +203,7 @@ def _kill_orphans() -> None:
     none is left (each round, the children of those just killed have become ours).
     """
     for _ in range(100):
-        kids = _child_pids()
+        kids = child_pids()
         if kids is None:  # a kernel without /proc/<pid>/task/<tid>/children
             return _kill_orphans_psutil()
         if not kids:
@@ -219,14 +218,6 @@ def _kill_orphans() -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-
-
-def _child_pids() -> list[int] | None:
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
-            return [int(pid) for pid in f.read().split()]
-    except OSError:
-        return None
 
 
 def _kill_orphans_psutil() -> None:

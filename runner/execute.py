@@ -219,7 +219,7 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
     _signal_group(proc.pid, signal.SIGKILL)  # nothing the task left behind outlives it
     if note_pid is not None:
         note_pid(0)
-    logged = logs.done(leftovers=_children_left)
+    logged = logs.done(leftovers=reap_children)
     end = time.time()
     retry_after = None
     if outcome is None:
@@ -322,7 +322,7 @@ class _Spawned:
         return self.returncode
 
 
-def _children_left() -> bool:
+def reap_children() -> bool:
     """Reap what has exited among our children; True when some still run (a task's stragglers)."""
     try:
         while True:
@@ -331,6 +331,18 @@ def _children_left() -> bool:
                 return True
     except ChildProcessError:
         return False
+
+
+def child_pids() -> list[int] | None:
+    """Our children, from /proc (every thread's); None on a kernel that does not list them."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                pids.extend(int(p) for p in f.read().split())
+    except OSError:
+        return None
+    return pids
 
 
 def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | None = None, announce_after: float = 0.0) -> tuple[Outcome | None, str | None]:
@@ -469,7 +481,7 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    logged = logs.done(leftovers=_children_left)
+    logged = logs.done(leftovers=reap_children)
     code = 0 if outcome is Outcome.SUCCEEDED else 1
     return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error, log=logged)
 

@@ -11,18 +11,17 @@ import mmap
 import os
 import select
 import signal
-import struct
 import sys
 import time
 import traceback
 
-from runner.agent import agent_main
+from runner.agent import PID_SLOT as _SLOT, agent_main
+from runner.execute import child_pids
 from runner.backends import AgentGone
 from runner.channel import Channel, pair, wait_readable
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
-_SLOT = struct.Struct("qq")  # an agent's slot: the pid of the command it runs, its position in the chunk
 
 
 class _Agent:
@@ -121,17 +120,6 @@ def _reap(pid: int, timeout: float) -> None:
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def _children() -> list[int]:
-    pids: list[int] = []
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
-                pids.extend(int(p) for p in f.read().split())
-    except OSError:
-        pass
-    return pids
 
 
 class LocalBackend:
@@ -247,7 +235,7 @@ class LocalBackend:
         for _ in range(100):
             agents = {p.pid for p in self._procs.values()}
             strays = []
-            for pid in _children():
+            for pid in child_pids() or ():
                 try:
                     if pid not in agents and os.getsid(pid) != own_session:
                         strays.append(pid)
