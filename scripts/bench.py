@@ -149,11 +149,11 @@ out = sys.argv[1]
 sys.argv = ["wvo-batch", *sys.argv[2:]]
 prof = cProfile.Profile()
 os.register_at_fork(after_in_child=prof.disable)
-import runner.backends.local as local
-import runner.cli
-from runner.cli import main
+import runner.agents.local as local
+import runner.cli.command
+from runner.cli.command import main
 
-runner.cli._exit = sys.exit  # main() ends in os._exit, which would skip dumping the profile
+runner.cli.command._exit = sys.exit  # main() ends in os._exit, which would skip dumping the profile
 
 _agent_main = local.agent_main
 
@@ -861,32 +861,32 @@ def loglog_slope(xs, ys) -> float:
 
 # Where the time of one process goes: (label, file the function is in, function, "cum" | "tot").
 MANAGER_PHASES = [
-    ("the whole command", "runner/cli.py", "main", "cum"),
-    ("  loading and validating the roadmap", "runner/roadmap.py", "load", "cum"),
-    ("  starting the agents (fork)", "runner/run.py", "_spawn", "cum"),
-    ("  the event loop", "runner/run.py", "_loop", "cum"),
+    ("the whole command", "runner/cli/command.py", "main", "cum"),
+    ("  loading and validating the roadmap", "runner/roadmap/loader.py", "load", "cum"),
+    ("  starting the agents (fork)", "runner/manager/run.py", "_spawn", "cum"),
+    ("  the event loop", "runner/manager/run.py", "_loop", "cum"),
     ("    asleep in poll() (idle: waiting for agents)", "~", "<method 'poll' of 'select.poll' objects>", "tot"),
-    ("    reading and unpickling agents' messages", "runner/backends/local.py", "_drain", "cum"),
-    ("    handing out tasks (scheduler, message, events)", "runner/run.py", "_hand_out", "cum"),
-    ("      of which writing to the agent's pipe", "runner/backends/local.py", "send", "cum"),
-    ("    handling Started / TaskResult", "runner/run.py", "_handle", "cum"),
-    ("      of which the ledger INSERT", "runner/ledger.py", "record", "cum"),
-    ("    group commit: ledger COMMIT, events.jsonl, reporter", "runner/run.py", "_flush", "cum"),
-    ("      of which the ledger COMMIT", "runner/ledger.py", "commit", "cum"),
-    ("    board and status refresh", "runner/run.py", "_refresh", "cum"),
-    ("  stopping the agents", "runner/backends/local.py", "stop", "cum"),
-    ("  summary and telemetry", "runner/run.py", "_finish", "cum"),
+    ("    reading and unpickling agents' messages", "runner/agents/local.py", "_drain", "cum"),
+    ("    handing out tasks (scheduler, message, events)", "runner/manager/run.py", "_hand_out", "cum"),
+    ("      of which writing to the agent's pipe", "runner/agents/local.py", "send", "cum"),
+    ("    handling Started / TaskResult", "runner/manager/run.py", "_handle", "cum"),
+    ("      of which the ledger INSERT", "runner/manager/ledger.py", "record", "cum"),
+    ("    group commit: ledger COMMIT, events.jsonl, reporter", "runner/manager/run.py", "_flush", "cum"),
+    ("      of which the ledger COMMIT", "runner/manager/ledger.py", "commit", "cum"),
+    ("    board and status refresh", "runner/manager/run.py", "_refresh", "cum"),
+    ("  stopping the agents", "runner/agents/local.py", "stop", "cum"),
+    ("  summary and telemetry", "runner/manager/run.py", "_finish", "cum"),
 ]
 AGENT_PHASES = [
-    ("the agent's whole life", "runner/agent.py", "agent_main", "cum"),
-    ("  waiting for the next task (recv on the pipe)", "runner/channel.py", "recv", "cum"),
-    ("  running attempts", "runner/execute.py", "run_attempt", "cum"),
-    ("    starting the command (posix_spawn)", "runner/execute.py", "_start", "cum"),
-    ("    waiting for it (pidfd + pipe)", "runner/execute.py", "_supervise", "cum"),
-    ("    calling the function, log redirection included", "runner/execute.py", "_run_callable", "cum"),
+    ("the agent's whole life", "runner/agents/agent.py", "agent_main", "cum"),
+    ("  waiting for the next task (recv on the pipe)", "runner/agents/channel.py", "recv", "cum"),
+    ("  running attempts", "runner/agents/execute.py", "run_attempt", "cum"),
+    ("    starting the command (posix_spawn)", "runner/agents/execute.py", "_start", "cum"),
+    ("    waiting for it (pidfd + pipe)", "runner/agents/execute.py", "_supervise", "cum"),
+    ("    calling the function, log redirection included", "runner/agents/execute.py", "_run_callable", "cum"),
     ("      of which the call itself", "benchmod.py", "noop", "cum"),
-    ("  sending Started / TaskResult", "runner/channel.py", "send", "cum"),
-    ("  exit: killing orphans (through /proc)", "runner/agent.py", "_kill_orphans", "cum"),
+    ("  sending Started / TaskResult", "runner/agents/channel.py", "send", "cum"),
+    ("  exit: killing orphans (through /proc)", "runner/agents/agent.py", "_kill_orphans", "cum"),
 ]
 
 
@@ -915,15 +915,15 @@ def _phase_value(data: dict, where: str, name: str, metric: str) -> tuple[float,
 def profile_summary(manager: Path, agents: list[Path]) -> str:
     """One paragraph: who waits for whom, and the agents' costliest own-time function."""
     m = pstats.Stats(str(manager)).stats
-    loop = _phase_value(m, "runner/run.py", "_loop", "cum")
+    loop = _phase_value(m, "runner/manager/run.py", "_loop", "cum")
     idle = _phase_value(m, "~", "<method 'poll' of 'select.poll' objects>", "tot")
     text = []
     if loop and idle:
         text.append(f"The manager's loop was busy {1 - idle[0] / loop[0]:.0%} of its time and asleep in poll() the rest.")
     if agents:
         a = pstats.Stats(*map(str, agents)).stats
-        life = _phase_value(a, "runner/agent.py", "agent_main", "cum")
-        wait = _phase_value(a, "runner/channel.py", "recv", "cum")
+        life = _phase_value(a, "runner/agents/agent.py", "agent_main", "cum")
+        wait = _phase_value(a, "runner/agents/channel.py", "recv", "cum")
         if life and wait:
             text.append(
                 f"The agents spent {wait[0] / life[0]:.0%} of their life waiting for their next task: the manager's"

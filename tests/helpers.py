@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from runner.model import Priority, Roadmap, Task
-from runner.run import Reporter, Run, RunOptions, RunResult
+from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
 
 def task(tid: str, command=None, order: int = 0, **kw) -> Task:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from runner.channel import pair, wait_readable
+from runner.agents.channel import pair, wait_readable
 
 pytestmark = pytest.mark.timeout(30)
 

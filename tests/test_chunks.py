@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from helpers import check_pool_invariants, read_events, roadmap, run, task
-from runner.agent import _run_batch
-from runner.execute import LogFiles
-from runner.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
+from runner.agents.agent import _run_batch
+from runner.agents.execute import LogFiles
+from runner.agents.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
 from runner.model import Outcome, Priority, Task
-from runner.quick import QuickCalls
-from runner.scheduler import AgentView, Scheduler
+from runner.manager.quick import QuickCalls
+from runner.manager.scheduler import AgentView, Scheduler
 
 W0, W1 = AgentView("worker-0", "worker"), AgentView("worker-1", "worker")
 
@@ -112,9 +112,9 @@ def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_p
 
 @pytest.mark.timeout(120)
 def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
-    import runner.quick
+    import runner.manager.quick
 
-    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     n = 600
     rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
     result = run(rm, tmp_path / "state", agents=2)
@@ -131,9 +131,9 @@ def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, m
 
 @pytest.mark.timeout(120)
 def test_an_agent_dying_mid_chunk_costs_only_the_task_it_was_on_and_the_rest_run_again(tmp_path, monkeypatch):
-    import runner.quick
+    import runner.manager.quick
 
-    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     (tmp_path / "seen").touch()
     # Called twice before, so it is known to be quick and may travel in a chunk.
     tasks = [task(f"warm{i}", call="workloads:die_unless", args=[str(tmp_path / "seen")]) for i in range(2)]
@@ -171,9 +171,9 @@ def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_up(tmp_path, monkeypatch):
-    import runner.quick
+    import runner.manager.quick
 
-    monkeypatch.setattr(runner.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
+    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
     tasks = [task(f"a{i}", ["sh", "-c", "exit 0"]) for i in range(150)]
     tasks += [task("slow", ["sh", "-c", "sleep 3"])]
     tasks += [task(f"b{i}", ["sh", "-c", "exit 0"]) for i in range(150)]

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import ROOT, wvo
-from runner import cli
-from runner.cliargs import OPTIONS, ROADMAPS, parse
+from runner.cli import command as cli
+from runner.cli.options import OPTIONS, ROADMAPS, parse
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +34,7 @@ def environ(monkeypatch):
 
 def typer_reading(argv: list[str]) -> dict:
     """The values typer hands the command for this argv (and os.environ)."""
-    from runner.cli_typer import build_app
+    from runner.cli.typer_app import build_app
 
     seen = []
     app = build_app(lambda args: seen.append(vars(args)) or 0)
@@ -133,7 +133,7 @@ def test_anything_unsure_is_left_to_typer(environ, argv, env):
 def test_typer_reads_the_parameters_the_table_declares():
     import typer.main
 
-    from runner.cli_typer import build_app
+    from runner.cli.typer_app import build_app
 
     command = typer.main.get_command(build_app(lambda args: 0))
     params = {p.name: p for p in command.params}
@@ -168,7 +168,7 @@ def test_the_ordinary_command_line_never_imports_typer(tmp_path, extra):
     r = subprocess.run(command, capture_output=True, text=True, timeout=60, env=_clean_env(), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    assert "runner.cli" in imported, "-X importtime listed nothing"
+    assert "runner.cli.command" in imported, "-X importtime listed nothing"
     assert not {m for m in imported if m.split(".")[0] in ("typer", "click", "pydantic", "pydantic_core")}
 
 

@@ -10,9 +10,9 @@ import unicodedata
 import pytest
 
 from helpers import read_events, roadmap, run, task
-from runner.display import Display, Progress, board_lines, fmt_eta
-from runner.pool import Pool
-from runner.run import RunResult
+from runner.cli.display import Display, Progress, board_lines, fmt_eta
+from runner.manager.pool import Pool
+from runner.manager.run import RunResult
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -230,7 +230,7 @@ def test_write_back_sets_status_and_keeps_comments(tmp_path):
 def test_status_attaches_to_a_live_run_and_refuses_a_wrong_key(tmp_path):
     from multiprocessing import AuthenticationError
 
-    from runner.pool import read_board
+    from runner.manager.pool import read_board
 
     fifo = Fifo(tmp_path / "ready")
     rm = roadmap_file(tmp_path, [("hold", f"echo go > {fifo.path}; sleep 60"), ("idle", "true")])
@@ -255,8 +255,8 @@ def test_status_attaches_to_a_live_run_and_refuses_a_wrong_key(tmp_path):
 
 def test_ledger_failing_mid_run_stops_cleanly_and_says_what_was_recorded(tmp_path, monkeypatch):
     from helpers import Recorder, roadmap, task
-    from runner.ledger import Ledger
-    from runner.run import Run, RunOptions
+    from runner.manager.ledger import Ledger
+    from runner.manager.run import Run, RunOptions
 
     real_record = Ledger.record
     calls = {"n": 0}

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, wvo
 from helpers import read_events, roadmap, run, task
-from runner import executors
+from runner.coding import executors
 from runner.model import Complexity
 
 pytestmark = pytest.mark.timeout(60)

@@ -69,7 +69,7 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
                 killed.append(ev["agent"])
 
     rec = Recorder(on_events)
-    from runner.run import Run, RunOptions
+    from runner.manager.run import Run, RunOptions
 
     r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=2, grace=1.0), rec)
     rec_pool = [r.pool]
@@ -96,12 +96,12 @@ def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_kille
     # A command's Started is sent only after it has run a while; until then the manager knows its pid
     # from the agent's pid slot. Here Started never comes. Without the slot too (the agent died between
     # starting the task and noting its pid), the task, re-parented to the manager, is swept.
-    import runner.agent
-    import runner.backends.local
+    import runner.agents.agent
+    import runner.agents.local
 
-    monkeypatch.setattr(runner.agent, "ANNOUNCE_AFTER_S", 3600.0)  # inherited by the forked agents
+    monkeypatch.setattr(runner.agents.agent, "ANNOUNCE_AFTER_S", 3600.0)  # inherited by the forked agents
     if not slot:
-        monkeypatch.setattr(runner.backends.local.LocalBackend, "task_pid", lambda self, agent_id: None)
+        monkeypatch.setattr(runner.agents.local.LocalBackend, "task_pid", lambda self, agent_id: None)
     fifo = Fifo(tmp_path / "up")
     victim = f'if [ "$WVO_ATTEMPT" = 1 ]; then echo $$ > {fifo.path}; exec sleep 60; fi'
     rm = roadmap([task("victim", victim)])
@@ -116,7 +116,7 @@ def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_kille
                 os.kill(agent_pid, signal.SIGKILL)
                 killed.append(task_pid)
 
-    from runner.run import Run, RunOptions
+    from runner.manager.run import Run, RunOptions
 
     r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=1, grace=1.0), Recorder(on_events))
     try:
@@ -220,7 +220,7 @@ def test_callable_past_its_timeout_gets_its_agent_replaced(tmp_path):
 
 
 def test_agents_ignore_sighup(tmp_path):
-    from runner.run import Run, RunOptions
+    from runner.manager.run import Run, RunOptions
 
     hupped = []
 

@@ -25,8 +25,8 @@ from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap,
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray = pytest.importorskip("ray")
 
-from runner.roadmap import load_roadmap  # noqa: E402
-from runner.run import Run, RunOptions  # noqa: E402
+from runner.roadmap.loader import load_roadmap  # noqa: E402
+from runner.manager.run import Run, RunOptions  # noqa: E402
 
 DEMO = ROOT / "configs" / "roadmap.yaml"
 
@@ -237,7 +237,7 @@ class TestCommandLine:
                 pass
 
     def test_without_ray_it_exits_2_saying_how_to_install_it(self, tmp_path):
-        code = "import sys; sys.modules['ray'] = None; from runner.cli import main; main()"
+        code = "import sys; sys.modules['ray'] = None; from runner.cli.command import main; main()"
         argv = [str(DEMO), "--backend", "ray", "--state-dir", str(tmp_path / "state")]
         r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert r.returncode == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import read_events, roadmap, run, task
-from runner import report
+from runner.cli import report
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import roadmap as rm
+from runner.roadmap import loader as rm
 from runner.errors import RoadmapError
 from runner.model import Complexity, Priority
-from runner.roadmap import CheckResult, format_plan, load, load_roadmap, plan
+from runner.roadmap.loader import CheckResult, format_plan, load, load_roadmap, plan
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def test_executor_as_template_or_mapping_and_agents(write):
     listed = write("l.yaml", "defaults:\n  executor: [claude, -p, '{prompt}']\ntasks: [{id: a}]\n")
     assert load([listed]).roadmap.executor == ["claude", "-p", "{prompt}"]
     preset = write("p.yaml", "executor: codex\ntasks: [{id: a}]\n")
-    assert load([preset]).roadmap.executor == "codex"  # kept as written; runner.executors reads it
+    assert load([preset]).roadmap.executor == "codex"  # kept as written; runner.coding.executors reads it
 
 
 # ----------------------------------------------------------------------------- errors, each with its place
@@ -867,7 +867,7 @@ def test_json_schema_is_valid_and_agrees_with_the_loader(write):
 
     import yaml
 
-    from runner.schema import DURATION_PATTERN, json_schema
+    from runner.roadmap.schema import DURATION_PATTERN, json_schema
 
     schema = json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

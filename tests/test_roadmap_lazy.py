@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from runner import yamlread
-from runner.roadmap import load
-from runner.yamlfast import _DECIMAL, _NUMBER_START, Bail, _number
+from runner.roadmap import yamlread
+from runner.roadmap.loader import load
+from runner.roadmap.yamlfast import _DECIMAL, _NUMBER_START, Bail, _number
 
 # Loads the roadmaps given, prints the whole CheckResult, then whether PyYAML was imported.
-LOAD = "import sys; from runner.roadmap import load; print(repr(load(sys.argv[1:]))); print('yaml' in sys.modules)"
+LOAD = "import sys; from runner.roadmap.loader import load; print(repr(load(sys.argv[1:]))); print('yaml' in sys.modules)"
 
 ORDINARY = """
     # the release

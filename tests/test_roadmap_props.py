@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from runner import roadmap as rm
+from runner.roadmap import loader as rm
 from runner.model import RUN_STATUSES, Task
-from runner.roadmap import TASK_FIELDS, load
+from runner.roadmap.loader import TASK_FIELDS, load
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.roadmap import format_plan, load, plan
+from runner.roadmap.loader import format_plan, load, plan
 
 ROADMAPS = Path(__file__).resolve().parents[2] / "shared" / "roadmaps"
 

@@ -41,7 +41,7 @@ def test_memfree_gate_holds_tasks_back(tmp_path):
     # Ask for more free memory than any machine has: nothing may start; the run must not hang, though,
     # so stop it from a reporter hook once it is clearly waiting.
     from helpers import Recorder
-    from runner.run import Run, RunOptions
+    from runner.manager.run import Run, RunOptions
 
     holder = {}
 

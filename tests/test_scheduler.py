@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.model import FINAL_STATES, TRANSITIONS, Complexity, Outcome, Priority, Task, TaskState
-from runner.scheduler import AgentView, InvariantError, Scheduler, preferred_role
+from runner.manager.scheduler import AgentView, InvariantError, Scheduler, preferred_role
 
 ORCH = AgentView("orchestrator-0", "orchestrator")
 CRITIC = AgentView("critic-0", "critic")
@@ -783,7 +783,7 @@ def test_many_held_tasks_cost_nothing_per_assign():
 
 def test_endless_rate_limits_end_in_a_counted_failure():
     from runner.model import Outcome, Task
-    from runner.scheduler import AgentView, Scheduler
+    from runner.manager.scheduler import AgentView, Scheduler
 
     s = Scheduler([Task(id="t", command="x")], now=0.0, max_rate_limits=3, cooldown_base=1.0)
     agent = AgentView("worker-0", "worker")

@@ -9,7 +9,7 @@ import yaml
 
 from runner.errors import UsageError
 from runner.model import Priority, Task
-from runner.select import Selection, select
+from runner.roadmap.selection import Selection, select
 
 ROADMAPS = Path(__file__).resolve().parents[2] / "shared" / "roadmaps"
 WEATHERVANE = ROADMAPS / "weathervane-2025-11-19.yaml"
@@ -291,7 +291,7 @@ def _raw_tasks(doc: dict) -> list[tuple[dict, str | None, str | None]]:
 def _load(path: Path) -> tuple[list[Task], list[tuple[dict, str | None, str | None]]]:
     raw = _raw_tasks(yaml.safe_load(path.read_text()))
     try:
-        from runner.roadmap import load_roadmap
+        from runner.roadmap.loader import load_roadmap
     except ImportError:
         load_roadmap = None
     if load_roadmap is not None:

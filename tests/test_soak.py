@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from helpers import Recorder, check_pool_invariants, read_events, roadmap, task
-from runner.run import Run, RunOptions
+from runner.manager.run import Run, RunOptions
 
 pytestmark = pytest.mark.timeout(300)
 

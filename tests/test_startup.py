@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from runner.hashing import sha256
+from runner.roadmap.hashing import sha256
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,10 +34,10 @@ def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
         f"""
         import json, sys
         sys.argv = ["wvo-batch", "one.yaml", "--agents", "1", "--quiet", "--state-dir", "state"]
-        import runner.cli
-        runner.cli._exit = sys.exit  # main() ends in os._exit: let this script report first
+        import runner.cli.command
+        runner.cli.command._exit = sys.exit  # main() ends in os._exit: let this script report first
         try:
-            runner.cli.main()
+            runner.cli.command.main()
         except SystemExit as exc:
             code = exc.code
         print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))

@@ -15,10 +15,10 @@ import sys
 import time
 import traceback
 
-from runner.agent import PID_SLOT as _SLOT, agent_main
-from runner.execute import child_pids
-from runner.backends import AgentGone
-from runner.channel import Channel, pair, wait_readable
+from runner.agents.agent import PID_SLOT as _SLOT, agent_main
+from runner.agents.execute import child_pids
+from runner.agents.backend import AgentGone
+from runner.agents.channel import Channel, pair, wait_readable
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once

@@ -1,6 +1,6 @@
 """The `wvo-batch` command: read the command line, load and check the roadmap, run it, map the outcome to an exit code.
 
-The command line is read by runner.cliargs without typer when it can, by typer (runner.cli_typer) when it cannot;
+The command line is read by runner.cli.options without typer when it can, by typer (runner.cli.typer_app) when it cannot;
 both hand the values to run_command.
 """
 
@@ -14,7 +14,7 @@ import re
 import sys
 from types import SimpleNamespace
 
-from runner import cliargs
+from runner.cli import options as cliargs
 from runner.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_RUN,
@@ -52,7 +52,7 @@ def parse_roles(text: str) -> dict[str, int]:
 
 
 def run_command(args: SimpleNamespace) -> int:
-    """Everything after the command line is read (runner.cliargs): the exit code; a BatchError becomes its message."""
+    """Everything after the command line is read (runner.cli.options): the exit code; a BatchError becomes its message."""
     try:
         return _command(args)
     except RoadmapError as exc:
@@ -66,7 +66,7 @@ def run_command(args: SimpleNamespace) -> int:
 
 def _command(args: SimpleNamespace) -> int:
     if args.schema:
-        from runner.schema import json_schema
+        from runner.roadmap.schema import json_schema
 
         _echo(json.dumps(json_schema(), indent=2))
         return EXIT_OK
@@ -78,7 +78,7 @@ def _command(args: SimpleNamespace) -> int:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
     if args.history:
         return _history(roadmaps, args.state_dir, args.json_out)
-    from runner.roadmap import load
+    from runner.roadmap.loader import load
 
     result = load(roadmaps, strict=args.strict)
     if args.check:
@@ -100,7 +100,7 @@ def _command(args: SimpleNamespace) -> int:
         raise UsageError(f"--max-tasks: must be at least 1 (got {args.max_tasks})")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError(f"--iterations: must be 0 (until nothing is runnable) or more (got {args.iterations})")
-    from runner.autopilot import BatchPlan
+    from runner.manager.autopilot import BatchPlan
 
     plan = BatchPlan(
         only=args.only,
@@ -173,11 +173,11 @@ def _executor(text: str | None):
 
 
 def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None) -> int:
-    from runner.roadmap import format_plan, plan
+    from runner.roadmap.loader import format_plan, plan
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
-        from runner.select import select
+        from runner.roadmap.selection import select
 
         try:
             sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks)
@@ -203,9 +203,9 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
 def _run(
     result, paths, plan, n_agents: int, *, strict, json_out, quiet, events, trace, report, **kw
 ) -> int:
-    from runner.autopilot import run_batches
-    from runner.display import Display
-    from runner.run import RunOptions
+    from runner.manager.autopilot import run_batches
+    from runner.cli.display import Display
+    from runner.manager.run import RunOptions
 
     options = RunOptions(agents=n_agents, events_file=events, **kw)
     display = Display(quiet=quiet, json_mode=json_out)
@@ -218,7 +218,7 @@ def _run(
 
 
 def _write_artifacts(outcome, trace: str | None, report: str | None) -> None:
-    from runner import report as reports
+    from runner.cli import report as reports
 
     events: list[dict] = []
     for batch in outcome.batches:
@@ -233,7 +233,7 @@ def _write_artifacts(outcome, trace: str | None, report: str | None) -> None:
 
 
 def _state_dir(roadmaps: list[str], state_dir: str | None) -> str:
-    from runner import statedir
+    from runner.manager import statedir
 
     return os.path.abspath(state_dir or statedir.default_state_dir(roadmaps))
 
@@ -242,10 +242,10 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     import time
     from multiprocessing import AuthenticationError
 
-    from runner import statedir
-    from runner.display import board_lines
-    from runner.ledger import roadmap_key
-    from runner.pool import read_board
+    from runner.manager import statedir
+    from runner.cli.display import board_lines
+    from runner.manager.ledger import roadmap_key
+    from runner.manager.pool import read_board
 
     folder_root = _state_dir(roadmaps, state_dir)
     lock = statedir.RunLock(folder_root, roadmap_key(roadmaps))
@@ -282,7 +282,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
 def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
     import time
 
-    from runner.ledger import Ledger
+    from runner.manager.ledger import Ledger
 
     path = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
     if not os.path.exists(path):
@@ -317,7 +317,7 @@ def main() -> None:
     try:
         args = None if _typer_needed_anyway() else cliargs.parse(argv, os.environ)
         if args is None:
-            from runner.cli_typer import build_app
+            from runner.cli.typer_app import build_app
 
             build_app(run_command)(args=argv, prog_name="wvo-batch")  # exits
         code = _run_command_as_typer_would(args)

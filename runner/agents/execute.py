@@ -17,8 +17,8 @@ import sys
 import time
 import traceback
 
-from runner.channel import wait_readable as wait
-from runner.messages import Cancel, Started, TaskMessage, TaskResult
+from runner.agents.channel import wait_readable as wait
+from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import Outcome
 
 _RETRY_AFTER = re.compile(rb"retry[- _]after\D{0,5}(\d+(?:\.\d+)?)", re.IGNORECASE)

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 
-from runner.hashing import sha256
+from runner.roadmap.hashing import sha256
 from runner.errors import StateError
 from runner.model import Roadmap, Task
 

@@ -1,38 +1,14 @@
 """A line-based reader for the subset of YAML that roadmaps are written in; Bail on anything else.
 
 It produces a Doc (the data plus where each mapping and sequence item started), exactly as libyaml
-would read the same text; runner.yamlread falls back to libyaml whenever it bails.
+would read the same text; runner.roadmap.yamlread falls back to libyaml whenever it bails.
 """
 
 from __future__ import annotations
 
 import re
 
-MAX_DEPTH = 100  # deepest nesting of YAML collections accepted
-
-
-class Doc:
-    """Parsed YAML plus where each mapping and sequence item started (1-based lines)."""
-
-    __slots__ = ("data", "map_lines", "seq_lines", "dup_keys")
-
-    def __init__(self, data, map_lines: dict, seq_lines: dict, dup_keys: dict):
-        self.data = data
-        self.map_lines = map_lines  # id(dict) -> line
-        self.seq_lines = seq_lines  # id(list) -> [line of each item] or the composed SequenceNode
-        self.dup_keys = dup_keys  # id(dict) -> [(key, line of the later one)]
-
-    def line(self, mapping) -> int | None:
-        return self.map_lines.get(id(mapping))
-
-    def item_line(self, seq: list, i: int, default: int | None) -> int | None:
-        info = self.seq_lines.get(id(seq))
-        if info is None:
-            return default
-        if isinstance(info, list):
-            return info[i] if i < len(info) else default
-        return info.value[i].start_mark.line + 1 if i < len(info.value) else default
-
+from runner.roadmap.yamldoc import MAX_DEPTH, Doc
 
 # Characters the fast reader accepts anywhere; anything else (tabs, CR, odd line breaks, control
 # characters, a BOM inside the text) sends the file to libyaml, which knows every rule about them.
@@ -529,7 +505,7 @@ def _number(v: str):
             pass
     elif _NUMBER_START.match(v) is None:
         return v
-    from runner.yamllib import resolve_plain  # imports PyYAML, which an ordinary roadmap does without
+    from runner.roadmap.yamllib import resolve_plain  # imports PyYAML, which an ordinary roadmap does without
 
     try:
         return resolve_plain(v)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
-from runner.yamlfast import MAX_DEPTH, Bail, Doc, FastReader, fast_ok
+from runner.roadmap.yamlfast import MAX_DEPTH, Bail, Doc, FastReader, fast_ok
 
 if TYPE_CHECKING:
-    from runner.roadmap_check import Problems
+    from runner.roadmap.check import Problems
 
 
 def parse_yaml(data: bytes, path: str, problems: Problems) -> Doc | None:
@@ -35,7 +35,7 @@ def parse_yaml(data: bytes, path: str, problems: Problems) -> Doc | None:
                 return FastReader(text).read()
             except (Bail, IndexError):
                 pass
-        from runner import yamllib
+        from runner.roadmap import yamllib
 
         return yamllib.read(data, text, path, problems)
     except RecursionError:

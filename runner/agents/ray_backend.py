@@ -28,9 +28,9 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from runner.agent import reap_orphans
-from runner.backends import AgentGone, AgentReady
-from runner.messages import Cancel, Started, TaskMessage, TaskResult
+from runner.agents.agent import reap_orphans
+from runner.agents.backend import AgentGone, AgentReady
+from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class AgentActor:
         return att.started
 
     def run(self, msg: TaskMessage) -> _Done:
-        from runner.execute import run_attempt
+        from runner.agents.execute import run_attempt
 
         key = (msg.task_id, msg.attempt)
         att = self._attempt(key)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from runner.writeback import atomic_write
+from runner.roadmap.writeback import atomic_write
 
 # Attempt statuses, most alarming first: a thin stripe of several attempts takes the colour of the worst.
 _SEVERITY = ("failed", "timed_out", "agent_died", "rate_limited", "interrupted", "unfinished", "succeeded")

@@ -21,13 +21,13 @@ import gc
 import os
 import stat
 
-from runner.hashing import sha256
+from runner.roadmap.hashing import sha256
 from runner.errors import RoadmapError
 from runner.model import Roadmap, Task
-from runner.plan import format_plan, plan
-from runner.roadmap_build import Builder
-from runner.roadmap_check import MAX_PROBLEMS, CheckResult, Problems
-from runner.roadmap_fields import (
+from runner.roadmap.plan import format_plan, plan
+from runner.roadmap.build import Builder
+from runner.roadmap.check import MAX_PROBLEMS, CheckResult, Problems
+from runner.roadmap.fields import (
     DEFAULTS_FIELDS,
     EPIC_FIELDS,
     EXECUTOR_TIMEOUTS,
@@ -36,12 +36,12 @@ from runner.roadmap_fields import (
     TASK_FIELDS,
     TOP_FIELDS,
 )
-from runner.roadmap_fields import parse_duration as _duration  # noqa: F401  (tests)
-from runner.roadmap_graph import analyse
-from runner.roadmap_graph import analyse as _analyse  # noqa: F401  (tests)
-from runner.yamlfast import MAX_DEPTH
-from runner.yamlfast import Bail as _Bail, Doc as _Doc, FastReader as _FastReader, fast_ok as _fast_ok  # noqa: F401
-from runner.yamlread import parse_yaml
+from runner.roadmap.fields import parse_duration as _duration  # noqa: F401  (tests)
+from runner.roadmap.graph import analyse
+from runner.roadmap.graph import analyse as _analyse  # noqa: F401  (tests)
+from runner.roadmap.yamlfast import MAX_DEPTH
+from runner.roadmap.yamlfast import Bail as _Bail, Doc as _Doc, FastReader as _FastReader, fast_ok as _fast_ok  # noqa: F401
+from runner.roadmap.yamlread import parse_yaml
 
 __all__ = [
     "CheckResult", "DEFAULTS_FIELDS", "EPIC_FIELDS", "EXECUTOR_TIMEOUTS", "FIELD_ALIASES", "FREEZE_BYTES",
@@ -55,7 +55,7 @@ FREEZE_BYTES = 1 << 20  # from this much roadmap text (~10k tasks) on, load() fr
 
 def __getattr__(name: str):
     if name == "_LineLoader":  # for tests; imported on demand, as it imports PyYAML
-        from runner.yamllib import LineLoader
+        from runner.roadmap.yamllib import LineLoader
 
         return LineLoader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
-"""The fallback reader: libyaml through PyYAML, bounded, for whatever runner.yamlfast leaves to it.
+"""The fallback reader: libyaml through PyYAML, bounded, for whatever runner.roadmap.yamlfast leaves to it.
 
-Imported only when it is needed (runner.yamlread and yamlfast import it lazily): an ordinary roadmap is
+Imported only when it is needed (runner.roadmap.yamlread and yamlfast import it lazily): an ordinary roadmap is
 read without PyYAML, whose import costs more than reading the roadmap. Bounded in time and memory: nesting
 deeper than MAX_DEPTH, recursive aliases and alias bombs are refused before libyaml builds anything from them.
 """
@@ -14,10 +14,10 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from runner.yamlfast import MAX_DEPTH, Doc
+from runner.roadmap.yamldoc import MAX_DEPTH, Doc
 
 if TYPE_CHECKING:
-    from runner.roadmap_check import Problems
+    from runner.roadmap.check import Problems
 
 _SC = SafeConstructor()
 _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)]

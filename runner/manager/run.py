@@ -20,16 +20,18 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from runner import executors, statedir
-from runner.backends import AgentGone, AgentReady
+from runner.coding import executors
+
+from runner.manager import statedir
+from runner.agents.backend import AgentGone, AgentReady
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
-from runner.ledger import Attempt, Ledger, roadmap_key, task_hash
-from runner.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
+from runner.manager.ledger import Attempt, Ledger, roadmap_key, task_hash
+from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 from runner.model import Outcome, Roadmap, Task, TaskState
-from runner.pool import Pool, serve_board
-from runner.quick import QuickCalls
-from runner.scheduler import AgentView, Scheduler
-from runner.telemetry import EventLog, event, summarize
+from runner.manager.pool import Pool, serve_board
+from runner.manager.quick import QuickCalls
+from runner.manager.scheduler import AgentView, Scheduler
+from runner.manager.telemetry import EventLog, event, summarize
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,11 @@ class Reporter:
 
 def make_backend(name: str, options: RunOptions):
     if name == "local":
-        from runner.backends.local import LocalBackend
+        from runner.agents.local import LocalBackend
 
         return LocalBackend()
     if name == "ray":
-        from runner.backends.ray import RayBackend
+        from runner.agents.ray_backend import RayBackend
 
         return RayBackend(address=options.ray_address)
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
@@ -718,7 +720,7 @@ class Run:
             self._emit("task:skipped", task=task_id, reason=self.sched.reason.get(task_id, ""))
 
     def _write_statuses(self) -> None:
-        from runner.writeback import write_statuses
+        from runner.roadmap.writeback import write_statuses
 
         pending, self._write_back = self._write_back, {}
         for path, updates in pending.items():

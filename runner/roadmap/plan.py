@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runner.model import RUN_STATUSES, Complexity, Priority, Task
-from runner.roadmap_check import CheckResult
+from runner.roadmap.check import CheckResult
 
 
 def plan(result: CheckResult) -> dict:

@@ -14,8 +14,8 @@ import struct
 import sys
 import time
 
-from runner.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
-from runner.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
+from runner.agents.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
+from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36

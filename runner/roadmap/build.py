@@ -10,7 +10,7 @@ import os
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Task
-from runner.roadmap_fields import (
+from runner.roadmap.fields import (
     CALL,
     COMPLEXITIES,
     DEFAULTS_FIELDS,
@@ -30,8 +30,8 @@ from runner.roadmap_fields import (
 )
 
 if TYPE_CHECKING:
-    from runner.roadmap_check import Problems
-    from runner.yamlfast import Doc
+    from runner.roadmap.check import Problems
+    from runner.roadmap.yamlfast import Doc
 
 _UNSET = object()  # not in a cache
 
@@ -528,7 +528,7 @@ class Builder:
 
     def _executor(self, v, line: int, where: str) -> None:
         """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place."""
-        from runner import executors
+        from runner.coding import executors
 
         line = self._line_of(v, line)
         try:

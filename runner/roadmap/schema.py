@@ -7,12 +7,12 @@ upper-case priorities or `dependencies:` written as a mapping).
 
 from __future__ import annotations
 
-from runner.executors import PRESETS
+from runner.coding.executors import PRESETS
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
-from runner.roadmap import EXECUTOR_TIMEOUTS
+from runner.roadmap.loader import EXECUTOR_TIMEOUTS
 
 _NUM = r"\d+(?:\.\d+)?"
-# What runner.roadmap._duration reads: seconds, 90s, 10m, 2h, 1d, 1h30m (spaces allowed), off, none.
+# What runner.roadmap.loader._duration reads: seconds, 90s, 10m, 2h, 1d, 1h30m (spaces allowed), off, none.
 DURATION_PATTERN = rf"^ *(?:off|none|{_NUM}|(?:{_NUM} *d)? *(?:{_NUM} *h)? *(?:{_NUM} *m)? *(?:{_NUM} *s)?) *$"
 CALL_PATTERN = r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$"
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 
-from runner.hashing import sha256
+from runner.roadmap.hashing import sha256
 from runner.errors import LockHeld, StateError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
-"""typer's reading of the command line, built from the table in runner.cliargs: --help, usage errors, odd values.
+"""typer's reading of the command line, built from the table in runner.cli.options: --help, usage errors, odd values.
 
-Only imported when runner.cliargs.parse is not sure of a command line: typer takes 100-250 ms to import.
+Only imported when runner.cli.options.parse is not sure of a command line: typer takes 100-250 ms to import.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from runner.cliargs import COMMAND_HELP, OPTIONS, ROADMAPS, Param
+from runner.cli.options import COMMAND_HELP, OPTIONS, ROADMAPS, Param
 
 
 def build_app(command: Callable[[SimpleNamespace], int]) -> typer.Typer:

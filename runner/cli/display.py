@@ -23,8 +23,8 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 
-from runner.pool import Pool
-from runner.run import Reporter, RunResult
+from runner.manager.pool import Pool
+from runner.manager.run import Reporter, RunResult
 
 _GLYPH = {"busy": "▶", "idle": "○", "cooling": "…", "gone": "✕", "starting": "◌"}
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}

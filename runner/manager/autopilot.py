@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass, field, replace
 
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, EXIT_USAGE, Problem
-from runner.run import Reporter, Run, RunOptions, RunResult
+from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
 
 @dataclass
@@ -55,7 +55,7 @@ class LoopResult:
 
 def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, reporter: Reporter, strict: bool = False):
     """Run batch after batch; `first` is the already-loaded CheckResult of `paths`."""
-    from runner.roadmap import load
+    from runner.roadmap.loader import load
 
     loaded = first
     batches: list[RunResult] = []
@@ -107,7 +107,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
 
 
 def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str]):
-    from runner.select import select
+    from runner.roadmap.selection import select
 
     done_ids = set(done) | {t.id for t in roadmap.tasks if t.status == "done"}
     candidates = [t for t in roadmap.tasks if t.id not in failed]

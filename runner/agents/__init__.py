@@ -1,0 +1,11 @@
+"""Agents: the processes that run attempts, and the backends that start them.
+
+`agent.agent_main` is a forked agent's loop; `execute.run_attempt` runs one attempt of a task (a
+command, an argv, a callable), streams its output to the log and kills its whole tree on timeout or
+cancel; `channel` carries the `messages` (small frozen dataclasses) between agent and manager;
+`backend` is the interface the manager sees (AgentGone, AgentReady), `local` forks agents on this
+machine and `ray_backend` runs them as Ray actors.
+
+May import: `runner.model`, `runner.errors`, and nothing of the manager, the roadmap or the CLI.
+Never prints (a task's output goes to its log). Imported by: `runner.manager` (through the backend).
+"""

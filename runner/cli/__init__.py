@@ -1,0 +1,9 @@
+"""The command line: the only package that touches the terminal.
+
+`command.main` is the `wvo-batch` entry point; `options` is the table of options and the fast parser
+of an ordinary command line (typer is imported only for --help, usage errors and odd values, by
+`typer_app`); `display` draws the live board and plain progress lines; `report` writes the HTML
+report and the trace.
+
+May import every other package. Imported by: `runner.__main__` and the console script.
+"""
