@@ -43,24 +43,10 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import re
 from dataclasses import dataclass
 
-from runner.model import FINAL_STATES, TRANSITIONS, Complexity, Outcome, Priority, Task, TaskState
-
-_REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
-_ANY = ("any", "")  # label of the heap of tasks any idle agent may take now
-_OVERDUE = -1  # the level one age step past the top: from there, oldest first
-
-
-@dataclass(frozen=True)
-class AgentView:
-    """What the scheduler needs to know of an idle agent."""
-
-    id: str
-    role: str
-    load: float = 0.0  # busy seconds so far; least-loaded first
-
+from runner.manager.routing import _ANY, AgentView, ReadyQueue, preferred_role  # noqa: F401 - re-exported: the scheduler's API
+from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
 @dataclass(frozen=True)
 class Retry:
@@ -76,18 +62,7 @@ class InvariantError(RuntimeError):
     """A scheduling invariant was about to be broken: a bug, never a user error."""
 
 
-def preferred_role(task: Task) -> str | None:
-    """The role a task prefers by the routing rules, before knowing which roles exist."""
-    if task.role:
-        return task.role
-    if _REVIEW.search(task.title or ""):
-        return "critic"
-    if task.complexity is Complexity.COMPLEX:
-        return "orchestrator"
-    return None
-
-
-class Scheduler:
+class Scheduler(ReadyQueue):
     """Tracks every task's state in one run and decides assignments."""
 
     def __init__(
@@ -255,164 +230,6 @@ class Scheduler:
         if holder != agent_id:
             raise InvariantError(f"task {task_id} is held by {holder}, not by {agent_id}")
 
-    # -- the queue --------------------------------------------------------------------------------------
-
-    def _preference(self, task: Task) -> str | None:
-        try:
-            return self._prefer[task.id]
-        except KeyError:
-            role = preferred_role(task)
-            role = self._prefer[task.id] = role if role in self.roles else None
-            return role
-
-    def _key_for(self, task_id: str, steps: int) -> tuple:
-        task = self.tasks[task_id]
-        rank = task.priority.rank
-        level = rank - steps
-        tier = 0 if rank == 0 else 1  # critical tasks stay ahead of every aged one
-        if level <= _OVERDUE:  # oldest first, then the more urgent, then roadmap order
-            return (tier, _OVERDUE, self.queued_at[task_id], rank, task.order)
-        return (tier, level, 0.0, 0, task.order)
-
-    def _enter(self, task_id: str, now: float, since: float | None = None, announce: bool = True) -> None:
-        """Put a QUEUED task into the queue: keyed, placed in its heap, its timers set."""
-        q = self.queued_at[task_id] = now if since is None else since
-        seq = self._seq[task_id] = self._seq.get(task_id, 0) + 1
-        steps = int((now - q) // self.age_every) if self._ages else 0
-        steps = min(steps, self.tasks[task_id].priority.rank + 1)
-        self._key[task_id] = self._key_for(task_id, steps)
-        affinity = self.tasks[task_id].affinity
-        if affinity:
-            self._with_key.setdefault(affinity, set()).add(task_id)
-        self._place(task_id, now)
-        if self._ages and self._key[task_id][1] != _OVERDUE:
-            self._age_later(q + (steps + 1) * self.age_every, task_id, seq, steps + 1)
-        heapq.heappush(self._oldest, (q, task_id, seq))
-        if announce:
-            self._changes.append(task_id)
-
-    def _age_later(self, when: float, task_id: str, seq: int, steps: int) -> None:
-        bucket = self._aging_at.get(when)
-        if bucket is None:  # tasks queued at one moment age together: one heap entry for all
-            bucket = self._aging_at[when] = []
-            heapq.heappush(self._aging, when)
-        bucket.append((task_id, seq, steps))
-
-    def _age_bucket(self, when: float, now: float) -> None:
-        """Lift each still-queued task of one aging bucket by the steps it has waited (hot: inlined)."""
-        seqs, where, keys, queued_at, tasks = self._seq, self._where, self._key, self.queued_at, self.tasks
-        every, rekeyed = self.age_every, []
-        for task_id, seq, steps in self._aging_at.pop(when):
-            if seqs.get(task_id) != seq or task_id not in where:
-                continue
-            q = queued_at[task_id]
-            waited = int((now - q) // every)
-            if waited > steps:
-                steps = waited
-            old = keys[task_id]
-            rank = tasks[task_id].priority.rank
-            level = rank - steps
-            key = (old[0], _OVERDUE, q, rank, old[4]) if level <= _OVERDUE else (old[0], level, 0.0, 0, old[4])
-            if key != old:
-                keys[task_id] = key
-                rekeyed.append(task_id)
-            if level > _OVERDUE:
-                self._age_later(q + (steps + 1) * every, task_id, seq, steps + 1)
-        if len(rekeyed) > 64 and 4 * len(rekeyed) > len(where):
-            self._rebuild()  # O(queue) once beats a push per task, and drops the stale entries
-        else:
-            for task_id in rekeyed:
-                heapq.heappush(self._heaps[where[task_id]], (keys[task_id], task_id))
-
-    def _rebuild(self) -> None:
-        """Heapify every heap afresh from the live keys (after re-keying much of the queue at once)."""
-        heaps: dict[tuple[str, str], list] = {_ANY: []}
-        for task_id, label in self._where.items():
-            heaps.setdefault(label, []).append((self._key[task_id], task_id))
-        for heap in heaps.values():
-            heapq.heapify(heap)
-        self._heaps = heaps
-
-    def _stage(self, task_id: str, now: float) -> tuple[tuple[str, str], float | None]:
-        """Which heap a queued task belongs in now, and until when (None: for good)."""
-        task = self.tasks[task_id]
-        if task.priority is Priority.CRITICAL:
-            return _ANY, None
-        q = self.queued_at[task_id]
-        if task.affinity:
-            owner = self._owner.get(task.affinity)
-            until = q + self.affinity_wait
-            if owner is not None and owner not in self._gone and now < until:
-                return ("agent", owner), until
-        role = self._preference(task)
-        until = q + self.route_wait
-        if role is not None and now < until:
-            return ("role", role), until
-        return _ANY, None
-
-    def _place(self, task_id: str, now: float) -> None:
-        label, until = self._stage(task_id, now)
-        old = self._where.get(task_id)
-        if old == label:
-            return
-        if old is not None and old != _ANY:
-            self._held[old] -= 1
-            self._n_held -= 1
-        self._where[task_id] = label
-        if label != _ANY:
-            self._held[label] = self._held.get(label, 0) + 1
-            self._n_held += 1
-        heapq.heappush(self._heaps.setdefault(label, []), (self._key[task_id], task_id))
-        if until is not None and until < math.inf:  # an endless wait needs no timer
-            heapq.heappush(self._holds, (until, task_id, self._seq[task_id]))
-
-    def _leave(self, task_id: str) -> None:
-        label = self._where.pop(task_id)
-        if label != _ANY:
-            self._held[label] -= 1
-            self._n_held -= 1
-        del self._key[task_id]
-        affinity = self.tasks[task_id].affinity
-        if affinity:
-            self._with_key[affinity].discard(task_id)
-
-    def _top(self, label: tuple[str, str]) -> tuple | None:
-        heap = self._heaps.get(label)
-        while heap:
-            key, task_id = heap[0]
-            if self._where.get(task_id) == label and self._key[task_id] == key:
-                return heap[0]
-            heapq.heappop(heap)  # stale: the task was re-keyed, moved or left the queue
-        return None
-
-    def _clear_queue(self) -> None:
-        for store in (self._where, self._held, self._key, self._with_key, self._aging_at):
-            store.clear()
-        self._n_held = 0
-        self._heaps = {_ANY: []}
-        for heap in (self._aging, self._holds, self._oldest, self._delayed):
-            heap.clear()
-
-    def _tick(self, now: float) -> None:
-        """Apply what time alone changes: retries out of backoff, aging, waits that ran out."""
-        while self._delayed and self._delayed[0][0] <= now:
-            ready_at, _, task_id = heapq.heappop(self._delayed)
-            if self.state[task_id] is TaskState.QUEUED and task_id not in self._where:
-                self._enter(task_id, now, since=ready_at)  # it has waited since its backoff ended
-        for agent_id in self._orphaned:
-            label = ("agent", agent_id)
-            for _, task_id in list(self._heaps.get(label, ())):
-                if self._where.get(task_id) == label:
-                    self._place(task_id, now)
-            self._heaps.pop(label, None)
-        self._orphaned.clear()
-        while self._aging and self._aging[0] <= now:
-            self._age_bucket(heapq.heappop(self._aging), now)
-        while self._holds and self._holds[0][0] <= now:
-            _, task_id, seq = heapq.heappop(self._holds)
-            if self._seq.get(task_id) == seq and task_id in self._where:
-                self._place(task_id, now)
-
     # -- the public interface ---------------------------------------------------------------------------
 
     def drain_changes(self) -> list[str]:
@@ -498,23 +315,6 @@ class Scheduler:
             for other in list(self._with_key.get(key, ())):
                 self._place(other, now)
         return None
-
-    def _choose(self, task: Task, free: list[AgentView]) -> AgentView:
-        """The agent for a task that may take any: its affinity owner, its role, one nobody waits for."""
-        owner = self._owner.get(task.affinity) if task.affinity else None
-        for a in free:
-            if a.id == owner:
-                return a
-        role = self._preference(task)
-        if role is not None:
-            for a in free:
-                if a.role == role:
-                    return a
-        if self._n_held:
-            for a in free:
-                if not self._held.get(("agent", a.id)) and not self._held.get(("role", a.role)):
-                    return a
-        return free[0]
 
     def _reserve(self, task: Task, agent: AgentView, now: float) -> None:
         self._leave(task.id)
