@@ -41,6 +41,34 @@ def preferred_role(task: Task) -> str | None:
     return None
 
 
+_GLOB_CHARS = "*?["
+
+
+def _literal_prefix(glob: str) -> str:
+    cut = min((i for i, c in enumerate(glob) if c in _GLOB_CHARS), default=len(glob))
+    return glob[:cut]
+
+
+def globs_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether two `files:` lists may name a common path; when unsure, yes (the tasks then take turns).
+
+    Two globs may overlap unless the literal text before the first wildcard of one is neither a
+    prefix of the other's nor has it as a prefix (`src/auth/**` and `src/db/*.py` never do; `*.py`
+    and anything else may). Two globs without wildcards overlap only when equal, or one is a folder
+    of the other.
+    """
+    for x in a:
+        px = _literal_prefix(x).lstrip("./")
+        for y in b:
+            py = _literal_prefix(y).lstrip("./")
+            if px == x.lstrip("./") and py == y.lstrip("./"):  # two plain paths: equal, or one holds the other
+                if px == py or py.startswith(px.rstrip("/") + "/") or px.startswith(py.rstrip("/") + "/"):
+                    return True
+            elif px.startswith(py) or py.startswith(px):
+                return True
+    return False
+
+
 class ReadyQueue:
     """The heaps, aging and holds of the ready queue, and the choice of agent (mixed into Scheduler)."""
 
@@ -173,6 +201,7 @@ class ReadyQueue:
         return None
 
     def _clear_queue(self) -> None:
+        self._file_waiting.clear()
         for store in (self._where, self._held, self._key, self._with_key, self._aging_at):
             store.clear()
         self._n_held = 0

@@ -45,7 +45,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from runner.manager.routing import _ANY, AgentView, ReadyQueue, preferred_role  # noqa: F401 - re-exported: the scheduler's API
+from runner.manager.routing import _ANY, AgentView, ReadyQueue, globs_overlap, preferred_role  # noqa: F401 - re-exported: the scheduler's API
 from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ class Retry:
     attempt: int  # the attempt that did not succeed
     delay: float
     reason: str
+
+
+# Who holds a task between its agent's success and its landing (hand_over): no agent.
+LANDING = "(landing)"
 
 
 class InvariantError(RuntimeError):
@@ -85,6 +89,7 @@ class Scheduler(ReadyQueue):
         free_deaths: int = 2,
         max_rate_limits: int = 20,
         rng: random.Random | None = None,
+        files: dict[str, tuple[str, ...]] | None = None,
     ):
         self.tasks = {t.id: t for t in tasks}
         self.roles = set(roles)
@@ -136,6 +141,9 @@ class Scheduler(ReadyQueue):
         self._orphaned: list[str] = []  # gone agents whose held tasks are not yet let go
         self._active = 0  # tasks not yet final
         self._changes: list[str] = []  # tasks newly queued or skipped, for the run's events
+        self._files = files or {}  # task id -> its `files:` globs (tasks whose globs overlap never run together)
+        self._claims: dict[str, tuple[str, ...]] = {}  # task id -> globs it holds from reservation to its outcome
+        self._file_waiting: list[str] = []  # queued tasks out of the heaps until the claims they overlap end
         self._setup(succeeded, blocked or {}, now)
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ class Scheduler(ReadyQueue):
 
     def queue_length(self) -> int:
         """Ready tasks waiting for an agent (retries still in backoff not included)."""
-        return len(self._where)
+        return len(self._where) + len(self._file_waiting)
 
     def oldest_wait(self, now: float) -> float:
         heap = self._oldest
@@ -285,6 +293,10 @@ class Scheduler(ReadyQueue):
                 break
             heapq.heappop(self._heaps[label])
             task = self.tasks[best[1]]
+            if self._claims and task.id in self._files and self._overlaps(task.id):
+                self._leave(task.id)  # it waits, out of the heaps, until the overlapping task ends
+                self._file_waiting.append(task.id)
+                continue
             if agent is None:
                 agent = self._choose(task, free)
             free.remove(agent)
@@ -316,8 +328,27 @@ class Scheduler(ReadyQueue):
                 self._place(other, now)
         return None
 
+    def _overlaps(self, task_id: str) -> bool:
+        mine = self._files[task_id]
+        return any(globs_overlap(mine, theirs) for theirs in self._claims.values())
+
+    def _release_files(self, task_id: str, now: float) -> None:
+        """A task's claim on its `files:` ends: the tasks that waited for it (and no other) queue again."""
+        if self._claims.pop(task_id, None) is None or not self._file_waiting:
+            return
+        waiting, self._file_waiting = self._file_waiting, []
+        for other in waiting:
+            if self.state.get(other) is not TaskState.QUEUED:
+                continue
+            if self._overlaps(other):
+                self._file_waiting.append(other)
+            else:
+                self._enter(other, now, since=self.queued_at[other], announce=False)
+
     def _reserve(self, task: Task, agent: AgentView, now: float) -> None:
         self._leave(task.id)
+        if task.id in self._files:
+            self._claims[task.id] = self._files[task.id]
         self._move(task.id, TaskState.RESERVED)
         self._holder[task.id] = agent.id
         if task.affinity and self._owner.get(task.affinity) != agent.id:
@@ -339,6 +370,7 @@ class Scheduler(ReadyQueue):
         """
         self._move(task_id, TaskState.QUEUED)
         self._holder.pop(task_id, None)
+        self._release_files(task_id, now)
         if self.draining and self._drain_reason is not None:
             new = TaskState.INTERRUPTED if self._stopped else TaskState.SKIPPED
             self._move(task_id, new)
@@ -377,6 +409,7 @@ class Scheduler(ReadyQueue):
         if state is TaskState.RESERVED:  # ended before its Started reached us (e.g. the agent died)
             self.started(task_id, agent_id)
         del self._holder[task_id]
+        self._release_files(task_id, now)
         if outcome is Outcome.SUCCEEDED:
             self._cooldown_level.pop(agent_id, None)
             self._end(task_id, TaskState.SUCCEEDED)
@@ -422,6 +455,16 @@ class Scheduler(ReadyQueue):
             self.draining = True
             self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
         return None
+
+    def hand_over(self, task_id: str, agent_id: str, to: str = LANDING) -> None:
+        """The agent is done with a running task that is not finished yet (it waits to land): the agent is
+        free, the task stays running, held by `to`, until finish(task_id, to, ...) records its outcome."""
+        if self.state.get(task_id) is TaskState.RESERVED:
+            self.started(task_id, agent_id)
+        if self.state.get(task_id) is not TaskState.RUNNING:
+            raise InvariantError(f"task {task_id}: handed over while it is {self.state.get(task_id)}")
+        self._check_holder(task_id, agent_id)
+        self._holder[task_id] = to
 
     def cooldown_until(self, agent_id: str) -> float:
         return self._cooldown.get(agent_id, 0.0)
