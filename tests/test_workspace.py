@@ -196,6 +196,7 @@ def test_work_an_agent_committed_on_a_detached_head_ends_up_on_the_branch(repo, 
     git(ws.path, "commit", "-qam", "on a detached head")
     edit(ws, "f6.txt", "uncommitted\n")
     sp.remove(ws, "failed")
+    assert "on a detached head" in git(repo, "log", "--format=%s", ws.branch).splitlines()
     assert git(repo, "show", f"{ws.branch}:f5.txt") == "detached work"
     assert git(repo, "show", f"{ws.branch}:f6.txt") == "uncommitted"
     sp.finish()
@@ -468,3 +469,39 @@ def test_a_failed_wip_commit_removes_nothing(repo, state, tmp_path):
     with pytest.raises(GitError):
         sp.remove(ws)
     assert Path(ws.path, "f1.txt").read_text() == "precious\n"
+
+
+def test_a_landed_branch_that_gained_commits_afterwards_is_kept(repo, state):
+    sp = Workspaces(repo, state, "r1", INTO)
+    ws = sp.create("a")
+    edit(ws, "f1.txt", "landed\n")
+    sp.commit_all(ws, "a")
+    assert isinstance(Lander(sp).land(ws, "a"), Landed)
+    edit(ws, "f1.txt", "more, after landing\n")
+    git(ws.path, "commit", "-qam", "not on into")
+    later = git(ws.path, "rev-parse", "HEAD")
+    cleanup = sp.finish()
+    assert cleanup.deleted == [] and cleanup.kept == [(ws.branch, "landed")]
+    assert git(repo, "rev-parse", ws.branch) == later
+
+
+def test_into_moved_by_someone_else_mid_landing_is_kept_and_the_merge_redone(repo, state):
+    sp = Workspaces(repo, state, "r1", INTO)
+    ws = sp.create("a")
+    edit(ws, "f1.txt", "a\n")
+    sp.commit_all(ws, "a")
+    calls = []
+
+    def checks(path):
+        if not calls:  # someone else commits onto `into` while our checks run
+            old = git(repo, "rev-parse", INTO)
+            tree = git(repo, "rev-parse", f"{old}^{{tree}}")
+            other = git(repo, "commit-tree", tree, "-p", old, "-m", "someone else's commit")
+            git(repo, "update-ref", f"refs/heads/{INTO}", other, old)
+            calls.append(other)
+        return True, ""
+
+    result = Lander(sp).land(ws, "a", checks=checks)
+    assert isinstance(result, Landed)
+    assert git(repo, "rev-parse", f"{INTO}^1") == calls[0]
+    sp.finish()
