@@ -1,0 +1,154 @@
+"""The landing queue: one task branch at a time merged onto `into`, in a worktree of our own, never the user's.
+
+    landing worktree (<state>/landing, detached HEAD at into's tip, reused)
+      │ reset --hard <into>            (only when into moved or a landing was undone)
+      │ merge --no-ff -m "Land <id>: <title>" <branch>   ── conflict ──▶ merge --abort, Conflict(files)
+      │ checks(landing worktree)                          ── fail ──────▶ reset --hard <old>, ChecksFailed
+      ▼
+    update-ref refs/heads/<into> <new> <old>   (compare-and-swap: the only write to `into`)
+
+Strategy: a merge commit (`--no-ff`), not rebase + fast-forward. The agent's commits keep their ids,
+so every landed branch tip is an ancestor of `into` (what `finish` verifies before deleting a branch),
+`into`'s first-parent history has one commit per landed task, and the result depends only on the two
+commits, the fixed message and the fixed identity.
+
+Crash safety: until the update-ref, nothing but objects and our own worktree has changed; update-ref
+replaces the ref through a lock file and a rename, so after a SIGKILL at any point `into` is either the
+old tip or the merge, and the object store holds only whole objects (`git fsck` clean). A merge left
+half-done in the landing worktree is thrown away by `remove_landing_worktree` (it holds nothing that is
+not on some branch), and `Workspaces.recover` sees a task already on `into` by ancestry.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+from runner.coding.workspace import BranchState, GitError, Workspace, WorkspaceError, Workspaces, refuse_if_checked_out
+
+Checks = Callable[[str], "tuple[bool, str]"]  # checks(worktree path) -> (ok, detail)
+LANDER = "wvo-batch"
+_CAS_TRIES = 3  # `into` moved under us (someone else wrote it) this many times in a row: give up
+
+
+@dataclass(frozen=True)
+class Landed:
+    branch: str
+    commit: str  # the new tip of `into` (the merge, or the old tip when the branch was on it already)
+    already: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    branch: str
+    files: list[str]
+
+    def __str__(self) -> str:
+        return f"conflict landing {self.branch} in: {', '.join(self.files)}"
+
+
+@dataclass(frozen=True)
+class ChecksFailed:
+    branch: str
+    detail: str
+
+
+LandResult = Union[Landed, Conflict, ChecksFailed]
+
+
+class Lander:
+    """Lands this run's task branches on `into`, one at a time (a lock serialises callers from several threads)."""
+
+    def __init__(self, spaces: Workspaces, checks: Checks | None = None):
+        self.spaces = spaces
+        self.checks = checks
+        self._lock = threading.Lock()
+
+    def land(self, what: Workspace | str, title: str, checks: Checks | None = None) -> LandResult:
+        """Merge a task branch onto `into`; Landed, Conflict or ChecksFailed.
+
+        Raises WorkspaceError for a branch this run did not create or when `into` is checked out somewhere,
+        GitError when git fails in another way (`into` is then untouched).
+        """
+        branch = what.branch if isinstance(what, Workspace) else what
+        if not self.spaces.is_ours(branch):
+            raise WorkspaceError(f"branch {branch!r} was not created by this run; it is not landed")
+        task_id = self.spaces.owned()[branch]["task"]
+        message = f"Land {task_id}: {(title.splitlines() or [''])[0]}".rstrip()
+        checks = checks or self.checks
+        with self._lock:
+            for _ in range(_CAS_TRIES):
+                result = self._try(branch, message, checks)
+                if result is not None:
+                    return result
+        raise WorkspaceError(f"{self.spaces.into!r} kept moving while {branch} was landed; is another program writing it?")
+
+    def _try(self, branch: str, message: str, checks: Checks | None) -> LandResult | None:
+        sp, git = self.spaces, self.spaces.git
+        refuse_if_checked_out(sp.repo, sp.into, git)  # the user may have checked it out since the start
+        path = ensure_landing_worktree(sp)
+        old, head = git.out(path, "rev-parse", f"refs/heads/{sp.into}", "HEAD").split()
+        if head != old:
+            git.run(path, "reset", "-q", "--hard", old)
+        proc = git.run(path, "merge", "--no-ff", "--no-edit", "--no-stat", "--no-log", "--no-verify",
+                       "-m", message, f"refs/heads/{branch}", check=False, author=LANDER)
+        if proc.returncode != 0:
+            files = [f for f in git.out(path, "diff", "--name-only", "-z", "--diff-filter=U").split("\0") if f]
+            git.run(path, "merge", "--abort", check=False)
+            _undo(sp, path, old)
+            if not files:
+                raise GitError(["merge", branch], proc.returncode, proc.stderr or proc.stdout)
+            sp.mark(branch, BranchState.CONFLICT, conflict=files)
+            return Conflict(branch, files)
+        new = git.out(path, "rev-parse", "HEAD")
+        if new == old:  # "Already up to date": the branch is on `into` already
+            sp.mark(branch, BranchState.LANDED, landed=old)
+            return Landed(branch, old, already=True)
+        if checks is not None:
+            try:
+                ok, detail = checks(str(path))
+            except BaseException:
+                _undo(sp, path, old)
+                raise
+            if not ok:
+                _undo(sp, path, old)
+                sp.mark(branch, BranchState.CHECKS_FAILED)
+                return ChecksFailed(branch, detail)
+        if not git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {message}", f"refs/heads/{sp.into}", new, old):
+            return None  # `into` moved since we read it: merge again onto its new tip
+        sp.mark(branch, BranchState.LANDED, landed=new)
+        return Landed(branch, new)
+
+
+def _undo(sp: Workspaces, path: Path, old: str) -> None:
+    """Throw away a merge in the landing worktree: back to `old` (reset also drops MERGE_HEAD), no leftovers from checks."""
+    sp.git.run(path, "reset", "-q", "--hard", old)
+    sp.git.run(path, "clean", "-q", "-fd")  # untracked files from checks; ignored ones (caches) stay
+
+
+def ensure_landing_worktree(sp: Workspaces) -> Path:
+    """The landing worktree, created at `into`'s tip (detached) the first time."""
+    path = sp.landing_path
+    if not (path / ".git").exists():
+        if path.exists():
+            shutil.rmtree(path)
+        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)  # stale registration
+        sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sp.git.run(sp.repo, "worktree", "add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
+    return path
+
+
+def remove_landing_worktree(sp: Workspaces) -> None:
+    """Remove the landing worktree, whatever state a crash left it in (mid-merge, stale index.lock).
+
+    It holds nothing of value: every merge in it is of branches that are kept, so no WIP commit first.
+    """
+    path = sp.landing_path
+    sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
+    if path.exists():  # git refused (e.g. a stale lock): the folder is ours alone
+        shutil.rmtree(path)
+        # Unregister just this one; `git worktree prune` would also prune the user's missing worktrees.
+        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
