@@ -41,6 +41,11 @@ class Outcome(str, Enum):
     AGENT_DIED = "agent_died"
     INTERRUPTED = "interrupted"
     RATE_LIMITED = "rate_limited"
+    # coding-agent attempts (runner.coding): a failure, each with its own reason
+    NO_CHANGES = "no_changes"  # exited 0 but changed nothing (and the task does not allow_empty)
+    CHECK_FAILED = "check_failed"  # a check run after the attempt failed
+    CONFLICT = "conflict"  # landing on `into` conflicted; the branch is kept
+    SETUP_FAILED = "setup_failed"  # the worktree (or the agent CLI) could not be set up
 
 
 class TaskState(str, Enum):
@@ -122,6 +127,7 @@ class Roadmap:
     agents: dict[str, int] | None = None  # an `agents:` block: role -> count
     content_hash: str = ""  # sha256 over the files' bytes, in order
     warnings: list = field(default_factory=list)  # list[errors.Problem]
+    settings: dict = field(default_factory=dict)  # top-level blocks of the coding layer as written (`workspace:`)
 
     def by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}

@@ -6,6 +6,9 @@ cancel; `channel` carries the `messages` (small frozen dataclasses) between agen
 `backend` is the interface the manager sees (AgentGone, AgentReady), `local` forks agents on this
 machine and `ray_backend` runs them as Ray actors.
 
-May import: `runner.model`, `runner.errors`, and nothing of the manager, the roadmap or the CLI.
+`coding_attempt` runs an attempt in a git worktree of its own and the task's checks after it.
+
+May import: `runner.model`, `runner.errors`, `runner.coding` (the git layer and output parsers, which
+run in the agent), and nothing of the manager, the roadmap or the CLI.
 Never prints (a task's output goes to its log). Imported by: `runner.manager` (through the backend).
 """

@@ -95,7 +95,12 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
                 return
         elif isinstance(msg, TaskMessage):
             try:
-                result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+                if msg.workspace is None and not msg.checks:
+                    result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+                else:  # a worktree or checks: the coding layer's attempt (imported only then)
+                    from runner.agents.coding_attempt import run_with_checks
+
+                    result = run_with_checks(msg, conn, base_env, logs, announce_after, note_pid)
             except (EOFError, OSError):
                 return
             finally:

@@ -21,6 +21,8 @@ class TaskMessage:
     timeout: float | None = None
     grace: float = 2.0  # seconds between TERM and KILL on timeout
     rate_limit_pattern: str | None = None  # regex searched in the output of a failed attempt
+    workspace: dict | None = None  # a worktree attempt: runner.agents.coding_attempt.WORKSPACE_KEYS
+    checks: tuple[str, ...] = ()  # shell commands run after the task exits 0 (in its worktree when it has one)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class TaskResult:
     retry_after: float | None = None  # rate limited: seconds the output asked us to wait
     log: bool = True  # False: the attempt wrote nothing, and no log file was kept
     pid: int | None = None  # the command's pid (its Started is not sent for a task that ends at once)
+    workspace: dict | None = None  # a worktree attempt: branch, base, commit, files, added, deleted, state
+    checks: tuple = ()  # (command, exit code) of each check that ran, in order
+    check_tail: str | None = None  # the last lines of the failing check's output
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,17 @@ def _command(args: SimpleNamespace) -> int:
         events=args.events,
         backend=args.backend,
         ray_address=args.ray_address,
+        workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),
+        land=_one_of("--land", args.land, ("merge", "branch")),
+        into=args.into,
+        keep_worktrees=args.keep_worktrees,
     )
+
+
+def _one_of(flag: str, value, choices: tuple[str, ...]):
+    if value is not None and value not in choices:
+        raise UsageError(f"{flag}: must be one of {', '.join(choices)} (got {value!r})")
+    return value
 
 
 def _echo(text: str, *, err: bool = False, nl: bool = True) -> None:

@@ -120,6 +120,10 @@ OPTIONS = (
         "WVO_MAX_AGENTS",
         "... add workers up to B while tasks wait, retire idle ones.",
     ),
+    Param("workspace", ("--workspace",), str, None, "WVO_WORKSPACE", "worktree or shared (default: worktree for agent-CLI tasks in a git repository)."),
+    Param("land", ("--land",), str, None, "WVO_LAND", "merge (land each success on --into) or branch (leave it on its branch)."),
+    Param("into", ("--into",), str, None, "WVO_INTO", "The branch results land on (default: wvo/<roadmap name>)."),
+    Param("keep_worktrees", ("--keep-worktrees",), bool, False, "WVO_KEEP_WORKTREES", "Keep each attempt's worktree after the run."),
     Param("backend", ("--backend",), str, "local", "WVO_BACKEND", "local or ray."),
     Param(
         "ray_address",

@@ -37,12 +37,13 @@ FIELDS: dict[str, str] = {
     "milestone": "id of the enclosing milestone ('' when none)",
     "affinity": "the task's affinity or set_id ('' when none)",
     "roadmap_dir": "absolute directory of the roadmap file the task came from",
+    "feedback": "why the earlier attempts failed (check output, conflicts, errors), one block each; '' on the first",
 }
 _META = "meta."  # `{meta.KEY}`: any other field of the task as written in the roadmap ('' when absent)
 
 DEFAULT_PROMPT = (
     "Task {id}: {title}\n\n{description}\n\nExit criteria:\n{exit_criteria}\n\n"
-    "Work in the current directory until every exit criterion is met, then stop."
+    "Work in the current directory until every exit criterion is met, then stop.\n\n{feedback}"
 )
 
 PRESETS: dict[str, list[str]] = {
@@ -239,7 +240,7 @@ def model_for(executor: Executor, role: str, complexity: str | None) -> str:
     return ""
 
 
-def task_fields(task: Task, role: str, executor: Executor) -> dict[str, str]:
+def task_fields(task: Task, role: str, executor: Executor, feedback: str = "") -> dict[str, str]:
     """Every template field's value for one attempt of task on an agent of role."""
     complexity = complexity_of(task)
     values = {
@@ -255,6 +256,7 @@ def task_fields(task: Task, role: str, executor: Executor) -> dict[str, str]:
         "milestone": task.milestone or "",
         "affinity": task.affinity or "",
         "roadmap_dir": os.path.dirname(os.path.abspath(task.file)) if task.file else os.getcwd(),
+        "feedback": feedback,
     }
     for key, value in task.meta.items():
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -279,13 +281,13 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _FIELD.sub(lambda m: values.get(m.group(1), ""), template)
 
 
-def build_argv(task: Task, role: str, executor: Executor) -> tuple[str, ...]:
+def build_argv(task: Task, role: str, executor: Executor, feedback: str = "") -> tuple[str, ...]:
     """The argv for one attempt: each template element filled in, one element each.
 
     With no model configured, an element that is exactly `{model}` is left out, and so is the option just
     before it (`--model`), so the CLI uses its own default model instead of an empty name.
     """
-    values = task_fields(task, role, executor)
+    values = task_fields(task, role, executor, feedback)
     argv: list[str] = []
     for i, part in enumerate(executor.command):
         if part == "{model}" and not values["model"]:

@@ -345,6 +345,11 @@ class Workspaces:
             if "branch" in rec:
                 self._entries.setdefault(rec["branch"], {}).update(rec)
 
+    def reload(self) -> None:
+        """Read the journal again: other processes (the agents) append the branches they create."""
+        with self._lock:
+            self._load()
+
     def _record(self, branch: str, **fields) -> None:
         self._append({"branch": branch, **fields})
 

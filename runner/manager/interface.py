@@ -44,6 +44,10 @@ class RunOptions:
     scale_max_load: float | None = None  # no agent is added while the load average is above (None: the core count)
     selected: set[str] | None = None  # a batch: only these tasks belong to the run (None: all)
     done: set[str] = field(default_factory=set)  # succeeded earlier (an earlier batch): count as satisfied
+    workspace: str | None = None  # --workspace worktree|shared (None: by task kind and repository)
+    land: str | None = None  # --land merge|branch
+    into: str | None = None  # --into BRANCH
+    keep_worktrees: bool = False  # --keep-worktrees
 
 
 @dataclass

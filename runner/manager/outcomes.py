@@ -63,7 +63,7 @@ class Outcomes:
         elif self.interrupted_by is None and not self.sched.finished() and row is not None:
             self._spawn(row.role)
 
-    def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult) -> None:
+    def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult, holder: str | None = None) -> None:
         now = time.monotonic()
         rec = self._records.setdefault((task_id, attempt), {"task": task_id, "attempt": attempt, "agent": agent_id})
         rec["start"] = rec.get("start") or msg.start
@@ -78,7 +78,12 @@ class Outcomes:
             self._unrecorded += 1
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
-        retry = self.sched.finish(task_id, agent_id, outcome, now, msg.retry_after)
+        retry = self.sched.finish(task_id, holder or agent_id, outcome, now, msg.retry_after)
+        if outcome is not Outcome.SUCCEEDED and outcome is not Outcome.INTERRUPTED and holder is None:
+            why = msg.error or outcome.value
+            if msg.check_tail:
+                why += f"\nLast lines of its output:\n{msg.check_tail}"
+            self._feedback.setdefault(task_id, []).append((attempt, why))
         wall = time.time()
         duration = (msg.end - msg.start) if msg.start else 0.0
         self._emit(
@@ -166,7 +171,7 @@ class Outcomes:
             status = state.value
             if state is TaskState.FAILED:
                 status = self.sched.reason.get(task.id, "failed")
-                if status not in ("failed", "timed_out", "agent_died"):
+                if status not in ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed"):
                     status = "failed"
             counts_key = {
                 TaskState.SUCCEEDED: "succeeded",
@@ -189,6 +194,9 @@ class Outcomes:
                     "value": last.get("value"),
                 }
             )
+            info = getattr(self, "_ws_info", {}).get(task.id)
+            if info is not None:
+                rows[-1]["workspace"] = dict(info)
         deps = {t.id: list(t.dependencies) for t in self.roadmap.tasks}
         priorities = {t.id: t.priority.value for t in self.roadmap.tasks}
         telemetry = summarize(list(self._records.values()), sum(self.roles.values()), deps, priorities)
@@ -210,6 +218,8 @@ class Outcomes:
             "folder": self.folder,
             "telemetry": telemetry,
         }
+        if self._spaces:
+            summary["workspaces"] = self._finish_workspaces()
         if self.ledger_error:
             summary["ledger_error"] = self.ledger_error
         self._emit("run:finished", run=self.run_id, status=status, exit_code=code)

@@ -24,6 +24,7 @@ from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import statedir
 from runner.manager.chunks import Chunks
+from runner.manager.landing import Landing
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger, roadmap_key, task_hash
 from runner.manager.outcomes import Outcomes
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # A hung agent (or a callable past its timeout) is killed this long after its task's deadline + grace.
 _BACKSTOP_S = 5.0
+# At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
+FEEDBACK_CAP = 6000
 # Longest time an outcome waits to be committed and reported (group commit).
 _FLUSH_S = 0.05
 # The board (--status) is served from the first refresh after this long: a run of a few quick tasks
@@ -58,7 +61,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -91,10 +94,13 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         self._quick = QuickCalls()
         self._recorded = 0  # outcomes committed to the ledger
         self._unrecorded = 0  # outcomes written but not yet committed
+        self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed), for the next attempt
+        self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
     def _check_runnable(self) -> None:
+        self._workspace_settings()
         missing = [
             t
             for t in self._members()
@@ -141,6 +147,9 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         self.run_id = run_id
         self.folder = statedir.new_run_folder(state_dir, run_id)
         self.logs = os.path.join(self.folder, "logs")
+        self._spaces, self._landers = {}, {}
+        if self._worktree_tasks():
+            self._open_workspaces()
         self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
         paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
         self.events = EventLog(paths)
@@ -163,6 +172,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             age_every=self.opt.age_every,
             backoff_base=self.opt.backoff_base,
             max_failures=self.opt.max_failures,
+            files=self._files_table(),
         )
         wall = time.time()
         for task_id in self.sched.drain_changes():
@@ -183,6 +193,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         )
         self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self._members()))
         wake_r, wake_w = os.pipe()
+        self._wake_w = wake_w  # the landing thread wakes the loop through it too
         os.set_blocking(wake_w, False)
         old = self._install_signals(wake_w)
         try:
@@ -194,6 +205,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             self._loop(wake_r)
         finally:
             self._restore_signals(old)
+            self._stop_landing()
             os.close(wake_r)
             os.close(wake_w)
             for agent_id, reason in self.backend.stop(timeout=5.0):
@@ -221,6 +233,10 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
                 carried[task_id] = old_hash
             else:
                 self.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
+        if self.ws:
+            for task_id in self._recover_workspaces(previous.id) - set(carried):
+                if task_id in self.tasks:
+                    carried[task_id] = task_hash(self.tasks[task_id])
         self.reporter.message(
             f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again"
         )
@@ -255,7 +271,10 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
                 next_refresh = now + _REFRESH_S
             timeout = self._timeout(now, next_refresh)
             starting = any(r.state == "starting" for r in self.pool.agents.values())
-            if timeout is None and not self.pool.reservations and not starting and not self.sched.finished():
+            if (
+                timeout is None and not self.pool.reservations and not starting and not self.sched.finished()
+                and not self._landing_pending()
+            ):
                 self._stuck()
                 continue
             # Group commit: outcomes are committed, then reported, together, at most _FLUSH_S after the
@@ -267,6 +286,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
                 else:
                     timeout = due - now if timeout is None else min(timeout, due - now)
             messages, extras = self.backend.wait(timeout, [wake_r])
+            if self._spaces and self._land_done:
+                self._collect_landings()
             if extras:
                 _drain_fd(wake_r)
                 self._on_signals()
@@ -373,8 +394,12 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
         command = task.command
         rate_limit = self.opt.rate_limit
+        feedback = self._feedback_text(task.id)
+        env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)}
+        if feedback:
+            env["WVO_FEEDBACK"] = feedback
         if command is None and task.call is None:
-            command = executors.build_argv(task, role, self.executor)
+            command = executors.build_argv(task, role, self.executor, feedback)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
             command = tuple(command)
@@ -386,12 +411,25 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             call=task.call,
             args=tuple(task.args),
             kwargs=dict(task.kwargs),
-            env={**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)},
+            env=env,
             cwd=task.cwd,
             timeout=task.timeout,
             grace=self.opt.grace,
             rate_limit_pattern=rate_limit,
+            workspace=self._workspace_field(task.id) if self.ws else None,
+            checks=self.ws[task.id].checks if task.id in self.ws else (),
         )
+
+    def _feedback_text(self, task_id: str) -> str:
+        """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""
+        notes = self._feedback.get(task_id)
+        if not notes:
+            return ""
+        blocks = [f"Attempt {n} did not succeed: {text.strip()}" for n, text in notes]
+        text = "\n\n".join(blocks)
+        if len(text) > FEEDBACK_CAP:
+            text = "[earlier feedback cut]\n" + text[-FEEDBACK_CAP:]
+        return "Feedback from earlier attempts:\n" + text
 
     def _handle(self, agent_id: str, msg) -> None:
         if isinstance(msg, Started):
@@ -415,6 +453,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._observe(msg)
+            if self.ws and self._to_landing(agent_id, msg):
+                return
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, BatchResult):
             self._batch_done(agent_id, msg)

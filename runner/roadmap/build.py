@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Task
 from runner.roadmap.fields import (
     CALL,
+    CODING_TASK_FIELDS,
     COMPLEXITIES,
     DEFAULTS_FIELDS,
     EPIC_FIELDS,
@@ -48,6 +49,7 @@ class Builder:
         self.executor: object | None = None
         self.executor_place: str | None = None
         self.agents: dict[str, int] | None = None
+        self.settings: dict = {}  # top-level `workspace:` (the first file's that has one)
         self.mapping_deps: set[str] = set()  # ids of tasks whose `dependencies:` was a mapping
         self._suggestions: dict[tuple, str | None] = {}
         # per file, set by add_file
@@ -74,6 +76,9 @@ class Builder:
             self._executor(self.defaults["executor"], line, "defaults.executor")
         if "agents" in root:
             self._agents(root["agents"], line)
+        if "workspace" in root:
+            self._coding_block(root["workspace"], "workspace", line)
+            self.settings.setdefault("workspace", root["workspace"])
         if not any(k in root for k in TOP_FIELDS):
             self.p.warn("no `tasks:` or `epics:` in this file", path, line)
         for key, value in root.items():
@@ -218,6 +223,10 @@ class Builder:
                 t.role = d["role"]
             if d.get("env"):
                 t.env = {**d["env"], **t.env}
+        if "checks" in d and "checks" not in raw:
+            t.meta["checks"] = d["checks"]
+        if any(k in raw for k in CODING_TASK_FIELDS):
+            self._coding_task(t, raw)
         if t.complexity_score is not None:
             derived = complexity_of(t.complexity_score)
             if t.complexity is None:
@@ -484,6 +493,12 @@ class Builder:
                     self.p.error(f"`{where}` must be text; got {v!r}", file, line)
             elif key == "executor":
                 out["executor"] = v
+            elif key == "workspace":
+                self._coding_block(v, where, line)
+                out[key] = v
+            elif key == "checks":
+                self._coding_block({"checks": v}, "defaults", line)
+                out[key] = v
             elif key == "executor_timeouts":
                 table = self._executor_timeouts(v, line)
                 if table is not None:
@@ -574,6 +589,28 @@ class Builder:
             hint = self._suggest(key, known)
             if hint:
                 self.p.warn(f"unknown {what} `{key}`; did you mean `{hint}`?", self.file, line)
+
+    def _coding_block(self, raw, where: str, line: int) -> None:
+        from runner.coding.settings import parse_block
+
+        problems: list[str] = []
+        parse_block(raw, where, problems)
+        for message in problems:
+            self.p.error(message, self.file, line)
+
+    def _coding_task(self, t: Task, raw: dict) -> None:
+        from runner.coding.settings import TASK_WORKSPACE_KEYS, _text_list, parse_block
+
+        problems: list[str] = []
+        for key in ("files", "checks"):
+            if key in raw:
+                _text_list(raw[key], key, problems)
+        if "allow_empty" in raw and not isinstance(raw["allow_empty"], bool):
+            problems.append(f"`allow_empty` must be true or false; got {raw['allow_empty']!r}")
+        if "workspace" in raw:
+            parse_block(raw["workspace"], "workspace", problems, TASK_WORKSPACE_KEYS)
+        for message in problems:
+            self.p.error(message, t.file, t.line, t.id)
 
     def _suggest(self, key: str, known: tuple) -> str | None:
         cached = self._suggestions.get((key, known), _UNSET)

@@ -14,8 +14,12 @@ TASK_FIELDS = (
     "complexity_score", "timeout", "retries", "env", "cwd", "role", "affinity", "set_id", "description",
     "exit_criteria", "epic", "milestone",
 )  # fmt: skip
-DEFAULTS_FIELDS = ("timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts")
-TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents")
+DEFAULTS_FIELDS = (
+    "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
+)  # fmt: skip
+TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace")
+# Task fields of the coding layer, kept in Task.meta and read by runner.coding.settings.
+CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace")
 EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")
 MILESTONE_FIELDS = ("id", "title", "description", "status", "tasks")
 # Names people write for a field that this format spells differently; ignoring them would change what runs.

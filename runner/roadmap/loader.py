@@ -132,6 +132,7 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
             defaults=builder.merged_defaults,
             executor=builder.executor,
             agents=builder.agents,
+            settings=builder.settings,
             content_hash=digest.hexdigest(),
             warnings=list(warnings),
         )

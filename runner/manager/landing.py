@@ -1,0 +1,324 @@
+"""Worktree tasks in the manager: their settings, the landing queue, and the end of their run.
+
+Part of runner.manager.run.Run (a mixin). An agent runs a worktree attempt and commits it
+(runner.agents.coding_attempt); when it succeeded, the manager hands the task over to the landing
+queue and the agent is free for its next task at once:
+
+    TaskResult(succeeded, workspace.commit) ──▶ sched.hand_over(task, agent) ──▶ queue (FIFO)
+         ──▶ landing thread: Lander.land(branch) in the landing worktree, checks on the merged result
+         ──▶ wake-up pipe ──▶ loop: record the outcome (succeeded / conflict / check_failed), dependents ready
+
+One thread lands, one task at a time; it touches git only (runner.coding.landing) and hands its
+verdicts back through a deque and a byte on the loop's wake-up pipe. Nothing else is shared with it.
+Its check commands run in our own session (a process group of their own, killed whole on timeout), so
+the backend's orphan sweep, which kills processes of other sessions, never takes them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+
+from runner.agents.messages import TaskResult
+from runner.errors import UsageError
+from runner.manager.scheduler import LANDING
+from runner.model import Outcome
+
+log = logging.getLogger(__name__)
+
+CHECK_TAIL_LINES = 40
+
+
+class Landing:
+    """Workspace settings per task, the landing thread and its queue (mixed into Run)."""
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def _workspace_settings(self) -> None:
+        """Each task's workspace (self.ws: task id -> coding.settings.Workspace); UsageError naming the place."""
+        from runner.coding import settings
+
+        self.ws = {}
+        self._spaces = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
+        self._landers = {}  # (repo, into) -> runner.coding.landing.Lander
+        o = self.opt
+        overrides = settings.Overrides(o.workspace, o.land, o.into, o.keep_worktrees)
+        top = self.roadmap.settings.get("workspace") if getattr(self.roadmap, "settings", None) else None
+        defaults = self.roadmap.defaults.get("workspace") if self.roadmap.defaults else None
+        repos: dict[str, str | None] = {}
+
+        def repo_of(folder: str) -> str | None:
+            if folder not in repos:
+                repos[folder] = _repo_top(folder)
+            return repos[folder]
+
+        problems_at = []
+        for task in self._members():
+            if not task.runnable_status or task.id in o.blocked:
+                continue
+            agent_task = task.command is None and task.call is None
+            wanted = o.workspace or any(k in task.meta for k in ("files", "checks", "allow_empty", "workspace")) or top or defaults
+            if not agent_task and not wanted:
+                continue
+            problems: list[str] = []
+            top_s = settings.parse_block(top, "workspace", problems)
+            def_s = settings.parse_block(defaults, "defaults.workspace", problems)
+            ws = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
+            if ws.mode == "worktree" and task.call is not None:
+                problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
+            if problems:
+                problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
+                continue
+            if ws.mode == "worktree" or ws.files or ws.checks:
+                self.ws[task.id] = ws
+        if problems_at:
+            more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
+            raise UsageError(problems_at[0] + more)
+        if self._worktree_tasks():
+            from runner.coding.workspace import WorkspaceError, refuse_if_checked_out
+
+            for repo, into in {(w.repo, w.into) for w in self.ws.values() if w.mode == "worktree"}:
+                try:
+                    refuse_if_checked_out(repo, into)
+                except WorkspaceError as exc:
+                    raise UsageError(f"workspace: {exc}") from None
+
+    def _worktree_tasks(self) -> list[str]:
+        return [tid for tid, w in self.ws.items() if w.mode == "worktree"]
+
+    def _files_table(self) -> dict[str, tuple[str, ...]]:
+        return {tid: w.files for tid, w in self.ws.items() if w.files}
+
+    def _open_workspaces(self) -> None:
+        """One journal of branches per (repo, into), in the run folder; `into` created from base when missing."""
+        from runner.coding.landing import Lander
+        from runner.coding.workspace import GitError, WorkspaceError, Workspaces
+
+        self._land_queue = collections.deque()  # (task id, agent id, attempt, TaskResult) waiting to land
+        self._land_done = collections.deque()  # verdicts from the landing thread
+        self._land_busy = 0  # tasks handed over and not yet recorded
+        self._land_cv = threading.Condition()
+        self._land_thread = None
+        self._ws_info: dict[str, dict] = {}  # task id -> what its last attempt's workspace did
+        for key in sorted({(w.repo, w.into, w.base) for w in self.ws.values() if w.mode == "worktree"}, key=str):
+            repo, into, base = key
+            folder = os.path.join(self.folder, "ws" if not self._spaces else f"ws{len(self._spaces) + 1}")
+            try:
+                spaces = Workspaces(repo, folder, os.path.basename(self.folder), into, base=base)
+            except (GitError, WorkspaceError) as exc:
+                raise UsageError(f"workspace: {exc}") from None
+            self._spaces[(repo, into)] = spaces
+            self._landers[(repo, into)] = Lander(spaces)
+
+    def _workspace_field(self, task_id: str) -> dict | None:
+        w = self.ws.get(task_id)
+        if w is None or w.mode != "worktree":
+            return None
+        spaces = self._spaces[(w.repo, w.into)]
+        task = self.tasks[task_id]
+        return {
+            "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
+            "title": task.title, "allow_empty": w.allow_empty, "keep": self.opt.keep_worktrees,
+        }  # fmt: skip
+
+    def _recover_workspaces(self, previous_run: int) -> set[str]:
+        """--resume: the dead run's worktrees saved (WIP) and removed; its committed attempts landed now.
+
+        Returns the tasks whose work is on `into` (landed before the crash, or just now): they are not
+        run again. A committed attempt that no longer lands (a conflict, failing checks) runs again.
+        """
+        from runner.coding.landing import Landed, Lander
+        from runner.coding.workspace import JOURNAL, GitError, WorkspaceError, Workspaces
+
+        row = self.ledger.db.execute("SELECT folder FROM runs WHERE id = ?", (previous_run,)).fetchone()
+        if not row or not row[0] or not os.path.isdir(row[0]):
+            return set()
+        done: set[str] = set()
+        for name in sorted(os.listdir(row[0])):
+            folder = os.path.join(row[0], name)
+            if not name.startswith("ws") or not os.path.isfile(os.path.join(folder, JOURNAL)):
+                continue
+            try:
+                spaces = Workspaces.open(folder)
+                recovery = spaces.recover()
+                owned = spaces.owned()
+                done |= {owned[b]["task"] for b in recovery.landed}
+                lander = Lander(spaces)
+                for ws in recovery.finished:
+                    task = self.tasks.get(ws.task_id)
+                    w = self.ws.get(ws.task_id)
+                    if task is None or w is None or w.mode != "worktree":
+                        continue
+                    log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
+                    env = {**os.environ, **{k: str(v) for k, v in task.env.items()}}
+                    checks = _landing_checks(w.checks, env, task.timeout, log_path) if w.checks else None
+                    verdict = lander.land(ws.branch, task.title or task.id, checks)
+                    if isinstance(verdict, Landed):
+                        done.add(ws.task_id)
+                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
+                    else:
+                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
+                spaces.finish(keep_worktrees=False)
+            except (GitError, WorkspaceError, OSError) as exc:
+                self.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
+        return done
+
+    # -- after an attempt -----------------------------------------------------------------------------
+
+    def _to_landing(self, agent_id: str, res: TaskResult) -> bool:
+        """A worktree attempt succeeded: queue it to land (True), or let it be recorded as it is (False)."""
+        w = self.ws.get(res.task_id)
+        if res.workspace is not None:
+            self._ws_info[res.task_id] = dict(res.workspace)
+        if w is None or w.mode != "worktree" or res.outcome != Outcome.SUCCEEDED.value:
+            return False
+        if w.land != "merge" or not (res.workspace or {}).get("commit"):
+            if res.workspace is not None:
+                self._ws_info[res.task_id]["landed"] = None
+                self._ws_info[res.task_id]["why"] = "land: branch" if w.land != "merge" else "nothing to land"
+            return False
+        self.sched.hand_over(res.task_id, agent_id)
+        self._land_busy += 1
+        with self._land_cv:
+            self._land_queue.append((res.task_id, agent_id, res.attempt, res))
+            self._land_cv.notify()
+        if self._land_thread is None:
+            self._land_thread = threading.Thread(target=self._land_worker, name="wvo-landing", daemon=True)
+            self._land_thread.start()
+        self._emit("task:landing", task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
+        return True
+
+    def _land_worker(self) -> None:
+        from runner.coding.workspace import GitError, WorkspaceError
+
+        while True:
+            with self._land_cv:
+                while not self._land_queue:
+                    self._land_cv.wait()
+                job = self._land_queue.popleft()
+            if job is None:
+                return
+            task_id, agent_id, attempt, res = job
+            w = self.ws[task_id]
+            lander = self._landers[(w.repo, w.into)]
+            task = self.tasks[task_id]
+            log_path = self._records.get((task_id, attempt), {}).get("log") or os.path.join(self.logs, f"{task_id}.{attempt}.log")
+            checks = _landing_checks(w.checks, {**os.environ, **{k: str(v) for k, v in task.env.items()}}, task.timeout, log_path)
+            try:
+                lander.spaces.reload()  # the agent that made the branch journalled it in its own process
+                verdict = lander.land(res.workspace["branch"], task.title or task.id, checks if w.checks else None)
+            except (GitError, WorkspaceError, OSError) as exc:
+                verdict = exc
+            self._land_done.append((task_id, agent_id, attempt, res, verdict, time.time()))
+            try:
+                os.write(self._wake_w, b"L")
+            except OSError:
+                pass
+
+    def _collect_landings(self) -> None:
+        """Record what the landing thread decided since the last look (the loop calls this every round)."""
+        from runner.coding.landing import ChecksFailed, Conflict, Landed
+
+        while self._land_done:
+            task_id, agent_id, attempt, res, verdict, end = self._land_done.popleft()
+            self._land_busy -= 1
+            info = self._ws_info.setdefault(task_id, {})
+            if isinstance(verdict, Landed):
+                info["landed"] = verdict.commit
+                outcome, error = Outcome.SUCCEEDED, None
+            elif isinstance(verdict, Conflict):
+                info["landed"], info["why"] = None, f"conflict in {', '.join(verdict.files)}"
+                outcome, error = Outcome.CONFLICT, f"conflict landing on {self.ws[task_id].into}: {', '.join(verdict.files)}"
+                self._feedback_note(task_id, attempt, f"Your previous attempt conflicted with work landed meanwhile on "
+                                    f"{self.ws[task_id].into}, in: {', '.join(verdict.files)}. Start from the new tip.")
+            elif isinstance(verdict, ChecksFailed):
+                info["landed"], info["why"] = None, "checks failed on the merged result"
+                outcome, error = Outcome.CHECK_FAILED, f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
+                self._feedback_note(task_id, attempt, f"The checks failed once your work was merged:\n{verdict.detail}")
+            else:
+                info["landed"], info["why"] = None, f"landing failed: {verdict}"
+                outcome, error = Outcome.FAILED, f"landing failed: {verdict}"
+            msg = TaskResult(task_id, attempt, outcome.value, res.exit_code, res.start, end, error=error, log=res.log,
+                             workspace=info, checks=res.checks)  # fmt: skip
+            self._emit("task:landed" if outcome is Outcome.SUCCEEDED else "task:not_landed", task=task_id,
+                       attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
+            self._outcome(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+
+    def _landing_pending(self) -> bool:
+        return bool(getattr(self, "_land_busy", 0))
+
+    def _feedback_note(self, task_id: str, attempt: int, text: str) -> None:
+        self._feedback.setdefault(task_id, []).append((attempt, text))
+
+    # -- the end --------------------------------------------------------------------------------------
+
+    def _stop_landing(self) -> None:
+        if getattr(self, "_land_thread", None) is not None:
+            with self._land_cv:
+                self._land_queue.append(None)
+                self._land_cv.notify()
+            self._land_thread.join(timeout=60.0)
+
+    def _finish_workspaces(self) -> dict:
+        """Remove worktrees (unless kept), delete landed branches, list the others: for the summary."""
+        from runner.coding.workspace import GitError, WorkspaceError
+
+        out = {"kept": [], "deleted": 0, "worktrees_kept": []}
+        for spaces in self._spaces.values():
+            try:
+                spaces.reload()  # the agents journalled their branches in their own processes
+                cleanup = spaces.finish(keep_worktrees=self.opt.keep_worktrees)
+            except (GitError, WorkspaceError, OSError) as exc:
+                self.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
+                continue
+            out["deleted"] += len(cleanup.deleted)
+            out["kept"] += [{"branch": b, "state": s} for b, s in cleanup.kept]
+            out["worktrees_kept"] += cleanup.worktrees_kept
+        return out
+
+
+def _repo_top(folder: str) -> str | None:
+    import subprocess  # lazily: only a run with workspace settings asks git
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", folder, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _landing_checks(checks, env: dict, timeout: float | None, log_path: str):
+    """checks(worktree) for the Lander: each command in turn, output appended to the attempt's log."""
+
+    def run(path: str) -> tuple[bool, str]:
+        import subprocess
+
+        for check in checks:
+            with open(log_path, "ab") as logf:
+                logf.write(f"\n===== wvo-batch landing check: {check} (on the merged result) =====\n".encode())
+                logf.flush()
+                proc = subprocess.Popen(["/bin/sh", "-c", check], cwd=path, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
+                try:
+                    out, _ = proc.communicate(timeout=timeout)
+                    code = proc.returncode
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    out, _ = proc.communicate()
+                    code = None
+                logf.write(out)
+                logf.write(f"===== exit {code} =====\n".encode())
+            if code != 0:
+                tail = "\n".join(out.decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
+                why = "timed out" if code is None else f"exit {code}"
+                return False, f"{check} ({why})\n{tail}"
+        return True, ""
+
+    return run
