@@ -1,7 +1,7 @@
 """The roadmap: YAML in, a validated `Roadmap` of `Task`s out, and what is written back to the file.
 
-Reading (`yamlread` picks the line-based `yamlfast` reader or the libyaml fallback `yamllib`; both
-build the `yamldoc.Doc` of values with their line numbers), building tasks (`build` walks the files and
+Reading (`yamlread` picks the line-based `yamlfast` reader, with `yamlscalar` for what plain scalars
+mean, or the libyaml fallback `yamllib`; both build the `yamldoc.Doc` of values with their line numbers), building tasks (`build` walks the files and
 their layouts, `buildtask` reads one task, `fields` checks single values), the dependency graph and
 cycle checks (`graph`), problems and `--check` (`check`, `plan`), batch selection (`selection`), the
 JSON Schema (`schema`), and `--write-back` (`writeback`). `loader.load` is the entry.

@@ -9,6 +9,16 @@ from __future__ import annotations
 import re
 
 from runner.roadmap.yamldoc import MAX_DEPTH, Doc
+from runner.roadmap.yamlscalar import (  # noqa: F401  (_DECIMAL, _NUMBER_START: tests)
+    _DECIMAL,
+    _NOT_PLAIN_FIRST,
+    _NUMBER_START,
+    _NUMERIC_FIRST,
+    _PLAIN_FIRST,
+    _WORDS,
+    Bail,
+    _number,
+)
 
 # Characters the fast reader accepts anywhere; anything else (tabs, CR, odd line breaks, control
 # characters, a BOM inside the text) sends the file to libyaml, which knows every rule about them.
@@ -23,26 +33,6 @@ def fast_ok(data: bytes, text: str) -> bool:
     return re.search(_UNICODE_BAD, text) is None
 
 
-class Bail(Exception):
-    """The fast reader met YAML outside its subset; libyaml reads the file instead."""
-
-
-_NUMERIC_FIRST = frozenset("0123456789+-.")  # may start an int, float or timestamp
-# Decimals that PyYAML reads as int(text) or float(text) and as nothing else; tests compare them with it.
-# The rest (010 is octal, 0x1f, 1_000, 1:30, .5, 1e3, .inf, 2024-01-01, ...) is left to PyYAML itself.
-_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(\.[0-9]+)?")
-# How every int, float and timestamp of YAML 1.1 starts (see the regexps of yaml.resolver): after a sign,
-# digits followed by one of _.:-bx or nothing, or a dot and a digit, inf or nan. Anything else (-c, --all,
-# ./run.sh, 10m, 3 apples) is text. \n: those regexps end in $, which also matches before a final newline.
-_NUMBER_START = re.compile(r"[-+]?(?:[0-9]+(?:[-_.:bx\n]|\Z)|\.[0-9iInN])")
-_WORDS = {  # the other plain scalars YAML 1.1 does not read as text
-    **dict.fromkeys(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
-    **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
-    **dict.fromkeys(("~", "null", "Null", "NULL"), None),
-}
-_NOT_PLAIN_FIRST = frozenset("?:,[]{}#&*!|>'\"%@`<=")  # '<' and '=' start YAML's merge and value keys
-# First characters after which a one-line plain scalar is text, unless it is one of _WORDS.
-_PLAIN_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_/$()^;")
 _SINGLE = re.compile(r"'([^']*(?:''[^']*)*)'(?: +#.*)? *\Z")  # a whole single-quoted value, maybe a comment
 _DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)? *\Z')  # the same, double-quoted without escapes
 
@@ -493,21 +483,3 @@ class FastReader:
             self.numbers[v] = value
             return value
         return _WORDS.get(v, v) if len(v) <= 5 else v
-
-
-def _number(v: str):
-    """A plain scalar that starts like a number -> its value as PyYAML's SafeLoader reads it. Raises Bail."""
-    decimal = _DECIMAL.fullmatch(v)
-    if decimal is not None:
-        try:
-            return float(v) if decimal.group(1) else int(v)
-        except ValueError:  # more digits than int() converts: PyYAML fails on it too
-            pass
-    elif _NUMBER_START.match(v) is None:
-        return v
-    from runner.roadmap.yamllib import resolve_plain  # imports PyYAML, which an ordinary roadmap does without
-
-    try:
-        return resolve_plain(v)
-    except (ValueError, OverflowError):
-        raise Bail from None
