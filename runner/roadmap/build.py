@@ -14,12 +14,17 @@ from runner.roadmap.fields import (
     DEFAULTS_FIELDS,
     EPIC_FIELDS,
     EXECUTOR_TIMEOUTS,
+    MAX_AGENTS_PER_ROLE,
+    MAX_RETRIES,
     MILESTONE_FIELDS,
     PRIORITIES,
     TOP_FIELDS,
+    given_twice,
     kind_of,
+    os_text_problem,
     parse_duration,
     parse_env,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +49,14 @@ class Builder(TaskBuilder):
     def add_file(self, path: str, doc: Doc) -> None:
         self.file, self.doc = path, doc
         self._folders = {}
-        root = doc.data
+        self._layout(doc.data)
+        # YAML keeps only the last of a repeated key: a second `tasks:` would drop the first list unseen.
+        for dups in doc.dup_keys.values():  # those of task mappings were reported (with the task) and popped
+            for key, first_line, again in dups:
+                self.p.error(f"key {given_twice(key, first_line, again)}", path, again)
+
+    def _layout(self, root) -> None:
+        path, doc = self.file, self.doc
         if not isinstance(root, dict):
             self.p.error(f"the file must be a mapping with `tasks:` or `epics:`, not {kind_of(root)}", path, 1)
             return
@@ -154,10 +166,10 @@ class Builder(TaskBuilder):
                 else:
                     out["timeout"] = seconds
             elif key == "retries":
-                if type(v) is int and v >= 0:
+                if type(v) is int and 0 <= v <= MAX_RETRIES:
                     out["retries"] = v
                 else:
-                    self.p.error(f"`{where}` must be a whole number >= 0; got {v!r}", file, line)
+                    self.p.error(f"`{where}` must be a whole number >= 0, at most {MAX_RETRIES}; got {shown(v)}", file, line)
             elif key == "priority":
                 p = PRIORITIES.get(v.strip().lower()) if type(v) is str else None
                 if p is None:
@@ -171,7 +183,10 @@ class Builder(TaskBuilder):
                 else:
                     out["env"] = env
             elif key in ("cwd", "role"):
-                if type(v) is str and v.strip():
+                problem = os_text_problem(v) if key == "cwd" and type(v) is str else None
+                if problem:
+                    self.p.error(f"`{where}` {problem}", file, line)
+                elif type(v) is str and v.strip():
                     out[key] = v
                 else:
                     self.p.error(f"`{where}` must be text; got {v!r}", file, line)
@@ -249,9 +264,12 @@ class Builder(TaskBuilder):
             return
         agents = {}
         for role, n in v.items():
-            if type(role) is not str or type(n) is not int or n < 0:
+            if type(role) is not str or type(n) is not int or not 0 <= n <= MAX_AGENTS_PER_ROLE:
                 self.p.error(
-                    f"`agents:` entry {role!r}: {n!r} must be a role name and a whole number >= 0", self.file, line
+                    f"`agents:` entry {shown(role)}: {shown(n)} must be a role name and a whole number >= 0"
+                    f", at most {MAX_AGENTS_PER_ROLE}",
+                    self.file,
+                    line,
                 )
             else:
                 agents[role] = n

@@ -17,14 +17,18 @@ from runner.roadmap.fields import (
     COMPLEXITIES,
     EXECUTOR_TIMEOUTS,
     FIELD_ALIASES,
+    MAX_RETRIES,
     PRIORITIES,
     STATUS_WORDS,
     TASK_FIELDS,
     complexity_of,
     criterion_text,
+    given_twice,
     kind_of,
+    os_text_problem,
     parse_duration,
     parse_env,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -66,10 +70,9 @@ class TaskBuilder:
         if first is not t:
             err(f"duplicate task id (first defined at {first.place()})", file, line, tid)
         if self.doc.dup_keys:
-            for key, kline in self.doc.dup_keys.get(id(raw), ()):
-                self.p.warn(
-                    f"field `{key}` is given twice (again at line {kline}); the last one is used", file, line, tid
-                )
+            dups = self.doc.dup_keys.pop(id(raw), ())  # the rest are reported by Builder.add_file
+            for key, first_line, again in dups:
+                err(f"field {given_twice(key, first_line, again)}", file, again, tid)
         handlers, statuses, priorities = _FIELD_HANDLERS, STATUS_WORDS, PRIORITIES
         for key, value in raw.items():
             if type(value) is str:  # the usual values, read here without a call
@@ -100,6 +103,8 @@ class TaskBuilder:
         return t
 
     def _finish_task(self, t: Task, raw: dict) -> None:
+        if not self.doc.plain_text:
+            self._os_check(t)
         d = self.defaults
         get = raw.get
         if d:  # None in the task means "not set" too
@@ -137,6 +142,20 @@ class TaskBuilder:
                 self.p.error("has both `command` and `call`; a task runs one of them", t.file, t.line, t.id)
         elif t.args or t.kwargs:
             self.p.warn("`args`/`kwargs` only apply to `call:` tasks (ignored)", t.file, t.line, t.id)
+
+    def _os_check(self, t: Task) -> None:
+        """What an agent hands the OS must be something it can take: libyaml's escapes can write a NUL."""
+        fields = [("id", t.id), ("cwd", t.cwd)]
+        if type(t.command) is str:
+            fields.append(("command", t.command))
+        elif t.command:
+            fields += [(f"command[{i}]", arg) for i, arg in enumerate(t.command)]
+        if t.command is None and t.call is None:  # an executor's prompt, one argv element, is made of these
+            fields += [("title", t.title), ("description", t.description)]
+        for name, value in fields:
+            problem = os_text_problem(value) if type(value) is str else None
+            if problem:
+                self._bad(t, f"`{name}` {problem}")
 
     def _executor_timeout(self, t: Task) -> float:
         table = self.defaults.get("executor_timeouts") or EXECUTOR_TIMEOUTS
@@ -274,10 +293,10 @@ class TaskBuilder:
     def f_retries(self, t: Task, v) -> None:
         if v is None:
             return
-        if type(v) is int and v >= 0:
+        if type(v) is int and 0 <= v <= MAX_RETRIES:
             t.retries = v
         else:
-            self._bad(t, f"`retries` must be a whole number >= 0; got {v!r}")
+            self._bad(t, f"`retries` must be a whole number >= 0, at most {MAX_RETRIES}; got {shown(v)}")
 
     def f_env(self, t: Task, v) -> None:
         env, problem = parse_env(v)

@@ -89,7 +89,7 @@ class FastReader:
         data, i = self._map(i, len(line) - len(s), None, 1)
         if self._next(i) != self.n:
             raise Bail
-        return Doc(data, self.map_lines, self.seq_lines, self.dup_keys)
+        return Doc(data, self.map_lines, self.seq_lines, self.dup_keys, plain_text=True)
 
     def _next(self, i: int) -> int:
         lines, n = self.lines, self.n
@@ -155,7 +155,7 @@ class FastReader:
             if key is Bail:
                 key = self._key(raw_key)
             if key in m:
-                self.dup_keys.setdefault(id(m), []).append((key, i + 1))
+                self.dup_keys.setdefault(id(m), []).append((key, self._key_line(m, key, indent, i), i + 1))
             s = last = None
             if not rest or rest[0] == "#":
                 m[key], i = self._block(i + 1, indent, True, depth + 1)
@@ -178,6 +178,20 @@ class FastReader:
                 m[key], text, i = self._value(rest, i, indent + 1)
                 if text is not None:
                     last = (key, text, i - 1)
+
+    def _key_line(self, m: dict, key, indent: int, upto: int) -> int:
+        """1-based line where `key` first appears in the block mapping m (keys at column indent), before line upto."""
+        lines, keys = self.lines, self.keys
+        for j in range(self.map_lines[id(m)] - 1, upto):
+            s = lines[j].lstrip(" ")
+            while s[:2] == "- ":  # the mapping's first key may follow its item's dash
+                s = s[2:].lstrip(" ")
+            if len(lines[j]) - len(s) == indent:
+                p = s.find(": ")
+                raw = s[:p] if p >= 0 else s[:-1] if s[-1:] == ":" else None
+                if raw is not None and keys.get(raw, Bail) == key:
+                    return j + 1
+        return upto + 1
 
     def _seq(self, i: int, indent: int, depth: int):
         if depth > MAX_DEPTH:
@@ -392,7 +406,7 @@ class FastReader:
             if key is Bail:
                 key = self._key(raw_key)
             if key in m:
-                self.dup_keys.setdefault(id(m), []).append((key, line))
+                self.dup_keys.setdefault(id(m), []).append((key, line, line))
             c = value[0]
             if c == "[":
                 if not lists or value[-1] != "]":
@@ -446,7 +460,7 @@ class FastReader:
                     if isinstance(key, (list, dict)) or text[pos : pos + 2] != ": ":
                         raise Bail
                     if key in out:
-                        self.dup_keys.setdefault(id(out), []).append((key, line))
+                        self.dup_keys.setdefault(id(out), []).append((key, line, line))
                     out[key], pos = self._flow_node(text, pos + 2, line, depth + 1)
                 while pos < n and text[pos] == " ":
                     pos += 1
