@@ -621,12 +621,12 @@ def test_unknown_status_is_a_warning_and_the_task_is_skipped(write):
     assert result.blocked == {"b": "dependency `a` has unknown status `waiting_for_review`"}
 
 
-def test_duplicate_key_in_a_task_is_a_warning(write):
+def test_duplicate_key_in_a_task_is_an_error_naming_both_lines(write):
     path = write("r.yaml", "tasks:\n  - id: a\n    retries: 1\n    retries: 2\n")
     result = load([path])
-    problem = only(result.warnings, "given twice")
-    at(problem, path, 2, "a")
-    assert "line 4" in problem.message and result.roadmap.tasks[0].retries == 2
+    problem = only(result.errors, "given twice")
+    at(problem, path, 4, "a")
+    assert "lines 3 and 4" in problem.message and result.roadmap is None
 
 
 def test_strict_turns_warnings_into_errors(write):

@@ -5,11 +5,12 @@
                                                         │  yamllib: libyaml (bounded) for everything else,
                                                         │  PyYAML imported only then
                                                         ▼
-             roadmap_build.Builder: layouts (tasks:, epics → milestones → tasks), defaults, executor, agents
+             build.Builder: layouts (tasks:, epics → milestones → tasks), defaults, executor, agents;
+                            buildtask.TaskBuilder: each task's fields
                                                         ▼
-             roadmap_graph.analyse: unknown dependencies, cycles, blocked tasks, critical path
+             graph.analyse: unknown dependencies, cycles, blocked tasks, critical path
                                                         ▼
-             roadmap_check.CheckResult ──▶ Roadmap (when valid) · plan.plan() · plan.format_plan()
+             check.CheckResult ──▶ Roadmap (when valid) · plan.plan() · plan.format_plan()
 
 Nothing here raises for bad input except load_roadmap(), which raises RoadmapError. The public names of
 the modules above are importable from here, as they were when all of this was one module.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from runner.coding.executors import PRESETS
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
+from runner.roadmap.fields import MAX_RETRIES, MAX_TIMEOUT_S
 from runner.roadmap.loader import EXECUTOR_TIMEOUTS
 
 _NUM = r"\d+(?:\.\d+)?"
@@ -21,9 +22,9 @@ def json_schema() -> dict:
     """The JSON Schema of a roadmap file."""
     statuses = sorted(s for s in RUN_STATUSES | SKIP_STATUSES if s)
     duration = {
-        "description": "Seconds, or a duration such as 90s, 10m, 2h, 1h30m; `off` (or false) for none.",
+        "description": "Seconds, or a duration such as 90s, 10m, 2h, 1h30m, at most 7 days; `off` (or false) for none.",
         "anyOf": [
-            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
             {"type": "string", "pattern": DURATION_PATTERN},
             {"const": False},
         ],
@@ -67,7 +68,7 @@ def json_schema() -> dict:
             "complexity": {"enum": [c.value for c in Complexity]},
             "complexity_score": {"type": "integer", "minimum": 1, "maximum": 10},
             "timeout": duration,
-            "retries": {"type": "integer", "minimum": 0},
+            "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
             "env": env,
             "cwd": {"type": "string", "description": "Relative paths are relative to the roadmap file's folder."},
             "role": {"type": "string", "description": "Only agents of this role take the task."},
@@ -112,7 +113,7 @@ def json_schema() -> dict:
         "additionalProperties": False,
         "properties": {
             "timeout": duration,
-            "retries": {"type": "integer", "minimum": 0},
+            "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
             "priority": priority,
             "env": env,
             "cwd": {"type": "string"},

@@ -12,13 +12,16 @@ MAX_DEPTH = 100  # deepest nesting of YAML collections accepted
 class Doc:
     """Parsed YAML plus where each mapping and sequence item started (1-based lines)."""
 
-    __slots__ = ("data", "map_lines", "seq_lines", "dup_keys")
+    __slots__ = ("data", "map_lines", "seq_lines", "dup_keys", "plain_text")
 
-    def __init__(self, data, map_lines: dict, seq_lines: dict, dup_keys: dict):
+    def __init__(self, data, map_lines: dict, seq_lines: dict, dup_keys: dict, plain_text: bool = False):
         self.data = data
+        # True when every string is a slice of the decoded file (the fast reader reads no escapes), so none
+        # holds a NUL or a lone surrogate; libyaml's "\0" and "\ud800" escapes can make both.
+        self.plain_text = plain_text
         self.map_lines = map_lines  # id(dict) -> line
         self.seq_lines = seq_lines  # id(list) -> [line of each item] or the composed SequenceNode
-        self.dup_keys = dup_keys  # id(dict) -> [(key, line of the later one)]
+        self.dup_keys = dup_keys  # id(dict) -> [(key, line of the first, line of the later one)]
 
     def line(self, mapping) -> int | None:
         return self.map_lines.get(id(mapping))

@@ -9,6 +9,16 @@ from __future__ import annotations
 import re
 
 from runner.roadmap.yamldoc import MAX_DEPTH, Doc
+from runner.roadmap.yamlscalar import (  # noqa: F401  (_DECIMAL, _NUMBER_START: tests)
+    _DECIMAL,
+    _NOT_PLAIN_FIRST,
+    _NUMBER_START,
+    _NUMERIC_FIRST,
+    _PLAIN_FIRST,
+    _WORDS,
+    Bail,
+    _number,
+)
 
 # Characters the fast reader accepts anywhere; anything else (tabs, CR, odd line breaks, control
 # characters, a BOM inside the text) sends the file to libyaml, which knows every rule about them.
@@ -23,26 +33,6 @@ def fast_ok(data: bytes, text: str) -> bool:
     return re.search(_UNICODE_BAD, text) is None
 
 
-class Bail(Exception):
-    """The fast reader met YAML outside its subset; libyaml reads the file instead."""
-
-
-_NUMERIC_FIRST = frozenset("0123456789+-.")  # may start an int, float or timestamp
-# Decimals that PyYAML reads as int(text) or float(text) and as nothing else; tests compare them with it.
-# The rest (010 is octal, 0x1f, 1_000, 1:30, .5, 1e3, .inf, 2024-01-01, ...) is left to PyYAML itself.
-_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(\.[0-9]+)?")
-# How every int, float and timestamp of YAML 1.1 starts (see the regexps of yaml.resolver): after a sign,
-# digits followed by one of _.:-bx or nothing, or a dot and a digit, inf or nan. Anything else (-c, --all,
-# ./run.sh, 10m, 3 apples) is text. \n: those regexps end in $, which also matches before a final newline.
-_NUMBER_START = re.compile(r"[-+]?(?:[0-9]+(?:[-_.:bx\n]|\Z)|\.[0-9iInN])")
-_WORDS = {  # the other plain scalars YAML 1.1 does not read as text
-    **dict.fromkeys(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
-    **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
-    **dict.fromkeys(("~", "null", "Null", "NULL"), None),
-}
-_NOT_PLAIN_FIRST = frozenset("?:,[]{}#&*!|>'\"%@`<=")  # '<' and '=' start YAML's merge and value keys
-# First characters after which a one-line plain scalar is text, unless it is one of _WORDS.
-_PLAIN_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_/$()^;")
 _SINGLE = re.compile(r"'([^']*(?:''[^']*)*)'(?: +#.*)? *\Z")  # a whole single-quoted value, maybe a comment
 _DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)? *\Z')  # the same, double-quoted without escapes
 
@@ -99,7 +89,7 @@ class FastReader:
         data, i = self._map(i, len(line) - len(s), None, 1)
         if self._next(i) != self.n:
             raise Bail
-        return Doc(data, self.map_lines, self.seq_lines, self.dup_keys)
+        return Doc(data, self.map_lines, self.seq_lines, self.dup_keys, plain_text=True)
 
     def _next(self, i: int) -> int:
         lines, n = self.lines, self.n
@@ -165,7 +155,7 @@ class FastReader:
             if key is Bail:
                 key = self._key(raw_key)
             if key in m:
-                self.dup_keys.setdefault(id(m), []).append((key, i + 1))
+                self.dup_keys.setdefault(id(m), []).append((key, self._key_line(m, key, indent, i), i + 1))
             s = last = None
             if not rest or rest[0] == "#":
                 m[key], i = self._block(i + 1, indent, True, depth + 1)
@@ -188,6 +178,20 @@ class FastReader:
                 m[key], text, i = self._value(rest, i, indent + 1)
                 if text is not None:
                     last = (key, text, i - 1)
+
+    def _key_line(self, m: dict, key, indent: int, upto: int) -> int:
+        """1-based line where `key` first appears in the block mapping m (keys at column indent), before line upto."""
+        lines, keys = self.lines, self.keys
+        for j in range(self.map_lines[id(m)] - 1, upto):
+            s = lines[j].lstrip(" ")
+            while s[:2] == "- ":  # the mapping's first key may follow its item's dash
+                s = s[2:].lstrip(" ")
+            if len(lines[j]) - len(s) == indent:
+                p = s.find(": ")
+                raw = s[:p] if p >= 0 else s[:-1] if s[-1:] == ":" else None
+                if raw is not None and keys.get(raw, Bail) == key:
+                    return j + 1
+        return upto + 1
 
     def _seq(self, i: int, indent: int, depth: int):
         if depth > MAX_DEPTH:
@@ -402,7 +406,7 @@ class FastReader:
             if key is Bail:
                 key = self._key(raw_key)
             if key in m:
-                self.dup_keys.setdefault(id(m), []).append((key, line))
+                self.dup_keys.setdefault(id(m), []).append((key, line, line))
             c = value[0]
             if c == "[":
                 if not lists or value[-1] != "]":
@@ -456,7 +460,7 @@ class FastReader:
                     if isinstance(key, (list, dict)) or text[pos : pos + 2] != ": ":
                         raise Bail
                     if key in out:
-                        self.dup_keys.setdefault(id(out), []).append((key, line))
+                        self.dup_keys.setdefault(id(out), []).append((key, line, line))
                     out[key], pos = self._flow_node(text, pos + 2, line, depth + 1)
                 while pos < n and text[pos] == " ":
                     pos += 1
@@ -493,21 +497,3 @@ class FastReader:
             self.numbers[v] = value
             return value
         return _WORDS.get(v, v) if len(v) <= 5 else v
-
-
-def _number(v: str):
-    """A plain scalar that starts like a number -> its value as PyYAML's SafeLoader reads it. Raises Bail."""
-    decimal = _DECIMAL.fullmatch(v)
-    if decimal is not None:
-        try:
-            return float(v) if decimal.group(1) else int(v)
-        except ValueError:  # more digits than int() converts: PyYAML fails on it too
-            pass
-    elif _NUMBER_START.match(v) is None:
-        return v
-    from runner.roadmap.yamllib import resolve_plain  # imports PyYAML, which an ordinary roadmap does without
-
-    try:
-        return resolve_plain(v)
-    except (ValueError, OverflowError):
-        raise Bail from None

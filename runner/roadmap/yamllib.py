@@ -60,12 +60,14 @@ def _construct_map(loader: LineLoader, node: MappingNode):
     merges = any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value)
     value = loader.construct_mapping(node)
     if not merges and len(value) < len(node.value):
-        seen: set = set()
+        first: dict = {}  # key -> line it first appears on
         for k, _ in node.value:
             key = loader.construct_object(k)
-            if key in seen:
-                loader.dup_keys.setdefault(id(data), []).append((key, k.start_mark.line + 1))
-            seen.add(key)
+            line = k.start_mark.line + 1
+            if key in first:
+                loader.dup_keys.setdefault(id(data), []).append((key, first[key], line))
+            else:
+                first[key] = line
     data.update(value)
 
 
