@@ -207,6 +207,12 @@ class Ledger:
             self._rollback()
             raise StateError(f"{self.path}: cannot write the ledger: {_reason(exc)}") from None
 
+    def set_folder(self, run_id: int, folder: str) -> None:
+        try:
+            self.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (folder, run_id))
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{self.path}: cannot write the ledger: {_reason(exc)}") from None
+
     def _rollback(self) -> None:
         try:
             if self.db.in_transaction:

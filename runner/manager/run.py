@@ -143,7 +143,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         self.run_id = run_id
         self.folder = statedir.new_run_folder(state_dir, run_id)
         self.logs = os.path.join(self.folder, "logs")
-        self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
+        self.ledger.set_folder(run_id, self.folder)
         paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
         self.events = EventLog(paths)
         self.board = None  # served once the run has lasted _BOARD_AFTER_S, while the first tasks already run
