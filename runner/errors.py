@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2  # invalid roadmap or usage; nothing ran
 EXIT_NO_RUN = 3  # --status: no run in progress
+EXIT_RECORD_FAILED = 74  # the ledger or an events file could not be written mid-run (EX_IOERR)
 EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL, cron retries later)
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM

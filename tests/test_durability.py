@@ -271,7 +271,7 @@ def test_ledger_failing_mid_run_stops_cleanly_and_says_what_was_recorded(tmp_pat
     rec = Recorder()
     rm = roadmap([task(f"t{i}", "true") for i in range(20)])
     result = Run(rm, RunOptions(state_dir=str(tmp_path / "s"), agents=1), rec).execute()
-    assert result.exit_code == 1
+    assert result.exit_code == 74
     assert result.summary.get("ledger_error", "").endswith("database or disk is full")
     said = " ".join(rec.messages)
     assert "cannot write the ledger" in said and "3 outcome(s) were recorded" in said

@@ -301,7 +301,7 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
         else:
             _echo("no runs recorded for this roadmap")
         return EXIT_OK
-    ledger = Ledger(path)
+    ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
     runs = ledger.runs(roadmaps, limit=50)
     ledger.close()
     if json_out:

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 from collections.abc import Mapping, Sequence  # not typing: ~2 ms of start-up
 
 EXIT_CODES_HELP = """Exit codes: 0 every runnable task succeeded · 1 a task failed or timed out · 2 invalid roadmap
-or usage (nothing ran) · 3 --status: no run in progress · 75 another run of this roadmap holds the lock
+or usage (nothing ran) · 3 --status: no run in progress · 74 the ledger or an events file could not be written
+mid-run · 75 another run of this roadmap holds the lock
 · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM)."""
 
 COMMAND_HELP = f"Run the tasks of one or more YAML roadmaps on a pool of agent processes.\n\n{EXIT_CODES_HELP}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field, replace
 
-from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, EXIT_USAGE, Problem
+from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TASK_FAILED, EXIT_TERMINATED, EXIT_USAGE, Problem
 from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
 
@@ -95,6 +95,8 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
                 failed_in_loop[row["task"]] = f"failed in batch {iteration} (run {result.run_id})"
         if result.exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
             return LoopResult(result.exit_code, batches, stop_reason="interrupted")
+        if result.exit_code == EXIT_RECORD_FAILED:  # the ledger or an events file cannot be written
+            return LoopResult(result.exit_code, batches, stop_reason="the run's record cannot be written")
         if plan.iterations and iteration >= plan.iterations:
             break
         if plan.interval > 0:

@@ -6,9 +6,11 @@ mode survives a crash or SIGKILL of wvo-batch itself; a power cut may lose the l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from dataclasses import asdict, dataclass
 
@@ -107,32 +109,84 @@ class RunRow:
     summary: dict | None
 
 
+# The schema's version, in PRAGMA user_version: a ledger from a newer wvo-batch is refused, not misread.
+SCHEMA_VERSION = 1
+# A ledger up to this size gets a full PRAGMA quick_check when a run opens it (~1 ms at this size;
+# ~15 ms at 10,000 attempts); a larger one gets its runs table checked, and the full check on
+# --history and --resume, which read the rest.
+QUICK_CHECK_BYTES = 256 * 1024
+
+
 class Ledger:
-    def __init__(self, path: str):
+    def __init__(self, path: str, full_check: bool = False):
+        """Open (or create, mode 0600) the ledger; StateError when it is damaged, foreign or unreadable."""
         self.path = path
+        self._pending: list[tuple] = []  # attempts recorded, not yet committed: written by commit()
+        self.committed = 0  # attempts this connection has committed
+        self.db = None
         try:
+            size = _create_private(path)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{path}: the ledger is from a newer wvo-batch (schema version {version}; this one knows "
+                    f"{SCHEMA_VERSION}): use that version, or move the file aside to start a new ledger"
+                )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
-            self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StateError(f"{path}: cannot open the ledger: {exc}") from None
-        self._in_tx = False
+            if size:
+                check = "quick_check" if full_check or size <= QUICK_CHECK_BYTES else "quick_check(runs)"
+                problems = [r[0] for r in self.db.execute(f"PRAGMA {check}").fetchmany(3)]
+                if problems != ["ok"]:
+                    raise StateError(damaged(path, "; ".join(problems)))
+            if version < SCHEMA_VERSION:
+                self.db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        except BaseException as exc:
+            if self.db is not None:
+                self.db.close()
+            if isinstance(exc, sqlite3.Error) and _is_damage(exc):
+                raise StateError(damaged(path, exc)) from None
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StateError(f"{path}: cannot open the ledger: {_reason(exc)}") from None
+            raise
 
     def close(self) -> None:
         self.db.close()
 
     def _begin(self) -> None:
-        if not self._in_tx:
-            self.db.execute("BEGIN")
-            self._in_tx = True
+        self.db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        """Make everything written since the last commit durable; raises sqlite3.Error (disk full...)."""
-        if self._in_tx:
-            self._in_tx = False
+        """Write the attempts recorded since the last commit, in one transaction.
+
+        Raises sqlite3.Error or OSError (disk full...); what was recorded stays pending then, so a
+        later commit may still write it.
+        """
+        if not self._pending:
+            return
+        try:
+            self._begin()
+            self._insert_pending()
             self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.committed += len(self._pending)
+        self._pending.clear()
+
+    @property
+    def pending(self) -> int:
+        """Attempts recorded and not yet committed."""
+        return len(self._pending)
+
+    def _insert_pending(self) -> None:
+        self.db.executemany(
+            "INSERT INTO attempts (run_id, task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._pending,
+        )
 
     def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str]) -> int:
         try:
@@ -147,46 +201,72 @@ class Ledger:
                 "INSERT INTO run_tasks (run_id, task_id, def_hash, carried) VALUES (?, ?, ?, ?)",
                 ((run_id, t.id, task_hash(t), int(t.id in carried)) for t in roadmap.tasks),
             )
-            self.commit()
+            self.db.execute("COMMIT")
             return run_id
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._rollback()
-            raise StateError(f"{self.path}: cannot write the ledger: {exc}") from None
+            raise StateError(f"{self.path}: cannot write the ledger: {_reason(exc)}") from None
+
+    def set_folder(self, run_id: int, folder: str) -> None:
+        try:
+            self.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (folder, run_id))
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{self.path}: cannot write the ledger: {_reason(exc)}") from None
 
     def _rollback(self) -> None:
-        if self._in_tx:
-            self._in_tx = False
-            try:
+        try:
+            if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+        except sqlite3.Error:
+            pass
 
     def record(self, run_id: int, a: Attempt) -> None:
-        """Add an attempt to the open transaction; commit() makes it durable."""
-        self._begin()
+        """Add an attempt to what the next commit() writes."""
         value = None if a.value is None else json.dumps(a.value)
-        self.db.execute(
-            "INSERT INTO attempts (run_id, task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, a.task_id, a.attempt, a.agent, a.start, a.end, a.exit_code, a.outcome, a.log_path, a.error, value),
+        self._pending.append(
+            (run_id, a.task_id, a.attempt, a.agent, a.start, a.end, a.exit_code, a.outcome, a.log_path, a.error, value)
         )
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
-        self._begin()
-        self.db.execute(
-            "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
-            (time.time(), status, json.dumps(summary), run_id),
-        )
-        self.commit()
+        """Write the pending attempts and close the run, in one transaction; raises like commit()."""
+        try:
+            self._begin()
+            self._insert_pending()
+            self.db.execute(
+                "UPDATE runs SET ended = ?, status = ?, summary = ? WHERE id = ?",
+                (time.time(), status, json.dumps(summary), run_id),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.committed += len(self._pending)
+        self._pending.clear()
+
+    def count_attempts(self, run_id: int) -> int | None:
+        """How many attempts of the run the ledger holds (committed ones only); None when it cannot be read."""
+        try:
+            self._rollback()
+            return self.db.execute("SELECT COUNT(*) FROM attempts WHERE run_id = ?", (run_id,)).fetchone()[0]
+        except sqlite3.Error:
+            return None
 
     # -- reading -------------------------------------------------------------------------------------
 
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise StateError(damaged(self.path, exc)) from None
+            raise StateError(f"{self.path}: cannot read the ledger: {exc}") from None
+
     def runs(self, files: list[str], limit: int = 20) -> list[RunRow]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs"
             " WHERE roadmap_key = ? ORDER BY id DESC LIMIT ?",
             (roadmap_key(files), limit),
-        ).fetchall()
+        )
         return [RunRow(*r[:7], json.loads(r[7]) if r[7] else None) for r in rows]
 
     def latest_unfinished(self, files: list[str]) -> RunRow | None:
@@ -198,21 +278,60 @@ class Ledger:
 
     def succeeded_tasks(self, run_id: int) -> dict[str, str]:
         """Task id -> definition hash, for every task that succeeded in the run (or was carried into it)."""
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT t.task_id, t.def_hash FROM run_tasks t WHERE t.run_id = ? AND (t.carried = 1 OR EXISTS ("
             " SELECT 1 FROM attempts a WHERE a.run_id = t.run_id AND a.task_id = t.task_id AND a.outcome = 'succeeded'))",
             (run_id,),
-        ).fetchall()
+        )
         return dict(rows)
 
     def attempts(self, run_id: int) -> list[Attempt]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value"
             " FROM attempts WHERE run_id = ? ORDER BY id",
             (run_id,),
-        ).fetchall()
+        )
         return [Attempt(*r[:9], json.loads(r[9]) if r[9] else None) for r in rows]
 
 
 def attempt_dict(a: Attempt) -> dict:
     return asdict(a)
+
+
+def damaged(path: str, exc: BaseException | str) -> str:
+    """The message for a ledger SQLite cannot read: what, and how to get going again."""
+    return (
+        f"{path}: the ledger is damaged or not a wvo-batch ledger ({_reason(exc)}); move it aside"
+        f" (mv {path} {path}.bad) and run again to start a new one; runs recorded in it cannot be resumed"
+    )
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(exc) is sqlite3.DatabaseError
+
+
+def _reason(exc: BaseException | str) -> str:
+    if isinstance(exc, str):
+        return exc
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _create_private(path: str) -> int:
+    """Create the ledger file 0600 whatever the umask (SQLite gives its -wal and -shm the same mode).
+
+    Returns the size of an existing ledger (0: new). Raises OSError for what cannot be a ledger.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL, "not a regular file", path)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(path, 0o600)
+        return st.st_size
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return 0

@@ -12,7 +12,7 @@ import signal
 import time
 
 from runner.agents.messages import TaskResult
-from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED
+from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TASK_FAILED, EXIT_TERMINATED
 from runner.manager.interface import RunResult
 from runner.manager.ledger import Attempt
 from runner.manager.telemetry import summarize
@@ -128,6 +128,7 @@ class Outcomes:
     def _note_change(self, task_id: str, wall: float) -> None:
         state = self.sched.state[task_id]
         if state is TaskState.QUEUED:
+            self._released = True
             self._queued_at[task_id] = wall
             self._emit("task:queued", ts=wall, task=task_id, priority=self.tasks[task_id].priority.value)
         elif state is TaskState.SKIPPED:
@@ -146,21 +147,60 @@ class Outcomes:
             for task_id in missing:
                 self.reporter.message(f"warning: --write-back: task {task_id} not found as a block mapping in {path}")
 
-    def _ledger_failed(self, exc: Exception) -> None:
-        if self.ledger_error is None:
-            self.ledger_error = f"{type(exc).__name__}: {exc}"
-            try:  # keep what was written before the failure, if the database still takes a commit
-                self.ledger.commit()
-                self._recorded += self._unrecorded
-            except Exception:  # noqa: BLE001 - it is already failing; the message says what was recorded
-                pass
-            self._unrecorded = 0
+    def _ledger_failed(self, exc: BaseException) -> None:
+        """The ledger cannot be written: stop like _record_failed; what it holds is counted there, not here."""
+        if self.ledger_error is not None:
+            return
+        self.ledger_error = _describe(exc)
+        try:  # what was recorded before the failure, if the database still takes a commit
+            self.ledger.commit()
+        except Exception:  # noqa: BLE001 - it is failing; the count below says what it holds
+            pass
+        held = self.ledger.count_attempts(self.run_id)
+        self._recorded = held if held is not None else self.ledger.committed
+        self._unrecorded = self.ledger.pending
+        self._record_failed(
+            f"cannot write the ledger {self.ledger.path} ({self.ledger_error}); "
+            f"{'' if held is not None else 'at least '}{self._recorded} outcome(s) were recorded"
+            + (f", {self._unrecorded} not yet" if self._unrecorded else "")
+        )
+
+    def _events_failed(self) -> None:
+        """An events file (events.jsonl, --events) cannot be written: the same stop as the ledger's."""
+        if self.events_error is None:
+            self.events_error = self.events.error
+            self._record_failed(f"cannot write the events file {self.events_error}")
+
+    def _record_failed(self, what: str) -> None:
+        """A record of the run cannot be written: hand out nothing more; running tasks finish, then the run ends."""
+        self.reporter.message(f"error: {what}; handing out no more tasks, running ones finish")
+        self.sched.draining = True
+        self.sched.abandon_waiting("not started: the run's record cannot be written")
+        wall = time.time()
+        for task_id in self.sched.drain_changes():
+            self._note_change(task_id, wall)
+
+    def _close_ledger(self, status: str, counts: dict, summary: dict) -> None:
+        """Write what is pending and close the run in the ledger; after a ledger failure, one more try."""
+        row = {k: summary[k] for k in ("total", *counts, "makespan_s")}
+        failed_before = self.ledger_error is not None
+        try:
+            self.ledger.finish_run(self.run_id, status, row)
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike
+            self.ledger_error = self.ledger_error or _describe(exc)
+            held = self.ledger.count_attempts(self.run_id)
             self.reporter.message(
-                f"error: cannot write the ledger ({self.ledger_error}); {self._recorded} outcome(s) were recorded; "
-                "handing out no more tasks, running ones finish"
+                f"error: run {self.run_id} could not be closed in the ledger ({_describe(exc)}): "
+                f"{'?' if held is None else held} outcome(s) of it are recorded there, {self.ledger.pending} lost; "
+                "--history shows it as running/crashed; --resume runs what is not recorded as succeeded"
             )
-            self.sched.draining = True
-            self.sched.abandon_waiting("not started: the ledger cannot be written")
+            return
+        if failed_before:
+            held = self.ledger.count_attempts(self.run_id)
+            self.reporter.message(
+                f"the ledger took the run's end after all: {held} outcome(s) of run {self.run_id} are recorded, "
+                f"and the run is closed as {status}"
+            )
 
     def _finish(self) -> RunResult:
         rows = []
@@ -204,7 +244,9 @@ class Outcomes:
             code, status = EXIT_INTERRUPTED, "interrupted"
         elif self.interrupted_by == signal.SIGTERM:
             code, status = EXIT_TERMINATED, "interrupted"
-        elif counts["failed"] or self.ledger_error or self.sched.failures:
+        elif self.ledger_error or self.events_error:
+            code, status = EXIT_RECORD_FAILED, "failed"
+        elif counts["failed"] or self.sched.failures:
             code, status = EXIT_TASK_FAILED, "failed"
         else:
             code, status = EXIT_OK, "succeeded"
@@ -220,20 +262,29 @@ class Outcomes:
         }
         if self._spaces:
             summary["workspaces"] = self._finish_workspaces()
-        if self.ledger_error:
-            summary["ledger_error"] = self.ledger_error
         self._emit("run:finished", run=self.run_id, status=status, exit_code=code)
         self._flush()
         self.events.close()
-        if self.ledger_error is None:
-            try:
-                self.ledger.finish_run(self.run_id, status, {k: summary[k] for k in ("total", *counts, "makespan_s")})
-            except Exception as exc:  # noqa: BLE001
-                self._ledger_failed(exc)
+        if self.events_error and code in (EXIT_OK, EXIT_TASK_FAILED):  # the last events could not be written
+            code, status = EXIT_RECORD_FAILED, "failed"
+            summary["status"] = status
+        self._close_ledger(status, counts, summary)
         self.ledger.close()
+        if self.ledger_error and code in (EXIT_OK, EXIT_TASK_FAILED):  # the run's end could not be written
+            code, summary["status"] = EXIT_RECORD_FAILED, "failed"
+        if self.ledger_error:
+            summary["ledger_error"] = self.ledger_error
+        if self.events_error:
+            summary["events_error"] = self.events_error
         result = RunResult(code, self.run_id, self.folder, summary, rows)
         self.reporter.finished(result)
         return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _killpg(pgid: int) -> None:

@@ -89,6 +89,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._signals: list[int] = []
         self._stop_deadline: float | None = None
         self.ledger_error: str | None = None
+        self.events_error: str | None = None  # "PATH: reason" once an events file cannot be written
         self._write_back: dict[str, dict[str, tuple[str, str | None]]] = {}  # file -> task id -> (status, error)
         self._chunks: dict[str, list[str]] = {}  # agent id -> task ids of the chunk of quick callables it holds
         self._quick = QuickCalls()
@@ -96,6 +97,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._unrecorded = 0  # outcomes written but not yet committed
         self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed), for the next attempt
         self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
+        self._released = False  # a task became ready since the last commit (set by Outcomes._note_change)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -138,7 +140,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self.backend = make_backend(self.opt.backend, self.opt)
         self._chunking = self.backend.name == "local"  # a Ray actor's round trip is not worth saving this way
         try:
-            self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"))
+            self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=self.opt.resume)
             carried, resumed_from = self._resume_set()
             run_id = self.ledger.start_run(self.roadmap, sum(self.roles.values()), "", resumed_from, set(carried))
         except BaseException:
@@ -150,7 +152,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._spaces, self._landers = {}, {}
         if self._worktree_tasks():
             self._open_workspaces()
-        self.ledger.db.execute("UPDATE runs SET folder = ? WHERE id = ?", (self.folder, run_id))
+        self.ledger.set_folder(run_id, self.folder)
         paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
         self.events = EventLog(paths)
         self.board = None  # served once the run has lasted _BOARD_AFTER_S, while the first tasks already run
@@ -192,6 +194,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             }
         )
         self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self._members()))
+        if self.events.error is not None:  # an events file that cannot be opened: nothing is started
+            self._events_failed()
         wake_r, wake_w = os.pipe()
         self._wake_w = wake_w  # the landing thread wakes the loop through it too
         os.set_blocking(wake_w, False)
@@ -259,6 +263,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._board_at = time.monotonic() + _BOARD_AFTER_S
         while True:
             now = time.monotonic()
+            if self._released and self.ledger_error is None:  # a dependent starts on a committed success only
+                self._commit()
             if not self.sched.draining and self.ledger_error is None:
                 self._hand_out(now)
             if self.board is None and now >= self._board_at:
@@ -487,22 +493,32 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._pending_events.append(ev)
 
     def _flush(self) -> None:
-        """Commit the ledger, then report: an outcome is durable before anyone hears of it."""
+        """Commit the ledger, then report: an outcome is durable before anyone hears of it.
+
+        After a ledger failure nothing more is committed until the run's end (Outcomes._close_ledger
+        tries once more), so the count the message gave stays the ledger's truth meanwhile.
+        """
         if not self._pending_events:
             return
         if self.ledger_error is None:
-            try:
-                self.ledger.commit()
-                self._recorded += self._unrecorded
-                self._unrecorded = 0
-            except Exception as exc:  # noqa: BLE001
-                self._ledger_failed(exc)
+            self._commit()
         if self._write_back:
             self._write_statuses()
         batch, self._pending_events = self._pending_events, []
         self.events.write(batch)
         self.events.flush()
+        if self.events.error is not None and self.events_error is None:
+            self._events_failed()
         self.reporter.events(batch)
+
+    def _commit(self) -> None:
+        self._released = False
+        try:
+            self.ledger.commit()
+            self._recorded = self.ledger.committed
+            self._unrecorded = 0
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
+            self._ledger_failed(exc)
 
     # -- the end --------------------------------------------------------------------------------------
 

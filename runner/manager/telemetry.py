@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 
@@ -21,25 +22,68 @@ _encode = _make_encoder()
 
 
 class EventLog:
-    """Appends events as JSON Lines to one or more files; flushed by the run loop once per turn."""
+    """Appends events as JSON Lines to one or more files; flushed by the run loop once per turn.
+
+    A file that cannot be opened or written (disk full, EIO, /dev/full) is dropped at once, and
+    `error` says which and why: the run decides what that means. A file it creates is 0600.
+    """
 
     def __init__(self, paths: list[str]):
-        self._files = [open(p, "a", encoding="utf-8", buffering=1 << 16) for p in paths]
+        self.error: str | None = None  # the first failure: "PATH: reason"
+        self._files: list[tuple[str, object]] = []  # (path, file) still written to
+        for p in paths:
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                os.fchmod(fd, 0o600)  # whatever the umask
+            except FileExistsError:
+                fd = None
+            except OSError as exc:
+                self._failed(p, exc)
+                continue
+            try:
+                f = open(p if fd is None else fd, "a", encoding="utf-8", buffering=1 << 16)
+            except OSError as exc:
+                self._failed(p, exc)
+                continue
+            self._files.append((p, f))
+
+    def _failed(self, path: str, exc: OSError) -> None:
+        if self.error is None:
+            self.error = f"{path}: {exc.strerror or exc}"
+
+    def _each(self, action) -> None:
+        for entry in list(self._files):
+            path, f = entry
+            try:
+                action(f)
+            except OSError as exc:
+                self._failed(path, exc)
+                self._files.remove(entry)
+                _close_quietly(f)
 
     def write(self, events: list[dict]) -> None:
         if not events:
             return
         text = "".join([_encode(e) + "\n" for e in events])
-        for f in self._files:
-            f.write(text)
+        self._each(lambda f: f.write(text))
 
     def flush(self) -> None:
-        for f in self._files:
-            f.flush()
+        self._each(lambda f: f.flush())
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
+        self._each(lambda f: f.close())
+        self._files.clear()
+
+
+def _close_quietly(f) -> None:
+    """Close a file whose buffer cannot be written: drop the buffer rather than raise again."""
+    try:
+        f.close()
+    except OSError:
+        try:
+            os.close(f.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 def event(name: str, **fields) -> dict:
