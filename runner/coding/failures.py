@@ -1,4 +1,4 @@
-"""Why an agent-CLI attempt failed, from its structured result (or, for `output: text`, its log tail).
+r"""Why an agent-CLI attempt failed, from its structured result (or, for `output: text`, its log tail).
 
 | class           | handling                                           | messages and signals that map to it |
 |-----------------|----------------------------------------------------|-------------------------------------|
@@ -157,7 +157,7 @@ def classify(
     if not found:
         reason = main if structured else ""
         if structured and result.subtype in _SUBTYPES and result.subtype != "error_during_execution":
-            reason = _SUBTYPES[result.subtype] + (f": {main}" if main else "")
+            reason = _SUBTYPES[result.subtype] + (f": {main}" if main and main != result.subtype else "")
         return Failure(F, _one_line(reason or _exit_reason(exit_code)))
 
     reset_at = parse_reset(found.text, now, tz) if found.cls in (R, U) else None

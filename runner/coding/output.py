@@ -342,8 +342,9 @@ class ClaudeParser(OutputParser):
             for usage in self._streamed.values():
                 streamed = streamed + usage
             return replace(base, usage=streamed, final_text=self._last_text)
-        failed = r.get("is_error") is True
         subtype = _str(r.get("subtype"))
+        # Some versions mark error_max_turns with is_error false: the subtype is enough.
+        failed = r.get("is_error") is True or (subtype or "").startswith("error")
         text = _str(r.get("result"))
         error = None
         if failed:
