@@ -319,7 +319,8 @@ def test_garbage_is_survived():
     noise = bytes(rng.randrange(256) for _ in range(20000))
     good = read("codex_success.jsonl")
     junk = b"\n".join([b"[1, 2, 3]", b"null", b'"a string"', b'{"no_type": 1}', b'{"type": 5}',
-                       b'{"type":"turn.completed","usage":"lots"}', b'{"type":"turn.completed","usage":{"input_tokens":"9"}}',
+                       b'{"type":"turn.completed","usage":"lots"}',
+                       b'{"type":"turn.completed","usage":{"input_tokens":"9"}}',
                        b'{"type":"item.completed","item":"x"}', b'{"type":"thread.started","thread_id":7}',
                        b'{"type":"turn.failed","error":null}', b"\xff\xfe\x00 binary", b'{"type":"item.comp'])
     for output in ("codex-json", "claude-json", "text"):

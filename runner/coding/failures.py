@@ -213,7 +213,7 @@ def _one_line(text: str, limit: int = 240) -> str:
 
 def _exit_reason(exit_code: int | None) -> str:
     if exit_code is None:
-        return "the CLI reported a failure"
+        return "ended without an exit code"
     if exit_code < 0:
         return f"killed by signal {-exit_code}"
     return f"exit code {exit_code}"
@@ -227,7 +227,9 @@ _EPOCH = re.compile(r"(?:resets?_?at|resetsAt|reset|limit reached)[\"']?\s*[:=|]
 _ISO = re.compile(r"\b(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)")
 _UNIT = r"(?:days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)"
 _RELATIVE = re.compile(
-    rf"\b(?:again|reset(?:s|ting)?|retry|available|wait|lifts?)\s+in\s+((?:\d+(?:\.\d+)?\s*{_UNIT}\b[\s,]*(?:and\s+)?)+)", _I
+    rf"\b(?:again|reset(?:s|ting)?|retry|available|wait|lifts?)\s+in\s+"
+    rf"((?:\d+(?:\.\d+)?\s*{_UNIT}\b[\s,]*(?:and\s+)?)+)",
+    _I,
 )
 _PART = re.compile(rf"(\d+(?:\.\d+)?)\s*({_UNIT})\b", _I)
 _RETRY_AFTER = re.compile(r"retry[-_ ]?after[\"']?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?)?", _I)
