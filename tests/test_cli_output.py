@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from runner.coding.failures import FailureClass, classify, parse_reset
-from runner.coding.output import CliResult, Usage, attempt_usage, parse, parser_for
+from runner.coding.output import CliResult, Usage, attempt_cost, attempt_usage, parse, parser_for
 from runner.coding.pricing import Price, PricingError, cost, parse_prices, with_cost
 from runner.errors import UsageError
 
@@ -455,3 +455,113 @@ def test_the_agents_words_never_stop_the_run():
                   final_text="The endpoint answers 401 Unauthorized: Invalid API key. You've hit your usage limit.")
     f = classify(r, 1, r.final_text, r"usage limit")
     assert f.cls is FailureClass.FAILED and f.reason == "turn failed"
+
+
+# ---- real output of the CLIs (codex 0.171, claude 2.1.197) against the tests' mock API -----------
+
+RECORDED = os.path.join(FIXTURES, "recorded")
+
+
+def recorded(name: str) -> tuple[str, bytes, bytes, int | None]:
+    """(output format, stdout, stderr, exit code) of one recorded run."""
+    stem = os.path.join(RECORDED, name)
+    output = "codex-json" if name.startswith("codex") else "claude-json"
+    with open(stem + (".jsonl" if output == "codex-json" else ".json"), "rb") as f:
+        out = f.read()
+    with open(stem + ".stderr", "rb") as f:
+        err = f.read()
+    with open(stem + ".meta.json") as f:
+        meta = json.load(f)
+    return output, out, err, meta["exit_code"]
+
+
+def run_of(name: str):
+    """Parse as the runner will: stdout and stderr into one log, in arrival order unknown, so both."""
+    output, out, err, code = recorded(name)
+    p = parser_for(output)
+    p.feed(err)
+    p.feed(out)
+    return p.finish(), code, err + out
+
+
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("codex-success", None),
+        ("codex-resume", None),
+        ("codex-429-then-ok", None),  # an `error` line, then success: transient
+        ("codex-openai-base-url", None),  # websocket fallback warnings are not failures
+        ("codex-401", FailureClass.AUTH_FAILED),
+        ("codex-quota", FailureClass.USAGE_LIMITED),
+        ("codex-usage-limit", FailureClass.USAGE_LIMITED),
+        ("claude-success", None),
+        ("claude-resume", None),
+        ("claude-429-then-ok", None),
+        ("claude-permission-denied", None),
+        ("claude-401", FailureClass.AUTH_FAILED),
+        ("claude-529", FailureClass.RATE_LIMITED),
+        ("claude-usage-limit-api-key", FailureClass.RATE_LIMITED),  # an API key's per-minute limit
+        ("claude-usage-limit", FailureClass.USAGE_LIMITED),  # a subscription's 5-hour limit
+        ("claude-credit-balance", FailureClass.USAGE_LIMITED),
+    ],
+)
+def test_recorded_runs_are_classified(name, cls):
+    r, code, log = run_of(name)
+    assert r.session_id == "00000000-0000-4000-8000-000000000001"
+    f = classify(r, code, log, r"\b429\b|rate[ _-]?limit|too many requests", now=at(2026, 1, 1, 9) if LONDON else 0)
+    assert (f.cls if f else None) is cls
+
+
+def test_recorded_codex_usage_is_cumulative_over_resume():
+    first, _, _ = run_of("codex-success")
+    second, _, _ = run_of("codex-resume")
+    assert first.usage == Usage(input=120, cached=20, output=7, reasoning=3)
+    assert second.usage == Usage(input=240, output=14)
+    assert first.final_text == "hello from the mock" and second.final_text == "second answer"
+    # the mock answers every request with 120 in, 7 out: the first run of that thread left totals of 120/0/7/0
+    assert attempt_usage(second, Usage(input=120, output=7)) == Usage(input=120, output=7)
+
+
+def test_recorded_claude_cost_is_cumulative_over_resume_but_usage_is_not():
+    first, _, _ = run_of("claude-429-then-ok")  # a first run like the resumed one's (120 in, 7 out)
+    second, _, _ = run_of("claude-resume")
+    assert second.usage == first.usage == Usage(input=120, output=7)
+    assert second.cost_usd == pytest.approx(2 * first.cost_usd)  # the session's total
+    assert attempt_cost(second, first.cost_usd) == pytest.approx(first.cost_usd)
+    assert attempt_cost(first, None) == first.cost_usd
+    assert attempt_usage(second, first.usage) == second.usage
+
+
+@needs_tz
+def test_recorded_limits_give_their_reset_times():
+    r, code, log = run_of("codex-usage-limit")  # "You’ve hit ... or try again at 12:02 PM." (curly ’)
+    f = classify(r, code, log, now=at(2026, 1, 1, 9), tz=LONDON)
+    assert local(f.reset_at) == datetime(2026, 1, 1, 12, 2)
+    r, code, log = run_of("claude-usage-limit")  # "You've hit your 5-hour limit · resets 12pm (UTC)"
+    assert r.api_error == "usage_limit_reached"
+    f = classify(r, code, log, now=at(2026, 1, 1, 13), tz=NEW_YORK)
+    assert local(f.reset_at) == datetime(2026, 1, 2, 12, 0)
+
+
+def test_recorded_details():
+    r, _, _ = run_of("claude-permission-denied")
+    assert r.permission_denials == ("Bash",)
+    r, code, log = run_of("claude-401")
+    assert r.api_status == 401 and classify(r, code, log).reason == "Invalid API key · Fix external API key"
+    r, _, _ = run_of("codex-401")
+    assert r.error_message.startswith("unexpected status 401 Unauthorized")
+    assert r.last_error == r.error_message  # the five "Reconnecting..." lines came before
+    assert any("Reading additional input from stdin" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("name", ["codex-stall", "claude-stall"])
+def test_recorded_stalls(name):
+    output, out, err, code = recorded(name)
+    assert code is None  # killed by the test after its deadline
+    p = parser_for(output)
+    p.feed(out, now=1.0)
+    p.feed(err, now=50.0)  # stderr warnings are not events
+    r = p.finish(now=60.0)
+    assert p.last_event_at == (1.0 if r.events_seen else None)
+    assert not r.completed
+    assert classify(r, None).cls is FailureClass.FAILED

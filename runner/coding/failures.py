@@ -3,7 +3,7 @@ r"""Why an agent-CLI attempt failed, from its structured result (or, for `output
 | class           | handling                                           | messages and signals that map to it |
 |-----------------|----------------------------------------------------|-------------------------------------|
 | `rate_limited`  | transient: back off, requeue, not counted          | HTTP 429, 529; "too many requests", "rate limit", `rate_limit_error`, "overloaded", "high load", "high demand", "at capacity", "temporarily unavailable"; codex "exceeded retry limit, last status: 429"; `retry-after: N` sets the wait (a wait over 15 min makes it `usage_limited`) |
-| `usage_limited` | the account pauses until `reset_at`               | "You've hit your usage limit … try again at 9:40 AM" (codex), "You've hit your session limit · resets 3pm (Europe/London)", "… weekly limit …", "5-hour limit reached ∙ resets 3am", "Claude AI usage limit reached\|1760000000", "You're out of usage credits · resets …", "out of credits", "Quota exceeded", `insufficient_quota`, "Credit balance is too low"; claude `rate_limit_event` with `status: rejected` (its `resetsAt`) |
+| `usage_limited` | the account pauses until `reset_at`               | "You've hit your usage limit … try again at 9:40 AM" (codex), "You've hit your session limit · resets 3pm (Europe/London)", "… weekly limit …", "5-hour limit reached ∙ resets 3am", "Claude AI usage limit reached\|1760000000", "You're out of usage credits · resets …", "out of credits", "Quota exceeded", `insufficient_quota`, "Credit balance is too low"; claude `api_error: usage_limit_reached`; claude `rate_limit_event` with `status: rejected` (its `resetsAt`) |
 | `auth_failed`   | the run stops: one message naming the executor     | "Not logged in · Please run /login", "Invalid API key", `authentication_error`, "401 Unauthorized", HTTP 401 / 403, "token has expired", "refresh token", "Missing environment variable: `OPENAI_API_KEY`", codex "To use Codex with your ChatGPT plan, upgrade to Plus" |
 | `setup_failed`  | the run stops                                      | exit code 127 (program not found) or 126 (not executable) before any structured event; "Not inside a trusted directory" / `--skip-git-repo-check`, "untrusted directory", the CLI rejecting its own options ("unknown option", "unexpected argument", "requires --verbose"), "Access blocked by Cloudflare" |
 | `failed`        | counted against the task's `retries`               | everything else, and always: "ran out of room in the model's context window", "context_length_exceeded", "prompt is too long" (with `drop_session`: resuming it would fail again), "No conversation found with session ID" (`drop_session`), claude subtypes `error_max_turns`, `error_max_budget_usd`, `error_during_execution` |
@@ -146,6 +146,8 @@ def classify(
         found = _match(texts, trust_generic=False)
     main = (texts[0] if texts else "").strip()
 
+    if structured and "usage_limit" in (result.api_error or "") and (not found or found.cls is R):
+        found = _Found(U, main or result.api_error)
     if not found and structured and result.api_status in _AUTH_STATUS:
         found = _Found(A, _AUTH_STATUS[result.api_status] + (f": {main}" if main else ""))
     if not found and structured and result.api_status in _TRANSIENT_STATUS:

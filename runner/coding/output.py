@@ -7,7 +7,7 @@
 | `output:`    | what the CLI prints                                  | what is read                        |
 |--------------|------------------------------------------------------|-------------------------------------|
 | `codex-json` | `codex exec --json`: one JSON event a line (JSONL)   | `thread.started.thread_id` → session; `turn.completed.usage` → tokens (thread totals, cumulative over `resume`); `turn.failed.error.message` → the failure; `error` lines → `last_error` only (they can be transient: "Reconnecting... 1/5"); last `item.completed` `agent_message` → final text |
-| `claude-json`| `claude -p --output-format json` (one JSON object) or `stream-json` (JSONL) | `type: result`: `session_id`, `is_error`, `api_error_status`, `subtype`, `total_cost_usd`, `usage`, `num_turns`, `permission_denials`, `result` (the error message when `is_error`, else the final text); `rate_limit_event` with `status: rejected` → `reset_at` from `resetsAt`; `system`/`assistant` events → session id, model, tokens when no result came |
+| `claude-json`| `claude -p --output-format json` (one JSON object) or `stream-json` (JSONL) | `type: result`: `session_id`, `is_error`, `api_error_status`, `api_error`, `subtype`, `total_cost_usd` (a session total, cumulative over `--resume`), `usage` (this run's), `num_turns`, `permission_denials`, `result` (the error message when `is_error`, else the final text); `rate_limit_event` with `status: rejected` → `reset_at` from `resetsAt`; `system`/`assistant` events → session id, model, tokens when no result came |
 | `text`       | anything                                             | nothing structured; classify() reads the log tail |
 
 Tokens are normalised to one shape, `Usage(input, cached, output, reasoning)`: `input` counts every input
@@ -92,6 +92,7 @@ class CliResult:
     usage: Usage = field(default_factory=Usage)
     usage_cumulative: bool = False  # usage is the thread's running total (codex): see attempt_usage()
     cost_usd: float | None = None  # as the CLI reported it, or estimated (pricing.with_cost)
+    cost_cumulative: bool = False  # cost_usd is the session's running total (claude --resume): attempt_cost()
     cost_estimated: bool = False
     num_turns: int | None = None
     model: str | None = None  # when the output names it (claude's init event)
@@ -99,6 +100,7 @@ class CliResult:
     failed: bool = False  # the CLI itself said the attempt failed: turn.failed, or a result with is_error
     error_message: str | None = None  # the CLI's message for that failure; never the agent's own text
     api_status: int | None = None  # claude's api_error_status (429, 401, 529, ...)
+    api_error: str | None = None  # claude's api_error / api_error_type (usage_limit_reached, rate_limit_error)
     subtype: str | None = None  # claude's result subtype (success, error_max_turns, ...)
     last_error: str | None = None  # the last codex `error` line (may have been transient)
     final_text: str | None = None  # the agent's last message
@@ -132,6 +134,19 @@ def attempt_usage(result: CliResult, previous_totals: Usage | None) -> Usage:
     if result.usage_cumulative:
         return result.usage.since(previous_totals)
     return result.usage
+
+
+def attempt_cost(result: CliResult, previous_total: float | None) -> float | None:
+    """The USD this attempt spent: for a resumed claude session, its total less the previous attempt's.
+
+    Claude's `total_cost_usd` (like its `modelUsage`) on `--resume` counts the whole session, while its
+    `usage` counts only this run. previous_total is the cost the last attempt on the same session reported.
+    """
+    if result.cost_usd is None:
+        return None
+    if result.cost_cumulative and previous_total is not None and result.cost_usd >= previous_total:
+        return result.cost_usd - previous_total
+    return result.cost_usd
 
 
 class OutputParser:
@@ -356,12 +371,14 @@ class ClaudeParser(OutputParser):
             base,
             usage=_claude_usage(usage) if isinstance(usage, dict) else Usage(),
             cost_usd=float(cost) if _is_number(cost) else None,
+            cost_cumulative=True,
             num_turns=_int(r.get("num_turns")) if _is_number(r.get("num_turns")) else None,
             completed=True,
             failed=failed,
             error_message=error,
             api_status=_int(r.get("api_error_status")) if _is_number(r.get("api_error_status")) else None,
             subtype=subtype,
+            api_error=_str(r.get("api_error")) or _str(r.get("api_error_type")),
             final_text=None if failed else text,
             permission_denials=_denials(r.get("permission_denials")),
         )

@@ -6,7 +6,8 @@
 
 cost = (input − cached) × input + cached × cached_input + output × output, over 1,000,000. Reasoning
 tokens are output tokens (they are counted inside `output`). A cost worked out here is marked estimated;
-a cost the CLI reported (claude's `total_cost_usd`) is kept as it is.
+a cost the CLI reported (claude's `total_cost_usd`) is kept as it is (see output.attempt_cost for
+a resumed session's).
 """
 
 from __future__ import annotations
