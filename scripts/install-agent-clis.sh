@@ -8,7 +8,10 @@ set -u
 CODEX_VERSION="0.171.0"
 CLAUDE_VERSION="2.1.332"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# No dirname: the script must work with a bare PATH too.
+HERE="${BASH_SOURCE[0]%/*}"
+[ "$HERE" = "${BASH_SOURCE[0]}" ] && HERE=.
+ROOT="$(cd "$HERE/.." && pwd)"
 DEST="$ROOT/.agent-clis"
 STAMP="$DEST/.installed-codex-$CODEX_VERSION-claude-$CLAUDE_VERSION"
 
@@ -36,7 +39,7 @@ fi
 echo "install-agent-clis: installing @openai/codex@$CODEX_VERSION and @anthropic-ai/claude-code@$CLAUDE_VERSION into .agent-clis/ (once)" >&2
 # No audit/fund/update-notifier traffic; a short fetch timeout so an unreachable registry fails fast.
 if ! (cd "$DEST" && npm install --no-audit --no-fund --no-update-notifier --loglevel=error \
-        --fetch-retries=1 --fetch-timeout=30000 --save-exact \
+        --fetch-retries=0 --fetch-timeout=30000 --save-exact \
         "@openai/codex@$CODEX_VERSION" "@anthropic-ai/claude-code@$CLAUDE_VERSION" \
         >"$DEST/npm-install.log" 2>&1); then
     say_skip "npm install failed (registry unreachable?), see .agent-clis/npm-install.log"

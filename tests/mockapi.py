@@ -8,7 +8,7 @@
                               requests: [Request(method, path, headers, body, scenario)]
 
 Scenarios are API-neutral (`reply`, `rate_limited`, `unauthorized`, `overloaded`, `usage_limit`,
-`stall`, `tool_call`); each API renders them in its own wire format, so one test reads the same for
+`quota_exceeded`, `stall`, `tool_call`); each API renders them in its own wire format, so one test reads the same for
 both CLIs. Stdlib only: tests import it without installing anything.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 class Scenario:
     """What the mock does with one model request."""
 
-    kind: str  # reply | tool_call | rate_limited | unauthorized | overloaded | usage_limit | stall
+    kind: str  # reply | tool_call | rate_limited | unauthorized | overloaded | usage_limit | quota_exceeded | stall
     text: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
@@ -66,6 +66,11 @@ def usage_limit(resets_at: int | None = None) -> Scenario:
     return Scenario("usage_limit", resets_at=resets_at if resets_at is not None else int(time.time()) + 3 * 3600)
 
 
+def quota_exceeded() -> Scenario:
+    """Out of paid credit: OpenAI's insufficient_quota 429, Anthropic's credit-balance 400."""
+    return Scenario("quota_exceeded")
+
+
 def stall(partial: bool = False) -> Scenario:
     return Scenario("stall", partial=partial)
 
@@ -76,7 +81,7 @@ class Request:
 
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: Any  # parsed JSON, or the raw text when it is not JSON
     scenario: Scenario | None  # the scenario it consumed; None for start-up/side calls
 
@@ -101,7 +106,8 @@ class MockAPI:
         self._closing = threading.Event()  # set on close: stalled handlers then drop their connection
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mockapi", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="mockapi",
+                                        daemon=True)
 
     @property
     def port(self) -> int:
@@ -119,6 +125,11 @@ class MockAPI:
         """The requests that took a scenario (the CLI's model calls), in order."""
         with self._lock:
             return [r for r in self.requests if r.scenario is not None]
+
+    def escapes(self) -> list[str]:
+        """Hosts a CLI tried to reach through the proxy (anything but this mock)."""
+        with self._lock:
+            return [r.path for r in self.requests if r.method == "CONNECT" or r.path.startswith("http")]
 
     def wait_for_requests(self, count: int, timeout: float) -> bool:
         """True once `count` model requests have arrived; False after `timeout` seconds."""
@@ -179,6 +190,9 @@ def _openai(s: Scenario, body: dict) -> _Response:
         return _openai_error(429, "usage_limit_reached", "The usage limit has been reached",
                              {"plan_type": "plus", "resets_at": s.resets_at,
                               "resets_in_seconds": max(0, s.resets_at - int(time.time()))})
+    if s.kind == "quota_exceeded":
+        return _openai_error(429, "insufficient_quota", "You exceeded your current quota, please check your plan "
+                             "and billing details.")
     created = ("response.created", {"type": "response.created", "response": {"id": rid}})
     if s.kind == "stall":
         return _Response(200, {"content-type": "text/event-stream"}, events=[created] if s.partial else None,
@@ -235,6 +249,9 @@ def _anthropic(s: Scenario, body: dict) -> _Response:
                                     "anthropic-ratelimit-unified-overage-disabled-reason": "org_level_disabled",
                                     "retry-after": str(max(0, s.resets_at - int(time.time()))),
                                 })
+    if s.kind == "quota_exceeded":
+        return _anthropic_error(400, "invalid_request_error", "Your credit balance is too low to access the "
+                                "Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.")
     mid = "msg_" + uuid.uuid4().hex[:24]
     model = body.get("model", "claude-mock") if isinstance(body, dict) else "claude-mock"
     usage = {"input_tokens": s.input_tokens, "cache_creation_input_tokens": 0,
@@ -309,7 +326,7 @@ def _make_handler(api: MockAPI) -> type[BaseHTTPRequestHandler]:
                 resp = _anthropic(scenario, body if isinstance(body, dict) else {})
             else:
                 resp = _side_call(self.command, path, body)
-            api._record(Request(self.command, self.path, dict(self.headers.items()), body, scenario))
+            api._record(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, scenario))
             self._send(resp)
 
         def _send(self, resp: _Response) -> None:
@@ -344,5 +361,14 @@ def _make_handler(api: MockAPI) -> type[BaseHTTPRequestHandler]:
 
         def do_HEAD(self) -> None:
             self._handle()
+
+        def do_CONNECT(self) -> None:
+            # The mock is also the CLIs' HTTPS_PROXY: a request for any other host lands here, is
+            # recorded (see MockAPI.escapes) and refused, so a test sees it instead of the network.
+            api._record(Request("CONNECT", self.path, {k.lower(): v for k, v in self.headers.items()}, None, None))
+            self.send_response(403)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            self.close_connection = True
 
     return Handler
