@@ -373,18 +373,18 @@ class Workspaces:
         for n in range(1, 1000):
             branch = stem if n == 1 else f"{stem}-{n}"
             path = self.worktrees_dir / branch.rsplit("/", 1)[1]
-            if self.is_ours(branch) or path.exists() or self._ref(branch):
-                continue  # ours from an earlier attempt, a leftover folder, or someone else's branch
+            if self.is_ours(branch) or path.exists():
+                continue  # ours from an earlier attempt, or a leftover folder
             proc = self.git.run(self.repo, "worktree", "add", "-q", "-b", branch, str(path), start, check=False)
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 return Workspace(str(path), branch, start, task_id)
-            if not self._ref(branch):  # not a lost race for the name: a real failure
+            if not self._ref(branch):  # the name is not someone else's branch: a real failure
                 raise GitError(["worktree", "add", "-b", branch, str(path), start], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
 
-    def _snapshot(self, ws: Workspace, message: str, author: str) -> str | None:
-        """Commit everything in the worktree onto its branch, keeping the agent's commits; the new tip, or None.
+    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, bool]:
+        """Commit everything in the worktree onto its branch, keeping the agent's commits; (branch tip, whether it moved).
 
         Plumbing (add, write-tree, commit-tree, update-ref) rather than `git commit`: no hook or config can
         interfere, and work the agent committed on a detached HEAD or another branch is kept on ours.
@@ -398,7 +398,7 @@ class Workspaces:
         head, head_tree, tip = g.out(ws.path, "rev-parse", "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}").split()
         if head == tip:
             if tree == head_tree:
-                return None
+                return tip, False
             parents = [tip]
         elif g.ok(ws.path, "merge-base", "--is-ancestor", tip, head):
             parents = [head]
@@ -412,12 +412,11 @@ class Workspaces:
                 argv += ["-p", p]
             new = g.out(ws.path, *argv, author=author)
         g.run(ws.path, "update-ref", "-m", f"wvo-batch: {message.splitlines()[0]}", f"refs/heads/{ws.branch}", new, tip)
-        return new
+        return new, True
 
     def commit_all(self, ws: Workspace, message: str, author: str = "wvo-batch") -> str | None:
         """Commit what the agent left (untracked too, .gitignore respected); the branch tip, or None when nothing changed since base."""
-        self._snapshot(ws, message, author)
-        tip = self._ref(ws.branch)
+        tip, _ = self._snapshot(ws, message, author)
         if tip == ws.base_commit:
             self._record(ws.branch, state=BranchState.NO_CHANGES.value, tip=tip)
             return None
@@ -426,9 +425,10 @@ class Workspaces:
 
     def wip_commit(self, ws: Workspace, reason: str) -> str | None:
         """Commit what is in the worktree as "WIP: <reason>"; the new commit, or None when nothing was uncommitted."""
-        new = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
-        if new is not None:
-            self._record(ws.branch, state=BranchState.WIP.value, tip=new)
+        new, moved = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
+        if not moved:
+            return None
+        self._record(ws.branch, state=BranchState.WIP.value, tip=new)
         return new
 
     def remove(self, ws: Workspace, reason: str = "worktree removed") -> str | None:
