@@ -251,8 +251,9 @@ class Workspaces:
         self.into = into
         self.worktrees_dir = self.state_dir / WORKTREES
         self.landing_path = self.state_dir / LANDING
-        self._lock = threading.Lock()  # guards the journal and the two dicts below
+        self._lock = threading.Lock()  # guards the journal file and _entries
         self._entries: dict[str, dict] = {}  # branch -> its journal record (ours only)
+        self._torn = False  # the journal ends mid-line (a crash mid-append): start the next record on a new line
         self._journal = self.state_dir / JOURNAL
         if not self.git.ok(self.repo, "check-ref-format", f"refs/heads/{into}"):
             raise WorkspaceError(f"`into` {into!r} is not a valid branch name")
@@ -315,27 +316,29 @@ class Workspaces:
     # -- journal
 
     def _load(self) -> dict | None:
-        header = None
         try:
-            f = open(self._journal)
+            text = self._journal.read_text()
         except FileNotFoundError:
             return None
-        with f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:  # a torn last line from a crash: the change it described did not finish
-                    continue
-                if rec.get("header"):
-                    header = header or rec
-                else:
-                    self._entries.setdefault(rec["branch"], {}).update(rec)
+        self._torn = bool(text) and not text.endswith("\n")
+        header = None
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a torn line from a crash: the change it described did not finish
+                continue
+            if rec.get("header"):
+                header = header or rec
+            else:
+                self._entries.setdefault(rec["branch"], {}).update(rec)
         return header
 
     def _append(self, rec: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
         with self._lock:
+            if self._torn:
+                line, self._torn = b"\n" + line, False
             fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.fchmod(fd, 0o600)
