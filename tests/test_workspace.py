@@ -505,3 +505,16 @@ def test_into_moved_by_someone_else_mid_landing_is_kept_and_the_merge_redone(rep
     assert isinstance(result, Landed)
     assert git(repo, "rev-parse", f"{INTO}^1") == calls[0]
     sp.finish()
+
+
+def test_a_journal_line_torn_by_a_crash_loses_only_that_line(repo, state):
+    sp = Workspaces(repo, state, "r1", INTO)
+    a = sp.create("a")
+    with open(state / "workspaces.jsonl", "a") as f:
+        f.write('{"branch": "wvo/r1/a", "state": "comm')  # SIGKILL mid-append
+    reopened = Workspaces.open(state)
+    b = reopened.create("b")
+    again = Workspaces.open(state)
+    assert sorted(again.owned()) == [a.branch, b.branch]
+    assert again.owned()[a.branch]["state"] == "running"
+    again.finish()

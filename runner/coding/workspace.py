@@ -251,8 +251,9 @@ class Workspaces:
         self.into = into
         self.worktrees_dir = self.state_dir / WORKTREES
         self.landing_path = self.state_dir / LANDING
-        self._lock = threading.Lock()  # guards the journal and the two dicts below
+        self._lock = threading.Lock()  # guards the journal file and _entries
         self._entries: dict[str, dict] = {}  # branch -> its journal record (ours only)
+        self._torn = False  # the journal ends mid-line (a crash mid-append): start the next record on a new line
         self._journal = self.state_dir / JOURNAL
         if not self.git.ok(self.repo, "check-ref-format", f"refs/heads/{into}"):
             raise WorkspaceError(f"`into` {into!r} is not a valid branch name")
@@ -315,27 +316,29 @@ class Workspaces:
     # -- journal
 
     def _load(self) -> dict | None:
-        header = None
         try:
-            f = open(self._journal)
+            text = self._journal.read_text()
         except FileNotFoundError:
             return None
-        with f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:  # a torn last line from a crash: the change it described did not finish
-                    continue
-                if rec.get("header"):
-                    header = header or rec
-                else:
-                    self._entries.setdefault(rec["branch"], {}).update(rec)
+        self._torn = bool(text) and not text.endswith("\n")
+        header = None
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a torn line from a crash: the change it described did not finish
+                continue
+            if rec.get("header"):
+                header = header or rec
+            else:
+                self._entries.setdefault(rec["branch"], {}).update(rec)
         return header
 
     def _append(self, rec: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
         with self._lock:
+            if self._torn:
+                line, self._torn = b"\n" + line, False
             fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.fchmod(fd, 0o600)
@@ -378,18 +381,18 @@ class Workspaces:
         for n in range(1, 1000):
             branch = stem if n == 1 else f"{stem}-{n}"
             path = self.worktrees_dir / branch.rsplit("/", 1)[1]
-            if self.is_ours(branch) or path.exists() or self._ref(branch):
-                continue  # ours from an earlier attempt, a leftover folder, or someone else's branch
+            if self.is_ours(branch) or path.exists():
+                continue  # ours from an earlier attempt, or a leftover folder
             proc = self.git.run(self.repo, "worktree", "add", "-q", "-b", branch, str(path), start, check=False)
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 return Workspace(str(path), branch, start, task_id)
-            if not self._ref(branch):  # not a lost race for the name: a real failure
+            if not self._ref(branch):  # the name is not someone else's branch: a real failure
                 raise GitError(["worktree", "add", "-b", branch, str(path), start], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
 
-    def _snapshot(self, ws: Workspace, message: str, author: str) -> str | None:
-        """Commit everything in the worktree onto its branch, keeping the agent's commits; the new tip, or None.
+    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, bool]:
+        """Commit everything in the worktree onto its branch, keeping the agent's commits; (branch tip, whether it moved).
 
         Plumbing (add, write-tree, commit-tree, update-ref) rather than `git commit`: no hook or config can
         interfere, and work the agent committed on a detached HEAD or another branch is kept on ours.
@@ -403,7 +406,7 @@ class Workspaces:
         head, head_tree, tip = g.out(ws.path, "rev-parse", "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}").split()
         if head == tip:
             if tree == head_tree:
-                return None
+                return tip, False
             parents = [tip]
         elif g.ok(ws.path, "merge-base", "--is-ancestor", tip, head):
             parents = [head]
@@ -417,12 +420,11 @@ class Workspaces:
                 argv += ["-p", p]
             new = g.out(ws.path, *argv, author=author)
         g.run(ws.path, "update-ref", "-m", f"wvo-batch: {message.splitlines()[0]}", f"refs/heads/{ws.branch}", new, tip)
-        return new
+        return new, True
 
     def commit_all(self, ws: Workspace, message: str, author: str = "wvo-batch") -> str | None:
         """Commit what the agent left (untracked too, .gitignore respected); the branch tip, or None when nothing changed since base."""
-        self._snapshot(ws, message, author)
-        tip = self._ref(ws.branch)
+        tip, _ = self._snapshot(ws, message, author)
         if tip == ws.base_commit:
             self._record(ws.branch, state=BranchState.NO_CHANGES.value, tip=tip)
             return None
@@ -431,9 +433,10 @@ class Workspaces:
 
     def wip_commit(self, ws: Workspace, reason: str) -> str | None:
         """Commit what is in the worktree as "WIP: <reason>"; the new commit, or None when nothing was uncommitted."""
-        new = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
-        if new is not None:
-            self._record(ws.branch, state=BranchState.WIP.value, tip=new)
+        new, moved = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
+        if not moved:
+            return None
+        self._record(ws.branch, state=BranchState.WIP.value, tip=new)
         return new
 
     def remove(self, ws: Workspace, reason: str = "worktree removed") -> str | None:
