@@ -25,7 +25,7 @@ from runner.coding import executors
 from runner.manager import statedir
 from runner.agents.backend import AgentGone, AgentReady
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, EXIT_TERMINATED, UsageError
-from runner.manager.ledger import Attempt, Ledger, roadmap_key, task_hash
+from runner.manager.ledger import Attempt, Ledger, task_hash
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 from runner.model import Outcome, Roadmap, Task, TaskState
 from runner.manager.pool import Pool, serve_board
@@ -179,7 +179,7 @@ class Run:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
         self._check_runnable()
         state_dir = statedir.prepare(self.opt.state_dir or statedir.default_state_dir(self.roadmap.files))
-        lock = statedir.RunLock(state_dir, roadmap_key(self.roadmap.files))
+        lock = statedir.RunLock.of_roadmaps(state_dir, self.roadmap.files)
         lock.acquire()
         try:
             if lock.stale_pid:
