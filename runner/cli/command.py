@@ -15,6 +15,7 @@ import sys
 from types import SimpleNamespace
 
 from runner.cli import options as cliargs
+from runner.cli.terminal import visible
 from runner.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_RUN,
@@ -22,8 +23,11 @@ from runner.errors import (
     EXIT_USAGE,
     BatchError,
     RoadmapError,
+    StateError,
     UsageError,
 )
+
+_STATUS_TIMEOUT_S = 3.0  # --status gives up on a run that does not answer (stopped with SIGSTOP)
 
 _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # what typer.echo strips when the stream is no terminal
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -35,7 +39,14 @@ def parse_size(text: str) -> int:
     if not m:
         raise UsageError(f"--memfree: {text!r} is not a size (e.g. 512M, 2G)")
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+    size = int(float(m.group(1)) * scale)
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        total = 1 << 60
+    if size > total:
+        raise UsageError(f"--memfree: {text!r} is more than this machine's memory ({total >> 20}M): no task would ever start")
+    return size
 
 
 def parse_roles(text: str) -> dict[str, int]:
@@ -43,11 +54,15 @@ def parse_roles(text: str) -> dict[str, int]:
     roles: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, count = part.partition("=")
-        if not re.fullmatch(r"[A-Za-z][\w-]*", name) or not count.isdigit():
+        if not re.fullmatch(r"[A-Za-z][\w-]*", name) or not re.fullmatch(r"[0-9]+", count):
             raise UsageError(f"--roles: {part!r} is not ROLE=COUNT (e.g. orchestrator=1,worker=6,critic=1)")
         roles[name] = int(count)
+        if roles[name] > cliargs.MAX_AGENTS:
+            raise UsageError(f"--roles: {name}={count} is out of range; give 0 to {cliargs.MAX_AGENTS} agents")
     if sum(roles.values()) < 1:
         raise UsageError("--roles: at least one agent is needed")
+    if sum(roles.values()) > cliargs.MAX_AGENTS:
+        raise UsageError(f"--roles: {sum(roles.values())} agents in all; give at most {cliargs.MAX_AGENTS}")
     return roles
 
 
@@ -73,6 +88,10 @@ def _command(args: SimpleNamespace) -> int:
     roadmaps = args.roadmaps
     if not roadmaps:
         raise UsageError("missing ROADMAP: give one or more roadmap files (wvo-batch --help)")
+    problem = cliargs.out_of_range(args)
+    if problem:
+        raise UsageError(problem)
+    _combinations(args)
     n_agents = _agents(args.agents)
     if args.status:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
@@ -96,10 +115,9 @@ def _command(args: SimpleNamespace) -> int:
         if lo < 1 or hi < lo:
             raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
         min_agents, max_agents = lo, hi
-    if args.max_tasks is not None and args.max_tasks < 1:
-        raise UsageError(f"--max-tasks: must be at least 1 (got {args.max_tasks})")
-    if args.iterations is not None and args.iterations < 0:
-        raise UsageError(f"--iterations: must be 0 (until nothing is runnable) or more (got {args.iterations})")
+    for flag, path, append in (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)):
+        if path:
+            _check_writable(flag, path, append)
     from runner.manager.autopilot import BatchPlan
 
     plan = BatchPlan(
@@ -148,15 +166,49 @@ def _one_of(flag: str, value, choices: tuple[str, ...]):
     return value
 
 
-def _echo(text: str, *, err: bool = False, nl: bool = True) -> None:
-    """Write and flush, as typer.echo did: escape codes reach a terminal only."""
+def _echo(text: str, *, err: bool = False, nl: bool = True, raw: bool = False) -> None:
+    """Write and flush, as typer.echo did (colour codes off a terminal go); every other control character
+    is spelt out (runner.cli.terminal), unless `raw`: the command's own cursor movements."""
     stream = sys.stderr if err else sys.stdout
-    if nl:
-        text += "\n"
     if not stream.isatty():
         text = _ANSI.sub("", text)
+    if not raw:
+        text = visible(text)
+    if nl:
+        text += "\n"
     stream.write(text)
     stream.flush()
+
+
+def _combinations(args: SimpleNamespace) -> None:
+    """A flag that only makes sense with another never starts a run: it is read as meant, or refused."""
+    if args.watch and not args.status:
+        if args.check or args.history or args.schema:
+            raise UsageError("--watch follows the board of a run in progress: it goes with --status alone")
+        args.status = True  # `--watch` can only mean following the board: that is --status --watch
+    if args.with_deps and not args.only and args.max_tasks is None:
+        raise UsageError("--with-deps pulls unfinished dependencies into a selection: give --only (or --max-tasks) too")
+    if args.ray_address and args.backend != "ray":
+        raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
+
+
+def _check_writable(flag: str, path: str, append: bool) -> None:
+    """Refuse (UsageError) an output file that could not be written, before anything runs."""
+    import tempfile
+
+    path = os.path.abspath(path)
+    where = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory; give a file name; nothing ran")
+    try:
+        if append and os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            fd, probe = tempfile.mkstemp(dir=where, prefix=".wvo-probe-")  # where atomic_write puts its temp file
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot be written ({exc.strerror}); nothing ran") from None
 
 
 def _agents(text: str) -> int:
@@ -166,8 +218,8 @@ def _agents(text: str) -> int:
         raise UsageError(
             f"--agents: {text!r} is not a whole number; give the number of agents (>= 1), e.g. --agents 4"
         ) from None
-    if n < 1:
-        raise UsageError(f"--agents: must be at least 1 (got {n})")
+    if not 1 <= n <= cliargs.MAX_AGENTS:
+        raise UsageError(f"--agents: {n} is out of range; give 1 to {cliargs.MAX_AGENTS}")
     return n
 
 
@@ -252,34 +304,52 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     import time
     from multiprocessing import AuthenticationError
 
-    from runner.manager import statedir
     from runner.cli.display import board_lines
-    from runner.manager.ledger import roadmap_key
-    from runner.manager.pool import read_board
+    from runner.manager import statedir
+    from runner.manager.pool import BoardKeyError, read_board
 
     folder_root = _state_dir(roadmaps, state_dir)
-    lock = statedir.RunLock(folder_root, roadmap_key(roadmaps))
-    if not os.path.isdir(folder_root) or lock.holder() is None:
+    if not os.path.lexists(folder_root):
         _echo("wvo-batch: no run of this roadmap is in progress", err=True)
         return EXIT_NO_RUN
-    latest = os.path.join(folder_root, "latest")
+    statedir.check_private(folder_root)  # whoever else can write there could serve us any board
+    lock = statedir.RunLock.of_roadmaps(folder_root, roadmaps)
+    if lock.holder() is None:
+        _echo("wvo-batch: no run of this roadmap is in progress", err=True)
+        return EXIT_NO_RUN
     starting_until = time.monotonic() + 5.0  # a run that just started serves its board a moment later
     while True:
+        holder = lock.holder()
+        folder = statedir.latest_folder(folder_root)
         try:
-            snap = read_board(os.path.realpath(latest))
-        except AuthenticationError:
-            raise UsageError("--status: the run's board refused our key (authentication failed)") from None
-        except (OSError, EOFError):
-            if lock.holder() is not None and time.monotonic() < starting_until:
+            if folder is None:
+                raise FileNotFoundError
+            snap = read_board(folder, timeout=_STATUS_TIMEOUT_S)
+        except BoardKeyError as exc:
+            raise StateError(f"--status: {exc}") from None
+        except AuthenticationError as exc:
+            raise StateError(f"--status: {exc} (authentication failed); not reading its board") from None
+        except TimeoutError:
+            raise BatchError(
+                f"--status: the run (PID {holder or '?'}) did not answer within {_STATUS_TIMEOUT_S:g}s:"
+                " it is stopped (SIGSTOP?) or overloaded"
+            ) from None
+        except (OSError, EOFError, ValueError):
+            if holder is None:
+                _echo("wvo-batch: no run of this roadmap is in progress", err=True)
+                return EXIT_NO_RUN
+            if time.monotonic() < starting_until:
                 time.sleep(0.1)  # the run holds its lock but is still starting: ask again
                 continue
-            _echo("wvo-batch: no run of this roadmap is in progress", err=True)
+            where = f" ({folder}/board.key is missing)" if folder else ""
+            _echo(f"wvo-batch: a run of this roadmap holds the lock (PID {holder}) but serves no board{where}", err=True)
             return EXIT_NO_RUN
+        starting_until = 0.0
         if json_out:
             _echo(json.dumps(snap, default=str))
         else:
             if watch and sys.stdout.isatty():
-                _echo("\x1b[H\x1b[J", nl=False)
+                _echo("\x1b[H\x1b[J", nl=False, raw=True)
             import shutil
 
             width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
@@ -294,7 +364,12 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
 
     from runner.manager.ledger import Ledger
 
-    path = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
+    from runner.manager import statedir
+
+    folder_root = _state_dir(roadmaps, state_dir)
+    path = os.path.join(folder_root, "ledger.sqlite")
+    if os.path.lexists(folder_root):
+        statedir.check_private(folder_root)
     if not os.path.exists(path):
         if json_out:
             _echo("[]")
@@ -334,8 +409,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except OSError as exc:  # the machine said no (disk, permissions, limits): say what, not where in our code
-        where = f" ({exc.filename})" if exc.filename else ""
-        sys.stderr.write(f"wvo-batch: {exc.strerror or exc}{where}\n")
+        where = f" ({os.fsdecode(exc.filename)})" if exc.filename else ""
+        sys.stderr.write(visible(f"wvo-batch: {exc.strerror or exc}{where}") + "\n")
         sys.exit(EXIT_USAGE)
     _exit(code)
 

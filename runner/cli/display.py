@@ -23,6 +23,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 
+from runner.cli.terminal import visible
 from runner.manager.pool import Pool
 from runner.manager.run import Reporter, RunResult
 
@@ -31,7 +32,6 @@ _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 _TITLE_MAX = 40  # characters of a task title on the board, before the terminal's width cuts more
 _DRAW_EVERY_S = 0.1  # the board is redrawn at most this often on events (refresh() always redraws)
 _COOLS = re.compile(r"cools down ([0-9.]+)s")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -234,8 +234,8 @@ def _agent_key(a: dict):
 
 
 def _clean(text: str) -> str:
-    """A roadmap string made safe for one terminal line: control characters (escapes, newlines) go."""
-    return _CONTROL.sub(" ", text)
+    """A roadmap string made safe for one terminal line: control characters (escapes, newlines) spelt out."""
+    return visible(text, one_line=True)
 
 
 def _cells(text: str) -> int:
@@ -388,7 +388,7 @@ class Display(Reporter):
         if self._board and self._drawn:
             self._paint(lines)
         else:
-            self.out.write("".join(line + "\n" for line in lines))
+            self.out.write("".join(_clean(line) + "\n" for line in lines))
             self.out.flush()
 
     def _paint(self, above: list[str]) -> None:
@@ -401,8 +401,8 @@ class Display(Reporter):
         if self._drawn:
             parts.append(f"\r\x1b[{self._drawn}A")
         parts.append("\x1b[J")
-        parts.extend(line + "\n" for line in above)
-        parts.extend(line + "\n" for line in board)
+        parts.extend(_clean(line) + "\n" for line in above)
+        parts.extend(_clean(line) + "\n" for line in board)
         self.out.write("".join(parts))
         self.out.flush()
         self._drawn = len(board)
@@ -441,10 +441,10 @@ class Display(Reporter):
             table = [
                 (
                     _clean(str(r["task"])),
-                    r.get("agent") or "-",
+                    _clean(str(r.get("agent") or "-")),
                     r["status"] + (f" ({_clean(r['reason'])})" if r.get("reason") and r["reason"] != r["status"] else ""),
                     fmt_duration(r.get("duration_s")),
-                    _relative(r.get("log"), result.folder),
+                    _clean(_relative(r.get("log"), result.folder)),
                 )
                 for r in shown
             ]
@@ -462,7 +462,7 @@ class Display(Reporter):
             + f" of {s['total']} · makespan {fmt_duration(s['makespan_s'])}"
             + f" · utilisation {t['utilization'] * 100:.0f}% · queue wait p95 {fmt_duration(t['queue_wait_p95_s'])}\n"
         )
-        out.write(f"run {s['run_id']}: {s['folder']}\n")
+        out.write(f"run {s['run_id']}: {_clean(str(s['folder']))}\n")
         out.flush()
 
 
@@ -488,7 +488,7 @@ class _AboveBoard(logging.Handler):
             if os.getpid() == self.pid:
                 self.display._write(text.splitlines() or [""])
             else:
-                self.display.out.write(text + "\n")
+                self.display.out.write(visible(text) + "\n")
         except Exception:  # noqa: BLE001 - logging must never raise into the run
             self.handleError(record)
 

@@ -138,6 +138,40 @@ OPTIONS = (
 
 _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 
+MAX_AGENTS = 1024  # agents of one run (--agents, --roles, --max-agents): each is an OS process of this machine
+_DAY = 86400.0  # the longest wait an option sets: past ~24.8 days poll() and timers overflow
+_BILLION = 10**9
+
+# The range of every numeric option: (least, most). A value outside it, or a float that is not finite,
+# is a usage error naming the limit, before anything runs.
+LIMITS: dict[str, tuple[float, float]] = {
+    "grace": (0.0, _DAY),
+    "route_wait": (0.0, _DAY),
+    "interval": (0.0, _DAY),
+    "max_load": (0.01, 1e6),
+    "retries": (0, 1000),
+    "max_failures": (0, _BILLION),
+    "max_tasks": (1, _BILLION),
+    "iterations": (0, _BILLION),
+    "min_agents": (1, MAX_AGENTS),
+    "max_agents": (1, MAX_AGENTS),
+}
+
+
+def out_of_range(args: SimpleNamespace) -> str | None:
+    """The first numeric option outside LIMITS, as a message with the limit; None when all are in range."""
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is None or option.name not in LIMITS:
+            continue
+        lo, hi = LIMITS[option.name]
+        flag = option.flags[0]
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{flag}: {value} is not a finite number; give {lo:g} to {hi:g}"
+        if not lo <= value <= hi:
+            return f"{flag}: {value} is out of range; give {lo:g} to {hi:g}"
+    return None
+
 # Only the plainest spellings: typer (through pydantic) also takes " 3", "1_000", "1.0", "1e3", "inf", ...
 # and those go to it rather than risk reading them differently.
 _NUMBER = {int: re.compile(r"[0-9]+"), float: re.compile(r"[0-9]+(?:\.[0-9]+)?")}

@@ -1,9 +1,9 @@
-"""The agent table and the reservations, served to other processes by a multiprocessing manager.
+"""The agent table and the reservations, and the board that shows them to other processes.
 
 The manager process owns both and is the only one that changes them, under `lock`. It mutates them
-in its own memory (no proxy round trip on the per-task path); a `multiprocessing.managers` server,
-running on a thread of the same process, serves a read-only board over an authenticated Unix socket,
-so `wvo-batch ROADMAP --status` in another shell reads the same table through a proxy.
+in its own memory (no proxy round trip on the per-task path); a thread of the same process serves a
+read-only snapshot (JSON) over a Unix socket in the run folder, after a challenge-response each way
+on a key in a 0600 file, so `wvo-batch ROADMAP --status` in another shell reads the same table.
 """
 
 from __future__ import annotations
@@ -110,96 +110,218 @@ class Pool:
             }
 
 
-class _Board:
-    """What the listener serves: a read-only view of the pool."""
-
-    def __init__(self, pool: Pool):
-        self._pool = pool
-
-    def snapshot(self) -> dict:
-        return self._pool.snapshot()
-
-
-
-
 _SUN_PATH_MAX = 100  # a Unix socket path must fit in sockaddr_un (108 bytes on Linux)
+_HELLO = b"wvo-board 1 "
+_PAYLOAD_MAX = 64 << 20  # the largest board a client reads (bytes of JSON)
+_SERVE_TIMEOUT_S = 2.0  # a client that does not answer the challenge in time is dropped
 
 
 @dataclass
 class BoardServer:
+    """The board's listener: a thread of the manager answering one client at a time."""
+
     address: str
     key_file: str
-    addr_file: str
-    _server: object = field(default=None, repr=False)
-    _own_dir: str | None = None  # a short private dir made for the socket when the run folder's path is too long
+    _sock: object = field(default=None, repr=False)
+    _dir_fd: int | None = None  # the run folder, held open: the socket is bound and unlinked through it
 
     def close(self) -> None:
+        import socket
+
         try:
-            self._server.listener.close()
-        except Exception:  # noqa: BLE001 - closing on the way out; nothing left to do about it
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accepter thread out of accept()
+        except OSError:
             pass
-        for path in (self.address, self.key_file, self.addr_file):
+        self._sock.close()
+        for path in (self.address, self.key_file):
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        if self._own_dir:
-            try:
-                os.rmdir(self._own_dir)
-            except OSError:
-                pass
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 def serve_board(pool: Pool, folder: str) -> BoardServer:
-    """Serve the pool's board on a Unix socket in `folder`, keyed by a random secret in a 0600 file."""
-    import secrets  # lazily, like the rest of the board: ~10 ms of start-up with tempfile
-    import tempfile
+    """Serve the pool's board on a Unix socket in `folder`, keyed by a random secret in a 0600 file.
+
+    The board travels as JSON, never pickle, and only after both sides proved they hold the key
+    (a challenge-response each way: the client proves it first, then the server, over the board's bytes).
+    """
+    import secrets  # lazily, like the rest of the board, paid while tasks run
+    import socket
 
     key = secrets.token_bytes(32)
     address = os.path.join(folder, "board.sock")
-    own_dir = None
-    if len(address) > _SUN_PATH_MAX:
-        own_dir = tempfile.mkdtemp(prefix="wvo-")  # mode 0700
-        address = os.path.join(own_dir, "board.sock")
     key_file = os.path.join(folder, "board.key")
-    addr_file = os.path.join(folder, "board.addr")
-    with open(addr_file, "w", encoding="utf-8") as f:
-        f.write(address)
-    for path in (address, key_file):
+    for path in (address, key_file, os.path.join(folder, "board.addr")):
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.hex().encode())
-    from multiprocessing.managers import BaseManager  # lazily: ~35 ms of start-up, paid while tasks run
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(_short(address, dir_fd))
+        os.chmod(address, 0o600)
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        os.close(dir_fd)
+        raise
+    server = BoardServer(address, key_file, sock, dir_fd)
+    threading.Thread(target=_accept, args=(sock, pool, key), name="wvo-board", daemon=True).start()
+    return server
 
-    board = _Board(pool)
 
-    class _ServeManager(BaseManager):
-        pass
-
-    _ServeManager.register("board", callable=lambda: board)
-    server = _ServeManager(address=address, authkey=key).get_server()
-    server.stop_event = threading.Event()  # serve_forever() would set it; we run only its accepter thread
-    threading.Thread(target=server.accepter, name="wvo-board", daemon=True).start()
-    return BoardServer(address, key_file, addr_file, server, own_dir)
+def _short(address: str, dir_fd: int) -> str:
+    """The socket's path as bind()/connect() take it: through /proc/self/fd when the real one is too long."""
+    if len(os.fsencode(address)) <= _SUN_PATH_MAX:
+        return address
+    return f"/proc/self/fd/{dir_fd}/{os.path.basename(address)}"
 
 
-def read_board(folder: str, key: bytes | None = None) -> dict:
-    """Connect to a running manager's board; raises FileNotFoundError / AuthenticationError / OSError."""
-    with open(os.path.join(folder, "board.addr"), encoding="utf-8") as f:
-        address = f.read().strip()
-    if key is None:
-        with open(os.path.join(folder, "board.key"), "rb") as f:
-            key = bytes.fromhex(f.read().decode())
-    from multiprocessing.managers import BaseManager
+def _accept(sock, pool: Pool, key: bytes) -> None:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return  # closed: the run is ending
+        with conn:
+            try:
+                conn.settimeout(_SERVE_TIMEOUT_S)
+                _answer(conn, pool, key)
+            except (OSError, ValueError):
+                pass  # a client that went away or spoke nonsense: the next one is served
 
-    class _ClientManager(BaseManager):
-        pass
 
-    _ClientManager.register("board")
-    manager = _ClientManager(address=address, authkey=key)
-    manager.connect()
-    return manager.board().snapshot()
+def _answer(conn, pool: Pool, key: bytes) -> None:
+    import hmac
+    import json
+    import secrets
+
+    ours = secrets.token_bytes(32)
+    conn.sendall(_HELLO + ours.hex().encode() + b"\n")
+    line = _read_line(conn, 200)
+    theirs_hex, _, proof_hex = line.decode("ascii").partition(" ")
+    theirs = bytes.fromhex(theirs_hex)
+    if len(theirs) != 32 or not hmac.compare_digest(bytes.fromhex(proof_hex), _mac(key, b"client", ours, theirs)):
+        conn.sendall(b"denied\n")
+        return
+    payload = json.dumps(pool.snapshot(), default=str, separators=(",", ":")).encode()
+    conn.sendall(_mac(key, b"server", ours, theirs, payload).hex().encode() + b"\n" + payload)
+
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(len(part).to_bytes(8, "big") + part)
+    return mac.digest()
+
+
+def _read_line(conn, limit: int) -> bytes:
+    """One line from a peer that sent it and now waits for our answer (so nothing follows it)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(limit - len(data) + 1)
+        if not chunk:
+            raise EOFError("the board closed the connection")
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("a line too long")
+    return data[:-1]
+
+
+class BoardKeyError(Exception):
+    """board.key is not what serve_board writes: not ours, not private, or not a key."""
+
+
+def read_board(folder: str, key: bytes | None = None, timeout: float = 3.0) -> dict:
+    """The board of the run whose folder this is; raises FileNotFoundError (no board served),
+    BoardKeyError, multiprocessing.AuthenticationError (a side failed to prove it holds the key),
+    TimeoutError (no answer in `timeout` s: the manager is stopped or overloaded) or OSError / EOFError."""
+    import hmac
+    import json
+    import secrets
+    import socket
+    import stat
+    import time
+
+    deadline = time.monotonic() + timeout
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if key is None:
+            key = _read_key(dir_fd, os.path.join(folder, "board.key"))
+        st = os.lstat("board.sock", dir_fd=dir_fd)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+            raise FileNotFoundError(f"{folder}/board.sock is no socket of ours")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(_short(os.path.join(folder, "board.sock"), dir_fd))
+
+            def rest() -> float:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                return left
+
+            conn.settimeout(rest())
+            hello = _read_line(conn, 200)
+            if not hello.startswith(_HELLO[:-1]):
+                raise EOFError("not a board")
+            challenge = bytes.fromhex(hello[len(_HELLO):].decode("ascii"))
+            ours = secrets.token_bytes(32)
+            conn.sendall(ours.hex().encode() + b" " + _mac(key, b"client", challenge, ours).hex().encode() + b"\n")
+            chunks, size = [], 0
+            while True:  # the answer: a proof line and the board, up to the end of the stream
+                conn.settimeout(rest())
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > _PAYLOAD_MAX:
+                    raise EOFError("the board is larger than any board")
+                chunks.append(chunk)
+            proof, _, payload = b"".join(chunks).partition(b"\n")
+            if proof == b"denied":
+                _auth_error("the run's board refused our key")
+            if not hmac.compare_digest(bytes.fromhex(proof.decode("ascii")), _mac(key, b"server", challenge, ours, payload)):
+                _auth_error("the board's server did not prove it holds the key")
+    except socket.timeout:
+        raise TimeoutError from None
+    finally:
+        os.close(dir_fd)
+    return json.loads(payload)
+
+
+def _read_key(dir_fd: int, path: str) -> bytes:
+    import stat
+
+    fd = os.open("board.key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise BoardKeyError(f"{path}: not a private file of yours (mode 0600); not using it")
+        text = os.read(fd, 200).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise BoardKeyError(f"{path}: corrupted (not the 64 hex digits of a key); the run must be restarted to serve its board")
+    return key
+
+
+def _auth_error(text: str):
+    from multiprocessing import AuthenticationError  # what callers already catch
+
+    raise AuthenticationError(text)

@@ -26,7 +26,7 @@ from runner.manager import statedir
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
-from runner.manager.ledger import Ledger, roadmap_key, task_hash
+from runner.manager.ledger import Ledger, task_hash
 from runner.manager.outcomes import Outcomes
 from runner.manager.pool import Pool, serve_board
 from runner.manager.quick import QuickCalls
@@ -125,7 +125,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
         self._check_runnable()
         state_dir = statedir.prepare(self.opt.state_dir or statedir.default_state_dir(self.roadmap.files))
-        lock = statedir.RunLock(state_dir, roadmap_key(self.roadmap.files))
+        lock = statedir.RunLock.of_roadmaps(state_dir, self.roadmap.files)
         lock.acquire()
         try:
             if lock.stale_pid:

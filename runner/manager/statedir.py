@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import time
 
 from runner.roadmap.hashing import sha256
@@ -23,18 +24,25 @@ log = logging.getLogger(__name__)
 def default_state_dir(files: list[str]) -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     paths = "\0".join(os.path.abspath(f) for f in files)
-    digest = sha256(paths.encode()).hexdigest()[:10]
+    digest = sha256(os.fsencode(paths)).hexdigest()[:10]  # a path that is not UTF-8 is its bytes
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(files[0]))[0])[:40]
     return os.path.join(base, "wvo-batch", f"{name}-{digest}")
 
 
 def prepare(state_dir: str) -> str:
-    """Create the state dir (mode 0700) and check it is writable; raises StateError."""
+    """Create the state dir (mode 0700), check it is ours alone and writable; raises StateError."""
     state_dir = os.path.abspath(state_dir)
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+        raise StateError(f"state dir {state_dir}: not writable ({why}); nothing ran") from None
+    check_private(state_dir)
+    _private_file(os.path.join(state_dir, "ledger.sqlite"))
+    try:
         probe = os.path.join(state_dir, f".probe-{os.getpid()}")
-        with open(probe, "wb") as f:  # a block's worth: a full disk refuses it at once (no fsync: ~10-100 ms)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:  # a block's worth: a full disk refuses it at once (no fsync: ~10-100 ms)
             f.write(b"x" * 4096)
             f.flush()
         os.unlink(probe)
@@ -42,6 +50,77 @@ def prepare(state_dir: str) -> str:
         why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
         raise StateError(f"state dir {state_dir}: not writable ({why}); nothing ran") from None
     return state_dir
+
+
+def check_private(path: str, what: str = "state dir") -> None:
+    """Refuse (StateError) a dir that is not ours alone: another user's, writable by group or others, or a
+    symlink someone else planted. Whoever can write there can plant the files a run reads back."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != os.geteuid():
+                raise StateError(
+                    f"{what} {path}: a symlink owned by {_user(st.st_uid)}, not by you; remove it or give another"
+                    " --state-dir"
+                )
+            st = os.stat(path)
+    except OSError as exc:
+        raise StateError(f"{what} {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{what} {path}: not a directory; remove it or give another --state-dir")
+    if st.st_uid != os.geteuid():
+        raise StateError(
+            f"{what} {path}: owned by {_user(st.st_uid)}, not by you; give a --state-dir of your own (or remove it)"
+        )
+    if st.st_mode & 0o022:
+        raise StateError(
+            f"{what} {path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); fix: chmod go-w {path}"
+        )
+
+
+def _private_file(path: str) -> None:
+    """A file of the state dir that exists: ours, a regular file (no symlink), made 0600; raises StateError."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # SQLite keeps the mode,
+        os.close(fd)  # and gives its -wal and -shm files the same
+        return
+    except OSError as exc:
+        raise StateError(f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user(st.st_uid)}, not by you"
+        raise StateError(f"{path}: {kind}; move it aside or give another --state-dir")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o600)  # a ledger made before runs kept their files private
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd  # lazily: only a refusal names the owner
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def latest_folder(state_dir: str) -> str | None:
+    """The latest run's folder, as `latest` names it; None when it is missing or points outside runs/."""
+    try:
+        target = os.readlink(os.path.join(state_dir, "latest"))
+    except OSError:
+        return None
+    parts = target.split("/")
+    if len(parts) != 2 or parts[0] != "runs" or parts[1] in ("", ".", ".."):
+        return None  # only what new_run_folder writes: a relative runs/<name>, no "..", no absolute path
+    folder = os.path.join(state_dir, target)
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        return None
+    return folder
 
 
 def safe_name(task_id: str) -> str:
@@ -55,9 +134,17 @@ def safe_name(task_id: str) -> str:
 
 
 def new_run_folder(state_dir: str, run_id: int) -> str:
+    """runs/<id>-<time>/ with its logs/ (every level 0700) and an empty events.jsonl (0600); `latest` points at it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = os.path.join(state_dir, "runs", f"{run_id:04d}-{stamp}")
-    os.makedirs(os.path.join(folder, "logs"), mode=0o700, exist_ok=True)
+    runs = os.path.join(state_dir, "runs")
+    folder = os.path.join(runs, f"{run_id:04d}-{stamp}")
+    for path in (runs, folder, os.path.join(folder, "logs")):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    events = os.path.join(folder, "events.jsonl")
+    os.close(os.open(events, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))  # appended to by the run's EventLog
     latest = os.path.join(state_dir, "latest")
     try:
         tmp = latest + ".tmp"
@@ -78,13 +165,27 @@ class RunLock:
     """
 
     def __init__(self, state_dir: str, key: str):
-        digest = sha256(key.encode()).hexdigest()[:10]
+        digest = sha256(os.fsencode(key)).hexdigest()[:10]
         self.path = os.path.join(state_dir, f"run-{digest}.lock")
         self._fd: int | None = None
         self.stale_pid: int | None = None
 
+    @classmethod
+    def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
+        """The lock of these roadmap files, keyed on what they are (device and inode), not how the path is
+        spelt: a symlinked folder or a hard link reaches the same lock. A file that cannot be read is keyed
+        on its resolved path."""
+        ids = []
+        for f in files:
+            try:
+                st = os.stat(f)
+                ids.append(f"{st.st_dev}:{st.st_ino}")
+            except OSError:
+                ids.append(os.path.realpath(f))
+        return cls(state_dir, "\0".join(ids))
+
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,7 +208,7 @@ class RunLock:
     def holder(self) -> int | None:
         """The pid of a live holder, for --status; None when no run holds the lock."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return None
         try:

@@ -1,0 +1,37 @@
+"""What may reach a terminal: text from roadmaps, ledgers and runs, with its control characters made visible.
+
+A roadmap is data, not a script for the terminal: an ESC, OSC or CSI sequence in a task id or title
+could clear the screen, retitle the window or write to the clipboard. `visible()` spells every
+control character as an escape (ESC as \\x1b, a C1 character as \\x9b, a bidi override as \\u202e) and
+a byte that was not UTF-8 (a surrogate-escaped path) as \\xNN. Everything the CLI writes goes through it,
+except the CLI's own cursor movements.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # direction marks and overrides: text that reads otherwise
+_SURROGATES = "\ud800-\udfff"  # os.fsdecode's stand-ins for bytes that were not UTF-8
+_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")  # keeps tab and newline
+_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")  # one line: tab and newline escaped too
+
+
+def visible(text: str, *, one_line: bool = False) -> str:
+    """`text` with its control characters escaped; with `one_line`, tab and newline too."""
+    return (_LINE if one_line else _TEXT).sub(_escape, text)
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    c = ord(char)
+    if c < 0x100:
+        return f"\\x{c:02x}"
+    if 0xDC80 <= c <= 0xDCFF:
+        return f"\\x{c - 0xDC00:02x}"  # the byte os.fsdecode could not decode
+    return f"\\u{c:04x}"
