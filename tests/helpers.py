@@ -155,3 +155,23 @@ def check_run_log(lines: list[tuple[str, str, str]], agents: int) -> int:
             del running[tid]
     assert not running, f"runs that never ended: {running}"
     return peak
+
+
+def barrier(folder: Path, n: int, deadline_s: int = 30) -> str:
+    """Shell text: this task checks in at `folder`, then waits until n tasks have (exit 1 after the deadline).
+
+    n tasks that pass it were running at the same time, whatever the clock says.
+    """
+    return (
+        f"mkdir -p {folder}; touch {folder}/$WVO_TASK_ID; i=0; "
+        f'while [ "$(ls {folder} | wc -l)" -lt {n} ]; do i=$((i+1)); '
+        f'[ $i -gt {deadline_s * 100} ] && {{ echo "barrier: not {n} at once" >&2; exit 1; }}; sleep 0.01; done'
+    )
+
+
+def wait_for_file(path: Path, deadline_s: int = 30) -> str:
+    """Shell text: wait until `path` exists, polling (exit 1 after the deadline)."""
+    return (
+        f'i=0; while [ ! -e {path} ]; do i=$((i+1)); '
+        f'[ $i -gt {deadline_s * 100} ] && {{ echo "never saw {path}" >&2; exit 1; }}; sleep 0.01; done'
+    )
