@@ -1,10 +1,19 @@
-"""Shared fixtures: every test runs with a clean state dir and fails if it leaves a process behind."""
+"""Shared fixtures: every test runs with a clean state dir and fails if it leaves a process behind.
+
+The session also keeps the machine's temporary directory clean: whatever the tests (and every process
+they start, Ray's included) write through $TMPDIR goes to a folder of the session's own, removed at the
+end; files left there outside pytest's tmp_path fail the session. tmp_path itself is kept only for
+failed tests (`tmp_path_retention_policy = "failed"`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +22,63 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ROADMAPS = ROOT.parent / "shared" / "roadmaps"
+
+# -- the temporary directory --------------------------------------------------------------------------------
+
+LEFT_IN_TMP_LIMIT = 5 << 20  # bytes the suite may leave outside tmp_path before the session fails
+SYSTEM_TMP = tempfile.gettempdir()
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SYSTEM_TMP)  # tmp_path stays where users look for it
+SESSION_TMP = tempfile.mkdtemp(prefix="wvo-tests-")  # short: Ray's socket paths go under it
+os.environ["TMPDIR"] = SESSION_TMP
+tempfile.tempdir = None  # recomputed from $TMPDIR on next use
+os.environ["WVO_TEST_SESSION"] = str(os.getpid())  # every process the suite starts carries it
+
+
+def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int, str]]]:
+    total, files = 0, []
+    for where, dirs, names in os.walk(folder):
+        if where == folder:
+            dirs[:] = [d for d in dirs if d not in skip]
+        for name in names:
+            path = os.path.join(where, name)
+            try:
+                n = os.lstat(path).st_size
+            except OSError:
+                continue
+            total += n
+            files.append((n, os.path.relpath(path, folder)))
+    return total, sorted(files, reverse=True)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own tmp_path clean-up
+def pytest_sessionfinish(session, exitstatus):
+    session_tag = os.environ["WVO_TEST_SESSION"]
+    deadline = time.monotonic() + 10.0  # Ray's helpers take a few seconds to go after its shutdown
+    while (left := _tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session_tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Ray's session folders (logs, sockets) are expected here; they go with the folder.
+    total, files = _size(SESSION_TMP, skip=("ray",))
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    problems = []
+    if left:
+        for pid in left:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        problems.append(f"processes of this session outlived it: {left}")
+    if total > LEFT_IN_TMP_LIMIT:
+        top = ", ".join(f"{name} ({n >> 10} KiB)" for n, name in files[:5])
+        problems.append(f"the tests left {total >> 20} MiB in $TMPDIR outside tmp_path: {top}")
+    basetemp = session.config._tmp_path_factory._basetemp
+    if exitstatus == 0 and basetemp is not None and basetemp.exists():
+        problems.append(f"pytest's tmp_path base {basetemp} was kept although every test passed")
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for text in problems:
+            if reporter is not None:
+                reporter.write_line(f"wvo-tests: {text}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _descendants() -> dict[int, str]:
@@ -30,34 +96,42 @@ def _descendants() -> dict[int, str]:
     return out
 
 
-def _wvo_tagged() -> dict[int, str]:
-    """Processes anywhere that carry a WVO_TASK_ID from this test session (escaped the tree)."""
-    tag = os.environ.get("WVO_TEST_SESSION")
+def _tagged_processes(match) -> dict[int, str]:
+    """Processes anywhere (any parent, any session) whose environment matches: escaped the tree or not."""
+    me, ancestors = os.getpid(), {a.pid for a in psutil.Process().parents()}
     out = {}
     for p in psutil.process_iter(["pid", "status"]):
         try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == me or p.pid in ancestors:
                 continue
-            if p.environ().get("WVO_TEST_SESSION") == tag and p.pid != os.getpid() and not _is_ancestor(p.pid):
+            if match(p.environ()):
                 out[p.pid] = " ".join(p.cmdline())[:120]
         except psutil.Error:
             pass
     return out
 
 
-def _is_ancestor(pid: int) -> bool:
-    return any(a.pid == pid for a in psutil.Process().parents())
+_test_numbers = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes():
-    """Fail the test if any process it started (or a task's orphan) is still alive afterwards."""
-    before = set(_descendants())
+    """Fail the test if any process it started (or a task's orphan, wherever it went) is still alive afterwards.
+
+    Every process a test starts inherits WVO_TEST_ID, unique to the test: a grandchild that started a
+    session of its own and was re-parented to PID 1 still carries it. Descendants are checked too, for
+    processes that cleared their environment.
+    """
+    session = os.environ.get("WVO_TEST_SESSION")
+    test_id = f"{session}-{next(_test_numbers)}"
+    os.environ["WVO_TEST_ID"] = test_id
+    before = set(_descendants()) | set(_tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session))
     yield
     deadline = time.monotonic() + 5.0
     leftovers = {}
     while time.monotonic() < deadline:
-        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **_wvo_tagged()}.items() if pid not in before}
+        ours = _tagged_processes(lambda env: env.get("WVO_TEST_ID") == test_id or env.get("WVO_TEST_SESSION") == session)
+        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
@@ -67,12 +141,6 @@ def no_leftover_processes():
         except psutil.Error:
             pass
     pytest.fail(f"test left processes behind: {leftovers}")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _tag_session():
-    os.environ["WVO_TEST_SESSION"] = f"{os.getpid()}"
-    yield
 
 
 @pytest.fixture

@@ -107,3 +107,71 @@ class Fifo:
         import os
 
         os.close(self.fd)
+
+
+class RunLog:
+    """What really ran, written by the tasks themselves, independent of the manager's bookkeeping.
+
+    Each wrapped command appends `start ID PID TIME` before it runs and `end ID PID TIME` after, to one
+    file opened with O_APPEND (`>>`): each line is one write(2), so the file's order is the order in
+    which the tasks really started and ended, whatever any clock or event log says.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.touch()
+
+    def wrap(self, command: str) -> str:
+        stamp = '"$WVO_TASK_ID $$ $(date +%s.%N)"'
+        return f"echo start {stamp} >> {self.path}; {command}; rc=$?; echo end {stamp} >> {self.path}; exit $rc"
+
+    def lines(self) -> list[tuple[str, str, str]]:
+        return [tuple(line.split()[:3]) for line in self.path.read_text().splitlines()]
+
+    def started(self) -> dict[str, int]:
+        """task id -> how many times it really started."""
+        out: dict[str, int] = {}
+        for kind, tid, _ in self.lines():
+            if kind == "start":
+                out[tid] = out.get(tid, 0) + 1
+        return out
+
+    def check(self, agents: int) -> int:
+        """No task runs twice at once, never more tasks at once than agents, every run ended; returns the peak."""
+        return check_run_log(self.lines(), agents)
+
+
+def check_run_log(lines: list[tuple[str, str, str]], agents: int) -> int:
+    running: dict[str, str] = {}  # task id -> pid of the run in progress
+    peak = 0
+    for n, (kind, tid, pid) in enumerate(lines, 1):
+        if kind == "start":
+            assert tid not in running, f"line {n}: {tid} started (pid {pid}) while its run by pid {running[tid]} was going"
+            running[tid] = pid
+            peak = max(peak, len(running))
+            assert len(running) <= agents, f"line {n}: {len(running)} tasks at once on {agents} agents: {sorted(running)}"
+        else:
+            assert running.get(tid) == pid, f"line {n}: {tid} (pid {pid}) ended without having started"
+            del running[tid]
+    assert not running, f"runs that never ended: {running}"
+    return peak
+
+
+def barrier(folder: Path, n: int, deadline_s: int = 30) -> str:
+    """Shell text: this task checks in at `folder`, then waits until n tasks have (exit 1 after the deadline).
+
+    n tasks that pass it were running at the same time, whatever the clock says.
+    """
+    return (
+        f"mkdir -p {folder}; touch {folder}/$WVO_TASK_ID; i=0; "
+        f'while [ "$(ls {folder} | wc -l)" -lt {n} ]; do i=$((i+1)); '
+        f'[ $i -gt {deadline_s * 100} ] && {{ echo "barrier: not {n} at once" >&2; exit 1; }}; sleep 0.01; done'
+    )
+
+
+def wait_for_file(path: Path, deadline_s: int = 30) -> str:
+    """Shell text: wait until `path` exists, polling (exit 1 after the deadline)."""
+    return (
+        f'i=0; while [ ! -e {path} ]; do i=$((i+1)); '
+        f'[ $i -gt {deadline_s * 100} ] && {{ echo "never saw {path}" >&2; exit 1; }}; sleep 0.01; done'
+    )

@@ -155,6 +155,8 @@ def test_an_agent_dying_mid_chunk_costs_only_the_task_it_was_on_and_the_rest_run
 def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
     ours, theirs = multiprocessing.Pipe()
     msgs = (
+        # Slow: longer than ANNOUNCE_AFTER_S, after which the agent judges a chunk's task slow (a time
+        # rule, so measured on purpose).
         TaskMessage("slow", 1, str(tmp_path / "slow.1.log"), command=("sleep", "0.3")),
         TaskMessage("q1", 1, str(tmp_path / "q1.1.log"), command=("true",)),
         TaskMessage("q2", 1, str(tmp_path / "q2.1.log"), command=("true",)),
@@ -174,9 +176,14 @@ def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_u
     import runner.manager.quick
 
     monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
-    tasks = [task(f"a{i}", ["sh", "-c", "exit 0"]) for i in range(150)]
-    tasks += [task("slow", ["sh", "-c", "sleep 3"])]
-    tasks += [task(f"b{i}", ["sh", "-c", "exit 0"]) for i in range(150)]
+    # The slow one waits until every other task has run: were any stuck behind it in its chunk, it
+    # would wait out its deadline and fail.
+    ran = tmp_path / "ran"
+    quick = ["sh", "-c", f"echo $WVO_TASK_ID >> {ran}"]
+    tasks = [task(f"a{i}", quick) for i in range(150)]
+    slow = f'i=0; until [ "$(wc -l < {ran})" -ge 300 ]; do i=$((i+1)); [ $i -gt 6000 ] && exit 1; sleep 0.01; done'
+    tasks += [task("slow", ["sh", "-c", f"touch {ran}; {slow}"])]
+    tasks += [task(f"b{i}", quick) for i in range(150)]
     result = run(roadmap(tasks), tmp_path / "state", agents=2)
     assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
     events = read_events(result)

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
-from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task
+from helpers import Fifo, Recorder, barrier, check_pool_invariants, read_events, roadmap, run, task, wait_for_file
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_four_sleeps_on_four_agents_run_at_once(tmp_path):
-    rm = roadmap([task(f"s{i}", "sleep 1; echo $PPID > $WVO_TASK_ID.pid", cwd=str(tmp_path)) for i in range(4)])
-    started = time.monotonic()
+def test_four_tasks_on_four_agents_run_at_once(tmp_path):
+    # Each task waits at a barrier until all four have arrived: they pass only if they ran at the same time.
+    cmd = f"{barrier(tmp_path / 'here', 4)}; echo $PPID > $WVO_TASK_ID.pid"
+    rm = roadmap([task(f"s{i}", cmd, cwd=str(tmp_path)) for i in range(4)])
     result = run(rm, tmp_path / "state", agents=4)
-    elapsed = time.monotonic() - started
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.tasks
     assert result.summary["succeeded"] == 4
-    assert result.summary["makespan_s"] < 1.6, result.summary
-    assert elapsed < 2.5
     agents = {r["agent"] for r in result.tasks}
     assert len(agents) == 4
     agent_pids = {(tmp_path / f"s{i}.pid").read_text().strip() for i in range(4)}
@@ -31,16 +29,18 @@ def test_four_sleeps_on_four_agents_run_at_once(tmp_path):
 
 
 def test_queued_task_starts_as_soon_as_an_agent_is_released(tmp_path):
-    # 2 agents busy with a long and a short task; the third task must start right when the short ends,
-    # not when the long one does.
-    rm = roadmap([task("long", "sleep 3"), task("short", "sleep 0.3"), task("third", "true")])
+    # 2 agents busy with a long and a short task; the third task must start when the short one ends,
+    # not when the long one does: the long one waits for the third to have run.
+    third_ran = tmp_path / "third-ran"
+    rm = roadmap([task("long", wait_for_file(third_ran)), task("short", "true"), task("third", f"touch {third_ran}")])
     result = run(rm, tmp_path / "state", agents=2)
+    assert result.exit_code == 0, result.tasks
     ev = read_events(result)
     short_end = next(e["ts"] for e in ev if e["event"] == "task:finished" and e["task"] == "short")
     third_start = next(e["ts"] for e in ev if e["event"] == "task:started" and e["task"] == "third")
-    long_end = next(e["ts"] for e in ev if e["event"] == "task:finished" and e["task"] == "long")
-    assert third_start - short_end < 0.5
-    assert third_start < long_end
+    # Measured on purpose (the moment an agent is released it is handed the next task), with a bound
+    # generous enough for a loaded machine.
+    assert third_start - short_end < 1.0
     check_pool_invariants(ev)
 
 
@@ -141,17 +141,62 @@ def test_a_dead_agents_task_tree_is_swept_to_the_last_grandchild_in_its_own_sess
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 
 
-def test_timed_out_task_leaves_no_grandchildren(tmp_path):
-    pidfile = tmp_path / "grandchild.pid"
+_PROBE = """
+import os, sys
+marker, out = sys.argv[1] + sys.argv[2], sys.argv[3]  # in two halves: our own argv must not carry it
+alive = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if marker.encode() in f.read():  # a zombie's cmdline is empty
+                alive.append(pid)
+    except OSError:
+        pass
+open(out, "w").write(" ".join(alive))
+"""
+
+
+def _probe(marker: str, out: Path) -> list[str]:
+    """argv of a task that writes to `out` every live process whose argv carries `marker`."""
+    half = len(marker) // 2
+    return [sys.executable, "-c", _PROBE, marker[:half], marker[half:], str(out)]
+
+
+def test_a_timeout_kills_the_whole_tree_at_once_not_when_the_agent_cleans_up(tmp_path):
+    # One agent: the probe runs right after the timed-out attempt has been reported, on the same agent,
+    # so what it sees is what the timeout itself left (the agent's own exit would sweep it much later).
+    pidfile, marker, seen = tmp_path / "grandchild.pid", f"wvo-grandchild-{os.getpid()}", tmp_path / "alive"
     # The grandchild starts its own session, so killing the process group alone would miss it.
-    cmd = f"setsid sh -c 'echo $$ > {pidfile}; sleep 60' & sleep 60"
-    rm = roadmap([task("hang", cmd, timeout=0.5)])
+    hang = f"setsid sh -c 'echo $$ > {pidfile}; sleep 60; : {marker}' & {wait_for_file(pidfile)}; sleep 60"
+    rm = roadmap([task("hang", hang, timeout=1.0, priority="high"), task("probe", _probe(marker, seen))])
     result = run(rm, tmp_path / "state", agents=1, grace=0.5)
-    assert result.exit_code == 1
-    assert result.tasks[0]["status"] == "timed_out"
-    pid = int(pidfile.read_text())
-    gone = not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert gone, "the timed-out task's grandchild survived"
+    by = {r["task"]: r for r in result.tasks}
+    assert by["hang"]["status"] == "timed_out" and by["probe"]["status"] == "succeeded"
+    assert pidfile.read_text().strip(), "the grandchild was up before the timeout"
+    assert seen.read_text() == "", f"alive after the timeout: {seen.read_text().split()}"
+
+
+def test_a_task_that_ignores_term_is_killed_after_the_grace_period(tmp_path):
+    # The whole tree ignores TERM (an ignored signal stays ignored across exec), a grandchild in its
+    # own session too; KILL must come `grace` seconds after TERM. Measured on purpose: it may not end
+    # before timeout + grace (TERM did nothing), and must end within a generous margin after.
+    marker, seen, up = f"wvo-stubborn-{os.getpid()}", tmp_path / "alive", tmp_path / "up"
+    stubborn = f"trap '' TERM; setsid sh -c 'touch {up}; sleep 60; : {marker}' & {wait_for_file(up)}; sleep 60"
+    timeout, grace = 0.5, 2.0
+    rm = roadmap([task("stubborn", stubborn, timeout=timeout, priority="high"), task("probe", _probe(marker, seen))])
+    result = run(rm, tmp_path / "state", agents=1, grace=grace)
+    by = {r["task"]: r for r in result.tasks}
+    assert by["stubborn"]["status"] == "timed_out"
+    assert timeout + grace - 0.1 <= by["stubborn"]["duration_s"] < timeout + grace + 3.0, by["stubborn"]
+    assert by["probe"]["status"] == "succeeded" and seen.read_text() == "", "a TERM-proof grandchild survived the KILL"
+
+
+def test_a_task_that_honours_term_does_not_wait_out_the_grace_period(tmp_path):
+    rm = roadmap([task("polite", "sleep 60", timeout=0.5)])
+    result = run(rm, tmp_path / "state", agents=1, grace=20.0)
+    row = result.tasks[0]
+    assert row["status"] == "timed_out"
+    assert row["duration_s"] < 10.0, "TERM was not sent first, or its effect was not waited for"
 
 
 def test_one_task_per_agent_under_500_short_tasks_on_8_agents(tmp_path):

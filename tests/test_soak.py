@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +16,26 @@ from runner.manager.run import Run, RunOptions
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path):
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        False,
+        pytest.param(True, marks=pytest.mark.xfail(strict=False, reason=(
+            "bug (issue 14 §3): an agent SIGKILLed mid-chunk has the tasks of its chunk that already ran "
+            "(done, not yet reported) queued again uncounted (run.py _agent_gone -> _give_back), so they "
+            "run twice under the same attempt number; not strict: it shows only when a kill lands mid-chunk"))),
+    ],
+    ids=["one-task-reservations", "chunks"],
+)
+def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path, monkeypatch, chunks):
+    if not chunks:
+        import runner.manager.quick
+
+        monkeypatch.setattr(runner.manager.quick.QuickCalls, "fits", lambda self, task: False)
     rng = random.Random(7)
     n = 2000
-    rm = roadmap([task(f"t{i}", ["true"]) for i in range(n)])
+    ran = tmp_path / "ran"  # each attempt appends "task attempt" (O_APPEND): what really ran, not what was recorded
+    rm = roadmap([task(f"t{i}", ["sh", "-c", f'echo "$WVO_TASK_ID $WVO_ATTEMPT" >> {ran}']) for i in range(n)])
     kills = []
     holder = {}
     seen = {"started": 0}
@@ -48,12 +66,28 @@ def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path):
         if ev["event"] == "task:finished" and ev["status"] == "succeeded":
             succeeded[ev["task"]] = succeeded.get(ev["task"], 0) + 1
     assert len(succeeded) == n and set(succeeded.values()) == {1}
+    check_what_really_ran(ran, tmp_path / "s" / "ledger.sqlite", n)
     exited = {e["agent"] for e in events if e["event"] == "agent:exited" and "SIGKILL" in e["reason"]}
     assert exited == set(kills)
     spawned = [e for e in events if e["event"] == "agent:spawned"]
     last_finish = max(e["ts"] for e in events if e["event"] == "task:finished")
     mid_run = [e for e in events if e["event"] == "agent:exited" and "SIGKILL" in e["reason"] and e["ts"] < last_finish]
     assert len(spawned) >= 16 + len(mid_run), "every agent that died while work remained is replaced"
+
+
+def check_what_really_ran(ran: Path, ledger: Path, n: int) -> None:
+    """Compare the tasks' own record with the ledger: an attempt recorded as succeeded really ran (to
+    its last line), and an attempt that ran but is not recorded as succeeded died with its agent."""
+    lines = [tuple(line.split()) for line in ran.read_text().splitlines()]
+    really = {(tid, int(a)) for tid, a in lines}
+    assert len(really) == len(lines), "an attempt ran twice"
+    with sqlite3.connect(ledger) as db:
+        outcomes = {(tid, a): o for tid, a, o in db.execute("SELECT task_id, attempt, outcome FROM attempts")}
+    succeeded = {k for k, o in outcomes.items() if o == "succeeded"}
+    assert len(succeeded) == n and len({tid for tid, _ in succeeded}) == n
+    assert not succeeded - really, f"recorded as succeeded, never ran to the end: {sorted(succeeded - really)[:5]}"
+    extra = really - succeeded
+    assert all(outcomes.get(k) == "agent_died" for k in extra), {k: outcomes.get(k) for k in extra}
 
 
 def test_event_log_of_500_tasks_on_8_agents_is_consistent(tmp_path):
