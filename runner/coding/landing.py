@@ -21,13 +21,21 @@ not on some branch), and `Workspaces.recover` sees a task already on `into` by a
 
 from __future__ import annotations
 
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
-from runner.coding.workspace import BranchState, GitError, Workspace, WorkspaceError, Workspaces, refuse_if_checked_out
+from runner.coding.workspace import (  # noqa: F401 - the landing worktree helpers are re-exported
+    BranchState,
+    GitError,
+    Workspace,
+    WorkspaceError,
+    Workspaces,
+    ensure_landing_worktree,
+    refuse_if_checked_out,
+    remove_landing_worktree,
+)
 
 Checks = Callable[[str], "tuple[bool, str]"]  # checks(worktree path) -> (ok, detail)
 LANDER = "wvo-batch"
@@ -127,28 +135,3 @@ def _undo(sp: Workspaces, path: Path, old: str) -> None:
     """Throw away a merge in the landing worktree: back to `old` (reset also drops MERGE_HEAD), no leftovers from checks."""
     sp.git.run(path, "reset", "-q", "--hard", old)
     sp.git.run(path, "clean", "-q", "-fd")  # untracked files from checks; ignored ones (caches) stay
-
-
-def ensure_landing_worktree(sp: Workspaces) -> Path:
-    """The landing worktree, created at `into`'s tip (detached) the first time."""
-    path = sp.landing_path
-    if not (path / ".git").exists():
-        if path.exists():
-            shutil.rmtree(path)
-        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)  # stale registration
-        sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sp.git.run(sp.repo, "worktree", "add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
-    return path
-
-
-def remove_landing_worktree(sp: Workspaces) -> None:
-    """Remove the landing worktree, whatever state a crash left it in (mid-merge, stale index.lock).
-
-    It holds nothing of value: every merge in it is of branches that are kept, so no WIP commit first.
-    """
-    path = sp.landing_path
-    sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
-    if path.exists():  # git refused (e.g. a stale lock): the folder is ours alone
-        shutil.rmtree(path)
-        # Unregister just this one; `git worktree prune` would also prune the user's missing worktrees.
-        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)

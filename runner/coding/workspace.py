@@ -23,217 +23,38 @@ what we commit.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import BatchError, UsageError
+from runner.coding.git import (  # noqa: F401 - re-exported: the workspace API
+    BranchState,
+    Cleanup,
+    DiffStats,
+    Git,
+    GitError,
+    Recovery,
+    Workspace,
+    WorkspaceError,
+    _GIT_OPTIONS,
+    _gitdir_of,
+    branch_name,
+    checked_out_branch,
+    find_repo,
+    git_env,
+    ref_component,
+    refuse_if_checked_out,
+    worktree_branches,
+)
 
 JOURNAL = "workspaces.jsonl"
 WORKTREES = "worktrees"
 LANDING = "landing"
-IDENTITY_EMAIL = "{name}@wvo-batch.invalid"  # .invalid: reserved, never a real address
 
-# Options that make our commands independent of the user's config (but not of .gitignore).
-_GIT_OPTIONS = (
-    "-c", "core.hooksPath=/dev/null",  # --no-verify alone still runs post-checkout, prepare-commit-msg
-    "-c", "commit.gpgSign=false",
-    "-c", "tag.gpgSign=false",
-    "-c", "rerere.enabled=false",  # a recorded resolution would make a conflict silently "resolve"
-    "-c", "gc.auto=0",  # no background gc mid-run
-    "-c", "core.fsmonitor=false",  # a daemon would outlive the run
-    "-c", "merge.autoStash=false",
-    "-c", "advice.detachedHead=false",
-)
-
-
-class GitError(BatchError):
-    """A git command failed; carries the command and git's message."""
-
-    def __init__(self, args: list[str], returncode: int, stderr: str):
-        self.args_ = args
-        self.returncode = returncode
-        self.stderr = stderr
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {returncode}"
-        super().__init__(f"git {' '.join(args)}: {last}")
-
-
-class WorkspaceError(UsageError):
-    """The workspace setting cannot be honoured (not a repository, `into` checked out, bad base)."""
-
-
-class BranchState(str, enum.Enum):
-    RUNNING = "running"  # worktree created, attempt under way
-    COMMITTED = "committed"  # the attempt finished and its result is committed: ready to land
-    NO_CHANGES = "no_changes"
-    WIP = "wip"  # an unfinished attempt's work, saved before its worktree went
-    LANDED = "landed"
-    CONFLICT = "conflict"
-    CHECKS_FAILED = "checks_failed"
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """One attempt's worktree: where it is, its branch, the commit it started from."""
-
-    path: str
-    branch: str
-    base_commit: str
-    task_id: str
-
-
-@dataclass(frozen=True)
-class DiffStats:
-    files_changed: int
-    added: int
-    deleted: int
-    paths: list[str]
-
-
-@dataclass(frozen=True)
-class Cleanup:
-    """What the end of a run did: branches deleted (landed, ours, merged) and those kept, with why."""
-
-    deleted: list[str]
-    kept: list[tuple[str, str]]  # (branch, state)
-    worktrees_kept: list[str]
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What `recover` found and did after a dead run."""
-
-    finished: list[Workspace]  # committed attempts not landed yet: land these instead of rerunning
-    landed: list[str]  # branches found already on `into` (the run died after moving it)
-    saved: dict[str, str]  # branch -> WIP commit made from a leftover worktree
-    removed: list[str]  # leftover worktree paths removed
-    problems: list[str] = field(default_factory=list)
-
-
-# --- plain git helpers -------------------------------------------------------------------------
-
-
-def git_env(author: str = "wvo-batch") -> dict[str, str]:
-    """The environment for our git commands: no inherited GIT_* variables, a fixed identity, C locale."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    email = IDENTITY_EMAIL.format(name=re.sub(r"[^A-Za-z0-9._-]", "-", author) or "wvo-batch")
-    env.update(
-        LC_ALL="C",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_EDITOR="true",
-        GIT_AUTHOR_NAME=author,
-        GIT_AUTHOR_EMAIL=email,
-        GIT_COMMITTER_NAME=author,
-        GIT_COMMITTER_EMAIL=email,
-    )
-    return env
-
-
-class Git:
-    """Runs `git -C DIR ...` with our options and environment; raises GitError unless told not to."""
-
-    def __init__(self, executable: str = "git"):
-        self.executable = executable
-        self._envs: dict[str, dict[str, str]] = {}
-
-    def env(self, author: str = "wvo-batch") -> dict[str, str]:
-        if author not in self._envs:
-            self._envs[author] = git_env(author)
-        return self._envs[author]
-
-    def run(self, cwd: str | Path, *args: str, check: bool = True, author: str = "wvo-batch") -> subprocess.CompletedProcess:
-        argv = [self.executable, "-C", str(cwd), *_GIT_OPTIONS, *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(author), stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise GitError(list(args), proc.returncode, proc.stderr)
-        return proc
-
-    def out(self, cwd: str | Path, *args: str, author: str = "wvo-batch") -> str:
-        return self.run(cwd, *args, author=author).stdout.strip()
-
-    def ok(self, cwd: str | Path, *args: str) -> bool:
-        return self.run(cwd, *args, check=False).returncode == 0
-
-
-def find_repo(path: str | Path, git: Git | None = None) -> Path:
-    """The top of the git checkout holding `path` (a file or a folder); raises WorkspaceError."""
-    git = git or Git()
-    p = Path(path).resolve()
-    folder = p if p.is_dir() else p.parent
-    if not folder.is_dir():
-        raise WorkspaceError(f"{path}: no such folder, so no git repository")
-    proc = git.run(folder, "rev-parse", "--show-toplevel", check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise WorkspaceError(f"{path}: not inside a git repository (workspace mode worktree needs one)")
-    return Path(proc.stdout.strip())
-
-
-def checked_out_branch(repo: str | Path, git: Git | None = None) -> str | None:
-    """The branch checked out in `repo` (short name), or None when HEAD is detached."""
-    git = git or Git()
-    proc = git.run(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def worktree_branches(repo: str | Path, git: Git | None = None) -> dict[str, str]:
-    """Every worktree of the repository that has a branch checked out: branch (short) -> path."""
-    git = git or Git()
-    out: dict[str, str] = {}
-    path = None
-    for line in git.out(repo, "worktree", "list", "--porcelain").splitlines():
-        if line.startswith("worktree "):
-            path = line[len("worktree "):]
-        elif line.startswith("branch refs/heads/") and path is not None:
-            out[line[len("branch refs/heads/"):]] = path
-    return out
-
-
-def refuse_if_checked_out(repo: str | Path, into: str, git: Git | None = None) -> None:
-    """Raise WorkspaceError when `into` is checked out anywhere: moving its ref would make that checkout look dirty."""
-    where = worktree_branches(repo, git).get(into)
-    if where is not None:
-        raise WorkspaceError(
-            f"branch {into!r} is checked out in {where}: results cannot land on it without changing that "
-            f"checkout; choose another `into` or check out a different branch there"
-        )
-
-
-_REF_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def ref_component(text: str, limit: int = 80) -> str:
-    """`text` as one valid ref path component (git check-ref-format's rules), never empty."""
-    s = _REF_UNSAFE.sub("-", text)
-    s = re.sub(r"\.{2,}", ".", s)
-    s = re.sub(r"-{2,}", "-", s)
-    s = s[:limit].strip(".-")
-    if s.endswith(".lock"):
-        s = s[: -len(".lock")] + "-lock"
-    return s or "task"
-
-
-def branch_name(run: str, task_id: str) -> str:
-    return f"wvo/{ref_component(run)}/{ref_component(task_id)}"
-
-
-def _gitdir_of(worktree: str | Path) -> Path | None:
-    """The admin folder of a linked worktree (from its .git file), without running git."""
-    try:
-        text = (Path(worktree) / ".git").read_text()
-    except OSError:
-        return None
-    if not text.startswith("gitdir:"):
-        return None
-    p = Path(text[len("gitdir:"):].strip())
-    return p if p.is_absolute() else (Path(worktree) / p).resolve()
-
-
-# --- the run's workspaces ---------------------------------------------------------------------
 
 
 class Workspaces:
@@ -497,8 +318,6 @@ class Workspaces:
 
     def finish(self, keep_worktrees: bool = False) -> Cleanup:
         """Remove worktrees (unless kept) and the landing worktree; delete landed branches that are merged into `into`."""
-        from runner.coding.landing import remove_landing_worktree  # landing imports this module
-
         kept_paths = []
         for branch, rec in self.owned().items():
             if rec.get("path") and Path(rec["path"]).exists():
@@ -525,8 +344,6 @@ class Workspaces:
 
     def recover(self) -> Recovery:
         """After a dead run: clean the landing worktree, save and remove leftover worktrees, say what is ready to land."""
-        from runner.coding.landing import remove_landing_worktree
-
         problems = []
         remove_landing_worktree(self)
         lock = Path(self.git.out(self.repo, "rev-parse", "--git-common-dir"))
@@ -582,3 +399,28 @@ def recover(state_dir: str | Path, git: Git | None = None) -> tuple[Workspaces, 
     """Reopen a dead run's workspaces from its state dir and recover them (see Workspaces.recover)."""
     spaces = Workspaces.open(state_dir, git)
     return spaces, spaces.recover()
+
+
+def ensure_landing_worktree(sp: "Workspaces") -> Path:
+    """The landing worktree, created at `into`'s tip (detached) the first time."""
+    path = sp.landing_path
+    if not (path / ".git").exists():
+        if path.exists():
+            shutil.rmtree(path)
+        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)  # stale registration
+        sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sp.git.run(sp.repo, "worktree", "add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
+    return path
+
+
+def remove_landing_worktree(sp: "Workspaces") -> None:
+    """Remove the landing worktree, whatever state a crash left it in (mid-merge, stale index.lock).
+
+    It holds nothing of value: every merge in it is of branches that are kept, so no WIP commit first.
+    """
+    path = sp.landing_path
+    sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
+    if path.exists():  # git refused (e.g. a stale lock): the folder is ours alone
+        shutil.rmtree(path)
+        # Unregister just this one; `git worktree prune` would also prune the user's missing worktrees.
+        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)

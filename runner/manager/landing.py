@@ -31,6 +31,8 @@ from runner.model import Outcome
 log = logging.getLogger(__name__)
 
 CHECK_TAIL_LINES = 40
+# At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
+FEEDBACK_CAP = 6000
 
 
 class Landing:
@@ -250,6 +252,17 @@ class Landing:
 
     def _landing_pending(self) -> bool:
         return bool(getattr(self, "_land_busy", 0))
+
+    def _feedback_text(self, task_id: str) -> str:
+        """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""
+        notes = self._feedback.get(task_id)
+        if not notes:
+            return ""
+        blocks = [f"Attempt {n} did not succeed: {text.strip()}" for n, text in notes]
+        text = "\n\n".join(blocks)
+        if len(text) > FEEDBACK_CAP:
+            text = "[earlier feedback cut]\n" + text[-FEEDBACK_CAP:]
+        return "Feedback from earlier attempts:\n" + text
 
     def _feedback_note(self, task_id: str, attempt: int, text: str) -> None:
         self._feedback.setdefault(task_id, []).append((attempt, text))

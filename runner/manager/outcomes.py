@@ -14,7 +14,7 @@ import time
 from runner.agents.messages import TaskResult
 from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TASK_FAILED, EXIT_TERMINATED
 from runner.manager.interface import RunResult
-from runner.manager.ledger import Attempt
+from runner.manager.ledger import Attempt, task_hash
 from runner.manager.telemetry import summarize
 from runner.model import Outcome, TaskState
 
@@ -62,6 +62,33 @@ class Outcomes:
             self._retiring.discard(agent_id)
         elif self.interrupted_by is None and not self.sched.finished() and row is not None:
             self._spawn(row.role)
+
+    def _resume_set(self) -> tuple[dict[str, str], int | None]:
+        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
+        if not self.opt.resume:
+            return {}, None
+        previous = self.ledger.latest_unfinished(self.roadmap.files)
+        if previous is None:
+            self.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
+            return {}, None
+        done = self.ledger.succeeded_tasks(previous.id)
+        carried = {}
+        for task_id, old_hash in done.items():
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            if task_hash(task) == old_hash:
+                carried[task_id] = old_hash
+            else:
+                self.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
+        if self.ws:
+            for task_id in self._recover_workspaces(previous.id) - set(carried):
+                if task_id in self.tasks:
+                    carried[task_id] = task_hash(self.tasks[task_id])
+        self.reporter.message(
+            f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again"
+        )
+        return carried, previous.id
 
     def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult, holder: str | None = None) -> None:
         now = time.monotonic()

@@ -26,7 +26,7 @@ from runner.manager import statedir
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
-from runner.manager.ledger import Ledger, task_hash
+from runner.manager.ledger import Ledger
 from runner.manager.outcomes import Outcomes
 from runner.manager.pool import Pool, serve_board
 from runner.manager.quick import QuickCalls
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 # A hung agent (or a callable past its timeout) is killed this long after its task's deadline + grace.
 _BACKSTOP_S = 5.0
-# At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
-FEEDBACK_CAP = 6000
 # Longest time an outcome waits to be committed and reported (group commit).
 _FLUSH_S = 0.05
 # The board (--status) is served from the first refresh after this long: a run of a few quick tasks
@@ -218,33 +216,6 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             if self.board is not None:
                 self.board.close()
         return self._finish()
-
-    def _resume_set(self) -> tuple[dict[str, str], int | None]:
-        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
-        if not self.opt.resume:
-            return {}, None
-        previous = self.ledger.latest_unfinished(self.roadmap.files)
-        if previous is None:
-            self.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
-            return {}, None
-        done = self.ledger.succeeded_tasks(previous.id)
-        carried = {}
-        for task_id, old_hash in done.items():
-            task = self.tasks.get(task_id)
-            if task is None:
-                continue
-            if task_hash(task) == old_hash:
-                carried[task_id] = old_hash
-            else:
-                self.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
-        if self.ws:
-            for task_id in self._recover_workspaces(previous.id) - set(carried):
-                if task_id in self.tasks:
-                    carried[task_id] = task_hash(self.tasks[task_id])
-        self.reporter.message(
-            f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again"
-        )
-        return carried, previous.id
 
     def _spawn(self, role: str) -> str:
         index = self._next_index.get(role, 0)
@@ -425,17 +396,6 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             workspace=self._workspace_field(task.id) if self.ws else None,
             checks=self.ws[task.id].checks if task.id in self.ws else (),
         )
-
-    def _feedback_text(self, task_id: str) -> str:
-        """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""
-        notes = self._feedback.get(task_id)
-        if not notes:
-            return ""
-        blocks = [f"Attempt {n} did not succeed: {text.strip()}" for n, text in notes]
-        text = "\n\n".join(blocks)
-        if len(text) > FEEDBACK_CAP:
-            text = "[earlier feedback cut]\n" + text[-FEEDBACK_CAP:]
-        return "Feedback from earlier attempts:\n" + text
 
     def _handle(self, agent_id: str, msg) -> None:
         if isinstance(msg, Started):
