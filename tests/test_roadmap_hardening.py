@@ -191,4 +191,5 @@ def test_check_of_a_roadmap_path_that_is_not_utf8_has_no_traceback(tmp_path):
         [sys.executable, "-m", "runner", str(tmp_path / name), "--check"], capture_output=True, timeout=60, cwd=ROOT
     )
     assert r.returncode == 2 and b"Traceback" not in r.stderr, r.stderr
-    assert b"r\xff.yaml:2: task a: `retries`" in r.stdout + r.stderr  # the name as the user gave it
+    # the name as the user gave it, its undecodable byte spelt out (nothing raw reaches a terminal)
+    assert rb"r\xff.yaml:2: task a: `retries`" in r.stdout + r.stderr

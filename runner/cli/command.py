@@ -101,7 +101,7 @@ def _command(args: SimpleNamespace) -> int:
 
     result = load(roadmaps, strict=args.strict)
     if args.check:
-        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks)
+        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
     if result.errors:
         for p in result.errors:
             _echo(f"error: {p}", err=True)
@@ -234,8 +234,10 @@ def _executor(text: str | None):
     return text
 
 
-def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None) -> int:
+def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
     from runner.roadmap.loader import format_plan, plan
+
+    spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
@@ -250,9 +252,18 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         doc = plan(result)
         if batch is not None:
             doc["batch"] = batch
+        if spaces:
+            doc["workspaces"] = spaces
         _echo(json.dumps(doc, indent=2))
     else:
         _echo(format_plan(result))
+        for g in spaces:
+            n = len(g["tasks"])
+            if g["mode"] == "worktree":
+                _echo(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
+                      f"landing on {g['into']} (land: {g['land']})")  # fmt: skip
+            else:
+                _echo(f"  workspace: shared for {n} task(s) with files/checks (they run in their own folder)")
         if batch is not None:
             _echo(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}")
             for task_id, why in batch["blocked"].items():
@@ -260,6 +271,19 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             if batch["deferred"]:
                 _echo(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}")
     return EXIT_USAGE if result.errors else EXIT_OK
+
+
+def _workspaces(result, args) -> list[dict]:
+    from runner.manager.interface import RunOptions
+    from runner.manager.landing import workspace_plan
+
+    options = RunOptions(
+        workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),
+        land=_one_of("--land", args.land, ("merge", "branch")),
+        into=args.into,
+        blocked=dict(result.blocked) if isinstance(result.blocked, dict) else {},
+    )
+    return workspace_plan(result.roadmap, options)
 
 
 def _run(

@@ -23,7 +23,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 
-from runner.cli.terminal import visible
+from runner.cli.terminal import fmt_duration, one_line, visible  # noqa: F401 - fmt_duration: part of the display's API
 from runner.manager.pool import Pool
 from runner.manager.run import Reporter, RunResult
 
@@ -32,19 +32,6 @@ _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 _TITLE_MAX = 40  # characters of a task title on the board, before the terminal's width cuts more
 _DRAW_EVERY_S = 0.1  # the board is redrawn at most this often on events (refresh() always redraws)
 _COOLS = re.compile(r"cools down ([0-9.]+)s")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    m, s = divmod(int(seconds), 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
 
 
 def fmt_eta(seconds: float) -> str:
@@ -233,9 +220,7 @@ def _agent_key(a: dict):
     return (_ROLE_ORDER.get(a.get("role") or head, 3), a.get("role") or head, int(tail) if tail.isdigit() else 0, a["id"])
 
 
-def _clean(text: str) -> str:
-    """A roadmap string made safe for one terminal line: control characters (escapes, newlines) spelt out."""
-    return visible(text, one_line=True)
+_clean = one_line
 
 
 def _cells(text: str) -> int:
@@ -334,7 +319,7 @@ class Display(Reporter):
             error = ev.get("error")
             if error and error not in (f"exit code {code}", status):
                 what += f" ({_clean(str(error))})"
-            log = f" — log: {ev.get('log')}"
+            log = f" — log: {ev.get('log')}" if ev.get("log") else " (no output)"
             if status == "interrupted":
                 return f"stop  {where}: {what}{log}"
             if (ev["task"], ev.get("attempt")) in retries:
@@ -432,46 +417,9 @@ class Display(Reporter):
     # -- the end -------------------------------------------------------------------------------------
 
     def _summary(self, result: RunResult) -> None:
-        rows = result.tasks
-        shown = [r for r in rows if r["status"] != "succeeded" or len(rows) <= 40]
-        shown = [r for r in shown if not (r["status"] == "skipped" and (r.get("reason") or "").startswith("status: done"))]
-        out = self.out
-        if shown:
-            headers = ("task", "agent", "status", "duration", "log (in the run folder below)")
-            table = [
-                (
-                    _clean(str(r["task"])),
-                    _clean(str(r.get("agent") or "-")),
-                    r["status"] + (f" ({_clean(r['reason'])})" if r.get("reason") and r["reason"] != r["status"] else ""),
-                    fmt_duration(r.get("duration_s")),
-                    _clean(_relative(r.get("log"), result.folder)),
-                )
-                for r in shown
-            ]
-            widths = [min(60, max(len(h), *(len(str(row[i])) for row in table))) for i, h in enumerate(headers)]
-            out.write(("" if self.quiet else "\n") + "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
-            for row in table:
-                out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-            if len(shown) < len(rows):
-                out.write(f"({len(rows) - len(shown)} more task(s) not shown: done before this run, or succeeded)\n")
-        s = result.summary
-        t = s["telemetry"]
-        out.write(
-            f"\n{s['succeeded']} succeeded, {s['failed']} failed, {s['skipped']} skipped"
-            + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
-            + f" of {s['total']} · makespan {fmt_duration(s['makespan_s'])}"
-            + f" · utilisation {t['utilization'] * 100:.0f}% · queue wait p95 {fmt_duration(t['queue_wait_p95_s'])}\n"
-        )
-        out.write(f"run {s['run_id']}: {_clean(str(s['folder']))}\n")
-        out.flush()
+        from runner.cli.summary import write_summary
 
-
-def _relative(log: str | None, folder: str) -> str:
-    """A log path as the table shows it: relative to the run folder printed below the table."""
-    if not log:
-        return "-"
-    prefix = folder.rstrip("/") + "/"
-    return log[len(prefix):] if log.startswith(prefix) else log
+        write_summary(self.out, result, self.quiet)
 
 
 class _AboveBoard(logging.Handler):

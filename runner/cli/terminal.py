@@ -35,3 +35,21 @@ def _escape(match: re.Match) -> str:
     if 0xDC80 <= c <= 0xDCFF:
         return f"\\x{c - 0xDC00:02x}"  # the byte os.fsdecode could not decode
     return f"\\u{c:04x}"
+
+
+def one_line(text: str) -> str:
+    """A roadmap string made safe for one terminal line: control characters (escapes, newlines) spelt out."""
+    return visible(text, one_line=True)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"

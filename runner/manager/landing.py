@@ -335,3 +335,32 @@ def _landing_checks(checks, env: dict, timeout: float | None, log_path: str):
         return True, ""
 
     return run
+
+
+def workspace_plan(roadmap, options) -> list[dict]:
+    """What `--check` says of workspaces: one entry per (mode, repo, base, into, land), with its tasks.
+
+    Raises UsageError for a setting that cannot be honoured (worktree mode outside a repository,
+    `into` checked out), as the run itself would, before anything runs.
+    """
+    from runner.coding.git import Git, checked_out_branch
+
+    probe = Landing.__new__(Landing)
+    probe.roadmap, probe.opt = roadmap, options
+    probe._members = lambda: roadmap.tasks
+    probe._workspace_settings()
+    groups: dict[tuple, dict] = {}
+    git = Git()
+    for task in roadmap.tasks:
+        w = probe.ws.get(task.id)
+        if w is None:
+            continue
+        base = w.base
+        if w.mode == "worktree" and base is None:
+            has_into = git.ok(w.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{w.into}")
+            base = f"{w.into} (it exists)" if has_into else (checked_out_branch(w.repo, git) or "HEAD")
+        key = (w.mode, w.repo, base if w.mode == "worktree" else None, w.into if w.mode == "worktree" else None, w.land)
+        g = groups.setdefault(key, {"mode": w.mode, "repo": w.repo, "base": key[2], "into": key[3],
+                                    "land": w.land if w.mode == "worktree" else None, "tasks": []})  # fmt: skip
+        g["tasks"].append(task.id)
+    return list(groups.values())

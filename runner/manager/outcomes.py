@@ -273,7 +273,7 @@ class Outcomes:
             code, status = EXIT_TERMINATED, "interrupted"
         elif self.ledger_error or self.events_error:
             code, status = EXIT_RECORD_FAILED, "failed"
-        elif counts["failed"] or self.sched.failures:
+        elif counts["failed"] or self.sched.failures or getattr(self, "stuck", False):
             code, status = EXIT_TASK_FAILED, "failed"
         else:
             code, status = EXIT_OK, "succeeded"

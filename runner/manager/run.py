@@ -284,13 +284,14 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             times.append(self._board_at)
         if self.pool.reservations:
             times.append(next_refresh)
-        if self.sched.queue_length() and (self.opt.memfree or self.opt.max_load):
+        if self.sched.queue_length() and (self.opt.memfree is not None or self.opt.max_load is not None):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
 
     def _stuck(self) -> None:
         """Nothing runs, nothing can be handed out and no timer is set: a bug; never hang on it."""
         log.error("no task can be scheduled and none is running; skipping the rest")
+        self.stuck = True  # a bug, never a success: the run ends failed
         self.sched.abandon_waiting("could not be scheduled")
         wall = time.time()
         for task_id in self.sched.drain_changes():
