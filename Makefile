@@ -40,9 +40,11 @@ run: install
 
 demo: run
 
+# make turns any failing recipe into its own exit 2, so pytest's own code is left in .pytest-exit
+# (read by .ci/run, which tells exit 5, no test collected, from a failure).
 test: install-dev install-ray
 	@bash scripts/install-browser.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; echo $$rc > .pytest-exit; exit $$rc
 
 bench: install-dev
 	$(BIN)/python scripts/bench.py
@@ -54,5 +56,5 @@ autopilot: install
 	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS) $(if $(MAX_ITERATIONS),--iterations $(MAX_ITERATIONS)) $(AUTOPILOT_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-out
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-out .pytest-exit
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
