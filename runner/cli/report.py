@@ -174,6 +174,10 @@ def _task_table(tasks: list[dict], spans: list[Span], base_dir: str | None) -> s
         status_cell = f"<span class=\"pill st-{cls(status)}\">{esc(status)}</span>"
         if reason and reason != status:
             status_cell += f"<div class=\"reason\">{esc(reason)}</div>"
+        if r.get("workspace"):  # a worktree task: its branch, what it changed, where it landed
+            from runner.cli.summary import work_cell
+
+            status_cell += f"<div class=\"reason\">{esc(work_cell(r['workspace']))}</div>"
         exit_code = r.get("exit_code")
         out.append(
             f"<tr data-s=\"{esc(status)}\"><td><code>{esc(r.get('task'))}</code></td><td>{esc(r.get('title') or '')}</td>"

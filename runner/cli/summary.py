@@ -24,7 +24,7 @@ def write_summary(out, result, quiet: bool) -> None:
         ]
         if any(r.get("workspace") for r in shown):  # worktree tasks: where their work went
             headers += ("work (branch, landed commit or why not)",)
-            table = [row + (_work(r.get("workspace")),) for row, r in zip(table, shown)]
+            table = [row + (work_cell(r.get("workspace")),) for row, r in zip(table, shown)]
         widths = [min(60, max(len(h), *(len(str(row[i])) for row in table))) for i, h in enumerate(headers)]
         out.write(("" if quiet else "\n") + "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
         for row in table:
@@ -50,7 +50,7 @@ def write_summary(out, result, quiet: bool) -> None:
     out.flush()
 
 
-def _work(ws: dict | None) -> str:
+def work_cell(ws: dict | None) -> str:
     """A worktree task's result in a cell: `+3 -1 in 2 files, landed 1a2b3c4` or the branch it was kept on."""
     if not ws:
         return "-"
