@@ -2,7 +2,7 @@
 
     argv, environ ──> parse() ──> Namespace ──────────────────────────> cli.run_command()
                          │ None: not sure                                    ^
-                         └──> cli_typer (typer, built from this table) ──────┘
+                         └──> typer_app (typer, built from this table) ──────┘
                               --help, usage errors, odd values
 
 Importing typer costs 100-250 ms, more than many runs take. `parse` reads what people type every day and
