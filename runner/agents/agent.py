@@ -1,8 +1,8 @@
 """The agent process: receives one task at a time from the manager, runs it, reports the result.
 
-An agent never outlives its manager: the kernel sends it SIGTERM when the manager dies
-(PR_SET_PDEATHSIG), and its pipe to the manager reads EOF; either way it kills its task's
-process tree and exits.
+An agent never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG;
+SIGKILL when the run has a watchdog, which then kills the tasks: runner.agents.watchdog), and its
+pipe to the manager reads EOF, upon which it kills its task's process tree and exits.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 
 from runner.agents.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
+from runner.agents.watchdog import add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
@@ -34,13 +35,17 @@ PID_SLOT = struct.Struct("qq")
 _FIELD = struct.Struct("q")
 
 
-def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) -> None:
+def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None) -> None:
     """Entry point of an agent process; returns when told to stop or when the manager is gone.
 
     pid_slot: (shared mmap, offset) where the running command's pid is kept for the manager, or None
-    (then every Started is sent at once).
+    (then every Started is sent at once). mark: the run's token (runner.agents.watchdog), put in our
+    environment for all we start; with it, a watchdog kills our tasks should the manager die, and we
+    die with the manager by SIGKILL (nothing of ours must run then, not even a blocked callable).
     """
-    _watch_parent(manager_pid)
+    _watch_parent(manager_pid, signal.SIGKILL if mark else signal.SIGTERM)
+    if mark:
+        add_mark(mark)
     # Ctrl-C is the manager's to handle, and a hang-up (cron, nohup) is not the agent's business. Caught
     # by a no-op handler, not ignored: an ignored signal would stay ignored in every task exec'd from here.
     signal.signal(signal.SIGINT, _ignore)
@@ -184,11 +189,30 @@ def _ignore(signum, frame) -> None:
 
 
 def _on_term(signum, frame) -> None:
-    pid = _running.get("pid")
-    if pid:
-        kill_tree(pid, 0.5)
-    _kill_orphans()
-    os._exit(128 + signum)
+    """Kill what we run, and exit quietly whatever happens meanwhile.
+
+    The signal may come in the middle of anything, a lazy `import psutil` included, which would
+    then fail inside the handler: no traceback of that reaches the terminal, the task dies anyway.
+    """
+    try:
+        pid = _running.get("pid")
+        if pid:
+            try:
+                kill_tree(pid, 0.5)
+            except BaseException:  # noqa: BLE001 - its group at least, at once
+                _killpg(pid)
+        _kill_orphans()
+    except BaseException:  # noqa: BLE001
+        pass
+    finally:
+        os._exit(128 + signum)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def reap_orphans() -> None:
@@ -234,15 +258,15 @@ def _kill_orphans_psutil() -> None:
     reap_orphans()
 
 
-def _watch_parent(manager_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the manager dies; exit now if it already has.
+def _watch_parent(manager_pid: int, sig: int) -> None:
+    """Ask the kernel for sig when the manager dies; exit now if it already has.
 
     Also become a subreaper, so that a task's daemonised grandchildren stay our descendants.
     """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         except (OSError, AttributeError):
             pass

@@ -19,6 +19,7 @@ from runner.agents.agent import PID_SLOT as _SLOT, agent_main
 from runner.agents.execute import child_pids
 from runner.agents.backend import AgentGone
 from runner.agents.channel import Channel, pair, wait_readable
+from runner.agents.watchdog import Watchdog, carries, new_token
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
@@ -56,7 +57,7 @@ class _Agent:
             os.close(self.sentinel)
 
 
-def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot) -> _Agent:
+def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot, mark: str) -> _Agent:
     manager_pid = os.getpid()
     death_r, death_w = os.pipe()  # the fallback sentinel, for kernels without pidfd_open
     sys.stdout.flush()
@@ -72,7 +73,7 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
                     os.close(fd)
                 except OSError:
                     pass
-            agent_main(agent_id, role, theirs, manager_pid, pid_slot)
+            agent_main(agent_id, role, theirs, manager_pid, pid_slot, mark)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -139,6 +140,8 @@ class LocalBackend:
         # A subreaper: when an agent dies, its task (and whatever that left) becomes our child at that
         # very moment, so that the sweep below kills it even if its pid never reached us.
         self._reaper = _set_subreaper(True)
+        # Everything the agents start carries the token; should this process die, the watchdog kills it.
+        self._watchdog = Watchdog(new_token())
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
@@ -149,7 +152,8 @@ class LocalBackend:
         if slot is not None:
             self._slot_of[agent_id] = slot
             _SLOT.pack_into(self._slots, slot * _SLOT.size, 0, -1)
-        proc = _fork_agent(agent_id, role, theirs, close, None if slot is None else (self._slots, slot * _SLOT.size))
+        slot_at = None if slot is None else (self._slots, slot * _SLOT.size)
+        proc = _fork_agent(agent_id, role, theirs, close, slot_at, self._watchdog.token)
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -226,18 +230,20 @@ class LocalBackend:
     def _sweep_orphans(self) -> None:
         """Kill and reap what dead agents left behind: processes re-parented to us, in sessions of their own.
 
-        Round after round, as the children of those killed become ours in turn. Our own children in our
-        session (a program embedding the runner may have some) are left alone.
+        Round after round, as the children of those killed become ours in turn. A callable's children
+        are in our session, and are known by the run's mark in their environment; our own children
+        (a program embedding the runner may have some) are left alone.
         """
         if not self._reaper:
             return
         own_session = os.getsid(0)
+        token = self._watchdog.token
         for _ in range(100):
-            agents = {p.pid for p in self._procs.values()}
+            ours = {p.pid for p in self._procs.values()} | {self._watchdog.pid}
             strays = []
             for pid in child_pids() or ():
                 try:
-                    if pid not in agents and os.getsid(pid) != own_session:
+                    if pid not in ours and (os.getsid(pid) != own_session or carries(pid, token)):
                         strays.append(pid)
                 except OSError:
                     pass
@@ -314,6 +320,7 @@ class LocalBackend:
                 proc.join(2)
         ended = [(agent_id, self._forget(agent_id)) for agent_id in list(self._procs)]
         self._sweep_orphans()
+        self._watchdog.stop()
         if self._reaper:
             _set_subreaper(False)
             self._reaper = False
