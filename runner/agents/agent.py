@@ -15,6 +15,7 @@ import sys
 import time
 
 from runner.agents.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
+from runner.agents.outbox import Outbox
 from runner.agents.watchdog import add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
@@ -35,13 +36,16 @@ PID_SLOT = struct.Struct("qq")
 _FIELD = struct.Struct("q")
 
 
-def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None) -> None:
+def agent_main(
+    agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None, outbox=None
+) -> None:
     """Entry point of an agent process; returns when told to stop or when the manager is gone.
 
     pid_slot: (shared mmap, offset) where the running command's pid is kept for the manager, or None
     (then every Started is sent at once). mark: the run's token (runner.agents.watchdog), put in our
     environment for all we start; with it, a watchdog kills our tasks should the manager die, and we
     die with the manager by SIGKILL (nothing of ours must run then, not even a blocked callable).
+    outbox: shared memory where a chunk's results are kept until reported (runner.agents.outbox).
     """
     _watch_parent(manager_pid, signal.SIGKILL if mark else signal.SIGTERM)
     if mark:
@@ -54,13 +58,13 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, 
     base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)
     try:
-        _serve(conn, base_env, logs, pid_slot)
+        _serve(conn, base_env, logs, pid_slot, None if outbox is None else Outbox(outbox))
     finally:
         logs.close()
         _kill_orphans()
 
 
-def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
+def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox | None = None) -> None:
     announce_after = ANNOUNCE_AFTER_S if pid_slot is not None else 0.0
 
     def note_pid(pid: int) -> None:
@@ -85,20 +89,23 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             continue
         if isinstance(msg, TaskBatch):
             try:
-                result, stop = _run_batch(msg, conn, base_env, logs, note_pid, note_position)
+                result, stop = _run_batch(msg, conn, base_env, logs, note_pid, note_position, outbox)
             except (EOFError, OSError):
                 return
             finally:
                 _running.clear()
                 reap_orphans()
             last = msg.messages[-1]
-            if stop:  # told to stop mid-chunk: report what ran, then go
-                try:
-                    conn.send(result)
-                except (OSError, ValueError):
-                    pass
+            try:
+                conn.send(result)
+            except (OSError, ValueError):
                 return
-        elif isinstance(msg, TaskMessage):
+            note_position(-1)  # reported: the outbox's results are the manager's now
+            if stop:  # told to stop mid-chunk: it has heard what ran; go
+                return
+            logs.prepare(os.path.dirname(last.log_path))
+            continue
+        if isinstance(msg, TaskMessage):
             try:
                 result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
             except (EOFError, OSError):
@@ -122,25 +129,31 @@ GIVE_BACK_AFTER_S = 0.05
 
 
 def _run_batch(
-    batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None
+    batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None, outbox=None
 ) -> tuple[BatchResult, bool]:
     """Run a chunk of quick tasks in order; returns its result and whether the manager said to stop.
 
     A Cancel (or a stop order) gives the unstarted rest back, as does a task that turns out slow.
 
     note_position(i) tells the manager which task it is on, should this agent die: only that one
-    counts as lost to the death, the others go back to the queue.
+    counts as lost to the death; those before it are recorded from the outbox, where each result
+    goes as its task ends (a result that does not fit ends the chunk: the rest is given back); the
+    others go back to the queue.
     """
     results = []
     rest = list(batch.messages)
     began = time.monotonic()
     channel = _ChunkChannel(conn, rest)
+    if outbox is not None:
+        outbox.clear()
     while rest:
         msg = rest.pop(0)
         if note_position is not None:
             note_position(len(results))
         result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
         results.append(result)
+        if outbox is not None and not outbox.add(result):
+            channel.give_back()  # the rest would run with nothing to show for them if we died
         if result.outcome == "interrupted":
             channel.stopped = True
         elif conn.poll():
@@ -149,8 +162,6 @@ def _run_batch(
             channel.exit = order is None
         if rest and (channel.stopped or time.monotonic() - began > GIVE_BACK_AFTER_S):
             channel.give_back()  # stopped: the manager ends them as not started; slow: others run them
-    if note_position is not None:
-        note_position(-1)
     return BatchResult(tuple(results)), channel.exit
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 
+from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, agent_main
 from runner.agents.execute import child_pids
 from runner.agents.backend import AgentGone
@@ -57,7 +58,7 @@ class _Agent:
             os.close(self.sentinel)
 
 
-def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot, mark: str) -> _Agent:
+def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot, mark: str, box) -> _Agent:
     manager_pid = os.getpid()
     death_r, death_w = os.pipe()  # the fallback sentinel, for kernels without pidfd_open
     sys.stdout.flush()
@@ -73,7 +74,7 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
                     os.close(fd)
                 except OSError:
                     pass
-            agent_main(agent_id, role, theirs, manager_pid, pid_slot, mark)
+            agent_main(agent_id, role, theirs, manager_pid, pid_slot, mark, box)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -137,6 +138,7 @@ class LocalBackend:
         self._slots = mmap.mmap(-1, _SLOTS * _SLOT.size)
         self._free_slots = list(range(_SLOTS - 1, -1, -1))
         self._slot_of: dict[str, int] = {}  # agent id -> its slot
+        self._outboxes: dict[str, mmap.mmap] = {}  # agent id -> shared memory its chunk's results go to
         # A subreaper: when an agent dies, its task (and whatever that left) becomes our child at that
         # very moment, so that the sweep below kills it even if its pid never reached us.
         self._reaper = _set_subreaper(True)
@@ -153,7 +155,8 @@ class LocalBackend:
             self._slot_of[agent_id] = slot
             _SLOT.pack_into(self._slots, slot * _SLOT.size, 0, -1)
         slot_at = None if slot is None else (self._slots, slot * _SLOT.size)
-        proc = _fork_agent(agent_id, role, theirs, close, slot_at, self._watchdog.token)
+        box = self._outboxes[agent_id] = mmap.mmap(-1, outbox.SIZE)  # pages are used only once written
+        proc = _fork_agent(agent_id, role, theirs, close, slot_at, self._watchdog.token, box)
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -222,7 +225,8 @@ class LocalBackend:
                     if len(events) == before:
                         break
                 task_pid, position = self.task_pid(agent_id), self.chunk_position(agent_id)
-                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position)))
+                done = tuple(outbox.read(self._outboxes[agent_id])) if position is not None else ()
+                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position, done)))
         if dead:
             self._sweep_orphans()
         return events, extras
@@ -277,6 +281,7 @@ class LocalBackend:
             self._free_slots.append(slot)
         proc = self._procs.pop(agent_id)
         conn = self._conns.pop(agent_id)
+        self._outboxes.pop(agent_id).close()
         for fd in (conn.fileno(), proc.sentinel):
             self._by_fd.pop(fd, None)
             try:

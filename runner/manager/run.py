@@ -421,7 +421,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
         elif isinstance(msg, ChunkReturn):
             self._chunk_returned(agent_id, msg.task_ids)
         elif isinstance(msg, AgentGone):
-            self._agent_gone(agent_id, msg.reason, msg.task_pid, msg.position)
+            position = self._salvage(agent_id, msg)  # what it finished of its chunk is recorded, not run again
+            self._agent_gone(agent_id, msg.reason, msg.task_pid, position)
         elif isinstance(msg, AgentReady):
             row = self.pool.agents.get(agent_id)
             if row is not None:
