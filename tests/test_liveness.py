@@ -51,3 +51,17 @@ def test_an_agent_killed_mid_chunk_runs_again_only_the_task_it_was_on(tmp_path, 
     db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
     attempts = dict(db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id").fetchall())
     assert attempts.pop("q20") == 2 and set(attempts.values()) == {1}
+
+
+@pytest.mark.timeout(60)
+def test_a_stopped_agent_is_killed_and_its_task_retried_and_the_run_ends(tmp_path):
+    marker = tmp_path / "stopped"
+    # The first attempt stops its own agent (hung, not dead) and finishes; nobody will report it.
+    cmd = f"if [ ! -e {marker} ]; then touch {marker}; kill -STOP $PPID; fi; sleep 0.1"
+    result = run(roadmap([task("t", cmd)]), tmp_path / "state", agents=1, retries=1)
+    assert marker.exists()
+    assert result.exit_code == 0 and result.tasks[0]["status"] == "succeeded" and result.tasks[0]["attempts"] == 2
+    events = read_events(result)
+    assert [e["agent"] for e in events if e["event"] == "agent:hung"] == ["worker-0"]
+    [retry] = [e for e in events if e["event"] == "task:retry"]
+    assert "died" in retry["reason"], "a hung agent's task counts as lost to an agent death"

@@ -183,6 +183,17 @@ class LocalBackend:
         position = _SLOT.unpack_from(self._slots, slot * _SLOT.size)[1]
         return position if position >= 0 else None
 
+    def stopped(self, agent_id: str) -> bool:
+        """True when the agent's process is stopped (SIGSTOP, or traced): it cannot answer anything."""
+        proc = self._procs.get(agent_id)
+        if proc is None or proc.exitcode is not None:
+            return False
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                return f.read().rpartition(b")")[2].split()[0] in (b"T", b"t")
+        except (OSError, IndexError):
+            return False
+
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)
         return proc.pid if proc else None

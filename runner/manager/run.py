@@ -26,6 +26,7 @@ from runner.manager import statedir
 from runner.manager.chunks import Chunks
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger, roadmap_key, task_hash
+from runner.manager.liveness import Liveness
 from runner.manager.outcomes import Outcomes
 from runner.manager.pool import Pool, serve_board
 from runner.manager.quick import QuickCalls
@@ -58,7 +59,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping):
+class Run(Outcomes, Chunks, Scaling, Stopping, Liveness):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -273,6 +274,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             for agent_id, msg in messages:  # hand-outs wait for the whole batch: an AgentGone may follow
                 self._handle(agent_id, msg)
             self._check_deadlines(time.monotonic())
+            self._check_liveness(time.monotonic())
 
     def _timeout(self, now: float, next_refresh: float) -> float | None:
         times = []
@@ -286,6 +288,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping):
             times.append(self._board_at)
         if self.pool.reservations:
             times.append(next_refresh)
+            times.append(self._liveness_timer())
         if self.sched.queue_length() and (self.opt.memfree or self.opt.max_load):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
