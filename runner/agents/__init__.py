@@ -4,7 +4,8 @@
 command, an argv, a callable), streams its output to the log and kills its whole tree on timeout or
 cancel; `channel` carries the `messages` (small frozen dataclasses) between agent and manager;
 `backend` is the interface the manager sees (AgentGone, AgentReady), `local` forks agents on this
-machine and `ray_backend` runs them as Ray actors (the actor itself is `ray_actor`).
+machine and `ray_backend` runs them as Ray actors (the actor itself is `ray_actor`). `watchdog`
+kills what a run started when its manager dies; `outbox` keeps a chunk's results until reported.
 
 May import: `runner.model`, `runner.errors`, and nothing of the manager, the roadmap or the CLI.
 Never prints (a task's output goes to its log). Imported by: `runner.manager` (through the backend).
