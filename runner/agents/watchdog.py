@@ -107,9 +107,12 @@ def _reap_exited() -> None:
 
 def _become_watchdog(manager: int, pidfd: int, stop_r: int, token: str) -> None:
     os.setsid()
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)  # a group's TERM (a nested run's outer watchdog) must not stop the sweep
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)  # a group's TERM (a nested run's outer watchdog) must not stop the sweep
+    except ValueError:  # forked from a thread Python does not take for the main one: watch all the same
+        pass
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # a caller reading our output to its end must not wait for the watchdog
         os.dup2(null, fd)
