@@ -240,8 +240,13 @@ def test_manager_sigkilled_mid_landing_then_resume_lands_without_running_again(t
         tip_before = git(repo, "rev-parse", "wvo/roadmap")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        deadline = time.monotonic() + 5  # the landing's check dies with the run too (the watchdog)
+        while _marked(str(flag)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _marked(str(flag)), "the landing's check outlived the run"
     finally:
-        _kill_marked(str(flag))
+        for p in _marked(str(flag)):
+            p.kill()
     assert git(repo, "rev-parse", "wvo/roadmap") == tip_before  # before the merge, never half
     subprocess.run(["git", "-C", str(repo), "fsck", "--strict"], check=True, capture_output=True, env=GIT_ENV)
     flag.write_text("")
@@ -253,13 +258,15 @@ def test_manager_sigkilled_mid_landing_then_resume_lands_without_running_again(t
     assert "landed now" in err
 
 
-def _kill_marked(marker: str) -> None:
-    """What the killed run left (the landing's check, in a process group of its own), by its environment."""
+def _marked(marker: str) -> list:
+    """Processes the killed run left (the landing's check), known by their environment."""
     import psutil
 
+    out = []
     for p in psutil.process_iter():
         try:
-            if p.environ().get("WVO_TEST_MARK") == marker:
-                p.kill()
+            if p.environ().get("WVO_TEST_MARK") == marker and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
         except psutil.Error:
             pass
+    return out

@@ -4,7 +4,8 @@
 command, an argv, a callable), streams its output to the log and kills its whole tree on timeout or
 cancel; `channel` carries the `messages` (small frozen dataclasses) between agent and manager;
 `backend` is the interface the manager sees (AgentGone, AgentReady), `local` forks agents on this
-machine and `ray_backend` runs them as Ray actors.
+machine and `ray_backend` runs them as Ray actors (the actor itself is `ray_actor`). `watchdog`
+kills what a run started when its manager dies; `outbox` keeps a chunk's results until reported.
 
 `coding_attempt` runs an attempt in a git worktree of its own and the task's checks after it.
 

@@ -1,8 +1,8 @@
 """The agent process: receives one task at a time from the manager, runs it, reports the result.
 
-An agent never outlives its manager: the kernel sends it SIGTERM when the manager dies
-(PR_SET_PDEATHSIG), and its pipe to the manager reads EOF; either way it kills its task's
-process tree and exits.
+An agent never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG;
+SIGKILL when the run has a watchdog, which then kills the tasks: runner.agents.watchdog), and its
+pipe to the manager reads EOF, upon which it kills its task's process tree and exits.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import sys
 import time
 
 from runner.agents.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
+from runner.agents.outbox import Outbox
+from runner.agents.watchdog import add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 
 _PR_SET_PDEATHSIG = 1
@@ -34,13 +36,20 @@ PID_SLOT = struct.Struct("qq")
 _FIELD = struct.Struct("q")
 
 
-def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) -> None:
+def agent_main(
+    agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None, outbox=None
+) -> None:
     """Entry point of an agent process; returns when told to stop or when the manager is gone.
 
     pid_slot: (shared mmap, offset) where the running command's pid is kept for the manager, or None
-    (then every Started is sent at once).
+    (then every Started is sent at once). mark: the run's token (runner.agents.watchdog), put in our
+    environment for all we start; with it, a watchdog kills our tasks should the manager die, and we
+    die with the manager by SIGKILL (nothing of ours must run then, not even a blocked callable).
+    outbox: shared memory where a chunk's results are kept until reported (runner.agents.outbox).
     """
-    _watch_parent(manager_pid)
+    _watch_parent(manager_pid, signal.SIGKILL if mark else signal.SIGTERM)
+    if mark:
+        add_mark(mark)
     # Ctrl-C is the manager's to handle, and a hang-up (cron, nohup) is not the agent's business. Caught
     # by a no-op handler, not ignored: an ignored signal would stay ignored in every task exec'd from here.
     signal.signal(signal.SIGINT, _ignore)
@@ -49,13 +58,13 @@ def agent_main(agent_id: str, role: str, conn, manager_pid: int, pid_slot=None) 
     base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)
     try:
-        _serve(conn, base_env, logs, pid_slot)
+        _serve(conn, base_env, logs, pid_slot, None if outbox is None else Outbox(outbox))
     finally:
         logs.close()
         _kill_orphans()
 
 
-def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
+def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox | None = None) -> None:
     announce_after = ANNOUNCE_AFTER_S if pid_slot is not None else 0.0
 
     def note_pid(pid: int) -> None:
@@ -80,20 +89,23 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None) -> None:
             continue
         if isinstance(msg, TaskBatch):
             try:
-                result, stop = _run_batch(msg, conn, base_env, logs, note_pid, note_position)
+                result, stop = _run_batch(msg, conn, base_env, logs, note_pid, note_position, outbox)
             except (EOFError, OSError):
                 return
             finally:
                 _running.clear()
                 reap_orphans()
             last = msg.messages[-1]
-            if stop:  # told to stop mid-chunk: report what ran, then go
-                try:
-                    conn.send(result)
-                except (OSError, ValueError):
-                    pass
+            try:
+                conn.send(result)
+            except (OSError, ValueError):
                 return
-        elif isinstance(msg, TaskMessage):
+            note_position(-1)  # reported: the outbox's results are the manager's now
+            if stop:  # told to stop mid-chunk: it has heard what ran; go
+                return
+            logs.prepare(os.path.dirname(last.log_path))
+            continue
+        if isinstance(msg, TaskMessage):
             try:
                 if msg.workspace is None and not msg.checks:
                     result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
@@ -122,25 +134,31 @@ GIVE_BACK_AFTER_S = 0.05
 
 
 def _run_batch(
-    batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None
+    batch: TaskBatch, conn, base_env: dict, logs: LogFiles, note_pid=None, note_position=None, outbox=None
 ) -> tuple[BatchResult, bool]:
     """Run a chunk of quick tasks in order; returns its result and whether the manager said to stop.
 
     A Cancel (or a stop order) gives the unstarted rest back, as does a task that turns out slow.
 
     note_position(i) tells the manager which task it is on, should this agent die: only that one
-    counts as lost to the death, the others go back to the queue.
+    counts as lost to the death; those before it are recorded from the outbox, where each result
+    goes as its task ends (a result that does not fit ends the chunk: the rest is given back); the
+    others go back to the queue.
     """
     results = []
     rest = list(batch.messages)
     began = time.monotonic()
     channel = _ChunkChannel(conn, rest)
+    if outbox is not None:
+        outbox.clear()
     while rest:
         msg = rest.pop(0)
         if note_position is not None:
             note_position(len(results))
         result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
         results.append(result)
+        if outbox is not None and not outbox.add(result):
+            channel.give_back()  # the rest would run with nothing to show for them if we died
         if result.outcome == "interrupted":
             channel.stopped = True
         elif conn.poll():
@@ -149,8 +167,6 @@ def _run_batch(
             channel.exit = order is None
         if rest and (channel.stopped or time.monotonic() - began > GIVE_BACK_AFTER_S):
             channel.give_back()  # stopped: the manager ends them as not started; slow: others run them
-    if note_position is not None:
-        note_position(-1)
     return BatchResult(tuple(results)), channel.exit
 
 
@@ -189,11 +205,30 @@ def _ignore(signum, frame) -> None:
 
 
 def _on_term(signum, frame) -> None:
-    pid = _running.get("pid")
-    if pid:
-        kill_tree(pid, 0.5)
-    _kill_orphans()
-    os._exit(128 + signum)
+    """Kill what we run, and exit quietly whatever happens meanwhile.
+
+    The signal may come in the middle of anything, a lazy `import psutil` included, which would
+    then fail inside the handler: no traceback of that reaches the terminal, the task dies anyway.
+    """
+    try:
+        pid = _running.get("pid")
+        if pid:
+            try:
+                kill_tree(pid, 0.5)
+            except BaseException:  # noqa: BLE001 - its group at least, at once
+                _killpg(pid)
+        _kill_orphans()
+    except BaseException:  # noqa: BLE001
+        pass
+    finally:
+        os._exit(128 + signum)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def reap_orphans() -> None:
@@ -239,15 +274,15 @@ def _kill_orphans_psutil() -> None:
     reap_orphans()
 
 
-def _watch_parent(manager_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the manager dies; exit now if it already has.
+def _watch_parent(manager_pid: int, sig: int) -> None:
+    """Ask the kernel for sig when the manager dies; exit now if it already has.
 
     Also become a subreaper, so that a task's daemonised grandchildren stay our descendants.
     """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         except (OSError, AttributeError):
             pass

@@ -13,6 +13,7 @@ class AgentGone:
     reason: str
     task_pid: int | None = None  # the task it was running, when its Started never came (local agents)
     position: int | None = None  # which task of its chunk it was on (local agents), None: unknown
+    results: tuple = ()  # TaskResults of its chunk's first tasks, finished but never reported (local agents)
 
 
 @dataclass(frozen=True)

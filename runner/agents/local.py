@@ -15,10 +15,14 @@ import sys
 import time
 import traceback
 
+from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, agent_main
 from runner.agents.execute import child_pids
 from runner.agents.backend import AgentGone
 from runner.agents.channel import Channel, pair, wait_readable
+from runner.agents.watchdog import MARK, Watchdog, carries, new_token
+
+_SPARED = "-manager"  # a second token: started by the manager itself, not by a dead agent
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
@@ -56,7 +60,7 @@ class _Agent:
             os.close(self.sentinel)
 
 
-def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot) -> _Agent:
+def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int], pid_slot, mark: str, box) -> _Agent:
     manager_pid = os.getpid()
     death_r, death_w = os.pipe()  # the fallback sentinel, for kernels without pidfd_open
     sys.stdout.flush()
@@ -72,7 +76,7 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
                     os.close(fd)
                 except OSError:
                     pass
-            agent_main(agent_id, role, theirs, manager_pid, pid_slot)
+            agent_main(agent_id, role, theirs, manager_pid, pid_slot, mark, box)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -136,9 +140,12 @@ class LocalBackend:
         self._slots = mmap.mmap(-1, _SLOTS * _SLOT.size)
         self._free_slots = list(range(_SLOTS - 1, -1, -1))
         self._slot_of: dict[str, int] = {}  # agent id -> its slot
+        self._outboxes: dict[str, mmap.mmap] = {}  # agent id -> shared memory its chunk's results go to
         # A subreaper: when an agent dies, its task (and whatever that left) becomes our child at that
         # very moment, so that the sweep below kills it even if its pid never reached us.
         self._reaper = _set_subreaper(True)
+        # Everything the agents start carries the token; should this process die, the watchdog kills it.
+        self._watchdog = Watchdog(new_token())
 
     def start(self, agent_id: str, role: str) -> int:
         """Start an agent process; returns its pid."""
@@ -149,7 +156,9 @@ class LocalBackend:
         if slot is not None:
             self._slot_of[agent_id] = slot
             _SLOT.pack_into(self._slots, slot * _SLOT.size, 0, -1)
-        proc = _fork_agent(agent_id, role, theirs, close, None if slot is None else (self._slots, slot * _SLOT.size))
+        slot_at = None if slot is None else (self._slots, slot * _SLOT.size)
+        box = self._outboxes[agent_id] = mmap.mmap(-1, outbox.SIZE)  # pages are used only once written
+        proc = _fork_agent(agent_id, role, theirs, close, slot_at, self._watchdog.token, box)
         theirs.close()
         self._procs[agent_id] = proc
         self._conns[agent_id] = ours
@@ -175,6 +184,17 @@ class LocalBackend:
             return None
         position = _SLOT.unpack_from(self._slots, slot * _SLOT.size)[1]
         return position if position >= 0 else None
+
+    def stopped(self, agent_id: str) -> bool:
+        """True when the agent's process is stopped (SIGSTOP, or traced): it cannot answer anything."""
+        proc = self._procs.get(agent_id)
+        if proc is None or proc.exitcode is not None:
+            return False
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                return f.read().rpartition(b")")[2].split()[0] in (b"T", b"t")
+        except (OSError, IndexError):
+            return False
 
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)
@@ -218,26 +238,37 @@ class LocalBackend:
                     if len(events) == before:
                         break
                 task_pid, position = self.task_pid(agent_id), self.chunk_position(agent_id)
-                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position)))
+                done = tuple(outbox.read(self._outboxes[agent_id])) if position is not None else ()
+                events.append((agent_id, AgentGone(agent_id, self._forget(agent_id), task_pid, position, done)))
         if dead:
             self._sweep_orphans()
         return events, extras
 
+    def spared_env(self) -> dict[str, str]:
+        """The environment for a process the manager itself starts (a landing's check): the watchdog kills
+        it should the manager die, and the sweep after an agent's death leaves it alone."""
+        token = self._watchdog.token
+        return {MARK: f"{token}:{token}{_SPARED}"}
+
     def _sweep_orphans(self) -> None:
         """Kill and reap what dead agents left behind: processes re-parented to us, in sessions of their own.
 
-        Round after round, as the children of those killed become ours in turn. Our own children in our
-        session (a program embedding the runner may have some) are left alone.
+        Round after round, as the children of those killed become ours in turn. A callable's children
+        are in our session, and are known by the run's mark in their environment; our own children
+        (a program embedding the runner may have some) are left alone.
         """
         if not self._reaper:
             return
         own_session = os.getsid(0)
+        token = self._watchdog.token
         for _ in range(100):
-            agents = {p.pid for p in self._procs.values()}
+            ours = {p.pid for p in self._procs.values()} | {self._watchdog.pid}
             strays = []
             for pid in child_pids() or ():
                 try:
-                    if pid not in agents and os.getsid(pid) != own_session:
+                    if pid in ours or carries(pid, f"{token}{_SPARED}"):  # the manager's own (landing checks)
+                        continue
+                    if os.getsid(pid) != own_session or carries(pid, token):
                         strays.append(pid)
                 except OSError:
                     pass
@@ -271,6 +302,7 @@ class LocalBackend:
             self._free_slots.append(slot)
         proc = self._procs.pop(agent_id)
         conn = self._conns.pop(agent_id)
+        self._outboxes.pop(agent_id).close()
         for fd in (conn.fileno(), proc.sentinel):
             self._by_fd.pop(fd, None)
             try:
@@ -314,6 +346,7 @@ class LocalBackend:
                 proc.join(2)
         ended = [(agent_id, self._forget(agent_id)) for agent_id in list(self._procs)]
         self._sweep_orphans()
+        self._watchdog.stop()
         if self._reaper:
             _set_subreaper(False)
             self._reaper = False

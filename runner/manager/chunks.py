@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from runner.agents.backend import AgentGone
 from runner.agents.messages import BatchResult, TaskResult
 from runner.model import Outcome
 
@@ -52,8 +53,32 @@ class Chunks:
             log.warning("agent %s reported a chunk it does not hold; ignored", agent_id)
             return
         self.pool.release(agent_id)
+        self._record_chunk(agent_id, batch.results)
+
+    def _salvage(self, agent_id: str, gone: AgentGone) -> int | None:
+        """A dead agent's chunk: record the tasks it finished but never reported, so they never run again.
+
+        Returns the position, in what it still holds, of the task it was on (the one lost to its death).
+        """
+        held = self._chunks.get(agent_id)
+        if not held or not gone.results:
+            return gone.position
+        done = list(gone.results)
+        if [r.task_id for r in done] != held[: len(done)] or self.pool.reservations.get(agent_id) != held[0]:
+            log.warning("agent %s died holding results of a chunk it does not hold; ignored", agent_id)
+            return gone.position
+        self._record_chunk(agent_id, done)
+        del held[: len(done)]
+        if not held:  # it died after its last task, before reporting the chunk: nothing is lost
+            del self._chunks[agent_id]
+            self.pool.release(agent_id)
+            return None
+        return 0
+
+    def _record_chunk(self, agent_id: str, results) -> None:
+        """Record a chunk's results in order, as if the agent had held its tasks one by one."""
         previous_end = None
-        for res in batch.results:
+        for res in results:
             rec = self._records.get((res.task_id, res.attempt))
             if rec is not None and previous_end is not None:
                 rec["reserved"] = previous_end

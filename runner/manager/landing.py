@@ -209,7 +209,8 @@ class Landing:
             lander = self._landers[(w.repo, w.into)]
             task = self.tasks[task_id]
             log_path = self._records.get((task_id, attempt), {}).get("log") or os.path.join(self.logs, f"{task_id}.{attempt}.log")
-            checks = _landing_checks(w.checks, {**os.environ, **{k: str(v) for k, v in task.env.items()}}, task.timeout, log_path)
+            env = {**os.environ, **{k: str(v) for k, v in task.env.items()}, **self._spared_env()}
+            checks = _landing_checks(w.checks, env, task.timeout, log_path)
             try:
                 lander.spaces.reload()  # the agent that made the branch journalled it in its own process
                 verdict = lander.land(res.workspace["branch"], task.title or task.id, checks if w.checks else None)
@@ -249,6 +250,11 @@ class Landing:
             self._emit("task:landed" if outcome is Outcome.SUCCEEDED else "task:not_landed", task=task_id,
                        attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
             self._outcome(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+
+    def _spared_env(self) -> dict:
+        """What marks a landing's check as the run's (killed with it) but the manager's own (not an orphan)."""
+        spared = getattr(self.backend, "spared_env", None)
+        return spared() if spared is not None else {}
 
     def _landing_pending(self) -> bool:
         return bool(getattr(self, "_land_busy", 0))

@@ -27,6 +27,7 @@ from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger
+from runner.manager.liveness import Liveness
 from runner.manager.outcomes import Outcomes
 from runner.manager.pool import Pool, serve_board
 from runner.manager.quick import QuickCalls
@@ -59,7 +60,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -271,6 +272,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             for agent_id, msg in messages:  # hand-outs wait for the whole batch: an AgentGone may follow
                 self._handle(agent_id, msg)
             self._check_deadlines(time.monotonic())
+            self._check_liveness(time.monotonic())
 
     def _timeout(self, now: float, next_refresh: float) -> float | None:
         times = []
@@ -284,6 +286,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             times.append(self._board_at)
         if self.pool.reservations:
             times.append(next_refresh)
+            times.append(self._liveness_timer())
         if self.sched.queue_length() and (self.opt.memfree is not None or self.opt.max_load is not None):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
@@ -428,7 +431,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         elif isinstance(msg, ChunkReturn):
             self._chunk_returned(agent_id, msg.task_ids)
         elif isinstance(msg, AgentGone):
-            self._agent_gone(agent_id, msg.reason, msg.task_pid, msg.position)
+            position = self._salvage(agent_id, msg)  # what it finished of its chunk is recorded, not run again
+            self._agent_gone(agent_id, msg.reason, msg.task_pid, position)
         elif isinstance(msg, AgentReady):
             row = self.pool.agents.get(agent_id)
             if row is not None:

@@ -1,0 +1,285 @@
+"""The Ray actor side of the Ray backend: one agent, running on some node of the cluster.
+
+    AgentActor (one process on a node)
+      run(msg) ──▶ run_attempt() ─▶ task (own session); the log is the driver's path on the driver's
+      │           node, a node-local file elsewhere (returned with the result, in `Done`)
+      started(task, attempt) answers once the task's process is up; cancel() stops it
+      watch() never returns: its ref fails when the actor dies, which is how the driver sees a death
+      a watchdog outside the actor kills every process carrying its token once the actor is gone
+
+The driver side (runner.agents.ray_backend) creates these actors and turns their calls into the
+messages of the backend interface. Imported by the driver only; Ray imports it on every node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+from runner.agents.agent import reap_orphans
+from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
+
+_INLINE_LOG = 1 << 20  # a log up to this size comes back with the result; a larger one in chunks
+_PR_SET_CHILD_SUBREAPER = 36
+
+@dataclass(frozen=True)
+class Done:
+    """Actor -> driver: how an attempt ended, and its log when the log is not on the driver's node."""
+
+    result: TaskResult
+    node_log: str | None = None  # the log's path on its node, when that is not the driver's node
+    data: bytes | None = None  # the whole log, when it is small
+    size: int = 0
+
+
+# -- the actor (runs on a node) ------------------------------------------------------------------------
+
+
+class _Attempt:
+    """One attempt inside the actor, shared by its run() and started() calls, which Ray may run in either order."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.cancel_r, self.cancel_w = multiprocessing.Pipe(duplex=False)
+        self.started: Started | None = None
+        self.begun = threading.Event()  # set once Started is known or the attempt is over
+        self.cancelled: Cancel | None = None
+        self.users = 2  # run() and started(); the last one to finish forgets the attempt
+
+
+class AgentActor:
+    """One agent. Methods run on the actor's threads: run() holds one, watch() another for life."""
+
+    def __init__(self, agent_id: str, role: str, driver_node: str | None, cwd: str | None, node_logs: str | None):
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
+        self.remote = self.node != driver_node  # the driver's paths and pids mean nothing here
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+        self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
+        self.token = uuid.uuid4().hex
+        self.base_env = dict(_node_env(), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        self.lock = threading.Lock()
+        self.attempts: dict[tuple[str, int], _Attempt] = {}  # (task id, attempt) -> in flight; under lock
+        self.early_cancel: tuple[tuple[str, int], Cancel] | None = None  # a Cancel that came before its run()
+        self.forever = threading.Event()
+        self.watchdog = _start_watchdog(self.token)  # before we become a subreaper: it must not be our child
+        _set_subreaper()
+
+    def info(self) -> dict:
+        import ray
+
+        return {"pid": os.getpid(), "node": self.node, "ip": ray.util.get_node_ip_address()}
+
+    def watch(self) -> None:
+        """Never returns: its ref fails when the actor dies, which is how the driver sees a death."""
+        self.forever.wait()
+
+    def _attempt(self, key: tuple[str, int]) -> _Attempt:
+        with self.lock:
+            att = self.attempts.get(key)
+            if att is None:
+                att = self.attempts[key] = _Attempt()
+                if self.early_cancel and self.early_cancel[0] == key:
+                    att.cancelled = self.early_cancel[1]
+                self.early_cancel = None
+            return att
+
+    def _done_with(self, key: tuple[str, int], att: _Attempt) -> None:
+        with self.lock:
+            att.users -= 1
+            if att.users == 0:
+                del self.attempts[key]
+                att.cancel_r.close()
+                att.cancel_w.close()
+
+    def started(self, task_id: str, attempt: int) -> Started | None:
+        """Returns once the attempt's process is up (its Started) or the attempt is over (None)."""
+        key = (task_id, attempt)
+        att = self._attempt(key)
+        att.begun.wait()
+        self._done_with(key, att)
+        return att.started
+
+    def run(self, msg: TaskMessage) -> Done:
+        from runner.agents.execute import run_attempt
+
+        key = (msg.task_id, msg.attempt)
+        att = self._attempt(key)
+        node_log = None
+        if self.remote:
+            node_log = _node_log_path(self.node_logs, msg.log_path)
+            msg = replace(msg, log_path=node_log)
+        try:
+            if att.cancelled is not None:
+                now = time.time()
+                result = TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted")
+            else:
+                result = run_attempt(msg, _Channel(self, att), self.base_env)
+        finally:
+            att.begun.set()
+            self._done_with(key, att)
+            reap_orphans()
+        if node_log is None:
+            return Done(result)
+        try:
+            size = os.path.getsize(node_log)
+        except OSError:
+            return Done(result, node_log)
+        data = _read(node_log, 0, size) if size <= _INLINE_LOG else None
+        return Done(result, node_log, data, size)
+
+    def cancel(self, task_id: str, attempt: int, grace: float) -> None:
+        """Stop the attempt: TERM its process tree, KILL after grace (a callable cannot be stopped)."""
+        key = (task_id, attempt)
+        with self.lock:
+            att = self.attempts.get(key)
+            if att is None:  # its run() has not begun (or is over: then the next run() clears this)
+                self.early_cancel = (key, Cancel(grace))
+                return
+            att.cancelled = Cancel(grace)
+            att.cancel_w.send(att.cancelled)
+
+    def read_log(self, path: str, offset: int, size: int) -> bytes:
+        return _read(path, offset, size)
+
+    def terminate(self, grace: float) -> None:
+        """TERM every process this agent started, KILL after grace; the driver then has Ray end the actor."""
+        _kill_descendants(grace)
+
+
+class _Channel:
+    """What run_attempt talks to: Started goes to the waiting started() call, Cancel comes from cancel()."""
+
+    def __init__(self, actor: AgentActor, att: _Attempt):
+        self._actor = actor
+        self._att = att
+
+    def send(self, obj) -> None:
+        if isinstance(obj, Started):
+            self._att.started = replace(obj, pid=None) if self._actor.remote else obj
+            self._att.begun.set()
+
+    def recv(self):
+        return self._att.cancel_r.recv()
+
+    def fileno(self) -> int:
+        return self._att.cancel_r.fileno()
+
+    def poll(self, timeout=0.0):
+        return self._att.cancel_r.poll(timeout)
+
+
+def _node_env() -> dict[str, str]:
+    """The environment the node was started with: Ray adds its own (OMP_NUM_THREADS=1, ...) to workers."""
+    import psutil
+
+    try:
+        return dict(psutil.Process(int(os.environ["RAY_RAYLET_PID"])).environ())
+    except (KeyError, ValueError, psutil.Error):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        if env.get("PYTHONBREAKPOINT", "").startswith("ray."):
+            del env["PYTHONBREAKPOINT"]
+        return env
+
+
+def _node_log_path(root: str, driver_path: str) -> str:
+    """<root>/<state dir name>/<run folder>/<file>: the driver's layout, on this node."""
+    parts = os.path.normpath(driver_path).split(os.sep)  # [..., state dir, "runs", run folder, "logs", file]
+    tail = [parts[-5], parts[-3], parts[-1]] if len(parts) >= 5 else parts[-1:]
+    path = os.path.join(root, *tail)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return path
+
+
+def _read(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _set_subreaper() -> None:
+    """Keep a task's daemonised grandchildren our descendants, so terminate() finds them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _kill_descendants(grace: float) -> None:
+    """TERM every process below this one, KILL those alive after grace (none is reaped: run() may wait on one)."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+# The watchdog: a small process, not a child of the actor (Ray kills a dead worker's children, not
+# their descendants), holding the read end of a pipe from the actor. However the actor dies (SIGKILL,
+# OOM, its raylet gone), the pipe reads EOF and the watchdog kills every process that carries the
+# actor's token in its environment: its tasks' whole trees, also the parts that left their session.
+_WATCHDOG = r"""
+import os, signal, sys, time
+if os.fork():
+    os._exit(0)
+mark = ("WVO_RAY_AGENT=" + sys.argv[1]).encode() + b"\0"
+while sys.stdin.buffer.read(1):
+    pass
+def marked():
+    me, out = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            try:
+                with open("/proc/%s/environ" % name, "rb") as f:
+                    if mark in f.read():
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+for sig, pause in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+    pids = marked()
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if pids and pause:
+        time.sleep(pause)
+"""
+
+
+def _start_watchdog(token: str):
+    """Start the watchdog (double-forked, so it is nobody's child here); returns the pipe to it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", _WATCHDOG, token],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    proc.wait()  # the intermediate exits at once; the watchdog lives on with the pipe's read end
+    return proc.stdin

@@ -1,0 +1,229 @@
+"""No process outlives the run: also when the manager and its agents are killed at once, and for a
+callable's own children (timeout, SIGTERM of the run, manager SIGKILLed while the callable is stuck)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from helpers import roadmap, run, task
+
+TESTS = Path(__file__).resolve().parent
+
+
+# -- callables the tasks run (imported by the agents as test_orphans:...) --------------------------
+
+
+def child_and_wait(started: str) -> int:
+    """Start a shell that starts a sleep, note it, and wait for it (a callable's subprocess)."""
+    proc = subprocess.Popen("sleep 40", shell=True)
+    Path(started).write_text(str(proc.pid))
+    return proc.wait()
+
+
+def child_and_stuck(started: str) -> None:
+    """Start a child, then be deaf to SIGTERM, as a callable blocked in C code is."""
+    subprocess.Popen(["sleep", "40"])
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    Path(started).write_text("up")
+    time.sleep(60)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def marked(mark: str) -> dict[int, str]:
+    """Live processes anywhere whose environment carries ORPHAN_MARK=mark."""
+    want = f"ORPHAN_MARK={mark}".encode()
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if want not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                out[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")[:100]
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def gone_within(mark: str, seconds: float) -> dict[int, str]:
+    """Poll until no marked process is left; returns those still alive at the deadline (killed then)."""
+    deadline = time.monotonic() + seconds
+    left = marked(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = marked(mark)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def start_run(tmp_path: Path, tasks: list[dict], mark: str, *args: str) -> subprocess.Popen:
+    """wvo-batch in a process group (and session) of its own, everything it starts marked by mark."""
+    lines = ["tasks:"]
+    for t in tasks:
+        lines.append("  - " + json.dumps(t))
+    path = tmp_path / "roadmap.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "ORPHAN_MARK": mark, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    argv = [sys.executable, "-m", "runner", str(path), "--state-dir", str(tmp_path / "state"), "--quiet", *args]
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def lines(path: Path) -> int:
+    try:
+        return len(path.read_text().split())
+    except OSError:
+        return 0
+
+
+# -- the whole process group killed at once -----------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_to_the_runs_whole_process_group_leaves_nothing_behind_within_5s(tmp_path):
+    mark = uuid.uuid4().hex
+    up = tmp_path / "up"
+    tasks = [
+        {"id": "plain", "command": f"echo $$ >> {up}; sleep 40"},
+        {"id": "daemon", "command": f"(setsid sleep 41 &) ; echo $$ >> {up}; sleep 42"},
+        {"id": "callable", "call": "test_orphans:child_and_wait", "args": [str(tmp_path / "c")]},
+    ]
+    proc = start_run(tmp_path, tasks, mark, "--agents", "3")
+    try:
+        wait_for(lambda: lines(up) == 2 and (tmp_path / "c").exists(), 30, "the three tasks to start")
+        os.killpg(proc.pid, signal.SIGKILL)  # `timeout -s KILL`, a cancelled CI job: manager and agents at once
+        proc.wait(10)
+        left = gone_within(mark, 5.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    assert not left, f"processes of the run outlived it by 5s: {left}"
+
+
+# -- a callable's children are the task's tree too ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_callables_subprocess_dies_with_the_callable_on_timeout(tmp_path):
+    mark = uuid.uuid4().hex
+    started = tmp_path / "c"
+    t = task("c", call="test_orphans:child_and_wait", args=[str(started)], timeout=0.5, env={"ORPHAN_MARK": mark})
+    result = run(roadmap([t]), tmp_path / "state", agents=1)
+    assert started.exists() and result.tasks[0]["status"] == "timed_out"
+    left = gone_within(mark, 1.0)
+    assert not left, f"the callable's child outlived its timeout and the run: {left}"
+
+
+@pytest.mark.timeout(60)
+def test_a_callables_subprocess_dies_when_the_run_is_terminated(tmp_path):
+    mark = uuid.uuid4().hex
+    started = tmp_path / "c"
+    tasks = [{"id": "c", "call": "test_orphans:child_and_wait", "args": [str(started)]}]
+    proc = start_run(tmp_path, tasks, mark, "--agents", "1", "--grace", "0.5")
+    try:
+        wait_for(started.exists, 30, "the callable to start its child")
+        proc.send_signal(signal.SIGTERM)  # the manager alone, as `kill PID` would
+        assert proc.wait(30) != 0
+        left = gone_within(mark, 1.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    assert not left, f"the callable's child outlived the run: {left}"
+
+
+@pytest.mark.timeout(60)
+def test_a_stuck_callable_its_agent_and_its_child_die_when_the_manager_is_sigkilled(tmp_path):
+    mark = uuid.uuid4().hex
+    started = tmp_path / "c"
+    tasks = [{"id": "c", "call": "test_orphans:child_and_stuck", "args": [str(started)]}]
+    proc = start_run(tmp_path, tasks, mark, "--agents", "1")
+    try:
+        wait_for(started.exists, 30, "the callable to be stuck")
+        os.kill(proc.pid, signal.SIGKILL)  # the manager only: its agent cannot run a SIGTERM handler now
+        proc.wait(10)
+        left = gone_within(mark, 5.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    assert not left, f"the agent or the callable's child outlived the manager: {left}"
+
+
+# -- agents exit quietly --------------------------------------------------------------------------------
+
+# The first import (an agent's, on its timeout path) hangs; any later one loads the real psutil.
+_SLOW_PSUTIL = """
+import os, sys, time
+flag = os.environ["FAKE_PSUTIL_FLAG"]
+if not os.path.exists(flag):
+    with open(flag, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(30)
+fake = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != fake]
+del sys.modules["psutil"]
+import psutil
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_terminated_during_a_lazy_import_exits_quietly_and_kills_its_task(tmp_path):
+    fake = tmp_path / "fake" / "psutil"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(_SLOW_PSUTIL)
+    flag = tmp_path / "importing"
+    mark = uuid.uuid4().hex
+    path = tmp_path / "roadmap.yaml"
+    path.write_text('tasks:\n  - {"id": "t", "command": "sleep 30", "timeout": 0.3}\n')
+    env = {
+        **os.environ, "ORPHAN_MARK": mark, "FAKE_PSUTIL_FLAG": str(flag),
+        "PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{ROOT}",
+    }
+    argv = [sys.executable, "-m", "runner", str(path), "--state-dir", str(tmp_path / "state"), "--quiet", "--retries", "0"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: flag.exists() and flag.read_text(), 30, "the agent to be importing psutil (timeout path)")
+        os.kill(int(flag.read_text()), signal.SIGTERM)  # mid-import, as when the manager's death TERMs it
+        _, err = proc.communicate(timeout=30)
+        left = gone_within(mark, 5.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    err = err.decode(errors="replace")
+    assert "Traceback" not in err and "partially initialized" not in err, err
+    assert not left, f"the task outlived its agent: {left}"
