@@ -20,10 +20,7 @@ pytestmark = pytest.mark.timeout(300)
     "chunks",
     [
         False,
-        pytest.param(True, marks=pytest.mark.xfail(strict=False, reason=(
-            "bug (issue 14 §3): an agent SIGKILLed mid-chunk has the tasks of its chunk that already ran "
-            "(done, not yet reported) queued again uncounted (run.py _agent_gone -> _give_back), so they "
-            "run twice under the same attempt number; not strict: it shows only when a kill lands mid-chunk"))),
+        True,  # chunks: a death mid-chunk re-runs only the task it was on (the outbox, issue 14 §3)
     ],
     ids=["one-task-reservations", "chunks"],
 )

@@ -149,7 +149,9 @@ class Ledger:
             if isinstance(exc, sqlite3.Error) and _is_damage(exc):
                 raise StateError(damaged(path, exc)) from None
             if isinstance(exc, (sqlite3.Error, OSError)):
-                raise StateError(f"{path}: cannot open the ledger: {_reason(exc)}") from None
+                raise StateError(
+                    f"{path}: cannot open the ledger: {_reason(exc)}; move it aside (or give another --state-dir)"
+                ) from None
             raise
 
     def close(self) -> None:
