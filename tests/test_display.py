@@ -328,3 +328,8 @@ def test_quiet_shows_only_the_summary_even_on_a_terminal(tmp_path, monkeypatch):
     assert "\x1b" not in text and "\r" not in text
     assert text.startswith("task ") and "7 succeeded, 1 failed, 1 skipped of 9" in text
     assert not re.search(r"^(start|done|fail|FAIL|retry|skip) ", text, re.MULTILINE)
+
+
+def test_board_shows_what_waits_to_land_and_the_last_landing():
+    lines = board_lines(snapshot([agent("worker-0")], queue=0, total=3, done=1, landing=2, landed="auth (1a2b3c4d5e)"))
+    assert lines[-1] == "  queue: 0 waiting · 1/3 done · 2 landing · last landed auth (1a2b3c4d5e)"

@@ -207,6 +207,10 @@ def board_lines(snapshot: dict, now: float | None = None, width: int | None = No
         line += f" · {st['failed']} failed"
     if st.get("skipped"):
         line += f" · {st['skipped']} skipped"
+    if st.get("landing"):
+        line += f" · {st['landing']} landing"
+    if st.get("landed"):
+        line += f" · last landed {_clean(str(st['landed']))}"
     if st.get("eta_s") is not None:
         line += f" · ETA {fmt_eta(st['eta_s'])}"
     lines.append(line)

@@ -232,6 +232,7 @@ class Landing:
             info = self._ws_info.setdefault(task_id, {})
             if isinstance(verdict, Landed):
                 info["landed"] = verdict.commit
+                self._last_landed = f"{task_id} ({verdict.commit[:10]})"
                 outcome, error = Outcome.SUCCEEDED, None
             elif isinstance(verdict, Conflict):
                 info["landed"], info["why"] = None, f"conflict in {', '.join(verdict.files)}"

@@ -55,6 +55,8 @@ class Scaling:
             run_id=self.run_id,
             pid=os.getpid(),
         )
+        if self._spaces:  # worktree tasks: how many wait to land, and the last that did
+            self.pool.stats.update(landing=self._land_busy, landed=getattr(self, "_last_landed", None))
         busy = self.pool.busy_count()
         self._emit("status:updated", busy=busy, idle=len(self.pool.agents) - busy, queue=self.sched.queue_length())
         self._emit("queue:updated", length=self.sched.queue_length(), oldest_wait_s=round(self.sched.oldest_wait(now), 3))
