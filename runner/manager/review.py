@@ -143,6 +143,7 @@ class Review:
             self._emit("task:reviewed", task=task_id, attempt=attempt, agent=agent_id,
                        verdict="approve" if verdict.approve else "reject", reason=verdict.reason or None)  # fmt: skip
             if not verdict.approve:
+                self._ws_info.setdefault(task_id, {})["review"] = "rejected"
                 self._outcome(agent_id, task_id, attempt, Outcome.REJECTED, replace(
                     res, outcome=Outcome.REJECTED.value, error=f"rejected by the critic: {verdict.reason}"))  # fmt: skip
                 return True
