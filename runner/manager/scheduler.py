@@ -18,7 +18,9 @@ Rules, in the order they apply:
   critique / critic / validate or their forms) prefers a critic; a complex task prefers the
   orchestrator. When no agent of the preferred role is idle, the task waits at most `route_wait`
   seconds, then takes any idle agent. Other tasks take any idle agent at once, a worker first, the
-  least-loaded one first. A role that no agent has is no preference.
+  least-loaded one first. A role that no agent has is no preference. A review attempt (the critic's
+  look at a task's committed work) prefers a critic the same way; rework after a rejection takes any
+  agent but a critic (routing.Reviews).
 - Affinity: a task with an affinity key prefers the agent its key was last handed to (recorded at
   reservation, so tasks of one key do not split in one round), waiting for it at most `affinity_wait`
   seconds, and not at all once that agent is gone.
