@@ -147,11 +147,16 @@ out = pathlib.Path(os.environ["AGENT_OUT"])
 task, attempt = os.environ["WVO_TASK_ID"], int(os.environ["WVO_ATTEMPT"])
 record = {"role": role, "model": model, "prompt": prompt, "cwd": os.getcwd(), "review": bool(os.environ.get("WVO_REVIEW"))}
 (out / f"{task}.{attempt}.json").write_text(json.dumps(record))
+with open(out / "calls.txt", "a") as f:
+    f.write(role + "\n")
 if os.environ.get("WVO_REVIEW"):
     seen = out / f"{task}.reviews"
     n = int(seen.read_text()) + 1 if seen.exists() else 1
     seen.write_text(str(n))
     mode = os.environ.get("CRITIC", "approve")
+    if mode == "hang-first" and n == 1:  # the test SIGKILLs the manager meanwhile
+        (out / "hit").write_text("")
+        import time; time.sleep(60)
     if mode == "vandal":  # a critic that edits and commits in its copy, then tries to move the task branch
         pathlib.Path("critic.txt").write_text("the critic was here\n")
         pathlib.Path("hello.txt").write_text("rewritten by the critic\n")
@@ -162,7 +167,7 @@ if os.environ.get("WVO_REVIEW"):
             subprocess.run(git + ["branch", "-f", os.environ["WVO_BRANCH"], "HEAD"], check=True)
     verdict = {"approve": "APPROVE", "reject": "REJECT the greeting must name the world",
                "reject-once": "REJECT the greeting must name the world" if n == 1 else "APPROVE",
-               "vandal": "APPROVE"}[mode]
+               "vandal": "APPROVE", "hang-first": "APPROVE"}[mode]
     print("Reviewed.\nVERDICT: " + verdict)
 else:
     if attempt <= int(os.environ.get("FAIL_FIRST", "0")):
@@ -280,6 +285,47 @@ def test_a_critic_cannot_modify_the_task_branch(tmp_path):
     assert [v["verdict"] for v in verdicts] == ["approve"]  # the first review failed: the branch had moved
     assert sorted(attempts(out)) == [1, 2, 3]
     assert "wvo-batch" not in git(repo, "worktree", "list")
+
+
+@pytest.mark.timeout(120)
+def test_resume_after_a_crash_mid_review_does_not_land_the_unreviewed_work(tmp_path):
+    import signal
+    import time
+
+    from conftest import ROOT
+
+    repo, out = make_repo(tmp_path, "hang-first")
+    mark = str(tmp_path / "mark")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"), "-q"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "WVO_TEST_MARK": mark},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "hit").exists():  # the critic has it: the work is committed, not reviewed
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        _kill_marked(mark)
+    code, doc, err = run_json(repo, "--resume")
+    assert code == 0, err
+    assert "was not reviewed; running it again" in err
+    assert (out / "calls.txt").read_text().split() == ["worker", "critic", "worker", "critic"]
+    assert the_row(doc)["review"]["verdicts"][0]["verdict"] == "approve"
+
+
+def _kill_marked(marker: str) -> None:
+    import psutil
+
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("WVO_TEST_MARK") == marker:
+                p.kill()
+        except psutil.Error:
+            pass
 
 
 def test_review_on_a_task_without_a_worktree_is_refused_before_anything_runs(tmp_path):
