@@ -46,6 +46,10 @@ class Outcome(str, Enum):
     CHECK_FAILED = "check_failed"  # a check run after the attempt failed
     CONFLICT = "conflict"  # landing on `into` conflicted; the branch is kept
     SETUP_FAILED = "setup_failed"  # the worktree (or the agent CLI) could not be set up
+    # review (runner.manager.review): the worker's attempt passed its checks and waits for a critic,
+    # or a critic's attempt rejected the work (the task goes back for rework, or ends needs_improvement)
+    NEEDS_REVIEW = "needs_review"
+    REJECTED = "rejected"
 
 
 class TaskState(str, Enum):

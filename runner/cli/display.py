@@ -324,11 +324,18 @@ class Display(Reporter):
             if error and error not in (f"exit code {code}", status):
                 what += f" ({_clean(str(error))})"
             log = f" — log: {ev.get('log')}" if ev.get("log") else " (no output)"
+            if status == "needs_review":  # runner.manager.review: its checks passed, a critic is next
+                return f"check {where}: checks passed, to review (attempt {ev.get('attempt')}){log}"
+            if status == "rejected":
+                last = "" if (ev["task"], ev.get("attempt")) in retries else "; review rounds used up: needs_improvement"
+                return f"REJECT {where}: {_clean(str(error))} (attempt {ev.get('attempt')}{last}){log}"
             if status == "interrupted":
                 return f"stop  {where}: {what}{log}"
             if (ev["task"], ev.get("attempt")) in retries:
                 return f"fail  {where}: {what} (attempt {ev.get('attempt')}, will retry){log}"
             return f"FAIL  {where}: {what}{log}"
+        if name == "task:retry" and str(ev.get("reason")).startswith("checks passed"):
+            return None  # the `check` line said it
         if name == "task:retry":
             delay = ev.get("delay_s") or 0
             when = f"in {delay:g}s" if delay else "now"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from runner.coding.review import DEFAULT_REVIEW_PROMPT, REVIEW_FIELDS
 from runner.errors import UsageError
 from runner.model import Complexity, Task
 
@@ -53,7 +54,7 @@ PRESETS: dict[str, list[str]] = {
 
 DEFAULT_RATE_LIMIT = r"\b429\b|rate[ _-]?limit|too many requests"
 
-_KEYS = ("command", "preset", "prompt", "models", "rate_limit")
+_KEYS = ("command", "preset", "prompt", "models", "rate_limit", "review_prompt", "escalate")
 _COMPLEXITIES = tuple(c.value for c in Complexity) + ("default",)
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -69,6 +70,8 @@ class Executor:
     models: dict = field(default_factory=dict)  # role | "default" -> model, or -> {complexity | "default" -> model}
     rate_limit: str | None = DEFAULT_RATE_LIMIT  # regex searched in a failed attempt's output; None: never
     source: str = ""  # preset name or file it came from, for messages
+    review_prompt: str = DEFAULT_REVIEW_PROMPT  # a critic's prompt (runner.coding.review)
+    escalate: tuple[str, ...] = ()  # model by attempt: attempt k uses entry k, the last repeats; over `models`
 
 
 def parse(spec, base_dir: str | None = None, where: str = "executor") -> Executor | None:
@@ -117,6 +120,13 @@ def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
         raise ExecutorError(f"{where}.prompt: must be a non-empty string template")
     _check_fields(prompt, f"{where}.prompt", allow_prompt=False)
     models = _models(spec.get("models", {}), f"{where}.models")
+    review_prompt = spec.get("review_prompt", DEFAULT_REVIEW_PROMPT)
+    if not isinstance(review_prompt, str) or not review_prompt.strip():
+        raise ExecutorError(f"{where}.review_prompt: must be a non-empty string template")
+    _check_fields(review_prompt, f"{where}.review_prompt", allow_prompt=False, extra=REVIEW_FIELDS)
+    escalate = spec.get("escalate", [])
+    if not isinstance(escalate, list) or not all(isinstance(m, str) and m.strip() for m in escalate):
+        raise ExecutorError(f"{where}.escalate: must be a list of model names, like [haiku, sonnet, opus]")
     rate_limit = spec.get("rate_limit", DEFAULT_RATE_LIMIT)
     if rate_limit is False or rate_limit is None or rate_limit == "":
         rate_limit = None
@@ -127,7 +137,7 @@ def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
             re.compile(rate_limit.encode())
         except re.error as exc:
             raise ExecutorError(f"{where}.rate_limit: not a valid regular expression ({exc})") from None
-    return Executor(base.command, prompt, models, rate_limit, base.source)
+    return Executor(base.command, prompt, models, rate_limit, base.source, review_prompt, tuple(escalate))
 
 
 def _command(spec, where: str) -> tuple[str, ...]:
@@ -144,16 +154,16 @@ def _command(spec, where: str) -> tuple[str, ...]:
     return tuple(argv)
 
 
-def _check_fields(template: str, where: str, allow_prompt: bool) -> None:
+def _check_fields(template: str, where: str, allow_prompt: bool, extra: dict | None = None) -> None:
     for m in _FIELD.finditer(template):
         name = m.group(1)
         if name.startswith(_META) and len(name) > len(_META):
             continue
         if name == "prompt" and not allow_prompt:
             raise ExecutorError(f"{where}: the prompt template cannot contain {{prompt}}")
-        if name not in FIELDS:
+        if name not in FIELDS and name not in (extra or {}):
             raise ExecutorError(
-                f"{where}: unknown template field {{{name}}} (known: {', '.join(FIELDS)}, and meta.KEY for any "
+                f"{where}: unknown template field {{{name}}} (known: {', '.join([*FIELDS, *(extra or {})])}, and meta.KEY for any "
                 "other field of the task)"
             )
 
@@ -211,7 +221,7 @@ def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
     if doc is None:
         raise ExecutorError(f"{where}: {name} is empty")
     executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False)
-    return Executor(executor.command, executor.prompt, executor.models, executor.rate_limit, executor.source or name)
+    return replace(executor, source=executor.source or name)
 
 
 def complexity_of(task: Task) -> str:
@@ -240,8 +250,22 @@ def model_for(executor: Executor, role: str, complexity: str | None) -> str:
     return ""
 
 
-def task_fields(task: Task, role: str, executor: Executor, feedback: str = "") -> dict[str, str]:
-    """Every template field's value for one attempt of task on an agent of role."""
+def model_of(task: Task, role: str, executor: Executor, attempt: int = 1) -> str:
+    """The model of one attempt: the task's own `model:`, else the `escalate:` ladder's entry, else the table."""
+    own = task.meta.get("model")
+    if isinstance(own, str) and own.strip():
+        return own
+    if executor.escalate:
+        return executor.escalate[min(max(attempt, 1), len(executor.escalate)) - 1]
+    return model_for(executor, role, complexity_of(task))
+
+
+def task_fields(task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
+                review: dict[str, str] | None = None) -> dict[str, str]:
+    """Every template field's value for one attempt of task on an agent of role.
+
+    With `review` ({diff}, {checks}), {prompt} is the executor's review prompt filled in: a critic's attempt.
+    """
     complexity = complexity_of(task)
     values = {
         "id": task.id,
@@ -261,9 +285,9 @@ def task_fields(task: Task, role: str, executor: Executor, feedback: str = "") -
     for key, value in task.meta.items():
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             values[_META + str(key)] = str(value)
-    own = task.meta.get("model")  # a task's own `model:` wins over the table
-    values["model"] = own if isinstance(own, str) and own.strip() else model_for(executor, role, complexity)
-    values["prompt"] = re.sub(r"\n{3,}", "\n\n", _fill(executor.prompt, values)).strip()
+    values["model"] = model_of(task, role, executor, attempt)
+    template = executor.prompt if review is None else executor.review_prompt
+    values["prompt"] = re.sub(r"\n{3,}", "\n\n", _fill(template, {**values, **(review or {})})).strip()
     return values
 
 
@@ -281,13 +305,14 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _FIELD.sub(lambda m: values.get(m.group(1), ""), template)
 
 
-def build_argv(task: Task, role: str, executor: Executor, feedback: str = "") -> tuple[str, ...]:
+def build_argv(task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
+               review: dict[str, str] | None = None) -> tuple[str, ...]:
     """The argv for one attempt: each template element filled in, one element each.
 
     With no model configured, an element that is exactly `{model}` is left out, and so is the option just
     before it (`--model`), so the CLI uses its own default model instead of an empty name.
     """
-    values = task_fields(task, role, executor, feedback)
+    values = task_fields(task, role, executor, feedback, attempt, review)
     argv: list[str] = []
     for i, part in enumerate(executor.command):
         if part == "{model}" and not values["model"]:

@@ -155,6 +155,9 @@ class Landing:
                     w = self.ws.get(ws.task_id)
                     if task is None or w is None or w.mode != "worktree":
                         continue
+                    if ws.task_id in getattr(self, "review_rounds", {}):  # its review never ended: run it again
+                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
+                        continue
                     log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
                     env = {**os.environ, **{k: str(v) for k, v in task.env.items()}}
                     checks = _landing_checks(w.checks, env, task.timeout, log_path) if w.checks else None

@@ -92,6 +92,7 @@ class Outcomes:
 
     def _outcome(self, agent_id: str, task_id: str, attempt: int, outcome: Outcome, msg: TaskResult, holder: str | None = None) -> None:
         now = time.monotonic()
+        self._review_ended(task_id, attempt)
         rec = self._records.setdefault((task_id, attempt), {"task": task_id, "attempt": attempt, "agent": agent_id})
         rec["start"] = rec.get("start") or msg.start
         rec["end"] = msg.end
@@ -106,7 +107,7 @@ class Outcomes:
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
         retry = self.sched.finish(task_id, holder or agent_id, outcome, now, msg.retry_after)
-        if outcome is not Outcome.SUCCEEDED and outcome is not Outcome.INTERRUPTED and holder is None:
+        if outcome not in (Outcome.SUCCEEDED, Outcome.INTERRUPTED, Outcome.NEEDS_REVIEW) and holder is None:
             why = msg.error or outcome.value
             if msg.check_tail:
                 why += f"\nLast lines of its output:\n{msg.check_tail}"
@@ -124,6 +125,7 @@ class Outcomes:
             duration_s=round(duration, 6),
             log=log_path,
             error=msg.error,
+            **self._model_field(task_id, attempt),
         )
         self._last_outcome[task_id] = {
             "agent": agent_id,
@@ -136,6 +138,8 @@ class Outcomes:
         }
         if self.opt.write_back and self.sched.state[task_id] in (TaskState.SUCCEEDED, TaskState.FAILED):
             status = "done" if outcome is Outcome.SUCCEEDED else "blocked"
+            if self.sched.reason.get(task_id) == "needs_improvement":  # its critic's rejections (manager.review)
+                status = "needs_improvement"
             error = None if status == "done" else f"{msg.error or outcome.value} (log: {log_path})"
             self._write_back.setdefault(self.tasks[task_id].file, {})[task_id] = (status, error)
         if retry is not None:
@@ -238,7 +242,7 @@ class Outcomes:
             status = state.value
             if state is TaskState.FAILED:
                 status = self.sched.reason.get(task.id, "failed")
-                if status not in ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed"):
+                if status not in ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed", "needs_improvement"):
                     status = "failed"
             counts_key = {
                 TaskState.SUCCEEDED: "succeeded",
@@ -264,6 +268,7 @@ class Outcomes:
             info = getattr(self, "_ws_info", {}).get(task.id)
             if info is not None:
                 rows[-1]["workspace"] = dict(info)
+            rows[-1].update(self._review_row(task.id, last.get("attempts", 0)))
         deps = {t.id: list(t.dependencies) for t in self.roadmap.tasks}
         priorities = {t.id: t.priority.value for t in self.roadmap.tasks}
         telemetry = summarize(list(self._records.values()), sum(self.roles.values()), deps, priorities)
@@ -288,6 +293,7 @@ class Outcomes:
             "telemetry": telemetry,
         }
         if self._spaces:
+            self._drop_review_trees()
             summary["workspaces"] = self._finish_workspaces()
         self._emit("run:finished", run=self.run_id, status=status, exit_code=code)
         self._flush()

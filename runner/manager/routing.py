@@ -5,6 +5,11 @@ Every ready task sits in exactly one heap, chosen by who may take it now: any id
 one agent (affinity: the agent its key was last handed to), or one role (routing: its `role:`, a
 critic for a review task, the orchestrator for a complex one). A held task moves to `_ANY` when its
 wait runs out (a timer). Keys carry the priority and the aging steps; stale heap entries are skipped.
+
+Reviews (runner.manager.review drives them): a task whose work waits for its critic is queued again as
+a review attempt, which prefers a critic (any agent after `route_wait` when none is idle, at once when
+the pool has none); a rejected task is queued for rework by any agent but a critic (`_NOT_CRITIC`),
+unless the pool has only critics; after `review_rounds` rejections it fails as needs_improvement.
 """
 
 from __future__ import annotations
@@ -14,11 +19,29 @@ import math
 import re
 from dataclasses import dataclass
 
-from runner.model import Complexity, Priority, Task, TaskState
+from runner.model import Complexity, Outcome, Priority, Task, TaskState
 
 _REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
 _ANY = ("any", "")  # label of the heap of tasks any idle agent may take now
 _OVERDUE = -1  # the level one age step past the top: from there, oldest first
+_NOT_CRITIC = ("role", "!critic")  # label of the heap of rework that any agent but a critic may take
+REVIEW_OUTCOMES = frozenset({Outcome.NEEDS_REVIEW, Outcome.REJECTED})
+# Who holds a task between its agent's success and its landing (hand_over): no agent.
+LANDING = "(landing)"
+
+
+class InvariantError(RuntimeError):
+    """A scheduling invariant was about to be broken: a bug, never a user error."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A task will run again, after `delay` seconds (0: as soon as an agent is free)."""
+
+    task_id: str
+    attempt: int  # the attempt that did not succeed
+    delay: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,8 @@ class ReadyQueue:
     """The heaps, aging and holds of the ready queue, and the choice of agent (mixed into Scheduler)."""
 
     def _preference(self, task: Task) -> str | None:
+        if self._review and task.id in self._review:
+            return "critic" if "critic" in self.roles else None
         try:
             return self._prefer[task.id]
         except KeyError:
@@ -160,9 +185,14 @@ class ReadyQueue:
             if owner is not None and owner not in self._gone and now < until:
                 return ("agent", owner), until
         role = self._preference(task)
+        rework = bool(self._rework) and task_id in self._rework
+        if rework and role == "critic":
+            role = None
         until = q + self.route_wait
         if role is not None and now < until:
             return ("role", role), until
+        if rework and self.roles - {"critic"}:
+            return _NOT_CRITIC, None
         return _ANY, None
 
     def _place(self, task_id: str, now: float) -> None:
@@ -245,3 +275,50 @@ class ReadyQueue:
                 if not self._held.get(("agent", a.id)) and not self._held.get(("role", a.role)):
                     return a
         return free[0]
+
+
+class Reviews:
+    """Review attempts and rework in the scheduler's state (mixed into Scheduler)."""
+
+    def _init_reviews(self, review_rounds: dict[str, int]) -> None:
+        self.review_rounds = review_rounds  # task id -> rejections that end it (reviewed tasks only)
+        self.rejections: dict[str, int] = {}  # task id -> times its critic rejected it
+        self._review: set[str] = set()  # tasks whose next attempt is a critic's review
+        self._rework: set[str] = set()  # rejected tasks: the next attempt is any agent's but a critic's
+
+    def needs_review(self, task_id: str) -> bool:
+        return task_id in self.review_rounds
+
+    def reviewing(self, task_id: str) -> bool:
+        """Whether the task's next (or current) attempt is a review."""
+        return task_id in self._review
+
+    def approved(self, task_id: str) -> None:
+        """The critic approved: whatever comes next (landing, a retry after a conflict) is ordinary work."""
+        self._review.discard(task_id)
+        self._rework.discard(task_id)
+
+    def _review_step(self, task_id: str, outcome: Outcome, now: float) -> Retry | None:
+        """A worker's attempt passed its checks (needs_review), or a critic rejected the work (rejected)."""
+        attempt = self.attempts[task_id]
+        if self.draining:  # no critic will be handed it; the work stays on its branch
+            self._end(task_id, TaskState.INTERRUPTED if self._stopped else TaskState.FAILED, f"{outcome.value}; the run is stopping")
+            return None
+        if outcome is Outcome.NEEDS_REVIEW:
+            self._review.add(task_id)
+            self._rework.discard(task_id)
+            self._requeue(task_id, now, 0.0)
+            return Retry(task_id, attempt, 0.0, "checks passed; queued for a critic's review")
+        self._review.discard(task_id)
+        rounds = self.review_rounds.get(task_id, 2)
+        n = self.rejections[task_id] = self.rejections.get(task_id, 0) + 1
+        if n >= rounds:
+            self.failures += 1
+            self._end(task_id, TaskState.FAILED, "needs_improvement")
+            if self.max_failures is not None and self.failures >= self.max_failures:
+                self.draining = True
+                self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
+            return None
+        self._rework.add(task_id)
+        self._requeue(task_id, now, 0.0)
+        return Retry(task_id, attempt, 0.0, f"rejected by the critic (round {n} of {rounds}); back for rework")

@@ -31,6 +31,7 @@ from runner.manager.liveness import Liveness
 from runner.manager.outcomes import Outcomes
 from runner.manager.pool import Pool, serve_board
 from runner.manager.quick import QuickCalls
+from runner.manager.review import Review
 from runner.manager.scaling import _REFRESH_S, Scaling
 from runner.manager.stopping import Stopping
 from runner.manager.scheduler import AgentView, Scheduler
@@ -60,7 +61,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -97,11 +98,13 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
         self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed), for the next attempt
         self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
         self._released = False  # a task became ready since the last commit (set by Outcomes._note_change)
+        self._init_review()  # review rounds, verdicts, critic worktrees, each attempt's model (manager.review)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
     def _check_runnable(self) -> None:
         self._workspace_settings()
+        self._review_settings()
         missing = [
             t
             for t in self._members()
@@ -174,6 +177,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
             backoff_base=self.opt.backoff_base,
             max_failures=self.opt.max_failures,
             files=self._files_table(),
+            review_rounds=self.review_rounds,
         )
         wall = time.time()
         for task_id in self.sched.drain_changes():
@@ -334,6 +338,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
                         break
                     chunk.append(more)
             title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick tasks)"
+            if self.review_rounds and self.sched.reviewing(task.id):
+                title = f"review: {task.title or task.id}"
             self.pool.reserve(agent.id, task.id, title)
             messages = []
             for t in chunk:
@@ -372,6 +378,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
 
     def _message(self, task: Task, role: str, attempt: int) -> TaskMessage:
+        if self.review_rounds and self.sched.reviewing(task.id):
+            return self._review_message(task, role, attempt)
         log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
         command = task.command
         rate_limit = self.opt.rate_limit
@@ -380,7 +388,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
         if feedback:
             env["WVO_FEEDBACK"] = feedback
         if command is None and task.call is None:
-            command = executors.build_argv(task, role, self.executor, feedback)
+            command = executors.build_argv(task, role, self.executor, feedback, attempt)
+            self._note_model(task, role, attempt)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
             command = tuple(command)
@@ -423,6 +432,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Liveness):
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._observe(msg)
+            if self.review_rounds and self._review_result(agent_id, msg):
+                return
             if self.ws and self._to_landing(agent_id, msg):
                 return
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)

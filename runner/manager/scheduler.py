@@ -18,7 +18,9 @@ Rules, in the order they apply:
   critique / critic / validate or their forms) prefers a critic; a complex task prefers the
   orchestrator. When no agent of the preferred role is idle, the task waits at most `route_wait`
   seconds, then takes any idle agent. Other tasks take any idle agent at once, a worker first, the
-  least-loaded one first. A role that no agent has is no preference.
+  least-loaded one first. A role that no agent has is no preference. A review attempt (the critic's
+  look at a task's committed work) prefers a critic the same way; rework after a rejection takes any
+  agent but a critic (routing.Reviews).
 - Affinity: a task with an affinity key prefers the agent its key was last handed to (recorded at
   reservation, so tasks of one key do not split in one round), waiting for it at most `affinity_wait`
   seconds, and not at all once that agent is gone.
@@ -43,30 +45,15 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass
 
-from runner.manager.routing import _ANY, AgentView, ReadyQueue, globs_overlap, preferred_role  # noqa: F401 - re-exported: the scheduler's API
+from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler's API
+    _ANY, _NOT_CRITIC, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
+    preferred_role,
+)
 from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
-@dataclass(frozen=True)
-class Retry:
-    """A task will run again, after `delay` seconds (0: as soon as an agent is free)."""
 
-    task_id: str
-    attempt: int  # the attempt that did not succeed
-    delay: float
-    reason: str
-
-
-# Who holds a task between its agent's success and its landing (hand_over): no agent.
-LANDING = "(landing)"
-
-
-class InvariantError(RuntimeError):
-    """A scheduling invariant was about to be broken: a bug, never a user error."""
-
-
-class Scheduler(ReadyQueue):
+class Scheduler(ReadyQueue, Reviews):
     """Tracks every task's state in one run and decides assignments."""
 
     def __init__(
@@ -90,6 +77,7 @@ class Scheduler(ReadyQueue):
         max_rate_limits: int = 20,
         rng: random.Random | None = None,
         files: dict[str, tuple[str, ...]] | None = None,
+        review_rounds: dict[str, int] | None = None,
     ):
         self.tasks = {t.id: t for t in tasks}
         self.roles = set(roles)
@@ -144,6 +132,7 @@ class Scheduler(ReadyQueue):
         self._files = files or {}  # task id -> its `files:` globs (tasks whose globs overlap never run together)
         self._claims: dict[str, tuple[str, ...]] = {}  # task id -> globs it holds from reservation to its outcome
         self._file_waiting: list[str] = []  # queued tasks out of the heaps until the claims they overlap end
+        self._init_reviews(review_rounds or {})
         self._setup(succeeded, blocked or {}, now)
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -284,6 +273,9 @@ class Scheduler(ReadyQueue):
                     if a.role not in roles_seen:
                         roles_seen.add(a.role)
                         candidates.append(("role", a.role))
+                        if a.role != "critic" and _NOT_CRITIC not in roles_seen:  # rework after a rejection
+                            roles_seen.add(_NOT_CRITIC)
+                            candidates.append(_NOT_CRITIC)
                     for held in candidates:
                         if self._held.get(held):
                             top = self._top(held)
@@ -410,6 +402,8 @@ class Scheduler(ReadyQueue):
             self.started(task_id, agent_id)
         del self._holder[task_id]
         self._release_files(task_id, now)
+        if outcome in REVIEW_OUTCOMES:
+            return self._review_step(task_id, outcome, now)
         if outcome is Outcome.SUCCEEDED:
             self._cooldown_level.pop(agent_id, None)
             self._end(task_id, TaskState.SUCCEEDED)

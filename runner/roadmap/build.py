@@ -202,6 +202,14 @@ class Builder(TaskBuilder):
             elif key == "checks":
                 self._coding_block({"checks": v}, "defaults", line)
                 out[key] = v
+            elif key in ("review", "review_rounds"):  # copied into each task; runner.coding.review reads them
+                from runner.coding.review import parse_policy
+
+                problems: list[str] = []
+                parse_policy(*((None, v) if key == "review_rounds" else (v, None)), problems, "defaults.")
+                for message in problems:
+                    self.p.error(message, file, line)
+                out[key] = v
             elif key == "executor_timeouts":
                 table = self._executor_timeouts(v, line)
                 if table is not None:

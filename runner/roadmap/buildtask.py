@@ -121,8 +121,9 @@ class TaskBuilder:
                 t.role = d["role"]
             if d.get("env"):
                 t.env = {**d["env"], **t.env}
-        if "checks" in d and "checks" not in raw:
-            t.meta["checks"] = d["checks"]
+        for key in ("checks", "review", "review_rounds"):
+            if key in d and key not in raw:
+                t.meta[key] = d[key]
         if any(k in raw for k in CODING_TASK_FIELDS):
             self._coding_task(t, raw)
         if t.complexity_score is not None:
@@ -382,6 +383,10 @@ class TaskBuilder:
             problems.append(f"`allow_empty` must be true or false; got {raw['allow_empty']!r}")
         if "workspace" in raw:
             parse_block(raw["workspace"], "workspace", problems, TASK_WORKSPACE_KEYS)
+        if "review" in raw or "review_rounds" in raw:
+            from runner.coding.review import parse_policy
+
+            parse_policy(raw.get("review"), raw.get("review_rounds"), problems)
         for message in problems:
             self.p.error(message, t.file, t.line, t.id)
 

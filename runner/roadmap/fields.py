@@ -17,10 +17,11 @@ TASK_FIELDS = (
 )  # fmt: skip
 DEFAULTS_FIELDS = (
     "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
+    "review", "review_rounds",
 )  # fmt: skip
 TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace")
 # Task fields of the coding layer, kept in Task.meta and read by runner.coding.settings.
-CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace")
+CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace", "review", "review_rounds")
 EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")
 MILESTONE_FIELDS = ("id", "title", "description", "status", "tasks")
 # Names people write for a field that this format spells differently; ignoring them would change what runs.
