@@ -46,6 +46,8 @@ class Outcome(str, Enum):
     CHECK_FAILED = "check_failed"  # a check run after the attempt failed
     CONFLICT = "conflict"  # landing on `into` conflicted; the branch is kept
     SETUP_FAILED = "setup_failed"  # the worktree (or the agent CLI) could not be set up
+    USAGE_LIMITED = "usage_limited"  # an agent CLI's account is out of usage until a reset time
+    AUTH_FAILED = "auth_failed"  # an agent CLI is not logged in / its key is refused
 
 
 class TaskState(str, Enum):

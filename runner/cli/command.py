@@ -101,7 +101,8 @@ def _command(args: SimpleNamespace) -> int:
 
     result = load(roadmaps, strict=args.strict)
     if args.check:
-        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks)
+        code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks)
+        return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
             _echo(f"error: {p}", err=True)
@@ -157,6 +158,8 @@ def _command(args: SimpleNamespace) -> int:
         land=_one_of("--land", args.land, ("merge", "branch")),
         into=args.into,
         keep_worktrees=args.keep_worktrees,
+        budget=args.budget,
+        max_wait=args.max_wait,
     )
 
 
@@ -260,6 +263,20 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             if batch["deferred"]:
                 _echo(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}")
     return EXIT_USAGE if result.errors else EXIT_OK
+
+
+def _check_programs(result, executor_arg) -> int:
+    """--check: every executor's program must be on PATH (exit 2 otherwise)."""
+    from runner.coding import executors
+    from runner.manager.accounts import program_problems
+
+    spec = _executor(executor_arg) if executor_arg is not None else (result.roadmap.executor if result.roadmap else None)
+    if spec is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
+        return EXIT_OK
+    problems = program_problems(executors.parse(spec))
+    for p in problems:
+        _echo(f"error: {p}", err=True)
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 def _run(

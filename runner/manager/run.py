@@ -23,6 +23,7 @@ from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch,
 from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import statedir
+from runner.manager.accounts import Accounts
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
@@ -59,7 +60,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Accounts):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -96,6 +97,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed), for the next attempt
         self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
         self._released = False  # a task became ready since the last commit (set by Outcomes._note_change)
+        self._init_accounts()  # agent-CLI limits, sessions, spend (runner.manager.accounts)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -278,6 +280,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         if t is not None:
             times.append(now + t)
         times.extend(self._deadline.values())
+        times.extend(self._pause_timers(now))
         if self._stop_deadline is not None:
             times.append(self._stop_deadline)
         if self.board is None:
@@ -312,6 +315,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             if until <= now:
                 del self._cooling[agent_id]
                 self.pool.set_state(agent_id, "idle")
+        self._hold_paused(now)  # agents of an account out of usage stay cooling
         idle = self.pool.idle()
         if not idle or not self._gates_open():
             return
@@ -334,7 +338,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             messages = []
             for t in chunk:
                 attempt = self.sched.next_attempt(t.id)
-                msg = self._message(t, agent.role, attempt)
+                msg = self._message(t, agent.role, attempt, agent.id)
                 messages.append(msg)
                 self._records[(t.id, attempt)] = {
                     "task": t.id,
@@ -367,7 +371,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             if not self.backend.send(agent.id, out):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
 
-    def _message(self, task: Task, role: str, attempt: int) -> TaskMessage:
+    def _message(self, task: Task, role: str, attempt: int, agent_id: str = "") -> TaskMessage:
         log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
         command = task.command
         rate_limit = self.opt.rate_limit
@@ -375,7 +379,13 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)}
         if feedback:
             env["WVO_FEEDBACK"] = feedback
-        if command is None and task.call is None:
+        cli = {}
+        if command is None and task.call is None and self.executor.output:  # an agent CLI (runner.manager.accounts)
+            cli = self._cli_message(task, role, agent_id, attempt, feedback)
+            command = cli.pop("command")
+            env.update(cli.pop("env"))
+            rate_limit = rate_limit or self.executor.rate_limit
+        elif command is None and task.call is None:
             command = executors.build_argv(task, role, self.executor, feedback)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
@@ -395,6 +405,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             rate_limit_pattern=rate_limit,
             workspace=self._workspace_field(task.id) if self.ws else None,
             checks=self.ws[task.id].checks if task.id in self.ws else (),
+            **cli,
         )
 
     def _handle(self, agent_id: str, msg) -> None:
@@ -419,6 +430,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._observe(msg)
+            if msg.cli is not None:
+                self._cli_result(agent_id, msg)
             if self.ws and self._to_landing(agent_id, msg):
                 return
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)

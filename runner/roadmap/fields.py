@@ -18,7 +18,7 @@ TASK_FIELDS = (
 DEFAULTS_FIELDS = (
     "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
 )  # fmt: skip
-TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace")
+TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace", "budget")
 # Task fields of the coding layer, kept in Task.meta and read by runner.coding.settings.
 CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace")
 EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")
