@@ -42,6 +42,7 @@ demo: run
 
 test: install-dev install-ray
 	@bash scripts/install-browser.sh
+	@bash scripts/install-agent-clis.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-dev

@@ -192,7 +192,7 @@ def test_preset_runs_the_cli_found_on_path(tmp_path):
 def test_executor_file_from_configs_and_relative_to_a_base_dir(tmp_path):
     for name in ("codex", "claude"):
         ex = executors.parse(f"configs/{name}.yaml", base_dir=str(ROOT))
-        assert ex.command[0] == name and ex.models and ex.source == f"configs/{name}.yaml"
+        assert ex.command[0] == name and ex.output and ex.source == f"configs/{name}.yaml"
     (tmp_path / "agent.json").write_text(json.dumps({"command": ["agent", "{prompt}"], "models": "m"}))
     assert executors.parse("agent.json", base_dir=str(tmp_path)).command == ("agent", "{prompt}")
 

@@ -393,6 +393,8 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
         else:
             _echo("no runs recorded for this roadmap")
         return EXIT_OK
+    from runner.manager.accounts import usage_line
+
     ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
     runs = ledger.runs(roadmaps, limit=50)
     ledger.close()
@@ -409,6 +411,7 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
             f"{r.id:>4}  {started:<19}  {status:<11}  {s.get('total', '-'):>5} {s.get('succeeded', '-'):>5}"
             f" {s.get('failed', '-'):>5} {s.get('skipped', '-'):>5}  {makespan}"
             + (f"  (resumed run {r.resumed_from})" if r.resumed_from else "")
+            + (f"  {usage_line(s['usage'])}" if s.get("usage") else "")
         )
     return EXIT_OK
 
