@@ -245,7 +245,7 @@ def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
     if doc is None:
         raise ExecutorError(f"{where}: {name} is empty")
     executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False)
-    return replace(executor, source=executor.source or name)
+    return replace(executor, source=name)
 
 
 def complexity_of(task: Task) -> str:
