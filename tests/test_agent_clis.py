@@ -365,3 +365,13 @@ def test_real_claude_budget_stops_new_attempts(mock, tmp_path):
     assert result.exit_code == 1
     assert len(attempts(result, tmp_path / "s")) == 1
     assert any(m.startswith("budget reached: $") for m in rec.messages)
+
+
+@pytest.mark.timeout(60)
+def test_accounts_are_spread_over_agents_as_config_homes(tmp_path, fake):
+    ex, env = fake(["ok"], accounts=[str(tmp_path / "acct-a"), str(tmp_path / "acct-b")])
+    rm = roadmap([task(f"T{i}", title="t", env=env) for i in range(6)])
+    result = run(rm, tmp_path / "s", agents=2, executor=ex)
+    assert result.exit_code == 0
+    homes = {c["home"] for c in fake.calls()}
+    assert homes == {str(tmp_path / "acct-a"), str(tmp_path / "acct-b")}

@@ -232,7 +232,7 @@ class Accounts:
 
     def _pause_timers(self, now: float) -> list[float]:
         wall = time.time()
-        return [now + max(0.0, until - wall) for until in self._paused.values()]
+        return [now + until - wall for until in self._paused.values() if until > wall]  # a past one: no busy loop
 
     # -- the end ---------------------------------------------------------------------------------------
 
