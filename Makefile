@@ -44,6 +44,7 @@ demo: run
 # (read by .ci/run, which tells exit 5, no test collected, from a failure).
 test: install-dev install-ray
 	@bash scripts/install-browser.sh
+	@bash scripts/install-agent-clis.sh
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; echo $$rc > .pytest-exit; exit $$rc
 
 bench: install-dev

@@ -50,6 +50,8 @@ class Outcome(str, Enum):
     # or a critic's attempt rejected the work (the task goes back for rework, or ends needs_improvement)
     NEEDS_REVIEW = "needs_review"
     REJECTED = "rejected"
+    USAGE_LIMITED = "usage_limited"  # an agent CLI's account is out of usage until a reset time
+    AUTH_FAILED = "auth_failed"  # an agent CLI is not logged in / its key is refused
 
 
 class TaskState(str, Enum):

@@ -148,17 +148,18 @@ def test_presets_produce_the_documented_argv():
     codex = executors.parse({"preset": "codex", "models": {"default": "gpt-x"}})
     claude = executors.parse({"preset": "claude", "models": {"default": "sonnet"}})
     assert executors.build_argv(t, "worker", codex) == (
-        "codex", "exec", "--sandbox", "workspace-write", "--model", "gpt-x", prompt,
+        "codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", "--model", "gpt-x", prompt,
     )  # fmt: skip
     assert executors.build_argv(t, "worker", claude) == (
-        "claude", "-p", prompt, "--model", "sonnet", "--permission-mode", "acceptEdits",
+        "claude", "-p", prompt, "--output-format", "stream-json", "--verbose", "--model", "sonnet",
+        "--permission-mode", "acceptEdits",
     )  # fmt: skip
     # Without a models table the CLI's own default model is used: `--model {model}` is left out.
     assert executors.build_argv(t, "worker", executors.parse("codex")) == (
-        "codex", "exec", "--sandbox", "workspace-write", prompt,
+        "codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", prompt,
     )  # fmt: skip
     assert executors.build_argv(t, "worker", executors.parse("claude")) == (
-        "claude", "-p", prompt, "--permission-mode", "acceptEdits",
+        "claude", "-p", prompt, "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
     )  # fmt: skip
     doc = (ROOT / "docs" / "executors.md").read_text()
     for name, argv in executors.PRESETS.items():
@@ -191,7 +192,7 @@ def test_preset_runs_the_cli_found_on_path(tmp_path):
 def test_executor_file_from_configs_and_relative_to_a_base_dir(tmp_path):
     for name in ("codex", "claude"):
         ex = executors.parse(f"configs/{name}.yaml", base_dir=str(ROOT))
-        assert ex.command[0] == name and ex.models and ex.source == f"configs/{name}.yaml"
+        assert ex.command[0] == name and ex.output and ex.source == f"configs/{name}.yaml"
     (tmp_path / "agent.json").write_text(json.dumps({"command": ["agent", "{prompt}"], "models": "m"}))
     assert executors.parse("agent.json", base_dir=str(tmp_path)).command == ("agent", "{prompt}")
 

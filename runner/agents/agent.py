@@ -107,7 +107,11 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox |
             continue
         if isinstance(msg, TaskMessage):
             try:
-                if msg.workspace is None and not msg.checks:
+                if msg.workspace is None and not msg.checks and msg.output:  # an agent CLI, read as it runs
+                    from runner.agents.cli_attempt import run_cli_attempt
+
+                    result = run_cli_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+                elif msg.workspace is None and not msg.checks:
                     result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
                 else:  # a worktree or checks: the coding layer's attempt (imported only then)
                     from runner.agents.coding_attempt import run_with_checks

@@ -30,7 +30,7 @@ CHECK_TAIL_LINES = 40
 def run_with_checks(msg: TaskMessage, conn, base_env: dict, logs: LogFiles, announce_after: float = 0.0, note_pid=None) -> TaskResult:
     """Run an attempt: in a worktree when msg.workspace says so, then its checks when it exited 0."""
     if msg.workspace is None:
-        result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+        result = _attempt(msg, conn, base_env, logs, announce_after, note_pid)
         if result.outcome == Outcome.SUCCEEDED.value and msg.checks:
             result = _checks(msg, result, msg.cwd, base_env, time.monotonic())
         return result
@@ -50,7 +50,7 @@ def _in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles, announc
         _append(msg.log_path, f"wvo-batch: cannot create the worktree: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}")
     env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
-    result = run_attempt(replace(msg, cwd=ws.path, env=env), conn, base_env, logs, announce_after, note_pid)
+    result = _attempt(replace(msg, cwd=ws.path, env=env), conn, base_env, logs, announce_after, note_pid)
     info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
     try:
         if result.outcome == Outcome.SUCCEEDED.value:
@@ -78,6 +78,15 @@ def _in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles, announc
         _append(msg.log_path, f"\nwvo-batch: git failed after the attempt: {exc}\n")
         result = replace(result, outcome=Outcome.FAILED.value, error=f"git: {exc}")
     return replace(result, workspace=info)
+
+
+def _attempt(msg: TaskMessage, *args) -> TaskResult:
+    """The task itself: an agent CLI's attempt (runner.agents.cli_attempt) when msg.output says so."""
+    if msg.output:
+        from runner.agents.cli_attempt import run_cli_attempt
+
+        return run_cli_attempt(msg, *args)
+    return run_attempt(msg, *args)
 
 
 def _checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dict, began: float) -> TaskResult:

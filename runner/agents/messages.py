@@ -23,6 +23,8 @@ class TaskMessage:
     rate_limit_pattern: str | None = None  # regex searched in the output of a failed attempt
     workspace: dict | None = None  # a worktree attempt: runner.agents.coding_attempt.WORKSPACE_KEYS
     checks: tuple[str, ...] = ()  # shell commands run after the task exits 0 (in its worktree when it has one)
+    output: str | None = None  # an agent-CLI attempt: codex-json | claude-json | text (runner.agents.cli_attempt)
+    stall_timeout: float | None = None  # an agent-CLI attempt: kill it after this long without an event
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class TaskResult:
     workspace: dict | None = None  # a worktree attempt: branch, base, commit, files, added, deleted, state
     checks: tuple = ()  # (command, exit code) of each check that ran, in order
     check_tail: str | None = None  # the last lines of the failing check's output
+    cli: dict | None = None  # an agent-CLI attempt: runner.agents.cli_attempt.cli_fields (session, usage, ...)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,8 @@ def _command(args: SimpleNamespace) -> int:
 
     result = load(roadmaps, strict=args.strict)
     if args.check:
-        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
+        code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
+        return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
             _echo(f"error: {p}", err=True)
@@ -157,6 +158,8 @@ def _command(args: SimpleNamespace) -> int:
         land=_one_of("--land", args.land, ("merge", "branch")),
         into=args.into,
         keep_worktrees=args.keep_worktrees,
+        budget=args.budget,
+        max_wait=args.max_wait,
     )
 
 
@@ -286,6 +289,20 @@ def _workspaces(result, args) -> list[dict]:
     return workspace_plan(result.roadmap, options)
 
 
+def _check_programs(result, executor_arg) -> int:
+    """--check: every executor's program must be on PATH (exit 2 otherwise)."""
+    from runner.coding import executors
+    from runner.manager.accounts import program_problems
+
+    spec = _executor(executor_arg) if executor_arg is not None else (result.roadmap.executor if result.roadmap else None)
+    if spec is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
+        return EXIT_OK
+    problems = program_problems(executors.parse(spec))
+    for p in problems:
+        _echo(f"error: {p}", err=True)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
 def _run(
     result, paths, plan, n_agents: int, *, strict, json_out, quiet, events, trace, report, **kw
 ) -> int:
@@ -400,6 +417,8 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
         else:
             _echo("no runs recorded for this roadmap")
         return EXIT_OK
+    from runner.manager.accounts import usage_line
+
     ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
     runs = ledger.runs(roadmaps, limit=50)
     ledger.close()
@@ -416,6 +435,7 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
             f"{r.id:>4}  {started:<19}  {status:<11}  {s.get('total', '-'):>5} {s.get('succeeded', '-'):>5}"
             f" {s.get('failed', '-'):>5} {s.get('skipped', '-'):>5}  {makespan}"
             + (f"  (resumed run {r.resumed_from})" if r.resumed_from else "")
+            + (f"  {usage_line(s['usage'])}" if s.get("usage") else "")
         )
     return EXIT_OK
 

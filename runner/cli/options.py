@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence  # not typing: ~2 ms of start-up
 
 EXIT_CODES_HELP = """Exit codes: 0 every runnable task succeeded · 1 a task failed or timed out · 2 invalid roadmap
 or usage (nothing ran) · 3 --status: no run in progress · 74 the ledger or an events file could not be written
-mid-run · 75 another run of this roadmap holds the lock
+mid-run · 75 another run of this roadmap holds the lock, or a usage limit resets after --max-wait
 · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM)."""
 
 COMMAND_HELP = f"Run the tasks of one or more YAML roadmaps on a pool of agent processes.\n\n{EXIT_CODES_HELP}"
@@ -125,6 +125,8 @@ OPTIONS = (
     Param("land", ("--land",), str, None, "WVO_LAND", "merge (land each success on --into) or branch (leave it on its branch)."),
     Param("into", ("--into",), str, None, "WVO_INTO", "The branch results land on (default: wvo/<roadmap name>)."),
     Param("keep_worktrees", ("--keep-worktrees",), bool, False, "WVO_KEEP_WORKTREES", "Keep each attempt's worktree after the run."),
+    Param("budget", ("--budget",), float, None, "WVO_BUDGET", "USD: once agent CLIs spent this, start no new attempt (exit 1)."),
+    Param("max_wait", ("--max-wait",), float, 7200.0, "WVO_MAX_WAIT", "Seconds a usage limit may pause the run; a later reset stops it (exit 75; --resume)."),
     Param("backend", ("--backend",), str, "local", "WVO_BACKEND", "local or ray."),
     Param(
         "ray_address",
@@ -155,6 +157,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "iterations": (0, _BILLION),
     "min_agents": (1, MAX_AGENTS),
     "max_agents": (1, MAX_AGENTS),
+    "budget": (0.0, 1e9),
+    "max_wait": (0.0, 7 * _DAY),
 }
 
 

@@ -16,7 +16,8 @@ def write_summary(out, result, quiet: bool) -> None:
             (
                 _clean(str(r["task"])),
                 _clean(str(r.get("agent") or "-")),
-                r["status"] + (f" ({_clean(r['reason'])})" if r.get("reason") and r["reason"] != r["status"] else ""),
+                r["status"] + (f" ({_clean(r['reason'])})" if r.get("reason") and r["reason"] != r["status"] else "")
+                + (f" [denied: {', '.join(r['permission_denials'])}]" if r.get("permission_denials") else ""),
                 fmt_duration(r.get("duration_s")),
                 _clean(_relative(r.get("log"), result.folder)),
             )
@@ -39,6 +40,11 @@ def write_summary(out, result, quiet: bool) -> None:
         + f" of {s['total']} · makespan {fmt_duration(s['makespan_s'])}"
         + f" · utilisation {t['utilization'] * 100:.0f}% · queue wait p95 {fmt_duration(t['queue_wait_p95_s'])}\n"
     )
+    if s.get("usage"):  # agent CLIs: "tokens 12.3k in / 2.1k out · $0.42" (runner.manager.accounts)
+        from runner.manager.accounts import usage_line
+
+        budget = f" of ${s['budget_usd']:.2f} budget" if s.get("budget_usd") is not None else ""
+        out.write(usage_line(s["usage"]) + budget + "\n")
     ws = s.get("workspaces")
     if ws and (ws.get("kept") or ws.get("worktrees_kept")):
         kept = ", ".join(f"{k['branch']} ({k['state']})" for k in ws["kept"][:10])

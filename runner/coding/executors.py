@@ -47,14 +47,23 @@ DEFAULT_PROMPT = (
     "Work in the current directory until every exit criterion is met, then stop.\n\n{feedback}"
 )
 
+# Structured output in both: codex's JSONL events, claude's stream-json (events as they happen, so the
+# stall watchdog sees it working; `--verbose` is required with it in print mode). Options before the
+# prompt: a session is resumed by `resume <id>` in front of codex's prompt, `--resume <id>` after claude's.
 PRESETS: dict[str, list[str]] = {
-    "codex": ["codex", "exec", "--sandbox", "workspace-write", "--model", "{model}", "{prompt}"],
-    "claude": ["claude", "-p", "{prompt}", "--model", "{model}", "--permission-mode", "acceptEdits"],
+    "codex": ["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", "--model", "{model}",
+              "{prompt}"],
+    "claude": ["claude", "-p", "{prompt}", "--output-format", "stream-json", "--verbose", "--model", "{model}",
+               "--permission-mode", "acceptEdits"],
 }
+PRESET_OUTPUT = {"codex": "codex-json", "claude": "claude-json"}
+OUTPUTS = ("codex-json", "claude-json", "text")
+STALL_TIMEOUT = 600.0  # seconds without a structured event before an agent-CLI attempt is killed
 
 DEFAULT_RATE_LIMIT = r"\b429\b|rate[ _-]?limit|too many requests"
 
-_KEYS = ("command", "preset", "prompt", "models", "rate_limit", "review_prompt", "escalate")
+_KEYS = ("command", "preset", "prompt", "models", "rate_limit", "review_prompt", "escalate", "output", "prices",
+         "stall_timeout", "accounts")
 _COMPLEXITIES = tuple(c.value for c in Complexity) + ("default",)
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -72,6 +81,14 @@ class Executor:
     source: str = ""  # preset name or file it came from, for messages
     review_prompt: str = DEFAULT_REVIEW_PROMPT  # a critic's prompt (runner.coding.review)
     escalate: tuple[str, ...] = ()  # model by attempt: attempt k uses entry k, the last repeats; over `models`
+    output: str | None = None  # codex-json | claude-json | text; None: a plain command (regex only)
+    prices: dict = field(default_factory=dict)  # model -> pricing.Price, for a CLI that reports no cost
+    stall_timeout: float | None = STALL_TIMEOUT  # seconds without a structured event; None: no watchdog
+    accounts: tuple[str, ...] = ()  # config homes (CODEX_HOME / CLAUDE_CONFIG_DIR), spread over agents
+
+    @property
+    def program(self) -> str:
+        return self.command[0]
 
 
 def parse(spec, base_dir: str | None = None, where: str = "executor") -> Executor | None:
@@ -88,7 +105,7 @@ def parse(spec, base_dir: str | None = None, where: str = "executor") -> Executo
 def _parse(spec, where: str, base_dir: str | None, allow_file: bool) -> Executor:
     if isinstance(spec, str):
         if spec in PRESETS:
-            return Executor(tuple(PRESETS[spec]), source=spec)
+            return Executor(tuple(PRESETS[spec]), source=spec, output=PRESET_OUTPUT[spec])
         if allow_file and (spec.endswith(_FILE_SUFFIXES) or os.sep in spec):
             return _load_file(spec, where, base_dir)
         raise ExecutorError(
@@ -137,7 +154,27 @@ def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
             re.compile(rate_limit.encode())
         except re.error as exc:
             raise ExecutorError(f"{where}.rate_limit: not a valid regular expression ({exc})") from None
-    return Executor(base.command, prompt, models, rate_limit, base.source, review_prompt, tuple(escalate))
+    output = spec.get("output", base.output)
+    if output is not None and output not in OUTPUTS:
+        raise ExecutorError(f"{where}.output: unknown format {output!r} (known: {', '.join(OUTPUTS)})")
+    from runner.coding.pricing import parse_prices
+
+    prices = parse_prices(spec.get("prices"), f"{where}.prices")
+    stall = spec.get("stall_timeout", STALL_TIMEOUT)
+    if stall is False or stall is None:
+        stall = None
+    elif isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0:
+        raise ExecutorError(f"{where}.stall_timeout: must be a positive number of seconds, or false; got {stall!r}")
+    accounts = spec.get("accounts", ())
+    if isinstance(accounts, str):
+        accounts = [accounts]
+    if not isinstance(accounts, (list, tuple)) or not all(isinstance(a, str) and a.strip() for a in accounts):
+        raise ExecutorError(f"{where}.accounts: must be a list of config directories (CODEX_HOME / CLAUDE_CONFIG_DIR)")
+    accounts = tuple(a if os.path.isabs(a) or base_dir is None else os.path.join(base_dir, a) for a in accounts)
+    return Executor(
+        base.command, prompt, models, rate_limit, base.source, review_prompt=review_prompt, escalate=tuple(escalate),
+        output=output, prices=prices, stall_timeout=None if stall is None else float(stall), accounts=accounts,
+    )
 
 
 def _command(spec, where: str) -> tuple[str, ...]:
@@ -221,7 +258,7 @@ def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
     if doc is None:
         raise ExecutorError(f"{where}: {name} is empty")
     executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False)
-    return replace(executor, source=executor.source or name)
+    return replace(executor, source=name)
 
 
 def complexity_of(task: Task) -> str:
@@ -305,20 +342,52 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _FIELD.sub(lambda m: values.get(m.group(1), ""), template)
 
 
-def build_argv(task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
-               review: dict[str, str] | None = None) -> tuple[str, ...]:
+def build_argv(
+    task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
+    review: dict[str, str] | None = None, session: str | None = None, prompt: str | None = None,
+) -> tuple[str, ...]:
     """The argv for one attempt: each template element filled in, one element each.
 
     With no model configured, an element that is exactly `{model}` is left out, and so is the option just
     before it (`--model`), so the CLI uses its own default model instead of an empty name.
+
+    session: resume that CLI session (codex: `resume <id>` before the element that is exactly `{prompt}`;
+    claude: `--resume <id>` at the end), with `prompt` (the feedback, say) in place of the filled-in
+    template. A task's `max_turns` / `max_cost` become claude's `--max-turns` / `--max-budget-usd`.
     """
     values = task_fields(task, role, executor, feedback, attempt, review)
+    if prompt is not None:
+        values["prompt"] = prompt
     argv: list[str] = []
+    resumed = False
     for i, part in enumerate(executor.command):
         if part == "{model}" and not values["model"]:
             option = executor.command[i - 1] if i > 1 else ""
             if option.startswith("-") and not _FIELD.search(option):
                 argv.pop()
             continue
+        if session and executor.output == "codex-json" and part == "{prompt}" and not resumed:
+            argv += ["resume", session]
+            resumed = True
         argv.append(_fill(part, values))
+    if executor.output == "claude-json":
+        limits = task_limits(task)
+        if limits.get("max_turns"):
+            argv += ["--max-turns", str(limits["max_turns"])]
+        if limits.get("max_cost"):
+            argv += ["--max-budget-usd", f"{limits['max_cost']:g}"]
+        if session:
+            argv += ["--resume", session]
     return tuple(argv)
+
+
+def task_limits(task: Task) -> dict:
+    """A task's own `max_turns` (int) and `max_cost` (USD) when it sets them; ignored when malformed
+    (the loader keeps them in meta as written)."""
+    out = {}
+    turns, cost = task.meta.get("max_turns"), task.meta.get("max_cost")
+    if isinstance(turns, int) and not isinstance(turns, bool) and turns > 0:
+        out["max_turns"] = turns
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
+        out["max_cost"] = float(cost)
+    return out

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runner.errors import UsageError
+
 def default_roles(n: int) -> dict[str, int]:
     """The original design's pool: 1 orchestrator, 1 critic when n >= 4, the rest workers."""
     if n <= 1:
@@ -48,6 +50,8 @@ class RunOptions:
     land: str | None = None  # --land merge|branch
     into: str | None = None  # --into BRANCH
     keep_worktrees: bool = False  # --keep-worktrees
+    budget: float | None = None  # --budget USD (None: the roadmap's `budget:`, else none); runner.manager.accounts
+    max_wait: float | None = None  # --max-wait seconds a usage limit may pause the run (None: 2 h)
 
 
 @dataclass
@@ -71,3 +75,15 @@ class Reporter:
     def finished(self, result: RunResult) -> None: ...
 
     def message(self, text: str) -> None: ...
+
+
+def make_backend(name: str, options: RunOptions):
+    if name == "local":
+        from runner.agents.local import LocalBackend
+
+        return LocalBackend()
+    if name == "ray":
+        from runner.agents.ray_backend import RayBackend
+
+        return RayBackend(address=options.ray_address)
+    raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")

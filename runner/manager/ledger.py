@@ -51,7 +51,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     log_path TEXT,
     error TEXT,
-    value TEXT
+    value TEXT,
+    session_id TEXT,               -- an agent CLI's session (codex thread / claude session); NULL otherwise
+    model TEXT,
+    usage TEXT,                    -- JSON {input, cached, output, reasoning}: this attempt's tokens
+    cost_usd REAL,
+    cost_estimated INTEGER,        -- 1: priced from the executor's prices table, not reported by the CLI
+    failure TEXT,                  -- failure class: rate_limited, usage_limited, auth_failed, ...
+    num_turns INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, task_id);
 CREATE INDEX IF NOT EXISTS runs_key ON runs (roadmap_key, id);
@@ -95,6 +102,13 @@ class Attempt:
     log_path: str | None
     error: str | None = None
     value: object = None
+    session_id: str | None = None
+    model: str | None = None
+    usage: dict | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool = False
+    failure: str | None = None
+    num_turns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,12 @@ class RunRow:
 
 
 # The schema's version, in PRAGMA user_version: a ledger from a newer wvo-batch is refused, not misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added since version 1, added to an older ledger when it is opened (its rows read NULL there).
+_ADDED = {2: ("session_id TEXT", "model TEXT", "usage TEXT", "cost_usd REAL", "cost_estimated INTEGER",
+              "failure TEXT", "num_turns INTEGER")}
+_COLUMNS = ("task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value, session_id, model, usage,"
+            " cost_usd, cost_estimated, failure, num_turns")
 # A ledger up to this size gets a full PRAGMA quick_check when a run opens it (~1 ms at this size;
 # ~15 ms at 10,000 attempts); a larger one gets its runs table checked, and the full check on
 # --history and --resume, which read the rest.
@@ -142,7 +161,7 @@ class Ledger:
                 if problems != ["ok"]:
                     raise StateError(damaged(path, "; ".join(problems)))
             if version < SCHEMA_VERSION:
-                self.db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                self._migrate(version)
         except BaseException as exc:
             if self.db is not None:
                 self.db.close()
@@ -153,6 +172,18 @@ class Ledger:
                     f"{path}: cannot open the ledger: {_reason(exc)}; move it aside (or give another --state-dir)"
                 ) from None
             raise
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older ledger (or a new file) to SCHEMA_VERSION, in one transaction."""
+        has_attempts = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone()
+        script = "BEGIN IMMEDIATE;\n"
+        if has_attempts:
+            present = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
+            for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                for column in _ADDED.get(v, ()):
+                    if column.split()[0] not in present:
+                        script += f"ALTER TABLE attempts ADD COLUMN {column};\n"
+        self.db.executescript(script + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -185,8 +216,7 @@ class Ledger:
 
     def _insert_pending(self) -> None:
         self.db.executemany(
-            "INSERT INTO attempts (run_id, task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO attempts (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 18)})",
             self._pending,
         )
 
@@ -225,8 +255,11 @@ class Ledger:
     def record(self, run_id: int, a: Attempt) -> None:
         """Add an attempt to what the next commit() writes."""
         value = None if a.value is None else json.dumps(a.value)
+        usage = None if a.usage is None else json.dumps(a.usage)
         self._pending.append(
-            (run_id, a.task_id, a.attempt, a.agent, a.start, a.end, a.exit_code, a.outcome, a.log_path, a.error, value)
+            (run_id, a.task_id, a.attempt, a.agent, a.start, a.end, a.exit_code, a.outcome, a.log_path, a.error, value,
+             a.session_id, a.model, usage, a.cost_usd, None if a.usage is None else int(a.cost_estimated), a.failure,
+             a.num_turns)
         )
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
@@ -288,12 +321,18 @@ class Ledger:
         return dict(rows)
 
     def attempts(self, run_id: int) -> list[Attempt]:
-        rows = self._read(
-            "SELECT task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value"
-            " FROM attempts WHERE run_id = ? ORDER BY id",
-            (run_id,),
-        )
-        return [Attempt(*r[:9], json.loads(r[9]) if r[9] else None) for r in rows]
+        rows = self._read(f"SELECT {_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
+        return [
+            Attempt(*r[:9], json.loads(r[9]) if r[9] else None, r[10], r[11], json.loads(r[12]) if r[12] else None,
+                    r[13], bool(r[14]), r[15], r[16])
+            for r in rows
+        ]
+
+    def sessions(self, run_id: int) -> dict[str, str]:
+        """Task id -> the session id of its last attempt that had one (for --resume to continue them)."""
+        rows = self._read("SELECT task_id, session_id FROM attempts WHERE run_id = ? AND session_id IS NOT NULL"
+                          " ORDER BY id", (run_id,))
+        return dict(rows)
 
 
 def attempt_dict(a: Attempt) -> dict:

@@ -101,12 +101,13 @@ class Outcomes:
         try:
             self.ledger.record(
                 self.run_id,
-                Attempt(task_id, attempt, agent_id, msg.start, msg.end, msg.exit_code, outcome.value, log_path, msg.error, msg.value),
+                Attempt(task_id, attempt, agent_id, msg.start, msg.end, msg.exit_code, outcome.value, log_path, msg.error,
+                        msg.value, **self._cli_fields(task_id, attempt)),
             )
             self._unrecorded += 1
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
-        retry = self.sched.finish(task_id, holder or agent_id, outcome, now, msg.retry_after)
+        retry = self.sched.finish(task_id, holder or agent_id, self._sched_outcome(outcome, msg), now, msg.retry_after)
         if outcome not in (Outcome.SUCCEEDED, Outcome.INTERRUPTED, Outcome.NEEDS_REVIEW) and holder is None:
             why = msg.error or outcome.value
             if msg.check_tail:
@@ -242,7 +243,8 @@ class Outcomes:
             status = state.value
             if state is TaskState.FAILED:
                 status = self.sched.reason.get(task.id, "failed")
-                if status not in ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed", "needs_improvement"):
+                if status not in ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed",
+                                  "needs_improvement", "auth_failed", "usage_limited"):
                     status = "failed"
             counts_key = {
                 TaskState.SUCCEEDED: "succeeded",
@@ -282,6 +284,7 @@ class Outcomes:
             code, status = EXIT_TASK_FAILED, "failed"
         else:
             code, status = EXIT_OK, "succeeded"
+        code, status = self._limits_exit(code, status)  # a usage limit, an auth failure or the budget stopped it
         summary = {
             "run_id": self.run_id,
             "status": status,
@@ -292,6 +295,7 @@ class Outcomes:
             "folder": self.folder,
             "telemetry": telemetry,
         }
+        self._spend_summary(rows, summary)
         if self._spaces:
             self._drop_review_trees()
             summary["workspaces"] = self._finish_workspaces()

@@ -23,9 +23,10 @@ from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch,
 from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import statedir
+from runner.manager.accounts import Accounts
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
-from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
+from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger
 from runner.manager.liveness import Liveness
 from runner.manager.outcomes import Outcomes
@@ -49,19 +50,7 @@ _FLUSH_S = 0.05
 _BOARD_AFTER_S = 0.25
 
 
-def make_backend(name: str, options: RunOptions):
-    if name == "local":
-        from runner.agents.local import LocalBackend
-
-        return LocalBackend()
-    if name == "ray":
-        from runner.agents.ray_backend import RayBackend
-
-        return RayBackend(address=options.ray_address)
-    raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
-
-
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Liveness):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -99,6 +88,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
         self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
         self._released = False  # a task became ready since the last commit (set by Outcomes._note_change)
         self._init_review()  # review rounds, verdicts, critic worktrees, each attempt's model (manager.review)
+        self._init_accounts()  # agent-CLI limits, sessions, spend (runner.manager.accounts)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -284,6 +274,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
         if t is not None:
             times.append(now + t)
         times.extend(self._deadline.values())
+        times.extend(self._pause_timers(now))
         if self._stop_deadline is not None:
             times.append(self._stop_deadline)
         if self.board is None:
@@ -320,6 +311,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
             if until <= now:
                 del self._cooling[agent_id]
                 self.pool.set_state(agent_id, "idle")
+        self._hold_paused(now)  # agents of an account out of usage stay cooling
         idle = self.pool.idle()
         if not idle or not self._gates_open():
             return
@@ -344,7 +336,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
             messages = []
             for t in chunk:
                 attempt = self.sched.next_attempt(t.id)
-                msg = self._message(t, agent.role, attempt)
+                msg = self._message(t, agent.role, attempt, agent.id)
                 messages.append(msg)
                 self._records[(t.id, attempt)] = {
                     "task": t.id,
@@ -377,7 +369,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
             if not self.backend.send(agent.id, out):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
 
-    def _message(self, task: Task, role: str, attempt: int) -> TaskMessage:
+    def _message(self, task: Task, role: str, attempt: int, agent_id: str = "") -> TaskMessage:
         if self.review_rounds and self.sched.reviewing(task.id):
             return self._review_message(task, role, attempt)
         log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
@@ -387,12 +379,19 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)}
         if feedback:
             env["WVO_FEEDBACK"] = feedback
-        if command is None and task.call is None:
+        cli = {}
+        if command is None and task.call is None and self.executor.output:  # an agent CLI (runner.manager.accounts)
+            cli = self._cli_message(task, role, agent_id, attempt, feedback)
+            command = cli.pop("command")
+            env.update(cli.pop("env"))
+            rate_limit = rate_limit or self.executor.rate_limit
+        elif command is None and task.call is None:
             command = executors.build_argv(task, role, self.executor, feedback, attempt)
-            self._note_model(task, role, attempt)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
             command = tuple(command)
+        if task.command is None and task.call is None:
+            self._note_model(task, role, attempt)
         return TaskMessage(
             task_id=task.id,
             attempt=attempt,
@@ -408,6 +407,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
             rate_limit_pattern=rate_limit,
             workspace=self._workspace_field(task.id) if self.ws else None,
             checks=self.ws[task.id].checks if task.id in self.ws else (),
+            **cli,
         )
 
     def _handle(self, agent_id: str, msg) -> None:
@@ -434,6 +434,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Liveness):
             self._observe(msg)
             if self.review_rounds and self._review_result(agent_id, msg):
                 return
+            if msg.cli is not None:
+                self._cli_result(agent_id, msg)
             if self.ws and self._to_landing(agent_id, msg):
                 return
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)

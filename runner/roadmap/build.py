@@ -70,6 +70,12 @@ class Builder(TaskBuilder):
             self._executor(self.defaults["executor"], line, "defaults.executor")
         if "agents" in root:
             self._agents(root["agents"], line)
+        if "budget" in root:  # USD for agent CLIs (runner.manager.accounts); --budget wins
+            b = root["budget"]
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
+                self.p.error(f"`budget:` must be a number of USD, 0 or more; got {b!r}", path, line)
+            else:
+                self.settings.setdefault("budget", b)
         if "workspace" in root:
             self._coding_block(root["workspace"], "workspace", line)
             self.settings.setdefault("workspace", root["workspace"])

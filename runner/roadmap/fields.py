@@ -19,7 +19,7 @@ DEFAULTS_FIELDS = (
     "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
     "review", "review_rounds",
 )  # fmt: skip
-TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace")
+TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace", "budget")
 # Task fields of the coding layer, kept in Task.meta and read by runner.coding.settings.
 CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace", "review", "review_rounds")
 EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")
