@@ -25,6 +25,7 @@ from runner.errors import UsageError
 from runner.manager import statedir
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
+from runner.manager.live import Live
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger
 from runner.manager.outcomes import Outcomes
@@ -59,7 +60,7 @@ def make_backend(name: str, options: RunOptions):
     raise UsageError(f"--backend: unknown backend {name!r} (choose local or ray)")
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Live):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -179,6 +180,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             if self.opt.selected is None or task_id in self.opt.selected:
                 self._note_change(task_id, wall)
         self._total = len(self._members())
+        self._live_start()
         self.reporter.started(
             {
                 "run_id": run_id,
@@ -241,8 +243,11 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             if self.board is None and now >= self._board_at:
                 self.board = serve_board(self.pool, self.folder)
             if self.sched.finished() and not self.pool.reservations:
+                if self._live_tick(now, force=True):  # a task of the run added tasks to the roadmap
+                    continue
                 self._flush()
                 return
+            self._live_tick(now)
             if now >= next_refresh:
                 self._refresh()
                 next_refresh = now + _REFRESH_S
@@ -284,6 +289,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
             times.append(self._board_at)
         if self.pool.reservations:
             times.append(next_refresh)
+        if self._live_on:
+            times.append(self._live_next)
         if self.sched.queue_length() and (self.opt.memfree or self.opt.max_load):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
@@ -404,6 +411,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing):
                 return
             self.pool.set_task_pid(agent_id, msg.pid)
             self.sched.started(msg.task_id, agent_id)
+            self._live_status(msg.task_id, "in_progress")
             rec = self._records.get((msg.task_id, msg.attempt))
             if rec is not None:
                 rec["start"] = msg.start

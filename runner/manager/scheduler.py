@@ -46,6 +46,7 @@ import random
 from dataclasses import dataclass
 
 from runner.manager.routing import _ANY, AgentView, ReadyQueue, globs_overlap, preferred_role  # noqa: F401 - re-exported: the scheduler's API
+from runner.manager.livequeue import LiveQueue
 from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class InvariantError(RuntimeError):
     """A scheduling invariant was about to be broken: a bug, never a user error."""
 
 
-class Scheduler(ReadyQueue):
+class Scheduler(ReadyQueue, LiveQueue):
     """Tracks every task's state in one run and decides assignments."""
 
     def __init__(
