@@ -202,3 +202,34 @@ def test_the_file_shows_in_progress_while_a_task_runs_then_done_or_blocked(tmp_p
     tasks = by_id(roadmap)
     assert tasks["a"]["status"] == "done" and "last_error" not in tasks["a"]
     assert tasks["b"]["status"] == "blocked" and "exit code 3" in tasks["b"]["last_error"]
+
+
+@pytest.mark.timeout(90)
+def test_an_interrupted_task_gets_its_status_back(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT
+    from helpers import Fifo
+
+    roadmap = tmp_path / "r.yaml"
+    fifo = Fifo(tmp_path / "ready")
+    roadmap.write_text(f"tasks:\n  - id: a\n    status: planned\n    command: 'echo go > {fifo.path}; sleep 60'\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(roadmap), "--state-dir", str(tmp_path / "s"), "--write-back", "--grace", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        fifo.wait_lines(1)
+        deadline = time.monotonic() + 30
+        while by_id(roadmap)["a"].get("status") != "in_progress":  # written within a flush of its start
+            assert time.monotonic() < deadline, "never saw in_progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert by_id(roadmap)["a"]["status"] == "planned"
