@@ -3,7 +3,7 @@
 Real roadmaps (WeatherVane's) give neither, yet routing, `{complexity}`, the models table and the executor
 timeouts all want one. The rule is deterministic and counts points (docs/roadmap.md shows it):
 
-    words of title + description   < 25: 0 · 25-149: 1 · >= 150: 2
+    words (by spaces) of title + description   < 25: 0 · 25-149: 1 · >= 150: 2
     dependencies                   0-1: 0  · 2-3: 1    · >= 4: 2
     exit criteria                  0-3: 0  · 4-6: 1    · >= 7: 2
     heavy words (title, first 40 words of the description), +1 per family found, at most 2:
@@ -32,24 +32,26 @@ HEAVY = {
     "infrastructure": ("infrastructure",),
 }
 LIGHT = ("typo", "doc", "docs", "readme", "rename", "comment", "comments", "lint", "format", "bump")
-_WORD = re.compile(r"[a-z0-9]+")
 _LEAD_WORDS = 40  # heavy words count in the title and the description's first words, not in pasted templates
+_FAMILY = {stem: family for family, stems in HEAVY.items() for stem in stems}
+_HEAVY = re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
+_LIGHT = re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
 
 
 def points(task: Task, epic_size: int | None = None) -> int:
     """The rule's points for one task; epic_size is how many tasks its epic has (None: no epic)."""
-    text = f"{task.title} {task.description}".lower()
-    words = _WORD.findall(text)
-    n = len(words)
+    title, description = task.title.lower(), task.description.lower()
+    lead = description.split(None, _LEAD_WORDS)
+    n = len(title.split()) + (len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split()))
     score = 0 if n < 25 else 1 if n < 150 else 2
     deps = len(task.dependencies)
     score += 0 if deps < 2 else 1 if deps < 4 else 2
     crit = len(task.exit_criteria)
     score += 0 if crit < 4 else 1 if crit < 7 else 2
-    lead = _WORD.findall(task.title.lower()) + _WORD.findall(task.description.lower())[:_LEAD_WORDS]
-    found = {family for family, stems in HEAVY.items() if any(w.startswith(stems) for w in lead)}
-    score += min(len(found), 2)
-    if any(w in LIGHT for w in _WORD.findall(task.title.lower())):
+    text = f"{title} {' '.join(lead[:_LEAD_WORDS])}"
+    if any(stem in text for stem in _FAMILY):  # most tasks have none: a plain search first
+        score += min(len({_FAMILY[m] for m in _HEAVY.findall(text)}), 2)
+    if any(word in title for word in LIGHT) and _LIGHT.search(title):
         score -= 1
     if epic_size == 1:
         score += 1
