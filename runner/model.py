@@ -99,6 +99,7 @@ class Task:
     priority: Priority = Priority.MEDIUM
     complexity: Complexity | None = None
     complexity_score: int | None = None
+    complexity_inferred: bool = False  # neither was written: runner.roadmap.complexity chose `complexity`
     timeout: float | None = None  # seconds; None means no timeout
     retries: int = 0
     env: dict[str, str] = field(default_factory=dict)

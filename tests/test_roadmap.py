@@ -294,7 +294,7 @@ def test_executor_tasks_get_a_timeout_from_their_complexity(write):
     )
     minutes = {t.id: (t.timeout / 60 if t.timeout else None) for t in load([path]).roadmap.tasks}
     assert minutes == {
-        "s1": 10, "s3": 10, "m4": 20, "m6": 20, "c7": 30, "c8": 30, "v9": 45, "v10": 45, "unknown": 20,
+        "s1": 10, "s3": 10, "m4": 20, "m6": 20, "c7": 30, "c8": 30, "v9": 45, "v10": 45, "unknown": 10,  # neither given: inferred simple
         "simple": 10, "moderate": 20, "complex": 30, "cmd": None, "call": None, "own": 1,
     }  # fmt: skip
 
@@ -713,7 +713,12 @@ def test_plan_document(write):
         ],
         "by_status": {"(none)": 5, "done": 1},
         "by_priority": {"critical": 0, "high": 1, "medium": 4, "low": 1},
-        "by_complexity": {"simple": 1, "moderate": 0, "complex": 1, "unknown": 4},
+        "by_complexity": {"simple": 5, "moderate": 0, "complex": 1},
+        "complexity_inferred": 4,
+        "complexity": [
+            {"task": t, "complexity": c, "inferred": t in "cdef"}
+            for t, c in zip("abcdef", ["simple", "complex", "simple", "simple", "simple", "simple"])
+        ],
         "blocked": [{"task": "f", "reason": "depends on unknown task `nope`"}],
         "critical_path": {"length": 3, "tasks": ["a", "b", "c"]},
     }

@@ -96,6 +96,8 @@ class Progress:
             self.queue_sampled = (ev["ts"], float(ev.get("oldest_wait_s") or 0.0))
         elif name == "task:queued" and self.queue is not None:
             self.queue += 1
+        elif name == "task:added":  # the roadmap was edited during the run (runner.manager.live)
+            self.total += 1
         elif name in ("task:reserved", "task:started"):
             self.cooling.pop(ev.get("agent"), None)
             if name == "task:reserved" and self.queue:

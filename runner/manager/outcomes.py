@@ -16,7 +16,7 @@ from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TA
 from runner.manager.interface import RunResult
 from runner.manager.ledger import Attempt, task_hash
 from runner.manager.telemetry import summarize
-from runner.model import Outcome, TaskState
+from runner.model import FINAL_STATES, Outcome, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,9 @@ class Outcomes:
             "error": msg.error,
             "value": msg.value,
         }
-        if self.opt.write_back and self.sched.state[task_id] in (TaskState.SUCCEEDED, TaskState.FAILED):
-            status = "done" if outcome is Outcome.SUCCEEDED else "blocked"
-            if self.sched.reason.get(task_id) == "needs_improvement":  # its critic's rejections (manager.review)
-                status = "needs_improvement"
-            error = None if status == "done" else f"{msg.error or outcome.value} (log: {log_path})"
-            self._write_back.setdefault(self.tasks[task_id].file, {})[task_id] = (status, error)
+        if self.opt.write_back and self.sched.state[task_id] in FINAL_STATES:
+            final = "needs_improvement" if self.sched.reason.get(task_id) == "needs_improvement" else outcome.value
+            self._live_end(task_id, final, f"{msg.error or outcome.value} (log: {log_path})")
         if retry is not None:
             extra = {}
             if outcome is Outcome.RATE_LIMITED:

@@ -159,7 +159,7 @@ class Review:
         self._ws_info[task_id] = {**res.workspace, "review": "pending"}
         self._outcome(agent_id, task_id, attempt, Outcome.NEEDS_REVIEW, replace(res, outcome=Outcome.NEEDS_REVIEW.value))
         if self.opt.write_back and self.sched.reviewing(task_id):
-            self._write_back.setdefault(self.tasks[task_id].file, {})[task_id] = ("needs_review", None)
+            self._live_status(task_id, "needs_review")
         return True
 
     def _verdict(self, task_id: str, res: TaskResult) -> tuple[rv.Verdict | None, str]:

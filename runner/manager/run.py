@@ -26,6 +26,7 @@ from runner.manager import statedir
 from runner.manager.accounts import Accounts
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
+from runner.manager.live import Live
 from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
 from runner.manager.ledger import Ledger
 from runner.manager.liveness import Liveness
@@ -50,7 +51,7 @@ _FLUSH_S = 0.05
 _BOARD_AFTER_S = 0.25
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Liveness):
+class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, Liveness):
     """One run of a roadmap on a pool of agents."""
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
@@ -174,6 +175,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Livene
             if self.opt.selected is None or task_id in self.opt.selected:
                 self._note_change(task_id, wall)
         self._total = len(self._members())
+        self._live_start()
         self.reporter.started(
             {
                 "run_id": run_id,
@@ -236,8 +238,11 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Livene
             if self.board is None and now >= self._board_at:
                 self.board = serve_board(self.pool, self.folder)
             if self.sched.finished() and not self.pool.reservations:
+                if self._live_tick(now, force=True):  # a task of the run added tasks to the roadmap
+                    continue
                 self._flush()
                 return
+            self._live_tick(now)
             if now >= next_refresh:
                 self._refresh()
                 next_refresh = now + _REFRESH_S
@@ -282,6 +287,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Livene
         if self.pool.reservations:
             times.append(next_refresh)
             times.append(self._liveness_timer())
+        if self._live_on:
+            times.append(self._live_next)
         if self.sched.queue_length() and (self.opt.memfree is not None or self.opt.max_load is not None):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
@@ -417,6 +424,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Livene
                 return
             self.pool.set_task_pid(agent_id, msg.pid)
             self.sched.started(msg.task_id, agent_id)
+            self._live_status(msg.task_id, "in_progress")
             rec = self._records.get((msg.task_id, msg.attempt))
             if rec is not None:
                 rec["start"] = msg.start

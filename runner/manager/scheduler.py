@@ -50,10 +50,11 @@ from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler'
     _ANY, _NOT_CRITIC, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
     preferred_role,
 )
+from runner.manager.livequeue import LiveQueue
 from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
 
-class Scheduler(ReadyQueue, Reviews):
+class Scheduler(ReadyQueue, Reviews, LiveQueue):
     """Tracks every task's state in one run and decides assignments."""
 
     def __init__(

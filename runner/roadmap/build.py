@@ -10,6 +10,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
 from runner.model import Task
 from runner.roadmap.buildtask import TaskBuilder
+from runner.roadmap.complexity import infer
 from runner.roadmap.fields import (
     DEFAULTS_FIELDS,
     EPIC_FIELDS,
@@ -44,6 +45,15 @@ class Builder(TaskBuilder):
         self.executor_place: str | None = None
         self.agents: dict[str, int] | None = None
         self.settings: dict = {}  # top-level `workspace:` (the first file's that has one)
+
+    def rate_unrated(self) -> None:
+        """Infer the complexity of tasks that give none; an executor task's timeout follows it, unless the
+        file's `executor_timeouts` writes `unknown`, which then stays theirs."""
+        infer(self.tasks)
+        for t, table in self.unrated:
+            if "unknown" not in table or table is EXECUTOR_TIMEOUTS:
+                t.timeout = table.get(t.complexity.value, EXECUTOR_TIMEOUTS[t.complexity.value])
+        self.unrated = []
 
     # -- files and layouts
 
@@ -239,7 +249,7 @@ class Builder(TaskBuilder):
                 line,
             )
             return None
-        table = dict(EXECUTOR_TIMEOUTS)
+        table = {k: v for k, v in EXECUTOR_TIMEOUTS.items() if k != "unknown"}  # `unknown` only when written
         ok = True
         for key, value in v.items():
             if key not in EXECUTOR_TIMEOUTS:

@@ -52,6 +52,7 @@ class TaskBuilder:
         self.doc: Doc | None = None
         self.defaults: dict = {}
         self._folders: dict[str, str] = {}  # cwd as written -> folder, for the current file
+        self.unrated: list[tuple[Task, dict]] = []  # executor tasks with no complexity, with their timeouts table
 
     def _task(self, raw: dict, line: int | None, epic, milestone, order: int) -> Task | None:
         file, err = self.file, self.p.error
@@ -165,6 +166,8 @@ class TaskBuilder:
 
     def _executor_timeout(self, t: Task) -> float:
         table = self.defaults.get("executor_timeouts") or EXECUTOR_TIMEOUTS
+        if t.complexity is None and t.complexity_score is None:
+            self.unrated.append((t, table))  # rated once every task is read (runner.roadmap.complexity)
         score = t.complexity_score
         if score is not None:
             bucket = (

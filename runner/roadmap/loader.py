@@ -112,6 +112,7 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
         if doc is not None:
             builder.add_file(path, doc)
     del files
+    builder.rate_unrated()
     graph = analyse(builder.tasks, builder.first_seen)
     for dep, waiting in graph.unknown.items():
         first = waiting[0]

@@ -11,12 +11,15 @@ def plan(result: CheckResult) -> dict:
     tasks = _unique(result.tasks)
     by_status: dict[str, int] = {}
     by_priority = {p.value: 0 for p in Priority}
-    by_complexity = {c.value: 0 for c in Complexity} | {"unknown": 0}
+    by_complexity = {c.value: 0 for c in Complexity}
+    each = []  # every task's complexity, and whether runner.roadmap.complexity inferred it
     for t in tasks:
         status = t.status or "(none)"
         by_status[status] = by_status.get(status, 0) + 1
         by_priority[t.priority.value] += 1
-        by_complexity[t.complexity.value if t.complexity else "unknown"] += 1
+        level = t.complexity.value if t.complexity else "unknown"
+        by_complexity[level] = by_complexity.get(level, 0) + 1
+        each.append({"task": t.id, "complexity": level, "inferred": t.complexity_inferred})
     runnable = sum(1 for t in tasks if t.status in RUN_STATUSES and t.id not in result.blocked)
     path = result.critical_path
     return {
@@ -28,12 +31,14 @@ def plan(result: CheckResult) -> dict:
         "by_status": dict(sorted(by_status.items(), key=lambda kv: (-kv[1], kv[0]))),
         "by_priority": by_priority,
         "by_complexity": by_complexity,
+        "complexity_inferred": sum(1 for e in each if e["inferred"]),
+        "complexity": each,
         "blocked": [{"task": k, "reason": v} for k, v in result.blocked.items()],
         "critical_path": {"length": len(path), "tasks": list(path)},
     }
 
 
-def format_plan(result: CheckResult, *, max_blocked: int = 20) -> str:
+def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 40) -> str:
     """The human --check text: counts, what is blocked and why, the critical path, then each problem."""
     doc = plan(result)
     files = ", ".join(result.files) or "(no file)"
@@ -42,7 +47,13 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20) -> str:
     out.append(f"  tasks: {doc['tasks']} in the files, {doc['runnable']} would run, {len(doc['blocked'])} blocked")
     out.append("  status: " + _counts(doc["by_status"]))
     out.append("  priority: " + _counts(doc["by_priority"]))
-    out.append("  complexity: " + _counts(doc["by_complexity"]))
+    inferred = f" ({doc['complexity_inferred']} inferred)" if doc["complexity_inferred"] else ""
+    out.append("  complexity: " + _counts(doc["by_complexity"]) + inferred)
+    if doc["complexity"] and doc["complexity_inferred"]:
+        for e in doc["complexity"][:max_tasks]:
+            out.append(f"    {e['task']}: {e['complexity']}{' (inferred)' if e['inferred'] else ''}")
+        if len(doc["complexity"]) > max_tasks:
+            out.append(f"    ... and {len(doc['complexity']) - max_tasks} more (see --json)")
     if doc["blocked"]:
         out.append(f"  blocked ({len(doc['blocked'])}):")
         for b in doc["blocked"][:max_blocked]:

@@ -1,0 +1,77 @@
+"""A complexity for tasks whose roadmap gives neither `complexity` nor `complexity_score`.
+
+Real roadmaps (WeatherVane's) give neither, yet routing, `{complexity}`, the models table and the executor
+timeouts all want one. The rule is deterministic and counts points (docs/roadmap.md shows it):
+
+    words (by spaces) of title + description   < 25: 0 · 25-149: 1 · >= 150: 2
+    dependencies                   0-1: 0  · 2-3: 1    · >= 4: 2
+    exit criteria                  0-3: 0  · 4-6: 1    · >= 7: 2
+    heavy words (title, first 40 words of the description), +1 per family found, at most 2:
+        architecture · security · migration · refactor · concurrency · distributed · schema · infrastructure
+    light words in the title (typo, docs, readme, rename, comment, lint, format, bump): -1
+    the only task of its epic: +1
+
+    points <= 1: simple · 2-3: moderate · >= 4: complex
+"""
+
+from __future__ import annotations
+
+import re
+
+from runner.model import Complexity, Task
+
+# family -> stems; a word counts when it starts with a stem (`refactoring`, `migrations`, `insecure` does not)
+HEAVY = {
+    "architecture": ("architect",),
+    "security": ("security", "secure", "secret", "authent", "authoriz", "oauth", "permission", "vulnerab"),
+    "migration": ("migrat",),
+    "refactor": ("refactor", "rewrite", "redesign", "overhaul"),
+    "concurrency": ("concurren", "parallel", "race", "deadlock", "thread"),
+    "distributed": ("distributed", "cluster", "replica"),
+    "schema": ("schema",),
+    "infrastructure": ("infrastructure",),
+}
+LIGHT = ("typo", "doc", "docs", "readme", "rename", "comment", "comments", "lint", "format", "bump")
+_LEAD_WORDS = 40  # heavy words count in the title and the description's first words, not in pasted templates
+_FAMILY = {stem: family for family, stems in HEAVY.items() for stem in stems}
+_HEAVY = re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
+_LIGHT = re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
+
+
+def points(task: Task, epic_size: int | None = None) -> int:
+    """The rule's points for one task; epic_size is how many tasks its epic has (None: no epic)."""
+    title, description = task.title.lower(), task.description.lower()
+    lead = description.split(None, _LEAD_WORDS)
+    n = len(title.split()) + (len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split()))
+    score = 0 if n < 25 else 1 if n < 150 else 2
+    deps = len(task.dependencies)
+    score += 0 if deps < 2 else 1 if deps < 4 else 2
+    crit = len(task.exit_criteria)
+    score += 0 if crit < 4 else 1 if crit < 7 else 2
+    text = f"{title} {' '.join(lead[:_LEAD_WORDS])}"
+    if any(stem in text for stem in _FAMILY):  # most tasks have none: a plain search first
+        score += min(len({_FAMILY[m] for m in _HEAVY.findall(text)}), 2)
+    if any(word in title for word in LIGHT) and _LIGHT.search(title):
+        score -= 1
+    if epic_size == 1:
+        score += 1
+    return score
+
+
+def level(score: int) -> Complexity:
+    return Complexity.SIMPLE if score <= 1 else Complexity.MODERATE if score <= 3 else Complexity.COMPLEX
+
+
+def infer(tasks: list[Task]) -> list[Task]:
+    """Give every task that has neither field an inferred complexity (task.complexity_inferred); returns them."""
+    epic_size: dict[str, int] = {}
+    for t in tasks:
+        if t.epic is not None:
+            epic_size[t.epic] = epic_size.get(t.epic, 0) + 1
+    out = []
+    for t in tasks:
+        if t.complexity is None and t.complexity_score is None:
+            t.complexity = level(points(t, epic_size.get(t.epic) if t.epic is not None else None))
+            t.complexity_inferred = True
+            out.append(t)
+    return out
