@@ -169,6 +169,20 @@ class Workspaces:
             if "branch" in rec:
                 self._entries.setdefault(rec["branch"], {}).update(rec)
 
+    def _worktree(self, *args: str, check: bool = True):
+        """`git worktree ARGS` with our other processes kept out: git takes no lock on .git/worktrees,
+        and an agent's `worktree remove` (which drops that folder once it is empty) races another's
+        `worktree add` ("could not create directory of '.git/worktrees/...'")."""
+        import fcntl
+
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.state_dir / ".worktree.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return self.git.run(self.repo, "worktree", *args, check=check)
+        finally:
+            os.close(fd)  # closing drops the lock
+
     def reload(self) -> None:
         """Read the journal again: other processes (the agents) append the branches they create."""
         with self._lock:
@@ -204,7 +218,7 @@ class Workspaces:
             path = self.worktrees_dir / branch.rsplit("/", 1)[1]
             if self.is_ours(branch) or path.exists():
                 continue  # ours from an earlier attempt, or a leftover folder
-            proc = self.git.run(self.repo, "worktree", "add", "-q", "-b", branch, str(path), start, check=False)
+            proc = self._worktree("add", "-q", "-b", branch, str(path), start, check=False)
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 return Workspace(str(path), branch, start, task_id)
@@ -266,7 +280,7 @@ class Workspaces:
         Raises GitError (and removes nothing) when the WIP commit fails: no attempt's work is lost.
         """
         wip = self.wip_commit(ws, reason) if (Path(ws.path) / ".git").exists() else None
-        self.git.run(self.repo, "worktree", "remove", "--force", ws.path)
+        self._worktree("remove", "--force", ws.path)
         self._record(ws.branch, path=None)
         return wip
 
@@ -359,7 +373,7 @@ class Workspaces:
                 wip = self.remove(self.workspace(branch), "interrupted: the run died")
             else:  # gone already: unregister just this one (not `worktree prune`, which prunes the user's too)
                 wip = None
-                self.git.run(self.repo, "worktree", "remove", "--force", path, check=False)
+                self._worktree("remove", "--force", path, check=False)
                 self._record(branch, path=None)
             removed.append(path)
             if wip:
@@ -390,7 +404,7 @@ class Workspaces:
         for child in sorted(self.worktrees_dir.iterdir()):
             if str(child) in known or not (child / ".git").exists():
                 continue
-            if self.git.ok(self.repo, "worktree", "remove", str(child)):  # no --force: a dirty one stays
+            if self._worktree("remove", str(child), check=False).returncode == 0:  # no --force: a dirty one stays
                 removed.append(str(child))
         return removed
 
@@ -407,9 +421,9 @@ def ensure_landing_worktree(sp: "Workspaces") -> Path:
     if not (path / ".git").exists():
         if path.exists():
             shutil.rmtree(path)
-        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)  # stale registration
+        sp._worktree("remove", "--force", str(path), check=False)  # stale registration
         sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sp.git.run(sp.repo, "worktree", "add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
+        sp._worktree("add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
     return path
 
 
@@ -419,8 +433,8 @@ def remove_landing_worktree(sp: "Workspaces") -> None:
     It holds nothing of value: every merge in it is of branches that are kept, so no WIP commit first.
     """
     path = sp.landing_path
-    sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
+    sp._worktree("remove", "--force", str(path), check=False)
     if path.exists():  # git refused (e.g. a stale lock): the folder is ours alone
         shutil.rmtree(path)
         # Unregister just this one; `git worktree prune` would also prune the user's missing worktrees.
-        sp.git.run(sp.repo, "worktree", "remove", "--force", str(path), check=False)
+        sp._worktree("remove", "--force", str(path), check=False)
