@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import replace
 
-from runner.agents.execute import kill_tree, run_attempt
+from runner.agents.execute import append_to_log as _append, kill_tree, run_attempt
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.coding.failures import FailureClass, classify
 from runner.coding.output import parser_for
@@ -172,11 +172,3 @@ def _tail(msg: TaskMessage) -> bytes:
             if len(part) >= 20:
                 tail = tail.replace(part.encode(errors="replace"), b"")
     return tail
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-    except OSError:
-        pass

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import replace
 
-from runner.agents.execute import LogFiles, run_attempt
+from runner.agents.execute import append_to_log as _append, LogFiles, run_attempt
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.model import Outcome
 
@@ -141,11 +141,3 @@ def _read(path: str, limit: int = 1 << 20) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-    except OSError:
-        pass

@@ -206,7 +206,7 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
             logs.done()
             raise
     except OSError as exc:
-        _append(msg.log_path, f"wvo-batch: cannot start {msg.command!r}: {exc}\n")
+        append_to_log(msg.log_path, f"wvo-batch: cannot start {msg.command!r}: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.FAILED.value, 127, start, time.time(), error=str(exc))
     if note_pid is not None:
         note_pid(proc.pid)
@@ -388,7 +388,7 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
             proc.wait()
             _close(pidfd)
             logs.name()
-            _append(msg.log_path, f"\nwvo-batch: timed out after {msg.timeout:g}s; process tree killed\n")
+            append_to_log(msg.log_path, f"\nwvo-batch: timed out after {msg.timeout:g}s; process tree killed\n")
             return Outcome.TIMED_OUT, f"timed out after {msg.timeout:g}s"
     _close(pidfd)
     return None, None
@@ -438,7 +438,8 @@ def _classify_failure(msg: TaskMessage, code: int) -> tuple[Outcome, float | Non
     return Outcome.RATE_LIMITED, float(m.group(1)) if m else None
 
 
-def _append(path: str, text: str) -> None:
+def append_to_log(path: str, text: str) -> None:
+    """Add wvo-batch's own line to an attempt's log; a log that cannot be written is no reason to fail."""
     try:
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
