@@ -7,6 +7,7 @@ passes them; they are not the performance targets.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
@@ -78,3 +79,51 @@ def test_loglog_slope_recovers_the_exponent():
     xs = [1_000, 10_000, 100_000]
     assert bench.loglog_slope(xs, [2e-3 * x for x in xs]) == pytest.approx(1.0)
     assert bench.loglog_slope(xs, [1e-6 * x**1.5 for x in xs]) == pytest.approx(1.5)
+
+
+@pytest.mark.timeout(180)
+def test_worktree_workload_runs_at_a_small_size_and_reports_its_figures(tmp_path):
+    """Workload 9 end to end, smoke size (50 files, 6 tasks): both sides land every task, the report has the figures."""
+    out = tmp_path / "benchmarks.md"
+    code = bench.main(["--quick", "--only", "9", "--no-install", "--out", str(out), "--scratch", str(tmp_path)])
+    text = out.read_text()
+    assert code == 0, text
+    assert "### 9. Worktrees: 6 tasks" in text and "50-file repository" in text
+    assert "| wvo-batch --quiet --agents 8 |" in text and "| bash script, the same git commands, serial |" in text
+    assert "9 worktree tasks: CPU per task vs a serial git script" in text
+    assert "9 worktree tasks: agents idle while landing" in text
+    assert "| `git worktree` |" in text  # the git-call table of the logging shim
+    assert "[9] bash $BENCH/modules/worktree_tasks.sh" in text
+    for path in (str(tmp_path), str(ROOT), str(Path.home())):
+        assert path not in text, f"{path} leaked into the report"
+
+
+def _events(path, rows):
+    with open(path, "w") as f:
+        for ts, name, fields in rows:
+            f.write(json.dumps({"ts": ts, "event": name, **fields}) + "\n")
+    return path
+
+
+def test_worktree_events_count_agent_idle_time_while_landing_and_tasks_wait(tmp_path):
+    """Agent a holds t0 from 0 to 1, then waits 0.5 s for t2 while t0 lands (1 to 2) and t2 waits: 0.5 s idle."""
+    rows = [
+        (0.0, "task:queued", {"task": "t0"}), (0.0, "task:queued", {"task": "t1"}), (0.0, "task:queued", {"task": "t2"}),
+        (0.0, "task:reserved", {"task": "t0", "agent": "a", "attempt": 1}),
+        (0.0, "task:reserved", {"task": "t1", "agent": "b", "attempt": 1}),
+        (1.0, "task:landing", {"task": "t0", "agent": "a", "attempt": 1}),
+        (1.5, "task:reserved", {"task": "t2", "agent": "a", "attempt": 1}),
+        (2.0, "task:landed", {"task": "t0", "attempt": 1}),
+        (2.0, "task:finished", {"task": "t0", "agent": "a", "attempt": 1, "status": "succeeded"}),
+        (3.0, "task:finished", {"task": "t1", "agent": "b", "attempt": 1, "status": "failed", "error": "exit 1"}),
+        (3.0, "task:landing", {"task": "t2", "agent": "a", "attempt": 1}),
+        (3.5, "task:landed", {"task": "t2", "attempt": 1}),
+    ]
+    f = bench.worktree_events(_events(tmp_path / "ev.jsonl", rows))
+    assert f["agents"] == 2 and f["tasks"] == 3 and f["landed"] == 2
+    assert f["idle_with_work_s"] == pytest.approx(0.5)
+    assert f["idle_while_landing_s"] == pytest.approx(0.5)
+    assert f["longest_idle_s"] == pytest.approx(0.5)
+    assert f["landing_busy_s"] == pytest.approx(1.5)  # 1-2 and 3-3.5
+    assert f["agent_busy_s"] == pytest.approx(1.0 + 3.0 + 1.5)
+    assert f["failed"] == ["t1: failed: exit 1"]
