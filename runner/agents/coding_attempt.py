@@ -64,16 +64,17 @@ def _in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles, announc
                 info["state"] = "committed"
                 if msg.checks:
                     result = _checks(replace(msg, env=env), result, ws.path, base_env, began)
-                # checks may leave files behind: the worktree goes back to the commit, nothing of theirs is kept
-                spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
-                spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
+                    # checks may leave files behind: back to the commit, nothing of theirs is kept
+                    spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
+                    spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
         else:
             wip = spaces.wip_commit(ws, f"{msg.task_id} attempt {msg.attempt}: {result.outcome}")
             info["commit"], info["state"] = wip, "wip"
         stats = spaces.diff_stats(ws.branch, ws.base_commit)
         info.update(files=stats.files_changed, added=stats.added, deleted=stats.deleted)
         if not w.get("keep"):
-            spaces.remove(ws, f"attempt {msg.attempt} ended: {result.outcome}")
+            # everything in it was committed just now (the result, or a WIP commit): no second snapshot
+            spaces.remove(ws, f"attempt {msg.attempt} ended: {result.outcome}", saved=True)
     except (GitError, WorkspaceError, OSError) as exc:
         _append(msg.log_path, f"\nwvo-batch: git failed after the attempt: {exc}\n")
         result = replace(result, outcome=Outcome.FAILED.value, error=f"git: {exc}")

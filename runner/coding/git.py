@@ -10,6 +10,7 @@ import enum
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,12 +159,24 @@ def checked_out_branch(repo: str | Path, git: Git | None = None) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+_LIST_TRIES = 10  # `git worktree list` while another process adds a worktree: tries, 20 ms more apart each
+
+
 def worktree_branches(repo: str | Path, git: Git | None = None) -> dict[str, str]:
     """Every worktree of the repository that has a branch checked out: branch (short) -> path."""
     git = git or Git()
     out: dict[str, str] = {}
     path = None
-    for line in git.out(repo, "worktree", "list", "--porcelain").splitlines():
+    for attempt in range(_LIST_TRIES):
+        proc = git.run(repo, "worktree", "list", "--porcelain", check=False)
+        if proc.returncode == 0:
+            break
+        # Another process's `worktree add` is half done ("failed to read .git/worktrees/<name>/commondir"):
+        # git takes no lock there, so look again once it has written the rest.
+        time.sleep(0.02 * (attempt + 1))
+    else:
+        raise GitError(["worktree", "list", "--porcelain"], proc.returncode, proc.stderr)
+    for line in proc.stdout.splitlines():
         if line.startswith("worktree "):
             path = line[len("worktree "):]
         elif line.startswith("branch refs/heads/") and path is not None:

@@ -274,12 +274,14 @@ class Workspaces:
         self._record(ws.branch, state=BranchState.WIP.value, tip=new)
         return new
 
-    def remove(self, ws: Workspace, reason: str = "worktree removed") -> str | None:
+    def remove(self, ws: Workspace, reason: str = "worktree removed", saved: bool = False) -> str | None:
         """WIP-commit what is left, then remove the worktree (its branch stays); the WIP commit or None.
 
-        Raises GitError (and removes nothing) when the WIP commit fails: no attempt's work is lost.
+        saved: the caller has just committed everything in it (and nothing has run there since), so the
+        WIP snapshot, two scans of the whole tree, is skipped. Raises GitError (and removes nothing) when
+        the WIP commit fails: no attempt's work is lost.
         """
-        wip = self.wip_commit(ws, reason) if (Path(ws.path) / ".git").exists() else None
+        wip = self.wip_commit(ws, reason) if not saved and (Path(ws.path) / ".git").exists() else None
         self._worktree("remove", "--force", ws.path)
         self._record(ws.branch, path=None)
         return wip
