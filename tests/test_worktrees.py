@@ -270,3 +270,16 @@ def _marked(marker: str) -> list:
         except psutil.Error:
             pass
     return out
+
+
+def test_history_shows_each_worktree_tasks_branch_and_landed_commit(tmp_path):
+    repo = make_repo(tmp_path, WORKTREE + "tasks:\n  - id: a\n    command: \"echo x > x.txt\"\n"
+                     "  - id: b\n    command: \"exit 4\"\n")  # fmt: skip
+    code, doc, err = run_json(repo, "--agents", "2")
+    landed = rows(doc)["a"]["workspace"]["landed"]
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--history")
+    assert proc.returncode == 0, proc.stderr
+    line_a = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("a: "))
+    assert "wvo/" in line_a and f"landed {landed[:10]}" in line_a and "+1 -0 in 1 file(s)" in line_a
+    line_b = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("b: "))
+    assert "kept on" in line_b

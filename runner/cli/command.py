@@ -437,6 +437,11 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
             + (f"  (resumed run {r.resumed_from})" if r.resumed_from else "")
             + (f"  {usage_line(s['usage'])}" if s.get("usage") else "")
         )
+        if s.get("work"):  # worktree tasks of the run: branch, change, landed commit or why not
+            from runner.cli.summary import work_cell
+
+            for task_id, info in sorted(s["work"].items()):
+                _echo(f"        {task_id}: {info.get('branch', '-')}: {work_cell(info)}")
     return EXIT_OK
 
 

@@ -212,6 +212,9 @@ class Outcomes:
     def _close_ledger(self, status: str, counts: dict, summary: dict) -> None:
         """Write what is pending and close the run in the ledger; after a ledger failure, one more try."""
         row = {k: summary[k] for k in ("total", *counts, "makespan_s")}
+        if getattr(self, "_ws_info", None):  # worktree tasks: where each one's work went, for --history
+            keys = ("branch", "files", "added", "deleted", "landed", "why")
+            row["work"] = {tid: {k: info.get(k) for k in keys if info.get(k) is not None} for tid, info in self._ws_info.items()}
         failed_before = self.ledger_error is not None
         try:
             self.ledger.finish_run(self.run_id, status, row)
