@@ -283,3 +283,16 @@ def test_history_shows_each_worktree_tasks_branch_and_landed_commit(tmp_path):
     assert "wvo/" in line_a and f"landed {landed[:10]}" in line_a and "+1 -0 in 1 file(s)" in line_a
     line_b = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("b: "))
     assert "kept on" in line_b
+
+
+def test_many_quick_worktree_tasks_are_never_chunked_past_their_worktree(tmp_path):
+    # Quick commands are handed out in chunks (runner.manager.quick); a worktree task must never be,
+    # or it runs in the roadmap's folder instead of its worktree, and nothing lands.
+    n = 100
+    tasks = "".join(f"  - id: q{i}\n    command: \"echo {i} > q{i}.txt\"\n" for i in range(n))
+    repo = make_repo(tmp_path, WORKTREE + "tasks:\n" + tasks)
+    code, doc, err = run_json(repo, "--agents", "8")
+    assert code == 0, err
+    assert all(r["workspace"]["landed"] for r in doc["tasks"])
+    assert {f"q{i}.txt" for i in range(n)} <= set(git(repo, "ls-tree", "--name-only", "wvo/roadmap").split())
+    assert not any((repo / f"q{i}.txt").exists() for i in range(n))

@@ -329,10 +329,10 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             self._note_change(task_id, wall)
         for agent, task in pairs:
             chunk = [task]
-            if self._chunking and self._quick.fits(task):
+            if self._chunking and self._chunkable(task):
                 limit = self._quick.size(task, self.sched.queue_length() + 1, len(self.pool.agents))
                 while len(chunk) < limit:
-                    more = self.sched.assign_more(agent, now, self._quick.fits)
+                    more = self.sched.assign_more(agent, now, self._chunkable)
                     if more is None:
                         break
                     chunk.append(more)
@@ -375,6 +375,9 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
                         self._deadline[agent.id] = now + task.timeout
             if not self.backend.send(agent.id, out):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
+
+    def _chunkable(self, task: Task) -> bool:  # a worktree, checks or files: an attempt of its own
+        return task.id not in self.ws and self._quick.fits(task)
 
     def _message(self, task: Task, role: str, attempt: int, agent_id: str = "") -> TaskMessage:
         if self.review_rounds and self.sched.reviewing(task.id):
