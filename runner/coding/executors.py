@@ -15,7 +15,6 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
-from runner.coding.review import DEFAULT_REVIEW_PROMPT, REVIEW_FIELDS
 from runner.errors import UsageError
 from runner.model import Complexity, Task
 
@@ -59,6 +58,24 @@ PRESETS: dict[str, list[str]] = {
 PRESET_OUTPUT = {"codex": "codex-json", "claude": "claude-json"}
 OUTPUTS = ("codex-json", "claude-json", "text")
 STALL_TIMEOUT = 600.0  # seconds without a structured event before an agent-CLI attempt is killed
+
+DIFF_CAP = 60_000  # bytes of diff in a critic's prompt (runner.coding.review)
+DEFAULT_REVIEW_PROMPT = (
+    "You are the critic. Review the work done for task {id}: {title}\n\n{description}\n\n"
+    "Exit criteria:\n{exit_criteria}\n\n"
+    "These checks ran on it and passed:\n{checks}\n\n"
+    f"The change, as a diff against the commit the task started from (at most {DIFF_CAP} bytes; a longer diff "
+    "is cut and ends with a note listing every changed file). The current directory is a read-only copy of "
+    "the result: read files there if the diff is not enough, but change nothing.\n\n{diff}\n\n"
+    "Decide whether the change meets every exit criterion and is correct. End your answer with exactly one "
+    "line, either\nVERDICT: APPROVE\nor\nVERDICT: REJECT <what must change, in one line>"
+)
+
+# Fields a review prompt may use beyond the executor's (runner.coding.executors.FIELDS).
+REVIEW_FIELDS = {
+    "diff": f"the task branch against its start commit (at most {DIFF_CAP} bytes; says so when cut)",
+    "checks": "the checks that ran and passed, one '- ' line each ('- none' when the task has none)",
+}
 
 DEFAULT_RATE_LIMIT = r"\b429\b|rate[ _-]?limit|too many requests"
 

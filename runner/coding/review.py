@@ -19,29 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from runner.coding.executors import DEFAULT_REVIEW_PROMPT, DIFF_CAP, REVIEW_FIELDS  # noqa: F401 - kept with the other templates
 from runner.model import Complexity, Task
 
-# At most this many bytes of the task's diff go into {diff}; the default prompt says so.
-DIFF_CAP = 60_000
 DEFAULT_ROUNDS = 2
 MAX_ROUNDS = 20
-
-DEFAULT_REVIEW_PROMPT = (
-    "You are the critic. Review the work done for task {id}: {title}\n\n{description}\n\n"
-    "Exit criteria:\n{exit_criteria}\n\n"
-    "These checks ran on it and passed:\n{checks}\n\n"
-    f"The change, as a diff against the commit the task started from (at most {DIFF_CAP} bytes; a longer diff "
-    "is cut and ends with a note listing every changed file). The current directory is a read-only copy of "
-    "the result: read files there if the diff is not enough, but change nothing.\n\n{diff}\n\n"
-    "Decide whether the change meets every exit criterion and is correct. End your answer with exactly one "
-    "line, either\nVERDICT: APPROVE\nor\nVERDICT: REJECT <what must change, in one line>"
-)
-
-# Fields a review prompt may use beyond the executor's (runner.coding.executors.FIELDS).
-REVIEW_FIELDS = {
-    "diff": f"the task branch against its start commit (at most {DIFF_CAP} bytes; says so when cut)",
-    "checks": "the checks that ran and passed, one '- ' line each ('- none' when the task has none)",
-}
 
 _VERDICT = re.compile(r"^VERDICT\s*:\s*(APPROVE|REJECT)\b[\s:.\-]*(.*)$", re.IGNORECASE)
 _DECORATION = " \t*_`>#-"

@@ -24,8 +24,6 @@ import os
 import time
 
 from runner.coding import executors
-from runner.coding.output import CliResult, Usage, attempt_cost, attempt_usage
-from runner.coding.pricing import with_cost
 from runner.errors import EXIT_LOCKED, EXIT_OK, EXIT_TASK_FAILED
 from runner.model import Outcome, Task
 
@@ -60,7 +58,7 @@ def _k(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
-def _add(total: dict, usage: Usage, cost: float | None, estimated: bool) -> None:
+def _add(total: dict, usage, cost: float | None, estimated: bool) -> None:
     for key, value in usage.as_dict().items():
         total[key] = total.get(key, 0) + value
     if cost is not None:
@@ -74,7 +72,7 @@ class Accounts:
     def _init_accounts(self) -> None:
         self._sessions: dict[str, tuple[str, str]] = {}  # task id -> (session id, account) of its last attempt
         self._affinity: dict[tuple[str, str], str] = {}  # (affinity key, agent id) -> session id
-        self._reported: dict[str, tuple[Usage, float | None]] = {}  # session -> last totals it reported
+        self._reported: dict[str, tuple] = {}  # (output.Usage, cost)  # session -> last totals it reported
         self._usage: dict[str, dict] = {}  # task id -> tokens and cost over its attempts
         self._total_usage: dict = {}
         self._cli_rows: dict[tuple[str, int], dict] = {}  # (task, attempt) -> ledger fields, until recorded
@@ -126,6 +124,10 @@ class Accounts:
     # -- an attempt's result ---------------------------------------------------------------------------
 
     def _cli_result(self, agent_id: str, msg) -> None:
+        # lazily: a run of plain commands never reads a CLI's output (~6 ms of start-up)
+        from runner.coding.output import CliResult, Usage, attempt_cost, attempt_usage
+        from runner.coding.pricing import with_cost
+
         """An agent-CLI attempt ended: spend, session, and what its failure class means for the run."""
         cli = msg.cli
         task = self.tasks[msg.task_id]

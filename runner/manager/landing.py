@@ -42,12 +42,17 @@ class Landing:
 
     def _workspace_settings(self) -> None:
         """Each task's workspace (self.ws: task id -> coding.settings.Workspace); UsageError naming the place."""
-        from runner.coding import settings
-
         self.ws = {}
         self._spaces = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
         self._landers = {}  # (repo, into) -> runner.coding.landing.Lander
         o = self.opt
+        coding_keys = ("files", "checks", "allow_empty", "workspace")
+        if not (o.workspace or self.roadmap.settings.get("workspace") or (self.roadmap.defaults or {}).get("workspace")
+                or any((t.command is None and t.call is None) or any(k in t.meta for k in coding_keys)
+                       for t in self._members())):
+            return  # plain commands and callables with no workspace setting: nothing to read (no import either)
+        from runner.coding import settings
+
         overrides = settings.Overrides(o.workspace, o.land, o.into, o.keep_worktrees)
         top = self.roadmap.settings.get("workspace") if getattr(self.roadmap, "settings", None) else None
         defaults = self.roadmap.defaults.get("workspace") if self.roadmap.defaults else None

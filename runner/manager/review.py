@@ -23,7 +23,6 @@ from dataclasses import replace
 
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.coding import executors
-from runner.coding import review as rv
 from runner.errors import UsageError
 from runner.manager import statedir
 from runner.model import Outcome, Task
@@ -51,8 +50,8 @@ class Review:
             if not task.runnable_status or task.id in self.opt.blocked:
                 continue
             problems: list[str] = []
-            policy = rv.parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
-            if not problems and not rv.needs_review(task, policy, executors.complexity_of(task)):
+            policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
+            if not problems and not _rv().needs_review(task, policy, executors.complexity_of(task)):
                 continue
             ws = self.ws.get(task.id)
             if not problems and (ws is None or ws.mode != "worktree"):
@@ -80,9 +79,9 @@ class Review:
         spaces = self._spaces_of(task.id)
         cwd = None
         try:
-            diff = spaces.diff_text(ws["branch"], ws["base"], rv.DIFF_CAP) or "(no changes)"
+            diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
-            fields = {"diff": diff, "checks": rv.checks_text(work["checks"])}
+            fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
             command = executors.build_argv(task, role, self.executor, self._feedback_text(task.id), attempt, fields)
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
@@ -162,7 +161,7 @@ class Review:
             self._live_status(task_id, "needs_review")
         return True
 
-    def _verdict(self, task_id: str, res: TaskResult) -> tuple[rv.Verdict | None, str]:
+    def _verdict(self, task_id: str, res: TaskResult) -> tuple[object, str]:
         """The critic's verdict from its log, and why there is none; the task branch must not have moved."""
         ws = self._under_review[task_id]["workspace"]
         spaces = self._spaces_of(task_id)
@@ -182,7 +181,7 @@ class Review:
                     data = f.read()
             except OSError:
                 pass
-        verdict = rv.verdict_of(data)
+        verdict = _rv().verdict_of(data)
         if verdict is None:
             return None, "no verdict: the critic's output has no line `VERDICT: APPROVE` or `VERDICT: REJECT <reason>`"
         return verdict, ""
@@ -207,3 +206,10 @@ class Review:
         if any(models):
             out["models"] = models
         return out
+
+
+def _rv():
+    """runner.coding.review, imported on the first review: a run without one never needs it."""
+    from runner.coding import review
+
+    return review
