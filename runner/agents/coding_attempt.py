@@ -48,7 +48,8 @@ def _in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles, announc
         ws = spaces.create(msg.task_id)
     except (GitError, WorkspaceError, OSError) as exc:
         _append(msg.log_path, f"wvo-batch: cannot create the worktree: {exc}\n")
-        return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}")
+        return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}",
+                          log=True)
     env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
     result = _attempt(replace(msg, cwd=ws.path, env=env), conn, base_env, logs, announce_after, note_pid)
     info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
@@ -114,9 +115,9 @@ def _checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dic
             why = f"exit {res.exit_code}" if res.outcome == Outcome.FAILED.value else res.outcome
             return replace(
                 result, outcome=Outcome.CHECK_FAILED.value, exit_code=res.exit_code,
-                error=f"check failed: {check} ({why})", checks=tuple(ran), check_tail=tail, end=time.time(),
+                error=f"check failed: {check} ({why})", checks=tuple(ran), check_tail=tail, end=time.time(), log=True,
             )
-    return replace(result, checks=tuple(ran), end=time.time())
+    return replace(result, checks=tuple(ran), end=time.time(), log=True)  # the checks' output is in the log
 
 
 class _NoOrders:
