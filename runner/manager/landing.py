@@ -64,16 +64,17 @@ class Landing:
             return repos[folder]
 
         problems_at = []
+        block_problems: list[str] = []  # the blocks were checked at load time (file:line); here once, not per task
+        top_s = settings.parse_block(top, "workspace", block_problems)
+        def_s = settings.parse_block(defaults, "defaults.workspace", block_problems)
         for task in self._members():
             if not task.runnable_status or task.id in o.blocked:
                 continue
             agent_task = task.command is None and task.call is None
-            wanted = o.workspace or any(k in task.meta for k in ("files", "checks", "allow_empty", "workspace")) or top or defaults
+            wanted = o.workspace or any(k in task.meta for k in coding_keys) or top or defaults
             if not agent_task and not wanted:
                 continue
-            problems: list[str] = []
-            top_s = settings.parse_block(top, "workspace", problems)
-            def_s = settings.parse_block(defaults, "defaults.workspace", problems)
+            problems: list[str] = list(block_problems)
             ws = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
             if ws.mode == "worktree" and task.call is not None:
                 problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
@@ -280,6 +281,7 @@ class Landing:
         return "Feedback from earlier attempts:\n" + text
 
     def _feedback_note(self, task_id: str, attempt: int, text: str) -> None:
+        """Why an attempt failed, for every later attempt of the task ({feedback}, WVO_FEEDBACK)."""
         self._feedback.setdefault(task_id, []).append((attempt, text))
 
     # -- the end --------------------------------------------------------------------------------------
@@ -310,16 +312,13 @@ class Landing:
 
 
 def _repo_top(folder: str) -> str | None:
-    import subprocess  # lazily: only a run with workspace settings asks git
+    """The top folder of the git repository holding `folder`, or None."""
+    from runner.coding.git import GitError, WorkspaceError, find_repo
 
     try:
-        proc = subprocess.run(
-            ["git", "-C", folder, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30,
-            env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
+        return str(find_repo(folder))
+    except (GitError, WorkspaceError, OSError):
         return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def _landing_checks(checks, env: dict, timeout: float | None, log_path: str):

@@ -112,7 +112,7 @@ class Outcomes:
             why = msg.error or outcome.value
             if msg.check_tail:
                 why += f"\nLast lines of its output:\n{msg.check_tail}"
-            self._feedback.setdefault(task_id, []).append((attempt, why))
+            self._feedback_note(task_id, attempt, why)
         wall = time.time()
         duration = (msg.end - msg.start) if msg.start else 0.0
         self._emit(
