@@ -7,7 +7,8 @@ cancel; `channel` carries the `messages` (small frozen dataclasses) between agen
 machine and `ray_backend` runs them as Ray actors (the actor itself is `ray_actor`). `watchdog`
 kills what a run started when its manager dies; `outbox` keeps a chunk's results until reported.
 
-`coding_attempt` runs an attempt in a git worktree of its own and the task's checks after it.
+`pipeline` is one attempt as every backend runs it: a worktree of its own, the command or agent CLI
+with its output parser, the commit, the checks (runner.coding.checks); `kill` is the one process-tree kill.
 
 May import: `runner.model`, `runner.errors`, `runner.coding` (the git layer and output parsers, which
 run in the agent), and nothing of the manager, the roadmap or the CLI.

@@ -14,7 +14,9 @@ import struct
 import sys
 import time
 
-from runner.agents.execute import LogFiles, child_pids, kill_tree, reap_children, run_attempt
+from runner.agents.execute import LogFiles, reap_children, run_attempt
+from runner.coding.kill import descendants, kill_tree, wait_gone
+from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
 from runner.agents.watchdog import add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
@@ -22,8 +24,9 @@ from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, Ta
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
-# The pid of the task's process group while one runs, for the signal handler. Owned by this process.
-_running: dict[str, int] = {}
+# The pid of the task's process group while one runs ("pid") and the attempt's mark ("mark"), for the
+# signal handler. Owned by this process.
+_running: dict[str, object] = {}
 
 # A command's Started is sent once it has run this long: most no-op tasks end sooner, and their
 # TaskResult alone says it all, one message and one wake-up of the manager fewer. Meanwhile the pid
@@ -71,9 +74,12 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox |
         if pid:
             _running["pid"] = pid
         else:
-            _running.clear()
+            _running.pop("pid", None)
         if pid_slot is not None:
             _FIELD.pack_into(pid_slot[0], pid_slot[1], pid)
+
+    def note_mark(mark: str) -> None:
+        _running["mark"] = mark
 
     def note_position(position: int) -> None:
         if pid_slot is not None:
@@ -107,16 +113,7 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox |
             continue
         if isinstance(msg, TaskMessage):
             try:
-                if msg.workspace is None and not msg.checks and msg.output:  # an agent CLI, read as it runs
-                    from runner.agents.cli_attempt import run_cli_attempt
-
-                    result = run_cli_attempt(msg, conn, base_env, logs, announce_after, note_pid)
-                elif msg.workspace is None and not msg.checks:
-                    result = run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
-                else:  # a worktree or checks: the coding layer's attempt (imported only then)
-                    from runner.agents.coding_attempt import run_with_checks
-
-                    result = run_with_checks(msg, conn, base_env, logs, announce_after, note_pid)
+                result = run_attempt_pipeline(msg, conn, base_env, logs, announce_after, note_pid, note_mark)
             except (EOFError, OSError):
                 return
             finally:
@@ -215,24 +212,14 @@ def _on_term(signum, frame) -> None:
     then fail inside the handler: no traceback of that reaches the terminal, the task dies anyway.
     """
     try:
-        pid = _running.get("pid")
-        if pid:
-            try:
-                kill_tree(pid, 0.5)
-            except BaseException:  # noqa: BLE001 - its group at least, at once
-                _killpg(pid)
+        pid, mark = _running.get("pid"), _running.get("mark")
+        if pid or mark:
+            kill_tree(pid, 0.5, mark=mark)
         _kill_orphans()
     except BaseException:  # noqa: BLE001
         pass
     finally:
         os._exit(128 + signum)
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def reap_orphans() -> None:
@@ -243,39 +230,15 @@ def reap_orphans() -> None:
 def _kill_orphans() -> None:
     """On the way out: whatever a task left behind, even outside its process group, dies with us.
 
-    We are a subreaper, so every orphaned descendant is our child: kill and reap our children until
-    none is left (each round, the children of those just killed have become ours).
+    We are a subreaper, so every orphaned descendant is below us: kill them all, and reap.
     """
     for _ in range(100):
-        kids = child_pids()
-        if kids is None:  # a kernel without /proc/<pid>/task/<tid>/children
-            return _kill_orphans_psutil()
-        if not kids:
+        left = [p for p in descendants(os.getpid()) if p]
+        if not left:
             return
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in kids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-
-
-def _kill_orphans_psutil() -> None:
-    import psutil
-
-    try:
-        for proc in psutil.Process().children(recursive=True):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-    except psutil.Error:
-        pass
-    reap_orphans()
+        kill_tree(None, 0.0, also=left)
+        wait_gone(left, time.monotonic() + 1.0)
+        reap_orphans()
 
 
 def _watch_parent(manager_pid: int, sig: int) -> None:

@@ -18,7 +18,8 @@ import threading
 import time
 from dataclasses import replace
 
-from runner.agents.execute import append_to_log as _append, kill_tree, run_attempt
+from runner.agents.execute import append_to_log as _append, run_attempt
+from runner.coding.kill import ATTEMPT_MARK, kill_tree
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.coding.failures import FailureClass, classify
 from runner.coding.output import parser_for
@@ -92,7 +93,7 @@ class _Follow:
             last = self.parser.last_event_at or self._began
             if self.clock() - last >= limit:
                 self.stalled = True
-                kill_tree(self.pid, self.msg.grace)
+                kill_tree(self.pid, self.msg.grace, mark=self.msg.env.get(ATTEMPT_MARK))
                 return
 
 

@@ -1,7 +1,8 @@
 """Run one attempt of a task: a command in its own session, or a callable in this process.
 
 Output streams straight to the task's log file, so a task that prints a gigabyte costs memory nowhere.
-A timeout TERMs the task's whole process tree and KILLs what is left after the grace period.
+A timeout TERMs the task's whole process tree and KILLs what is left after the grace period
+(runner.coding.kill).
 """
 
 from __future__ import annotations
@@ -18,64 +19,13 @@ import time
 import traceback
 
 from runner.agents.channel import wait_readable as wait
+from runner.coding.kill import ATTEMPT_MARK, kill_tree
 from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import Outcome
 
 _RETRY_AFTER = re.compile(rb"retry[- _]after\D{0,5}(\d+(?:\.\d+)?)", re.IGNORECASE)
 _TAIL = 64 * 1024  # bytes of a failed attempt's log searched for a rate-limit line
 _NAME_LOG_AFTER_S = 0.2  # a running command's log takes its name this soon, so that it can be followed
-
-
-def kill_tree(pid: int, grace: float, wait_root=None) -> None:
-    """TERM the process group led by pid and every descendant, KILL whatever outlives grace.
-
-    `wait_root(timeout)` waits for pid itself when it is our child (psutil must not reap it, or
-    its exit code is lost); without it, only the descendants are waited for.
-    """
-    procs = _descendants(pid)
-    _signal_group(pid, signal.SIGTERM)
-    for p in procs:
-        _signal(p, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    if wait_root is not None:
-        wait_root(grace)
-    for p in procs:
-        _wait_gone(p, deadline)
-    _signal_group(pid, signal.SIGKILL)
-    for p in procs:
-        _signal(p, signal.SIGKILL)
-
-
-def _descendants(pid: int) -> list:
-    """Every descendant of pid (not pid itself), also those that left its process group."""
-    import psutil  # lazily: only the timeout and death paths need it
-
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _signal(proc, sig: int) -> None:
-    try:
-        proc.send_signal(sig)
-    except Exception:  # already gone, or a zombie we may not signal
-        pass
-
-
-def _wait_gone(proc, deadline: float) -> None:
-    """Wait until proc has exited (a zombie counts: its parent may never reap it) or the deadline."""
-    import psutil
-
-    delay = 0.002
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.Error:
-            return
-        time.sleep(delay)  # bounded back-off on the kill path only; there is no event for a non-child's exit
-        delay = min(delay * 2, 0.05)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -374,17 +324,17 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
             try:
                 order = conn.recv()
             except EOFError:  # the manager is gone: stop the task and let the agent exit
-                kill_tree(proc.pid, 0.5, _waiter(proc))
+                kill_tree(proc.pid, 0.5, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
                 proc.wait()
                 logs.name()
                 raise
             if isinstance(order, Cancel):
-                kill_tree(proc.pid, order.grace, _waiter(proc))
+                kill_tree(proc.pid, order.grace, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
                 proc.wait()
                 _close(pidfd)
                 return Outcome.INTERRUPTED, "interrupted"
         elif deadline is not None and time.monotonic() >= deadline:
-            kill_tree(proc.pid, msg.grace, _waiter(proc))
+            kill_tree(proc.pid, msg.grace, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
             proc.wait()
             _close(pidfd)
             logs.name()

@@ -18,6 +18,7 @@ import traceback
 from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, agent_main
 from runner.agents.execute import child_pids
+from runner.coding.kill import kill_tree
 from runner.agents.backend import AgentGone
 from runner.agents.channel import Channel, pair, wait_readable
 from runner.agents.watchdog import MARK, Watchdog, carries, new_token
@@ -274,12 +275,8 @@ class LocalBackend:
                     pass
             if not strays:
                 return
-            for pid in strays:
-                for kill in (os.killpg, os.kill):
-                    try:
-                        kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+            for pid in strays:  # no grace: their agent is dead, nothing of theirs is waited for
+                kill_tree(pid, 0.0)
             for pid in strays:
                 _reap(pid, 2.0)
 

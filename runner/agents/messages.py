@@ -21,7 +21,7 @@ class TaskMessage:
     timeout: float | None = None
     grace: float = 2.0  # seconds between TERM and KILL on timeout
     rate_limit_pattern: str | None = None  # regex searched in the output of a failed attempt
-    workspace: dict | None = None  # a worktree attempt: runner.agents.coding_attempt.WORKSPACE_KEYS
+    workspace: dict | None = None  # a worktree attempt: runner.agents.pipeline.WORKSPACE_KEYS
     checks: tuple[str, ...] = ()  # shell commands run after the task exits 0 (in its worktree when it has one)
     output: str | None = None  # an agent-CLI attempt: codex-json | claude-json | text (runner.agents.cli_attempt)
     stall_timeout: float | None = None  # an agent-CLI attempt: kill it after this long without an event

@@ -1,7 +1,8 @@
 """The Ray actor side of the Ray backend: one agent, running on some node of the cluster.
 
     AgentActor (one process on a node)
-      run(msg) ──▶ run_attempt() ─▶ task (own session); the log is the driver's path on the driver's
+      run(msg) ──▶ run_attempt_pipeline() (runner.agents.pipeline: worktree, CLI output, checks, as a
+      │           local agent runs it) ─▶ task (own session); the log is the driver's path on the driver's
       │           node, a node-local file elsewhere (returned with the result, in `Done`)
       started(task, attempt) answers once the task's process is up; cancel() stops it
       watch() never returns: its ref fails when the actor dies, which is how the driver sees a death
@@ -36,6 +37,7 @@ class Done:
     node_log: str | None = None  # the log's path on its node, when that is not the driver's node
     data: bytes | None = None  # the whole log, when it is small
     size: int = 0
+    refused: str | None = None  # the attempt asked for what this node cannot do; the run stops (exit 2)
 
 
 # -- the actor (runs on a node) ------------------------------------------------------------------------
@@ -110,10 +112,17 @@ class AgentActor:
         return att.started
 
     def run(self, msg: TaskMessage) -> Done:
-        from runner.agents.execute import run_attempt
+        from runner.agents.pipeline import run_attempt_pipeline
 
         key = (msg.task_id, msg.attempt)
         att = self._attempt(key)
+        refused = _cannot_run_here(msg)
+        if refused is not None:
+            att.begun.set()
+            self._done_with(key, att)
+            now = time.time()
+            return Done(TaskResult(msg.task_id, msg.attempt, "setup_failed", None, now, now, error=refused, log=False),
+                        refused=refused)
         node_log = None
         if self.remote:
             node_log = _node_log_path(self.node_logs, msg.log_path)
@@ -123,7 +132,7 @@ class AgentActor:
                 now = time.time()
                 result = TaskResult(msg.task_id, msg.attempt, "interrupted", None, now, now, error="interrupted")
             else:
-                result = run_attempt(msg, _Channel(self, att), self.base_env)
+                result = run_attempt_pipeline(msg, _Channel(self, att), self.base_env)
         finally:
             att.begun.set()
             self._done_with(key, att)
@@ -178,6 +187,24 @@ class _Channel:
         return self._att.cancel_r.poll(timeout)
 
 
+def _cannot_run_here(msg: TaskMessage) -> str | None:
+    """Why this node cannot run the attempt as asked (a worktree of a repository it cannot reach), or None.
+
+    Never run it some other way: in the node's own folder, a worktree task would write into whatever
+    is there, its checks would pass on the wrong files, and nothing would land.
+    """
+    w = msg.workspace
+    if w is None:
+        return None
+    import socket
+
+    repo, state_dir = w.get("repo") or "", w.get("state_dir") or ""
+    if not os.path.isdir(repo) or not os.path.isfile(os.path.join(state_dir, "workspaces.jsonl")):
+        return (f"task {msg.task_id}: workspace: worktree needs the repository {repo} and the state dir on every "
+                f"Ray node; node {socket.gethostname()} cannot reach them (run it with --backend local)")
+    return None
+
+
 def _node_env() -> dict[str, str]:
     """The environment the node was started with: Ray adds its own (OMP_NUM_THREADS=1, ...) to workers."""
     import psutil
@@ -219,23 +246,9 @@ def _set_subreaper() -> None:
 
 def _kill_descendants(grace: float) -> None:
     """TERM every process below this one, KILL those alive after grace (none is reaped: run() may wait on one)."""
-    import psutil
+    from runner.coding.kill import descendants, kill_tree
 
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
+    kill_tree(None, grace, also=descendants(os.getpid()))
 
 
 # The watchdog: a small process, not a child of the actor (Ray kills a dead worker's children, not

@@ -107,6 +107,7 @@ class RayBackend:
         self._closed = False
         self.nodes: dict[str, str] = {}  # agent id -> node id it ran on (kept after it ends)
         self.logs: dict[tuple[str, int], str] = {}  # (task id, attempt) -> "ip:path" of a log kept on another node
+        self._refused: str | None = None  # an agent could not run a task as asked: wait() raises it once (exit 2)
 
     # -- the interface --------------------------------------------------------------------------------
 
@@ -178,6 +179,13 @@ class RayBackend:
             pass
         with self._lock:
             events, self._out = self._out, []
+            refused = self._refused
+            if refused:
+                self._refused = ""  # said once: stop() waits through here too
+        if refused:
+            from runner.errors import UsageError
+
+            raise UsageError(refused)
         self._warn_pending()
         return events, extras
 
@@ -277,6 +285,11 @@ class RayBackend:
                 agent.dead = agent.dead or agent.ending or _why(exc)
                 agent.msg = None
                 self._report(agent)
+                return
+            if done.refused is not None:  # nothing ran: the run stops, it is not the task's failure
+                if self._refused is None:
+                    self._refused = done.refused
+                self._emit(agent.id, None)  # wakes wait()
                 return
             if done.node_log is not None:
                 self.logs[(msg.task_id, msg.attempt)] = f"{agent.ip or agent.node}:{done.node_log}"

@@ -139,13 +139,10 @@ def _become_watchdog(manager: int, pidfd: int, stop_r: int, token: str) -> None:
 
 def sweep(token: str, grace: float = _GRACE_S) -> list[int]:
     """TERM every process of the run marked by token, KILL what is left after grace; returns those found."""
+    from runner.coding.kill import kill_tree
+
     found = marked(token)
-    for pid in found:
-        for sig in (signal.SIGTERM, signal.SIGCONT):
-            _kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while found and time.monotonic() < deadline and any(_alive(p) for p in found):
-        time.sleep(0.05)  # no event tells a non-parent of an exit; bounded, on the death path only
+    kill_tree(None, grace, also=found)
     for _ in range(20):  # new processes may be forked while we kill: until a look finds none
         left = marked(token)
         if not left:
@@ -198,14 +195,6 @@ def _has_token(environ: bytes, token: bytes) -> bool:
         if entry.startswith(prefix):
             return token in entry[len(prefix):].split(b":")
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _kill(pid: int, sig: int) -> None:

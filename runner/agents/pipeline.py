@@ -1,0 +1,141 @@
+"""One attempt, the same on every backend: local agents and Ray actors both call run_attempt_pipeline.
+
+    TaskMessage ──▶ an ATTEMPT_MARK of its own in the environment (runner.coding.kill)
+      │ workspace: a worktree on a new branch wvo/<run>/<task> at `into`'s tip (runner.coding.workspace);
+      ▼ the task runs there (cwd), with WVO_WORKTREE, WVO_BRANCH, WVO_BASE_COMMIT
+    run_task: an agent CLI with its output parser (msg.output: runner.agents.cli_attempt; a claude
+      │       session resumed in another folder is carried there first: runner.agents.sessions),
+      │       or the command / callable itself (runner.agents.execute)
+      ▼ exit 0
+    commit what it left (`<id>: <title>`, author wvo-batch) ──▶ checks (runner.coding.checks) ──▶ TaskResult
+      │  anything else: a WIP commit of what it left, so `git log <branch>` shows it; then the worktree
+      │  is removed (kept with --keep-worktrees) and the branch stays for the manager to land
+      ▼ always: every process that carries the attempt's mark and is still alive is killed
+        (a worker's `setsid` child must not outlive its attempt)
+
+It all happens in the agent, so agents create, commit and check in parallel; only landing on `into`
+is serialised, in the manager. Plain commands take the shortest path: nothing of the coding layer is
+imported for them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from runner.agents.execute import LogFiles, append_to_log as _append, reap_children, run_attempt
+from runner.coding.kill import ATTEMPT_MARK, kill_tree, new_mark
+from runner.agents.messages import TaskMessage, TaskResult
+from runner.model import Outcome
+
+# What a TaskMessage's `workspace` dict carries (the manager fills it in):
+WORKSPACE_KEYS = ("repo", "state_dir", "run", "into", "title", "allow_empty", "keep")
+
+
+def run_attempt_pipeline(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = None,
+                         announce_after: float = 0.0, note_pid=None, on_mark=None) -> TaskResult:
+    """Run one attempt of msg through every step it asks for; what it started is gone when this returns.
+
+    conn: the channel (Started out, Cancel in); note_pid(pid) as in runner.agents.execute.run_attempt;
+    on_mark(token) is told the attempt's mark first, for whoever must kill the attempt from outside.
+    """
+    mark = new_mark()
+    if on_mark is not None:
+        on_mark(mark)
+    msg = replace(msg, env={**msg.env, ATTEMPT_MARK: mark})
+    try:
+        if msg.workspace is not None:
+            return run_in_worktree(msg, conn, base_env, logs, announce_after, note_pid)
+        result = run_task(msg, conn, base_env, logs, announce_after, note_pid)
+        if msg.checks and result.outcome == Outcome.SUCCEEDED.value:  # in its own cwd: a timeout of their own
+            result = after_checks(msg, result, msg.cwd, base_env, time.monotonic())
+        return result
+    finally:
+        end_attempt(mark, msg.grace)
+
+
+def end_attempt(mark: str, grace: float) -> None:
+    """Kill what the attempt left running, wherever it went; reaps what was ours.
+
+    An agent is a subreaper, so a leftover is our child by now: when none runs, nothing is scanned
+    (the no-op path costs one waitpid).
+    """
+    if reap_children():
+        kill_tree(None, grace, mark=mark)
+        reap_children()
+
+
+def run_task(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = None, announce_after: float = 0.0,
+             note_pid=None) -> TaskResult:
+    """The task itself: an agent CLI's attempt when msg.output names its parser, else the command or callable."""
+    if msg.output:
+        from runner.agents.cli_attempt import run_cli_attempt
+        from runner.agents.sessions import carry_session
+
+        carry_session(msg, {**base_env, **msg.env})
+        return run_cli_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+    return run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+
+
+def after_checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dict, began: float) -> TaskResult:
+    """Run msg.checks in cwd (runner.coding.checks); the first that fails fails the attempt (check_failed).
+
+    The attempt's timeout covers its checks; a Cancel for the attempt waits until they end.
+    """
+    from runner.coding.checks import run_checks
+
+    deadline = None if msg.timeout is None else began + msg.timeout
+    checked = run_checks(msg.checks, cwd, {**base_env, **msg.env}, msg.grace, msg.log_path, deadline=deadline)
+    if checked.passed:
+        return replace(result, checks=checked.ran, end=time.time(), log=True)  # the checks' output is in the log
+    if checked.exit_code is None and checked.outcome == Outcome.TIMED_OUT.value:  # no time left to start it
+        return replace(result, outcome=Outcome.TIMED_OUT.value, error=checked.error, checks=checked.ran)
+    return replace(result, outcome=Outcome.CHECK_FAILED.value, exit_code=checked.exit_code, error=checked.error,
+                   checks=checked.ran, check_tail=checked.tail, end=time.time(), log=True)
+
+
+def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None, announce_after: float = 0.0,
+                    note_pid=None) -> TaskResult:
+    """The attempt in a worktree of its own on a new branch; what it left committed, then its checks."""
+    from runner.coding.workspace import GitError, WorkspaceError, Workspaces
+
+    w = msg.workspace
+    began = time.monotonic()
+    start = time.time()
+    try:
+        spaces = Workspaces(w["repo"], w["state_dir"], w["run"], w["into"])
+        ws = spaces.create(msg.task_id)
+    except (GitError, WorkspaceError, OSError) as exc:
+        _append(msg.log_path, f"wvo-batch: cannot create the worktree: {exc}\n")
+        return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}",
+                          log=True)
+    env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
+    result = run_task(replace(msg, cwd=ws.path, env=env), conn, base_env, logs, announce_after, note_pid)
+    info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
+    try:
+        if result.outcome == Outcome.SUCCEEDED.value:
+            title = (w.get("title") or "").splitlines()[0] if w.get("title") else ""
+            tip = spaces.commit_all(ws, f"{msg.task_id}: {title}".rstrip(": ").rstrip() or msg.task_id)
+            info["commit"] = tip
+            if tip is None and not w.get("allow_empty"):
+                info["state"] = "no_changes"
+                result = replace(result, outcome=Outcome.NO_CHANGES.value, error="the attempt changed nothing")
+            else:
+                info["state"] = "committed"
+                if msg.checks:
+                    result = after_checks(replace(msg, env=env), result, ws.path, base_env, began)
+                    # checks may leave files behind: back to the commit, nothing of theirs is kept
+                    spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
+                    spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
+        else:
+            wip = spaces.wip_commit(ws, f"{msg.task_id} attempt {msg.attempt}: {result.outcome}")
+            info["commit"], info["state"] = wip, "wip"
+        stats = spaces.diff_stats(ws.branch, ws.base_commit)
+        info.update(files=stats.files_changed, added=stats.added, deleted=stats.deleted)
+        if not w.get("keep"):
+            # everything in it was committed just now (the result, or a WIP commit): no second snapshot
+            spaces.remove(ws, f"attempt {msg.attempt} ended: {result.outcome}", saved=True)
+    except (GitError, WorkspaceError, OSError) as exc:
+        _append(msg.log_path, f"\nwvo-batch: git failed after the attempt: {exc}\n")
+        result = replace(result, outcome=Outcome.FAILED.value, error=f"git: {exc}")
+    return replace(result, workspace=info)
