@@ -1,0 +1,242 @@
+"""One attempt pipeline on every backend (issue 20): worktree, CLI output, commit, checks, tree kill.
+
+Each test runs on the local backend and on a local Ray instance (one per module: its start costs
+seconds), through the same Run a user's `wvo-batch` builds. Real git repositories in tmp_path; shell
+commands and a stand-in for claude's stream-json as the agents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Recorder
+from runner.agents.messages import TaskMessage
+from runner.coding.checks import checks_env, run_checks
+from runner.coding.kill import ATTEMPT_MARK
+from runner.manager.run import Run, RunOptions
+from runner.roadmap.loader import load_roadmap
+from test_worktrees import GIT_ENV, checkout_state, git, make_repo
+
+pytestmark = pytest.mark.timeout(180)
+
+try:
+    import ray
+except ImportError:  # the local backend's half still runs
+    ray = None
+
+BACKENDS = ["local", pytest.param("ray", marks=[pytest.mark.ray,
+                                                pytest.mark.skipif(ray is None, reason="Ray is not installed")])]
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    """The backend's name; for "ray", a local Ray instance shared by the module's Ray tests (its start costs
+    seconds), started before the first one's process snapshot and shut down after the last."""
+    if request.param != "ray":
+        yield request.param
+        return
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield request.param
+    ray.shutdown()
+
+
+def execute(repo: Path, backend: str, **opts):
+    rm = load_roadmap([str(repo / "roadmap.yaml")])
+    opts.setdefault("agents", 1)
+    rec = Recorder()
+    result = Run(rm, RunOptions(state_dir=str(repo.parent / "state"), grace=1.0, backoff_base=0.01,
+                                backend=backend, **opts), rec).execute()
+    return result, {row["task"]: row for row in result.tasks}
+
+
+# -- worktree × checks × backend ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_worktree_task_whose_check_fails_writes_nothing_to_the_checkout_and_lands_nothing(tmp_path, backend):
+    # The case of issue 20: with --backend ray this wrote into the user's checkout, its check never
+    # ran, it was recorded succeeded and nothing landed.
+    repo = make_repo(tmp_path, """
+workspace: {mode: worktree}
+tasks:
+  - {id: t, title: Make a file, command: "echo made > made.txt", checks: ["false"], retries: 0}
+""")
+    before = checkout_state(repo)
+    result, rows = execute(repo, backend)
+    assert result.exit_code == 1
+    assert rows["t"]["status"] == "check_failed"
+    assert not (repo / "made.txt").exists() and checkout_state(repo) == before
+    landed = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", "wvo/roadmap:made.txt"], env=GIT_ENV)
+    assert landed.returncode != 0  # nothing landed on `into`
+    branch = rows["t"]["workspace"]["branch"]
+    assert git(repo, "show", f"{branch}:made.txt") == "made\n"  # the attempt's work is on its branch
+
+
+LANDING_NOT_WIRED = pytest.mark.xfail(
+    strict=True, reason="the landing's re-check does not run through runner.coding.checks yet (its environment "
+    "lacks WVO_TASK_ID...): remove this mark once manager/landing.py calls run_checks with checks_env")
+
+
+@pytest.mark.parametrize("land", ["branch", pytest.param("merge", marks=LANDING_NOT_WIRED)])
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_check_sees_the_same_environment_in_the_worktree_and_on_the_merged_result(tmp_path, backend, land):
+    repo = make_repo(tmp_path, f"""
+workspace: {{mode: worktree, land: {land}}}
+tasks:
+  - id: t
+    title: Make a file
+    command: 'echo "$WVO_TASK_ID $WVO_ATTEMPT" > made.txt'
+    checks: ['test "$(cat made.txt)" = "$WVO_TASK_ID 1" && test "$PWD" = "$WVO_WORKTREE" && test -n "$WVO_BRANCH"']
+""")
+    result, rows = execute(repo, backend)
+    assert result.exit_code == 0, rows
+    assert rows["t"]["status"] == "succeeded"
+    branch = "wvo/roadmap" if land == "merge" else rows["t"]["workspace"]["branch"]
+    assert git(repo, "show", f"{branch}:made.txt") == "t 1\n"
+    assert not (repo / "made.txt").exists()
+
+
+# -- CLI output × backend -------------------------------------------------------------------------------
+
+# A stand-in for `claude -p --output-format stream-json`: its init, result and session, and a file written.
+CLAUDE_STANDIN = """
+import json, sys
+print(json.dumps({"type": "system", "subtype": "init", "session_id": "11111111-2222-4333-8444-555555555555"}))
+open("by-the-agent.txt", "w").write("written\\n")
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+                  "session_id": "11111111-2222-4333-8444-555555555555", "total_cost_usd": 0.25,
+                  "usage": {"input_tokens": 100, "output_tokens": 9, "cache_read_input_tokens": 0,
+                            "cache_creation_input_tokens": 0}, "result": "done"}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_an_agent_cli_in_a_worktree_is_read_through_its_parser_on_every_backend(tmp_path, backend):
+    import sys
+
+    (tmp_path / "standin.py").write_text(CLAUDE_STANDIN)
+    executor = {"command": [sys.executable, str(tmp_path / "standin.py"), "{prompt}"], "output": "claude-json"}
+    repo = make_repo(tmp_path, f"""
+executor: {json.dumps(executor)}
+workspace: {{mode: worktree}}
+tasks:
+  - {{id: t, title: Write a file, checks: ["test -s by-the-agent.txt"]}}
+""")
+    result, rows = execute(repo, backend)
+    assert result.exit_code == 0, rows
+    assert git(repo, "show", "wvo/roadmap:by-the-agent.txt") == "written\n"
+    from runner.manager.ledger import Ledger
+
+    ledger = Ledger(str(repo.parent / "state" / "ledger.sqlite"))
+    try:
+        (attempt,) = ledger.attempts(result.run_id)
+    finally:
+        ledger.close()
+    assert attempt.session_id == "11111111-2222-4333-8444-555555555555"
+    assert attempt.cost_usd == pytest.approx(0.25) and attempt.usage["input"] == 100
+
+
+# -- what an attempt leaves running × backend ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_setsid_child_of_an_attempt_is_gone_when_the_attempt_ends(tmp_path, backend):
+    # Issue 21: a worker's `setsid` child survived its attempt and could write into the critic's log.
+    pid_file = tmp_path / "child.pid"
+    leave = (f"setsid sh -c 'echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 60' & "
+             f"while [ ! -s {pid_file} ]; do sleep 0.01; done")
+    look = (f"p=$(cat {pid_file}); if [ -e /proc/$p ] && ! grep -q ') Z' /proc/$p/stat; "
+            f"then echo still alive: $p; exit 1; fi")
+    (tmp_path / "roadmap.yaml").write_text(json.dumps({"tasks": [
+        {"id": "leave", "command": leave},
+        {"id": "look", "command": look, "dependencies": ["leave"]},
+    ]}))
+    rm = load_roadmap([str(tmp_path / "roadmap.yaml")])
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=1, grace=1.0, backend=backend),
+                 Recorder()).execute()
+    rows = {row["task"]: row for row in result.tasks}
+    assert rows["leave"]["status"] == "succeeded"
+    assert rows["look"]["status"] == "succeeded", Path(rows["look"]["log"]).read_text()
+
+
+# -- the check runner ------------------------------------------------------------------------------------
+
+
+def test_checks_run_in_order_until_one_fails_with_its_tail_and_the_log(tmp_path):
+    log = tmp_path / "attempt.log"
+    env = checks_env(dict(os.environ), "t", 3, worktree=str(tmp_path), branch="wvo/r/t")
+    checks = ['test "$WVO_TASK_ID $WVO_ATTEMPT $WVO_BRANCH $WVO_WORKTREE" = "t 3 wvo/r/t $PWD"',
+              "seq 1 100; exit 7", "echo never"]
+    r = run_checks(checks, str(tmp_path), env, 1.0, str(log))
+    assert not r.passed and r.failed == checks[1] and r.outcome == "failed" and r.exit_code == 7
+    assert r.ran == ((checks[0], 0), (checks[1], 7))
+    assert r.tail.splitlines() == [str(i) for i in range(61, 101)]  # the last 40 lines
+    assert r.error == f"check failed: {checks[1]} (exit 7)"
+    text = log.read_text()
+    assert "===== wvo-batch check 2/3: seq 1 100; exit 7 =====\n1\n" in text and "===== exit 7 (failed) =====" in text
+    assert "never" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attempt.log"]  # no output file left behind
+
+
+def test_a_check_past_its_deadline_is_termed_then_killed_with_its_whole_tree(tmp_path):
+    pids = tmp_path / "pids"
+    # ignores TERM, and leaves a grandchild in a session of its own
+    check = f"trap '' TERM; setsid sleep 60 & echo $! > {pids}; echo $$ >> {pids}; while :; do sleep 0.05; done"
+    began = time.monotonic()
+    r = run_checks([check], str(tmp_path), dict(os.environ), 0.3, str(tmp_path / "log"), deadline=began + 0.5)
+    took = time.monotonic() - began
+    assert r.outcome == "timed_out" and r.exit_code == -9 and r.error.endswith("(timed_out)")
+    assert 0.5 <= took < 5
+    for pid in map(int, pids.read_text().split()):
+        assert not _alive(pid)
+
+
+def test_a_hung_check_ends_when_its_cancel_is_set(tmp_path):
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    began = time.monotonic()
+    check = "trap 'echo got TERM; exit 3' TERM; sleep 60 & wait"
+    r = run_checks([check], str(tmp_path), dict(os.environ), 5.0, None, cancel=cancel)
+    timer.join()
+    assert r.outcome == "interrupted" and time.monotonic() - began < 5
+    assert r.exit_code == 3 and r.tail == "got TERM"  # TERM first: it could end on its own terms
+    assert run_checks(["true"], str(tmp_path), dict(os.environ), 0.5, None, cancel=cancel).outcome == "interrupted"
+
+
+def test_what_a_passing_check_leaves_running_is_killed(tmp_path):
+    pid_file = tmp_path / "pid"
+    r = run_checks([f"setsid sleep 60 & echo $! > {pid_file}"], str(tmp_path), {**os.environ, ATTEMPT_MARK: "m1"},
+                   0.5, None)
+    assert r.passed
+    assert not _alive(int(pid_file.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- Ray: what a node cannot do, it refuses ----------------------------------------------------------------
+
+
+def test_a_ray_node_that_cannot_reach_the_repository_refuses_a_worktree_task(tmp_path):
+    from runner.agents.ray_actor import _cannot_run_here
+
+    msg = TaskMessage("t", 1, str(tmp_path / "t.log"), command="true",
+                      workspace={"repo": str(tmp_path / "elsewhere"), "state_dir": str(tmp_path / "state")})
+    why = _cannot_run_here(msg)
+    assert why is not None and why.startswith("task t: workspace: worktree needs the repository")
+    assert "\n" not in why
+    assert _cannot_run_here(TaskMessage("t", 1, "x.log", command="true")) is None
