@@ -240,3 +240,80 @@ def test_a_ray_node_that_cannot_reach_the_repository_refuses_a_worktree_task(tmp
     assert why is not None and why.startswith("task t: workspace: worktree needs the repository")
     assert "\n" not in why
     assert _cannot_run_here(TaskMessage("t", 1, "x.log", command="true")) is None
+
+
+# -- sessions × worktrees, with the real CLIs against tests/mockapi.py ---------------------------------------
+
+CLIS = Path(__file__).resolve().parents[1] / ".agent-clis" / "node_modules" / ".bin"
+real_clis = pytest.mark.skipif(not ((CLIS / "claude").exists() and (CLIS / "codex").exists()),
+                               reason="agent CLIs not in .agent-clis/ (scripts/install-agent-clis.sh)")
+
+
+@real_clis
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+def test_a_retry_in_a_new_worktree_resumes_the_session_and_the_cli_writes_through_its_own_tool(tmp_path, cli):
+    # Claude Code files a session under its working directory's name, and each attempt runs in a new
+    # worktree: its retry failed once with "No conversation found with session ID" (issue 20).
+    from mockapi import MockAPI, reply, write_file
+    from test_agent_clis import _env
+    from test_cli_conformance import codex_args
+
+    with MockAPI() as mock:
+        mock.queue(write_file("notes.txt", "not there yet\n"), reply("I wrote notes only"),
+                   write_file("made.txt", "made by the agent\n"), reply("done"))
+        env = _env(mock, tmp_path)
+        if cli == "claude":
+            command = [str(CLIS / "claude"), "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
+                       "--permission-mode", "acceptEdits"]
+        else:
+            command = [str(CLIS / "codex"), "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
+                       *codex_args(mock, retries=0), "{prompt}"]
+        executor = {"command": command, "output": f"{cli}-json"}
+        repo = make_repo(tmp_path, f"""
+executor: {json.dumps(executor)}
+workspace: {{mode: worktree}}
+tasks:
+  - id: t
+    title: Make the file
+    retries: 1
+    checks: ["test -s made.txt"]
+    env: {json.dumps(env)}
+""")
+        result, rows = execute(repo, "local")
+        requests = mock.model_requests()
+        assert mock.escapes() == []
+    from runner.manager.ledger import Ledger
+
+    ledger = Ledger(str(repo.parent / "state" / "ledger.sqlite"))
+    try:
+        first, second = ledger.attempts(result.run_id)
+    finally:
+        ledger.close()
+    assert (first.outcome, second.outcome) == ("check_failed", "succeeded"), (first, second)
+    assert first.session_id and second.session_id == first.session_id
+    assert git(repo, "show", "wvo/roadmap:made.txt") == "made by the agent\n"
+    assert result.exit_code == 0, rows
+    # the retry's first request carries the earlier conversation
+    assert "I wrote notes only" in json.dumps(requests[2].body)
+
+
+def test_a_claude_session_filed_under_another_folder_is_copied_under_the_new_one(tmp_path):
+    from runner.agents.sessions import carry_session, project_folder
+
+    config = tmp_path / "config"
+    old = config / "projects" / project_folder("/state/worktrees/t")
+    old.mkdir(parents=True)
+    session = "0b1c2d3e-aaaa-4bbb-8ccc-123456789abc"
+    (old / f"{session}.jsonl").write_text('{"turn": 1}\n')
+    new_cwd = tmp_path / "worktrees" / "t-2.x"
+    new_cwd.mkdir(parents=True)
+    msg = TaskMessage("t", 2, "t.log", command=("claude", "-p", "again", "--resume", session), cwd=str(new_cwd),
+                      output="claude-json")
+    written = carry_session(msg, {"CLAUDE_CONFIG_DIR": str(config)})
+    assert project_folder("/tmp/exp/wt.a/t_1") == "-tmp-exp-wt-a-t-1"  # as Claude Code 2.1.332 named it
+    assert written == str(config / "projects" / project_folder(str(new_cwd)) / f"{session}.jsonl")
+    assert Path(written).read_text() == '{"turn": 1}\n' and (old / f"{session}.jsonl").exists()
+    assert carry_session(msg, {"CLAUDE_CONFIG_DIR": str(config)}) is None  # already there: left alone
+    codex = TaskMessage("t", 2, "t.log", command=("codex", "exec", "resume", session, "again"), output="codex-json")
+    assert carry_session(codex, {"CLAUDE_CONFIG_DIR": str(config)}) is None  # codex finds its sessions by id
