@@ -317,3 +317,16 @@ def test_a_claude_session_filed_under_another_folder_is_copied_under_the_new_one
     assert carry_session(msg, {"CLAUDE_CONFIG_DIR": str(config)}) is None  # already there: left alone
     codex = TaskMessage("t", 2, "t.log", command=("codex", "exec", "resume", session, "again"), output="codex-json")
     assert carry_session(codex, {"CLAUDE_CONFIG_DIR": str(config)}) is None  # codex finds its sessions by id
+
+
+def test_the_landing_adapter_runs_the_same_checks_on_the_merged_result(tmp_path):
+    from runner.coding.checks import landing_checks
+
+    log = tmp_path / "attempt.log"
+    checks = landing_checks(['test "$WVO_TASK_ID/$WVO_ATTEMPT/$WVO_BRANCH/$WVO_WORKTREE" = "t/2/wvo/r/t-2/$PWD"',
+                             "echo broken on the merge; exit 4"], {"PATH": os.environ["PATH"]}, "t", 2, "wvo/r/t-2",
+                            0.5, str(log))
+    ok, detail = checks(str(tmp_path))
+    assert not ok and detail == "echo broken on the merge; exit 4 (exit 4)\nbroken on the merge"
+    assert "===== wvo-batch landing check 1/2: test" in log.read_text()
+    assert landing_checks(["true"], {}, "t", 1, "b", 0.5, None)(str(tmp_path)) == (True, "")

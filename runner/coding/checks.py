@@ -81,6 +81,27 @@ def run_checks(commands, cwd: str | None, env: dict, grace: float = 2.0, log_pat
     return ChecksResult(True, tuple(ran))
 
 
+def landing_checks(commands, base_env: dict, task_id: str, attempt: int, branch: str, grace: float,
+                   log_path: str | None, timeout: float | None = None, cancel: threading.Event | None = None,
+                   extra: dict | None = None):
+    """checks(worktree) -> (ok, detail) for runner.coding.landing.Lander: run_checks on the merged result.
+
+    The environment is the worktree attempt's (checks_env) with the landing worktree as WVO_WORKTREE and
+    `branch` (the branch being landed) as WVO_BRANCH; detail is "<command> (<why>)" and the tail.
+    """
+
+    def run(path: str) -> tuple[bool, str]:
+        env = checks_env(base_env, task_id, attempt, worktree=path, branch=branch, extra=extra)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        r = run_checks(commands, path, env, grace, log_path, cancel=cancel, deadline=deadline, label="landing check")
+        if r.passed:
+            return True, ""
+        why = r.error.rpartition(" (")[2].rstrip(")") if r.error else r.outcome
+        return False, f"{r.failed} ({why})\n{r.tail}" if r.tail else f"{r.failed} ({why})"
+
+    return run
+
+
 def _run_one(command: str, cwd, env: dict, grace: float, out_path: str | None, cancel, deadline) -> tuple[int | None, str, str]:
     """(exit code, negative when killed by a signal; outcome; output) of one check."""
     mark = env.get(ATTEMPT_MARK)
