@@ -330,3 +330,31 @@ def test_the_landing_adapter_runs_the_same_checks_on_the_merged_result(tmp_path)
     assert not ok and detail == "echo broken on the merge; exit 4 (exit 4)\nbroken on the merge"
     assert "===== wvo-batch landing check 1/2: test" in log.read_text()
     assert landing_checks(["true"], {}, "t", 1, "b", 0.5, None)(str(tmp_path)) == (True, "")
+
+
+@pytest.mark.parametrize("backend", [BACKENDS[1]], indirect=True)
+def test_a_ray_actor_refuses_a_worktree_it_cannot_reach_and_the_run_stops_with_a_usage_error(tmp_path, backend):
+    from runner.agents.backend import AgentGone, AgentReady
+    from runner.agents.ray_backend import RayBackend
+    from runner.errors import UsageError
+
+    rb = RayBackend()
+    try:
+        rb.start("worker-0", "worker")
+        deadline = time.monotonic() + 60
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            events, _ = rb.wait(1.0)
+            ready = any(isinstance(m, AgentReady) for _, m in events)
+        assert ready
+        msg = TaskMessage("t", 1, str(tmp_path / "t.1.log"), command="touch made-here",
+                          workspace={"repo": str(tmp_path / "not-on-this-node"), "state_dir": str(tmp_path / "state")})
+        assert rb.send("worker-0", msg)
+        with pytest.raises(UsageError) as err:
+            while time.monotonic() < deadline:
+                events, _ = rb.wait(1.0)
+                assert not any(isinstance(m, AgentGone) for _, m in events)
+        assert str(err.value).startswith("task t: workspace: worktree needs the repository")
+        assert not (Path.cwd() / "made-here").exists()
+    finally:
+        rb.stop(5.0)
