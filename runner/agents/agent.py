@@ -208,8 +208,8 @@ def _ignore(signum, frame) -> None:
 def _on_term(signum, frame) -> None:
     """Kill what we run, and exit quietly whatever happens meanwhile.
 
-    The signal may come in the middle of anything, a lazy `import psutil` included, which would
-    then fail inside the handler: no traceback of that reaches the terminal, the task dies anyway.
+    The signal may come in the middle of anything: whatever fails inside the handler, no traceback
+    reaches the terminal. The task's tree and every process carrying its attempt's mark are killed.
     """
     try:
         pid, mark = _running.get("pid"), _running.get("mark")

@@ -83,15 +83,16 @@ def run_checks(commands, cwd: str | None, env: dict, grace: float = 2.0, log_pat
 
 def landing_checks(commands, base_env: dict, task_id: str, attempt: int, branch: str, grace: float,
                    log_path: str | None, timeout: float | None = None, cancel: threading.Event | None = None,
-                   extra: dict | None = None):
+                   extra: dict | None = None, base_commit: str | None = None):
     """checks(worktree) -> (ok, detail) for runner.coding.landing.Lander: run_checks on the merged result.
 
     The environment is the worktree attempt's (checks_env) with the landing worktree as WVO_WORKTREE and
-    `branch` (the branch being landed) as WVO_BRANCH; detail is "<command> (<why>)" and the tail.
+    `branch` (the branch being landed, as in the worktree: a check can diff it against WVO_BASE_COMMIT in
+    both places) as WVO_BRANCH; extra: the task's own variables. detail is "<command> (<why>)" and the tail.
     """
 
     def run(path: str) -> tuple[bool, str]:
-        env = checks_env(base_env, task_id, attempt, worktree=path, branch=branch, extra=extra)
+        env = checks_env(base_env, task_id, attempt, worktree=path, branch=branch, base_commit=base_commit, extra=extra)
         deadline = None if timeout is None else time.monotonic() + timeout
         r = run_checks(commands, path, env, grace, log_path, cancel=cancel, deadline=deadline, label="landing check")
         if r.passed:
