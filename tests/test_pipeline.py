@@ -311,7 +311,10 @@ def test_a_claude_session_filed_under_another_folder_is_copied_under_the_new_one
     msg = TaskMessage("t", 2, "t.log", command=("claude", "-p", "again", "--resume", session), cwd=str(new_cwd),
                       output="claude-json")
     written = carry_session(msg, {"CLAUDE_CONFIG_DIR": str(config)})
-    assert project_folder("/tmp/exp/wt.a/t_1") == "-tmp-exp-wt-a-t-1"  # as Claude Code 2.1.332 named it
+    # as Claude Code 2.1.332 named them (a long one is cut, and ends with a hash of the path)
+    assert project_folder("/tmp/exp/wt.a/t_1") == "-tmp-exp-wt-a-t-1"
+    long = "/tmp/exp/run4/" + "x" * 120 + "/" + "y.z_" * 30 + "/t"
+    assert project_folder(long) == ("-tmp-exp-run4-" + "x" * 120 + "-" + "y-z-" * 30)[:200] + "-jdduj1"
     assert written == str(config / "projects" / project_folder(str(new_cwd)) / f"{session}.jsonl")
     assert Path(written).read_text() == '{"turn": 1}\n' and (old / f"{session}.jsonl").exists()
     assert carry_session(msg, {"CLAUDE_CONFIG_DIR": str(config)}) is None  # already there: left alone

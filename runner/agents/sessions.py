@@ -3,7 +3,7 @@
 Codex keeps its sessions by id under $CODEX_HOME/sessions, whatever the folder: `codex exec resume <id>`
 finds one from anywhere, and nothing needs doing. Claude Code files a session under a folder named
 after the directory it ran in (<config>/projects/<cwd, every character but letters and digits made
-"-">/<id>.jsonl, <config> being $CLAUDE_CONFIG_DIR or ~/.claude) and `--resume <id>` looks only in
+"-", cut at 200 characters and a hash added when longer>/<id>.jsonl, <config> being $CLAUDE_CONFIG_DIR or ~/.claude) and `--resume <id>` looks only in
 the current directory's folder; each attempt of a worktree task runs in a new worktree folder. So
 before a claude attempt resumes a session, its file is copied into the new folder's project dir
 (copied, not moved: the earlier folder's history stays as it was).
@@ -52,9 +52,26 @@ def claude_config_dir(env: dict) -> str:
     return os.path.join(env.get("HOME") or os.path.expanduser("~"), ".claude")
 
 
+_NAME_MAX = 200  # a longer name is cut there and ends with a hash of the whole path
+
+
 def project_folder(cwd: str) -> str:
-    """The name Claude Code gives a directory's project folder."""
-    return re.sub(r"[^A-Za-z0-9]", "-", cwd)
+    """The name Claude Code (2.1.332) gives a directory's project folder."""
+    name = re.sub(r"[^A-Za-z0-9]", "-", cwd)
+    if len(name) <= _NAME_MAX:
+        return name
+    units = cwd.encode("utf-16-le")  # JavaScript's 32-bit string hash, over UTF-16 code units
+    h = 0
+    for i in range(0, len(units), 2):
+        h = (h * 31 + int.from_bytes(units[i:i + 2], "little")) & 0xFFFFFFFF
+    h = abs(h - (1 << 32) if h >= 1 << 31 else h)
+    digits = ""
+    while True:
+        h, r = divmod(h, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+        if not h:
+            break
+    return f"{name[:_NAME_MAX]}-{digits}"
 
 
 def _newest(projects: str, name: str) -> str | None:
