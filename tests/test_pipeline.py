@@ -361,3 +361,41 @@ def test_a_ray_actor_refuses_a_worktree_it_cannot_reach_and_the_run_stops_with_a
         assert not (Path.cwd() / "made-here").exists()
     finally:
         rb.stop(5.0)
+
+
+@pytest.mark.timeout(60)
+def test_a_sigterm_of_the_run_ends_a_hung_check_of_an_attempt(tmp_path):
+    # The checks took no orders: a stop waited for the manager to SIGKILL their agent.
+    import signal
+    import sys
+
+    from conftest import ROOT
+
+    flag = tmp_path / "check-runs"
+    (tmp_path / "roadmap.yaml").write_text(json.dumps({"tasks": [
+        {"id": "t", "command": "true", "checks": [f"touch {flag}; sleep 60"]}]}))
+    argv = [sys.executable, "-m", "runner", str(tmp_path / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"),
+            "--quiet", "--grace", "0.5"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the check never ran"
+            time.sleep(0.02)  # polling a file the check makes, with a deadline
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - began < 15  # not the check's 60 s
+    assert b"Traceback" not in err
+    events = [json.loads(line) for path in (tmp_path / "state").glob("runs/*/events.jsonl")
+              for line in path.read_text().splitlines()]
+    finished = [e["status"] for e in events if e["event"] == "task:finished"]
+    assert finished == ["interrupted"]
+    # the agent ended its check and reported: it was not killed for holding the stop up
+    assert {e["reason"] for e in events if e["event"] == "agent:exited"} == {"exit code 0"}

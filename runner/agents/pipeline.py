@@ -48,7 +48,7 @@ def run_attempt_pipeline(msg: TaskMessage, conn, base_env: dict, logs: LogFiles 
             return run_in_worktree(msg, conn, base_env, logs, announce_after, note_pid)
         result = run_task(msg, conn, base_env, logs, announce_after, note_pid)
         if msg.checks and result.outcome == Outcome.SUCCEEDED.value:  # in its own cwd: a timeout of their own
-            result = after_checks(msg, result, msg.cwd, base_env, time.monotonic())
+            result = after_checks(msg, result, msg.cwd, base_env, time.monotonic(), conn)
         return result
     finally:
         end_attempt(mark, msg.grace)
@@ -77,21 +77,42 @@ def run_task(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = Non
     return run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
 
 
-def after_checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dict, began: float) -> TaskResult:
+def after_checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dict, began: float,
+                 conn=None) -> TaskResult:
     """Run msg.checks in cwd (runner.coding.checks); the first that fails fails the attempt (check_failed).
 
-    The attempt's timeout covers its checks; a Cancel for the attempt waits until they end.
+    The attempt's timeout covers its checks; an order waiting on conn (a Cancel, the order to stop, the
+    manager gone) ends the running check (TERM, grace, KILL) and the attempt is interrupted.
     """
     from runner.coding.checks import run_checks
 
     deadline = None if msg.timeout is None else began + msg.timeout
-    checked = run_checks(msg.checks, cwd, {**base_env, **msg.env}, msg.grace, msg.log_path, deadline=deadline)
+    cancel = None if conn is None else _OrderWaiting(conn)
+    checked = run_checks(msg.checks, cwd, {**base_env, **msg.env}, msg.grace, msg.log_path, cancel=cancel,
+                         deadline=deadline)
     if checked.passed:
         return replace(result, checks=checked.ran, end=time.time(), log=True)  # the checks' output is in the log
+    if checked.outcome == Outcome.INTERRUPTED.value:
+        return replace(result, outcome=Outcome.INTERRUPTED.value, error="interrupted", checks=checked.ran,
+                       end=time.time(), log=True)
     if checked.exit_code is None and checked.outcome == Outcome.TIMED_OUT.value:  # no time left to start it
         return replace(result, outcome=Outcome.TIMED_OUT.value, error=checked.error, checks=checked.ran)
     return replace(result, outcome=Outcome.CHECK_FAILED.value, exit_code=checked.exit_code, error=checked.error,
                    checks=checked.ran, check_tail=checked.tail, end=time.time(), log=True)
+
+
+class _OrderWaiting:
+    """The checks' cancel: set while an order waits on the agent's channel. The order is left there: the
+    agent reads it once the attempt is reported (a Cancel then finds the attempt over, as when it races)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def is_set(self) -> bool:
+        try:
+            return bool(self._conn.poll(0))
+        except (OSError, EOFError):
+            return True
 
 
 def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None, announce_after: float = 0.0,
@@ -123,7 +144,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
             else:
                 info["state"] = "committed"
                 if msg.checks:
-                    result = after_checks(replace(msg, env=env), result, ws.path, base_env, began)
+                    result = after_checks(replace(msg, env=env), result, ws.path, base_env, began, conn)
                     # checks may leave files behind: back to the commit, nothing of theirs is kept
                     spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
                     spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
