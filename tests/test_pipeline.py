@@ -399,3 +399,33 @@ def test_a_sigterm_of_the_run_ends_a_hung_check_of_an_attempt(tmp_path):
     assert finished == ["interrupted"]
     # the agent ended its check and reported: it was not killed for holding the stop up
     assert {e["reason"] for e in events if e["event"] == "agent:exited"} == {"exit code 0"}
+
+
+_CHUNK_LEAVES = """
+import ctypes, multiprocessing, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # a subreaper, as an agent is
+from runner.agents.agent import _run_batch
+from runner.agents.execute import LogFiles
+from runner.agents.messages import TaskBatch, TaskMessage
+pid_file, folder = sys.argv[1], sys.argv[2]
+look = f"p=$(cat {pid_file}); if [ -e /proc/$p ] && ! grep -q ') Z' /proc/$p/stat; then exit 1; fi"
+msgs = (TaskMessage("c0", 1, folder + "/c0.1.log", command=f"setsid sleep 60 & echo $! > {pid_file}"),
+        TaskMessage("c1", 1, folder + "/c1.1.log", command=look))
+ours, theirs = multiprocessing.Pipe()
+logs = LogFiles("t")
+result, _ = _run_batch(TaskBatch(msgs), theirs, {"PATH": "/usr/bin:/bin"}, logs)
+logs.close()
+print(" ".join(r.outcome for r in result.results))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_what_a_chunk_task_leaves_running_is_killed_before_the_next_one(tmp_path):
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-c", _CHUNK_LEAVES, str(tmp_path / "pid"), str(tmp_path)], capture_output=True,
+                       text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["succeeded", "succeeded"]
