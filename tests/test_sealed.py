@@ -18,6 +18,7 @@ from conftest import wvo
 from test_worktrees import GIT_ENV, WORKTREE, checkout_state, git, make_repo, rows, run_json, worktrees
 
 from runner.coding import sealed
+from runner.coding.landing import Lander
 from runner.coding.workspace import WorkspaceError, Workspaces
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,14 +62,16 @@ def test_a_run_started_from_a_git_hook_commits_only_in_the_tasks_worktree(tmp_pa
 
 
 def dotfiles_home(tmp_path: Path) -> Path:
-    """A repository around the state dir (a dotfiles $HOME), with an untracked secret and `.wvo/` ignored."""
+    """A repository around the state dir (a dotfiles $HOME): an untracked secret, an uncommitted edit, `.wvo/` ignored."""
     home = tmp_path / "home"
     home.mkdir()
     git(home, "init", "-q", "-b", "main")
     (home / ".gitignore").write_text(".wvo/\n")
-    git(home, "add", ".gitignore")
+    (home / "notes").write_text("committed\n")
+    git(home, "add", ".gitignore", "notes")
     git(home, "-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-qm", "dotfiles")
     (home / ".env.local").write_text("SECRET=1\n")
+    (home / "notes").write_text("the user's draft, not committed\n")
     return home
 
 
@@ -93,6 +96,17 @@ def test_a_deleted_dot_git_is_refused_not_followed_to_the_enclosing_repository(t
     assert checkout_state(repo) == before
     kept = [p for p in json.loads(proc.stdout)["workspaces"]["worktrees_kept"] if p.endswith("/gone")]
     assert kept and (Path(kept[0]) / "new.txt").read_text() == "hi\n"  # the task's work is still there
+
+
+def test_a_check_that_deletes_dot_git_cannot_make_our_clean_up_reach_the_enclosing_repository(tmp_path):
+    roadmap = WORKTREE + "tasks:\n  - id: t\n    command: \"echo t > t.txt\"\n    checks: [\"rm -f .git\"]\n"
+    repo = make_repo(tmp_path / "r", roadmap)
+    home = dotfiles_home(tmp_path)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", home / ".wvo" / "state", "--json", timeout=90)
+    assert proc.returncode in (0, 1), proc.stderr
+    # the `git reset --hard` and `git clean -fd` after the checks stayed in the worktree
+    assert (home / "notes").read_text() == "the user's draft, not committed\n"
+    assert git(home, "status", "--porcelain") == " M notes\n?? .env.local\n"
 
 
 # --- 3. state shared through the common .git --------------------------------------------------------
@@ -138,6 +152,21 @@ def test_a_branch_moved_backwards_is_not_reported_landed(tmp_path):
     assert row["status"] == "failed", row
     assert "FAIL  back" in err and "which does not contain" in err and "landed" not in err
     assert git(repo, "rev-parse", "wvo/roadmap") == git(repo, "rev-parse", "main")  # nothing landed
+
+
+def test_the_lander_refuses_a_branch_behind_the_commit_its_attempt_started_from(tmp_path):
+    repo = make_repo(tmp_path, "tasks: []\n")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    spaces = Workspaces(repo, tmp_path / "state", "run1", "wvo/into")
+    ws = spaces.create("t")
+    (Path(ws.path) / "t.txt").write_text("t\n")
+    spaces.commit_all(ws, "t")
+    git(repo, "update-ref", f"refs/heads/{ws.branch}", f"{ws.base_commit}~1")  # moved back after its commit
+    into = git(repo, "rev-parse", "wvo/into")
+    with pytest.raises(WorkspaceError, match="no longer contains"):
+        Lander(spaces).land(ws.branch, "t")
+    assert git(repo, "rev-parse", "wvo/into") == into
+    assert spaces.owned()[ws.branch]["state"] == "refused"
 
 
 # --- 4. submodules -------------------------------------------------------------------------------------
