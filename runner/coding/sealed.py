@@ -150,16 +150,37 @@ def _refused(message: str) -> Exception:
 # --- our own commands in a worktree (runner.coding.workspace calls these) ---------------------------
 
 
-def check_worktree(git, worktree: str, common_dir: Path) -> Path:
-    """admin_dir(), and git agrees: from inside, it finds this work tree and this admin folder; raises WorkspaceError."""
+def check_worktree(git, worktree: str, common_dir: Path, *revs: str) -> tuple[Path, list[str]]:
+    """admin_dir(), and git agrees from inside: it finds this work tree and this admin folder; (admin, revs resolved).
+
+    Raises WorkspaceError when it does not. The revisions are resolved in the same git command.
+    """
     admin = admin_dir(worktree, common_dir)
-    proc = git.run(worktree, "rev-parse", "--show-toplevel", "--absolute-git-dir", check=False)
-    found = proc.stdout.split("\n")[:2] if proc.returncode == 0 else []
-    if [Path(p).resolve() for p in found] != [Path(worktree).resolve(), admin.resolve()]:
-        what = " and ".join(found) if found else (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+    proc = git.run(worktree, "rev-parse", "--show-toplevel", "--absolute-git-dir", *revs, check=False)
+    found = proc.stdout.split("\n") if proc.returncode == 0 else []
+    if [Path(p).resolve() for p in found[:2]] != [Path(worktree).resolve(), admin.resolve()]:
+        what = " and ".join(found[:2]) if found else (proc.stderr.strip().splitlines() or ["no answer"])[-1]
         raise _refused(f"worktree {worktree} is no longer a worktree of this run: git finds {what} there; nothing "
                        f"in it was committed, and the folder is kept as it is")
-    return admin
+    return admin, found[2:2 + len(revs)]
+
+
+def common_dir_of(repo: Path) -> Path | None:
+    """The common .git folder of the checkout at `repo`, read from its files (no git run); None when they do not say."""
+    dot_git = Path(repo) / ".git"
+    try:
+        if dot_git.is_dir():
+            return dot_git.resolve()
+        text = dot_git.read_text()
+        if not text.startswith("gitdir:"):
+            return None
+        gitdir = Path(repo) / text[len("gitdir:"):].strip()  # an absolute path stays absolute
+        common = gitdir / "commondir"
+        if not common.exists():  # --separate-git-dir: that folder is the repository
+            return gitdir.resolve()
+        return (gitdir / common.read_text().strip()).resolve()
+    except OSError:
+        return None
 
 
 def make_full(git, worktree: str, common_dir: Path) -> list[str]:

@@ -264,12 +264,14 @@ class Workspaces:
     def common_dir(self) -> Path:
         """The repository's common .git folder (refs, objects, config; shared by all its worktrees)."""
         if self._common is None:
-            p = Path(self.git.out(self.repo, "rev-parse", "--git-common-dir"))
-            self._common = (p if p.is_absolute() else self.repo / p).resolve()
+            self._common = sealed.common_dir_of(self.repo)
+            if self._common is None:  # a layout the files do not tell: ask git
+                p = Path(self.git.out(self.repo, "rev-parse", "--git-common-dir"))
+                self._common = (p if p.is_absolute() else self.repo / p).resolve()
         return self._common
 
-    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, bool]:
-        """Commit everything in the worktree onto its branch, keeping the agent's commits; (branch tip, whether it moved).
+    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, str]:
+        """Commit everything in the worktree onto its branch, keeping the agent's commits; (new tip, tip before).
 
         Plumbing (add, write-tree, commit-tree, update-ref) rather than `git commit`: no hook or config can
         interfere, and work the agent committed on a detached HEAD or another branch is kept on ours. Every
@@ -277,21 +279,21 @@ class Workspaces:
         Raises WorkspaceError (nothing committed) when the folder is no longer our worktree, or when work
         inside a submodule would be lost.
         """
-        admin = sealed.check_worktree(self.git, ws.path, self.common_dir())
+        admin, (head, head_tree, tip) = sealed.check_worktree(
+            self.git, ws.path, self.common_dir(), "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}")
         if (admin / "index.lock").exists():
             (admin / "index.lock").unlink()  # left by a killed agent's git; the attempt is over
         g = self.git
         at = (f"--git-dir={admin}", f"--work-tree={ws.path}")
         g.run(ws.path, *at, "add", "-A")
         tree = g.out(ws.path, *at, "write-tree")
-        head, head_tree, tip = g.out(ws.path, *at, "rev-parse", "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}").split()
         sealed.refuse_lost_submodule_work(g, ws.path, admin, ws.base_commit, tree)
         if sealed.stash_entries_of(self.common_dir(), ws.branch):
             with self._locked():  # our other agents move their entries one at a time
                 sealed.take_stash(g, self.repo, ws.branch, f"{STASH_REFS}/{ws.branch}")
         if head == tip:
             if tree == head_tree:
-                return tip, False
+                return tip, tip
             parents = [tip]
         elif g.ok(ws.path, *at, "merge-base", "--is-ancestor", tip, head):
             parents = [head]
@@ -305,7 +307,7 @@ class Workspaces:
                 argv += ["-p", p]
             new = g.out(ws.path, *at, *argv, author=author)
         g.run(ws.path, *at, "update-ref", "-m", f"wvo-batch: {message.splitlines()[0]}", f"refs/heads/{ws.branch}", new, tip)
-        return new, True
+        return new, tip
 
     def commit_all(self, ws: Workspace, message: str, author: str = "wvo-batch") -> str | None:
         """Commit what the agent left (untracked too, .gitignore respected); the branch tip, or None when nothing changed since base.
@@ -313,11 +315,12 @@ class Workspaces:
         Raises WorkspaceError when the branch no longer contains the commit the attempt started from (the task
         moved it back): that is not a result to land.
         """
-        tip, _ = self._snapshot(ws, message, author)
+        tip, before = self._snapshot(ws, message, author)
         if tip == ws.base_commit:
             self._record(ws.branch, state=BranchState.NO_CHANGES.value, tip=tip)
             return None
-        if not self.git.ok(self.repo, "merge-base", "--is-ancestor", ws.base_commit, tip):
+        # the branch still at base before: the new commit is on it. Else ask: did it go back behind base?
+        if before != ws.base_commit and not self.git.ok(self.repo, "merge-base", "--is-ancestor", ws.base_commit, tip):
             why = (f"the task moved its branch {ws.branch} to {tip[:12]}, which does not contain {ws.base_commit[:12]}, "
                    f"the commit it started from (a `git reset` backwards?): its history is not a result to land")
             self._record(ws.branch, state=BranchState.REFUSED.value, tip=tip, why=why)
@@ -327,8 +330,8 @@ class Workspaces:
 
     def wip_commit(self, ws: Workspace, reason: str) -> str | None:
         """Commit what is in the worktree as "WIP: <reason>"; the new commit, or None when nothing was uncommitted."""
-        new, moved = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
-        if not moved:
+        new, before = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
+        if new == before:
             return None
         self._record(ws.branch, state=BranchState.WIP.value, tip=new)
         return new
