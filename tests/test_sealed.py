@@ -126,6 +126,19 @@ def test_a_tasks_stash_leaves_the_users_stash_list_as_it_was(tmp_path):
     assert git(repo, "show", f"{moved[0]}:README") == "hello\nmore\n"  # the task's stashed work, kept
 
 
+def test_stash_entries_interleaved_with_the_users_are_all_moved_and_the_users_keep_their_order(tmp_path):
+    repo = make_repo(tmp_path, "tasks: []\n")
+    spaces = Workspaces(repo, tmp_path / "state", "run1", "wvo/into")
+    ws = spaces.create("t")
+    for who, folder in (("user-a", repo), ("task-1", Path(ws.path)), ("user-b", repo), ("task-2", Path(ws.path))):
+        (folder / "README").write_text(who + "\n")
+        subprocess.run(["git", "-C", str(folder), "stash", "-q", "-m", who], check=True, env=GIT_ENV)
+    spaces.commit_all(ws, "t")  # nothing to commit: the snapshot still moves the stash entries
+    assert [line.split(": ", 1)[1] for line in git(repo, "stash", "list", "--format=%gs").splitlines()] == ["user-b", "user-a"]
+    moved = git(repo, "for-each-ref", "--format=%(refname) %(subject)", f"refs/wvo-stash/{ws.branch}/").splitlines()
+    assert [m.split(" ", 1)[1].split(": ", 1)[1] for m in moved] == ["task-1", "task-2"]
+
+
 def test_the_users_sparse_checkout_does_not_make_the_tasks_worktree_sparse(tmp_path):
     roadmap = WORKTREE + "tasks:\n  - id: e\n    command: \"echo more >> e/b && echo new > e/new.txt\"\n"
     repo = make_repo(tmp_path, roadmap, {"d/a": "a\n", "e/b": "b\n"})
@@ -202,6 +215,21 @@ def test_work_inside_a_submodule_is_refused_naming_it_and_kept(tmp_path):
     assert git(repo, "rev-parse", "wvo/roadmap") == into_before  # no gitlink to nowhere landed
     kept = {Path(p).name: Path(p) for p in doc["workspaces"]["worktrees_kept"]}
     assert (kept["commits"] / "lib" / "new").exists() and (kept["edits"] / "lib" / "edit").exists()
+
+
+def test_a_submodule_moved_to_a_commit_its_upstream_has_lands(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q", "-b", "main")
+    git(sub, "-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "--allow-empty", "-m", "s1")
+    roadmap = WORKTREE + f"tasks:\n  - id: bump\n    command: \"{SUB} && git -C lib checkout -q origin/main\"\n"
+    repo = make_repo(tmp_path / "r", roadmap)
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "-q", "add", str(sub), "lib")
+    git(repo, "commit", "-qm", "add lib")
+    git(sub, "-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "--allow-empty", "-m", "s2")
+    code, doc, err = run_json(repo)
+    assert code == 0, err
+    assert git(repo, "rev-parse", "wvo/roadmap:lib").strip() == git(sub, "rev-parse", "main").strip()
 
 
 # --- 5. clean-up and recovery go on past one bad worktree ------------------------------------------

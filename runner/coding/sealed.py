@@ -64,7 +64,7 @@ def fence(folder: str | os.PathLike) -> None:
     except OSError:
         pass
     Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(".git.tmp")
+    tmp = path.with_name(f".git.{os.getpid()}.tmp")
     tmp.write_text(FENCE_TEXT)
     os.replace(tmp, path)
 
@@ -97,7 +97,7 @@ def admin_dir(worktree: str | os.PathLike, common_dir: str | os.PathLike) -> Pat
                 why = f"its .git points at {admin}, not at this repository's worktrees"
             else:
                 try:
-                    back = Path((admin / "gitdir").read_text().strip())
+                    back = admin / (admin / "gitdir").read_text().strip()  # relative to the admin folder, if relative
                 except OSError:
                     back = None
                 if back is None or back.resolve() != dot_git.resolve():
@@ -207,16 +207,18 @@ def make_full(git, worktree: str, common_dir: Path) -> list[str]:
 def refuse_lost_submodule_work(git, worktree: str, admin: Path, base_commit: str, tree: str) -> None:
     """Raise WorkspaceError naming each submodule or nested repository whose work the branch cannot carry.
 
-    A gitlink to a commit our object store lacks (a commit made inside a submodule, a repository
-    cloned or initialised in the worktree) would land pointing nowhere once the worktree, and the
-    submodule repositories in its admin folder, are removed; so would edits inside a submodule.
+    A gitlink to a commit that exists only in the worktree (made inside a submodule, or the commit of a
+    repository cloned or initialised there without a .gitmodules entry) would land pointing nowhere once
+    the worktree, and the submodule repositories in its admin folder, are removed; so would edits inside
+    a submodule. A submodule moved to a commit its upstream has (on a remote-tracking branch) is fine.
     """
     at = (f"--git-dir={admin}", f"--work-tree={worktree}")
     lost = []
     raw = git.run(worktree, *at, "diff-tree", "-r", "-z", "--no-renames", base_commit, tree).stdout.split("\0")
     for meta, path in zip(raw[0::2], raw[1::2]):
         fields = meta.split()
-        if len(fields) >= 4 and fields[1] == "160000" and not git.ok(worktree, *at, "cat-file", "-e", f"{fields[3]}^{{commit}}"):
+        if (len(fields) >= 4 and fields[1] == "160000" and not git.ok(worktree, *at, "cat-file", "-e", f"{fields[3]}^{{commit}}")
+                and not _upstream_has(git, worktree, path, fields[3])):
             lost.append(f"{path} (points at commit {fields[3][:12]}, which exists only inside the worktree)")
     if (admin / "modules").is_dir():  # a submodule was initialised in this worktree: edits inside it count too
         status = git.run(worktree, *at, "status", "--porcelain=v2", "-z", "--untracked-files=no",
@@ -233,6 +235,17 @@ def refuse_lost_submodule_work(git, worktree: str, admin: Path, base_commit: str
             f"worktree {worktree}: work inside submodule(s) or nested repositories cannot be carried by the "
             f"task's branch: {'; '.join(lost)}. Nothing was committed; the worktree is kept so that the work "
             f"is not lost (commit it in the submodule's own repository and push it there)")
+
+
+def _upstream_has(git, worktree: str, path: str, commit: str) -> bool:
+    """True when `path` is a registered submodule whose repository has `commit` on a remote-tracking branch."""
+    sub = Path(worktree) / path
+    if not (sub / ".git").exists():
+        return False
+    registered = git.run(worktree, "config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$", check=False)
+    if path not in {line.split(" ", 1)[1] for line in registered.stdout.splitlines() if " " in line}:
+        return False
+    return bool(git.run(str(sub), "for-each-ref", "--count=1", "--contains", commit, "refs/remotes", check=False).stdout.strip())
 
 
 def _stash_marks(branch: str) -> tuple[str, str]:
