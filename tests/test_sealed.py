@@ -296,3 +296,17 @@ def test_the_fence_stops_any_git_climbing_from_a_worktree_without_dot_git(tmp_pa
     assert proc.returncode != 0 and "not a git repository" in proc.stderr
     with pytest.raises(WorkspaceError, match="its .git is gone"):
         spaces.commit_all(ws, "t")
+
+
+def test_a_cut_diff_names_every_changed_file_or_says_how_many_it_left_out(tmp_path):
+    repo = make_repo(tmp_path, "tasks: []\n")
+    spaces = Workspaces(repo, tmp_path / "state", "run1", "wvo/into")
+    ws = spaces.create("t")
+    for i in range(61):
+        (Path(ws.path) / f"f{i:02}.txt").write_text("x\n" * 200)
+    (Path(ws.path) / "zzz-backdoor.sh").write_text("evil\n")
+    spaces.commit_all(ws, "t")
+    text = spaces.diff_text(ws.branch, ws.base_commit, cap_bytes=20_000)
+    assert "[diff cut at" in text and "zzz-backdoor.sh" in text.split("[diff cut at", 1)[1]
+    small = spaces.diff_text(ws.branch, ws.base_commit, cap_bytes=1_000)
+    assert "in all 62 files" in small and "more file(s) not named here" in small
