@@ -58,7 +58,9 @@ def agent_main(
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
     signal.signal(signal.SIGTERM, _on_term)
-    base_env = dict(os.environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
+    from runner.coding.sealed import environment  # no GIT_* that points at the caller's repository (invariant 7)
+
+    base_env = dict(environment(os.environ), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)
     try:
         _serve(conn, base_env, logs, pid_slot, None if outbox is None else Outbox(outbox))

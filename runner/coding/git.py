@@ -48,6 +48,7 @@ class WorkspaceError(UsageError):
 
 class BranchState(str, enum.Enum):
     RUNNING = "running"  # worktree created, attempt under way
+    REFUSED = "refused"  # the attempt's result cannot be landed as it is (see the journal's `why`)
     COMMITTED = "committed"  # the attempt finished and its result is committed: ready to land
     NO_CHANGES = "no_changes"
     WIP = "wip"  # an unfinished attempt's work, saved before its worktree went
@@ -81,6 +82,7 @@ class Cleanup:
     deleted: list[str]
     kept: list[tuple[str, str]]  # (branch, state)
     worktrees_kept: list[str]
+    problems: list[str] = field(default_factory=list)  # worktrees that could not be removed, and why
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,12 @@ def git_env(author: str = "wvo-batch") -> dict[str, str]:
 
 
 class Git:
-    """Runs `git -C DIR ...` with our options and environment; raises GitError unless told not to."""
+    """Runs `git -C DIR ...` with our options and environment; raises GitError unless told not to.
+
+    DIR is always the top of a checkout (the user's, a worktree, the landing worktree), so git is
+    told never to look above it (GIT_CEILING_DIRECTORIES = its parent): a worktree whose `.git` a
+    task deleted is an error, not the enclosing repository. climb=True looks upwards (find_repo).
+    """
 
     def __init__(self, executable: str = "git"):
         self.executable = executable
@@ -125,9 +132,13 @@ class Git:
             self._envs[author] = git_env(author)
         return self._envs[author]
 
-    def run(self, cwd: str | Path, *args: str, check: bool = True, author: str = "wvo-batch") -> subprocess.CompletedProcess:
+    def run(self, cwd: str | Path, *args: str, check: bool = True, author: str = "wvo-batch",
+            climb: bool = False) -> subprocess.CompletedProcess:
         argv = [self.executable, "-C", str(cwd), *_GIT_OPTIONS, *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(author), stdin=subprocess.DEVNULL)
+        env = self.env(author)
+        if not climb:
+            env = {**env, "GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(cwd))}
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr)
         return proc
@@ -146,7 +157,7 @@ def find_repo(path: str | Path, git: Git | None = None) -> Path:
     folder = p if p.is_dir() else p.parent
     if not folder.is_dir():
         raise WorkspaceError(f"{path}: no such folder, so no git repository")
-    proc = git.run(folder, "rev-parse", "--show-toplevel", check=False)
+    proc = git.run(folder, "rev-parse", "--show-toplevel", check=False, climb=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise WorkspaceError(f"{path}: not inside a git repository (workspace mode worktree needs one)")
     return Path(proc.stdout.strip())
@@ -212,16 +223,43 @@ def branch_name(run: str, task_id: str) -> str:
     return f"wvo/{ref_component(run)}/{ref_component(task_id)}"
 
 
-def _gitdir_of(worktree: str | Path) -> Path | None:
-    """The admin folder of a linked worktree (from its .git file), without running git."""
+def diff_stats(git: Git, repo: Path, base: str, tip: str) -> DiffStats:
+    """Files changed, lines added and deleted (binary files count 0), and the paths, from base to tip."""
+    out = git.run(repo, "diff", "--numstat", "-z", "--no-renames", "--no-ext-diff", base, tip).stdout
+    added = deleted = 0
+    paths = []
+    for rec in out.split("\0"):
+        if not rec:
+            continue
+        a, d, path = rec.split("\t", 2)
+        added += int(a) if a.isdigit() else 0
+        deleted += int(d) if d.isdigit() else 0
+        paths.append(path)
+    return DiffStats(len(paths), added, deleted, paths)
+
+
+def diff_text(git: Git, repo: Path, base: str, tip: str, cap_bytes: int = 100_000) -> str:
+    """The diff from base to tip, at most about `cap_bytes`; when cut, it says so and names the changed files."""
+    argv = [git.executable, "-C", str(repo), *_GIT_OPTIONS, "diff", "--no-color", "--no-ext-diff", "--no-textconv", base, tip]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=git.env())
     try:
-        text = (Path(worktree) / ".git").read_text()
-    except OSError:
-        return None
-    if not text.startswith("gitdir:"):
-        return None
-    p = Path(text[len("gitdir:"):].strip())
-    return p if p.is_absolute() else (Path(worktree) / p).resolve()
-
-
-# --- the run's workspaces ---------------------------------------------------------------------
+        data = proc.stdout.read(cap_bytes + 1)  # never more than the cap in memory
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+    if len(data) <= cap_bytes:
+        return data.decode("utf-8", "replace")
+    cut = data[:cap_bytes]
+    cut = cut[: cut.rfind(b"\n") + 1] or cut
+    stats = diff_stats(git, repo, base, tip)
+    named, size = [], 0
+    for p in stats.paths:  # every changed file, as far as a tenth of the cap allows; the others are counted
+        size += len(p) + 2
+        if size > cap_bytes // 10:
+            break
+        named.append(p)
+    more = stats.files_changed - len(named)
+    return (cut.decode("utf-8", "replace")
+            + f"\n[diff cut at {len(cut)} bytes; in all {stats.files_changed} files, +{stats.added} -{stats.deleted}: "
+              f"{', '.join(named)}" + (f"; and {more} more file(s) not named here" if more else "") + "]\n")

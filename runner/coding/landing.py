@@ -78,13 +78,20 @@ class Lander:
     def land(self, what: Workspace | str, title: str, checks: Checks | None = None) -> LandResult:
         """Merge a task branch onto `into`; Landed, Conflict or ChecksFailed.
 
-        Raises WorkspaceError for a branch this run did not create or when `into` is checked out somewhere,
-        GitError when git fails in another way (`into` is then untouched).
+        Raises WorkspaceError for a branch this run did not create, one moved behind the commit its attempt
+        started from, or when `into` is checked out somewhere, GitError when git fails in another way (`into` is then untouched).
         """
         branch = what.branch if isinstance(what, Workspace) else what
         if not self.spaces.is_ours(branch):
             raise WorkspaceError(f"branch {branch!r} was not created by this run; it is not landed")
-        task_id = self.spaces.owned()[branch]["task"]
+        rec = self.spaces.owned()[branch]
+        task_id = rec["task"]
+        base = rec.get("base_commit")
+        if base and not self.spaces.git.ok(self.spaces.repo, "merge-base", "--is-ancestor", base, f"refs/heads/{branch}"):
+            # moved back behind where its attempt started (`git reset --hard HEAD~1`): merging it would say
+            # "landed" and land nothing
+            self.spaces.mark(branch, BranchState.REFUSED, why="behind its base commit")
+            raise WorkspaceError(f"{branch} no longer contains {base[:12]}, the commit its attempt started from; it is not landed")
         message = f"Land {task_id}: {(title.splitlines() or [''])[0]}".rstrip()
         checks = checks or self.checks
         with self._lock:

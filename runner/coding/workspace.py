@@ -19,18 +19,26 @@ Every git call is `git -C DIR ...` as a subprocess, never through a shell, with 
 variables removed (a run started from a git hook must not write to the hook's index), hooks off,
 signing off, rerere off, auto-gc off, and a fixed identity: the user's config and hooks do not change
 what we commit.
+
+Sealed (runner.coding.sealed): git never climbs above DIR (a ceiling, and a fence file in the state
+dir), and before every snapshot the worktree is checked to be still ours; the snapshot then names the
+worktree's admin folder and work tree explicitly. What the common `.git` would share with the user is
+kept apart: a worktree is never sparse (the user's sparse-checkout would hide the task's files), a
+task's stash entries are moved off the user's stash list onto refs of the run, and work inside a
+submodule or a nested repository, which the branch cannot carry, is refused with the worktree kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
+from runner.coding import sealed
 from runner.coding.git import (  # noqa: F401 - re-exported: the workspace API
     BranchState,
     Cleanup,
@@ -40,10 +48,10 @@ from runner.coding.git import (  # noqa: F401 - re-exported: the workspace API
     Recovery,
     Workspace,
     WorkspaceError,
-    _GIT_OPTIONS,
-    _gitdir_of,
     branch_name,
     checked_out_branch,
+    diff_stats,
+    diff_text,
     find_repo,
     git_env,
     ref_component,
@@ -54,7 +62,7 @@ from runner.coding.git import (  # noqa: F401 - re-exported: the workspace API
 JOURNAL = "workspaces.jsonl"
 WORKTREES = "worktrees"
 LANDING = "landing"
-
+STASH_REFS = "refs/wvo-stash"  # a task's stash entries, moved off the user's list: refs/wvo-stash/<branch>/<n>
 
 
 class Workspaces:
@@ -76,6 +84,9 @@ class Workspaces:
         self._entries: dict[str, dict] = {}  # branch -> its journal record (ours only)
         self._torn = False  # the journal ends mid-line (a crash mid-append): start the next record on a new line
         self._journal = self.state_dir / JOURNAL
+        self._common: Path | None = None  # the repository's common .git folder, looked up once
+        self._sparse: bool | None = None  # whether new worktrees would be sparse (the user's sparse-checkout)
+        sealed.fence(self.state_dir)
         if not self.git.ok(self.repo, "check-ref-format", f"refs/heads/{into}"):
             raise WorkspaceError(f"`into` {into!r} is not a valid branch name")
         header = self._load()
@@ -173,13 +184,19 @@ class Workspaces:
         """`git worktree ARGS` with our other processes kept out: git takes no lock on .git/worktrees,
         and an agent's `worktree remove` (which drops that folder once it is empty) races another's
         `worktree add` ("could not create directory of '.git/worktrees/...'")."""
+        with self._locked():
+            return self.git.run(self.repo, "worktree", *args, check=check)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Our processes one at a time (a file lock in the state dir): worktree add/remove, the stash list."""
         import fcntl
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.state_dir / ".worktree.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            return self.git.run(self.repo, "worktree", *args, check=check)
+            yield
         finally:
             os.close(fd)  # closing drops the lock
 
@@ -218,32 +235,67 @@ class Workspaces:
             path = self.worktrees_dir / branch.rsplit("/", 1)[1]
             if self.is_ours(branch) or path.exists():
                 continue  # ours from an earlier attempt, or a leftover folder
-            proc = self._worktree("add", "-q", "-b", branch, str(path), start, check=False)
+            sparse = self._is_sparse()
+            proc = self._worktree("add", "-q", *(["--no-checkout"] if sparse else []), "-b", branch, str(path), start,
+                                  check=False)
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
-                return Workspace(str(path), branch, start, task_id)
+                ws = Workspace(str(path), branch, start, task_id)
+                left = sealed.make_full(self.git, ws.path, self.common_dir()) if sparse else []
+                if left:  # the user's sparse-checkout would hide files from the task, and its work would not land
+                    self._worktree("remove", "--force", ws.path, check=False)
+                    self._record(branch, path=None, state=BranchState.REFUSED.value, why="sparse")
+                    raise WorkspaceError(
+                        f"the repository's sparse-checkout makes worktree {path} sparse and it could not be made whole "
+                        f"({len(left)} file(s) left out, e.g. {left[0]}); run `git sparse-checkout disable`, or use "
+                        f"workspace mode shared")
+                return ws
             if not self._ref(branch):  # the name is not someone else's branch: a real failure
                 raise GitError(["worktree", "add", "-b", branch, str(path), start], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
 
-    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, bool]:
-        """Commit everything in the worktree onto its branch, keeping the agent's commits; (branch tip, whether it moved).
+    def _is_sparse(self) -> bool:
+        """Whether a new worktree would be sparse: the user's sparse-checkout reaches it through the common .git."""
+        if self._sparse is None:
+            proc = self.git.run(self.repo, "config", "--bool", "core.sparseCheckout", check=False)
+            self._sparse = proc.stdout.strip() == "true"
+        return self._sparse
+
+    def common_dir(self) -> Path:
+        """The repository's common .git folder (refs, objects, config; shared by all its worktrees)."""
+        if self._common is None:
+            self._common = sealed.common_dir_of(self.repo)
+            if self._common is None:  # a layout the files do not tell: ask git
+                p = Path(self.git.out(self.repo, "rev-parse", "--git-common-dir"))
+                self._common = (p if p.is_absolute() else self.repo / p).resolve()
+        return self._common
+
+    def _snapshot(self, ws: Workspace, message: str, author: str) -> tuple[str, str]:
+        """Commit everything in the worktree onto its branch, keeping the agent's commits; (new tip, tip before).
 
         Plumbing (add, write-tree, commit-tree, update-ref) rather than `git commit`: no hook or config can
-        interfere, and work the agent committed on a detached HEAD or another branch is kept on ours.
+        interfere, and work the agent committed on a detached HEAD or another branch is kept on ours. Every
+        command names the worktree's admin folder and work tree: nothing but this worktree can be staged.
+        Raises WorkspaceError (nothing committed) when the folder is no longer our worktree, or when work
+        inside a submodule would be lost.
         """
-        gitdir = _gitdir_of(ws.path)
-        if gitdir is not None and (gitdir / "index.lock").exists():
-            (gitdir / "index.lock").unlink()  # left by a killed agent's git; the attempt is over
+        admin, (head, head_tree, tip) = sealed.check_worktree(
+            self.git, ws.path, self.common_dir(), "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}")
+        if (admin / "index.lock").exists():
+            (admin / "index.lock").unlink()  # left by a killed agent's git; the attempt is over
         g = self.git
-        g.run(ws.path, "add", "-A")
-        tree = g.out(ws.path, "write-tree")
-        head, head_tree, tip = g.out(ws.path, "rev-parse", "HEAD", "HEAD^{tree}", f"refs/heads/{ws.branch}").split()
+        at = (f"--git-dir={admin}", f"--work-tree={ws.path}")
+        g.run(ws.path, *at, "add", "-A")
+        tree = g.out(ws.path, *at, "write-tree")
+        sealed.refuse_lost_submodule_work(g, ws.path, admin, ws.base_commit, tree)
+        if sealed.stash_entries_of(self.common_dir(), ws.branch):
+            with self._locked():  # our other agents move their entries one at a time
+                sealed.take_stash(g, self.repo, ws.branch, f"{STASH_REFS}/{ws.branch}")
         if head == tip:
             if tree == head_tree:
-                return tip, False
+                return tip, tip
             parents = [tip]
-        elif g.ok(ws.path, "merge-base", "--is-ancestor", tip, head):
+        elif g.ok(ws.path, *at, "merge-base", "--is-ancestor", tip, head):
             parents = [head]
         else:
             parents = [tip, head]
@@ -253,23 +305,33 @@ class Workspaces:
             argv = ["commit-tree", tree, "-m", message]
             for p in parents:
                 argv += ["-p", p]
-            new = g.out(ws.path, *argv, author=author)
-        g.run(ws.path, "update-ref", "-m", f"wvo-batch: {message.splitlines()[0]}", f"refs/heads/{ws.branch}", new, tip)
-        return new, True
+            new = g.out(ws.path, *at, *argv, author=author)
+        g.run(ws.path, *at, "update-ref", "-m", f"wvo-batch: {message.splitlines()[0]}", f"refs/heads/{ws.branch}", new, tip)
+        return new, tip
 
     def commit_all(self, ws: Workspace, message: str, author: str = "wvo-batch") -> str | None:
-        """Commit what the agent left (untracked too, .gitignore respected); the branch tip, or None when nothing changed since base."""
-        tip, _ = self._snapshot(ws, message, author)
+        """Commit what the agent left (untracked too, .gitignore respected); the branch tip, or None when nothing changed since base.
+
+        Raises WorkspaceError when the branch no longer contains the commit the attempt started from (the task
+        moved it back): that is not a result to land.
+        """
+        tip, before = self._snapshot(ws, message, author)
         if tip == ws.base_commit:
             self._record(ws.branch, state=BranchState.NO_CHANGES.value, tip=tip)
             return None
+        # the branch still at base before: the new commit is on it. Else ask: did it go back behind base?
+        if before != ws.base_commit and not self.git.ok(self.repo, "merge-base", "--is-ancestor", ws.base_commit, tip):
+            why = (f"the task moved its branch {ws.branch} to {tip[:12]}, which does not contain {ws.base_commit[:12]}, "
+                   f"the commit it started from (a `git reset` backwards?): its history is not a result to land")
+            self._record(ws.branch, state=BranchState.REFUSED.value, tip=tip, why=why)
+            raise WorkspaceError(why)
         self._record(ws.branch, state=BranchState.COMMITTED.value, tip=tip)
         return tip
 
     def wip_commit(self, ws: Workspace, reason: str) -> str | None:
         """Commit what is in the worktree as "WIP: <reason>"; the new commit, or None when nothing was uncommitted."""
-        new, moved = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
-        if not moved:
+        new, before = self._snapshot(ws, f"WIP: {reason}", "wvo-batch")
+        if new == before:
             return None
         self._record(ws.branch, state=BranchState.WIP.value, tip=new)
         return new
@@ -279,10 +341,12 @@ class Workspaces:
 
         saved: the caller has just committed everything in it (and nothing has run there since), so the
         WIP snapshot, two scans of the whole tree, is skipped. Raises GitError (and removes nothing) when
-        the WIP commit fails: no attempt's work is lost.
+        the WIP commit fails, WorkspaceError when the folder is no longer our worktree (its .git deleted or
+        replaced): no attempt's work is lost.
         """
-        wip = self.wip_commit(ws, reason) if not saved and (Path(ws.path) / ".git").exists() else None
-        self._worktree("remove", "--force", ws.path)
+        wip = None if saved else self.wip_commit(ws, reason)  # a worktree no longer ours raises: it is kept
+        # Twice --force: also when the task locked it (`git worktree lock`); everything in it is committed.
+        self._worktree("remove", "--force", "--force", ws.path)
         self._record(ws.branch, path=None)
         return wip
 
@@ -296,52 +360,35 @@ class Workspaces:
 
     def diff_stats(self, branch: str, base_commit: str) -> DiffStats:
         """Files changed, lines added and deleted (binary files count 0), and the paths, from base to branch."""
-        out = self.git.run(self.repo, "diff", "--numstat", "-z", "--no-renames", "--no-ext-diff",
-                           base_commit, f"refs/heads/{branch}").stdout
-        added = deleted = 0
-        paths = []
-        for rec in out.split("\0"):
-            if not rec:
-                continue
-            a, d, path = rec.split("\t", 2)
-            added += int(a) if a.isdigit() else 0
-            deleted += int(d) if d.isdigit() else 0
-            paths.append(path)
-        return DiffStats(len(paths), added, deleted, paths)
+        return diff_stats(self.git, self.repo, base_commit, f"refs/heads/{branch}")
 
     def diff_text(self, branch: str, base_commit: str, cap_bytes: int = 100_000) -> str:
         """The diff from base to branch for a reviewer's prompt, at most about `cap_bytes`; says so when cut."""
-        argv = [self.git.executable, "-C", str(self.repo), *_GIT_OPTIONS, "diff", "--no-color", "--no-ext-diff",
-                "--no-textconv", base_commit, f"refs/heads/{branch}"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                env=self.git.env())
-        try:
-            data = proc.stdout.read(cap_bytes + 1)  # never more than the cap in memory
-        finally:
-            proc.stdout.close()
-            proc.kill()
-            proc.wait()
-        if len(data) <= cap_bytes:
-            return data.decode("utf-8", "replace")
-        cut = data[:cap_bytes]
-        cut = cut[: cut.rfind(b"\n") + 1] or cut
-        stats = self.diff_stats(branch, base_commit)
-        return (cut.decode("utf-8", "replace")
-                + f"\n[diff cut at {len(cut)} bytes; in all {stats.files_changed} files, "
-                  f"+{stats.added} -{stats.deleted}: {', '.join(stats.paths[:50])}]\n")
+        return diff_text(self.git, self.repo, base_commit, f"refs/heads/{branch}", cap_bytes)
 
     # -- end of run and recovery
 
     def finish(self, keep_worktrees: bool = False) -> Cleanup:
-        """Remove worktrees (unless kept) and the landing worktree; delete landed branches that are merged into `into`."""
-        kept_paths = []
+        """Remove worktrees (unless kept) and the landing worktree; delete landed branches that are merged into `into`.
+
+        A worktree that cannot be removed (its .git deleted or re-initialised, the worktree locked) is kept and
+        named in Cleanup.problems; the others are removed all the same.
+        """
+        kept_paths, problems = [], []
         for branch, rec in self.owned().items():
             if rec.get("path") and Path(rec["path"]).exists():
                 if keep_worktrees:
                     kept_paths.append(rec["path"])
-                else:
+                    continue
+                try:
                     self.remove(self.workspace(branch), "end of run")
-        remove_landing_worktree(self)
+                except (GitError, WorkspaceError, OSError) as exc:
+                    kept_paths.append(rec["path"])
+                    problems.append(f"{branch}: worktree {rec['path']} kept: {exc}")
+        try:
+            remove_landing_worktree(self)
+        except (GitError, OSError) as exc:
+            problems.append(f"landing worktree {self.landing_path}: {exc}")
         into_tip = self.tip()
         deleted, kept = [], []
         for branch, rec in self.owned().items():
@@ -356,14 +403,16 @@ class Workspaces:
                 self._record(branch, deleted=True)
             else:
                 kept.append((branch, state))
-        return Cleanup(deleted, kept, kept_paths)
+        return Cleanup(deleted, kept, kept_paths, problems)
 
     def recover(self) -> Recovery:
         """After a dead run: clean the landing worktree, save and remove leftover worktrees, say what is ready to land."""
         problems = []
-        remove_landing_worktree(self)
-        lock = Path(self.git.out(self.repo, "rev-parse", "--git-common-dir"))
-        lock = (self.repo / lock if not lock.is_absolute() else lock) / "refs" / "heads" / f"{self.into}.lock"
+        try:
+            remove_landing_worktree(self)
+        except (GitError, OSError) as exc:
+            problems.append(f"landing worktree {self.landing_path}: {exc}")
+        lock = self.common_dir() / "refs" / "heads" / f"{self.into}.lock"
         if lock.exists():
             problems.append(f"{lock} exists (a git command died holding it): remove it if no git is running")
         saved, removed = {}, []
@@ -372,7 +421,11 @@ class Workspaces:
             if not path:
                 continue
             if Path(path).exists():
-                wip = self.remove(self.workspace(branch), "interrupted: the run died")
+                try:
+                    wip = self.remove(self.workspace(branch), "interrupted: the run died")
+                except (GitError, WorkspaceError, OSError) as exc:
+                    problems.append(f"{branch}: worktree {path} kept: {exc}")
+                    continue
             else:  # gone already: unregister just this one (not `worktree prune`, which prunes the user's too)
                 wip = None
                 self._worktree("remove", "--force", path, check=False)
