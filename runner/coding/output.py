@@ -35,6 +35,8 @@ class OutputFormat(str, Enum):
     TEXT = "text"
 
 
+STRUCTURED = (OutputFormat.CODEX_JSON.value, OutputFormat.CLAUDE_JSON.value)  # formats with a final text
+
 _MAX_LINE = 16 * 1024 * 1024  # a longer partial line is dropped (garbage or a runaway tool output)
 _MAX_NOTES = 20  # non-JSON lines kept, the last ones
 _MAX_NOTE_CHARS = 500

@@ -326,9 +326,11 @@ class Workspaces:
         cut = data[:cap_bytes]
         cut = cut[: cut.rfind(b"\n") + 1] or cut
         stats = self.diff_stats(branch, base_commit)
+        from runner.coding.review import changed_files  # every file named, or how many were left out
+
         return (cut.decode("utf-8", "replace")
                 + f"\n[diff cut at {len(cut)} bytes; in all {stats.files_changed} files, "
-                  f"+{stats.added} -{stats.deleted}: {', '.join(stats.paths[:50])}]\n")
+                  f"+{stats.added} -{stats.deleted}: {changed_files(stats.paths)}]\n")
 
     # -- end of run and recovery
 
