@@ -224,7 +224,7 @@ def test_the_critic_of_a_cut_diff_sees_the_61st_file(tmp_path):
 
 @pytest.mark.timeout(150)
 def test_a_critic_that_moves_into_back_is_caught_and_into_put_back(tmp_path):
-    tasks = ("tasks:\n  - id: T1\n    title: first\n  - id: T2\n    title: second\n    depends_on: [T1]\n")
+    tasks = ("tasks:\n  - id: T1\n    title: first\n  - id: T2\n    title: second\n    dependencies: [T1]\n")
     repo, out = make_repo(tmp_path, "rewind", tasks=tasks)
     code, doc, err = run_json(repo)
     assert code == 0, err

@@ -15,6 +15,9 @@ token, `cached` is the part of it read from a cache; `output` counts every outpu
 part of it spent on reasoning. (Claude reports cache reads and writes beside `input_tokens`, not in it:
 they are added in. Codex and OpenAI count cached and reasoning tokens inside input and output already.)
 
+A cost or a token count that is negative or not a finite number is refused: the cost is unknown (None,
+never taken off the spend), the count is 0, and `refused` says why (the attempt's log gets a warning).
+
 Anything that is not a JSON object with a string `type` is noise: node warnings, stderr log lines, a line
 cut off by a kill. The last few non-JSON lines are kept as `notes` (the CLI's own diagnostics: an agent's
 text reaches the output only inside JSON events); a line that starts with `{` and does not parse is
@@ -110,6 +113,7 @@ class CliResult:
     reset_at: float | None = None  # epoch seconds: a rejected rate_limit_event's resetsAt
     events_seen: int = 0  # structured events parsed
     notes: tuple[str, ...] = ()  # the last non-JSON lines (stderr, warnings)
+    refused: tuple[str, ...] = ()  # counts refused as no count: a negative or non-finite cost or token count
 
     def as_dict(self) -> dict:
         return {
@@ -143,9 +147,12 @@ def attempt_cost(result: CliResult, previous_total: float | None) -> float | Non
 
     Claude's `total_cost_usd` (like its `modelUsage`) on `--resume` counts the whole session, while its
     `usage` counts only this run. previous_total is the cost the last attempt on the same session reported.
+    A cost that is negative or not a finite number is unknown (None): it is never taken off the spend.
     """
-    if result.cost_usd is None:
+    if not is_cost(result.cost_usd):
         return None
+    if not is_cost(previous_total):
+        previous_total = None
     if result.cost_cumulative and previous_total is not None and result.cost_usd >= previous_total:
         return result.cost_usd - previous_total
     return result.cost_usd
@@ -160,6 +167,7 @@ class OutputParser:
         self._partial = b""  # bytes after the last newline, waiting for the rest of their line
         self._dropping = False  # inside an over-long line: skip to its end
         self._notes: list[str] = []
+        self._refused: list[str] = []  # why a reported count was not taken (see CliResult.refused)
         self.events_seen = 0
         self.last_event_at: float | None = None  # `now` of the feed() that brought the last event
 
@@ -193,7 +201,8 @@ class OutputParser:
 
     def result(self) -> CliResult:
         """What the output has said so far (callable at any time)."""
-        return CliResult(format=self.format.value, events_seen=self.events_seen, notes=tuple(self._notes))
+        return CliResult(format=self.format.value, events_seen=self.events_seen, notes=tuple(self._notes),
+                         refused=tuple(dict.fromkeys(self._refused))[-_MAX_ERRORS:])
 
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").strip()
@@ -252,10 +261,10 @@ class CodexParser(OutputParser):
             if isinstance(usage, dict):
                 # Thread totals, not the turn's: the last report holds everything before it.
                 self._usage = Usage(
-                    input=_int(usage.get("input_tokens")),
-                    cached=_int(usage.get("cached_input_tokens")),
-                    output=_int(usage.get("output_tokens")),
-                    reasoning=_int(usage.get("reasoning_output_tokens")),
+                    input=_count(usage, "input_tokens", self._refused),
+                    cached=_count(usage, "cached_input_tokens", self._refused),
+                    output=_count(usage, "output_tokens", self._refused),
+                    reasoning=_count(usage, "reasoning_output_tokens", self._refused),
                 )
         elif kind == "turn.failed":
             self._turns += 1
@@ -342,7 +351,7 @@ class ClaudeParser(OutputParser):
             if isinstance(message, dict):
                 usage = message.get("usage")
                 if isinstance(usage, dict):
-                    self._streamed[_str(message.get("id")) or f"#{len(self._streamed)}"] = _claude_usage(usage)
+                    self._streamed[_str(message.get("id")) or f"#{len(self._streamed)}"] = _claude_usage(usage, self._refused)
                 for block in message.get("content") or ():
                     if isinstance(block, dict) and block.get("type") == "text" and _str(block.get("text")):
                         self._last_text = block["text"]
@@ -368,11 +377,17 @@ class ClaudeParser(OutputParser):
             errors = [e for e in r.get("errors") or () if isinstance(e, str) and e.strip()]
             error = text or "; ".join(errors) or subtype or "error"
         cost = r.get("total_cost_usd", r.get("cost_usd"))
+        refused = list(base.refused)
+        if cost is not None and not is_cost(cost):
+            refused.append(f"total_cost_usd {cost!r} is not a cost (a number, 0 or more): the attempt's cost is unknown")
+            cost = None
         usage = r.get("usage")
+        usage = _claude_usage(usage, refused) if isinstance(usage, dict) else Usage()
         return replace(
             base,
-            usage=_claude_usage(usage) if isinstance(usage, dict) else Usage(),
-            cost_usd=float(cost) if _is_number(cost) else None,
+            usage=usage,
+            refused=tuple(dict.fromkeys(refused))[-_MAX_ERRORS:],
+            cost_usd=float(cost) if cost is not None else None,
             cost_cumulative=True,
             num_turns=_int(r.get("num_turns")) if _is_number(r.get("num_turns")) else None,
             completed=True,
@@ -416,13 +431,29 @@ def epoch_seconds(value) -> float | None:
     return value / 1000.0 if value > 1e11 else value
 
 
-def _claude_usage(usage: dict) -> Usage:
-    cache_read = _int(usage.get("cache_read_input_tokens"))
+def _claude_usage(usage: dict, refused: list) -> Usage:
+    cache_read = _count(usage, "cache_read_input_tokens", refused)
     return Usage(
-        input=_int(usage.get("input_tokens")) + cache_read + _int(usage.get("cache_creation_input_tokens")),
+        input=_count(usage, "input_tokens", refused) + cache_read + _count(usage, "cache_creation_input_tokens", refused),
         cached=cache_read,
-        output=_int(usage.get("output_tokens")),
+        output=_count(usage, "output_tokens", refused),
     )
+
+
+def _count(usage: dict, key: str, refused: list) -> int:
+    """A token count; one that is there but negative or not a finite number is 0, and why goes to `refused`."""
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if not _is_number(value) or value < 0:
+        refused.append(f"{key} {value!r} is not a token count (a number, 0 or more): counted as 0")
+        return 0
+    return int(value)
+
+
+def is_cost(value) -> bool:
+    """A cost in USD we take: a finite number, 0 or more."""
+    return _is_number(value) and value >= 0
 
 
 def _denials(value) -> tuple[str, ...]:

@@ -87,3 +87,42 @@ def with_cost(result: CliResult, usage: Usage, model: str | None, prices: dict[s
     if price is None:
         return result
     return replace(result, cost_usd=cost(usage, price), cost_estimated=True)
+
+
+def uncounted(executor, tasks) -> str | None:
+    """Why the spend of these agent-CLI tasks cannot be counted against a budget, or None when it can.
+
+    Claude reports its cost. Codex reports tokens only: its cost is estimated from `prices:`, which must
+    price every model the tasks may use (or have a `default` entry). Any other CLI reports no cost.
+    """
+    name = executor.source or executor.program
+    if executor.output == "claude-json":
+        return None
+    if executor.output != "codex-json":
+        return f"executor {name} reports no cost (output: {executor.output or 'plain'})"
+    if not executor.prices:
+        return f"executor {name} reports tokens but no cost, and has no `prices:` table to estimate it from"
+    if DEFAULT in executor.prices:
+        return None
+    models = set(executor.escalate)
+    for entry in executor.models.values():
+        models |= set(entry.values()) if isinstance(entry, dict) else {entry}
+    models |= {t.meta["model"] for t in tasks if isinstance(t.meta.get("model"), str)}
+    models = {m for m in models if isinstance(m, str) and m.strip()}
+    missing = sorted(models - set(executor.prices)) or ([] if models else ["(the CLI's own default model)"])
+    if missing:
+        return f"executor {name}: `prices:` has no price for {missing[0]} and no `default` entry"
+    return None
+
+
+def budget_check(executor, tasks, budget, accept: str | None) -> tuple[str | None, str | None]:
+    """--budget with agent-CLI tasks whose spend cannot be counted: (error, None), or (None, warning) once accepted."""
+    if budget is None or executor is None or not tasks:
+        return None, None
+    why = uncounted(executor, tasks)
+    if why is None:
+        return None, None
+    if accept == "ok":
+        return None, f"budget ${float(budget):.2f}: {why}; that spend is not counted (--budget-unknown-cost ok)"
+    return (f"--budget ${float(budget):.2f}: {why}, so the budget could never stop the run; give the CLI's "
+            "prices, or --budget-unknown-cost ok to run anyway"), None
