@@ -22,11 +22,11 @@ def before_review(spaces, branch: str, reviewed: str) -> str:
     """`into`'s tip as the review starts. Raises WorkspaceError when the task branch is not at the reviewed commit."""
     from runner.coding.workspace import WorkspaceError
 
-    tip = _ref(spaces, branch)
+    tip = tip_of(spaces, branch)
     if tip != reviewed:
         raise WorkspaceError(f"the task branch {branch} moved after its attempt was committed "
                              f"(at {(tip or 'nothing')[:10]}, not {reviewed[:10]}); not reviewed")
-    into = _ref(spaces, spaces.into)
+    into = tip_of(spaces, spaces.into)
     if into is None:
         raise WorkspaceError(f"branch {spaces.into!r} disappeared during the run")
     return into
@@ -35,13 +35,13 @@ def before_review(spaces, branch: str, reviewed: str) -> str:
 def after_review(spaces, branch: str, reviewed: str, into_before: str | None) -> str:
     """Why the review cannot count ('' when both refs are where they may be); a ref moved back is put back."""
     problems = []
-    tip = _ref(spaces, branch)
+    tip = tip_of(spaces, branch)
     if tip != reviewed:
         if tip:
             _put_back(spaces, branch, reviewed, tip)
         problems.append(f"the task branch {branch} moved during the review (a critic must not change it); put back")
     if into_before is not None:
-        into = _ref(spaces, spaces.into)
+        into = tip_of(spaces, spaces.into)
         if into != into_before and not (into and _is_ancestor(spaces, into_before, into)):
             if into and _is_ancestor(spaces, into, into_before):
                 _put_back(spaces, spaces.into, into_before, into)
@@ -52,7 +52,7 @@ def after_review(spaces, branch: str, reviewed: str, into_before: str | None) ->
     return "; ".join(problems)
 
 
-def _ref(spaces, branch: str) -> str | None:
+def tip_of(spaces, branch: str) -> str | None:
     proc = spaces.git.run(spaces.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
