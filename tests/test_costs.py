@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import wvo
-from runner.coding import executors, output, pricing
+from runner.coding import budget, executors, output
 from runner.model import Task
 
 CLAUDE = r'''
@@ -57,13 +57,13 @@ def test_a_session_total_is_never_lowered_by_a_bad_earlier_total():
 
 def test_which_executors_can_count_their_spend():
     tasks = [Task("t")]
-    assert pricing.uncounted(executors.parse("claude"), tasks) is None
-    assert "no `prices:` table" in pricing.uncounted(executors.parse("codex"), tasks)
+    assert budget.uncounted(executors.parse("claude"), tasks) is None
+    assert "no `prices:` table" in budget.uncounted(executors.parse("codex"), tasks)
     priced = executors.parse({"command": ["codex", "{prompt}"], "output": "codex-json", "models": {"default": "a"},
                               "prices": {"a": {"input": 1, "output": 1}}})
-    assert pricing.uncounted(priced, tasks) is None
-    assert "no price for b" in pricing.uncounted(priced, [Task("t", meta={"model": "b"})])
-    assert "reports no cost (output: plain)" in pricing.uncounted(executors.parse({"command": ["aider", "{prompt}"]}), tasks)
+    assert budget.uncounted(priced, tasks) is None
+    assert "no price for b" in budget.uncounted(priced, [Task("t", meta={"model": "b"})])
+    assert "reports no cost (output: plain)" in budget.uncounted(executors.parse({"command": ["aider", "{prompt}"]}), tasks)
 
 
 # -- on the process -------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_a_budget_with_a_cli_that_reports_no_cost_is_refused_at_check_and_at_run
         proc = wvo(rm, "--state-dir", tmp_path / "state", mode, *budget)
         assert proc.returncode == 2, (mode, proc.stderr)
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert len(lines) == 1 and "Traceback" not in proc.stderr and lines[0].startswith("wvo-batch: --budget $5.00")
         assert "$5.00: executor " in lines[0] and "reports no cost (output: plain)" in lines[0]
         assert "--budget-unknown-cost ok" in lines[0]
     assert not (tmp_path / "state" / "ledger.sqlite").exists()  # nothing ran

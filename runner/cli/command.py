@@ -100,16 +100,20 @@ def _command(args: SimpleNamespace) -> int:
     from runner.roadmap.loader import load
 
     result = load(roadmaps, strict=args.strict)
+    if not result.errors and (args.budget is not None or args.budget_unknown_cost or "budget" in result.roadmap.settings):
+        from runner.coding.budget import budget_check  # lazily: only a run with a budget needs it
+
+        for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
+            _echo(f"warning: {warning}", err=True)
     if args.check:
         code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
-        return code or _check_programs(result, args.executor) or _check_budget(result, args, at_check=True)
+        return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
             _echo(f"error: {p}", err=True)
         return EXIT_USAGE
     for w in result.warnings:
         _echo(f"warning: {w}", err=True)
-    _check_budget(result, args)
     min_agents, max_agents = args.min_agents, args.max_agents
     if max_agents is not None or min_agents is not None:
         lo = min_agents if min_agents is not None else 1
@@ -302,29 +306,6 @@ def _check_programs(result, executor_arg) -> int:
     for p in problems:
         _echo(f"error: {p}", err=True)
     return EXIT_USAGE if problems else EXIT_OK
-
-
-def _check_budget(result, args, at_check: bool = False) -> int:
-    """--budget (or `budget:`) with agent-CLI tasks whose spend cannot be counted: exit 2, or one warning when
-    --budget-unknown-cost ok accepts it (runner.coding.pricing.budget_check)."""
-    accept = _one_of("--budget-unknown-cost", args.budget_unknown_cost, ("error", "ok"))
-    roadmap = result.roadmap
-    budget = args.budget if args.budget is not None else roadmap.settings.get("budget") if roadmap is not None else None
-    tasks = [t for t in roadmap.tasks if t.command is None and t.call is None] if roadmap is not None else []
-    if budget is None or not tasks:
-        return EXIT_OK
-    from runner.coding import executors, pricing
-
-    spec = _executor(args.executor) if args.executor is not None else roadmap.executor
-    error, warning = pricing.budget_check(executors.parse(spec), tasks, budget, accept)
-    if warning:
-        _echo(f"warning: {warning}", err=True)
-    if error and at_check:
-        _echo(f"error: {error}", err=True)
-        return EXIT_USAGE
-    if error:
-        raise UsageError(error)
-    return EXIT_OK
 
 
 def _run(
