@@ -109,6 +109,8 @@ class CliResult:
     subtype: str | None = None  # claude's result subtype (success, error_max_turns, ...)
     last_error: str | None = None  # the last codex `error` line (may have been transient)
     final_text: str | None = None  # the agent's last message
+    answers: tuple[str, ...] = ()  # every text that stands as a final answer: more than one when events that
+    # end a run came twice (written to the log after the answer, say); a critic's verdict reads them all
     permission_denials: tuple[str, ...] = ()  # tool names the CLI refused to run
     reset_at: float | None = None  # epoch seconds: a rejected rate_limit_event's resetsAt
     events_seen: int = 0  # structured events parsed
@@ -249,6 +251,8 @@ class CodexParser(OutputParser):
         self._error: str | None = None
         self._errors: list[str] = []
         self._final: str | None = None
+        self._answer: str | None = None  # the last agent message before the turn ended
+        self._late: list[str] = []  # agent messages after the turn ended (`codex exec` runs one turn)
 
     def on_event(self, event: dict) -> None:
         kind = event["type"]
@@ -256,6 +260,7 @@ class CodexParser(OutputParser):
             self._thread_id = _str(event.get("thread_id")) or self._thread_id
         elif kind == "turn.completed":
             self._turns += 1
+            self._ended()
             self._completed = True
             usage = event.get("usage")
             if isinstance(usage, dict):
@@ -268,6 +273,7 @@ class CodexParser(OutputParser):
                 )
         elif kind == "turn.failed":
             self._turns += 1
+            self._ended()
             self._completed = self._failed = True
             error = event.get("error")
             message = _str(error.get("message")) if isinstance(error, dict) else _str(error)
@@ -281,6 +287,12 @@ class CodexParser(OutputParser):
             item = event.get("item")
             if isinstance(item, dict) and item.get("type") == "agent_message":
                 self._final = _str(item.get("text")) or self._final
+                if self._completed and _str(item.get("text")):
+                    self._late.append(item["text"])
+
+    def _ended(self) -> None:
+        if not self._completed:
+            self._answer = self._final
 
     def result(self) -> CliResult:
         return replace(
@@ -294,6 +306,7 @@ class CodexParser(OutputParser):
             error_message=self._error,
             last_error=self._errors[-1] if self._errors else None,
             final_text=self._final,
+            answers=tuple(a for a in (self._answer if self._completed else self._final, *self._late) if a),
         )
 
 
@@ -310,6 +323,7 @@ class ClaudeParser(OutputParser):
         self._reset_at: float | None = None
         self._streamed: dict[str, Usage] = {}  # assistant message id -> its usage (repeated per block)
         self._last_text: str | None = None
+        self._results: list[dict] = []  # every `result` event: one, unless something else wrote to the output
         self._pending: list[str] = []  # lines of a JSON document printed over several lines
         self._pending_size = 0
 
@@ -344,6 +358,7 @@ class ClaudeParser(OutputParser):
         self._session = _str(event.get("session_id")) or self._session
         if kind == "result":
             self._result = event
+            self._results.append(event)
         elif kind == "system":
             self._model = _str(event.get("model")) or self._model
         elif kind == "assistant":
@@ -367,7 +382,8 @@ class ClaudeParser(OutputParser):
             streamed = Usage()
             for usage in self._streamed.values():
                 streamed = streamed + usage
-            return replace(base, usage=streamed, final_text=self._last_text)
+            return replace(base, usage=streamed, final_text=self._last_text,
+                           answers=(self._last_text,) if self._last_text else ())
         subtype = _str(r.get("subtype"))
         # Some versions mark error_max_turns with is_error false: the subtype is enough.
         failed = r.get("is_error") is True or (subtype or "").startswith("error")
@@ -397,6 +413,8 @@ class ClaudeParser(OutputParser):
             subtype=subtype,
             api_error=_str(r.get("api_error")) or _str(r.get("api_error_type")),
             final_text=None if failed else text,
+            answers=tuple(_str(e.get("result")) for e in self._results
+                          if e.get("is_error") is not True and _str(e.get("result"))),
             permission_denials=_denials(r.get("permission_denials")),
         )
 

@@ -10,8 +10,10 @@
 
 The verdict fails closed. It is read only from the critic's final answer:
 - codex-json / claude-json: the structured result's final text (claude's `result`, codex's last
-  `agent_message`). Tool output, the prompt and any other line of the log are never read. No final text:
-  no verdict.
+  `agent_message` of its turn). Tool output, the prompt and any other line of the log are never read. No
+  final text: no verdict. Should the output hold more than one final answer (a second `result` event, an
+  `agent_message` after the turn ended: lines appended to the log by some other process), all of them
+  are the answer, so a forged approval after a rejection is two different verdicts.
 - any other executor (`output: text` or none): what the critic printed, less the prompt it echoed (its
   argv elements of 20 characters or more are cut out first). Its answer cannot be told from its tool
   output there, so all of that text counts as the answer.
@@ -130,7 +132,7 @@ def final_answer(output: bytes | str, fmt: str | None, echoed=()) -> str:
     """The critic's final answer in its output (see the module's docstring); '' when there is none."""
     data = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
     if fmt in STRUCTURED:
-        return parse(fmt, data).final_text or ""
+        return "\n".join(parse(fmt, data).answers)
     for part in sorted({p for p in echoed if isinstance(p, str) and len(p) >= ECHO_MIN}, key=len, reverse=True):
         data = data.replace(part, "")
     return data
