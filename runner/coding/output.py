@@ -366,7 +366,8 @@ class ClaudeParser(OutputParser):
             if isinstance(message, dict):
                 usage = message.get("usage")
                 if isinstance(usage, dict):
-                    self._streamed[_str(message.get("id")) or f"#{len(self._streamed)}"] = _claude_usage(usage, self._refused)
+                    key = _str(message.get("id")) or f"#{len(self._streamed)}"
+                    self._streamed[key] = _claude_usage(usage, self._refused)
                 for block in message.get("content") or ():
                     if isinstance(block, dict) and block.get("type") == "text" and _str(block.get("text")):
                         self._last_text = block["text"]
@@ -395,7 +396,8 @@ class ClaudeParser(OutputParser):
         cost = r.get("total_cost_usd", r.get("cost_usd"))
         refused = list(base.refused)
         if cost is not None and not is_cost(cost):
-            refused.append(f"total_cost_usd {cost!r} is not a cost (a number, 0 or more): the attempt's cost is unknown")
+            refused.append(f"total_cost_usd {cost!r} is not a cost (a number, 0 or more): "
+                           "the attempt's cost is unknown")
             cost = None
         usage = r.get("usage")
         usage = _claude_usage(usage, refused) if isinstance(usage, dict) else Usage()
@@ -451,8 +453,9 @@ def epoch_seconds(value) -> float | None:
 
 def _claude_usage(usage: dict, refused: list) -> Usage:
     cache_read = _count(usage, "cache_read_input_tokens", refused)
+    cache_write = _count(usage, "cache_creation_input_tokens", refused)
     return Usage(
-        input=_count(usage, "input_tokens", refused) + cache_read + _count(usage, "cache_creation_input_tokens", refused),
+        input=_count(usage, "input_tokens", refused) + cache_read + cache_write,
         cached=cache_read,
         output=_count(usage, "output_tokens", refused),
     )

@@ -87,4 +87,3 @@ def with_cost(result: CliResult, usage: Usage, model: str | None, prices: dict[s
     if price is None:
         return result
     return replace(result, cost_usd=cost(usage, price), cost_estimated=True)
-

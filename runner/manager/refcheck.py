@@ -45,7 +45,8 @@ def after_review(spaces, branch: str, reviewed: str, into_before: str | None) ->
         if into != into_before and not (into and _is_ancestor(spaces, into_before, into)):
             if into and _is_ancestor(spaces, into, into_before):
                 _put_back(spaces, spaces.into, into_before, into)
-                problems.append(f"{spaces.into} was moved back during the review (a critic must not change it); put back")
+                problems.append(f"{spaces.into} was moved back during the review (a critic must not change it); "
+                                "put back")
             else:
                 problems.append(f"{spaces.into} was rewritten during the review (it is not a descendant of "
                                 f"{into_before[:10]} any more); left as it is")

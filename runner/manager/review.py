@@ -11,9 +11,9 @@ Part of runner.manager.run.Run (a mixin). A reviewed task's life (`review:` in r
              no verdict, or the task branch or `into` moved ──▶ a failed review attempt, retried like any failure
 
 The verdict is read from the critic's final answer only (runner.coding.review). The critic never edits
-the task branch or `into`: it works on a detached HEAD, and if either moved anyway while it ran (into
-may only move forward: other tasks land), it is put back and the attempt fails (runner.manager.refcheck). The attempt's model (`escalate:`)
-is kept per attempt for the events and the task rows.
+the task branch or `into`: it works on a detached HEAD, and if either moved anyway while it ran (`into`
+may only move forward: other tasks land), it is put back and the attempt fails (runner.manager.refcheck).
+The attempt's model (`escalate:`) is kept per attempt for the events and the task rows.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Review:
         self._under_review: dict[str, dict] = {}  # task id -> the reviewed work: workspace info and checks
         self._review_attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
         self._attempt_models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
-        self._review_seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, the critic's argv)
+        self._review_seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, critic's argv)
 
     def _review_settings(self) -> None:
         """Which tasks a critic reviews; UsageError naming the place for one that cannot be."""
@@ -166,7 +166,7 @@ class Review:
         return True
 
     def _verdict(self, task_id: str, res: TaskResult) -> tuple[object, str]:
-        """The critic's verdict from its log, and why there is none; the task branch must not have moved."""
+        """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
         into_before, argv = self._review_seen.pop((task_id, res.attempt), (None, ()))
         problem = refcheck.after_review(self._spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
