@@ -27,9 +27,10 @@ GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
 # -- the verdict ---------------------------------------------------------------------------------------
 
 
-def test_the_last_verdict_line_wins_in_any_case_and_markdown():
+def test_one_verdict_line_in_any_case_and_markdown_and_two_different_are_none():
     text = "I looked.\nVERDICT: REJECT tests missing\nOn reflection:\n**verdict: approve**\n"
-    assert rv.parse_verdict(text) == rv.Verdict(True, "")
+    assert rv.parse_verdict(text) is None  # fail closed: see tests/test_verdicts.py
+    assert rv.parse_verdict("**verdict: approve**\n") == rv.Verdict(True, "")
     assert rv.parse_verdict("> Verdict: Reject - the README still says foo.\n") == rv.Verdict(False, "the README still says foo")
     assert rv.parse_verdict("VERDICT: REJECT") == rv.Verdict(False, "(no reason given)")
 
@@ -43,7 +44,7 @@ def test_a_structured_result_is_read_for_its_final_text():
     # claude -p --output-format json: the agent's answer is in `result`, escaped inside one JSON line
     line = json.dumps({"type": "result", "subtype": "success", "is_error": False,
                        "result": "Looks fine.\nVERDICT: REJECT rename foo to bar", "session_id": "s"})
-    assert rv.verdict_of(line.encode()) == rv.Verdict(False, "rename foo to bar")
+    assert rv.verdict_of(line.encode(), "claude-json") == rv.Verdict(False, "rename foo to bar")
     assert rv.verdict_of(b"plain text\nVERDICT: APPROVE\n") == rv.Verdict(True, "")
 
 

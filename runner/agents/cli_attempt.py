@@ -119,6 +119,8 @@ def run_cli_attempt(msg: TaskMessage, conn, base_env: dict, logs=None, announce_
         pass
     follow.close()
     cli = parser.finish(time.monotonic())
+    for why in cli.refused:  # a negative or NaN cost or token count: unknown, never subtracted
+        _append(msg.log_path, f"\nwvo-batch: warning: {why}\n")
     now = time.time()
     fields = cli_fields(cli)
     outcome, error, retry_after = result.outcome, result.error, result.retry_after

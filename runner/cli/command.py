@@ -100,6 +100,11 @@ def _command(args: SimpleNamespace) -> int:
     from runner.roadmap.loader import load
 
     result = load(roadmaps, strict=args.strict)
+    if not result.errors and (args.budget is not None or args.budget_unknown_cost or "budget" in result.roadmap.settings):
+        from runner.coding.budget import budget_check  # lazily: only a run with a budget needs it
+
+        for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
+            _echo(f"warning: {warning}", err=True)
     if args.check:
         code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
         return code or _check_programs(result, args.executor)

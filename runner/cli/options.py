@@ -126,6 +126,8 @@ OPTIONS = (
     Param("into", ("--into",), str, None, "WVO_INTO", "The branch results land on (default: wvo/<roadmap name>)."),
     Param("keep_worktrees", ("--keep-worktrees",), bool, False, "WVO_KEEP_WORKTREES", "Keep each attempt's worktree after the run."),
     Param("budget", ("--budget",), float, None, "WVO_BUDGET", "USD: once agent CLIs spent this, start no new attempt (exit 1)."),
+    Param("budget_unknown_cost", ("--budget-unknown-cost",), str, None, "WVO_BUDGET_UNKNOWN_COST",
+          "error (default) or ok: --budget with a CLI that reports no cost is refused, or runs with a warning."),
     Param("max_wait", ("--max-wait",), float, 7200.0, "WVO_MAX_WAIT", "Seconds a usage limit may pause the run; a later reset stops it (exit 75; --resume)."),
     Param("backend", ("--backend",), str, "local", "WVO_BACKEND", "local or ray."),
     Param(

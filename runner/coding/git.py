@@ -253,13 +253,8 @@ def diff_text(git: Git, repo: Path, base: str, tip: str, cap_bytes: int = 100_00
     cut = data[:cap_bytes]
     cut = cut[: cut.rfind(b"\n") + 1] or cut
     stats = diff_stats(git, repo, base, tip)
-    named, size = [], 0
-    for p in stats.paths:  # every changed file, as far as a tenth of the cap allows; the others are counted
-        size += len(p) + 2
-        if size > cap_bytes // 10:
-            break
-        named.append(p)
-    more = stats.files_changed - len(named)
+    from runner.coding.review import changed_files  # every file named, or how many were left out
+
     return (cut.decode("utf-8", "replace")
             + f"\n[diff cut at {len(cut)} bytes; in all {stats.files_changed} files, +{stats.added} -{stats.deleted}: "
-              f"{', '.join(named)}" + (f"; and {more} more file(s) not named here" if more else "") + "]\n")
+              f"{changed_files(stats.paths)}]\n")

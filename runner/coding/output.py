@@ -15,6 +15,9 @@ token, `cached` is the part of it read from a cache; `output` counts every outpu
 part of it spent on reasoning. (Claude reports cache reads and writes beside `input_tokens`, not in it:
 they are added in. Codex and OpenAI count cached and reasoning tokens inside input and output already.)
 
+A cost or a token count that is negative or not a finite number is refused: the cost is unknown (None,
+never taken off the spend), the count is 0, and `refused` says why (the attempt's log gets a warning).
+
 Anything that is not a JSON object with a string `type` is noise: node warnings, stderr log lines, a line
 cut off by a kill. The last few non-JSON lines are kept as `notes` (the CLI's own diagnostics: an agent's
 text reaches the output only inside JSON events); a line that starts with `{` and does not parse is
@@ -34,6 +37,8 @@ class OutputFormat(str, Enum):
     CLAUDE_JSON = "claude-json"
     TEXT = "text"
 
+
+STRUCTURED = (OutputFormat.CODEX_JSON.value, OutputFormat.CLAUDE_JSON.value)  # formats with a final text
 
 _MAX_LINE = 16 * 1024 * 1024  # a longer partial line is dropped (garbage or a runaway tool output)
 _MAX_NOTES = 20  # non-JSON lines kept, the last ones
@@ -104,10 +109,13 @@ class CliResult:
     subtype: str | None = None  # claude's result subtype (success, error_max_turns, ...)
     last_error: str | None = None  # the last codex `error` line (may have been transient)
     final_text: str | None = None  # the agent's last message
+    answers: tuple[str, ...] = ()  # every text that stands as a final answer: more than one when events that
+    # end a run came twice (written to the log after the answer, say); a critic's verdict reads them all
     permission_denials: tuple[str, ...] = ()  # tool names the CLI refused to run
     reset_at: float | None = None  # epoch seconds: a rejected rate_limit_event's resetsAt
     events_seen: int = 0  # structured events parsed
     notes: tuple[str, ...] = ()  # the last non-JSON lines (stderr, warnings)
+    refused: tuple[str, ...] = ()  # counts refused as no count: a negative or non-finite cost or token count
 
     def as_dict(self) -> dict:
         return {
@@ -141,9 +149,12 @@ def attempt_cost(result: CliResult, previous_total: float | None) -> float | Non
 
     Claude's `total_cost_usd` (like its `modelUsage`) on `--resume` counts the whole session, while its
     `usage` counts only this run. previous_total is the cost the last attempt on the same session reported.
+    A cost that is negative or not a finite number is unknown (None): it is never taken off the spend.
     """
-    if result.cost_usd is None:
+    if not is_cost(result.cost_usd):
         return None
+    if not is_cost(previous_total):
+        previous_total = None
     if result.cost_cumulative and previous_total is not None and result.cost_usd >= previous_total:
         return result.cost_usd - previous_total
     return result.cost_usd
@@ -158,6 +169,7 @@ class OutputParser:
         self._partial = b""  # bytes after the last newline, waiting for the rest of their line
         self._dropping = False  # inside an over-long line: skip to its end
         self._notes: list[str] = []
+        self._refused: list[str] = []  # why a reported count was not taken (see CliResult.refused)
         self.events_seen = 0
         self.last_event_at: float | None = None  # `now` of the feed() that brought the last event
 
@@ -191,7 +203,8 @@ class OutputParser:
 
     def result(self) -> CliResult:
         """What the output has said so far (callable at any time)."""
-        return CliResult(format=self.format.value, events_seen=self.events_seen, notes=tuple(self._notes))
+        return CliResult(format=self.format.value, events_seen=self.events_seen, notes=tuple(self._notes),
+                         refused=tuple(dict.fromkeys(self._refused))[-_MAX_ERRORS:])
 
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").strip()
@@ -238,6 +251,8 @@ class CodexParser(OutputParser):
         self._error: str | None = None
         self._errors: list[str] = []
         self._final: str | None = None
+        self._answer: str | None = None  # the last agent message before the turn ended
+        self._late: list[str] = []  # agent messages after the turn ended (`codex exec` runs one turn)
 
     def on_event(self, event: dict) -> None:
         kind = event["type"]
@@ -245,18 +260,20 @@ class CodexParser(OutputParser):
             self._thread_id = _str(event.get("thread_id")) or self._thread_id
         elif kind == "turn.completed":
             self._turns += 1
+            self._ended()
             self._completed = True
             usage = event.get("usage")
             if isinstance(usage, dict):
                 # Thread totals, not the turn's: the last report holds everything before it.
                 self._usage = Usage(
-                    input=_int(usage.get("input_tokens")),
-                    cached=_int(usage.get("cached_input_tokens")),
-                    output=_int(usage.get("output_tokens")),
-                    reasoning=_int(usage.get("reasoning_output_tokens")),
+                    input=_count(usage, "input_tokens", self._refused),
+                    cached=_count(usage, "cached_input_tokens", self._refused),
+                    output=_count(usage, "output_tokens", self._refused),
+                    reasoning=_count(usage, "reasoning_output_tokens", self._refused),
                 )
         elif kind == "turn.failed":
             self._turns += 1
+            self._ended()
             self._completed = self._failed = True
             error = event.get("error")
             message = _str(error.get("message")) if isinstance(error, dict) else _str(error)
@@ -270,6 +287,12 @@ class CodexParser(OutputParser):
             item = event.get("item")
             if isinstance(item, dict) and item.get("type") == "agent_message":
                 self._final = _str(item.get("text")) or self._final
+                if self._completed and _str(item.get("text")):
+                    self._late.append(item["text"])
+
+    def _ended(self) -> None:
+        if not self._completed:
+            self._answer = self._final
 
     def result(self) -> CliResult:
         return replace(
@@ -283,6 +306,7 @@ class CodexParser(OutputParser):
             error_message=self._error,
             last_error=self._errors[-1] if self._errors else None,
             final_text=self._final,
+            answers=tuple(a for a in (self._answer if self._completed else self._final, *self._late) if a),
         )
 
 
@@ -299,6 +323,7 @@ class ClaudeParser(OutputParser):
         self._reset_at: float | None = None
         self._streamed: dict[str, Usage] = {}  # assistant message id -> its usage (repeated per block)
         self._last_text: str | None = None
+        self._results: list[dict] = []  # every `result` event: one, unless something else wrote to the output
         self._pending: list[str] = []  # lines of a JSON document printed over several lines
         self._pending_size = 0
 
@@ -333,6 +358,7 @@ class ClaudeParser(OutputParser):
         self._session = _str(event.get("session_id")) or self._session
         if kind == "result":
             self._result = event
+            self._results.append(event)
         elif kind == "system":
             self._model = _str(event.get("model")) or self._model
         elif kind == "assistant":
@@ -340,7 +366,8 @@ class ClaudeParser(OutputParser):
             if isinstance(message, dict):
                 usage = message.get("usage")
                 if isinstance(usage, dict):
-                    self._streamed[_str(message.get("id")) or f"#{len(self._streamed)}"] = _claude_usage(usage)
+                    key = _str(message.get("id")) or f"#{len(self._streamed)}"
+                    self._streamed[key] = _claude_usage(usage, self._refused)
                 for block in message.get("content") or ():
                     if isinstance(block, dict) and block.get("type") == "text" and _str(block.get("text")):
                         self._last_text = block["text"]
@@ -356,7 +383,8 @@ class ClaudeParser(OutputParser):
             streamed = Usage()
             for usage in self._streamed.values():
                 streamed = streamed + usage
-            return replace(base, usage=streamed, final_text=self._last_text)
+            return replace(base, usage=streamed, final_text=self._last_text,
+                           answers=(self._last_text,) if self._last_text else ())
         subtype = _str(r.get("subtype"))
         # Some versions mark error_max_turns with is_error false: the subtype is enough.
         failed = r.get("is_error") is True or (subtype or "").startswith("error")
@@ -366,11 +394,18 @@ class ClaudeParser(OutputParser):
             errors = [e for e in r.get("errors") or () if isinstance(e, str) and e.strip()]
             error = text or "; ".join(errors) or subtype or "error"
         cost = r.get("total_cost_usd", r.get("cost_usd"))
+        refused = list(base.refused)
+        if cost is not None and not is_cost(cost):
+            refused.append(f"total_cost_usd {cost!r} is not a cost (a number, 0 or more): "
+                           "the attempt's cost is unknown")
+            cost = None
         usage = r.get("usage")
+        usage = _claude_usage(usage, refused) if isinstance(usage, dict) else Usage()
         return replace(
             base,
-            usage=_claude_usage(usage) if isinstance(usage, dict) else Usage(),
-            cost_usd=float(cost) if _is_number(cost) else None,
+            usage=usage,
+            refused=tuple(dict.fromkeys(refused))[-_MAX_ERRORS:],
+            cost_usd=float(cost) if cost is not None else None,
             cost_cumulative=True,
             num_turns=_int(r.get("num_turns")) if _is_number(r.get("num_turns")) else None,
             completed=True,
@@ -380,6 +415,8 @@ class ClaudeParser(OutputParser):
             subtype=subtype,
             api_error=_str(r.get("api_error")) or _str(r.get("api_error_type")),
             final_text=None if failed else text,
+            answers=tuple(_str(e.get("result")) for e in self._results
+                          if e.get("is_error") is not True and _str(e.get("result"))),
             permission_denials=_denials(r.get("permission_denials")),
         )
 
@@ -414,13 +451,30 @@ def epoch_seconds(value) -> float | None:
     return value / 1000.0 if value > 1e11 else value
 
 
-def _claude_usage(usage: dict) -> Usage:
-    cache_read = _int(usage.get("cache_read_input_tokens"))
+def _claude_usage(usage: dict, refused: list) -> Usage:
+    cache_read = _count(usage, "cache_read_input_tokens", refused)
+    cache_write = _count(usage, "cache_creation_input_tokens", refused)
     return Usage(
-        input=_int(usage.get("input_tokens")) + cache_read + _int(usage.get("cache_creation_input_tokens")),
+        input=_count(usage, "input_tokens", refused) + cache_read + cache_write,
         cached=cache_read,
-        output=_int(usage.get("output_tokens")),
+        output=_count(usage, "output_tokens", refused),
     )
+
+
+def _count(usage: dict, key: str, refused: list) -> int:
+    """A token count; one that is there but negative or not a finite number is 0, and why goes to `refused`."""
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if not _is_number(value) or value < 0:
+        refused.append(f"{key} {value!r} is not a token count (a number, 0 or more): counted as 0")
+        return 0
+    return int(value)
+
+
+def is_cost(value) -> bool:
+    """A cost in USD we take: a finite number, 0 or more."""
+    return _is_number(value) and value >= 0
 
 
 def _denials(value) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import time
 from runner.agents.messages import TaskResult
 from runner.errors import UsageError
 from runner.manager.scheduler import LANDING
+from runner.manager.recovery import crash_point, landed_tasks
 from runner.model import Outcome
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class Landing:
                 recovery = spaces.recover()
                 owned = spaces.owned()
                 done |= {owned[b]["task"] for b in recovery.landed}
+                done |= landed_tasks(spaces)  # journalled landed, killed before the ledger: on `into`, done
                 lander = Lander(spaces)
                 for ws in recovery.finished:
                     task = self.tasks.get(ws.task_id)
@@ -240,6 +242,7 @@ class Landing:
             self._land_busy -= 1
             info = self._ws_info.setdefault(task_id, {})
             if isinstance(verdict, Landed):
+                crash_point("landed")  # tests: into moved and journalled, the ledger not written
                 info["landed"] = verdict.commit
                 self._last_landed = f"{task_id} ({verdict.commit[:10]})"
                 outcome, error = Outcome.SUCCEEDED, None

@@ -8,11 +8,12 @@ Part of runner.manager.run.Run (a mixin). A reviewed task's life (`review:` in r
          ──▶ VERDICT: APPROVE ──▶ landing (runner.manager.landing), or succeeded when it does not land
              VERDICT: REJECT why ──▶ recorded `rejected`, the reason is the next attempt's {feedback};
                                      rework by any agent but a critic; after review_rounds: needs_improvement
-             no verdict, or the task branch moved ──▶ a failed review attempt, retried like any failure
+             no verdict, or the task branch or `into` moved ──▶ a failed review attempt, retried like any failure
 
-The critic never edits the task branch: it works on a detached HEAD, and if the branch tip moved
-anyway while it ran, the branch is put back and the attempt fails. The attempt's model (`escalate:`)
-is kept per attempt for the events and the task rows.
+The verdict is read from the critic's final answer only (runner.coding.review). The critic never edits
+the task branch or `into`: it works on a detached HEAD, and if either moved anyway while it ran (`into`
+may only move forward: other tasks land), it is put back and the attempt fails (runner.manager.refcheck).
+The attempt's model (`escalate:`) is kept per attempt for the events and the task rows.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from dataclasses import replace
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.coding import executors
 from runner.errors import UsageError
-from runner.manager import statedir
+from runner.manager import refcheck, statedir
 from runner.model import Outcome, Task
 
 log = logging.getLogger(__name__)
 
-_LOG_TAIL = 256 * 1024  # bytes of a critic's log read for its verdict
 _SETUP_FAILED = ("/bin/sh", "-c", 'printf "wvo-batch: cannot set up the review: %s\\n" "$WVO_REVIEW_ERROR" >&2; exit 1')
 
 
@@ -42,6 +42,7 @@ class Review:
         self._under_review: dict[str, dict] = {}  # task id -> the reviewed work: workspace info and checks
         self._review_attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
         self._attempt_models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
+        self._review_seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, critic's argv)
 
     def _review_settings(self) -> None:
         """Which tasks a critic reviews; UsageError naming the place for one that cannot be."""
@@ -79,10 +80,12 @@ class Review:
         spaces = self._spaces_of(task.id)
         cwd = None
         try:
+            into_before = refcheck.before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
             command = executors.build_argv(task, role, self.executor, self._feedback_text(task.id), attempt, fields)
+            self._review_seen[(task.id, attempt)] = (into_before, tuple(command))
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
         self._review_attempts[(task.id, attempt)] = cwd
@@ -105,6 +108,7 @@ class Review:
 
     def _review_ended(self, task_id: str, attempt: int) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""
+        self._review_seen.pop((task_id, attempt), None)
         if (task_id, attempt) in self._review_attempts:
             self._drop_tree(task_id, self._review_attempts.pop((task_id, attempt)))
 
@@ -162,29 +166,14 @@ class Review:
         return True
 
     def _verdict(self, task_id: str, res: TaskResult) -> tuple[object, str]:
-        """The critic's verdict from its log, and why there is none; the task branch must not have moved."""
+        """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
-        spaces = self._spaces_of(task_id)
-        ref = f"refs/heads/{ws['branch']}"
-        proc = spaces.git.run(spaces.repo, "rev-parse", "--verify", "--quiet", ref, check=False)
-        tip, reviewed = proc.stdout.strip(), ws["commit"] or ws["base"]
-        if tip != reviewed:
-            if tip:
-                spaces.git.run(spaces.repo, "update-ref", "-m", "wvo-batch: undo a critic's change", ref, reviewed, tip, check=False)
-            return None, f"the task branch {ws['branch']} moved during the review (a critic must not change it); put back"
-        path = self._records.get((task_id, res.attempt), {}).get("log")
-        data = b""
-        if res.log and path:
-            try:
-                with open(path, "rb") as f:
-                    f.seek(max(0, os.fstat(f.fileno()).st_size - _LOG_TAIL))
-                    data = f.read()
-            except OSError:
-                pass
-        verdict = _rv().verdict_of(data)
-        if verdict is None:
-            return None, "no verdict: the critic's output has no line `VERDICT: APPROVE` or `VERDICT: REJECT <reason>`"
-        return verdict, ""
+        into_before, argv = self._review_seen.pop((task_id, res.attempt), (None, ()))
+        problem = refcheck.after_review(self._spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
+        if problem:
+            return None, problem
+        path = self._records.get((task_id, res.attempt), {}).get("log") if res.log else None
+        return _rv().verdict_from_log(path, self.executor.output, argv)
 
     # -- for the records ----------------------------------------------------------------------------------
 

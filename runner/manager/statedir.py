@@ -158,66 +158,76 @@ def new_run_folder(state_dir: str, run_id: int) -> str:
 
 
 class RunLock:
-    """One run per roadmap and state dir: an flock on a file holding the holder's pid.
+    """One run per roadmap file and state dir: an flock per roadmap file, each on a file holding the holder's pid.
 
-    The kernel drops an flock when its holder dies, so a stale lock is simply taken over; the pid left
-    in the file tells us it was stale, and we warn.
+    Every file of a run is locked, so `a.yaml b.yaml` and `b.yaml` never run b's tasks at once. The locks
+    are taken in one fixed order (their keys sorted), without waiting: two runs never hold one each and
+    wait for the other's. The kernel drops an flock when its holder dies, so a stale lock is simply taken
+    over; the pid left in the file tells us it was stale, and we warn.
     """
 
-    def __init__(self, state_dir: str, key: str):
-        digest = sha256(os.fsencode(key)).hexdigest()[:10]
-        self.path = os.path.join(state_dir, f"run-{digest}.lock")
-        self._fd: int | None = None
+    def __init__(self, state_dir: str, keys: dict[str, str]):
+        # lock file path -> the roadmap it locks (as given), in the order they are taken
+        self.paths = {os.path.join(state_dir, f"run-{sha256(os.fsencode(k)).hexdigest()[:10]}.lock"): name
+                      for k, name in sorted(keys.items())}
+        self._fds: list[int] = []  # held, in the order taken
         self.stale_pid: int | None = None
 
     @classmethod
     def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
-        """The lock of these roadmap files, keyed on what they are (device and inode), not how the path is
-        spelt: a symlinked folder or a hard link reaches the same lock. A file that cannot be read is keyed
-        on its resolved path."""
-        ids = []
+        """The locks of these roadmap files, each keyed on what the file is (device and inode), not how the
+        path is spelt: a symlinked folder or a hard link reaches the same lock. A file that cannot be read
+        is keyed on its resolved path."""
+        keys = {}
         for f in files:
             try:
                 st = os.stat(f)
-                ids.append(f"{st.st_dev}:{st.st_ino}")
+                keys[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
-                ids.append(os.path.realpath(f))
-        return cls(state_dir, "\0".join(ids))
+                keys[os.path.realpath(f)] = f
+        return cls(state_dir, keys)
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            who = f"PID {holder}" if holder else "another process"
-            raise LockHeld(f"another wvo-batch run of this roadmap is in progress ({who} holds {self.path})") from None
-        previous = _read_pid(fd)  # left behind only by a holder that died without releasing
-        self.stale_pid = previous if previous != os.getpid() else None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        """Take every lock, or none: raises LockHeld naming the roadmap and the holder's pid."""
+        stale = None
+        for path, name in self.paths.items():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                self.release()
+                who = f"PID {holder}" if holder else "another process"
+                raise LockHeld(f"another wvo-batch run of {name} is in progress ({who} holds {path})") from None
+            previous = _read_pid(fd)  # left behind only by a holder that died without releasing
+            if previous != os.getpid():
+                stale = stale or previous
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fds.append(fd)
+        self.stale_pid = stale
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
+        for fd in reversed(self._fds):
+            os.ftruncate(fd, 0)
+            os.close(fd)
+        self._fds = []
 
     def holder(self) -> int | None:
-        """The pid of a live holder, for --status; None when no run holds the lock."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return None
-        except BlockingIOError:
-            return _read_pid(fd)
-        finally:
-            os.close(fd)
+        """The pid of a live holder of any of these locks, for --status; None when no run holds one."""
+        for path in self.paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_pid(fd)
+            finally:
+                os.close(fd)
+        return None
 
 
 def _read_pid(fd: int) -> int | None:
