@@ -241,6 +241,13 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
     from runner.roadmap.loader import format_plan, plan
 
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
+    executor = _executor(args.executor) if args is not None and args.executor is not None else None
+    if result.roadmap is not None:
+        from runner.roadmap.fleet import copy_problems
+
+        errors, warnings = copy_problems(result.roadmap)  # `workspace.copy` must list gitignored, untracked files
+        result.errors.extend(errors)
+        result.warnings.extend(warnings)
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
@@ -252,14 +259,14 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
     if json_out:
-        doc = plan(result)
+        doc = plan(result, executor)
         if batch is not None:
             doc["batch"] = batch
         if spaces:
             doc["workspaces"] = spaces
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(format_plan(result))
+        _echo(format_plan(result, executor=executor))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":

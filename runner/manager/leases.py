@@ -1,6 +1,6 @@
 """Resource leases: the reservation dict generalised from agents to ports and database names. Pure logic.
 
-    resources: {port: {range: 8100-8199}, db: [test_a, test_b]}  ──pools()──▶ {name: Pool}
+    resources: {port: {range: 8100-8199}, db: [test_a, test_b]}  ──roadmap.fleet──▶ {name: PortRange | NamePool}
     task `uses: [port, db]` ──lease(task, attempt, uses)──▶ {port: "8100", db: "test_a"} (WVO_PORT, WVO_DB)
                            ◀──release(task)── the attempt's outcome (after its checks, and its landing's)
 
@@ -16,39 +16,11 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from runner.roadmap.fleet import NamePool, Pool, PortRange  # noqa: F401 - the pools, as the roadmap declares them
+
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
     from typing import Callable
-
-
-@dataclass(frozen=True)
-class PortRange:
-    """`port: {range: 8100-8199}`: every port from low to high, both included."""
-
-    low: int
-    high: int
-
-    def values(self) -> tuple[str, ...]:
-        return tuple(str(p) for p in range(self.low, self.high + 1))
-
-    def describe(self) -> str:
-        return f"ports {self.low}-{self.high}"
-
-
-@dataclass(frozen=True)
-class NamePool:
-    """`db: [test_a, test_b]`: one of these names."""
-
-    names: tuple[str, ...]
-
-    def values(self) -> tuple[str, ...]:
-        return self.names
-
-    def describe(self) -> str:
-        return ", ".join(self.names)
-
-
-Pool = PortRange | NamePool
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,8 @@ Rules, in the order they apply:
 - Critical tasks never wait for a role or an agent; they take their preferred agent only if it is idle.
 - A held task never holds back the tasks behind it, and a task that may take any agent leaves alone,
   when another will do, an idle agent that a held task waits for.
-- Leases (`uses:`, runner.manager.leases): a task is reserved only with a slot of every pool it uses,
-  leased at that moment and released with its outcome (after its checks and its landing: hand_over keeps
-  them). A task refused a slot waits out of the queue, so it holds back no other, and is woken when a
-  slot of its pool is freed.
+- Leases (`uses:`, runner.manager.leases): a task is reserved with a slot of each pool it uses, held until
+  its outcome (through hand_over); refused one, it waits out of the queue, holding back no other task.
 - A failed attempt with retries left is queued again after an exponential backoff with jitter.
   A rate-limited attempt is queued again without counting (`max_rate_limits` times; past that, it
   counts like a failure, so a provider that always answers 429 cannot keep a run alive forever), and
@@ -51,7 +49,7 @@ import math
 import random
 
 from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler's API
-    _ANY, _NOT_CRITIC, _OVERDUE, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
+    _ANY, _NOT_CRITIC, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
     preferred_role,
 )
 from runner.manager.livequeue import LiveQueue
@@ -82,8 +80,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
         max_rate_limits: int = 20,
         rng: random.Random | None = None,
         files: dict[str, tuple[str, ...]] | None = None,
-        review_rounds: dict[str, int] | None = None,
-        leases=None,
+        review_rounds: dict[str, int] | None = None, leases=None,
     ):
         self.tasks = {t.id: t for t in tasks}
         self.roles = set(roles)
@@ -263,9 +260,6 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
     def assign(self, idle: list[AgentView], now: float) -> list[tuple[AgentView, Task]]:
         """Pair ready tasks with idle agents; each agent and each task at most once."""
         self._tick(now)
-        if self._gate is not None and self._gate.recheck_at is not None:
-            self._gate.tick(now)
-            self._wake_leased(now)
         if self.draining or not self._where:
             return []
         cooling = self._cooldown
@@ -331,26 +325,6 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
             for other in list(self._with_key.get(key, ())):
                 self._place(other, now)
         return None
-
-    def _lease(self, task: Task, now: float) -> bool:
-        key = self._key[task.id]
-        got = self._gate.try_lease(
-            task.id, self.next_attempt(task.id), (key[0], self.queued_at[task.id], task.order), key[1] == _OVERDUE, now
-        )
-        if got is None:
-            self._leave(task.id)
-        self._wake_leased(now)
-        return got is not None
-
-    def _release_lease(self, task_id: str, now: float) -> None:
-        if self._gate is not None:
-            self._gate.release(task_id)
-            self._wake_leased(now)
-
-    def _wake_leased(self, now: float) -> None:
-        for other in self._gate.drain_woken():
-            if self.state.get(other) is TaskState.QUEUED and other not in self._where:
-                self._enter(other, now, since=self.queued_at[other], announce=False)
 
     def _overlaps(self, task_id: str) -> bool:
         mine = self._files[task_id]
@@ -512,9 +486,6 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
         loop may not call assign() while no agent is idle).
         """
         self._tick(now)
-        if self._gate is not None and self._gate.recheck_at is not None:
-            self._gate.tick(now)
-            self._wake_leased(now)
         holds = self._holds
         while holds and (self._seq.get(holds[0][1]) != holds[0][2] or self._where.get(holds[0][1], _ANY) == _ANY):
             heapq.heappop(holds)
@@ -523,7 +494,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
             times.append(holds[0][0])
         if self._delayed:
             times.append(self._delayed[0][0])
-        if self._gate is not None and self._gate.recheck_at is not None:
+        if self._gate is not None and self._gate.recheck_at is not None:  # ports in use outside the run
             times.append(self._gate.recheck_at)
         return max(0.0, min(times) - now) if times else None
 
@@ -547,5 +518,3 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
                 if new is TaskState.SKIPPED:
                     self._changes.append(task_id)
         self._clear_queue()
-        if self._gate is not None:
-            self._gate.clear()
