@@ -227,3 +227,15 @@ def test_copy_of_a_glob_that_matches_nothing_is_a_warning(repo):
     proc = wvo("--check", copy_roadmap(repo, ["missing.env"]))
     assert proc.returncode == 0
     assert "'missing.env' matches no file" in proc.stdout
+
+
+def test_the_schema_takes_every_fleet_key():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from runner.roadmap.schema import json_schema
+
+    jsonschema.validate(yaml.safe_load(FULL), json_schema())
+    bad = yaml.safe_load(FULL.replace("session: fresh", "session: later"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json_schema())
