@@ -83,3 +83,19 @@ def test_a_roadmap_with_executors_by_role_and_per_task(tmp_path):
         "claude", "codex", "claude")
     assert len(fleet.executors) == 2  # `claude` written twice is one executor: one set of accounts and pauses
     assert fleet_of(rm, run_executor="claude").choose(b, "worker").name == "claude"  # --executor replaces the run's
+
+
+def test_check_wants_every_executors_program_on_path_not_only_the_runs(tmp_path):
+    from tests.conftest import wvo
+
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        executor: [{sys.executable}, "{{prompt}}"]
+        executors: {{critic: [no-such-agent-cli, "{{prompt}}"]}}
+        tasks: [{{id: a, title: a}}]
+    """))
+    proc = wvo("--check", path)
+    assert proc.returncode == 2
+    assert "program 'no-such-agent-cli' is not on PATH" in proc.stderr
+    path.write_text(path.read_text().replace("no-such-agent-cli", sys.executable))
+    assert wvo("--check", path).returncode == 0

@@ -297,14 +297,14 @@ def _workspaces(result, args) -> list[dict]:
 
 
 def _check_programs(result, executor_arg) -> int:
-    """--check: every executor's program must be on PATH (exit 2 otherwise)."""
-    from runner.coding import executors
+    """--check: every executor's program (the run's, each role's, each task's own) must be on PATH (exit 2 otherwise)."""
     from runner.manager.accounts import program_problems
+    from runner.roadmap.fleet import fleet_of
 
-    spec = _executor(executor_arg) if executor_arg is not None else (result.roadmap.executor if result.roadmap else None)
-    if spec is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
+    if result.roadmap is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
         return EXIT_OK
-    problems = program_problems(executors.parse(spec))
+    fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
+    problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
     for p in problems:
         _echo(f"error: {p}", err=True)
     return EXIT_USAGE if problems else EXIT_OK
