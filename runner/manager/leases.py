@@ -45,6 +45,8 @@ class Leases:
         """in_use(resource, value): whether a port is taken outside the run (None: never asked)."""
         self.pools = dict(pools)
         self._values = {name: pool.values() for name, pool in self.pools.items()}
+        self._position = {name: {v: i for i, v in enumerate(vs)} for name, vs in self._values.items()}
+        self._busy = dict.fromkeys(self.pools, 0)  # pool -> slots held
         self._probe = in_use
         self._holder: dict[tuple[str, str], str] = {}  # (resource, value) -> task id holding it
         self._held: dict[str, list[LeaseRow]] = {}  # task id -> its rows, one per resource it uses
@@ -76,6 +78,7 @@ class Leases:
         rows = [LeaseRow(task_id, attempt, name, value) for name, value in taken.items()]
         for row in rows:
             self._holder[(row.resource, row.value)] = task_id
+            self._busy[row.resource] += 1
         self._held[task_id] = rows
         return taken
 
@@ -84,6 +87,7 @@ class Leases:
         rows = self._held.pop(task_id, [])
         for row in rows:
             del self._holder[(row.resource, row.value)]
+            self._busy[row.resource] -= 1
         return rows
 
     def values(self, task_id: str) -> dict[str, str]:
@@ -102,8 +106,8 @@ class Leases:
         out: dict[str, dict[str, str]] = {name: {} for name in self.pools}
         for (name, value), task_id in self._holder.items():
             out[name][value] = task_id
-        order = self._values
-        return {name: dict(sorted(got.items(), key=lambda kv: order[name].index(kv[0]))) for name, got in out.items()}
+        pos = self._position
+        return {name: dict(sorted(got.items(), key=lambda kv: pos[name][kv[0]])) for name, got in out.items()}
 
     def holders(self) -> int:
         return len(self._held)
@@ -111,7 +115,7 @@ class Leases:
     def _free_count(self, name: str) -> int:
         if name not in self._values:
             return 0
-        return len(self._values[name]) - sum(1 for (res, _) in self._holder if res == name)
+        return len(self._values[name]) - self._busy[name]
 
     def _first_free(self, name: str) -> tuple[str | None, bool]:
         """(the first slot nobody holds and the probe does not find in use, whether one was refused by the probe)."""
@@ -165,8 +169,9 @@ class LeaseGate:
     def __init__(self, leases: Leases, uses: dict[str, tuple[str, ...]]):
         self.leases = leases
         self.uses = uses  # task id -> the pools it uses (tasks without `uses:` are not here)
-        self._parked: dict[str, list] = {}  # pool -> heap of (tier, queued at, order, task id)
-        self._waiting: dict[str, str] = {}  # parked task id -> the pool it waits on ("" = guarded)
+        self._parked: dict[str, list] = {}  # pool -> heap of (tier, queued at, order, seq, task id)
+        self._waiting: dict[str, tuple[str, int]] = {}  # parked task id -> (the pool it waits on, "" = guarded; seq)
+        self._seq = 0  # tells a live heap entry from a stale one
         self._wanted: dict[str, tuple[float, tuple[str, ...]]] = {}  # overdue waiting task -> (queued at, its pools)
         self._woken: list[str] = []  # tasks to put back into the ready queue, drained by the scheduler
         self.recheck_at: float | None = None  # when to ask again for ports that were in use outside
@@ -193,8 +198,7 @@ class LeaseGate:
         """The task's attempt is over (its landing too): free its slots and wake one waiter per slot."""
         for row in self.leases.release(task_id):
             for other, (_, theirs) in self._wanted.items():
-                pool = self._waiting.get(other)
-                if pool and row.resource in theirs:  # an overdue task goes first, whatever the pool's order
+                if other in self._waiting and row.resource in theirs:  # an overdue task goes first, whatever the pool's order
                     del self._waiting[other]
                     self._woken.append(other)
             self._wake(row.resource, 1)
@@ -228,15 +232,16 @@ class LeaseGate:
         return False
 
     def _park(self, task_id: str, pool: str, rank: tuple) -> None:
-        self._waiting[task_id] = pool
-        heapq.heappush(self._parked.setdefault(pool, []), (*rank, task_id))
+        self._seq += 1
+        self._waiting[task_id] = (pool, self._seq)
+        heapq.heappush(self._parked.setdefault(pool, []), (*rank, self._seq, task_id))
 
     def _wake(self, pool: str, count: int | None) -> None:
         heap = self._parked.get(pool)
         while heap and (count is None or count > 0):
-            task_id = heapq.heappop(heap)[-1]
-            if self._waiting.get(task_id) != pool:
-                continue  # stale
+            *_, seq, task_id = heapq.heappop(heap)
+            if self._waiting.get(task_id) != (pool, seq):
+                continue  # stale: woken since, or parked again
             del self._waiting[task_id]
             self._woken.append(task_id)
             if count is not None:
