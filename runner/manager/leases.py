@@ -119,6 +119,8 @@ class Leases:
 
     def _first_free(self, name: str) -> tuple[str | None, bool]:
         """(the first slot nobody holds and the probe does not find in use, whether one was refused by the probe)."""
+        if self._busy[name] >= len(self._values[name]):
+            return None, False  # every slot held: no need to look
         outside = False
         probe = self._probe if isinstance(self.pools[name], PortRange) else None
         for value in self._values[name]:
