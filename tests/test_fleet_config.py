@@ -239,3 +239,12 @@ def test_the_schema_takes_every_fleet_key():
     bad = yaml.safe_load(FULL.replace("session: fresh", "session: later"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json_schema())
+
+
+def test_a_files_defaults_setup_and_copy_apply_to_that_files_tasks_only(tmp_path):
+    a = write(tmp_path, "a.yaml", "defaults: {workspace: {setup: [make a], copy: [.env]}}\ntasks: [{id: a, command: 'true'}]\n")
+    b = write(tmp_path, "b.yaml", "tasks: [{id: b, command: 'true'}]\n")
+    rm = load([a, b]).roadmap
+    got = {t.id: (fleet.for_task(rm, t).setup, fleet.for_task(rm, t).copy) for t in rm.tasks}
+    assert got == {"a": (("make a",), (".env",)), "b": ((), ())}
+    assert "setup" not in rm.defaults and rm.defaults["workspace"] == {}
