@@ -246,6 +246,13 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
     from runner.roadmap.loader import format_plan, plan
 
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
+    executor = _executor(args.executor) if args is not None and args.executor is not None else None
+    if result.roadmap is not None:
+        from runner.roadmap.fleet import copy_problems
+
+        errors, warnings = copy_problems(result.roadmap)  # `workspace.copy` must list gitignored, untracked files
+        result.errors.extend(errors)
+        result.warnings.extend(warnings)
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
@@ -257,14 +264,14 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
     if json_out:
-        doc = plan(result)
+        doc = plan(result, executor)
         if batch is not None:
             doc["batch"] = batch
         if spaces:
             doc["workspaces"] = spaces
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(format_plan(result))
+        _echo(format_plan(result, executor=executor))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
@@ -295,14 +302,14 @@ def _workspaces(result, args) -> list[dict]:
 
 
 def _check_programs(result, executor_arg) -> int:
-    """--check: every executor's program must be on PATH (exit 2 otherwise)."""
-    from runner.coding import executors
+    """--check: every executor's program (the run's, each role's, each task's own) must be on PATH (exit 2 otherwise)."""
     from runner.manager.accounts import program_problems
+    from runner.roadmap.fleet import fleet_of
 
-    spec = _executor(executor_arg) if executor_arg is not None else (result.roadmap.executor if result.roadmap else None)
-    if spec is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
+    if result.roadmap is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
         return EXIT_OK
-    problems = program_problems(executors.parse(spec))
+    fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
+    problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
     for p in problems:
         _echo(f"error: {p}", err=True)
     return EXIT_USAGE if problems else EXIT_OK

@@ -108,38 +108,39 @@ class Executor:
         return self.command[0]
 
 
-def parse(spec, base_dir: str | None = None, where: str = "executor") -> Executor | None:
+def parse(spec, base_dir: str | None = None, where: str = "executor", fields: tuple[str, ...] = ()) -> Executor | None:
     """An Executor from `executor:` as written (argv list, preset name, file, or mapping; an Executor as is).
 
+    fields: more template fields allowed beyond FIELDS: the roadmap's resource names (`{port}`, `{db}`).
     Raises ExecutorError (a ValueError and a UsageError) with a one-line message that starts with `where`
     and names the setting. A file name is read relative to base_dir (default: the current directory).
     """
     if spec is None or isinstance(spec, Executor):
         return spec
-    return _parse(spec, where, base_dir, allow_file=True)
+    return _parse(spec, where, base_dir, allow_file=True, fields=tuple(fields))
 
 
-def _parse(spec, where: str, base_dir: str | None, allow_file: bool) -> Executor:
+def _parse(spec, where: str, base_dir: str | None, allow_file: bool, fields: tuple[str, ...] = ()) -> Executor:
     if isinstance(spec, str):
         if spec in PRESETS:
             return Executor(tuple(PRESETS[spec]), source=spec, output=PRESET_OUTPUT[spec])
         if allow_file and (spec.endswith(_FILE_SUFFIXES) or os.sep in spec):
-            return _load_file(spec, where, base_dir)
+            return _load_file(spec, where, base_dir, fields)
         raise ExecutorError(
             f"{where}: unknown preset {spec!r} (presets: {', '.join(PRESETS)}); "
             "or give an argv list, a mapping with `command:`, or a .yaml/.json file"
         )
     if isinstance(spec, (list, tuple)):
-        return Executor(_command(spec, where))
+        return Executor(_command(spec, where, fields))
     if isinstance(spec, dict):
-        return _parse_mapping(spec, where, base_dir)
+        return _parse_mapping(spec, where, base_dir, fields)
     raise ExecutorError(
         f"{where}: must be an argv list, a preset name ({', '.join(PRESETS)}), a file, or a mapping with `command:`;"
         f" got {type(spec).__name__}"
     )
 
 
-def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
+def _parse_mapping(spec: dict, where: str, base_dir: str | None, fields: tuple[str, ...] = ()) -> Executor:
     unknown = [str(k) for k in spec if k not in _KEYS]
     if unknown:
         raise ExecutorError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(_KEYS)})")
@@ -148,16 +149,17 @@ def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
     key = "command" if "command" in spec else "preset"
     if key == "preset" and spec[key] not in PRESETS:
         raise ExecutorError(f"{where}.preset: unknown preset {spec[key]!r} (presets: {', '.join(PRESETS)})")
-    base = _parse(spec[key], f"{where}.{key}", base_dir, allow_file=False)
+    base = _parse(spec[key], f"{where}.{key}", base_dir, allow_file=False, fields=fields)
     prompt = spec.get("prompt", DEFAULT_PROMPT)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ExecutorError(f"{where}.prompt: must be a non-empty string template")
-    _check_fields(prompt, f"{where}.prompt", allow_prompt=False)
+    _check_fields(prompt, f"{where}.prompt", allow_prompt=False, extra=dict.fromkeys(fields, ""))
     models = _models(spec.get("models", {}), f"{where}.models")
     review_prompt = spec.get("review_prompt", DEFAULT_REVIEW_PROMPT)
     if not isinstance(review_prompt, str) or not review_prompt.strip():
         raise ExecutorError(f"{where}.review_prompt: must be a non-empty string template")
-    _check_fields(review_prompt, f"{where}.review_prompt", allow_prompt=False, extra=REVIEW_FIELDS)
+    _check_fields(review_prompt, f"{where}.review_prompt", allow_prompt=False,
+                  extra={**REVIEW_FIELDS, **dict.fromkeys(fields, "")})
     escalate = spec.get("escalate", [])
     if not isinstance(escalate, list) or not all(isinstance(m, str) and m.strip() for m in escalate):
         raise ExecutorError(f"{where}.escalate: must be a list of model names, like [haiku, sonnet, opus]")
@@ -194,7 +196,7 @@ def _parse_mapping(spec: dict, where: str, base_dir: str | None) -> Executor:
     )
 
 
-def _command(spec, where: str) -> tuple[str, ...]:
+def _command(spec, where: str, fields: tuple[str, ...] = ()) -> tuple[str, ...]:
     if not spec:
         raise ExecutorError(f"{where}: an argv template is a non-empty list of strings")
     argv = []
@@ -202,7 +204,7 @@ def _command(spec, where: str) -> tuple[str, ...]:
         if isinstance(part, bool) or not isinstance(part, (str, int, float)):
             raise ExecutorError(f"{where}[{i}]: argv elements are strings; got {type(part).__name__}")
         argv.append(str(part))
-        _check_fields(argv[-1], f"{where}[{i}]", allow_prompt=True)
+        _check_fields(argv[-1], f"{where}[{i}]", allow_prompt=True, extra=dict.fromkeys(fields, ""))
     if not argv[0].strip():
         raise ExecutorError(f"{where}[0]: the program to run is empty")
     return tuple(argv)
@@ -253,7 +255,7 @@ def _models(spec, where: str) -> dict:
     return table
 
 
-def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
+def _load_file(name: str, where: str, base_dir: str | None, fields: tuple[str, ...] = ()) -> Executor:
     path = name if os.path.isabs(name) or base_dir is None else os.path.join(base_dir, name)
     try:
         with open(path, encoding="utf-8") as f:
@@ -274,7 +276,7 @@ def _load_file(name: str, where: str, base_dir: str | None) -> Executor:
         doc = doc["executor"]
     if doc is None:
         raise ExecutorError(f"{where}: {name} is empty")
-    executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False)
+    executor = _parse(doc, f"{where} ({name})", base_dir, allow_file=False, fields=fields)
     return replace(executor, source=name)
 
 
@@ -315,10 +317,11 @@ def model_of(task: Task, role: str, executor: Executor, attempt: int = 1) -> str
 
 
 def task_fields(task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
-                review: dict[str, str] | None = None) -> dict[str, str]:
+                review: dict[str, str] | None = None, leased: dict[str, str] | None = None) -> dict[str, str]:
     """Every template field's value for one attempt of task on an agent of role.
 
     With `review` ({diff}, {checks}), {prompt} is the executor's review prompt filled in: a critic's attempt.
+    leased: the attempt's slots ({port}, {db}: runner.manager.leases), over any field of the same name.
     """
     complexity = complexity_of(task)
     values = {
@@ -340,6 +343,8 @@ def task_fields(task: Task, role: str, executor: Executor, feedback: str = "", a
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             values[_META + str(key)] = str(value)
     values["model"] = model_of(task, role, executor, attempt)
+    if leased:
+        values.update(leased)
     template = executor.prompt if review is None else executor.review_prompt
     values["prompt"] = re.sub(r"\n{3,}", "\n\n", _fill(template, {**values, **(review or {})})).strip()
     return values
@@ -362,6 +367,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 def build_argv(
     task: Task, role: str, executor: Executor, feedback: str = "", attempt: int = 1,
     review: dict[str, str] | None = None, session: str | None = None, prompt: str | None = None,
+    leased: dict[str, str] | None = None,
 ) -> tuple[str, ...]:
     """The argv for one attempt: each template element filled in, one element each.
 
@@ -372,7 +378,7 @@ def build_argv(
     claude: `--resume <id>` at the end), with `prompt` (the feedback, say) in place of the filled-in
     template. A task's `max_turns` / `max_cost` become claude's `--max-turns` / `--max-budget-usd`.
     """
-    values = task_fields(task, role, executor, feedback, attempt, review)
+    values = task_fields(task, role, executor, feedback, attempt, review, leased)
     if prompt is not None:
         values["prompt"] = prompt
     argv: list[str] = []
@@ -408,3 +414,75 @@ def task_limits(task: Task) -> dict:
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
         out["max_cost"] = float(cost)
     return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The executor one attempt runs with, and why that one."""
+
+    name: str  # the executor's name in this run: what models, prices, accounts and limit pauses are keyed by
+    executor: Executor
+    why: str  # "task" (its own `executor:`), "role <name>" (`executors:`), "run" (the run's `executor:`)
+
+
+class Fleet:
+    """The executors of one run: the run's, one per agent role (`executors:`), and tasks' own (`executor:`).
+
+    A task's executor is its own `executor:`, else the one for the role of the agent that takes it, else the
+    run's. The same setting written in several places is one executor: one name, one set of accounts, one
+    limit pause. Raises ExecutorError (naming the place) for a malformed one.
+    """
+
+    def __init__(self, run=None, by_role: dict | None = None, own: dict | None = None, fields: tuple[str, ...] = ()):
+        self.executors: dict[str, Executor] = {}  # name -> executor, in the order first met
+        self._named: dict[str, str] = {}  # the setting as written (canonical text) -> name
+        self._fields = tuple(fields)
+        self.run = self._add(run, "executor") if run is not None else None  # name of the run's executor
+        self.roles = {role: self._add(spec, f"executors.{role}") for role, spec in (by_role or {}).items()}
+        self.own = {tid: self._add(spec, f"task {tid}: executor") for tid, spec in (own or {}).items()}
+
+    def _add(self, spec, where: str) -> str:
+        key = repr(spec) if isinstance(spec, Executor) else json.dumps(spec, sort_keys=True, default=str)
+        name = self._named.get(key)
+        if name is not None:
+            return name
+        executor = parse(spec, where=where, fields=self._fields)
+        base = os.path.basename(executor.source or executor.program) or "executor"
+        name, n = base, 2
+        while name in self.executors:  # two settings of one program (other accounts, other models)
+            name, n = f"{base}-{n}", n + 1
+        self.executors[name] = executor
+        self._named[key] = name
+        return name
+
+    def __bool__(self) -> bool:
+        return bool(self.executors)
+
+    def choose(self, task: Task, role: str) -> Choice | None:
+        """The executor for an attempt of task on an agent of role; None when the run has none for it."""
+        name = self.own.get(task.id)
+        if name is not None:
+            return Choice(name, self.executors[name], "task")
+        name = self.roles.get(role)
+        if name is not None:
+            return Choice(name, self.executors[name], f"role {role}")
+        if self.run is not None:
+            return Choice(self.run, self.executors[self.run], "run")
+        return None
+
+    def planned(self, task: Task, role: str | None) -> dict:
+        """For --check: {executor, why} when known before an agent takes the task (its own, or the role it
+        prefers), else {by_role: {role: name}, otherwise: the run's name or None}."""
+        if task.id in self.own:
+            return {"executor": self.own[task.id], "why": "task"}
+        if role is not None and role in self.roles:
+            return {"executor": self.roles[role], "why": f"role {role}"}
+        if not self.roles:
+            return {"executor": self.run, "why": "run"}
+        return {"by_role": dict(self.roles), "otherwise": self.run}
+
+    def missing(self, task: Task, roles) -> list[str]:
+        """The roles among `roles` whose agents would have no executor for task."""
+        if task.id in self.own or self.run is not None:
+            return []
+        return [r for r in roles if r not in self.roles]

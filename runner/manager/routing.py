@@ -232,6 +232,8 @@ class ReadyQueue:
 
     def _clear_queue(self) -> None:
         self._file_waiting.clear()
+        if self._gate is not None:
+            self._gate.clear()
         for store in (self._where, self._held, self._key, self._with_key, self._aging_at):
             store.clear()
         self._n_held = 0
@@ -258,6 +260,31 @@ class ReadyQueue:
             _, task_id, seq = heapq.heappop(self._holds)
             if self._seq.get(task_id) == seq and task_id in self._where:
                 self._place(task_id, now)
+        if self._gate is not None and self._gate.recheck_at is not None:
+            self._gate.tick(now)  # ports found in use outside the run: ask again
+            self._wake_leased(now)
+
+    # -- leases (runner.manager.leases.LeaseGate): a task refused a slot waits out of the heaps --------------
+
+    def _lease(self, task: Task, now: float) -> bool:
+        """Lease the task's slots; refused, it leaves the heaps until a slot of its pool is freed."""
+        key = self._key[task.id]
+        rank = (key[0], self.queued_at[task.id], task.order)
+        got = self._gate.try_lease(task.id, self.next_attempt(task.id), rank, key[1] == _OVERDUE, now)
+        if got is None:
+            self._leave(task.id)
+        self._wake_leased(now)
+        return got is not None
+
+    def _release_lease(self, task_id: str, now: float) -> None:
+        if self._gate is not None:
+            self._gate.release(task_id)
+            self._wake_leased(now)
+
+    def _wake_leased(self, now: float) -> None:
+        for other in self._gate.drain_woken():
+            if self.state.get(other) is TaskState.QUEUED and other not in self._where:
+                self._enter(other, now, since=self.queued_at[other], announce=False)
 
     def _choose(self, task: Task, free: list[AgentView]) -> AgentView:
         """The agent for a task that may take any: its affinity owner, its role, one nobody waits for."""

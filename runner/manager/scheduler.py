@@ -27,6 +27,8 @@ Rules, in the order they apply:
 - Critical tasks never wait for a role or an agent; they take their preferred agent only if it is idle.
 - A held task never holds back the tasks behind it, and a task that may take any agent leaves alone,
   when another will do, an idle agent that a held task waits for.
+- Leases (`uses:`, runner.manager.leases): a task is reserved with a slot of each pool it uses, held until
+  its outcome (through hand_over); refused one, it waits out of the queue, holding back no other task.
 - A failed attempt with retries left is queued again after an exponential backoff with jitter.
   A rate-limited attempt is queued again without counting (`max_rate_limits` times; past that, it
   counts like a failure, so a provider that always answers 429 cannot keep a run alive forever), and
@@ -78,7 +80,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
         max_rate_limits: int = 20,
         rng: random.Random | None = None,
         files: dict[str, tuple[str, ...]] | None = None,
-        review_rounds: dict[str, int] | None = None,
+        review_rounds: dict[str, int] | None = None, leases=None,
     ):
         self.tasks = {t.id: t for t in tasks}
         self.roles = set(roles)
@@ -133,6 +135,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
         self._files = files or {}  # task id -> its `files:` globs (tasks whose globs overlap never run together)
         self._claims: dict[str, tuple[str, ...]] = {}  # task id -> globs it holds from reservation to its outcome
         self._file_waiting: list[str] = []  # queued tasks out of the heaps until the claims they overlap end
+        self._gate = leases  # runner.manager.leases.LeaseGate: slots of the pools in tasks' `uses:`, or None
         self._init_reviews(review_rounds or {})
         self._setup(succeeded, blocked or {}, now)
 
@@ -237,7 +240,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
 
     def queue_length(self) -> int:
         """Ready tasks waiting for an agent (retries still in backoff not included)."""
-        return len(self._where) + len(self._file_waiting)
+        return len(self._where) + len(self._file_waiting) + (self._gate.waiting() if self._gate else 0)
 
     def oldest_wait(self, now: float) -> float:
         heap = self._oldest
@@ -290,6 +293,8 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
                 self._leave(task.id)  # it waits, out of the heaps, until the overlapping task ends
                 self._file_waiting.append(task.id)
                 continue
+            if self._gate is not None and task.id in self._gate.uses and not self._lease(task, now):
+                continue  # it waits out of the queue for a slot; the agent stays free for the next task
             if agent is None:
                 agent = self._choose(task, free)
             free.remove(agent)
@@ -364,6 +369,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
         self._move(task_id, TaskState.QUEUED)
         self._holder.pop(task_id, None)
         self._release_files(task_id, now)
+        self._release_lease(task_id, now)
         if self.draining and self._drain_reason is not None:
             new = TaskState.INTERRUPTED if self._stopped else TaskState.SKIPPED
             self._move(task_id, new)
@@ -403,6 +409,7 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
             self.started(task_id, agent_id)
         del self._holder[task_id]
         self._release_files(task_id, now)
+        self._release_lease(task_id, now)
         if outcome in REVIEW_OUTCOMES:
             return self._review_step(task_id, outcome, now)
         if outcome is Outcome.SUCCEEDED:
@@ -487,6 +494,8 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
             times.append(holds[0][0])
         if self._delayed:
             times.append(self._delayed[0][0])
+        if self._gate is not None and self._gate.recheck_at is not None:  # ports in use outside the run
+            times.append(self._gate.recheck_at)
         return max(0.0, min(times) - now) if times else None
 
     def stop(self, reason: str = "interrupted before it started") -> None:

@@ -44,7 +44,9 @@ class Builder(TaskBuilder):
         self.executor: object | None = None
         self.executor_place: str | None = None
         self.agents: dict[str, int] | None = None
-        self.settings: dict = {}  # top-level `workspace:` (the first file's that has one)
+        self.settings: dict = {}  # top-level `workspace:` (the first file's that has one), and the fleet's keys
+        self._places: dict[str, str] = {}  # fleet key ("resources.port", "executors.worker", ...) -> file:line
+        self._executor_specs: list[tuple] = []  # (spec, where, file, line): checked by finish(), with the resource names
 
     def rate_unrated(self) -> None:
         """Infer the complexity of tasks that give none; an executor task's timeout follows it, unless the
@@ -87,8 +89,15 @@ class Builder(TaskBuilder):
             else:
                 self.settings.setdefault("budget", b)
         if "workspace" in root:
-            self._coding_block(root["workspace"], "workspace", line)
-            self.settings.setdefault("workspace", root["workspace"])
+            block = self._fleet_workspace(root["workspace"], "workspace", line, self._line_of(root["workspace"], line))
+            self._coding_block(block, "workspace", line)
+            self.settings.setdefault("workspace", block)
+        if "resources" in root:
+            self._resources(root["resources"], self._line_of(root["resources"], line))
+        if "executors" in root:
+            self._executors(root["executors"], self._line_of(root["executors"], line))
+        if "session" in root:
+            self._session(root["session"], line)
         if not any(k in root for k in TOP_FIELDS):
             self.p.warn("no `tasks:` or `epics:` in this file", path, line)
         for key, value in root.items():
@@ -213,8 +222,14 @@ class Builder(TaskBuilder):
             elif key == "executor":
                 out["executor"] = v
             elif key == "workspace":
+                from runner.roadmap.fleet import split_workspace
+
+                v, fleet, problems = split_workspace(v, where)
+                for message in problems:
+                    self.p.error(message, file, line)
                 self._coding_block(v, where, line)
                 out[key] = v
+                out.update(fleet)  # setup / copy: copied into each task of this file (TaskBuilder._finish_task)
             elif key == "checks":
                 self._coding_block({"checks": v}, "defaults", line)
                 out[key] = v
@@ -235,6 +250,8 @@ class Builder(TaskBuilder):
                 more = f"; did you mean `{hint}`?" if hint else f"; known keys: {', '.join(DEFAULTS_FIELDS)}"
                 self.p.warn(f"unknown key `{where}` (ignored){more}", file, line)
         for key, v in out.items():
+            if key in ("setup", "copy"):
+                continue  # per file, not run-wide
             if key == "env":
                 self.merged_defaults["env"] = {**self.merged_defaults.get("env", {}), **v}
             else:
@@ -273,14 +290,95 @@ class Builder(TaskBuilder):
         from runner.coding import executors
 
         line = self._line_of(v, line)
-        try:
-            executors.parse(v, where=where)
-        except Exception as e:  # ExecutorError: one line naming the setting
-            self.p.error(" ".join(str(e).split()) or type(e).__name__, self.file, line)
-            return
         if self.executor is not None and self.executor != v:
-            self.p.warn(f"`executor` is also defined at {self.executor_place}; this one is used", self.file, line)
+            # A run has one `executor:`; other executors are chosen by role (`executors:`) or per task.
+            self.p.error(
+                f"`executor` is also defined, differently, at {self.executor_place}; a run has one: give it in one "
+                "file, and use `executors:` (by agent role) or a task's `executor:` for others",
+                self.file, line,
+            )  # fmt: skip
+            return
+        if self.executor is None:
+            self._executor_specs.append((v, where, self.file, line))
         self.executor, self.executor_place = v, f"{self.file}:{line}"
+
+    # -- the fleet's keys (runner.roadmap.fleet)
+
+    def _fleet_workspace(self, raw, where: str, line: int, block_line: int):
+        """A top-level `workspace:` without its setup / copy, which go to settings (the first file's that has them)."""
+        from runner.roadmap.fleet import split_workspace
+
+        rest, fleet, problems = split_workspace(raw, where)
+        for message in problems:
+            self.p.error(message, self.file, block_line)
+        for key, value in fleet.items():
+            if key not in self.settings:
+                self.settings[key] = value
+                if key == "copy":
+                    self.settings["copy_place"] = (self.file, block_line)
+        return rest
+
+    def _resources(self, v, line: int) -> None:
+        from runner.roadmap.fleet import parse_resources
+
+        pools, problems = parse_resources(v)
+        for message in problems:
+            self.p.error(message, self.file, line)
+        merged = self.settings.setdefault("resources", {})
+        for name, pool in pools.items():
+            self._fleet_once(merged, f"resources.{name}", name, pool, line)
+
+    def _executors(self, v, line: int) -> None:
+        if not isinstance(v, dict) or not v:
+            self.p.error(f"`executors:` must map agent roles to executors, like {{worker: codex, critic: claude}}; got {shown(v)}", self.file, line)
+            return
+        merged = self.settings.setdefault("executors", {})
+        for role, spec in v.items():
+            if type(role) is not str or not role.strip():
+                self.p.error(f"`executors:` key {shown(role)} must be a role name", self.file, line)
+            elif self._fleet_once(merged, f"executors.{role}", role, spec, line):
+                self._executor_specs.append((spec, f"executors.{role}", self.file, self._line_of(spec, line)))
+
+    def _session(self, v, line: int) -> None:
+        from runner.roadmap.fleet import parse_session
+
+        session, problem = parse_session(v)
+        if problem:
+            self.p.error(problem, self.file, line)
+        else:
+            self._fleet_once(self.settings, "session", "session", session, line)
+
+    def _fleet_once(self, table: dict, what: str, key, value, line: int) -> bool:
+        """Put value in table[key] unless another file set it: the same again is fine, another is an error."""
+        if key in table:
+            if table[key] != value:
+                self.p.error(f"`{what}` is also defined, differently, at {self._places[what]}; give it once", self.file, line)
+            return False
+        table[key] = value
+        self._places[what] = f"{self.file}:{line}"
+        return True
+
+    def finish(self) -> None:
+        """Checks that need every file read: the pools tasks use exist; executors may use their names as fields."""
+        pools = self.settings.get("resources") or {}
+        for t in self.tasks:
+            for name in t.meta.get("uses", ()):
+                if name not in pools:
+                    known = f"declared: {', '.join(pools)}" if pools else "no `resources:` declares any"
+                    self.p.error(f"`uses`: unknown resource {name!r} ({known})", t.file, t.line, t.id)
+            if t.meta.get("executor") is not None:
+                self._executor_specs.append((t.meta["executor"], "executor", t.file, t.line, t.id))
+        if not self._executor_specs:
+            return
+        from runner.coding import executors
+
+        fields = tuple(pools)
+        for spec, where, file, line, *task in self._executor_specs:
+            try:
+                executors.parse(spec, where=where, fields=fields)
+            except Exception as e:  # ExecutorError: one line naming the setting
+                self.p.error(" ".join(str(e).split()) or type(e).__name__, file, line, *task)
+        self._executor_specs = []
 
     def _line_of(self, v, default: int) -> int:
         if isinstance(v, dict):

@@ -125,6 +125,9 @@ class TaskBuilder:
         for key in ("checks", "review", "review_rounds"):
             if key in d and key not in raw:
                 t.meta[key] = d[key]
+        for key in ("setup", "copy"):  # a file's `defaults.workspace` set-up and copies, unless the task has its own
+            if key in d and key not in t.meta:
+                t.meta[key] = d[key]
         if any(k in raw for k in CODING_TASK_FIELDS):
             self._coding_task(t, raw)
         if t.complexity_score is not None:
@@ -354,6 +357,28 @@ class TaskBuilder:
         else:
             self._bad(t, f"`exit_criteria` must be a list of text, not {kind_of(v)}")
 
+    def f_uses(self, t: Task, v) -> None:
+        from runner.roadmap.fleet import parse_uses
+
+        uses, problem = parse_uses(v)
+        if problem:
+            self._bad(t, problem)
+        elif uses:
+            t.meta["uses"] = uses  # the pools are checked once every file is read (Builder.finish)
+
+    def f_executor(self, t: Task, v) -> None:
+        if v is not None:
+            t.meta["executor"] = v  # checked once every file is read, with the resource names (Builder.finish)
+
+    def f_session(self, t: Task, v) -> None:
+        from runner.roadmap.fleet import parse_session
+
+        session, problem = parse_session(v)
+        if problem:
+            self._bad(t, problem)
+        else:
+            t.meta["session"] = session
+
     def f_epic(self, t: Task, v) -> None:
         if t.epic is None and v is not None and not isinstance(v, (dict, list)):
             t.epic = str(v)
@@ -385,7 +410,14 @@ class TaskBuilder:
         if "allow_empty" in raw and not isinstance(raw["allow_empty"], bool):
             problems.append(f"`allow_empty` must be true or false; got {raw['allow_empty']!r}")
         if "workspace" in raw:
-            parse_block(raw["workspace"], "workspace", problems, TASK_WORKSPACE_KEYS)
+            from runner.roadmap.fleet import split_workspace
+
+            rest, fleet, more = split_workspace(raw["workspace"], "workspace")
+            problems += more
+            if fleet or rest is not raw["workspace"]:
+                t.meta["workspace"] = rest  # what runner.coding.settings reads; setup / copy are the fleet's
+                t.meta.update(fleet)
+            parse_block(rest, "workspace", problems, TASK_WORKSPACE_KEYS)
         if "review" in raw or "review_rounds" in raw:
             from runner.coding.review import parse_policy
 

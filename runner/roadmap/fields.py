@@ -13,13 +13,16 @@ EXECUTOR_TIMEOUTS = {"simple": 600.0, "moderate": 1200.0, "complex": 1800.0, "ve
 TASK_FIELDS = (
     "id", "title", "command", "call", "args", "kwargs", "status", "dependencies", "priority", "complexity",
     "complexity_score", "timeout", "retries", "env", "cwd", "role", "affinity", "set_id", "description",
-    "exit_criteria", "epic", "milestone",
+    "exit_criteria", "epic", "milestone", "uses", "executor", "session",
 )  # fmt: skip
 DEFAULTS_FIELDS = (
     "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
     "review", "review_rounds",
 )  # fmt: skip
-TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace", "budget")
+TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace", "budget", "resources", "executors", "session")
+# Task fields of the fleet (runner.roadmap.fleet), kept in Task.meta: `uses`, `executor`, `session`, and
+# `setup` / `copy` taken out of the task's (or its file's defaults') `workspace:`.
+FLEET_TASK_FIELDS = ("uses", "executor", "session")
 # Task fields of the coding layer, kept in Task.meta and read by runner.coding.settings.
 CODING_TASK_FIELDS = ("files", "allow_empty", "checks", "workspace", "review", "review_rounds")
 EPIC_FIELDS = ("id", "title", "description", "status", "milestones", "tasks")

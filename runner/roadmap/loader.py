@@ -113,6 +113,7 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
             builder.add_file(path, doc)
     del files
     builder.rate_unrated()
+    builder.finish()
     graph = analyse(builder.tasks, builder.first_seen)
     for dep, waiting in graph.unknown.items():
         first = waiting[0]

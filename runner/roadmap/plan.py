@@ -6,8 +6,8 @@ from runner.model import RUN_STATUSES, Complexity, Priority, Task
 from runner.roadmap.check import CheckResult
 
 
-def plan(result: CheckResult) -> dict:
-    """The --check --json document."""
+def plan(result: CheckResult, executor=None) -> dict:
+    """The --check --json document. executor: the --executor setting, over the roadmap's `executor:`."""
     tasks = _unique(result.tasks)
     by_status: dict[str, int] = {}
     by_priority = {p.value: 0 for p in Priority}
@@ -35,12 +35,42 @@ def plan(result: CheckResult) -> dict:
         "complexity": each,
         "blocked": [{"task": k, "reason": v} for k, v in result.blocked.items()],
         "critical_path": {"length": len(path), "tasks": list(path)},
+        **_fleet(result, tasks, executor),
     }
 
 
-def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 40) -> str:
-    """The human --check text: counts, what is blocked and why, the critical path, then each problem."""
-    doc = plan(result)
+def _fleet(result: CheckResult, tasks: list[Task], executor) -> dict:
+    """The fleet's part of the plan: the pools and who uses them, and which executor each agent task gets."""
+    roadmap = result.roadmap
+    if roadmap is None:
+        return {}
+    out: dict = {}
+    pools = roadmap.settings.get("resources")
+    if pools:
+        users = {name: [t.id for t in tasks if name in t.meta.get("uses", ())] for name in pools}
+        out["resources"] = {name: {"slots": pool.describe(), "used_by": users[name]} for name, pool in pools.items()}
+    agent_tasks = [t for t in tasks if t.command is None and t.call is None]
+    if not agent_tasks:
+        return out
+    from runner.coding.executors import ExecutorError
+    from runner.roadmap.fleet import fleet_of
+
+    try:
+        fleet = fleet_of(roadmap, executor)
+    except ExecutorError:
+        return out  # a bad --executor: reported with the programs check
+    if not fleet:
+        return out  # no executor at all: the run says so
+    out["executors"] = {
+        "defined": {name: ex.source or ex.program for name, ex in fleet.executors.items()},
+        "tasks": [{"task": t.id, **fleet.planned(t, t.role)} for t in agent_tasks],
+    }
+    return out
+
+
+def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 40, executor=None) -> str:
+    """The human --check text: counts, what is blocked and why, the critical path, the fleet, then each problem."""
+    doc = plan(result, executor)
     files = ", ".join(result.files) or "(no file)"
     verdict = "valid" if doc["valid"] else f"INVALID ({_plural(len(result.errors), 'error')})"
     out = [f"{files}: {verdict}"]
@@ -64,11 +94,30 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 
     if cp["length"]:
         chain = cp["tasks"] if cp["length"] <= 12 else [*cp["tasks"][:6], "...", *cp["tasks"][-5:]]
         out.append(f"  critical path ({_plural(cp['length'], 'task')}): " + " -> ".join(chain))
+    for name, r in doc.get("resources", {}).items():
+        out.append(f"  resource {name}: {r['slots']}; used by {_plural(len(r['used_by']), 'task')}")
+    if "executors" in doc:
+        out.append(f"  executors ({_plural(len(doc['executors']['defined']), 'executor')}):")
+        rows = doc["executors"]["tasks"]
+        for e in rows[:max_tasks]:
+            out.append(f"    {e['task']}: {_executor_text(e)}")
+        if len(rows) > max_tasks:
+            out.append(f"    ... and {len(rows) - max_tasks} more (see --json)")
     for title, problems in (("errors", result.errors), ("warnings", result.warnings)):
         if problems:
             out.append(f"{title} ({len(problems)}):")
             out.extend(f"  {p}" for p in problems)
     return "\n".join(out)
+
+
+def _executor_text(e: dict) -> str:
+    if "by_role" in e:
+        roles = ", ".join(f"{role} {name}" for role, name in e["by_role"].items())
+        return f"by the role of the agent that takes it: {roles}; any other {e['otherwise'] or '(none: an error)'}"
+    if e["executor"] is None:
+        return "none (give `executor:` or `executors:`)"
+    why = {"task": "its own `executor:`", "run": "the run's `executor:`"}.get(e["why"], f"`executors:` for its {e['why']}")
+    return f"{e['executor']} ({why})"
 
 
 def _unique(tasks: list[Task]) -> list[Task]:

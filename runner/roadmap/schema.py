@@ -10,6 +10,7 @@ from __future__ import annotations
 from runner.coding.executors import PRESETS
 from runner.model import RUN_STATUSES, SKIP_STATUSES, Complexity, Priority
 from runner.roadmap.fields import MAX_RETRIES, MAX_TIMEOUT_S
+from runner.roadmap.fleet import SESSIONS
 from runner.roadmap.loader import EXECUTOR_TIMEOUTS
 
 _NUM = r"\d+(?:\.\d+)?"
@@ -21,6 +22,7 @@ CALL_PATTERN = r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)
 def json_schema() -> dict:
     """The JSON Schema of a roadmap file."""
     statuses = sorted(s for s in RUN_STATUSES | SKIP_STATUSES if s)
+    session = {"enum": list(SESSIONS), "description": "fresh: --resume never continues an earlier run's session."}
     duration = {
         "description": "Seconds, or a duration such as 90s, 10m, 2h, 1h30m, at most 7 days; `off` (or false) for none.",
         "anyOf": [
@@ -83,6 +85,13 @@ def json_schema() -> dict:
             },
             "epic": name,
             "milestone": name,
+            "uses": {
+                "type": "array",
+                "items": {"type": "string"},
+                "uniqueItems": True,
+                "description": "Pools of `resources:` this task leases one slot of per attempt (WVO_<NAME>).",
+            },
+            "session": session,
         },
         "not": {"required": ["command", "call"]},
     }
@@ -107,6 +116,16 @@ def json_schema() -> dict:
         ],
         "examples": [["codex", "exec", "{prompt}"], "claude"],
     }
+    commands = {"type": "array", "items": {"anyOf": [{"type": "string", "minLength": 1}, argv]}}
+    workspace = {
+        "type": "object",
+        "description": "Where agent tasks work (docs/workspaces.md); setup and copy prepare each fresh worktree.",
+        "properties": {
+            "setup": {**commands, "description": "Commands run in each fresh worktree before the agent."},
+            "copy": {"type": "array", "items": {"type": "string"},
+                     "description": "Globs of gitignored files copied from the user's checkout."},
+        },
+    }  # fmt: skip
     defaults = {
         "type": "object",
         "description": "Settings every task of this file gets unless it sets its own.",
@@ -119,6 +138,7 @@ def json_schema() -> dict:
             "cwd": {"type": "string"},
             "role": {"type": "string"},
             "executor": executor,
+            "workspace": workspace,
             "executor_timeouts": {
                 "type": "object",
                 "description": "Timeouts of executor tasks without one, by complexity (score 1-3 simple, 4-6 "
@@ -128,7 +148,20 @@ def json_schema() -> dict:
             },
         },
     }
+    task["properties"]["executor"] = executor
     tasks = {"type": ["array", "null"], "items": {"$ref": "#/$defs/task"}}
+    resources = {
+        "type": "object",
+        "description": "Named pools leased per attempt: a port range ({range: 8100-8199}) or a list of names.",
+        "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "object", "required": ["range"], "additionalProperties": False,
+                 "properties": {"range": {"type": "string", "pattern": r"^\s*\d+\s*-\s*\d+\s*$"}}},
+                {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": ["string", "integer"]}},
+            ]
+        },
+    }  # fmt: skip
     milestone = {
         "type": "object",
         "required": ["id"],
@@ -156,6 +189,14 @@ def json_schema() -> dict:
             "epics": {"type": ["array", "null"], "items": {"$ref": "#/$defs/epic"}},
             "defaults": defaults,
             "executor": executor,
+            "executors": {
+                "type": "object",
+                "description": "An executor per agent role, e.g. {orchestrator: claude, worker: codex, critic: claude}.",
+                "additionalProperties": executor,
+            },
+            "resources": resources,
+            "workspace": workspace,
+            "session": session,
             "agents": {
                 "type": "object",
                 "description": "Agents per role, e.g. {worker: 4, critic: 1}.",
