@@ -598,7 +598,7 @@ def test_structured_output_is_read_on_every_backend(tmp_path, backend):
         f"defaults:\n  env: {json.dumps(env)}\n"
         "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n"
     )
-    proc = wvo(rm, "--state-dir", tmp_path / "s", "--json", "--agents", "2", *backend, timeout=90)
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--json", "--agents", "2", *backend, timeout=90, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     assert sorted(calls.read_text().split()) == ["T1", "T2"]

@@ -209,7 +209,7 @@ def make_repo(tmp_path: Path, critic: str, extra: str = "", task_extra: str = ""
 
 
 def run_json(repo: Path, *args: str) -> tuple[int, dict, str]:
-    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=90)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=90, cwd=repo)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:

@@ -55,7 +55,8 @@ def checkout_state(repo: Path) -> tuple:
 
 
 def run_json(repo: Path, *args: str, timeout: float = 90) -> tuple[int, dict, str]:
-    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=timeout)
+    # From the user's checkout, as a user runs it: what lands anywhere else than a worktree shows there.
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=timeout, cwd=repo)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
