@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -341,3 +342,60 @@ def test_live_join_x_worktree_a_task_added_mid_run_runs_in_a_worktree(tmp_path):
     assert r["joined"]["status"] == "succeeded" and (r["joined"].get("workspace") or {}).get("landed"), r["joined"]
     assert code == 0, err[-2000:]
     assert git(repo, "show", "wvo/roadmap:joined.txt") == "joined\n"
+
+
+# ---- session resume × worktree (the real CLIs) ---------------------------------------------------
+
+
+def _cli_skip_reason() -> str | None:
+    from test_agent_clis import _skip_reason
+
+    return _skip_reason()
+
+
+@pytest.mark.skipif(_cli_skip_reason() is not None, reason=_cli_skip_reason() or "")
+@pytest.mark.parametrize("cli", ["codex", "claude"])
+def test_session_resume_x_worktree_with_the_real_cli(tmp_path, cli):
+    # Attempt 1 writes first.txt through the CLI's own tool; its check wants second.txt, so it fails.
+    # Attempt 2 runs in a new worktree folder and must resume attempt 1's session there (Claude Code
+    # files sessions by folder: "No conversation found with session ID"), then writes second.txt.
+    from mockapi import MockAPI, reply, write_file
+    from test_agent_clis import BIN, _env
+    from test_cli_conformance import codex_args
+
+    with MockAPI() as mock:
+        mock.queue(write_file("first.txt", "one\n"), reply("wrote first.txt"),
+                   write_file("second.txt", "two\n"), reply("wrote second.txt"))  # fmt: skip
+        env = _env(mock, tmp_path)
+        if cli == "codex":
+            argv = [str(BIN / "codex"), "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
+                    *codex_args(mock, retries=0), "{prompt}"]  # fmt: skip
+            output = "codex-json"
+        else:
+            argv = [str(BIN / "claude"), "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
+                    "--permission-mode", "acceptEdits"]  # fmt: skip
+            output = "claude-json"
+        roadmap = (
+            f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n"
+            "workspace: {mode: worktree}\n"
+            f"defaults:\n  retries: 1\n  env: {json.dumps(env)}\n  checks: ['test -f second.txt']\n"
+            "tasks:\n  - id: T1\n    title: write the files\n"
+        )
+        repo = make_repo(tmp_path / "r", roadmap)
+        code, doc, err = run_json(repo, "--agents", "1")
+        requests = mock.model_requests()
+        assert mock.escapes() == [], "a CLI tried to reach another host"
+    attempts = ledger_attempts(repo.parent / "state")
+    assert [a["attempt"] for a in attempts] == [1, 2], err[-3000:]
+    first, second = attempts
+    assert first["outcome"] == "check_failed" and first["session_id"], first
+    assert second["session_id"] == first["session_id"], "the retry did not resume the first attempt's session"
+    log = Path(second["log_path"]).read_text() if second["log_path"] else ""
+    assert "No conversation found" not in log
+    assert second["outcome"] == "succeeded", (second, log[-2000:])
+    assert code == 0, err[-3000:]
+    assert git(repo, "show", "wvo/roadmap:second.txt") == "two\n"  # written by the CLI's own tool
+    assert len(requests) == 4
+    assert "wrote first.txt" in json.dumps(requests[2].body), "the resumed turn did not carry the first turn"
+    folders = [re.findall(r"/worktrees/[^\s\"\\<]+", json.dumps(r.body))[-1:] for r in (requests[0], requests[2])]
+    assert folders[0] and folders[1] and folders[0] != folders[1], f"both attempts ran in one folder: {folders}"
