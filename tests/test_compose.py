@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, wvo
-from test_exit_codes import calls_of, usage_limited_roadmap
+from test_exit_codes import bounded, calls_of, usage_limited_roadmap
 from test_worktrees import GIT_ENV, checkout_state, git, make_repo, rows, run_json, worktrees
 
 pytestmark = pytest.mark.timeout(120)
@@ -151,19 +151,6 @@ def test_worktree_x_ray_the_check_runs_and_only_good_work_lands(tmp_path, backen
 
 
 # ---- usage limit × autopilot ---------------------------------------------------------------------
-
-
-def bounded(*args, timeout: float, cwd=None) -> tuple[int | None, str, str]:
-    """Run wvo-batch; a run still going after `timeout` is killed whole and has no exit code (None)."""
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd or ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return None, out, err
 
 
 def test_usage_limit_x_autopilot_stops_the_loop_with_75(tmp_path):
