@@ -115,13 +115,17 @@ _test_numbers = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def no_leftover_processes():
+def no_leftover_processes(request):
     """Fail the test if any process it started (or a task's orphan, wherever it went) is still alive afterwards.
 
     Every process a test starts inherits WVO_TEST_ID, unique to the test: a grandchild that started a
     session of its own and was re-parented to PID 1 still carries it. Descendants are checked too, for
-    processes that cleared their environment.
+    processes that cleared their environment. A test on the `ray` backend starts the session's Ray
+    instance first: its daemons belong to the session, not to the test.
     """
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "ray":
+        request.getfixturevalue("ray_head")
     session = os.environ.get("WVO_TEST_SESSION")
     test_id = f"{session}-{next(_test_numbers)}"
     os.environ["WVO_TEST_ID"] = test_id
@@ -165,3 +169,61 @@ def wvo(*args: str, timeout: float = 60, env: dict | None = None, cwd=None) -> s
         env=full_env,
         cwd=cwd or ROOT,
     )
+
+
+# -- backends ----------------------------------------------------------------------------------------------
+
+# Holds a local Ray instance for the whole session: prints its GCS address, then waits for its stdin to
+# close. Ray's processes go with it (ray.shutdown, and the kernel's parent-death signal if it is killed).
+RAY_HEAD = """
+import logging, sys
+import ray
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """The GCS address and credentials of one local Ray instance shared by every `ray` test of the session (start-up: ~5-15 s)."""
+    pytest.importorskip("ray")
+    import secrets
+
+    # Recent Ray versions make a new local instance demand a token: one of the session's own, given to
+    # the instance and to every wvo-batch that joins it (the `backend` fixture), never the user's.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, cwd=ROOT, env={**os.environ, **auth},
+    )  # fmt: skip
+    address = proc.stdout.readline().strip()
+    if not address:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the session's Ray instance did not start")
+    yield address, auth
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def backend(request, monkeypatch) -> list[str]:
+    """The same test on each backend: the wvo-batch arguments that choose it.
+
+    On `ray`, wvo-batch joins the session's Ray instance (`--ray-address`) as a user joins a cluster, so
+    the tasks see the environment that instance was started with plus their roadmap's `env:`, not
+    variables given to the wvo-batch process alone.
+    """
+    if request.param == "local":
+        return ["--backend", "local"]
+    address, auth = request.getfixturevalue("ray_head")
+    for name, value in auth.items():
+        monkeypatch.setenv(name, value)
+    return ["--backend", "ray", "--ray-address", address]

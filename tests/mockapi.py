@@ -8,8 +8,8 @@
                               requests: [Request(method, path, headers, body, scenario)]
 
 Scenarios are API-neutral (`reply`, `rate_limited`, `unauthorized`, `overloaded`, `usage_limit`,
-`quota_exceeded`, `stall`, `tool_call`); each API renders them in its own wire format, so one test reads the same for
-both CLIs. Stdlib only: tests import it without installing anything.
+`quota_exceeded`, `stall`, `tool_call`, `write_file`); each API renders them in its own wire format, so one test reads the
+same for both CLIs. Stdlib only: tests import it without installing anything.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Scenario:
     reasoning_tokens: int = 0
     retry_after: float | None = None  # seconds, sent as the retry-after header
     resets_at: int | None = None  # epoch seconds, for usage_limit
-    command: str = ""  # for tool_call: the shell command the model asks to run; for write_file: the file
+    command: str = ""  # for tool_call: the shell command the model asks to run; for write_file: the file's name
     partial: bool = False  # for stall: send the 200 and the first event, then nothing
 
 
@@ -51,11 +51,12 @@ def tool_call(command: str) -> Scenario:
     return Scenario("tool_call", command=command, input_tokens=100, output_tokens=10)
 
 
-def write_file(name: str, text: str) -> Scenario:
-    """The model has the CLI write `name` (relative to the CLI's working directory) through the CLI's own tool:
-    claude's `Write` (an absolute path under the "Primary working directory:" its system prompt states),
-    codex's code-mode `exec` (JavaScript calling `tools.exec_command`)."""
-    return Scenario("write_file", text=text, command=name, input_tokens=100, output_tokens=10)
+def write_file(name: str, content: str) -> Scenario:
+    """The model writes `content` to `name` in the CLI's working directory through the CLI's own tool: Claude
+    Code's `Write` (an absolute path under the "Primary working directory" its prompt states), Codex's
+    code-mode `exec` (JavaScript calling `tools.exec_command`). Queue a `reply` after it: the CLI sends
+    the tool's result back for another turn."""
+    return Scenario("write_file", text=content, command=name, input_tokens=100, output_tokens=10)
 
 
 def rate_limited(retry_after: float = 1) -> Scenario:
@@ -215,7 +216,7 @@ def _openai(s: Scenario, body: dict) -> _Response:
     elif s.kind == "write_file":
         cmd = f"printf '%s' {shlex.quote(s.text)} > {shlex.quote(s.command)}"
         item = {"type": "custom_tool_call", "id": "ctc_" + rid[5:], "call_id": "call_" + rid[5:], "name": "exec",
-                "input": f"await tools.exec_command({{cmd: {json.dumps(cmd)}}});"}
+                "input": f"await tools.exec_command({{cmd: {json.dumps(cmd)}}});", "status": "completed"}
     else:
         item = {"type": "message", "role": "assistant", "id": "msg_" + rid[5:],
                 "content": [{"type": "output_text", "text": s.text, "annotations": []}]}
@@ -274,8 +275,9 @@ def _anthropic(s: Scenario, body: dict) -> _Response:
                  "input": {"command": s.command, "description": "run a command"}}
         stop = "tool_use"
     elif s.kind == "write_file":
-        where = re.findall(r"Primary working directory: ([^\s\\]+)", json.dumps(body))  # the last: a resumed
-        path = f"{where[-1] if where else '.'}/{s.command}"  # session states the earlier folder first
+        # the last one stated: a resumed session also carries the folder of its earlier turns
+        where = re.findall(r"Primary working directory: ([^\s\\]+)", json.dumps(body))
+        path = f"{where[-1] if where else '.'}/{s.command}"
         block = {"type": "tool_use", "id": "toolu_" + mid[4:], "name": "Write",
                  "input": {"file_path": path, "content": s.text}}
         stop = "tool_use"

@@ -36,9 +36,9 @@ tasks:
 """
 
 
-def test_a_failing_check_fails_the_attempt_and_the_retry_gets_its_output_in_the_prompt(tmp_path):
+def test_a_failing_check_fails_the_attempt_and_the_retry_gets_its_output_in_the_prompt(tmp_path, backend):
     repo = make_repo(tmp_path, ROADMAP)
-    code, doc, err = run_json(repo, "--agents", "1")
+    code, doc, err = run_json(repo, "--agents", "1", *backend)
     assert code == 0, err
     row = rows(doc)["fix"]
     assert row["status"] == "succeeded" and row["attempts"] == 2

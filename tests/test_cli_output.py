@@ -565,3 +565,50 @@ def test_recorded_stalls(name):
     assert p.last_event_at == (1.0 if r.events_seen else None)
     assert not r.completed
     assert classify(r, None).cls is FailureClass.FAILED
+
+
+# ---- through the run, on each backend -----------------------------------------------------------
+
+STAND_IN = r'''
+import os, sys
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(os.environ["WVO_TASK_ID"] + "\n")
+session = "4f0d6a1e-8c2b-4e57-9a3d-2b1c7e9f0a64"  # the recorded one; each task gets a session of its own
+text = open(os.environ["FAKE_OUTPUT"]).read().replace(session, "session-" + os.environ["WVO_TASK_ID"])
+sys.stdout.write(text)
+'''
+
+
+@pytest.mark.timeout(120)
+def test_structured_output_is_read_on_every_backend(tmp_path, backend):
+    # Claude Code's stream-json, printed by a stand-in: the session id, tokens and the CLI's own cost reach
+    # the ledger and --json whichever backend ran the attempt (issue 20: Ray read none of it).
+    import sqlite3
+    import sys
+
+    from conftest import wvo
+
+    script, calls = tmp_path / "claude.py", tmp_path / "calls.txt"
+    script.write_text(STAND_IN)
+    env = {"FAKE_CALLS": str(calls), "FAKE_OUTPUT": os.path.join(FIXTURES, "claude_stream.jsonl")}
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(
+        f"executor:\n  command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}, '-p', '{{prompt}}']\n"
+        "  output: claude-json\n"
+        f"defaults:\n  env: {json.dumps(env)}\n"
+        "tasks:\n  - id: T1\n    title: one\n  - id: T2\n    title: two\n"
+    )
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--json", "--agents", "2", *backend, timeout=90, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert sorted(calls.read_text().split()) == ["T1", "T2"]
+    for row in doc["tasks"]:
+        assert row["usage"]["input"] == 12 + 13368 + 7924 and row["usage"]["output"] == 933, row
+        assert row["usage"]["cost_usd"] == pytest.approx(0.104579, abs=1e-6)
+    assert doc["usage"]["cost_usd"] == pytest.approx(2 * 0.104579, abs=1e-5) and not doc["usage"]["cost_estimated"]
+    db = sqlite3.connect(f"file:{tmp_path / 's' / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        sessions = db.execute("SELECT task_id, session_id FROM attempts ORDER BY task_id").fetchall()
+    finally:
+        db.close()
+    assert sessions == [("T1", "session-T1"), ("T2", "session-T2")]

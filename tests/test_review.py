@@ -210,7 +210,7 @@ def make_repo(tmp_path: Path, critic: str, extra: str = "", task_extra: str = ""
 
 
 def run_json(repo: Path, *args: str) -> tuple[int, dict, str]:
-    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=90)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=90, cwd=repo)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
@@ -227,9 +227,9 @@ def the_row(doc: dict) -> dict:
 
 
 @pytest.mark.timeout(120)
-def test_a_critic_rejects_once_then_approves_and_the_worker_saw_the_reason(tmp_path):
+def test_a_critic_rejects_once_then_approves_and_the_worker_saw_the_reason(tmp_path, backend):
     repo, out = make_repo(tmp_path, "reject-once")
-    code, doc, err = run_json(repo)
+    code, doc, err = run_json(repo, *backend)
     assert code == 0, err
     seen = attempts(out)
     assert [(n, a["role"], a["review"]) for n, a in sorted(seen.items())] == [
@@ -273,9 +273,9 @@ def test_escalation_uses_the_ladder_by_attempt(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_a_critic_cannot_modify_the_task_branch(tmp_path):
+def test_a_critic_cannot_modify_the_task_branch(tmp_path, backend):
     repo, out = make_repo(tmp_path, "vandal", extra="  workspace: {land: branch}\n")
-    code, doc, err = run_json(repo)
+    code, doc, err = run_json(repo, *backend)
     assert code == 0, err
     branch = the_row(doc)["workspace"]["branch"]
     worker_commit = the_row(doc)["workspace"]["commit"]

@@ -55,7 +55,8 @@ def checkout_state(repo: Path) -> tuple:
 
 
 def run_json(repo: Path, *args: str, timeout: float = 90) -> tuple[int, dict, str]:
-    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=timeout)
+    # From the user's checkout, as a user runs it: what lands anywhere else than a worktree shows there.
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=timeout, cwd=repo)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
@@ -74,14 +75,14 @@ def worktrees(repo: Path) -> list[str]:
 WORKTREE = "workspace:\n  mode: worktree\n"
 
 
-def test_eight_tasks_on_four_agents_all_land_and_the_checkout_is_untouched(tmp_path):
+def test_eight_tasks_on_four_agents_all_land_and_the_checkout_is_untouched(tmp_path, backend):
     tasks = "".join(
         f"  - id: t{i}\n    title: write file {i}\n    command: \"echo {i} > f{i}.txt\"\n" for i in range(8)
     )
     repo = make_repo(tmp_path, WORKTREE + "tasks:\n" + tasks)
     (repo / "scratch.txt").write_text("the user's own uncommitted file\n")  # untracked: must stay as it is
     before = checkout_state(repo)
-    code, doc, err = run_json(repo, "--agents", "4")
+    code, doc, err = run_json(repo, "--agents", "4", *backend)
     assert code == 0, err
     assert {r["status"] for r in doc["tasks"]} == {"succeeded"}
     landed = git(repo, "ls-tree", "--name-only", "wvo/roadmap").split()
@@ -125,16 +126,17 @@ def test_same_line_conflicts_then_lands_on_retry_from_the_new_tip(tmp_path):
     assert git(repo2, "show", "wvo/roadmap:line.txt").strip() == retried["task"]  # the retry landed last
 
 
-def test_a_dependent_task_starts_from_its_dependencys_landed_result(tmp_path):
+def test_a_dependent_task_starts_from_its_dependencys_landed_result(tmp_path, backend):
     roadmap = WORKTREE + (
         "tasks:\n"
         "  - id: base\n    command: \"echo from-base > base.txt\"\n"
         "  - id: user\n    dependencies: [base]\n    command: \"cat base.txt > copy.txt\"\n"
     )
     repo = make_repo(tmp_path, roadmap)
-    code, doc, err = run_json(repo, "--agents", "2")
+    code, doc, err = run_json(repo, "--agents", "2", *backend)
     assert code == 0, err
     assert git(repo, "show", "wvo/roadmap:copy.txt") == "from-base\n"
+    assert not (repo / "base.txt").exists() and not (repo / "copy.txt").exists()
 
 
 def test_overlapping_files_never_run_together_and_disjoint_ones_do(tmp_path):
@@ -164,10 +166,10 @@ def test_overlapping_files_never_run_together_and_disjoint_ones_do(tmp_path):
     assert overlap("db", "docs") and (overlap("db", "auth1") or overlap("db", "auth2"))
 
 
-def test_a_failing_agent_leaves_a_wip_commit_and_keep_worktrees_keeps_the_folder(tmp_path):
+def test_a_failing_agent_leaves_a_wip_commit_and_keep_worktrees_keeps_the_folder(tmp_path, backend):
     roadmap = WORKTREE + "tasks:\n  - id: broken\n    command: \"echo half-done > wip.txt; exit 3\"\n"
     repo = make_repo(tmp_path, roadmap)
-    code, doc, err = run_json(repo, "--agents", "1", "--keep-worktrees")
+    code, doc, err = run_json(repo, "--agents", "1", "--keep-worktrees", *backend)
     assert code == 1, err
     r = rows(doc)["broken"]
     assert r["status"] == "failed"
