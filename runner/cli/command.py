@@ -316,7 +316,9 @@ def _run(
     if trace or report:
         _write_artifacts(outcome, trace, report)
     if json_out:
-        _echo(json.dumps(outcome.document(), indent=2, default=str))
+        from runner.cli.outcomes import with_classes
+
+        _echo(json.dumps(with_classes(outcome.document()), indent=2, default=str))
     return outcome.exit_code
 
 

@@ -23,6 +23,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 
+from runner.cli.outcomes import class_of
 from runner.cli.terminal import fmt_duration, one_line, visible  # noqa: F401 - fmt_duration: part of the display's API
 from runner.manager.pool import Pool
 from runner.manager.run import Reporter, RunResult
@@ -106,13 +107,18 @@ class Progress:
                 self.first_start = ev["ts"]
         elif name == "task:finished":
             status = ev.get("status")
+            kind = class_of(status)  # the count the summary, --json and the report put it in
             if status == "succeeded":
                 self.succeeded += 1
             elif (ev["task"], ev.get("attempt")) in retries:
                 self.retried += 1
                 self._failed_on[ev["task"]] = ev.get("agent")
-            elif status == "interrupted":
+            elif kind == "interrupted":
                 self.interrupted += 1
+            elif kind == "succeeded":
+                self.succeeded += 1
+            elif kind == "skipped":
+                self.skipped += 1
             else:
                 self.failed += 1
         elif name == "task:retry":

@@ -14,8 +14,9 @@ import os
 import time
 from urllib.parse import quote
 
-from runner.cli.charts import COLOUR, cls, esc, fmt_s, gantt, queue_chart
-from runner.cli.timeline import SEVERITY, Span, agent_order, attempts, busy_series, queue_series, severity
+from runner.cli import outcomes
+from runner.cli.charts import cls, esc, fmt_s, gantt, queue_chart
+from runner.cli.timeline import Span, agent_order, attempts, busy_series, queue_series, severity
 from runner.cli.trace import trace_events, write_trace  # noqa: F401 - the report's module also writes the trace
 from runner.roadmap.writeback import atomic_write
 
@@ -49,7 +50,7 @@ def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir
         f"<style>{_CSS}</style></head><body>",
         f"<h1>wvo-batch {'runs' if len(runs) > 1 else 'run'} {esc(run_label)} "
         f"<span class=\"badge st-{cls(status)}\">{esc(status)}</span></h1>",
-        _header(summary, counts, t0, len(spans)),
+        _header(summary, counts, t0, len(spans), tasks),
     ]
     if summary.get("ledger_error"):
         parts.append(f"<p class=\"warn\">The ledger could not be written: {esc(summary['ledger_error'])}</p>")
@@ -68,20 +69,17 @@ def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir
 
 def _counts(tasks: list[dict], summary: dict) -> dict[str, int]:
     if tasks:
-        out = {"total": len(tasks), "succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
-        for row in tasks:
-            st = row.get("status")
-            key = st if st in out else ("failed" if st in ("timed_out", "agent_died") else "interrupted")
-            out[key] += 1
-        return out
-    return {k: int(summary.get(k) or 0) for k in ("total", "succeeded", "failed", "skipped", "interrupted")}
+        return outcomes.counts(tasks)
+    return {k: int(summary.get(k) or 0) for k in ("total", *outcomes.CLASSES)}
 
 
-def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int) -> str:
+def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int, tasks: list[dict]) -> str:
+    from runner.cli.summary import failed_breakdown
+
     cards = [
         ("tasks", str(counts["total"]), ""),
         ("succeeded", str(counts["succeeded"]), "st-succeeded"),
-        ("failed", str(counts["failed"]), "st-failed" if counts["failed"] else ""),
+        ("failed" + failed_breakdown(tasks), str(counts["failed"]), "st-failed" if counts["failed"] else ""),
         ("skipped", str(counts["skipped"]), ""),
         ("interrupted", str(counts["interrupted"]), "st-interrupted" if counts["interrupted"] else ""),
         ("attempts", str(n_attempts), ""),
@@ -100,13 +98,9 @@ def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int) -
 
 
 def _legend(spans: list[Span]) -> str:
-    seen = {s.status for s in spans} or {"succeeded"}
-    items = [
-        f"<span><i style=\"background:{COLOUR.get(st, '#999')}\"></i>{esc(st)}</span>"
-        for st in SEVERITY
-        if st in seen
-    ]
-    items += [f"<span><i style=\"background:#999\"></i>{esc(st)}</span>" for st in sorted(seen - set(SEVERITY))]
+    """A swatch per status drawn in the Gantt, in the colour its bars have (runner.cli.outcomes)."""
+    seen = sorted({s.status for s in spans} or {"succeeded"}, key=lambda st: (severity(st), st))
+    items = [f"<span><i style=\"background:{outcomes.colour(st)}\"></i>{esc(st)}</span>" for st in seen]
     return f"<div class=\"legend\">{''.join(items)}</div>"
 
 
@@ -201,9 +195,7 @@ def _log_link(log: str | None, base_dir: str | None) -> str:
     return f"<a href=\"{esc(quote(href))}\"><code>{esc(log)}</code></a>"
 
 
-_STATUS_CSS = "".join(
-    f".st-{st}{{background:{c};color:#fff}} rect.st-{st}{{fill:{c}}} " for st, c in COLOUR.items()
-)
+_STATUS_CSS = outcomes.css()
 
 _CSS = (
     "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px auto;"

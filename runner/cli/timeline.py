@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-# Attempt statuses, most alarming first: a thin stripe of several attempts takes the colour of the worst.
-SEVERITY = ("failed", "timed_out", "agent_died", "rate_limited", "interrupted", "unfinished", "succeeded")
+from runner.cli.outcomes import severity  # noqa: F401 - the order statuses are shown in, from the one table
+
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 
 
@@ -132,8 +132,3 @@ def queue_series(events: list[dict]) -> list[tuple[float, int]]:
 
 def busy_series(events: list[dict]) -> list[tuple[float, int]]:
     return [(e["ts"], int(e.get("busy") or 0)) for e in events if e.get("event") == "status:updated"]
-
-
-def severity(status: str) -> int:
-    """A status's rank in SEVERITY (0: the most alarming); unknown statuses last."""
-    return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY)
