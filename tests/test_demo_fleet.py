@@ -104,3 +104,28 @@ def test_the_landed_project_has_the_corrected_work_and_its_tests_pass(demo, tmp_
     assert tests.returncode == 0, tests.stderr
     assert "Ran 8 tests" in tests.stderr
     assert "__version__ = \"0.2.0\"" in (clone / "calc" / "__init__.py").read_text()
+
+
+def test_history_of_the_run_shows_every_attempt_with_model_outcome_checks_verdict_and_cost(demo):
+    from conftest import wvo
+
+    folder, _, _ = demo
+    args = (folder / "calc" / "roadmap.yaml", "--state-dir", folder / "state", "--history")
+    proc = wvo(*args, "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["attempts"]
+    assert len(rows) == 14
+    power = [r for r in rows if r["task"] == "power"]
+    assert [(r["outcome"], r["verdict"]) for r in power] == [
+        ("needs_review", None), ("rejected", "reject"), ("needs_review", None), ("succeeded", "approve")]
+    assert power[1]["reason"] == "calc/power.py: power() has no docstring"
+    assert [r["checks"] for r in rows if r["task"] == "stats"] == ["✗", "✓"]
+    assert all(r["model"] in ("fake-coder-small", "fake-coder-large") for r in rows)
+    assert all(r["cost_usd"] > 0 and r["tokens_in"] > 0 for r in rows if r["task"] not in ("power", "cli"))
+    text = wvo(*args, "1").stdout
+    assert "power     2" in text and "rejected: calc/power.py: power() has no docstring" in text
+    listed = wvo(*args)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[0] == "1"  # the run list, as before
+    missing = wvo(*args, "99")
+    assert missing.returncode == 2 and "--history 99: not a run of this roadmap" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
