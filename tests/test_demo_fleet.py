@@ -8,6 +8,7 @@ really edits files. Real processes, real git; only the stand-in's "thinking" is 
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -129,3 +130,18 @@ def test_history_of_the_run_shows_every_attempt_with_model_outcome_checks_verdic
     missing = wvo(*args, "99")
     assert missing.returncode == 2 and "--history 99: not a run of this roadmap" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_lists_every_attempt_with_model_checks_verdict_and_cost(demo):
+    folder, _, _ = demo
+    text = (folder / "report.html").read_text()
+    attempts = text[text.index("<h2>Attempts</h2>"):]
+    rows = re.findall(r"<tr><td><code>([^<]*)</code></td><td>(\d+)</td>(.*?)</tr>", attempts)
+    assert len(rows) == 14
+    by = {(task, int(n)): cells for task, n, cells in rows}
+    assert 'st-check_failed">check_failed</span></td><td>✗</td>' in by[("stats", 1)]
+    assert ">reject<div class=\"reason\">calc/power.py: power() has no docstring</div>" in by[("power", 2)]
+    assert ">approve<" in by[("power", 4)] and "fake-coder-large" in by[("power", 4)]
+    assert re.search(r"<td>1\.\dk / \d+</td><td>\$0\.0\d+</td>", by[("neg", 1)])  # tokens and cost as the CLI said
+    tasks = text[text.index("<h2>Tasks</h2>"):text.index("<h2>Attempts</h2>")]
+    assert "review: reject, approve" in tasks

@@ -359,3 +359,14 @@ def test_the_conflict_is_drawn_in_its_colour_in_a_headless_browser(conflict_runs
     assert conflict > 1000, f"{conflict} pixels in the conflict's colour: its bar, badge and swatch are not drawn in it"
     assert succeeded > 1000
     assert black < 50, f"{black} black pixels: an unstyled bar"
+
+
+def test_a_big_runs_attempt_table_keeps_what_did_not_succeed(tmp_path):
+    events, rows = synthetic(report._ALL_ATTEMPTS + 100)
+    text = report.render_report(events, {"run_id": 1}, rows)
+    attempts = text[text.index("<h2>Attempts</h2>"):]
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    assert attempts.count("<tr><td><code>") == failed and 0 < failed < len(rows)
+    assert f"{failed} of {len(rows)} attempts" in attempts
+    small = report.render_report(*synthetic(20)[:1], {"run_id": 1}, synthetic(20)[1])
+    assert small[small.index("<h2>Attempts</h2>"):].count("<tr><td><code>") == 20

@@ -87,7 +87,7 @@ def attempt_rows(attempts, folder: str | None) -> list[dict]:
             "review": review or verdict is not None,
             "verdict": verdict,
             "reason": reason,
-            "checks": _checks(a.log_path),
+            "checks": checks_in_log(a.log_path),
             "tokens_in": usage.get("input"),
             "tokens_out": usage.get("output"),
             "cost_usd": a.cost_usd,
@@ -140,9 +140,14 @@ def _verdict_cell(r: dict) -> str:
 
 
 def _tokens(r: dict) -> str:
-    if r["tokens_in"] is None and r["tokens_out"] is None:
+    return tokens_cell(r["tokens_in"], r["tokens_out"])
+
+
+def tokens_cell(tokens_in: int | None, tokens_out: int | None) -> str:
+    """'1.6k / 299'; '-' when neither is known."""
+    if tokens_in is None and tokens_out is None:
         return "-"
-    return f"{_k(r['tokens_in'] or 0)} / {_k(r['tokens_out'] or 0)}"
+    return f"{_k(tokens_in or 0)} / {_k(tokens_out or 0)}"
 
 
 def _cost(r: dict) -> str:
@@ -181,7 +186,7 @@ def _from_events(folder: str | None) -> tuple[dict, dict]:
     return verdicts, models
 
 
-def _checks(log: str | None) -> str | None:
+def checks_in_log(log: str | None) -> str | None:
     """'✓' when every check in the attempt's log passed, '✗' when one failed, None when none ran (or no log)."""
     if not log:
         return None

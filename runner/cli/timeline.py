@@ -105,6 +105,29 @@ def attempts(events: list[dict]) -> list[Span]:
     return spans
 
 
+def details(events: list[dict]) -> dict[tuple[int, str, int], dict]:
+    """(run, task, attempt) -> what the events add to a span: model, tokens and cost, the critic's verdict."""
+    run = 0
+    out: dict[tuple[int, str, int], dict] = {}
+    for ev in events:
+        name = ev.get("event")
+        if name == "run:started":
+            run += 1
+            continue
+        if name not in ("task:finished", "task:usage", "task:reviewed"):
+            continue
+        info = out.setdefault((run, str(ev.get("task")), int(ev.get("attempt") or 0)), {})
+        if name == "task:finished" and ev.get("model"):
+            info["model"] = ev["model"]
+        elif name == "task:usage":
+            usage = ev.get("usage") or {}
+            info.update(input=usage.get("input"), output=usage.get("output"), cost_usd=ev.get("cost_usd"),
+                        cost_estimated=bool(ev.get("cost_estimated")))
+        elif name == "task:reviewed":
+            info.update(verdict=ev.get("verdict"), reason=ev.get("reason"))
+    return out
+
+
 def agent_order(events: list[dict], spans: list[Span]) -> list[str]:
     """Agents as the board lists them: orchestrators, workers, critics, others; by number within a role."""
     roles: dict[str, str] = {}
