@@ -33,6 +33,7 @@ _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 _TITLE_MAX = 40  # characters of a task title on the board, before the terminal's width cuts more
 _DRAW_EVERY_S = 0.1  # the board is redrawn at most this often on events (refresh() always redraws)
 _COOLS = re.compile(r"cools down ([0-9.]+)s")
+_RECENT = 4  # tasks that ended, listed under the agents
 
 
 def fmt_eta(seconds: float) -> str:
@@ -69,6 +70,9 @@ class Progress:
     queue: int | None = None  # tasks waiting: the last queue:updated, moved by queued / reserved since
     queue_sampled: tuple[float, float] | None = None  # (ts, oldest_wait_s) of the last queue:updated
     _failed_on: dict[str, str] = field(default_factory=dict, repr=False)  # task id -> agent of the attempt to retry
+    # task id -> what the board shows of it (checks, verdict, landing, tokens, cost), while it is not done
+    work: dict[str, dict] = field(default_factory=dict)
+    recent: list[dict] = field(default_factory=list)  # the last tasks that ended, newest last (at most _RECENT)
 
     @property
     def done(self) -> int:
@@ -103,14 +107,18 @@ class Progress:
             self.cooling.pop(ev.get("agent"), None)
             if name == "task:reserved" and self.queue:
                 self.queue -= 1
-            if name == "task:started" and self.first_start is None:
-                self.first_start = ev["ts"]
+            if name == "task:started":
+                self.work.setdefault(ev["task"], {})["attempt"] = ev.get("attempt")
+                if self.first_start is None:
+                    self.first_start = ev["ts"]
         elif name == "task:finished":
             status = ev.get("status")
             kind = class_of(status)  # the count the summary, --json and the report put it in
+            retried = (ev["task"], ev.get("attempt")) in retries and status != "succeeded"
+            self._note_work(ev, status, final=not retried)
             if status == "succeeded":
                 self.succeeded += 1
-            elif (ev["task"], ev.get("attempt")) in retries:
+            elif retried:
                 self.retried += 1
                 self._failed_on[ev["task"]] = ev.get("agent")
             elif kind == "interrupted":
@@ -121,6 +129,20 @@ class Progress:
                 self.skipped += 1
             else:
                 self.failed += 1
+        elif name == "task:usage":
+            w = self.work.setdefault(ev["task"], {})
+            usage = ev.get("usage") or {}
+            w["tokens"] = w.get("tokens", 0) + int(usage.get("input") or 0) + int(usage.get("output") or 0)
+            if ev.get("cost_usd") is not None:
+                w["cost_usd"] = w.get("cost_usd", 0.0) + float(ev["cost_usd"])
+                w["estimated"] = w.get("estimated", False) or bool(ev.get("cost_estimated"))
+        elif name == "task:reviewed":
+            self.work.setdefault(ev["task"], {})["verdict"] = ev.get("verdict")
+        elif name == "task:landing":
+            w = self.work.setdefault(ev["task"], {})
+            w["landing"] = "landing"
+            if "checks" in w:  # its checks passed in the worktree; the landing runs them again
+                w["checks"] = "✓"
         elif name == "task:retry":
             pause = ev.get("cooldown_s")
             if pause is None:
@@ -133,6 +155,19 @@ class Progress:
             self.skipped += 1
         elif name == "agent:exited":
             self.cooling.pop(ev.get("agent"), None)
+
+    def _note_work(self, ev: dict, status, final: bool) -> None:
+        """What the attempt says of its task's checks; a task that ended moves to the recent list."""
+        w = self.work.setdefault(ev["task"], {})
+        w["attempt"] = ev.get("attempt")
+        if status == "check_failed":
+            w["checks"] = "✗"
+        elif status == "needs_review" or (status == "succeeded" and "checks" in w):  # a task with checks got past them
+            w["checks"] = "✓"
+        w.pop("landing", None)
+        if final:
+            self.recent.append({"task": ev["task"], "status": status, **self.work.pop(ev["task"])})
+            del self.recent[:-_RECENT]
 
     def rate(self, now: float) -> float | None:
         """Tasks finished per second since the first one started; None before any finished."""
@@ -163,6 +198,8 @@ class Progress:
             "skipped": self.skipped,
             "eta_s": self.eta_s(now),
             "cooling": {a: t for a, t in self.cooling.items() if t > now},
+            "work": self.work,
+            "recent": self.recent,
         }
 
 
@@ -194,12 +231,15 @@ def board_lines(snapshot: dict, now: float | None = None, width: int | None = No
     label_w = max((_cells(s) for s in labels.values()), default=0)
     if width:
         label_w = min(label_w, max(8, width - 1 - (4 + id_w + 3) - 3 - 6))
+    work = st.get("work") or {}
     lines = []
     for a, state in rows:
         head = f"  {_GLYPH.get(state, '?')} {a['id']:<{id_w}} → "
         if state == "busy":
             label = _fit(labels[a["id"]], label_w)
-            lines.append(f"{head}{label}{' ' * (label_w - _cells(label))}   {fmt_duration(now - (a.get('since') or now))}")
+            facts = work_facts(work.get(str(a.get("task"))) or {})
+            lines.append(f"{head}{label}{' ' * (label_w - _cells(label))}   {fmt_duration(now - (a.get('since') or now))}"
+                         + (f"  {facts}" if facts else ""))
         elif state == "cooling":
             lines.append(f"{head}cooling (rate limited), {fmt_duration(cooling[a['id']] - now)} left")
         else:
@@ -221,10 +261,33 @@ def board_lines(snapshot: dict, now: float | None = None, width: int | None = No
         line += f" · last landed {_clean(str(st['landed']))}"
     if st.get("eta_s") is not None:
         line += f" · ETA {fmt_eta(st['eta_s'])}"
+    for r in st.get("recent") or ():  # the last tasks that ended: how, and what they cost
+        mark = {"succeeded": "✓", "failed": "✗"}.get(class_of(r.get("status")), "·")
+        facts = work_facts(r)
+        lines.append(f"    {mark} {_clean(str(r.get('task')))}: {_clean(str(r.get('status')))}" + (f" · {facts}" if facts else ""))
     lines.append(line)
     if width:
         lines = [_fit(s, width - 1) for s in lines]
     return lines
+
+
+def work_facts(w: dict) -> str:
+    """A task's facts for the board: 'attempt 3 · checks ✓ · review: reject · 3.3k tokens · $0.016'."""
+    parts = []
+    if (w.get("attempt") or 0) > 1:
+        parts.append(f"attempt {w['attempt']}")
+    if w.get("checks"):
+        parts.append(f"checks {w['checks']}")
+    if w.get("verdict"):
+        parts.append(f"review: {_clean(str(w['verdict']))}")
+    if w.get("landing"):
+        parts.append("landing")
+    if w.get("tokens"):
+        n = w["tokens"]
+        parts.append(f"{n / 1000:.1f}k tokens" if n >= 1000 else f"{n} tokens")
+    if w.get("cost_usd") is not None:
+        parts.append(f"{'~' if w.get('estimated') else ''}${w['cost_usd']:.3f}")
+    return " · ".join(parts)
 
 
 def _agent_key(a: dict):
