@@ -347,7 +347,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     import time
     from multiprocessing import AuthenticationError
 
-    from runner.cli.display import board_lines
+    from runner.cli.board import board_lines
     from runner.manager import statedir
     from runner.manager.pool import BoardKeyError, read_board
 
