@@ -127,6 +127,10 @@ def test_history_of_the_run_shows_every_attempt_with_model_outcome_checks_verdic
     assert "power     2" in text and "rejected: calc/power.py: power() has no docstring" in text
     listed = wvo(*args)
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[0] == "1"  # the run list, as before
+    before = wvo("--history", "1", *args[:-1], "--json")  # the number may come first, as with any positional
+    assert before.returncode == 0 and len(json.loads(before.stdout)["attempts"]) == 14
+    two = wvo(*args, "1", "2")
+    assert two.returncode == 2 and "give the roadmap and one run number" in two.stderr
     missing = wvo(*args, "99")
     assert missing.returncode == 2 and "--history 99: not a run of this roadmap" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

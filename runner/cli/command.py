@@ -407,9 +407,11 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
     from runner.manager import statedir
     from runner.manager.ledger import Ledger
 
-    run_id = None
-    if len(roadmaps) > 1 and roadmaps[-1].isdigit() and not os.path.exists(roadmaps[-1]):
-        roadmaps, run_id = roadmaps[:-1], int(roadmaps[-1])  # `ROADMAP --history 3`: every attempt of run 3
+    numbers = [r for r in roadmaps if r.isdigit() and not os.path.exists(r)]  # `ROADMAP --history 3`: run 3's attempts
+    if len(numbers) > 1 or numbers == roadmaps:
+        raise UsageError("--history N: give the roadmap and one run number (wvo-batch ROADMAP --history 3)")
+    run_id = int(numbers[0]) if numbers else None
+    roadmaps = [r for r in roadmaps if r not in numbers]
     folder_root = _state_dir(roadmaps, state_dir)
     path = os.path.join(folder_root, "ledger.sqlite")
     if os.path.lexists(folder_root):
