@@ -1,11 +1,13 @@
 """A run's record for people: one self-contained HTML report (and, through runner.cli.trace, the trace).
 
     events ──timeline.attempts()──▶ spans ──charts──▶ SVG Gantt, queue line
+      ├── timeline.details() + spans ───────────────▶ the attempts table (model, checks, verdict, cost)
       summary, task rows ─────────────────────────────▶ cards, telemetry and task tables ──▶ one page
 
-Built from events alone (plus the summary and task rows), so it can be rebuilt after the run from
-its folder. The report loads nothing: no scripts, styles, fonts or images from anywhere (a CSP says
-so too), and every string that came from a roadmap is HTML-escaped.
+Built from events alone (plus the summary, the task rows and, for the checks, the attempts' logs), so
+it can be rebuilt after the run from its folder. Every status is drawn and counted as the one table
+of runner.cli.outcomes says. The report loads nothing: no scripts, styles, fonts or images from
+anywhere (a CSP says so too), and every string that came from a roadmap is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from urllib.parse import quote
 
 from runner.cli import outcomes
 from runner.cli.charts import cls, esc, fmt_s, gantt, queue_chart
-from runner.cli.timeline import Span, agent_order, attempts, busy_series, details, queue_series, severity
+from runner.cli.outcomes import severity
+from runner.cli.timeline import Span, agent_order, attempts, busy_series, details, queue_series
 from runner.cli.trace import trace_events, write_trace  # noqa: F401 - the report's module also writes the trace
 from runner.roadmap.writeback import atomic_write
 

@@ -1,6 +1,7 @@
 """A run's record as data: one span per attempt, the agents in board order, the queue and busy series.
 
     events ──attempts()──▶ one span per attempt (task:started … task:finished), on its agent's row
+      ├── details(): what an attempt's other events add (model, tokens and cost, the critic's verdict)
       └── queue_series(), busy_series(): (time, count) from queue:updated / status:updated
 
 Built from events alone, so the trace (runner.cli.trace) and the report (runner.cli.report) can be
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-from runner.cli.outcomes import severity  # noqa: F401 - the order statuses are shown in, from the one table
 
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 
