@@ -370,3 +370,12 @@ def test_a_big_runs_attempt_table_keeps_what_did_not_succeed(tmp_path):
     assert f"{failed} of {len(rows)} attempts" in attempts
     small = report.render_report(*synthetic(20)[:1], {"run_id": 1}, synthetic(20)[1])
     assert small[small.index("<h2>Attempts</h2>"):].count("<tr><td><code>") == 20
+
+
+def test_the_docs_table_of_outcomes_is_the_code_s():
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "watching.md").read_text()
+    rows = dict(((st, (cl, c)) for st, cl, c in re.findall(r"^\| `(\w+)`[^|]*\| (\w+) \| `(#[0-9a-f]{6})` \|$", text, re.M)))
+    assert rows == {st: (lk.cls, lk.colour) for st, lk in outcomes.OUTCOMES.items() if st in rows}
+    assert len(rows) >= 15 and f"`{outcomes.UNKNOWN.colour}`" in text
