@@ -372,3 +372,49 @@ def test_the_board_shows_each_running_tasks_checks_verdict_tokens_and_cost_and_t
 def test_the_board_without_task_facts_is_as_before():
     lines = board_lines(snapshot([agent("worker-0", "busy", "T1", "x", since=990.0)], queue=0, total=1, done=0), now=1000.0)
     assert lines == ["  ▶ worker-0 → T1 (x)   10s", "  queue: 0 waiting · 0/1 done"]
+
+
+def test_status_from_another_shell_shows_the_running_tasks_facts(tmp_path):
+    """--status reads the task facts from the run's events: a retry after a failed check says so."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, wvo
+    from helpers import wait_for_file
+
+    repo, mark = tmp_path / "repo", tmp_path / "mark"
+    repo.mkdir()
+    mark.mkdir()
+    command = (f"if [ -e {mark}/first ]; then touch {mark}/second-try {mark}/started; {wait_for_file(mark / 'go')}; fi; "
+               f"touch {mark}/first; echo x >> work.txt")
+    (repo / "roadmap.yaml").write_text(
+        "workspace: {mode: worktree}\ntasks:\n  - id: slow\n    retries: 1\n"
+        f"    checks: [\"test -e {mark}/second-try\"]\n    command: {json.dumps(command)}\n")
+    git_env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=u", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True, env=git_env)
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state),
+                             "--agents", "1", "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (mark / "started").exists():  # the second attempt runs, after its first failed its check
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+            time.sleep(0.02)
+        while True:  # the events file follows the run by a group commit (50 ms at most): ask until it has them
+            shown = wvo(repo / "roadmap.yaml", "--state-dir", state, "--status")
+            assert shown.returncode == 0, shown.stderr
+            [line] = [ln for ln in shown.stdout.splitlines() if "→ slow" in ln]
+            if line.endswith("attempt 2 · checks ✗") or time.monotonic() > deadline:
+                break
+        assert line.endswith("attempt 2 · checks ✗"), shown.stdout
+        doc = json.loads(wvo(repo / "roadmap.yaml", "--state-dir", state, "--status", "--json").stdout)
+        assert doc["stats"]["work"]["slow"] == {"attempt": 2, "checks": "✗"}
+    finally:
+        (mark / "go").touch()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

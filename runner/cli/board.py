@@ -307,3 +307,36 @@ def fit(text: str, width: int) -> str:
         out.append(c)
         used += w
     return "".join(out) + "…"
+
+
+# What the board shows of each task, for `--status`, from the tail of the run's events file: the run
+# serves its agents and counts, and the events hold the rest. The last MiB is ~5,000 events: a running
+# task's facts from before that are not shown.
+_TAIL_BYTES = 1 << 20
+
+
+def task_facts(events_path: str, max_bytes: int = _TAIL_BYTES) -> dict:
+    """{"work": task -> facts, "recent": [...]} from the last `max_bytes` of an events file; {} if unreadable."""
+    import json
+
+    try:
+        with open(events_path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - max_bytes))
+            data = f.read(max_bytes)
+    except OSError:
+        return {}
+    lines = data.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]  # the first is cut
+    events = []
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a torn last line, or an empty one
+        if isinstance(ev, dict) and str(ev.get("event", "")).startswith("task:") and "task" in ev:
+            events.append(ev)
+    p = Progress()
+    p.apply(events)
+    return {"work": p.work, "recent": p.recent}

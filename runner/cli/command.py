@@ -347,7 +347,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     import time
     from multiprocessing import AuthenticationError
 
-    from runner.cli.board import board_lines
+    from runner.cli.board import board_lines, task_facts
     from runner.manager import statedir
     from runner.manager.pool import BoardKeyError, read_board
 
@@ -388,6 +388,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
             _echo(f"wvo-batch: a run of this roadmap holds the lock (PID {holder}) but serves no board{where}", err=True)
             return EXIT_NO_RUN
         starting_until = 0.0
+        snap.setdefault("stats", {}).update(task_facts(os.path.join(folder, "events.jsonl")))  # checks, verdicts, cost
         if json_out:
             _echo(json.dumps(snap, default=str))
         else:
