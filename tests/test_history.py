@@ -53,3 +53,11 @@ def test_the_table_has_a_row_per_attempt_and_the_totals():
     assert lines[3].split()[:7] == ["t", "2", "worker-0", "m", "rejected", "-", "reject"]
     assert "1.2k / 30" in lines[2] and "$0.010" in lines[2]
     assert lines[-2] == "  t #2 rejected: no" and lines[-1] == "tokens 2.4k in / 60 out · $0.02"
+
+
+def test_a_check_whose_header_is_beyond_the_tail_still_counts(tmp_path):
+    log = tmp_path / "big.log"
+    log.write_text("agent output\n===== wvo-batch check 1/1: make test =====\n" + "x" * 80 + "\n" * 20_000
+                   + "y\n" * (history._LOG_TAIL // 2) + "===== exit 2 (failed) =====\n")
+    assert log.stat().st_size > history._LOG_TAIL
+    assert history.checks_in_log(str(log)) == "✗"

@@ -24,6 +24,7 @@ from runner.cli.terminal import fmt_duration, one_line
 # Outcomes a critic's attempt ends with once it approved: the task went on to land.
 _LANDING = frozenset({"succeeded", "conflict", "check_failed"})
 _CHECK_MARK = "===== wvo-batch "  # "===== wvo-batch check 1/2: make test =====", then "===== exit 0 (...) ====="
+_LOG_TAIL = 1 << 20  # bytes of an attempt's log read for its checks
 
 
 def run_lines(runs) -> list[str]:
@@ -187,23 +188,30 @@ def _from_events(folder: str | None) -> tuple[dict, dict]:
 
 
 def checks_in_log(log: str | None) -> str | None:
-    """'✓' when every check in the attempt's log passed, '✗' when one failed, None when none ran (or no log)."""
+    """'✓' when every check in the attempt's log passed, '✗' when one failed, None when none ran (or no log).
+
+    wvo-batch appends the checks after the agent's output: the last MiB is read, and a result whose
+    header a long check output pushed out of it still counts.
+    """
     if not log:
         return None
-    seen = failed = False
     try:
-        with open(log, encoding="utf-8", errors="replace") as f:
-            in_check = False
-            for line in f:
-                if not line.startswith("====="):
-                    continue
-                if line.startswith(_CHECK_MARK + "check ") or line.startswith(_CHECK_MARK + "landing check"):
-                    seen = in_check = True
-                elif in_check and line.startswith("===== exit "):
-                    failed = failed or not line.startswith("===== exit 0 ")
-                    in_check = False
+        with open(log, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - _LOG_TAIL))
+            lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
+    seen = failed = in_check = False
+    for line in lines if size <= _LOG_TAIL else lines[1:]:
+        if not line.startswith("====="):
+            continue
+        if line.startswith(_CHECK_MARK + "check ") or line.startswith(_CHECK_MARK + "landing check"):
+            seen = in_check = True
+        elif line.startswith("===== exit ") and (in_check or not seen):
+            seen = True
+            failed = failed or not line.startswith("===== exit 0 ")
+            in_check = False
     if not seen:
         return None
     return "✗" if failed else "✓"
