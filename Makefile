@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PIP_E = $(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e $(1) 2>/dev/null \
 	|| $(BIN)/python -m pip install --quiet -e $(1)
 
-.PHONY: install install-dev install-ray run demo test bench autopilot clean
+.PHONY: install install-dev install-ray run demo demo-fleet test bench autopilot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ run: install
 	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS)
 
 demo: run
+
+# The coding layer without credentials: a scratch repository, 8 tasks on 4 agents through a stand-in
+# agent CLI (scripts/fake-coder): worktrees, a failing check, a critic's rejection, a conflict, landing.
+demo-fleet: install
+	PATH="$(abspath $(BIN)):$$PATH" sh scripts/demo-fleet
 
 # make turns any failing recipe into its own exit 2, so pytest's own code is left in .pytest-exit
 # (read by .ci/run, which tells exit 5, no test collected, from a failure).

@@ -333,3 +333,88 @@ def test_quiet_shows_only_the_summary_even_on_a_terminal(tmp_path, monkeypatch):
 def test_board_shows_what_waits_to_land_and_the_last_landing():
     lines = board_lines(snapshot([agent("worker-0")], queue=0, total=3, done=1, landing=2, landed="auth (1a2b3c4d5e)"))
     assert lines[-1] == "  queue: 0 waiting · 1/3 done · 2 landing · last landed auth (1a2b3c4d5e)"
+
+
+# -- per task: checks, the critic's verdict, tokens and cost (issue 23) -------------------------------------
+
+
+def test_the_board_shows_each_running_tasks_checks_verdict_tokens_and_cost_and_the_last_that_ended():
+    p = Progress(total=2)
+    usage = {"input": 1500, "output": 120}
+    # in the order the run emits them: an attempt's usage, then its outcome, then the retry
+    p.apply([ev("run:started"), ev("task:usage", task="power", attempt=1, usage=usage, cost_usd=0.0063),
+             finished("power", "needs_review", 1),
+             ev("task:retry", task="power", attempt=1, delay_s=0, reason="checks passed; to review")])
+    p.apply([ev("task:reviewed", task="power", attempt=2, verdict="reject", reason="no docstring"),
+             finished("power", "rejected", 2, agent="critic-0"),
+             ev("task:retry", task="power", attempt=2, delay_s=0, reason="rejected by the critic")])
+    p.apply([ev("task:usage", task="stats", attempt=1, usage=usage, cost_usd=0.01), finished("stats", "check_failed", 1),
+             ev("task:started", task="power", agent="worker-0", attempt=3)])
+    snap = snapshot([agent("worker-0", "busy", "power", "Add power()", since=998.0)], queue=0, **p.stats(1000.0))
+    lines = board_lines(snap, now=1000.0)
+    assert lines[0] == "  ▶ worker-0 → power (Add power())   2.0s  attempt 3 · checks ✓ · review: reject · 1.6k tokens · $0.006"
+    assert lines[1] == "    ✗ stats: check_failed · checks ✗ · 1.6k tokens · $0.010"  # ended: no retry came with it
+    assert lines[2].startswith("  queue: 0 waiting")
+    p.apply([ev("task:reviewed", task="power", attempt=4, verdict="approve", reason=None),
+             finished("power", "succeeded", 4, agent="critic-0")])
+    assert p.work == {} and [r["task"] for r in p.recent] == ["stats", "power"]
+    p.apply([ev("task:started", task="again", agent="worker-0", attempt=1), finished("again", "check_failed", 1),
+             ev("task:retry", task="again", attempt=1, delay_s=0, reason="check_failed"),
+             ev("task:landing", task="again", agent="worker-0", attempt=2, branch="b")])
+    assert p.work["again"]["checks"] == "✓" and p.work["again"]["landing"] == "landing"  # the second try passed them
+    p.apply([finished("again", "succeeded", 2)])
+    assert p.recent[-1]["checks"] == "✓" and "landing" not in p.recent[-1]
+    p.apply([finished(f"t{i}", "succeeded") for i in range(10)])
+    assert len(p.recent) == 4 and p.recent[-1]["task"] == "t9"  # bounded, newest last
+    assert p.work == {}  # nothing kept of tasks that ended: a run of 100,000 tasks holds only what runs
+
+
+def test_the_board_without_task_facts_is_as_before():
+    lines = board_lines(snapshot([agent("worker-0", "busy", "T1", "x", since=990.0)], queue=0, total=1, done=0), now=1000.0)
+    assert lines == ["  ▶ worker-0 → T1 (x)   10s", "  queue: 0 waiting · 0/1 done"]
+
+
+def test_status_from_another_shell_shows_the_running_tasks_facts(tmp_path):
+    """--status reads the task facts from the run's events: a retry after a failed check says so."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, wvo
+    from helpers import wait_for_file
+
+    repo, mark = tmp_path / "repo", tmp_path / "mark"
+    repo.mkdir()
+    mark.mkdir()
+    command = (f"if [ -e {mark}/first ]; then touch {mark}/second-try {mark}/started; {wait_for_file(mark / 'go')}; fi; "
+               f"touch {mark}/first; echo x >> work.txt")
+    (repo / "roadmap.yaml").write_text(
+        "workspace: {mode: worktree}\ntasks:\n  - id: slow\n    retries: 1\n"
+        f"    checks: [\"test -e {mark}/second-try\"]\n    command: {json.dumps(command)}\n")
+    git_env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=u", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True, env=git_env)
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state),
+                             "--agents", "1", "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (mark / "started").exists():  # the second attempt runs, after its first failed its check
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+            time.sleep(0.02)
+        while True:  # the events file follows the run by a group commit (50 ms at most): ask until it has them
+            shown = wvo(repo / "roadmap.yaml", "--state-dir", state, "--status")
+            assert shown.returncode == 0, shown.stderr
+            [line] = [ln for ln in shown.stdout.splitlines() if "→ slow" in ln]
+            if line.endswith("attempt 2 · checks ✗") or time.monotonic() > deadline:
+                break
+        assert line.endswith("attempt 2 · checks ✗"), shown.stdout
+        doc = json.loads(wvo(repo / "roadmap.yaml", "--state-dir", state, "--status", "--json").stdout)
+        assert doc["stats"]["work"]["slow"] == {"attempt": 2, "checks": "✗"}
+    finally:
+        (mark / "go").touch()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

@@ -255,3 +255,127 @@ def test_report_renders_non_blank_in_a_headless_browser(real_run, tmp_path):
     green, red = bytes.fromhex("2a9d58"), bytes.fromhex("d62839")
     assert colours.get(green, 0) > 500, "no succeeded bars on screen"
     assert colours.get(red, 0) > 20, "no failed bar (or badge) on screen"
+
+
+# -- one class, one colour, one count per outcome (issue 23) -------------------------------------------------
+
+from runner.cli import outcomes  # noqa: E402 - with the tests that read it
+from conftest import wvo  # noqa: E402
+from runner.cli.display import Progress  # noqa: E402
+from runner.model import Outcome, TaskState  # noqa: E402
+
+GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+
+def test_every_outcome_and_task_state_has_a_class_and_a_colour_and_counts_as_the_run_does():
+    for status in [o.value for o in Outcome] + [s.value for s in TaskState] + ["needs_improvement", "unfinished"]:
+        assert status in outcomes.OUTCOMES, f"{status} would be drawn in the unknown grey"
+    # the run's summary counts a task by its state: a final failure (conflict, check_failed, ...) is
+    # failed, a state the run ended before the task did (queued, running, ...) is interrupted
+    manager = {TaskState.SUCCEEDED: "succeeded", TaskState.FAILED: "failed", TaskState.SKIPPED: "skipped"}
+    for state in TaskState:
+        assert outcomes.class_of(state.value) == manager.get(state, "interrupted"), state
+    for o in Outcome:
+        expected = {"succeeded": "succeeded", "needs_review": "succeeded", "interrupted": "interrupted"}.get(o.value, "failed")
+        assert outcomes.class_of(o.value) == expected, o
+    assert outcomes.class_of("from-a-newer-version") == "failed" and outcomes.colour("x") == outcomes.UNKNOWN.colour
+    colours = [lk.colour for lk in outcomes.OUTCOMES.values()]
+    assert len(set(colours)) == len(colours), "two outcomes share a colour"
+
+
+@pytest.fixture(scope="module")
+def conflict_runs(tmp_path_factory):
+    """The same worktree roadmap run twice by the real command (--json, then on the terminal's way), each with
+    --report: five tasks on four agents, two of which write the same line at the same time: one conflict."""
+    tmp = tmp_path_factory.mktemp("conflict")
+    out = {}
+    for mode in ("json", "plain"):
+        repo = tmp / mode / "repo"
+        repo.mkdir(parents=True)
+        meet = barrier(tmp / mode / "meet", 2)
+        tasks = "".join(
+            f"  - id: {tid}\n    priority: high\n    command: '{meet}; echo {tid} > line.txt'\n" for tid in ("left", "right")
+        ) + "".join(f"  - id: ok{i}\n    command: 'echo {i} > f{i}.txt'\n" for i in range(3))
+        (repo / "roadmap.yaml").write_text("workspace:\n  mode: worktree\ntasks:\n" + tasks)
+        (repo / "line.txt").write_text("original\n")
+        for argv in (["init", "-q", "-b", "main"], ["add", "-A"],
+                     ["-c", "user.name=u", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "initial"]):
+            subprocess.run(["git", "-C", str(repo), *argv], check=True, env=GIT_ENV)
+        page = tmp / mode / "report.html"
+        extra = ["--json"] if mode == "json" else []
+        proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp / mode / "state", "--agents", "4", "--report", page, *extra,
+                   timeout=90)
+        [events] = (tmp / mode / "state" / "runs").glob("*/events.jsonl")
+        out[mode] = (proc, page, [json.loads(line) for line in events.read_text().splitlines() if line.strip()])
+    return out
+
+
+def test_a_conflict_is_one_failure_in_the_terminal_json_report_and_board(conflict_runs):
+    proc, page, events = conflict_runs["json"]
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["succeeded"], doc["failed"], doc["skipped"], doc["interrupted"]) == (4, 1, 0, 0)
+    [loser] = [r for r in doc["tasks"] if r["status"] == "conflict"]
+    assert loser["class"] == "failed" and doc["outcomes"] == {"conflict": 1, "succeeded": 4}
+    cards = dict((label, int(n)) for n, label in re.findall(r'<div class="card[^"]*"><b>(\d+)</b><span>([^<]*)</span>',
+                                                             page.read_text()))
+    assert cards["succeeded"] == 4 and cards["failed (1 conflict)"] == 1 and cards["interrupted"] == 0
+    board = Progress(total=5)
+    board.apply(events)
+    assert (board.succeeded, board.failed, board.skipped, board.interrupted) == (4, 1, 0, 0)
+    plain, _, _ = conflict_runs["plain"]
+    assert plain.returncode == 1
+    assert "4 succeeded, 1 failed (1 conflict), 0 skipped of 5" in plain.stderr
+
+
+def test_the_report_styles_the_conflict_badge_bar_and_legend_in_its_own_colour(conflict_runs):
+    _, page, _ = conflict_runs["json"]
+    text = page.read_text()
+    c = outcomes.colour("conflict")
+    assert f".st-conflict{{background:{c};" in text and f"rect.st-conflict{{fill:{c}}}" in text
+    assert '<span class="pill st-conflict">conflict</span>' in text
+    assert 'class="bar st-conflict"' in text
+    assert f'<i style="background:{c}"></i>conflict' in text  # the legend's swatch is the bar's colour
+
+
+@pytest.mark.browser
+def test_the_conflict_is_drawn_in_its_colour_in_a_headless_browser(conflict_runs, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary on PATH (scripts/install-browser.sh installs Debian's)")
+    _, page, _ = conflict_runs["json"]
+    png = tmp_path / "shot.png"
+    screenshot(chromium, page, png, tmp_path / "profile")
+    width, height, bpp, pixels = decode_png(png.read_bytes())
+    counted = {bytes.fromhex(outcomes.colour(s)[1:]): 0 for s in ("conflict", "succeeded")}
+    black = 0
+    for i in range(0, len(pixels), bpp):
+        px = pixels[i:i + 3]
+        if px in counted:
+            counted[px] += 1
+        elif px == b"\x00\x00\x00":
+            black += 1
+    conflict, succeeded = counted.values()
+    assert conflict > 1000, f"{conflict} pixels in the conflict's colour: its bar, badge and swatch are not drawn in it"
+    assert succeeded > 1000
+    assert black < 50, f"{black} black pixels: an unstyled bar"
+
+
+def test_a_big_runs_attempt_table_keeps_what_did_not_succeed(tmp_path):
+    events, rows = synthetic(report._ALL_ATTEMPTS + 100)
+    text = report.render_report(events, {"run_id": 1}, rows)
+    attempts = text[text.index("<h2>Attempts</h2>"):]
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    assert attempts.count("<tr><td><code>") == failed and 0 < failed < len(rows)
+    assert f"{failed} of {len(rows)} attempts" in attempts
+    small = report.render_report(*synthetic(20)[:1], {"run_id": 1}, synthetic(20)[1])
+    assert small[small.index("<h2>Attempts</h2>"):].count("<tr><td><code>") == 20
+
+
+def test_the_docs_table_of_outcomes_is_the_code_s():
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "watching.md").read_text()
+    rows = dict(((st, (cl, c)) for st, cl, c in re.findall(r"^\| `(\w+)`[^|]*\| (\w+) \| `(#[0-9a-f]{6})` \|$", text, re.M)))
+    assert rows == {st: (lk.cls, lk.colour) for st, lk in outcomes.OUTCOMES.items() if st in rows}
+    assert len(rows) >= 15 and f"`{outcomes.UNKNOWN.colour}`" in text

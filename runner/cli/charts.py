@@ -9,18 +9,8 @@ from __future__ import annotations
 import html
 import math
 
-from runner.cli.timeline import Span, severity
-
-COLOUR = {
-    "succeeded": "#2a9d58",
-    "failed": "#d62839",
-    "timed_out": "#f08a24",
-    "agent_died": "#8e44ad",
-    "rate_limited": "#e9c46a",
-    "interrupted": "#8d99ae",
-    "unfinished": "#c9ccd1",
-    "skipped": "#b0b7c3",
-}
+from runner.cli.outcomes import css_name as cls, severity  # noqa: F401 - cls: the page's name for it
+from runner.cli.timeline import Span
 
 # Gantt geometry (SVG user units; the SVG scales to the page width).
 _LABEL_W = 150
@@ -217,11 +207,6 @@ def _step_points(points: list[tuple[float, int]], t0: float, scale_x: float, y) 
 def esc(value) -> str:
     """HTML-escaped text, quotes included: for element text and attribute values."""
     return html.escape(str(value), quote=True)
-
-
-def cls(status: str) -> str:
-    """A status as a CSS class name."""
-    return "".join(c if c.isalnum() or c == "_" else "-" for c in str(status))
 
 
 def fmt_s(seconds) -> str:

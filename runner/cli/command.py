@@ -328,7 +328,9 @@ def _run(
     if trace or report:
         _write_artifacts(outcome, trace, report)
     if json_out:
-        _echo(json.dumps(outcome.document(), indent=2, default=str))
+        from runner.cli.outcomes import with_classes
+
+        _echo(json.dumps(with_classes(outcome.document()), indent=2, default=str))
     return outcome.exit_code
 
 
@@ -357,7 +359,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     import time
     from multiprocessing import AuthenticationError
 
-    from runner.cli.display import board_lines
+    from runner.cli.board import board_lines, task_facts
     from runner.manager import statedir
     from runner.manager.pool import BoardKeyError, read_board
 
@@ -398,6 +400,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
             _echo(f"wvo-batch: a run of this roadmap holds the lock (PID {holder}) but serves no board{where}", err=True)
             return EXIT_NO_RUN
         starting_until = 0.0
+        snap.setdefault("stats", {}).update(task_facts(os.path.join(folder, "events.jsonl")))  # checks, verdicts, cost
         if json_out:
             _echo(json.dumps(snap, default=str))
         else:
@@ -413,47 +416,41 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
 
 
 def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
-    import time
-
+    from runner.cli import history
+    from runner.manager import statedir
     from runner.manager.ledger import Ledger
 
-    from runner.manager import statedir
-
+    numbers = [r for r in roadmaps if r.isdigit() and not os.path.exists(r)]  # `ROADMAP --history 3`: run 3's attempts
+    if len(numbers) > 1 or numbers == roadmaps:
+        raise UsageError("--history N: give the roadmap and one run number (wvo-batch ROADMAP --history 3)")
+    run_id = int(numbers[0]) if numbers else None
+    roadmaps = [r for r in roadmaps if r not in numbers]
     folder_root = _state_dir(roadmaps, state_dir)
     path = os.path.join(folder_root, "ledger.sqlite")
     if os.path.lexists(folder_root):
         statedir.check_private(folder_root)
     if not os.path.exists(path):
-        if json_out:
-            _echo("[]")
-        else:
-            _echo("no runs recorded for this roadmap")
+        if run_id is not None:
+            raise UsageError(f"--history {run_id}: no runs recorded for this roadmap (ledger: {path})")
+        _echo("[]" if json_out else "no runs recorded for this roadmap")
         return EXIT_OK
-    from runner.manager.accounts import usage_line
-
     ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
-    runs = ledger.runs(roadmaps, limit=50)
-    ledger.close()
+    try:
+        runs = ledger.runs(roadmaps, limit=50 if run_id is None else 1_000_000)
+        if run_id is None:
+            _echo(json.dumps([r.__dict__ for r in runs], indent=2) if json_out else "\n".join(history.run_lines(runs)))
+            return EXIT_OK
+        run = next((r for r in runs if r.id == run_id), None)
+        if run is None:
+            known = ", ".join(str(r.id) for r in runs[:10]) or "none"
+            raise UsageError(f"--history {run_id}: not a run of this roadmap (its latest runs: {known})")
+        rows = history.attempt_rows(ledger.attempts(run_id), history.run_folder(ledger, run_id))
+    finally:
+        ledger.close()
     if json_out:
-        _echo(json.dumps([r.__dict__ for r in runs], indent=2))
-        return EXIT_OK
-    _echo(f"{'run':>4}  {'started':<19}  {'status':<11}  {'total':>5} {'ok':>5} {'fail':>5} {'skip':>5}  makespan")
-    for r in runs:
-        s = r.summary or {}
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
-        status = r.status if r.status != "running" or r.ended else "running/crashed"
-        makespan = f"{s['makespan_s']:.1f}s" if "makespan_s" in s else "-"
-        _echo(
-            f"{r.id:>4}  {started:<19}  {status:<11}  {s.get('total', '-'):>5} {s.get('succeeded', '-'):>5}"
-            f" {s.get('failed', '-'):>5} {s.get('skipped', '-'):>5}  {makespan}"
-            + (f"  (resumed run {r.resumed_from})" if r.resumed_from else "")
-            + (f"  {usage_line(s['usage'])}" if s.get("usage") else "")
-        )
-        if s.get("work"):  # worktree tasks of the run: branch, change, landed commit or why not
-            from runner.cli.summary import work_cell
-
-            for task_id, info in sorted(s["work"].items()):
-                _echo(f"        {task_id}: {info.get('branch', '-')}: {work_cell(info)}")
+        _echo(json.dumps({**run.__dict__, "attempts": rows}, indent=2, default=str))
+    else:
+        _echo("\n".join(history.attempt_lines(run, rows)))
     return EXIT_OK
 
 

@@ -57,7 +57,7 @@ OPTIONS = (
     Param("schema", ("--schema",), bool, False, None, "Print the roadmap JSON Schema and exit."),
     Param("quiet", ("--quiet", "-q"), bool, False, "WVO_QUIET", "Only the final summary."),
     Param("resume", ("--resume",), bool, False, "WVO_RESUME", "Continue the latest unfinished run."),
-    Param("history", ("--history",), bool, False, None, "List past runs of this roadmap."),
+    Param("history", ("--history",), bool, False, None, "List past runs of this roadmap; ROADMAP --history N: every attempt of run N."),
     Param("status", ("--status",), bool, False, None, "Print the board of the run in progress (exit 3: none)."),
     Param("watch", ("--watch",), bool, False, None, "With --status: keep following the board."),
     Param("grace", ("--grace",), float, 10.0, "WVO_GRACE", "Seconds between TERM and KILL."),

@@ -1,11 +1,13 @@
 """A run's record for people: one self-contained HTML report (and, through runner.cli.trace, the trace).
 
     events ──timeline.attempts()──▶ spans ──charts──▶ SVG Gantt, queue line
+      ├── timeline.details() + spans ───────────────▶ the attempts table (model, checks, verdict, cost)
       summary, task rows ─────────────────────────────▶ cards, telemetry and task tables ──▶ one page
 
-Built from events alone (plus the summary and task rows), so it can be rebuilt after the run from
-its folder. The report loads nothing: no scripts, styles, fonts or images from anywhere (a CSP says
-so too), and every string that came from a roadmap is HTML-escaped.
+Built from events alone (plus the summary, the task rows and, for the checks, the attempts' logs), so
+it can be rebuilt after the run from its folder. Every status is drawn and counted as the one table
+of runner.cli.outcomes says. The report loads nothing: no scripts, styles, fonts or images from
+anywhere (a CSP says so too), and every string that came from a roadmap is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import os
 import time
 from urllib.parse import quote
 
-from runner.cli.charts import COLOUR, cls, esc, fmt_s, gantt, queue_chart
-from runner.cli.timeline import SEVERITY, Span, agent_order, attempts, busy_series, queue_series, severity
+from runner.cli import outcomes
+from runner.cli.charts import cls, esc, fmt_s, gantt, queue_chart
+from runner.cli.outcomes import severity
+from runner.cli.timeline import Span, agent_order, attempts, busy_series, details, queue_series
 from runner.cli.trace import trace_events, write_trace  # noqa: F401 - the report's module also writes the trace
 from runner.roadmap.writeback import atomic_write
 
@@ -49,7 +53,7 @@ def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir
         f"<style>{_CSS}</style></head><body>",
         f"<h1>wvo-batch {'runs' if len(runs) > 1 else 'run'} {esc(run_label)} "
         f"<span class=\"badge st-{cls(status)}\">{esc(status)}</span></h1>",
-        _header(summary, counts, t0, len(spans)),
+        _header(summary, counts, t0, len(spans), tasks),
     ]
     if summary.get("ledger_error"):
         parts.append(f"<p class=\"warn\">The ledger could not be written: {esc(summary['ledger_error'])}</p>")
@@ -62,26 +66,25 @@ def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir
     parts.append(_telemetry(summary, len(runs)))
     parts.append("<h2>Tasks</h2>")
     parts.append(_task_table(tasks, spans, base_dir))
+    parts.append("<h2>Attempts</h2>")
+    parts.append(_attempt_table(spans, details(events), base_dir))
     parts.append(f"<script>{_JS}</script></body></html>\n")
     return "".join(parts)
 
 
 def _counts(tasks: list[dict], summary: dict) -> dict[str, int]:
     if tasks:
-        out = {"total": len(tasks), "succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
-        for row in tasks:
-            st = row.get("status")
-            key = st if st in out else ("failed" if st in ("timed_out", "agent_died") else "interrupted")
-            out[key] += 1
-        return out
-    return {k: int(summary.get(k) or 0) for k in ("total", "succeeded", "failed", "skipped", "interrupted")}
+        return outcomes.counts(tasks)
+    return {k: int(summary.get(k) or 0) for k in ("total", *outcomes.CLASSES)}
 
 
-def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int) -> str:
+def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int, tasks: list[dict]) -> str:
+    from runner.cli.summary import failed_breakdown
+
     cards = [
         ("tasks", str(counts["total"]), ""),
         ("succeeded", str(counts["succeeded"]), "st-succeeded"),
-        ("failed", str(counts["failed"]), "st-failed" if counts["failed"] else ""),
+        ("failed" + failed_breakdown(tasks), str(counts["failed"]), "st-failed" if counts["failed"] else ""),
         ("skipped", str(counts["skipped"]), ""),
         ("interrupted", str(counts["interrupted"]), "st-interrupted" if counts["interrupted"] else ""),
         ("attempts", str(n_attempts), ""),
@@ -100,13 +103,9 @@ def _header(summary: dict, counts: dict[str, int], t0: float, n_attempts: int) -
 
 
 def _legend(spans: list[Span]) -> str:
-    seen = {s.status for s in spans} or {"succeeded"}
-    items = [
-        f"<span><i style=\"background:{COLOUR.get(st, '#999')}\"></i>{esc(st)}</span>"
-        for st in SEVERITY
-        if st in seen
-    ]
-    items += [f"<span><i style=\"background:#999\"></i>{esc(st)}</span>" for st in sorted(seen - set(SEVERITY))]
+    """A swatch per status drawn in the Gantt, in the colour its bars have (runner.cli.outcomes)."""
+    seen = sorted({s.status for s in spans} or {"succeeded"}, key=lambda st: (severity(st), st))
+    items = [f"<span><i style=\"background:{outcomes.colour(st)}\"></i>{esc(st)}</span>" for st in seen]
     return f"<div class=\"legend\">{''.join(items)}</div>"
 
 
@@ -166,7 +165,8 @@ def _task_table(tasks: list[dict], spans: list[Span], base_dir: str | None) -> s
         f"<select id=\"st\" aria-label=\"status\"><option value=\"\">every status</option>{options}</select>"
         f"<span id=\"shown\">{len(tasks)} task(s)</span></div>",
         "<table id=\"tasks\" class=\"tasks\"><thead><tr><th>task</th><th>title</th><th>status</th><th>agent</th>"
-        "<th>attempts</th><th>queue wait</th><th>duration</th><th>exit code</th><th>log</th></tr></thead><tbody>",
+        "<th>attempts</th><th>queue wait</th><th>duration</th><th>exit code</th><th>tokens · cost</th><th>log</th>"
+        "</tr></thead><tbody>",
     ]
     for r in tasks:
         status = str(r.get("status"))
@@ -178,12 +178,69 @@ def _task_table(tasks: list[dict], spans: list[Span], base_dir: str | None) -> s
             from runner.cli.summary import work_cell
 
             status_cell += f"<div class=\"reason\">{esc(work_cell(r['workspace']))}</div>"
+        verdicts = [v.get("verdict") for v in (r.get("review") or {}).get("verdicts") or []]
+        if verdicts:  # the critic's word on each round
+            status_cell += f"<div class=\"reason\">review: {esc(', '.join(map(str, verdicts)))}</div>"
         exit_code = r.get("exit_code")
         out.append(
             f"<tr data-s=\"{esc(status)}\"><td><code>{esc(r.get('task'))}</code></td><td>{esc(r.get('title') or '')}</td>"
             f"<td>{status_cell}</td><td>{esc(r.get('agent') or '-')}</td><td>{esc(r.get('attempts', 0))}</td>"
             f"<td>{esc(fmt_s(waited.get(str(r.get('task')))))}</td><td>{esc(fmt_s(r.get('duration_s')))}</td>"
-            f"<td>{'-' if exit_code is None else esc(exit_code)}</td><td>{_log_link(r.get('log'), base_dir)}</td></tr>"
+            f"<td>{'-' if exit_code is None else esc(exit_code)}</td><td>{esc(_spend(r.get('usage')))}</td>"
+            f"<td>{_log_link(r.get('log'), base_dir)}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _spend(usage: dict | None) -> str:
+    """A task's tokens and cost over its attempts: '1.6k / 299 · $0.009'; '-' when its CLI reported none."""
+    if not usage:
+        return "-"
+    from runner.cli.history import tokens_cell
+
+    text = tokens_cell(usage.get("input"), usage.get("output"))
+    if usage.get("cost_usd") is not None:
+        text += f" · {'~' if usage.get('cost_estimated') else ''}${usage['cost_usd']:.3f}"
+    return text
+
+
+# Up to this many attempts the table lists them all and reads each one's log for its checks; above it,
+# the attempts that did not succeed and those of tasks that took more than one (a big run's successes
+# at the first try are in the task table already).
+_ALL_ATTEMPTS = 500
+
+
+def _attempt_table(spans: list[Span], info: dict, base_dir: str | None) -> str:
+    """Every attempt: its agent, model, outcome, checks, the critic's verdict, tokens, cost and log."""
+    from runner.cli.history import checks_in_log, tokens_cell
+
+    if not spans:
+        return "<p class=\"empty\">No attempt ran.</p>"
+    shown = spans
+    if len(spans) > _ALL_ATTEMPTS:
+        retried = {(s.run, s.task) for s in spans if s.attempt > 1}
+        shown = [s for s in spans if s.status != "succeeded" or (s.run, s.task) in retried]
+    out = []
+    if len(shown) < len(spans):
+        out.append(f"<p class=\"meta\">{len(shown)} of {len(spans)} attempts: those that did not succeed and those of "
+                   "tasks that took more than one.</p>")
+    out.append("<table class=\"tasks attempts\"><thead><tr><th>task</th><th>#</th><th>agent</th><th>model</th>"
+               "<th>outcome</th><th>checks</th><th>verdict</th><th>tokens in / out</th><th>cost</th><th>duration</th>"
+               "<th>log</th></tr></thead><tbody>")
+    for s in sorted(shown, key=lambda s: (s.run, s.end)):
+        d = info.get((s.run, s.task, s.attempt), {})
+        checks = "✗" if s.status == "check_failed" else checks_in_log(s.log) if len(spans) <= _ALL_ATTEMPTS else None
+        verdict = esc(d.get("verdict") or "-")
+        if d.get("reason"):
+            verdict += f"<div class=\"reason\">{esc(d['reason'])}</div>"
+        tokens = tokens_cell(d.get("input"), d.get("output"))
+        cost = "-" if d.get("cost_usd") is None else f"{'~' if d.get('cost_estimated') else ''}${d['cost_usd']:.4f}"
+        out.append(
+            f"<tr><td><code>{esc(s.task)}</code></td><td>{s.attempt}</td><td>{esc(s.agent)}</td>"
+            f"<td>{esc(d.get('model') or '-')}</td><td><span class=\"pill st-{cls(s.status)}\">{esc(s.status)}</span></td>"
+            f"<td>{esc(checks or '-')}</td><td>{verdict}</td><td>{esc(tokens)}</td><td>{esc(cost)}</td>"
+            f"<td>{esc(fmt_s(s.end - s.start))}</td><td>{_log_link(s.log, base_dir)}</td></tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)
@@ -201,9 +258,7 @@ def _log_link(log: str | None, base_dir: str | None) -> str:
     return f"<a href=\"{esc(quote(href))}\"><code>{esc(log)}</code></a>"
 
 
-_STATUS_CSS = "".join(
-    f".st-{st}{{background:{c};color:#fff}} rect.st-{st}{{fill:{c}}} " for st, c in COLOUR.items()
-)
+_STATUS_CSS = outcomes.css()
 
 _CSS = (
     "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px auto;"
@@ -232,6 +287,8 @@ _CSS = (
     ".tasks{width:100%;font-size:13px}.tasks thead th{position:sticky;top:0;background:#eef0f4}"
     ".tasks tbody tr:nth-child(even){background:#f7f8fa}.tasks td{word-break:break-word}"
     ".tasks td:nth-child(4),.tasks td:nth-child(3){white-space:nowrap;word-break:normal}"
+    ".pill,.badge{white-space:nowrap}.attempts td{white-space:nowrap;word-break:normal}"
+    ".attempts td:nth-child(7),.attempts td:nth-child(11){white-space:normal;word-break:break-word}"
     ".reason{font-size:11px;color:#5b6372}.filter{display:flex;gap:10px;align-items:center;margin:6px 0}"
     ".filter input{padding:4px 8px;min-width:240px}.empty{color:#7a8291}" + _STATUS_CSS
 )

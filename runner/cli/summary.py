@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runner.cli import outcomes
 from runner.cli.terminal import fmt_duration, one_line as _clean
 
 
@@ -35,7 +36,7 @@ def write_summary(out, result, quiet: bool) -> None:
     s = result.summary
     t = s["telemetry"]
     out.write(
-        f"\n{s['succeeded']} succeeded, {s['failed']} failed, {s['skipped']} skipped"
+        f"\n{s['succeeded']} succeeded, {s['failed']} failed{failed_breakdown(rows)}, {s['skipped']} skipped"
         + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
         + f" of {s['total']} · makespan {fmt_duration(s['makespan_s'])}"
         + f" · utilisation {t['utilization'] * 100:.0f}% · queue wait p95 {fmt_duration(t['queue_wait_p95_s'])}\n"
@@ -54,6 +55,14 @@ def write_summary(out, result, quiet: bool) -> None:
             out.write(f"worktrees kept (--keep-worktrees): {len(ws['worktrees_kept'])}\n")
     out.write(f"run {s['run_id']}: {_clean(str(s['folder']))}\n")
     out.flush()
+
+
+def failed_breakdown(rows: list[dict]) -> str:
+    """' (1 conflict, 2 check_failed)': how the failed tasks ended, when not all plainly `failed`."""
+    ways = outcomes.breakdown(rows, "failed")
+    if not ways or list(ways) == ["failed"]:
+        return ""
+    return " (" + ", ".join(f"{n} {_clean(st)}" for st, n in ways.items()) + ")"
 
 
 def work_cell(ws: dict | None) -> str:

@@ -1,6 +1,7 @@
 """A run's record as data: one span per attempt, the agents in board order, the queue and busy series.
 
     events ──attempts()──▶ one span per attempt (task:started … task:finished), on its agent's row
+      ├── details(): what an attempt's other events add (model, tokens and cost, the critic's verdict)
       └── queue_series(), busy_series(): (time, count) from queue:updated / status:updated
 
 Built from events alone, so the trace (runner.cli.trace) and the report (runner.cli.report) can be
@@ -13,8 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-# Attempt statuses, most alarming first: a thin stripe of several attempts takes the colour of the worst.
-SEVERITY = ("failed", "timed_out", "agent_died", "rate_limited", "interrupted", "unfinished", "succeeded")
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 
 
@@ -105,6 +104,29 @@ def attempts(events: list[dict]) -> list[Span]:
     return spans
 
 
+def details(events: list[dict]) -> dict[tuple[int, str, int], dict]:
+    """(run, task, attempt) -> what the events add to a span: model, tokens and cost, the critic's verdict."""
+    run = 0
+    out: dict[tuple[int, str, int], dict] = {}
+    for ev in events:
+        name = ev.get("event")
+        if name == "run:started":
+            run += 1
+            continue
+        if name not in ("task:finished", "task:usage", "task:reviewed"):
+            continue
+        info = out.setdefault((run, str(ev.get("task")), int(ev.get("attempt") or 0)), {})
+        if name == "task:finished" and ev.get("model"):
+            info["model"] = ev["model"]
+        elif name == "task:usage":
+            usage = ev.get("usage") or {}
+            info.update(input=usage.get("input"), output=usage.get("output"), cost_usd=ev.get("cost_usd"),
+                        cost_estimated=bool(ev.get("cost_estimated")))
+        elif name == "task:reviewed":
+            info.update(verdict=ev.get("verdict"), reason=ev.get("reason"))
+    return out
+
+
 def agent_order(events: list[dict], spans: list[Span]) -> list[str]:
     """Agents as the board lists them: orchestrators, workers, critics, others; by number within a role."""
     roles: dict[str, str] = {}
@@ -132,8 +154,3 @@ def queue_series(events: list[dict]) -> list[tuple[float, int]]:
 
 def busy_series(events: list[dict]) -> list[tuple[float, int]]:
     return [(e["ts"], int(e.get("busy") or 0)) for e in events if e.get("event") == "status:updated"]
-
-
-def severity(status: str) -> int:
-    """A status's rank in SEVERITY (0: the most alarming); unknown statuses last."""
-    return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY)

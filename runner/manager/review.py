@@ -103,7 +103,7 @@ class Review:
     def _critic_tree(self, spaces, task_id: str, attempt: int, commit: str) -> str:
         spaces.worktrees_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = spaces.worktrees_dir / f"review-{statedir.safe_name(task_id)}-{attempt}"
-        spaces.git.run(spaces.repo, "worktree", "add", "-q", "--detach", str(path), commit)
+        spaces._worktree("add", "-q", "--detach", str(path), commit)  # under the run's worktree lock, as every add
         return str(path)
 
     def _review_ended(self, task_id: str, attempt: int) -> None:
@@ -116,7 +116,7 @@ class Review:
         if path is None:
             return
         spaces = self._spaces_of(task_id)
-        proc = spaces.git.run(spaces.repo, "worktree", "remove", "--force", path, check=False)
+        proc = spaces._worktree("remove", "--force", path, check=False)
         if proc.returncode != 0:
             log.warning("cannot remove the review worktree %s: %s", path, proc.stderr.strip())
 
