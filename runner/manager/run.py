@@ -20,7 +20,6 @@ import time
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
-from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import statedir
 from runner.manager.accounts import Accounts
@@ -59,7 +58,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
         self.opt = options
         self.reporter = reporter or Reporter()
         self.tasks = roadmap.by_id()
-        self.executor = executors.parse(options.executor if options.executor is not None else roadmap.executor)
+        self.executor = _executor(options.executor if options.executor is not None else roadmap.executor)
         start = options.min_agents if options.max_agents else options.agents
         self.roles = options.roles or roadmap.agents or default_roles(start or 1)
         self.pool = Pool()
@@ -396,6 +395,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             env.update(cli.pop("env"))
             rate_limit = rate_limit or self.executor.rate_limit
         elif command is None and task.call is None:
+            from runner.coding import executors
+
             command = executors.build_argv(task, role, self.executor, feedback, attempt)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
@@ -518,3 +519,12 @@ def _drain_fd(fd: int) -> None:
         os.read(fd, 4096)
     except BlockingIOError:
         pass
+
+
+def _executor(spec):
+    """The run's Executor, or None; runner.coding is imported only when the roadmap or --executor names one."""
+    if spec is None:
+        return None
+    from runner.coding import executors
+
+    return executors.parse(spec)
