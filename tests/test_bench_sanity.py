@@ -123,3 +123,51 @@ def test_worktree_events_count_agent_idle_time_while_landing_and_tasks_wait(tmp_
     assert f["landing_busy_s"] == pytest.approx(1.5)  # 1-2 and 3-3.5
     assert f["agent_busy_s"] == pytest.approx(1.0 + 3.0 + 1.5)
     assert f["failed"] == ["t1: failed: exit 1"]
+
+
+@pytest.mark.timeout(300)
+def test_worktrees_at_scale_runs_alone_at_a_small_size_and_reports_its_figures(tmp_path):
+    """Workload 10 alone (`--only 10`), 300 files and 3 tasks: set-up, tear-down, disk and landing are reported."""
+    out = tmp_path / "benchmarks.md"
+    code = cli.main(["--quick", "--only", "10", "--files", "300", "--tasks", "3", "--no-install", "--out", str(out),
+                     "--scratch", str(tmp_path)])
+    text = out.read_text()
+    assert code == 0, text
+    assert "### 10. Worktrees at scale: 3 tasks on a 300-file repository" in text
+    assert "| bash, the same git commands, serial |" in text and "| wvo-batch --quiet --agents 1 |" in text
+    assert "10 worktree set-up per attempt (1 agent) vs a bare `git worktree add`" in text
+    assert "10 disk per live worktree" in text and "10 landing throughput" in text
+    assert "[10] bash $BENCH/modules/worktree_steps.sh" in text
+    for path in (str(tmp_path), str(ROOT), str(Path.home())):
+        assert path not in text, f"{path} leaked into the report"
+
+
+@pytest.mark.timeout(300)
+def test_landing_throughput_runs_alone_at_a_small_size_and_checks_utilisation(tmp_path):
+    """Workload 11 alone, 3 tasks: makespan against the agent-limited ideal, and the summary's utilisation ≤ 100%."""
+    out = tmp_path / "benchmarks.md"
+    code = cli.main(["--quick", "--only", "11", "--tasks", "3", "--no-install", "--out", str(out), "--scratch", str(tmp_path)])
+    text = out.read_text()
+    assert code == 0, text
+    assert "### 11. Landing throughput: 3 worktree tasks" in text
+    assert "11 landing: makespan on 2 agents vs the agent-limited ideal" in text
+    assert "| 11 landing: the summary's utilisation |" in text
+
+
+def test_the_agent_limited_ideal_and_the_landing_service_time(tmp_path):
+    """16 tasks of 2 s + a 1 s check on 8 agents: 2 rounds of 3 s, then the last merged check: 7 s. A landing that
+    waited behind the one before is charged from that one's end, not from its own hand-over."""
+    from bench.workloads.w10_worktrees_at_scale import attempt_spans
+    from bench.workloads.w11_landing import ideal_s
+
+    assert ideal_s(16, 8, 2.0, 1.0) == 7.0 and ideal_s(16, 16, 2.0, 1.0) == 4.0
+    rows = [
+        (0.0, "task:reserved", {"task": "a", "attempt": 1}), (0.0, "task:reserved", {"task": "b", "attempt": 1}),
+        (0.5, "task:started", {"task": "a", "attempt": 1}), (0.7, "task:started", {"task": "b", "attempt": 1}),
+        (1.0, "task:landing", {"task": "a", "attempt": 1}), (1.1, "task:landing", {"task": "b", "attempt": 1}),
+        (2.0, "task:landed", {"task": "a", "attempt": 1}), (2.5, "task:landed", {"task": "b", "attempt": 1}),
+    ]
+    f = attempt_spans(_events(tmp_path / "ev.jsonl", rows))
+    assert f["setup_s"] == pytest.approx(0.6) and f["teardown_s"] == pytest.approx(0.45)
+    assert f["landing_s"] == pytest.approx(0.75)  # a: 1.0 -> 2.0; b: from 2.0 (a's end), not 1.1, -> 2.5
+    assert f["landed"] == 2

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
     p.add_argument("--no-million", action="store_true", help="skip the 1M-task --check")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    p.add_argument("--files", type=int, help="workload 10: files in the generated repository (default 100,000; --quick 2,000)")
+    p.add_argument("--tasks", type=int, help="workloads 10 and 11: worktree tasks (default 50 and 16; --quick 6 and 4)")
     p.add_argument("--scratch", help="folder to make the scratch folder in (default bench-out/)")
     args = p.parse_args(argv)
     if args.quick:

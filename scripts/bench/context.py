@@ -32,7 +32,7 @@ class Bench:
         self.env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
         self.modules = scratch / "modules"
         self.modules.mkdir()
-        for program in ("benchmod.py", "pools.py", "bare_pool.py", "profile_cli.py", "worktree_tasks.sh"):
+        for program in ("benchmod.py", "pools.py", "bare_pool.py", "profile_cli.py", "worktree_tasks.sh", "worktree_steps.sh"):
             shutil.copy(PROGRAMS / program, self.modules / program)
         self.mod_env = {**self.env, "PYTHONPATH": str(self.modules)}
         self._state = 0

@@ -103,7 +103,7 @@ def render(report: Report, machine, args, chosen, elapsed: float, all_workloads:
         "## Targets",
         "",
         table(["workload", "measured", "target", "met"], [
-            [v.workload, v.figure, v.target, "n/a (quick run)" if v.met is None else ("yes" if v.met else "**no**")]
+            [v.workload, v.figure, v.target, ("n/a (quick run)" if args.quick else "-") if v.met is None else ("yes" if v.met else "**no**")]
             for v in report.verdicts
         ]),
         "",
