@@ -27,7 +27,7 @@ def run(b: Bench) -> None:
     res = interleave(c, b.reps, b.log)
     body = comparison_table(res, "xargs -P20")
     body += (
-        "\n\nThe bare Python fork pool (`$BENCH/modules/bare_pool.py`, generated) is the least any Python pool"
+        "\n\nThe bare Python fork pool (`scripts/bench/programs/bare_pool.py`) is the least any Python pool"
         " can do: fork 20 children, pipe each a byte per task, `posix_spawn`, wait, reply; no imports beyond"
         " the interpreter's, no ledger, no logs, no scheduling. It shows how much of the target a Python"
         " runner has left once it has started."

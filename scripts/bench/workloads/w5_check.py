@@ -52,21 +52,22 @@ def run(b: Bench) -> None:
         rss = [s.maxrss_kb / 1024 for s in samples]
         rows.append([
             k, f"{path.stat().st_size / 2**20:.1f} MB" if path.exists() else "-", span(walls(samples)),
-            f"{med(walls(samples)) / n * 1e6:.0f} µs", f"{med(rss):.0f} MB ({min(rss):.0f}–{max(rss):.0f})",
+            span([s.cpu for s in samples]), f"{med(walls(samples)) / n * 1e6:.0f} µs", f"{med(rss):.0f} MB ({min(rss):.0f}–{max(rss):.0f})",
             f"{med(rss) * 1024 / n:.1f} kB",
         ])
-    body = table(["roadmap", "file", "wall: median (min–max)", "per task", "peak RSS", "RSS per task"], rows)
+    body = table(["roadmap", "file", "wall: median (min–max)", "CPU (user + sys)", "per task", "peak RSS", "RSS per task"], rows)
     body += (
         "\n\nTask i depends on 0–3 tasks drawn (seeded) from the 1,000 before it. Peak RSS is the process's"
-        " `ru_maxrss` from `wait4`. Output (the plan) goes to a file."
+        " `ru_maxrss` from `wait4`, CPU its user + system time, which a busy machine inflates less than the wall time."
+        " Output (the plan) goes to a file."
     )
     if million:
         body += f" The 1M row ran {max(1, b.args.big_reps)} time(s) (`--big-reps`)."
     k100 = f"{big:,} tasks, argv `[\"true\"]`"
     t = med(walls(res[k100]))
     rss = med([s.maxrss_kb for s in res[k100]]) / 1024
-    b.report.verdicts.append(Verdict(f"5 --check of {big:,} tasks: wall", fmt_s(t), "≤ 2 s", t <= 2.0 if not b.quick else None))
-    b.report.verdicts.append(Verdict(f"5 --check of {big:,} tasks: peak RSS", f"{rss:.0f} MB", "≤ 300 MB", rss <= 300 if not b.quick else None))
+    b.report.verdicts.append(Verdict(f"5 --check of {big:,} tasks: wall", fmt_s(t), "≤ 1 s", t <= 1.0 if not b.quick else None))
+    b.report.verdicts.append(Verdict(f"5 --check of {big:,} tasks: peak RSS", f"{rss:.0f} MB", "≤ 200 MB", rss <= 200 if not b.quick else None))
     ns = [files[k][0] for k in res if "argv" in k]
     ts = [med(walls(res[k])) for k in res if "argv" in k]
     if len(ns) >= 2:
