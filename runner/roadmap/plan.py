@@ -30,9 +30,10 @@ def _tally(result: CheckResult) -> tuple[list[Task], dict]:
     statuses: Counter = Counter()
     priorities: Counter = Counter()
     levels: Counter = Counter()
-    inferred = 0
+    inferred = would_run = 0
     for (status, priority, level, was_inferred), k in kinds.items():
         statuses[status or "(none)"] += k
+        would_run += k if status in RUN_STATUSES else 0
         priorities[priority] += k
         levels[level] += k
         inferred += k if was_inferred else 0
@@ -43,7 +44,7 @@ def _tally(result: CheckResult) -> tuple[list[Task], dict]:
     return tasks, {
         "valid": result.valid,
         "tasks": result.tasks_total,
-        "runnable": sum(1 for t in tasks if t.status in RUN_STATUSES and t.id not in blocked),
+        "runnable": would_run - len(blocked),  # a blocked task is one of those with a status that runs
         "errors": [p.as_dict() for p in result.errors],
         "warnings": [p.as_dict() for p in result.warnings],
         "by_status": dict(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -90,6 +91,9 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 
 
 def _unique(tasks: list[Task]) -> list[Task]:
     """First definition of each id (duplicates are an error, but the plan still counts sensibly)."""
+    ids = list(map(attrgetter("id"), tasks))
+    if len(set(ids)) == len(ids):
+        return tasks  # the common case, in C-level loops
     seen: set[str] = set()
     out = []
     for t in tasks:
