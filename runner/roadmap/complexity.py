@@ -17,6 +17,7 @@ timeouts all want one. The rule is deterministic and counts points (docs/roadmap
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from runner.model import Complexity, Task
 
@@ -34,8 +35,19 @@ HEAVY = {
 LIGHT = ("typo", "doc", "docs", "readme", "rename", "comment", "comments", "lint", "format", "bump")
 _LEAD_WORDS = 40  # heavy words count in the title and the description's first words, not in pasted templates
 _FAMILY = {stem: family for family, stems in HEAVY.items() for stem in stems}
-_HEAVY = re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
-_LIGHT = re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
+
+
+@cache
+def _heavy() -> re.Pattern:
+    """The heavy stems, longest first; compiled on the first task with text (a roadmap of bare commands has none)."""
+    return re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
+
+
+@cache
+def _light() -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
+
+
 _SHORT = 120  # characters: below it, a regex search beats the substring tests
 # Enum members read once: Complexity.SIMPLE goes through a descriptor on every access (~0.1 s per 100k tasks).
 _SIMPLE, _MODERATE, _COMPLEX = Complexity.SIMPLE, Complexity.MODERATE, Complexity.COMPLEX
@@ -57,9 +69,9 @@ def points(task: Task, epic_size: int | None = None) -> int:
     crit = len(task.exit_criteria)
     score += 0 if crit < 4 else 1 if crit < 7 else 2
     # Short text: one regex search is cheaper than 25 substring tests; long text: the reverse (memmem).
-    if text and (_HEAVY.search(text) if len(text) < _SHORT else any(stem in text for stem in _FAMILY)):
-        score += min(len({_FAMILY[m] for m in _HEAVY.findall(text)}), 2)
-    if title and _LIGHT.search(title):
+    if text and (_heavy().search(text) if len(text) < _SHORT else any(stem in text for stem in _FAMILY)):
+        score += min(len({_FAMILY[m] for m in _heavy().findall(text)}), 2)
+    if title and _light().search(title):
         score -= 1
     if epic_size == 1:
         score += 1
