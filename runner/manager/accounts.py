@@ -114,9 +114,7 @@ class Accounts:
         prompt = None
         if session is not None and session == (self._sessions.get(task.id) or ("",))[0]:
             prompt = feedback or None  # a retry: the feedback is the new turn; the earlier turns are in the session
-        from runner.coding import executors
-
-        argv = executors.build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
+        argv = executors_module().build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
         env = {}
         if ex.accounts and ex.output in _HOME_VAR:
             env[_HOME_VAR[ex.output]] = account
@@ -142,7 +140,7 @@ class Accounts:
         cost = attempt_cost(result, before[1] if before else None)
         estimated = False
         if cost is None and self.executor.prices:
-            model = cli.get("model") or _task_fields(task, "worker", self.executor)["model"]
+            model = cli.get("model") or executors_module().task_fields(task, "worker", self.executor)["model"]
             priced = with_cost(result, usage, model, self.executor.prices)
             cost, estimated = priced.cost_usd, priced.cost_estimated
         if session:
@@ -283,7 +281,8 @@ def program_problems(executor) -> list[str]:
     return []
 
 
-def _task_fields(task, role, executor) -> dict:
+def executors_module():
+    """runner.coding.executors, imported on first use: a run of commands and callables never needs it."""
     from runner.coding import executors
 
-    return executors.task_fields(task, role, executor)
+    return executors

@@ -24,6 +24,7 @@ from dataclasses import replace
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.errors import UsageError
 from runner.manager import statedir
+from runner.manager.accounts import executors_module as _ex
 from runner.model import Outcome, Task
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,3 @@ def _rv():
     from runner.coding import review
 
     return review
-
-
-def _ex():
-    """runner.coding.executors, imported on the first use: a run without an executor never needs it."""
-    from runner.coding import executors
-
-    return executors

@@ -22,7 +22,7 @@ from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 from runner.errors import UsageError
 from runner.manager import statedir
-from runner.manager.accounts import Accounts
+from runner.manager.accounts import Accounts, executors_module as _executors
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.live import Live
@@ -58,7 +58,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
         self.opt = options
         self.reporter = reporter or Reporter()
         self.tasks = roadmap.by_id()
-        self.executor = _executor(options.executor if options.executor is not None else roadmap.executor)
+        spec = options.executor if options.executor is not None else roadmap.executor
+        self.executor = None if spec is None else _executors().parse(spec)  # runner.coding only for an executor
         start = options.min_agents if options.max_agents else options.agents
         self.roles = options.roles or roadmap.agents or default_roles(start or 1)
         self.pool = Pool()
@@ -395,9 +396,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             env.update(cli.pop("env"))
             rate_limit = rate_limit or self.executor.rate_limit
         elif command is None and task.call is None:
-            from runner.coding import executors
-
-            command = executors.build_argv(task, role, self.executor, feedback, attempt)
+            command = _executors().build_argv(task, role, self.executor, feedback, attempt)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
             command = tuple(command)
@@ -519,12 +518,3 @@ def _drain_fd(fd: int) -> None:
         os.read(fd, 4096)
     except BlockingIOError:
         pass
-
-
-def _executor(spec):
-    """The run's Executor, or None; runner.coding is imported only when the roadmap or --executor names one."""
-    if spec is None:
-        return None
-    from runner.coding import executors
-
-    return executors.parse(spec)
