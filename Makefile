@@ -53,7 +53,7 @@ test: install-dev install-ray
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; echo $$rc > .pytest-exit; exit $$rc
 
 bench: install-dev
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench $(BENCH_ARGS)
 
 # The original autopilot's knobs: AGENTS, ROADMAP, MAX_ITERATIONS, WVO_AUTOPILOT_ONCE=1.
 # MAX_ITERATIONS (0: until nothing is runnable) maps to --iterations; WVO_AUTOPILOT_ONCE=1 in the

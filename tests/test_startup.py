@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from conftest import ROOT
 from runner.roadmap.hashing import sha256
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,3 +49,81 @@ def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
     code, imported = json.loads(out.stdout.strip().splitlines()[-1])
     assert code == 0, out.stderr
     assert imported == [], f"imported on the way to one task: {imported}"
+
+
+# -- the start-up budget ----------------------------------------------------------------------------------
+#
+# A run of plain commands (argv lists and shell strings, no workspace, no executor) must not pay for the
+# coding layer, and the number of modules it imports is capped, so that a feature creeping into start-up
+# fails here instead of in the benchmark. Counted beyond what `python -S` starts with (site not loaded).
+MODULE_BUDGET = 145  # measured 141 (53 of them runner's), Python 3.11 on Linux; raise it only with a reason
+
+# Imported today on the way to a plain run through runner/manager (its import of runner.coding.executors at
+# module level, and the review module read for tasks that have no review key), which another change owns.
+# The test fails when one of these is no longer imported, so that this list only ever shrinks.
+KNOWN_CODING_IMPORTS: set[str] = set()
+
+PLAIN_ROADMAP = """\
+tasks:
+  - id: a
+    command: ["true"]
+  - id: b
+    command: "exit 0"
+    dependencies: [a]
+  - id: c
+    command: ["sh", "-c", "echo hi"]
+"""
+
+COUNT_SCRIPT = """
+import sys
+before = set(sys.modules)
+sys.argv = ["wvo-batch", "plain.yaml", "--agents", "2", "--quiet", "--state-dir", "state"]
+import runner.cli.command
+runner.cli.command._exit = sys.exit  # main() ends in os._exit: let this script report first
+try:
+    runner.cli.command.main()
+except SystemExit as exc:
+    code = exc.code
+after = sorted(set(sys.modules) - before)
+import json
+print(json.dumps([code, after]))
+"""
+
+
+def imported_by_a_plain_run(tmp_path, creep: str = "") -> list[str]:
+    """The modules a run of three plain commands on 2 agents imports, beyond the bare interpreter's."""
+    (tmp_path / "plain.yaml").write_text(PLAIN_ROADMAP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_")}
+    # -S: the venv's site-packages (.pth hooks) is not the run's doing; the project is on PYTHONPATH instead.
+    env["PYTHONPATH"] = str(ROOT)
+    script = COUNT_SCRIPT.replace("import runner.cli.command\n", creep + "import runner.cli.command\n", 1)
+    out = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code == 0, out.stderr
+    return modules
+
+
+def budget_problems(modules: list[str]) -> list[str]:
+    coding = {m for m in modules if m == "runner.coding" or m.startswith("runner.coding.")}
+    problems = []
+    if coding - KNOWN_CODING_IMPORTS:
+        problems.append(f"a run of plain commands imports the coding layer: {sorted(coding - KNOWN_CODING_IMPORTS)}")
+    if KNOWN_CODING_IMPORTS - coding:
+        problems.append(f"no longer imported, take them off KNOWN_CODING_IMPORTS: {sorted(KNOWN_CODING_IMPORTS - coding)}")
+    if len(modules) > MODULE_BUDGET:
+        problems.append(f"a run of plain commands imports {len(modules)} modules, over the budget of {MODULE_BUDGET}")
+    return problems
+
+
+def test_a_run_of_plain_commands_stays_within_the_start_up_budget(tmp_path):
+    modules = imported_by_a_plain_run(tmp_path)
+    assert budget_problems(modules) == [], sorted(modules)
+
+
+def test_the_budget_catches_a_creeping_import(tmp_path):
+    """A feature that imports a coding module (or a pile of modules) at start-up fails the budget."""
+    creep = "import runner.coding.workspace, runner.coding.failures\n"
+    problems = budget_problems(imported_by_a_plain_run(tmp_path, creep))
+    assert any("imports the coding layer" in p and "runner.coding.workspace" in p for p in problems), problems
+    assert any("over the budget" in p for p in problems), problems

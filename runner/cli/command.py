@@ -288,7 +288,14 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
+_CODING_KEYS = frozenset(("files", "checks", "allow_empty", "workspace"))  # a task key that puts it in a workspace
+
+
 def _workspaces(result, args) -> list[dict]:
+    roadmap = result.roadmap
+    if not (args.workspace or roadmap.settings.get("workspace") or (roadmap.defaults or {}).get("workspace")
+            or any(t.command is None and t.call is None or t.meta and not _CODING_KEYS.isdisjoint(t.meta) for t in roadmap.tasks)):
+        return []  # plain commands and callables only: no workspace to describe (and the coding layer is not imported)
     from runner.manager.interface import RunOptions
     from runner.manager.landing import workspace_plan
 

@@ -13,13 +13,16 @@ import re
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # direction marks and overrides: text that reads otherwise
 _SURROGATES = "\ud800-\udfff"  # os.fsdecode's stand-ins for bytes that were not UTF-8
-_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")  # keeps tab and newline
-_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")  # one line: tab and newline escaped too
+# Compiled on first use (by re's cache): ~0.8 ms of start-up, and plain ASCII text never needs them.
+_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"  # keeps tab and newline
+_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"  # one line: tab and newline escaped too
 
 
 def visible(text: str, *, one_line: bool = False) -> str:
     """`text` with its control characters escaped; with `one_line`, tab and newline too."""
-    return (_LINE if one_line else _TEXT).sub(_escape, text)
+    if text.isascii() and (text if one_line else text.replace("\n", "").replace("\t", "")).isprintable():
+        return text  # ASCII's only non-printable characters are the controls, \x00-\x1f and \x7f
+    return re.sub(_LINE if one_line else _TEXT, _escape, text)
 
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}

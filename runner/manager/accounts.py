@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import time
 
-from runner.coding import executors
 from runner.errors import EXIT_LOCKED, EXIT_OK, EXIT_TASK_FAILED
 from runner.model import Outcome, Task
 
@@ -115,7 +114,7 @@ class Accounts:
         prompt = None
         if session is not None and session == (self._sessions.get(task.id) or ("",))[0]:
             prompt = feedback or None  # a retry: the feedback is the new turn; the earlier turns are in the session
-        argv = executors.build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
+        argv = executors_module().build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
         env = {}
         if ex.accounts and ex.output in _HOME_VAR:
             env[_HOME_VAR[ex.output]] = account
@@ -141,7 +140,7 @@ class Accounts:
         cost = attempt_cost(result, before[1] if before else None)
         estimated = False
         if cost is None and self.executor.prices:
-            model = cli.get("model") or executors.task_fields(task, "worker", self.executor)["model"]
+            model = cli.get("model") or executors_module().task_fields(task, "worker", self.executor)["model"]
             priced = with_cost(result, usage, model, self.executor.prices)
             cost, estimated = priced.cost_usd, priced.cost_estimated
         if session:
@@ -280,3 +279,10 @@ def program_problems(executor) -> list[str]:
         return [f"executor {executor.source or program}: program {program!r} is not on PATH; install it or put its "
                 "folder on PATH"]
     return []
+
+
+def executors_module():
+    """runner.coding.executors, imported on first use: a run of commands and callables never needs it."""
+    from runner.coding import executors
+
+    return executors

@@ -23,9 +23,9 @@ import os
 from dataclasses import replace
 
 from runner.agents.messages import TaskMessage, TaskResult
-from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import refcheck, statedir
+from runner.manager.accounts import executors_module as _ex
 from runner.model import Outcome, Task
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ class Review:
         for task in self._members():
             if not task.runnable_status or task.id in self.opt.blocked:
                 continue
+            if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
+                continue  # not reviewed (parse_policy would say so): no import of the review module
             problems: list[str] = []
             policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
-            if not problems and not _rv().needs_review(task, policy, executors.complexity_of(task)):
+            if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
                 continue
             ws = self.ws.get(task.id)
             if not problems and (ws is None or ws.mode != "worktree"):
@@ -84,12 +86,12 @@ class Review:
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
-            command = executors.build_argv(task, role, self.executor, self._feedback_text(task.id), attempt, fields)
+            command = _ex().build_argv(task, role, self.executor, self._feedback_text(task.id), attempt, fields)
             self._review_seen[(task.id, attempt)] = (into_before, tuple(command))
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
         self._review_attempts[(task.id, attempt)] = cwd
-        self._attempt_models[(task.id, attempt)] = executors.model_of(task, role, self.executor, attempt)
+        self._attempt_models[(task.id, attempt)] = _ex().model_of(task, role, self.executor, attempt)
         return TaskMessage(
             task_id=task.id, attempt=attempt, log_path=os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
             command=command, env=env, cwd=cwd, timeout=task.timeout, grace=self.opt.grace,
@@ -179,7 +181,7 @@ class Review:
 
     def _note_model(self, task: Task, role: str, attempt: int) -> None:
         if self.executor is not None and task.command is None and task.call is None:
-            self._attempt_models[(task.id, attempt)] = executors.model_of(task, role, self.executor, attempt)
+            self._attempt_models[(task.id, attempt)] = _ex().model_of(task, role, self.executor, attempt)
 
     def _model_field(self, task_id: str, attempt: int) -> dict:
         model = self._attempt_models.get((task_id, attempt))

@@ -20,10 +20,9 @@ import time
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
-from runner.coding import executors
 from runner.errors import UsageError
 from runner.manager import statedir
-from runner.manager.accounts import Accounts
+from runner.manager.accounts import Accounts, executors_module as _executors
 from runner.manager.chunks import Chunks
 from runner.manager.landing import Landing
 from runner.manager.live import Live
@@ -59,7 +58,8 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
         self.opt = options
         self.reporter = reporter or Reporter()
         self.tasks = roadmap.by_id()
-        self.executor = executors.parse(options.executor if options.executor is not None else roadmap.executor)
+        spec = options.executor if options.executor is not None else roadmap.executor
+        self.executor = None if spec is None else _executors().parse(spec)  # runner.coding only for an executor
         start = options.min_agents if options.max_agents else options.agents
         self.roles = options.roles or roadmap.agents or default_roles(start or 1)
         self.pool = Pool()
@@ -396,7 +396,7 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             env.update(cli.pop("env"))
             rate_limit = rate_limit or self.executor.rate_limit
         elif command is None and task.call is None:
-            command = executors.build_argv(task, role, self.executor, feedback, attempt)
+            command = _executors().build_argv(task, role, self.executor, feedback, attempt)
             rate_limit = rate_limit or self.executor.rate_limit
         elif isinstance(command, list):
             command = tuple(command)

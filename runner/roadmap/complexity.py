@@ -17,6 +17,7 @@ timeouts all want one. The rule is deterministic and counts points (docs/roadmap
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from runner.model import Complexity, Task
 
@@ -34,24 +35,43 @@ HEAVY = {
 LIGHT = ("typo", "doc", "docs", "readme", "rename", "comment", "comments", "lint", "format", "bump")
 _LEAD_WORDS = 40  # heavy words count in the title and the description's first words, not in pasted templates
 _FAMILY = {stem: family for family, stems in HEAVY.items() for stem in stems}
-_HEAVY = re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
-_LIGHT = re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
+
+
+@cache
+def _heavy() -> re.Pattern:
+    """The heavy stems, longest first; compiled on the first task with text (a roadmap of bare commands has none)."""
+    return re.compile(r"\b(" + "|".join(sorted(_FAMILY, key=len, reverse=True)) + ")")
+
+
+@cache
+def _light() -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(LIGHT) + r")\b")
+
+
+_SHORT = 120  # characters: below it, a regex search beats the substring tests
+# Enum members read once: Complexity.SIMPLE goes through a descriptor on every access (~0.1 s per 100k tasks).
+_SIMPLE, _MODERATE, _COMPLEX = Complexity.SIMPLE, Complexity.MODERATE, Complexity.COMPLEX
 
 
 def points(task: Task, epic_size: int | None = None) -> int:
     """The rule's points for one task; epic_size is how many tasks its epic has (None: no epic)."""
-    title, description = task.title.lower(), task.description.lower()
-    lead = description.split(None, _LEAD_WORDS)
-    n = len(title.split()) + (len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split()))
+    title = task.title.lower() if task.title else ""
+    if task.description:
+        lead = task.description.lower().split(None, _LEAD_WORDS)
+        words = len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split())
+        text = f"{title} {' '.join(lead[:_LEAD_WORDS])}"
+    else:  # a generated roadmap's tasks often have no description and a short title, or none
+        words, text = 0, title
+    n = len(title.split()) + words if title else words
     score = 0 if n < 25 else 1 if n < 150 else 2
     deps = len(task.dependencies)
     score += 0 if deps < 2 else 1 if deps < 4 else 2
     crit = len(task.exit_criteria)
     score += 0 if crit < 4 else 1 if crit < 7 else 2
-    text = f"{title} {' '.join(lead[:_LEAD_WORDS])}"
-    if any(stem in text for stem in _FAMILY):  # most tasks have none: a plain search first
-        score += min(len({_FAMILY[m] for m in _HEAVY.findall(text)}), 2)
-    if any(word in title for word in LIGHT) and _LIGHT.search(title):
+    # Short text: one regex search is cheaper than 25 substring tests; long text: the reverse (memmem).
+    if text and (_heavy().search(text) if len(text) < _SHORT else any(stem in text for stem in _FAMILY)):
+        score += min(len({_FAMILY[m] for m in _heavy().findall(text)}), 2)
+    if title and _light().search(title):
         score -= 1
     if epic_size == 1:
         score += 1
@@ -59,7 +79,7 @@ def points(task: Task, epic_size: int | None = None) -> int:
 
 
 def level(score: int) -> Complexity:
-    return Complexity.SIMPLE if score <= 1 else Complexity.MODERATE if score <= 3 else Complexity.COMPLEX
+    return _SIMPLE if score <= 1 else _MODERATE if score <= 3 else _COMPLEX
 
 
 def infer(tasks: list[Task]) -> list[Task]:

@@ -1,0 +1,1 @@
+"""One module per workload of `make bench`, each with run(b: Bench)."""
