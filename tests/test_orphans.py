@@ -188,7 +188,7 @@ def test_a_stuck_callable_its_agent_and_its_child_die_when_the_manager_is_sigkil
 # The first import (an agent's, on its timeout path) hangs; any later one loads the real psutil.
 _KILL_IMPORTS = """
 import subprocess, sys
-from runner.coding.kill import kill_tree
+from runner.agents.kill import kill_tree
 proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30"], start_new_session=True)
 before = set(sys.modules)
 kill_tree(proc.pid, 0.5, lambda t: proc.wait(t), mark="no-such-mark")
@@ -200,7 +200,7 @@ print(sorted(set(sys.modules) - before))
 @pytest.mark.timeout(60)
 def test_the_tree_kill_imports_nothing_so_a_term_mid_kill_cannot_break_an_import(tmp_path):
     # An agent TERMed while its timeout path imported psutil lazily once died with a traceback
-    # ("partially initialized module"); the kill (runner.coding.kill) now reads /proc and imports nothing.
+    # ("partially initialized module"); the kill (runner.agents.kill) now reads /proc and imports nothing.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", _KILL_IMPORTS], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr

@@ -19,8 +19,8 @@ import pytest
 
 from helpers import Recorder
 from runner.agents.messages import TaskMessage
-from runner.coding.checks import checks_env, run_checks
-from runner.coding.kill import ATTEMPT_MARK
+from runner.agents.checks import checks_env, run_checks
+from runner.agents.kill import ATTEMPT_MARK
 from runner.manager.run import Run, RunOptions
 from runner.roadmap.loader import load_roadmap
 from test_worktrees import GIT_ENV, checkout_state, git, make_repo
@@ -81,7 +81,7 @@ tasks:
 
 
 LANDING_NOT_WIRED = pytest.mark.xfail(
-    strict=True, reason="the landing's re-check does not run through runner.coding.checks yet (its environment "
+    strict=True, reason="the landing's re-check does not run through runner.agents.checks yet (its environment "
     "lacks WVO_TASK_ID...): remove this mark once manager/landing.py calls run_checks with checks_env")
 
 
@@ -323,7 +323,7 @@ def test_a_claude_session_filed_under_another_folder_is_copied_under_the_new_one
 
 
 def test_the_landing_adapter_runs_the_same_checks_on_the_merged_result(tmp_path):
-    from runner.coding.checks import landing_checks
+    from runner.agents.checks import landing_checks
 
     log = tmp_path / "attempt.log"
     checks = landing_checks(['test "$WVO_TASK_ID/$WVO_ATTEMPT/$WVO_BRANCH/$WVO_WORKTREE" = "t/2/wvo/r/t-2/$PWD"',

@@ -8,11 +8,11 @@ machine and `ray_backend` runs them as Ray actors (the actor itself is `ray_acto
 kills what a run started when its manager dies; `outbox` keeps a chunk's results until reported.
 
 `pipeline` is one attempt as every backend runs it: a worktree of its own, the command or agent CLI
-with its output parser, the commit, the checks (runner.coding.checks), and the kill of all it left
-running (runner.coding.kill); `sessions` carries a claude session into the folder of the attempt that
+with its output parser, the commit, the checks (`checks`: the one check runner, also the landing's re-check on
+the merged result), and the kill of all it left running (`kill`: the one process-tree kill); `sessions` carries a claude session into the folder of the attempt that
 resumes it.
 
-May import: `runner.model`, `runner.errors`, `runner.coding` (the git layer, output parsers, checks and
-the tree kill, which run in the agent), and nothing of the manager, the roadmap or the CLI.
+May import: `runner.model`, `runner.errors`, `runner.coding` (the git layer, output parsers, which run in
+the agent), and nothing of the manager, the roadmap or the CLI.
 Never prints (a task's output goes to its log). Imported by: `runner.manager` (through the backend).
 """

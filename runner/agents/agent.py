@@ -15,7 +15,7 @@ import sys
 import time
 
 from runner.agents.execute import LogFiles, reap_children, run_attempt
-from runner.coding.kill import descendants, kill_tree, wait_gone
+from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
 from runner.agents.watchdog import add_mark

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 
 from runner.agents.execute import append_to_log as _append, run_attempt
-from runner.coding.kill import ATTEMPT_MARK, kill_tree
+from runner.agents.kill import ATTEMPT_MARK, kill_tree
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.coding.failures import FailureClass, classify
 from runner.coding.output import parser_for

@@ -2,7 +2,7 @@
 
 Output streams straight to the task's log file, so a task that prints a gigabyte costs memory nowhere.
 A timeout TERMs the task's whole process tree and KILLs what is left after the grace period
-(runner.coding.kill).
+(runner.agents.kill).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import traceback
 
 from runner.agents.channel import wait_readable as wait
-from runner.coding.kill import ATTEMPT_MARK, kill_tree
+from runner.agents.kill import ATTEMPT_MARK, kill_tree
 from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import Outcome
 

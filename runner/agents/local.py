@@ -18,7 +18,7 @@ import traceback
 from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, agent_main
 from runner.agents.execute import child_pids
-from runner.coding.kill import kill_tree
+from runner.agents.kill import kill_tree
 from runner.agents.backend import AgentGone
 from runner.agents.channel import Channel, pair, wait_readable
 from runner.agents.watchdog import MARK, Watchdog, carries, new_token

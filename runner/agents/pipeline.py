@@ -1,13 +1,13 @@
 """One attempt, the same on every backend: local agents and Ray actors both call run_attempt_pipeline.
 
-    TaskMessage ──▶ an ATTEMPT_MARK of its own in the environment (runner.coding.kill)
+    TaskMessage ──▶ an ATTEMPT_MARK of its own in the environment (runner.agents.kill)
       │ workspace: a worktree on a new branch wvo/<run>/<task> at `into`'s tip (runner.coding.workspace);
       ▼ the task runs there (cwd), with WVO_WORKTREE, WVO_BRANCH, WVO_BASE_COMMIT
     run_task: an agent CLI with its output parser (msg.output: runner.agents.cli_attempt; a claude
       │       session resumed in another folder is carried there first: runner.agents.sessions),
       │       or the command / callable itself (runner.agents.execute)
       ▼ exit 0
-    commit what it left (`<id>: <title>`, author wvo-batch) ──▶ checks (runner.coding.checks) ──▶ TaskResult
+    commit what it left (`<id>: <title>`, author wvo-batch) ──▶ checks (runner.agents.checks) ──▶ TaskResult
       │  anything else: a WIP commit of what it left, so `git log <branch>` shows it; then the worktree
       │  is removed (kept with --keep-worktrees) and the branch stays for the manager to land
       ▼ always: every process that carries the attempt's mark and is still alive is killed
@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 
 from runner.agents.execute import LogFiles, append_to_log as _append, reap_children, run_attempt
-from runner.coding.kill import ATTEMPT_MARK, kill_tree, new_mark
+from runner.agents.kill import ATTEMPT_MARK, kill_tree, new_mark
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.model import Outcome
 
@@ -79,12 +79,12 @@ def run_task(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = Non
 
 def after_checks(msg: TaskMessage, result: TaskResult, cwd: str | None, base_env: dict, began: float,
                  conn=None) -> TaskResult:
-    """Run msg.checks in cwd (runner.coding.checks); the first that fails fails the attempt (check_failed).
+    """Run msg.checks in cwd (runner.agents.checks); the first that fails fails the attempt (check_failed).
 
     The attempt's timeout covers its checks; an order waiting on conn (a Cancel, the order to stop, the
     manager gone) ends the running check (TERM, grace, KILL) and the attempt is interrupted.
     """
-    from runner.coding.checks import run_checks
+    from runner.agents.checks import run_checks
 
     deadline = None if msg.timeout is None else began + msg.timeout
     cancel = None if conn is None else _OrderWaiting(conn)

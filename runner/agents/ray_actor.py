@@ -246,7 +246,7 @@ def _set_subreaper() -> None:
 
 def _kill_descendants(grace: float) -> None:
     """TERM every process below this one, KILL those alive after grace (none is reaped: run() may wait on one)."""
-    from runner.coding.kill import descendants, kill_tree
+    from runner.agents.kill import descendants, kill_tree
 
     kill_tree(None, grace, also=descendants(os.getpid()))
 

@@ -139,7 +139,7 @@ def _become_watchdog(manager: int, pidfd: int, stop_r: int, token: str) -> None:
 
 def sweep(token: str, grace: float = _GRACE_S) -> list[int]:
     """TERM every process of the run marked by token, KILL what is left after grace; returns those found."""
-    from runner.coding.kill import kill_tree
+    from runner.agents.kill import kill_tree
 
     found = marked(token)
     kill_tree(None, grace, also=found)

@@ -5,10 +5,8 @@ that turn a task without `command` into an agent-CLI invocation.
 
 `settings`: the `workspace:`, `files:`, `checks:` and `allow_empty:` settings, as written -> typed.
 `workspace` and `landing`: git worktrees per attempt, and the serialised landing on `into`.
-`checks`: the one check runner (an attempt's checks, and the landing's re-check on the merged result);
-`kill`: the one process-tree kill (TERM, grace, KILL; by group, descent and the attempt's mark).
 
 May import: `runner.model` and `runner.errors`; nothing of the manager, the agents or the CLI.
 Imported by: `runner.roadmap` (settings are checked at load time), `runner.agents` (an attempt's
-worktree, checks, the tree kill), `runner.manager` (landing).
+worktree, output parsers), `runner.manager` (landing).
 """

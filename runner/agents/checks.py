@@ -3,7 +3,7 @@
     run_checks(commands, cwd, env, grace, log_path, cancel=None, deadline=None, label="check")
       each command in turn: /bin/sh -c, in a session of its own, stdin /dev/null, output to a file
       │  past the deadline, or `cancel` set: TERM its whole tree (group, descendants, attempt mark),
-      │  KILL after grace (runner.coding.kill)
+      │  KILL after grace (runner.agents.kill)
       ▼  appended to log_path under a header; the first that does not pass ends the run
     ChecksResult(passed, ran, failed, outcome, exit_code, tail, error)
 
@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from runner.coding.kill import ATTEMPT_MARK, kill_tree, new_mark
+from runner.agents.kill import ATTEMPT_MARK, kill_tree, new_mark
 
 TAIL_LINES = 40  # lines of a failing check's output kept for the feedback
 _READ_LIMIT = 1 << 20  # bytes of a check's output read back for the log and the tail

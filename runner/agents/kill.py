@@ -9,7 +9,7 @@
 
 Every attempt runs with its own ATTEMPT_MARK in its environment (runner.agents.pipeline), inherited
 by all it starts; a process that clears its environment is still found as a descendant or a member
-of the task's group. Used by the agent, its CLI stall watchdog, the checks (runner.coding.checks),
+of the task's group. Used by the agent, its CLI stall watchdog, the checks (runner.agents.checks),
 and the Ray actor; the run-level sweep after the manager's death is runner.agents.watchdog.
 """
 
