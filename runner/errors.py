@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Exit codes, documented in --help and the README.
+# Exit codes, documented in --help and the README; which one a run ends with is decided in one place,
+# runner.manager.exits.decide.
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2  # invalid roadmap or usage; nothing ran
 EXIT_NO_RUN = 3  # --status: no run in progress
 EXIT_RECORD_FAILED = 74  # the ledger or an events file could not be written mid-run (EX_IOERR)
 EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL, cron retries later)
+EXIT_LIMITED = EXIT_LOCKED  # an agent CLI's usage limit resets later than --max-wait (EX_TEMPFAIL too)
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM
 

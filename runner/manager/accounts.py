@@ -24,12 +24,12 @@ import os
 import time
 
 from runner.coding import executors
-from runner.errors import EXIT_LOCKED, EXIT_OK, EXIT_TASK_FAILED
+from runner.errors import EXIT_LIMITED
+from runner.manager.exits import Ending
 from runner.model import Outcome, Task
 
 MAX_WAIT_S = 2 * 3600.0  # --max-wait default: a longer usage-limit pause ends the run (exit 75)
 DEFAULT_PAUSE_S = 3600.0  # a usage limit that named no reset time
-EXIT_LIMITED = EXIT_LOCKED  # 75, EX_TEMPFAIL: cron comes back later
 _HOME_VAR = {"codex-json": "CODEX_HOME", "claude-json": "CLAUDE_CONFIG_DIR"}
 _FIX = {
     "auth_failed": {
@@ -80,7 +80,7 @@ class Accounts:
         self._last_failure: dict[str, str | None] = {}  # task id -> its last attempt's failure class
         self._paused: dict[str, float] = {}  # account -> epoch time its usage limit lifts
         self._paused_why: dict[str, str] = {}
-        self._stop_code: int | None = None  # the exit code a limit, an auth failure or the budget stops with
+        self._stopped_by: str | None = None  # what stopped the hand-out: usage_limited, auth_failed, setup_failed, budget
         settings = getattr(self.roadmap, "settings", {}) or {}
         budget = self.opt.budget if getattr(self.opt, "budget", None) is not None else settings.get("budget")
         self.budget = float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
@@ -169,11 +169,11 @@ class Accounts:
             self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id)
         elif failure == "usage_limited":
             self._pause(account, cli.get("reset_at"), cli.get("reason") or "usage limit")
-        if self.budget is not None and self._stop_code is None and self._total_usage.get("cost_usd", 0) >= self.budget:
+        if self.budget is not None and self._stopped_by is None and self._total_usage.get("cost_usd", 0) >= self.budget:
             spent = self._total_usage["cost_usd"]
             self.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
                                   "running ones finish")
-            self._stop_code = EXIT_TASK_FAILED
+            self._stopped_by = "budget"
             self.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
 
     def _sched_outcome(self, outcome: Outcome, msg) -> Outcome:
@@ -187,7 +187,7 @@ class Accounts:
         return outcome
 
     def _stop_for(self, failure: str, reason: str, task_id: str) -> None:
-        if self._stop_code is not None:
+        if self._stopped_by is not None:
             return
         ex = self.executor
         fixes = _FIX[failure]
@@ -197,7 +197,7 @@ class Accounts:
         name = ex.source or ex.program
         self.reporter.message(f"error: executor {name} ({ex.program}): {failure.replace('_', ' ')} on task {task_id}: "
                               f"{reason}; {fix}. No further task is started.")
-        self._stop_code = EXIT_TASK_FAILED
+        self._stopped_by = failure
         self.sched.stop(f"not started: executor {name} {failure.replace('_', ' ')}")
 
     def _pause(self, account: str, reset_at: float | None, reason: str) -> None:
@@ -206,10 +206,10 @@ class Accounts:
         self._paused[account] = max(until, self._paused.get(account, 0.0))
         self._paused_why[account] = reason
         at = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self._paused[account]))
-        if self._paused[account] - wall > self.max_wait and self._stop_code is None:
+        if self._paused[account] - wall > self.max_wait and self._stopped_by is None:
             self.reporter.message(f"usage limit of {account}: resets at {at}, beyond --max-wait "
                                   f"{self.max_wait:g}s; stopping (exit {EXIT_LIMITED}); run again with --resume then")
-            self._stop_code = EXIT_LIMITED
+            self._stopped_by = "usage_limited"
             self.limit_reset_at = self._paused[account]
             self.sched.stop(f"not started: usage limit until {at}")
             return
@@ -256,12 +256,13 @@ class Accounts:
         if self._paused:
             summary["paused"] = {a: u for a, u in self._paused.items()}
 
-    def _limits_exit(self, code: int, status: str) -> tuple[int, str]:
-        if self._stop_code is None or code not in (EXIT_OK, EXIT_TASK_FAILED):
-            return code, status
-        if self._stop_code == EXIT_LIMITED:
-            return EXIT_LIMITED, "interrupted"
-        return self._stop_code, "failed"
+    def _limits_ending(self) -> Ending:
+        """What stopped the hand-out, as an Ending (runner.manager.exits)."""
+        if self._stopped_by is None:
+            return Ending()
+        if self._stopped_by == "usage_limited":
+            return Ending(usage_limited=True)
+        return Ending(failed=True)
 
 
 def program_problems(executor) -> list[str]:

@@ -10,9 +10,10 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 
 from runner.agents.messages import TaskResult
-from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TASK_FAILED, EXIT_TERMINATED
+from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.interface import RunResult
 from runner.manager.ledger import Attempt, task_hash
 from runner.manager.telemetry import summarize
@@ -274,17 +275,12 @@ class Outcomes:
         deps = {t.id: list(t.dependencies) for t in self.roadmap.tasks}
         priorities = {t.id: t.priority.value for t in self.roadmap.tasks}
         telemetry = summarize(list(self._records.values()), sum(self.roles.values()), deps, priorities)
-        if self.interrupted_by == signal.SIGINT:
-            code, status = EXIT_INTERRUPTED, "interrupted"
-        elif self.interrupted_by == signal.SIGTERM:
-            code, status = EXIT_TERMINATED, "interrupted"
-        elif self.ledger_error or self.events_error:
-            code, status = EXIT_RECORD_FAILED, "failed"
-        elif counts["failed"] or self.sched.failures or getattr(self, "stuck", False):
-            code, status = EXIT_TASK_FAILED, "failed"
-        else:
-            code, status = EXIT_OK, "succeeded"
-        code, status = self._limits_exit(code, status)  # a usage limit, an auth failure or the budget stopped it
+        ending = Ending(
+            signal=self.interrupted_by,
+            record_failed=bool(self.ledger_error or self.events_error),
+            failed=bool(counts["failed"] or self.sched.failures or getattr(self, "stuck", False)),
+        ).merge(self._limits_ending())  # a usage limit, an auth failure or the budget stopped it
+        status = status_of(ending)
         summary = {
             "run_id": self.run_id,
             "status": status,
@@ -299,21 +295,22 @@ class Outcomes:
         if self._spaces:
             self._drop_review_trees()
             summary["workspaces"] = self._finish_workspaces()
-        self._emit("run:finished", run=self.run_id, status=status, exit_code=code)
+        self._emit("run:finished", run=self.run_id, status=status, exit_code=decide(ending))
         self._flush()
         self.events.close()
-        if self.events_error and code in (EXIT_OK, EXIT_TASK_FAILED):  # the last events could not be written
-            code, status = EXIT_RECORD_FAILED, "failed"
-            summary["status"] = status
+        if self.events_error:  # the last events could not be written
+            ending = replace(ending, record_failed=True)
+            summary["status"] = status = status_of(ending)
         self._close_ledger(status, counts, summary)
         self.ledger.close()
-        if self.ledger_error and code in (EXIT_OK, EXIT_TASK_FAILED):  # the run's end could not be written
-            code, summary["status"] = EXIT_RECORD_FAILED, "failed"
+        if self.ledger_error:  # the run's end could not be written
+            ending = replace(ending, record_failed=True)
+            summary["status"] = status_of(ending)
         if self.ledger_error:
             summary["ledger_error"] = self.ledger_error
         if self.events_error:
             summary["events_error"] = self.events_error
-        result = RunResult(code, self.run_id, self.folder, summary, rows)
+        result = RunResult(decide(ending), self.run_id, self.folder, summary, rows, ending)
         self.reporter.finished(result)
         return result
 
