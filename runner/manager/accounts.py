@@ -147,7 +147,9 @@ class Accounts:
         if session:
             totals = result.usage if result.usage else (before[0] if before else Usage())
             self._reported[session] = (totals, result.cost_usd if result.cost_usd is not None else (before or (0, None))[1])
-            if cli.get("drop_session"):
+            if self._is_review_attempt(msg.task_id, msg.attempt):
+                pass  # the critic's session is its own (recorded with its attempt): the rework resumes the worker's
+            elif cli.get("drop_session"):
                 self._sessions.pop(msg.task_id, None)
             else:
                 self._sessions[msg.task_id] = (session, account)

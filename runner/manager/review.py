@@ -91,6 +91,9 @@ class Review:
             task_id=task.id, attempt=attempt, log_path=os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
             command=command, env=env, cwd=cwd, timeout=task.timeout, grace=self.opt.grace,
             rate_limit_pattern=self.opt.rate_limit or self.executor.rate_limit,
+            # its output read like the worker's: session, tokens, cost and failure class are recorded
+            output=self.executor.output if command is not _SETUP_FAILED else None,
+            stall_timeout=self.executor.stall_timeout,
         )  # fmt: skip
 
     def _spaces_of(self, task_id: str):
@@ -102,6 +105,9 @@ class Review:
         path = spaces.worktrees_dir / f"review-{statedir.safe_name(task_id)}-{attempt}"
         spaces.git.run(spaces.repo, "worktree", "add", "-q", "--detach", str(path), commit)
         return str(path)
+
+    def _is_review_attempt(self, task_id: str, attempt: int) -> bool:
+        return (task_id, attempt) in self._review_attempts
 
     def _review_ended(self, task_id: str, attempt: int) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""

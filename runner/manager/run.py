@@ -443,10 +443,10 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             self._deadline.pop(agent_id, None)
             self.pool.release(agent_id)
             self._observe(msg)
+            if msg.cli is not None:  # every attempt's spend, the worker's and the critic's, before review takes it
+                self._cli_result(agent_id, msg)
             if self.review_rounds and self._review_result(agent_id, msg):
                 return
-            if msg.cli is not None:
-                self._cli_result(agent_id, msg)
             if self.ws and self._to_landing(agent_id, msg):
                 return
             self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
