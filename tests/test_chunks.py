@@ -15,7 +15,7 @@ from runner.agents.agent import _run_batch
 from runner.agents.execute import LogFiles
 from runner.agents.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
 from runner.model import Outcome, Priority, Task
-from runner.manager.quick import QuickCalls
+from runner.manager.chunk_sizes import ChunkSizes
 from runner.manager.scheduler import AgentView, Scheduler
 
 W0, W1 = AgentView("worker-0", "worker"), AgentView("worker-1", "worker")
@@ -37,7 +37,7 @@ def sched(tasks: list[Task]) -> Scheduler:
 
 
 def test_a_callable_is_chunked_only_once_it_has_been_seen_to_be_quick():
-    q = QuickCalls()
+    q = ChunkSizes()
     a = call("a")
     assert not q.fits(a) and q.size(a, 1000, 2) == 1  # never seen: runs alone, and is measured
     q.observe("m:f", 0.05)  # the first call imported the module: no measure of the function
@@ -54,7 +54,7 @@ def test_a_callable_is_chunked_only_once_it_has_been_seen_to_be_quick():
 
 
 def test_chunk_size_leaves_most_of_a_short_queue_to_the_other_agents_and_bounds_the_time():
-    q = QuickCalls(chunk_s=0.02, max_chunk=64)
+    q = ChunkSizes(chunk_s=0.02, max_chunk=64)
     q.observe("m:f", 0.001)
     q.observe("m:f", 0.001)  # 1 ms a call: 20 fit in 20 ms
     a = call("a")
@@ -112,9 +112,9 @@ def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_p
 
 @pytest.mark.timeout(120)
 def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     n = 600
     rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
     result = run(rm, tmp_path / "state", agents=2)
@@ -131,9 +131,9 @@ def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, m
 
 @pytest.mark.timeout(120)
 def test_an_agent_dying_mid_chunk_costs_only_the_task_it_was_on_and_the_rest_run_again(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     (tmp_path / "seen").touch()
     # Called twice before, so it is known to be quick and may travel in a chunk.
     tasks = [task(f"warm{i}", call="workloads:die_unless", args=[str(tmp_path / "seen")]) for i in range(2)]
@@ -173,9 +173,9 @@ def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_up(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
     # The slow one waits until every other task has run: were any stuck behind it in its chunk, it
     # would wait out its deadline and fail.
     ran = tmp_path / "ran"

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from runner.manager.live import Live
+from runner.manager.live import LiveRoadmap
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.model import Outcome, Task, TaskState
 
@@ -104,15 +104,17 @@ def test_a_changed_unstarted_task_takes_its_new_definition_and_done_releases_dep
 
 
 def test_statuses_by_outcome_include_the_review_hooks():
-    out: dict = {}
-    run_ = type("Stub", (Live,), {})()
-    run_.opt, run_.tasks, run_._write_back = SimpleNamespace(write_back=True), {"t": Task("t", file="r.yaml")}, out
-    run_.sched = SimpleNamespace(state={"t": TaskState.FAILED})
-    run_._live_status("t", "needs_review")  # what the review calls while a critic has the task
+    task = Task("t", file="r.yaml")
+    ctx = SimpleNamespace(opt=SimpleNamespace(write_back=True, selected=None), tasks={"t": task},
+                          roadmap=SimpleNamespace(tasks=[task], files=["r.yaml"]),
+                          sched=SimpleNamespace(state={"t": TaskState.FAILED}))
+    live = LiveRoadmap(ctx)
+    out = live._pending
+    live.status("t", "needs_review")  # what the review calls while a critic has the task
     assert out == {"r.yaml": {"t": ("needs_review", None)}}
-    run_._live_end("t", "needs_improvement", "rejected twice")
+    live.end("t", "needs_improvement", "rejected twice")
     assert out["r.yaml"]["t"] == ("needs_improvement", "rejected twice")
-    run_._live_end("t", Outcome.CHECK_FAILED.value, "check failed")
+    live.end("t", Outcome.CHECK_FAILED.value, "check failed")
     assert out["r.yaml"]["t"] == ("blocked", "check failed")
 
 

@@ -26,9 +26,9 @@ def note(path: str, tid: str, die_marker: str | None = None) -> str:
 
 @pytest.mark.timeout(120)
 def test_an_agent_killed_mid_chunk_runs_again_only_the_task_it_was_on(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     ran = tmp_path / "ran"
     fn = "test_liveness:note"
     # Called twice before, so the function is known to be quick and its tasks travel in chunks.

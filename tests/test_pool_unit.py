@@ -238,7 +238,7 @@ def test_every_reservation_is_released_on_every_path(tmp_path, monkeypatch):
         if any(e["event"] == "task:reserved" for e in events) and not stopping:
             fifo.wait_lines(1)
             stopping.append(True)
-            r2._begin_stop("test")
+            r2.begin_stop("test")
 
     r2 = Run(
         roadmap([task("long", f"echo up > {fifo.path}; exec sleep 30"), task("next", "true", dependencies=["long"])]),

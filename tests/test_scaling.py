@@ -60,7 +60,7 @@ def test_memfree_gate_holds_tasks_back(tmp_path):
         for e in events:
             if e["event"] == "status:updated" and e["queue"] == 2 and not holder.get("stopped"):
                 holder["stopped"] = True
-                holder["run"]._begin_stop("test")
+                holder["run"].begin_stop("test")
 
     rec = Recorder(on_events)
     r = Run(

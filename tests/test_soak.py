@@ -26,9 +26,9 @@ pytestmark = pytest.mark.timeout(300)
 )
 def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path, monkeypatch, chunks):
     if not chunks:
-        import runner.manager.quick
+        import runner.manager.chunk_sizes
 
-        monkeypatch.setattr(runner.manager.quick.QuickCalls, "fits", lambda self, task: False)
+        monkeypatch.setattr(runner.manager.chunk_sizes.ChunkSizes, "fits", lambda self, task: False)
     rng = random.Random(7)
     n = 2000
     ran = tmp_path / "ran"  # each attempt appends "task attempt" (O_APPEND): what really ran, not what was recorded

@@ -277,8 +277,8 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
 
 
 def _workspaces(result, args) -> list[dict]:
-    from runner.manager.interface import RunOptions
-    from runner.manager.landing import workspace_plan
+    from runner.manager.options import RunOptions
+    from runner.manager.landing_queue import workspace_plan
 
     options = RunOptions(
         workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),

@@ -6,7 +6,7 @@ one agent (affinity: the agent its key was last handed to), or one role (routing
 critic for a review task, the orchestrator for a complex one). A held task moves to `_ANY` when its
 wait runs out (a timer). Keys carry the priority and the aging steps; stale heap entries are skipped.
 
-Reviews (runner.manager.review drives them): a task whose work waits for its critic is queued again as
+Reviews (runner.manager.review_rounds drives them): a task whose work waits for its critic is queued again as
 a review attempt, which prefers a critic (any agent after `route_wait` when none is idle, at once when
 the pool has none); a rejected task is queued for rework by any agent but a critic (`_NOT_CRITIC`),
 unless the pool has only critics; after `review_rounds` rejections it fails as needs_improvement.

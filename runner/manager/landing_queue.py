@@ -1,0 +1,386 @@
+"""Worktree tasks in the manager: their settings, the landing queue, and the end of their run.
+
+A component of the run (runner.manager.components). An agent runs a worktree attempt and commits it
+(runner.agents.coding_attempt); when it succeeded, the manager hands the task over to the landing
+queue and the agent is free for its next task at once:
+
+    TaskResult(succeeded, workspace.commit) ──▶ sched.hand_over(task, agent) ──▶ queue (FIFO)
+         ──▶ landing thread: Lander.land(branch) in the landing worktree, checks on the merged result
+         ──▶ wake-up pipe ──▶ loop: record the outcome (succeeded / conflict / check_failed), dependents ready
+
+One thread lands, one task at a time; it touches git only (runner.coding.landing) and hands its
+verdicts back through a deque and a byte on the loop's wake-up pipe. Nothing else is shared with it.
+Its check commands run in our own session (a process group of their own, killed whole on timeout), so
+the backend's orphan sweep, which kills processes of other sessions, never takes them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+
+from runner.agents.messages import TaskResult
+from runner.errors import UsageError
+from runner.manager import events as ev
+from runner.manager.components import Component
+from runner.manager.scheduler import LANDING
+from runner.model import Outcome
+
+log = logging.getLogger(__name__)
+
+CHECK_TAIL_LINES = 40
+
+
+def workspace_settings(roadmap, opt, members) -> dict:
+    """Each task's workspace (task id -> coding.settings.Workspace); UsageError naming the place."""
+    ws: dict = {}
+    coding_keys = ("files", "checks", "allow_empty", "workspace")
+    if not (opt.workspace or roadmap.settings.get("workspace") or (roadmap.defaults or {}).get("workspace")
+            or any((t.command is None and t.call is None) or any(k in t.meta for k in coding_keys) for t in members)):
+        return ws  # plain commands and callables with no workspace setting: nothing to read (no import either)
+    from runner.coding import settings
+
+    overrides = settings.Overrides(opt.workspace, opt.land, opt.into, opt.keep_worktrees)
+    top = roadmap.settings.get("workspace") if roadmap.settings else None
+    defaults = roadmap.defaults.get("workspace") if roadmap.defaults else None
+    repos: dict[str, str | None] = {}
+
+    def repo_of(folder: str) -> str | None:
+        if folder not in repos:
+            repos[folder] = _repo_top(folder)
+        return repos[folder]
+
+    problems_at = []
+    block_problems: list[str] = []  # the blocks were checked at load time (file:line); here once, not per task
+    top_s = settings.parse_block(top, "workspace", block_problems)
+    def_s = settings.parse_block(defaults, "defaults.workspace", block_problems)
+    for task in members:
+        if not task.runnable_status or task.id in opt.blocked:
+            continue
+        agent_task = task.command is None and task.call is None
+        wanted = opt.workspace or any(k in task.meta for k in coding_keys) or top or defaults
+        if not agent_task and not wanted:
+            continue
+        problems: list[str] = list(block_problems)
+        w = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
+        if w.mode == "worktree" and task.call is not None:
+            problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
+        if problems:
+            problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
+            continue
+        if w.mode == "worktree" or w.files or w.checks:
+            ws[task.id] = w
+    if problems_at:
+        more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
+        raise UsageError(problems_at[0] + more)
+    if any(w.mode == "worktree" for w in ws.values()):
+        from runner.coding.workspace import WorkspaceError, refuse_if_checked_out
+
+        for repo, into in {(w.repo, w.into) for w in ws.values() if w.mode == "worktree"}:
+            try:
+                refuse_if_checked_out(repo, into)
+            except WorkspaceError as exc:
+                raise UsageError(f"workspace: {exc}") from None
+    return ws
+
+
+class LandingQueue(Component):
+    """Workspaces of worktree tasks, the landing thread and its queue."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        ctx.ws = workspace_settings(ctx.roadmap, ctx.opt, ctx.members())
+        self._spaces: dict = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
+        self._landers: dict = {}  # (repo, into) -> runner.coding.landing.Lander
+        self._queue: collections.deque = collections.deque()  # (task id, agent id, attempt, TaskResult) to land
+        self._done: collections.deque = collections.deque()  # verdicts from the landing thread
+        self._busy = 0  # tasks handed over and not yet recorded
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
+
+    def _worktree_tasks(self) -> list[str]:
+        return [tid for tid, w in self.ctx.ws.items() if w.mode == "worktree"]
+
+    def open_workspaces(self) -> None:
+        """One journal of branches per (repo, into), in the run folder; `into` created from base when missing."""
+        if not self._worktree_tasks():
+            return
+        from runner.coding.landing import Lander
+        from runner.coding.workspace import GitError, WorkspaceError, Workspaces
+
+        ctx = self.ctx
+        for key in sorted({(w.repo, w.into, w.base) for w in ctx.ws.values() if w.mode == "worktree"}, key=str):
+            repo, into, base = key
+            folder = os.path.join(ctx.folder, "ws" if not self._spaces else f"ws{len(self._spaces) + 1}")
+            try:
+                spaces = Workspaces(repo, folder, os.path.basename(ctx.folder), into, base=base)
+            except (GitError, WorkspaceError) as exc:
+                raise UsageError(f"workspace: {exc}") from None
+            self._spaces[(repo, into)] = spaces
+            self._landers[(repo, into)] = Lander(spaces)
+
+    def spaces_of(self, task_id: str):
+        w = self.ctx.ws[task_id]
+        return self._spaces[(w.repo, w.into)]
+
+    def workspace_field(self, task_id: str) -> dict | None:
+        """The TaskMessage's `workspace` of a worktree task (None for any other)."""
+        w = self.ctx.ws.get(task_id)
+        if w is None or w.mode != "worktree":
+            return None
+        spaces = self._spaces[(w.repo, w.into)]
+        task = self.ctx.tasks[task_id]
+        return {
+            "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
+            "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
+        }  # fmt: skip
+
+    def recover(self, previous_run: int, review_rounds: dict) -> set[str]:
+        """--resume: the dead run's worktrees saved (WIP) and removed; its committed attempts landed now.
+
+        Returns the tasks whose work is on `into` (landed before the crash, or just now): they are not
+        run again. A committed attempt that no longer lands (a conflict, failing checks) runs again.
+        """
+        from runner.coding.landing import Landed, Lander
+        from runner.coding.workspace import JOURNAL, GitError, WorkspaceError, Workspaces
+
+        ctx = self.ctx
+        if not ctx.ws:
+            return set()
+        row = ctx.ledger.db.execute("SELECT folder FROM runs WHERE id = ?", (previous_run,)).fetchone()
+        if not row or not row[0] or not os.path.isdir(row[0]):
+            return set()
+        done: set[str] = set()
+        for name in sorted(os.listdir(row[0])):
+            folder = os.path.join(row[0], name)
+            if not name.startswith("ws") or not os.path.isfile(os.path.join(folder, JOURNAL)):
+                continue
+            try:
+                spaces = Workspaces.open(folder)
+                recovery = spaces.recover()
+                owned = spaces.owned()
+                done |= {owned[b]["task"] for b in recovery.landed}
+                lander = Lander(spaces)
+                for ws in recovery.finished:
+                    task = ctx.tasks.get(ws.task_id)
+                    w = ctx.ws.get(ws.task_id)
+                    if task is None or w is None or w.mode != "worktree":
+                        continue
+                    if ws.task_id in review_rounds:  # its review never ended: run it again
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
+                        continue
+                    log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
+                    env = {**os.environ, **{k: str(v) for k, v in task.env.items()}}
+                    checks = self._landing_check(w.checks, env, task.timeout, log_path) if w.checks else None
+                    verdict = lander.land(ws.branch, task.title or task.id, checks)
+                    if isinstance(verdict, Landed):
+                        done.add(ws.task_id)
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
+                    else:
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
+                spaces.finish(keep_worktrees=False)
+            except (GitError, WorkspaceError, OSError) as exc:
+                ctx.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
+        return done
+
+    # -- after an attempt -----------------------------------------------------------------------------
+
+    def on_result(self, agent_id: str, res) -> bool:
+        return isinstance(res, TaskResult) and bool(self.ctx.ws) and self.take(agent_id, res)
+
+    def take(self, agent_id: str, res: TaskResult) -> bool:
+        """A worktree attempt succeeded: queue it to land (True), or let it be recorded as it is (False)."""
+        ctx = self.ctx
+        w = ctx.ws.get(res.task_id)
+        if res.workspace is not None:
+            ctx.ws_info[res.task_id] = dict(res.workspace)
+        if w is None or w.mode != "worktree" or res.outcome != Outcome.SUCCEEDED.value:
+            return False
+        if w.land != "merge" or not (res.workspace or {}).get("commit"):
+            if res.workspace is not None:
+                ctx.ws_info[res.task_id]["landed"] = None
+                ctx.ws_info[res.task_id]["why"] = "land: branch" if w.land != "merge" else "nothing to land"
+            return False
+        ctx.sched.hand_over(res.task_id, agent_id)
+        self._busy += 1
+        with self._cv:
+            self._queue.append((res.task_id, agent_id, res.attempt, res))
+            self._cv.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._land_worker, name="wvo-landing", daemon=True)
+            self._thread.start()
+        ctx.emit(ev.TASK_LANDING, task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
+        return True
+
+    def _land_worker(self) -> None:
+        """The landing thread: one task at a time; it touches git and files only, never the run's state."""
+        from runner.coding.workspace import GitError, WorkspaceError
+
+        ctx = self.ctx
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                job = self._queue.popleft()
+            if job is None:
+                return
+            task_id, agent_id, attempt, res = job
+            w = ctx.ws[task_id]
+            lander = self._landers[(w.repo, w.into)]
+            task = ctx.tasks[task_id]
+            log_path = ctx.records.get((task_id, attempt), {}).get("log") or os.path.join(ctx.logs, f"{task_id}.{attempt}.log")
+            env = {**os.environ, **{k: str(v) for k, v in task.env.items()}, **self._spared_env()}
+            checks = self._landing_check(w.checks, env, task.timeout, log_path)
+            try:
+                lander.spaces.reload()  # the agent that made the branch journalled it in its own process
+                verdict = lander.land(res.workspace["branch"], task.title or task.id, checks if w.checks else None)
+            except (GitError, WorkspaceError, OSError) as exc:
+                verdict = exc
+            self._done.append((task_id, agent_id, attempt, res, verdict, time.time()))
+            ctx.wake()
+
+    def _landing_check(self, checks, env: dict, timeout: float | None, log_path: str):
+        """The checks on the merged result, as the Lander calls them (one place, to swap for the shared runner)."""
+        return _landing_checks(checks, env, timeout, log_path)
+
+    def tick(self, now: float) -> None:
+        """Record what the landing thread decided since the last look."""
+        if not self._spaces:
+            return
+        from runner.coding.landing import ChecksFailed, Conflict, Landed
+
+        ctx = self.ctx
+        while self._done:
+            task_id, agent_id, attempt, res, verdict, end = self._done.popleft()
+            self._busy -= 1
+            info = ctx.ws_info.setdefault(task_id, {})
+            into = ctx.ws[task_id].into
+            if isinstance(verdict, Landed):
+                info["landed"] = verdict.commit
+                self._last_landed = f"{task_id} ({verdict.commit[:10]})"
+                outcome, error = Outcome.SUCCEEDED, None
+            elif isinstance(verdict, Conflict):
+                info["landed"], info["why"] = None, f"conflict in {', '.join(verdict.files)}"
+                outcome, error = Outcome.CONFLICT, f"conflict landing on {into}: {', '.join(verdict.files)}"
+                ctx.feedback_note(task_id, attempt, f"Your previous attempt conflicted with work landed meanwhile on "
+                                  f"{into}, in: {', '.join(verdict.files)}. Start from the new tip.")
+            elif isinstance(verdict, ChecksFailed):
+                info["landed"], info["why"] = None, "checks failed on the merged result"
+                outcome, error = Outcome.CHECK_FAILED, f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
+                ctx.feedback_note(task_id, attempt, f"The checks failed once your work was merged:\n{verdict.detail}")
+            else:
+                info["landed"], info["why"] = None, f"landing failed: {verdict}"
+                outcome, error = Outcome.FAILED, f"landing failed: {verdict}"
+            msg = TaskResult(task_id, attempt, outcome.value, res.exit_code, res.start, end, error=error, log=res.log,
+                             workspace=info, checks=res.checks)  # fmt: skip
+            ctx.emit(ev.TASK_LANDED if outcome is Outcome.SUCCEEDED else ev.TASK_NOT_LANDED, task=task_id,
+                     attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
+            ctx.outcomes.record(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+        ctx.pool.stats.update(landing=self._busy, landed=self._last_landed)  # how many wait to land, the last that did
+
+    def _spared_env(self) -> dict:
+        """What marks a landing's check as the run's (killed with it) but the manager's own (not an orphan)."""
+        spared = getattr(self.ctx.backend, "spared_env", None)
+        return spared() if spared is not None else {}
+
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    # -- the end --------------------------------------------------------------------------------------
+
+    def stop_thread(self) -> None:
+        if self._thread is not None:
+            with self._cv:
+                self._queue.append(None)
+                self._cv.notify()
+            self._thread.join(timeout=60.0)
+
+    def summary(self, summary: dict) -> None:
+        """Remove worktrees (unless kept), delete landed branches, list the others."""
+        if not self._spaces:
+            return
+        from runner.coding.workspace import GitError, WorkspaceError
+
+        out = {"kept": [], "deleted": 0, "worktrees_kept": []}
+        for spaces in self._spaces.values():
+            try:
+                spaces.reload()  # the agents journalled their branches in their own processes
+                cleanup = spaces.finish(keep_worktrees=self.ctx.opt.keep_worktrees)
+            except (GitError, WorkspaceError, OSError) as exc:
+                self.ctx.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
+                continue
+            out["deleted"] += len(cleanup.deleted)
+            out["kept"] += [{"branch": b, "state": s} for b, s in cleanup.kept]
+            out["worktrees_kept"] += cleanup.worktrees_kept
+        summary["workspaces"] = out
+
+
+def _repo_top(folder: str) -> str | None:
+    """The top folder of the git repository holding `folder`, or None."""
+    from runner.coding.git import GitError, WorkspaceError, find_repo
+
+    try:
+        return str(find_repo(folder))
+    except (GitError, WorkspaceError, OSError):
+        return None
+
+
+def _landing_checks(checks, env: dict, timeout: float | None, log_path: str):
+    """checks(worktree) for the Lander: each command in turn, output appended to the attempt's log."""
+
+    def run(path: str) -> tuple[bool, str]:
+        import subprocess
+
+        for check in checks:
+            with open(log_path, "ab") as logf:
+                logf.write(f"\n===== wvo-batch landing check: {check} (on the merged result) =====\n".encode())
+                logf.flush()
+                proc = subprocess.Popen(["/bin/sh", "-c", check], cwd=path, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
+                try:
+                    out, _ = proc.communicate(timeout=timeout)
+                    code = proc.returncode
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    out, _ = proc.communicate()
+                    code = None
+                logf.write(out)
+                logf.write(f"===== exit {code} =====\n".encode())
+            if code != 0:
+                tail = "\n".join(out.decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
+                why = "timed out" if code is None else f"exit {code}"
+                return False, f"{check} ({why})\n{tail}"
+        return True, ""
+
+    return run
+
+
+def workspace_plan(roadmap, options) -> list[dict]:
+    """What `--check` says of workspaces: one entry per (mode, repo, base, into, land), with its tasks.
+
+    Raises UsageError for a setting that cannot be honoured (worktree mode outside a repository,
+    `into` checked out), as the run itself would, before anything runs.
+    """
+    from runner.coding.git import Git, checked_out_branch
+
+    ws = workspace_settings(roadmap, options, roadmap.tasks)
+    groups: dict[tuple, dict] = {}
+    git = Git()
+    for task in roadmap.tasks:
+        w = ws.get(task.id)
+        if w is None:
+            continue
+        base = w.base
+        if w.mode == "worktree" and base is None:
+            has_into = git.ok(w.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{w.into}")
+            base = f"{w.into} (it exists)" if has_into else (checked_out_branch(w.repo, git) or "HEAD")
+        key = (w.mode, w.repo, base if w.mode == "worktree" else None, w.into if w.mode == "worktree" else None, w.land)
+        g = groups.setdefault(key, {"mode": w.mode, "repo": w.repo, "base": key[2], "into": key[3],
+                                    "land": w.land if w.mode == "worktree" else None, "tasks": []})  # fmt: skip
+        g["tasks"].append(task.id)
+    return list(groups.values())
