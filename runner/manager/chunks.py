@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 class Chunks(Component):
     """Chunks of quick tasks, from hand-out to their recorded results."""
 
-    def __init__(self, ctx, gate):
+    def __init__(self, ctx, gate, returned):
         self.ctx = ctx
         self.gate = gate  # the run's can_start: a chunk's later tasks pass the same gate as its head
+        self.returned = returned  # the run's: tell every component a task went back unstarted
         self.sizes = ChunkSizes()  # each function's (or program's) speed, the next chunk's size
         self.held: dict[str, list[str]] = {}  # agent id -> task ids of the chunk it holds, in order
         self.on = False  # the backend is local (set by start)
@@ -88,6 +89,7 @@ class Chunks(Component):
             if rec is not None and rec.get("reserved") is not None:  # the chunk's head: its reservation ends here
                 ctx.emit(ev.TASK_RETURNED, task=task_id, agent=agent_id, reason=why)
             ctx.sched.unassign(task_id, now)
+            self.returned(task_id)
         ctx.emit(ev.CHUNK_RETURNED, agent=agent_id, tasks=len(task_ids), reason=why)
 
     def _batch_done(self, agent_id: str, batch: BatchResult) -> None:

@@ -22,7 +22,11 @@ class Component:
     # -- hand-out ---------------------------------------------------------------------------------
 
     def can_start(self, task) -> bool:
-        """False: the task may not start now; it keeps its place and tasks behind it go first."""
+        """False: the task may not start now; it keeps its place and tasks behind it go first.
+
+        Asked last, just before the task is reserved: True means it is reserved now, so a component
+        that leases a resource takes it here, and gives it back in on_outcome or on_returned.
+        """
         return True
 
     def chunk(self, agent, task, now: float) -> list:
@@ -56,6 +60,9 @@ class Component:
 
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """An attempt's outcome is recorded (in the ledger's pending transaction)."""
+
+    def on_returned(self, task_id: str) -> None:
+        """A reservation ended with no attempt (a chunk's unstarted tasks given back to the queue)."""
 
     def on_agent_gone(self, agent_id: str, gone) -> list[str] | None:
         """An agent died or left (gone: runner.agents.backend.AgentGone); the tasks it held that are lost

@@ -60,7 +60,8 @@ _FLUSH_S = 0.05
 class Run:
     """One run of a roadmap on a pool of agents."""
 
-    def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
+    def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
+        """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
         executor = executors.parse(options.executor if options.executor is not None else roadmap.executor)
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
@@ -68,6 +69,7 @@ class Run:
         self.pool = self.ctx.pool  # the agent table and the reservations (read by tests and --status)
         self.backend = None  # set once the run starts
         self.components: list = []  # built by execute(): their settings are checked before anything runs
+        self._plugins = tuple(plugins)
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
         self._timed_out: set[str] = set()  # agents killed by the loop for a task timeout
         self._next_index: dict[str, int] = {}  # role -> number of the next agent of that role
@@ -84,8 +86,9 @@ class Run:
         self.accounts = Accounts(ctx)
         self.live = LiveRoadmap(ctx)
         self.review = ReviewRounds(ctx, self.landing, self.accounts, self.live)
-        self.components = [Chunks(ctx, self._can_start), self.accounts, self.review, self.landing, self.live, HungAgents(ctx),
-                           Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
+                           self.live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        self.components += [make(ctx) for make in self._plugins]
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.components)
         ctx.flush = self.outcomes.flush
         missing = [t for t in ctx.members()
@@ -285,7 +288,19 @@ class Run:
         return opt.max_load is None or os.getloadavg()[0] <= opt.max_load
 
     def _can_start(self, task: Task) -> bool:
-        return all(c.can_start(task) for c in self.components)
+        """Every component lets the task start; one that said yes is told if a later one says no."""
+        passed = []
+        for c in self.components:
+            if not c.can_start(task):
+                for p in passed:
+                    p.on_returned(task.id)
+                return False
+            passed.append(c)
+        return True
+
+    def _returned(self, task_id: str) -> None:
+        for c in self.components:
+            c.on_returned(task_id)
 
     def _hand_out(self, now: float) -> None:
         ctx = self.ctx

@@ -258,7 +258,8 @@ class Scheduler(ReadyQueue, Reviews):
         """Pair ready tasks with idle agents; each agent and each task at most once.
 
         gate(task) False: the task may not start now (a resource it needs is held); it keeps its place
-        in the queue and the tasks behind it are paired as if it were not there.
+        in the queue and the tasks behind it are paired as if it were not there. gate is asked last,
+        just before a task is reserved: True means it is reserved now (a lease may be taken in it).
         """
         self._tick(now)
         if self.draining or not self._where:
@@ -311,14 +312,15 @@ class Scheduler(ReadyQueue, Reviews):
         """The task assign() would give this agent next, reserved to it as well if fits(task).
 
         For a chunk of quick callables, which one agent holds together and runs in order. When the
-        next task does not fit, it stays queued where it was and None is returned.
+        next task does not fit, or gate(task) says it may not start now (asked only of a task that
+        fits, as the last word), it stays queued where it was and None is returned.
         """
         self._owner_changed = None
-        pairs = self.assign([agent], now, gate)
+        pairs = self.assign([agent], now)
         if not pairs:
             return None
         task = pairs[0][1]
-        if fits(task):
+        if fits(task) and (gate is None or gate(task)):
             return task
         self.unassign(task.id, now)
         if self._owner_changed is not None:  # taking it made this agent its affinity key's owner: undo
