@@ -72,9 +72,9 @@ class LockHeld(BatchError):
     exit_code = EXIT_LOCKED
 
 
-class AgentDied(BatchError):
-    """An agent process died while holding a reservation."""
+class InvariantError(BatchError):
+    """A rule the run holds itself to was about to be broken (a double reservation, a forbidden move): a bug.
 
-
-class TaskTimeout(BatchError):
-    """A task ran past its timeout."""
+    Raised by the scheduler and the agent table before any harm is done; the run stops with exit 1.
+    Agent deaths and task timeouts are not errors: they are outcomes of an attempt (model.Outcome).
+    """

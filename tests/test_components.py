@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import Recorder, read_events, roadmap, task
+from runner.manager.events import TASK_FINISHED, TASK_STARTED
 from runner.manager.components import Component
 from runner.manager.run import Run, RunOptions
 from runner.manager.scheduler import AgentView, Scheduler
@@ -110,7 +111,7 @@ def test_a_leased_port_is_held_by_one_attempt_and_a_task_waiting_for_it_holds_ba
     assert result.exit_code == 0, [(r["task"], r["status"], r["reason"]) for r in result.tasks]
     assert (d / "ports").read_text().split("\n")[:2] == ["p1 5000", "p2 5000"]
     events = read_events(result)
-    start = {e["task"]: i for i, e in enumerate(events) if e["event"] == "task:started"}
-    end = {e["task"]: i for i, e in enumerate(events) if e["event"] == "task:finished"}
+    start = {e["task"]: i for i, e in enumerate(events) if e["event"] == TASK_STARTED}
+    end = {e["task"]: i for i, e in enumerate(events) if e["event"] == TASK_FINISHED}
     assert start["q"] < end["p1"] < start["p2"]  # q went ahead of the waiting p2; p2 only once p1 gave the port back
     assert made[0].holder is None  # given back on every path

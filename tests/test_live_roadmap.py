@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from runner.manager.events import ROADMAP_INVALID, ROADMAP_READ, TASK_ADDED, TASK_REMOVED
 from runner.manager.live import LiveRoadmap
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.model import Outcome, Task, TaskState
@@ -126,7 +127,7 @@ def test_a_task_appended_to_the_roadmap_by_a_task_of_the_run_runs_in_that_run(tm
     roadmap = tmp_path / "r.yaml"
     mark = tmp_path / "b-ran"
     added = f"  - id: b\n    dependencies: [a]\n    command: {json.dumps(f'echo b > {mark}')}\n"
-    steps = [["append", added, "task:added", {"task": "b"}, 1]]
+    steps = [["append", added, TASK_ADDED, {"task": "b"}, 1]]
     roadmap.write_text(f"tasks:\n  - id: a\n    command: {json.dumps(edit_command(tmp_path, roadmap, steps))}\n")
     r = run(tmp_path, roadmap)
     assert r.returncode == 0, r.stderr
@@ -144,7 +145,7 @@ def test_a_task_removed_before_it_started_is_dropped(tmp_path):
     mark = tmp_path / "c-ran"
     c = f"  - id: c\n    dependencies: [a]\n    command: {json.dumps(f'echo c > {mark}')}\n"
     head = "tasks:\n  - id: a\n    command: {cmd}\n"
-    steps = [["write", head.format(cmd="'true'"), "task:removed", {"task": "c"}, 1]]
+    steps = [["write", head.format(cmd="'true'"), TASK_REMOVED, {"task": "c"}, 1]]
     roadmap.write_text(head.format(cmd=json.dumps(edit_command(tmp_path, roadmap, steps))) + c)
     r = run(tmp_path, roadmap)
     assert r.returncode == 0, r.stderr
@@ -162,9 +163,9 @@ def test_an_invalid_edit_is_reported_once_and_ignored_until_fixed(tmp_path):
     d = f"  - id: d\n    command: {json.dumps(f'echo d > {mark}')}\n"
     head = "tasks:\n  - id: a\n    command: {cmd}\n"
     steps = [
-        ["append", twin, "roadmap:invalid", {}, 1],
-        ["append", "# still the same error\n", "roadmap:read", {"valid": False}, 2],
-        ["write", head.format(cmd="'true'") + d, "task:added", {"task": "d"}, 1],
+        ["append", twin, ROADMAP_INVALID, {}, 1],
+        ["append", "# still the same error\n", ROADMAP_READ, {"valid": False}, 2],
+        ["write", head.format(cmd="'true'") + d, TASK_ADDED, {"task": "d"}, 1],
     ]
     roadmap.write_text(head.format(cmd=json.dumps(edit_command(tmp_path, roadmap, steps))))
     r = run(tmp_path, roadmap)

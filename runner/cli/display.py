@@ -24,6 +24,19 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from runner.cli.terminal import fmt_duration, one_line, visible  # noqa: F401 - fmt_duration: part of the display's API
+from runner.manager.events import (
+    AGENT_EXITED,
+    AGENT_SPAWNED,
+    QUEUE_UPDATED,
+    RUN_STARTED,
+    TASK_ADDED,
+    TASK_FINISHED,
+    TASK_QUEUED,
+    TASK_RESERVED,
+    TASK_RETRY,
+    TASK_SKIPPED,
+    TASK_STARTED,
+)
 from runner.manager.pool import Pool
 from runner.manager.run import Reporter, RunResult
 
@@ -84,27 +97,27 @@ class Progress:
     @staticmethod
     def retries_in(events: list[dict]) -> dict[tuple[str, int], float | None]:
         """(task, attempt) -> delay of every task:retry in a batch."""
-        return {(ev["task"], ev.get("attempt")): ev.get("delay_s") for ev in events if ev.get("event") == "task:retry"}
+        return {(ev["task"], ev.get("attempt")): ev.get("delay_s") for ev in events if ev.get("event") == TASK_RETRY}
 
     def count(self, ev: dict, retries: dict) -> None:
         """Count one event of a batch whose retries_in() is `retries`."""
         name = ev.get("event")
-        if name == "run:started":
+        if name == RUN_STARTED:
             self.started = True
-        elif name == "queue:updated":
+        elif name == QUEUE_UPDATED:
             self.queue = int(ev.get("length") or 0)
             self.queue_sampled = (ev["ts"], float(ev.get("oldest_wait_s") or 0.0))
-        elif name == "task:queued" and self.queue is not None:
+        elif name == TASK_QUEUED and self.queue is not None:
             self.queue += 1
-        elif name == "task:added":  # the roadmap was edited during the run (runner.manager.live)
+        elif name == TASK_ADDED:  # the roadmap was edited during the run (runner.manager.live)
             self.total += 1
-        elif name in ("task:reserved", "task:started"):
+        elif name in (TASK_RESERVED, TASK_STARTED):
             self.cooling.pop(ev.get("agent"), None)
-            if name == "task:reserved" and self.queue:
+            if name == TASK_RESERVED and self.queue:
                 self.queue -= 1
-            if name == "task:started" and self.first_start is None:
+            if name == TASK_STARTED and self.first_start is None:
                 self.first_start = ev["ts"]
-        elif name == "task:finished":
+        elif name == TASK_FINISHED:
             status = ev.get("status")
             if status == "succeeded":
                 self.succeeded += 1
@@ -115,7 +128,7 @@ class Progress:
                 self.interrupted += 1
             else:
                 self.failed += 1
-        elif name == "task:retry":
+        elif name == TASK_RETRY:
             pause = ev.get("cooldown_s")
             if pause is None:
                 m = _COOLS.search(ev.get("reason") or "")
@@ -123,9 +136,9 @@ class Progress:
             agent = self._failed_on.pop(ev["task"], None)
             if pause and agent:
                 self.cooling[agent] = ev["ts"] + float(pause)
-        elif name == "task:skipped" and self.started:
+        elif name == TASK_SKIPPED and self.started:
             self.skipped += 1
-        elif name == "agent:exited":
+        elif name == AGENT_EXITED:
             self.cooling.pop(ev.get("agent"), None)
 
     def rate(self, now: float) -> float | None:
@@ -313,7 +326,7 @@ class Display(Reporter):
         name = ev.get("event")
         task = _clean(str(ev.get("task")))
         where = f"{task} on {ev.get('agent')}"
-        if name == "task:finished":
+        if name == TASK_FINISHED:
             status = ev.get("status")
             if status == "succeeded":
                 if self.live:
@@ -336,23 +349,23 @@ class Display(Reporter):
             if (ev["task"], ev.get("attempt")) in retries:
                 return f"fail  {where}: {what} (attempt {ev.get('attempt')}, will retry){log}"
             return f"FAIL  {where}: {what}{log}"
-        if name == "task:retry" and str(ev.get("reason")).startswith("checks passed"):
+        if name == TASK_RETRY and str(ev.get("reason")).startswith("checks passed"):
             return None  # the `check` line said it
-        if name == "task:retry":
+        if name == TASK_RETRY:
             delay = ev.get("delay_s") or 0
             when = f"in {delay:g}s" if delay else "now"
             return f"retry {task}: attempt {(ev.get('attempt') or 0) + 1} {when} ({_clean(str(ev.get('reason')))})"
-        if name == "task:skipped":
+        if name == TASK_SKIPPED:
             return f"skip  {task}: {_clean(str(ev.get('reason')))}"
-        if name == "agent:exited":
+        if name == AGENT_EXITED:
             if ev.get("reason") == "exit code 0":  # stopped at the end of the run, or retired
                 return None
             return f"agent {ev.get('agent')} exited ({ev.get('reason')})"
         if self.live:
             return None
-        if name == "task:started":
+        if name == TASK_STARTED:
             return f"start {where} (attempt {ev.get('attempt')})"
-        if name == "agent:spawned" and self.progress.first_start is not None:
+        if name == AGENT_SPAWNED and self.progress.first_start is not None:
             pid = f" (pid {ev['pid']})" if ev.get("pid") else ""
             return f"agent {ev.get('agent')} started{pid}"
         return None

@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from runner.errors import InvariantError  # noqa: F401 - raised by the scheduler, re-exported
 from runner.model import Complexity, Outcome, Priority, Task, TaskState
 
 _REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
@@ -28,10 +29,6 @@ _NOT_CRITIC = ("role", "!critic")  # label of the heap of rework that any agent 
 REVIEW_OUTCOMES = frozenset({Outcome.NEEDS_REVIEW, Outcome.REJECTED})
 # Who holds a task between its agent's success and its landing (hand_over): no agent.
 LANDING = "(landing)"
-
-
-class InvariantError(RuntimeError):
-    """A scheduling invariant was about to be broken: a bug, never a user error."""
 
 
 @dataclass(frozen=True)
