@@ -56,7 +56,7 @@ class Chunks(Component):
             self._observe(result)
             return False
         if isinstance(result, BatchResult):
-            self._batch_done(agent_id, result)
+            self._chunk_done(agent_id, result)
             return True
         if isinstance(result, ChunkReturn):
             self._returned(agent_id, result.task_ids)
@@ -92,14 +92,14 @@ class Chunks(Component):
             self.returned(task_id)
         ctx.emit(ev.CHUNK_RETURNED, agent=agent_id, tasks=len(task_ids), reason=why)
 
-    def _batch_done(self, agent_id: str, batch: BatchResult) -> None:
+    def _chunk_done(self, agent_id: str, done: BatchResult) -> None:
         """A chunk is back: record each task as if the agent had held them one by one."""
         ids = self.held.pop(agent_id, None)
-        if ids is None or [r.task_id for r in batch.results] != ids or self.ctx.pool.reservations.get(agent_id) != ids[0]:
+        if ids is None or [r.task_id for r in done.results] != ids or self.ctx.pool.reservations.get(agent_id) != ids[0]:
             log.warning("agent %s reported a chunk it does not hold; ignored", agent_id)
             return
         self.ctx.pool.release(agent_id)
-        self._record(agent_id, batch.results)
+        self._record(agent_id, done.results)
 
     def on_agent_gone(self, agent_id: str, gone) -> list[str] | None:
         """A dead agent's chunk: what it finished is recorded (never run again), the rest not lost is given back.
