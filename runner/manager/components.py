@@ -103,3 +103,33 @@ class Component:
 
     def summary(self, summary: dict) -> None:
         """Add to the run's summary."""
+
+
+class Hooks:
+    """Each hook, bound to the components that override it, in the run's order (the loop skips no-ops)."""
+
+    def __init__(self, components: list[Component]):
+        def bound(name: str) -> list:
+            return [getattr(c, name) for c in components if getattr(type(c), name) is not getattr(Component, name)]
+
+        self.start = bound("start")
+        self.can_start = bound("can_start")
+        self.chunk = bound("chunk")
+        self.message = bound("message")
+        self.message_env = bound("message_env")
+        self.on_started = bound("on_started")
+        self.on_result = bound("on_result")
+        self.attempt_fields = bound("attempt_fields")
+        self.event_fields = bound("event_fields")
+        self.on_outcome = bound("on_outcome")
+        self.on_returned = bound("on_returned")
+        self.on_agent_gone = bound("on_agent_gone")
+        self.timers = bound("timers")
+        self.tick = bound("tick")
+        self.busy = bound("busy")
+        self.at_end = bound("at_end")
+        self.on_commit = bound("on_commit")
+        self.finish = bound("finish")
+        self.ending = bound("ending")
+        self.task_row = bound("task_row")
+        self.summary = bound("summary")

@@ -40,9 +40,9 @@ def scheduler_outcome(outcome: Outcome, msg: TaskResult) -> Outcome:
 class Outcomes:
     """Records outcomes (ledger first), commits and reports them, and closes the run."""
 
-    def __init__(self, ctx, components: list):
+    def __init__(self, ctx, hooks):
         self.ctx = ctx
-        self.components = components  # the run's, for their ledger and event fields and their on_outcome
+        self.hooks = hooks  # the run's components' (runner.manager.components.Hooks)
         self.events: EventLog | None = None  # events.jsonl and --events; opened once the run folder exists
         self.ledger_error: str | None = None  # the ledger could not be written: why
         self.events_error: str | None = None  # "PATH: reason" once an events file cannot be written
@@ -69,8 +69,8 @@ class Outcomes:
         log_path = rec.get("log") if msg.log else None  # None: the attempt wrote nothing
         rec["log"] = log_path
         fields: dict = {}
-        for c in self.components:
-            fields.update(c.attempt_fields(task_id, attempt))
+        for attempt_fields in self.hooks.attempt_fields:
+            fields.update(attempt_fields(task_id, attempt))
         try:
             ctx.ledger.record(ctx.run_id, Attempt(task_id, attempt, agent_id, msg.start, msg.end, msg.exit_code, outcome.value,
                                                   log_path, msg.error, msg.value, **fields))  # fmt: skip
@@ -86,16 +86,16 @@ class Outcomes:
         wall = time.time()
         duration = (msg.end - msg.start) if msg.start else 0.0
         extra: dict = {}
-        for c in self.components:
-            extra.update(c.event_fields(task_id, attempt))
+        for event_fields in self.hooks.event_fields:
+            extra.update(event_fields(task_id, attempt))
         ctx.emit(ev.TASK_FINISHED, task=task_id, agent=agent_id, attempt=attempt, status=outcome.value,
                  exit_code=msg.exit_code,
                  wait_s=round((rec.get("reserved") or wall) - (rec.get("queued") or rec.get("reserved") or wall), 6),
                  duration_s=round(duration, 6), log=log_path, error=msg.error, **extra)  # fmt: skip
         self.last[task_id] = {"agent": agent_id, "attempts": attempt, "duration_s": round(duration, 3),
                               "exit_code": msg.exit_code, "log": log_path, "error": msg.error, "value": msg.value}  # fmt: skip
-        for c in self.components:
-            c.on_outcome(task_id, attempt, outcome, msg)
+        for on_outcome in self.hooks.on_outcome:
+            on_outcome(task_id, attempt, outcome, msg)
         if retry is not None:
             extra = {}
             if outcome is Outcome.RATE_LIMITED:
@@ -141,8 +141,8 @@ class Outcomes:
             return
         if self.ledger_error is None:
             self.commit()
-        for c in self.components:
-            c.on_commit()
+        for on_commit in self.hooks.on_commit:
+            on_commit()
         batch, ctx.pending = ctx.pending, []
         self.events.write(batch)
         self.events.flush()
@@ -228,8 +228,8 @@ class Outcomes:
                    "value": last.get("value")}  # fmt: skip
             if task.id in ctx.ws_info:
                 row["workspace"] = dict(ctx.ws_info[task.id])
-            for c in self.components:
-                c.task_row(task.id, row)
+            for task_row in self.hooks.task_row:
+                task_row(task.id, row)
             rows.append(row)
         return rows, counts
 
@@ -242,14 +242,14 @@ class Outcomes:
         telemetry = summarize(list(ctx.records.values()), sum(ctx.roles.values()), deps, priorities)
         ending = Ending(signal=ctx.interrupted_by, record_failed=bool(self.ledger_error or self.events_error),
                         failed=bool(counts["failed"] or ctx.sched.failures or stuck))  # fmt: skip
-        for c in self.components:
-            ending = ending.merge(c.ending())  # a usage limit, an auth failure or the budget stopped it
+        for component_ending in self.hooks.ending:
+            ending = ending.merge(component_ending())  # a usage limit, an auth failure or the budget stopped it
         status = status_of(ending)
         summary = {"run_id": ctx.run_id, "status": status, "total": len(rows), **counts,
                    "makespan_s": telemetry["makespan_s"], "agents": dict(ctx.roles), "folder": ctx.folder,
                    "telemetry": telemetry}  # fmt: skip
-        for c in self.components:
-            c.summary(summary)
+        for summary_of in self.hooks.summary:
+            summary_of(summary)
         ctx.emit(ev.RUN_FINISHED, run=ctx.run_id, status=status, exit_code=decide(ending))
         self.flush()
         self.events.close()

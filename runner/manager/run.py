@@ -36,6 +36,7 @@ from runner.manager import statedir
 from runner.manager.accounts import Accounts
 from runner.manager.board import Board
 from runner.manager.chunks import Chunks
+from runner.manager.components import Hooks
 from runner.manager.context import RunContext
 from runner.manager.hung_agents import HungAgents
 from runner.manager.landing_queue import LandingQueue
@@ -89,7 +90,8 @@ class Run:
         self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
                            self.live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
         self.components += [make(ctx) for make in self._plugins]
-        self.outcomes = ctx.outcomes = Outcomes(ctx, self.components)
+        self.hooks = Hooks(self.components)
+        self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
         ctx.flush = self.outcomes.flush
         missing = [t for t in ctx.members()
                    if t.command is None and t.call is None and t.runnable_status and t.id not in ctx.opt.blocked]  # fmt: skip
@@ -148,8 +150,8 @@ class Run:
             if opt.selected is None or task_id in opt.selected:
                 ctx.note_change(task_id, wall)
         ctx.total = len(ctx.members())
-        for c in self.components:
-            c.start()
+        for start in self.hooks.start:
+            start()
         ctx.reporter.started({"run_id": ctx.run_id, "folder": ctx.folder, "state_dir": state_dir, "agents": dict(ctx.roles),
                               "tasks": ctx.total, "runnable": ctx.sched.active(), "resumed_from": resumed_from,
                               "carried": len(carried)})  # fmt: skip
@@ -175,8 +177,8 @@ class Run:
             for agent_id, reason in self.backend.stop(timeout=5.0):
                 ctx.emit(ev.AGENT_EXITED, agent=agent_id, reason=reason)
             self.outcomes.flush()
-            for c in self.components:
-                c.finish()
+            for finish in self.hooks.finish:
+                finish()
         return self.outcomes.finish(self._stuck)
 
     def _resume_set(self) -> tuple[dict[str, str], int | None]:
@@ -224,7 +226,7 @@ class Run:
             if not ctx.sched.draining and record.ledger_error is None:
                 self._hand_out(now)
             if ctx.sched.finished() and not ctx.pool.reservations:
-                if any([c.at_end(now) for c in self.components]):  # a task of the run added tasks to the roadmap
+                if any([at_end(now) for at_end in self.hooks.at_end]):  # a task of the run added tasks to the roadmap
                     continue
                 record.flush()
                 return
@@ -246,8 +248,8 @@ class Run:
                 self._dispatch(agent_id, msg)
             now = time.monotonic()
             self._check_deadlines(now)
-            for c in self.components:
-                c.tick(now)
+            for tick in self.hooks.tick:
+                tick(now)
 
     def _timeout(self, now: float) -> float | None:
         times = list(self._deadline.values())
@@ -256,8 +258,8 @@ class Run:
             times.append(now + t)
         if self._stop_deadline is not None:
             times.append(self._stop_deadline)
-        for c in self.components:
-            times.extend(c.timers(now))
+        for timers in self.hooks.timers:
+            times.extend(timers(now))
         if self.ctx.sched.queue_length() and (self.ctx.opt.memfree is not None or self.ctx.opt.max_load is not None):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
@@ -266,7 +268,7 @@ class Run:
         """Nothing runs, nothing is starting, no component waits on work of its own, yet tasks remain."""
         ctx = self.ctx
         starting = any(r.state == "starting" for r in ctx.pool.agents.values())
-        return not (ctx.pool.reservations or starting or ctx.sched.finished() or any([c.busy() for c in self.components]))
+        return not (ctx.pool.reservations or starting or ctx.sched.finished() or any([busy() for busy in self.hooks.busy]))
 
     def _abandon(self) -> None:
         """Nothing can be handed out and no timer is set: a bug; never hang on it."""
@@ -290,17 +292,17 @@ class Run:
     def _can_start(self, task: Task) -> bool:
         """Every component lets the task start; one that said yes is told if a later one says no."""
         passed = []
-        for c in self.components:
-            if not c.can_start(task):
-                for p in passed:
-                    p.on_returned(task.id)
+        for can_start in self.hooks.can_start:
+            if not can_start(task):
+                for component in passed:
+                    component.on_returned(task.id)
                 return False
-            passed.append(c)
+            passed.append(can_start.__self__)
         return True
 
     def _returned(self, task_id: str) -> None:
-        for c in self.components:
-            c.on_returned(task_id)
+        for on_returned in self.hooks.on_returned:
+            on_returned(task_id)
 
     def _hand_out(self, now: float) -> None:
         ctx = self.ctx
@@ -313,12 +315,13 @@ class Run:
         if not idle or not self._gates_open():
             return
         wall = time.time()
-        pairs = ctx.sched.assign([AgentView(r.id, r.role, r.busy_s) for r in idle], now, self._can_start)
+        gate = self._can_start if self.hooks.can_start else None
+        pairs = ctx.sched.assign([AgentView(r.id, r.role, r.busy_s) for r in idle], now, gate)
         ctx.note_changes(wall)  # retries whose backoff ran out are queued again
         for agent, task in pairs:
             chunk = [task]
-            for c in self.components:
-                chunk += c.chunk(agent, task, now)
+            for more in self.hooks.chunk:
+                chunk += more(agent, task, now)
             title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick tasks)"
             if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
@@ -345,10 +348,10 @@ class Run:
     def _message(self, task: Task, role: str, attempt: int, agent_id: str) -> TaskMessage:
         ctx = self.ctx
         extra: dict = {}
-        for c in self.components:
-            extra.update(c.message_env(task, attempt))
-        for c in self.components:
-            own = c.message(task, role, attempt, agent_id)
+        for message_env in self.hooks.message_env:
+            extra.update(message_env(task, attempt))
+        for message in self.hooks.message:
+            own = message(task, role, attempt, agent_id)
             if own is not None:
                 return replace(own, env={**own.env, **extra}) if extra else own
         command, rate_limit, cli = task.command, ctx.opt.rate_limit, {}
@@ -388,8 +391,8 @@ class Run:
             if rec is not None:
                 rec["start"] = msg.start
             ctx.emit(ev.TASK_STARTED, ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
-            for c in self.components:
-                c.on_started(agent_id, msg.task_id)
+            for on_started in self.hooks.on_started:
+                on_started(agent_id, msg.task_id)
         elif isinstance(msg, TaskResult):
             if ctx.pool.reservations.get(agent_id) != msg.task_id:
                 log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)
@@ -400,7 +403,7 @@ class Run:
                 ctx.emit(ev.TASK_STARTED, ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
             self._deadline.pop(agent_id, None)
             ctx.pool.release(agent_id)
-            if not any(c.on_result(agent_id, msg) for c in self.components):
+            if not any(on_result(agent_id, msg) for on_result in self.hooks.on_result):
                 self.outcomes.record(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, AgentGone):
             self._agent_gone(agent_id, msg)
@@ -409,15 +412,15 @@ class Run:
             if row is not None:
                 row.pid = msg.pid
                 ctx.pool.set_state(agent_id, "idle")
-        elif not any(c.on_result(agent_id, msg) for c in self.components):
+        elif not any(on_result(agent_id, msg) for on_result in self.hooks.on_result):
             log.warning("agent %s sent %s, which no part of the run takes; ignored", agent_id, type(msg).__name__)
 
     def _agent_gone(self, agent_id: str, gone: AgentGone) -> None:
         """An agent died or left: its reservation is released, the task it lost recorded, a new agent started."""
         ctx = self.ctx
         lost = None
-        for c in self.components:  # a chunk's finished tasks are recorded before the reservation goes
-            held = c.on_agent_gone(agent_id, gone)
+        for on_agent_gone in self.hooks.on_agent_gone:  # a chunk's finished tasks are recorded before the reservation goes
+            held = on_agent_gone(agent_id, gone)
             lost = held if held is not None else lost
         row = ctx.pool.agents.get(agent_id)
         task_pid = (row.task_pid if row else None) or gone.task_pid  # the slot's pid, when its Started never came
