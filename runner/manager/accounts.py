@@ -86,7 +86,6 @@ class Accounts(Component):
         self._models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
         self._reviews: set[tuple[str, int]] = set()  # (task, attempt) of critics' attempts: their sessions are their own
         self._stopped_by: str | None = None  # what stopped the hand-out: usage_limited, auth_failed, setup_failed, budget
-        self.limit_reset_at: float | None = None  # epoch time the limit that stopped the run lifts
         budget = ctx.opt.budget if ctx.opt.budget is not None else (ctx.roadmap.settings or {}).get("budget")
         self.budget = float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
         self.max_wait = ctx.opt.max_wait if ctx.opt.max_wait is not None else MAX_WAIT_S
@@ -230,7 +229,6 @@ class Accounts(Component):
             ctx.reporter.message(f"usage limit of {account}: resets at {at}, beyond --max-wait "
                                  f"{self.max_wait:g}s; stopping (exit {EXIT_LIMITED}); run again with --resume then")
             self._stopped_by = "usage_limited"
-            self.limit_reset_at = self._paused[account]
             ctx.sched.stop(f"not started: usage limit until {at}")
             return
         ctx.reporter.message(f"usage limit of {account}: its agents pause until {at} ({reason})")
