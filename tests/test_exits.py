@@ -69,3 +69,23 @@ def test_usage_limit_exits_75_from_the_autopilot_loop_and_stops_it(limited, loop
     assert doc["exit_code"] == 75 and len(doc["batches"]) == 1
     assert doc["stop_reason"] == "usage limit beyond --max-wait"
     assert _started(calls) == ["T1"]  # the loop did not start a batch that would meet the same limit
+
+
+# -- the decision itself (pure) ---------------------------------------------------------------------------
+
+
+def test_one_decision_names_what_matters_most_when_several_things_went_wrong():
+    import signal
+
+    from runner.manager.exits import Ending, decide, status
+
+    everything = Ending(record_failed=True, invalid_roadmap=True, usage_limited=True, failed=True)
+    assert decide(Ending()) == 0 and status(Ending()) == "succeeded"
+    assert decide(Ending(failed=True)) == 1 and status(Ending(failed=True)) == "failed"
+    assert decide(Ending(usage_limited=True, failed=True)) == 75  # cron comes back; --resume continues
+    assert status(Ending(usage_limited=True, failed=True)) == "interrupted"
+    assert decide(Ending(invalid_roadmap=True, usage_limited=True)) == 2
+    assert decide(everything) == 74 and status(everything) == "failed"
+    assert decide(Ending(signal=signal.SIGINT).merge(everything)) == 130
+    assert decide(everything.merge(Ending(signal=signal.SIGTERM))) == 143
+    assert Ending(signal=signal.SIGTERM).merge(Ending(signal=signal.SIGINT)).signal == signal.SIGTERM  # the first
