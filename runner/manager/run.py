@@ -69,7 +69,14 @@ class Run:
         self.ctx = RunContext(roadmap, options, reporter or Reporter(), executor, roles)
         self.pool = self.ctx.pool  # the agent table and the reservations (read by tests and --status)
         self.backend = None  # set once the run starts
-        self.components: list = []  # built by execute(): their settings are checked before anything runs
+        # The components, built by execute() (their settings are checked then, before anything runs); the
+        # loop calls these three by name (set-up, messages), the rest only through their hooks.
+        self.components: list = []  # in the order the hooks are called
+        self.hooks: Hooks | None = None  # each hook bound to the components that override it
+        self.landing: LandingQueue | None = None
+        self.accounts: Accounts | None = None
+        self.review: ReviewRounds | None = None
+        self.outcomes: Outcomes | None = None  # the run's record: every outcome, the ledger and the events
         self._plugins = tuple(plugins)
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
         self._timed_out: set[str] = set()  # agents killed by the loop for a task timeout
@@ -85,10 +92,10 @@ class Run:
         ctx = self.ctx
         self.landing = LandingQueue(ctx)
         self.accounts = Accounts(ctx)
-        self.live = LiveRoadmap(ctx)
-        self.review = ReviewRounds(ctx, self.landing, self.accounts, self.live)
+        live = LiveRoadmap(ctx)
+        self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
         self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
-                           self.live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+                           live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
