@@ -1,4 +1,4 @@
-"""One exception hierarchy, mapped to the documented exit codes in one place."""
+"""One exception hierarchy, each error with its exit code; how a run that started ends is decided in runner.manager.exits."""
 
 from __future__ import annotations
 
