@@ -1,16 +1,18 @@
-"""One exception hierarchy, mapped to the documented exit codes in one place."""
+"""One exception hierarchy, each error with its exit code; how a run that started ends is decided in runner.manager.exits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Exit codes, documented in --help and the README.
+# Exit codes, documented in --help and the README; which one a run ends with is decided in one place,
+# runner.manager.exits.decide.
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2  # invalid roadmap or usage; nothing ran
 EXIT_NO_RUN = 3  # --status: no run in progress
 EXIT_RECORD_FAILED = 74  # the ledger or an events file could not be written mid-run (EX_IOERR)
 EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL, cron retries later)
+EXIT_LIMITED = EXIT_LOCKED  # an agent CLI's usage limit resets later than --max-wait (EX_TEMPFAIL too)
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM
 
@@ -70,9 +72,9 @@ class LockHeld(BatchError):
     exit_code = EXIT_LOCKED
 
 
-class AgentDied(BatchError):
-    """An agent process died while holding a reservation."""
+class InvariantError(BatchError):
+    """A rule the run holds itself to was about to be broken (a double reservation, a forbidden move): a bug.
 
-
-class TaskTimeout(BatchError):
-    """A task ran past its timeout."""
+    Raised by the scheduler and the agent table before any harm is done; the run stops with exit 1.
+    Agent deaths and task timeouts are not errors: they are outcomes of an attempt (model.Outcome).
+    """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runner.manager.events import TASK_FINISHED, TASK_RESERVED, TASK_RETURNED
 from runner.model import Priority, Roadmap, Task
 from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
@@ -59,12 +60,12 @@ def check_pool_invariants(events: list[dict]) -> None:
     where: dict[str, str] = {}  # task -> agent
     for ev in events:
         name = ev["event"]
-        if name == "task:reserved":
+        if name == TASK_RESERVED:
             assert ev["agent"] not in holding, f"{ev['agent']} reserved for {ev['task']} while holding {holding.get(ev['agent'])}"
             assert ev["task"] not in where, f"{ev['task']} reserved on {ev['agent']} while on {where.get(ev['task'])}"
             holding[ev["agent"]] = ev["task"]
             where[ev["task"]] = ev["agent"]
-        elif name in ("task:finished", "task:returned"):  # returned: a chunk's task given back unrun
+        elif name in (TASK_FINISHED, TASK_RETURNED):  # returned: a chunk's task given back unrun
             assert holding.get(ev["agent"]) == ev["task"], f"{ev['agent']} ended {ev['task']} it did not hold"
             del holding[ev["agent"]]
             del where[ev["task"]]

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from helpers import check_pool_invariants, read_events, roadmap, run, task
+from runner.manager.events import AGENT_EXITED, CHUNK_RETURNED, TASK_FINISHED, TASK_RESERVED, TASK_RETRY
 from runner.agents.agent import _run_batch
 from runner.agents.execute import LogFiles
 from runner.agents.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
 from runner.model import Outcome, Priority, Task
-from runner.manager.quick import QuickCalls
+from runner.manager.chunk_sizes import ChunkSizes
 from runner.manager.scheduler import AgentView, Scheduler
 
 W0, W1 = AgentView("worker-0", "worker"), AgentView("worker-1", "worker")
@@ -37,7 +38,7 @@ def sched(tasks: list[Task]) -> Scheduler:
 
 
 def test_a_callable_is_chunked_only_once_it_has_been_seen_to_be_quick():
-    q = QuickCalls()
+    q = ChunkSizes()
     a = call("a")
     assert not q.fits(a) and q.size(a, 1000, 2) == 1  # never seen: runs alone, and is measured
     q.observe("m:f", 0.05)  # the first call imported the module: no measure of the function
@@ -54,7 +55,7 @@ def test_a_callable_is_chunked_only_once_it_has_been_seen_to_be_quick():
 
 
 def test_chunk_size_leaves_most_of_a_short_queue_to_the_other_agents_and_bounds_the_time():
-    q = QuickCalls(chunk_s=0.02, max_chunk=64)
+    q = ChunkSizes(chunk_s=0.02, max_chunk=64)
     q.observe("m:f", 0.001)
     q.observe("m:f", 0.001)  # 1 ms a call: 20 fit in 20 ms
     a = call("a")
@@ -112,9 +113,9 @@ def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_p
 
 @pytest.mark.timeout(120)
 def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     n = 600
     rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
     result = run(rm, tmp_path / "state", agents=2)
@@ -122,7 +123,7 @@ def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, m
     assert [r["value"] for r in result.tasks] == list(range(n))
     events = read_events(result)
     check_pool_invariants(events)  # a chunk is recorded as its agent holding its tasks one by one
-    chunks = [e["chunk"] for e in events if e["event"] == "task:reserved" and "chunk" in e]
+    chunks = [e["chunk"] for e in events if e["event"] == TASK_RESERVED and "chunk" in e]
     assert chunks and max(chunks) > 1 and sum(chunks) > n // 2, "most quick calls travelled in chunks"
     db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
     rows = db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id").fetchall()
@@ -131,9 +132,9 @@ def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, m
 
 @pytest.mark.timeout(120)
 def test_an_agent_dying_mid_chunk_costs_only_the_task_it_was_on_and_the_rest_run_again(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     (tmp_path / "seen").touch()
     # Called twice before, so it is known to be quick and may travel in a chunk.
     tasks = [task(f"warm{i}", call="workloads:die_unless", args=[str(tmp_path / "seen")]) for i in range(2)]
@@ -145,11 +146,11 @@ def test_an_agent_dying_mid_chunk_costs_only_the_task_it_was_on_and_the_rest_run
     assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
     events = read_events(result)
     check_pool_invariants(events)
-    died = [e["task"] for e in events if e["event"] == "task:retry" and "died" in e["reason"]]
+    died = [e["task"] for e in events if e["event"] == TASK_RETRY and "died" in e["reason"]]
     assert died == ["dies"], "only the task the agent was on counts as lost to its death"
-    returned = [e for e in events if e["event"] == "chunk:returned" and "died" in e["reason"]]
+    returned = [e for e in events if e["event"] == CHUNK_RETURNED and "died" in e["reason"]]
     assert returned and returned[0]["tasks"] >= 1, "the rest of its chunk went back to the queue"
-    assert any(e["event"] == "agent:exited" and "exit code 9" in e["reason"] for e in events)
+    assert any(e["event"] == AGENT_EXITED and "exit code 9" in e["reason"] for e in events)
 
 
 def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
@@ -173,9 +174,9 @@ def test_a_slow_task_in_a_chunk_gives_the_unstarted_rest_back(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_up(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # every `sh` counts as quick once seen
     # The slow one waits until every other task has run: were any stuck behind it in its chunk, it
     # would wait out its deadline and fail.
     ran = tmp_path / "ran"
@@ -188,17 +189,17 @@ def test_quick_commands_travel_in_chunks_and_a_misjudged_slow_one_holds_nobody_u
     assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
     events = read_events(result)
     check_pool_invariants(events)
-    assert any(e["event"] == "task:reserved" and e.get("chunk", 1) > 1 for e in events)
-    returned = [e for e in events if e["event"] == "chunk:returned"]
+    assert any(e["event"] == TASK_RESERVED and e.get("chunk", 1) > 1 for e in events)
+    returned = [e for e in events if e["event"] == CHUNK_RETURNED]
     # Unless the slow task happened to end its chunk, its agent gave the rest back: then no task of the
     # same chunk follows it (a continuation is recorded right after it, stamped no later than it ended).
-    i = next(k for k, e in enumerate(events) if e["event"] == "task:finished" and e["task"] == "slow")
+    i = next(k for k, e in enumerate(events) if e["event"] == TASK_FINISHED and e["task"] == "slow")
     agent, done_at = events[i]["agent"], events[i]["ts"]
     after = next((e for e in events[i + 1 :] if e.get("agent") == agent), None)
-    continued = after is not None and after["event"] == "task:reserved" and after["ts"] <= done_at
+    continued = after is not None and after["event"] == TASK_RESERVED and after["ts"] <= done_at
     assert returned or not continued, "tasks of the slow task's chunk waited behind it on its agent"
     # The rest of the slow task's chunk went to the other agent: everything else was done before it.
-    ends = {e["task"]: e["ts"] for e in events if e["event"] == "task:finished"}
+    ends = {e["task"]: e["ts"] for e in events if e["event"] == TASK_FINISHED}
     last_other = max(ts for t, ts in ends.items() if t != "slow")
     assert last_other < ends["slow"], "a task waited behind the slow one in its chunk"
     db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, wvo
 from helpers import Fifo
+from runner.manager.events import TASK_STARTED
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,7 +276,7 @@ def test_ledger_failing_mid_run_stops_cleanly_and_says_what_was_recorded(tmp_pat
     assert result.summary.get("ledger_error", "").endswith("database or disk is full")
     said = " ".join(rec.messages)
     assert "cannot write the ledger" in said and "3 outcome(s) were recorded" in said
-    started = [e for e in rec.seen if e["event"] == "task:started"]
+    started = [e for e in rec.seen if e["event"] == TASK_STARTED]
     assert len(started) < 20, "no new task is handed out once the ledger fails"
     db = sqlite3.connect(tmp_path / "s" / "ledger.sqlite")
     assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 3

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from runner.manager.live import Live
+from runner.manager.events import ROADMAP_INVALID, ROADMAP_READ, TASK_ADDED, TASK_REMOVED
+from runner.manager.live import LiveRoadmap
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.model import Outcome, Task, TaskState
 
@@ -104,15 +105,17 @@ def test_a_changed_unstarted_task_takes_its_new_definition_and_done_releases_dep
 
 
 def test_statuses_by_outcome_include_the_review_hooks():
-    out: dict = {}
-    run_ = type("Stub", (Live,), {})()
-    run_.opt, run_.tasks, run_._write_back = SimpleNamespace(write_back=True), {"t": Task("t", file="r.yaml")}, out
-    run_.sched = SimpleNamespace(state={"t": TaskState.FAILED})
-    run_._live_status("t", "needs_review")  # what the review calls while a critic has the task
+    task = Task("t", file="r.yaml")
+    ctx = SimpleNamespace(opt=SimpleNamespace(write_back=True, selected=None), tasks={"t": task},
+                          roadmap=SimpleNamespace(tasks=[task], files=["r.yaml"]),
+                          sched=SimpleNamespace(state={"t": TaskState.FAILED}))
+    live = LiveRoadmap(ctx)
+    out = live._pending
+    live.status("t", "needs_review")  # what the review calls while a critic has the task
     assert out == {"r.yaml": {"t": ("needs_review", None)}}
-    run_._live_end("t", "needs_improvement", "rejected twice")
+    live.end("t", "needs_improvement", "rejected twice")
     assert out["r.yaml"]["t"] == ("needs_improvement", "rejected twice")
-    run_._live_end("t", Outcome.CHECK_FAILED.value, "check failed")
+    live.end("t", Outcome.CHECK_FAILED.value, "check failed")
     assert out["r.yaml"]["t"] == ("blocked", "check failed")
 
 
@@ -124,7 +127,7 @@ def test_a_task_appended_to_the_roadmap_by_a_task_of_the_run_runs_in_that_run(tm
     roadmap = tmp_path / "r.yaml"
     mark = tmp_path / "b-ran"
     added = f"  - id: b\n    dependencies: [a]\n    command: {json.dumps(f'echo b > {mark}')}\n"
-    steps = [["append", added, "task:added", {"task": "b"}, 1]]
+    steps = [["append", added, TASK_ADDED, {"task": "b"}, 1]]
     roadmap.write_text(f"tasks:\n  - id: a\n    command: {json.dumps(edit_command(tmp_path, roadmap, steps))}\n")
     r = run(tmp_path, roadmap)
     assert r.returncode == 0, r.stderr
@@ -142,7 +145,7 @@ def test_a_task_removed_before_it_started_is_dropped(tmp_path):
     mark = tmp_path / "c-ran"
     c = f"  - id: c\n    dependencies: [a]\n    command: {json.dumps(f'echo c > {mark}')}\n"
     head = "tasks:\n  - id: a\n    command: {cmd}\n"
-    steps = [["write", head.format(cmd="'true'"), "task:removed", {"task": "c"}, 1]]
+    steps = [["write", head.format(cmd="'true'"), TASK_REMOVED, {"task": "c"}, 1]]
     roadmap.write_text(head.format(cmd=json.dumps(edit_command(tmp_path, roadmap, steps))) + c)
     r = run(tmp_path, roadmap)
     assert r.returncode == 0, r.stderr
@@ -160,9 +163,9 @@ def test_an_invalid_edit_is_reported_once_and_ignored_until_fixed(tmp_path):
     d = f"  - id: d\n    command: {json.dumps(f'echo d > {mark}')}\n"
     head = "tasks:\n  - id: a\n    command: {cmd}\n"
     steps = [
-        ["append", twin, "roadmap:invalid", {}, 1],
-        ["append", "# still the same error\n", "roadmap:read", {"valid": False}, 2],
-        ["write", head.format(cmd="'true'") + d, "task:added", {"task": "d"}, 1],
+        ["append", twin, ROADMAP_INVALID, {}, 1],
+        ["append", "# still the same error\n", ROADMAP_READ, {"valid": False}, 2],
+        ["write", head.format(cmd="'true'") + d, TASK_ADDED, {"task": "d"}, 1],
     ]
     roadmap.write_text(head.format(cmd=json.dumps(edit_command(tmp_path, roadmap, steps))))
     r = run(tmp_path, roadmap)

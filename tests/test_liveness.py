@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import check_pool_invariants, read_events, roadmap, run, task
+from runner.manager.events import AGENT_HUNG, TASK_RESERVED, TASK_RETRY
 
 
 def note(path: str, tid: str, die_marker: str | None = None) -> str:
@@ -26,9 +27,9 @@ def note(path: str, tid: str, die_marker: str | None = None) -> str:
 
 @pytest.mark.timeout(120)
 def test_an_agent_killed_mid_chunk_runs_again_only_the_task_it_was_on(tmp_path, monkeypatch):
-    import runner.manager.quick
+    import runner.manager.chunk_sizes
 
-    monkeypatch.setattr(runner.manager.quick, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     ran = tmp_path / "ran"
     fn = "test_liveness:note"
     # Called twice before, so the function is known to be quick and its tasks travel in chunks.
@@ -41,12 +42,12 @@ def test_an_agent_killed_mid_chunk_runs_again_only_the_task_it_was_on(tmp_path, 
     assert result.exit_code == 0 and result.summary["succeeded"] == len(tasks)
     events = read_events(result)
     check_pool_invariants(events)
-    assert any(e["event"] == "task:reserved" and e.get("chunk", 1) > 20 for e in events), "q20 sat deep in a chunk"
+    assert any(e["event"] == TASK_RESERVED and e.get("chunk", 1) > 20 for e in events), "q20 sat deep in a chunk"
     counts = Counter(ran.read_text().split())
     assert counts.pop("q20") == 2, "the task the agent was on runs again"
     twice = sorted(t for t, n in counts.items() if n > 1)
     assert not twice, f"tasks that had finished before the agent died ran again: {twice}"
-    died = [e["task"] for e in events if e["event"] == "task:retry" and "died" in e["reason"]]
+    died = [e["task"] for e in events if e["event"] == TASK_RETRY and "died" in e["reason"]]
     assert died == ["q20"]
     db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
     attempts = dict(db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id").fetchall())
@@ -62,6 +63,6 @@ def test_a_stopped_agent_is_killed_and_its_task_retried_and_the_run_ends(tmp_pat
     assert marker.exists()
     assert result.exit_code == 0 and result.tasks[0]["status"] == "succeeded" and result.tasks[0]["attempts"] == 2
     events = read_events(result)
-    assert [e["agent"] for e in events if e["event"] == "agent:hung"] == ["worker-0"]
-    [retry] = [e for e in events if e["event"] == "task:retry"]
+    assert [e["agent"] for e in events if e["event"] == AGENT_HUNG] == ["worker-0"]
+    [retry] = [e for e in events if e["event"] == TASK_RETRY]
     assert "died" in retry["reason"], "a hung agent's task counts as lost to an agent death"

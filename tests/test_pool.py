@@ -11,6 +11,14 @@ import psutil
 import pytest
 
 from helpers import Fifo, Recorder, barrier, check_pool_invariants, read_events, roadmap, run, task, wait_for_file
+from runner.manager.events import (
+    AGENT_EXITED,
+    AGENT_SPAWNED,
+    TASK_FINISHED,
+    TASK_QUEUED,
+    TASK_RESERVED,
+    TASK_STARTED,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,8 +44,8 @@ def test_queued_task_starts_as_soon_as_an_agent_is_released(tmp_path):
     result = run(rm, tmp_path / "state", agents=2)
     assert result.exit_code == 0, result.tasks
     ev = read_events(result)
-    short_end = next(e["ts"] for e in ev if e["event"] == "task:finished" and e["task"] == "short")
-    third_start = next(e["ts"] for e in ev if e["event"] == "task:started" and e["task"] == "third")
+    short_end = next(e["ts"] for e in ev if e["event"] == TASK_FINISHED and e["task"] == "short")
+    third_start = next(e["ts"] for e in ev if e["event"] == TASK_STARTED and e["task"] == "third")
     # Measured on purpose (the moment an agent is released it is handed the next task), with a bound
     # generous enough for a loaded machine.
     assert third_start - short_end < 1.0
@@ -63,7 +71,7 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
 
     def on_events(events):
         for ev in events:
-            if ev["event"] == "task:started" and ev["task"] == "victim" and not killed:
+            if ev["event"] == TASK_STARTED and ev["task"] == "victim" and not killed:
                 agent_pid = next(a.pid for a in rec_pool[0].agents.values() if a.id == ev["agent"])
                 os.kill(agent_pid, signal.SIGKILL)
                 killed.append(ev["agent"])
@@ -82,11 +90,11 @@ def test_agent_killed_mid_task_neither_loses_the_task_nor_hangs(tmp_path):
     assert result.exit_code == 0
     assert marker.read_text().count("x") == 2  # ran again after the death, exactly once more
     names = [e["event"] for e in rec.seen]
-    assert "agent:exited" in names
-    finished = [e for e in rec.seen if e["event"] == "task:finished" and e["task"] == "victim"]
+    assert AGENT_EXITED in names
+    finished = [e for e in rec.seen if e["event"] == TASK_FINISHED and e["task"] == "victim"]
     assert [f["status"] for f in finished] == ["agent_died", "succeeded"]
     assert [f["attempt"] for f in finished] == [1, 2]
-    spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
+    spawned = [e["agent"] for e in rec.seen if e["event"] == AGENT_SPAWNED]
     assert len(spawned) == 3  # two at start, one replacement
     check_pool_invariants(rec.seen)
 
@@ -109,8 +117,8 @@ def test_an_agent_killed_before_its_task_was_announced_still_has_that_task_kille
 
     def on_events(events):
         for ev in events:
-            assert ev["event"] != "task:started" or ev["attempt"] > 1, "the first attempt was never announced"
-            if ev["event"] == "task:reserved" and not killed:
+            assert ev["event"] != TASK_STARTED or ev["attempt"] > 1, "the first attempt was never announced"
+            if ev["event"] == TASK_RESERVED and not killed:
                 task_pid = int(fifo.wait_lines(1)[0])
                 agent_pid = next(a.pid for a in r.pool.agents.values() if a.id == ev["agent"])
                 os.kill(agent_pid, signal.SIGKILL)
@@ -207,9 +215,9 @@ def test_one_task_per_agent_under_500_short_tasks_on_8_agents(tmp_path):
     check_pool_invariants(ev)
     per_task = {}
     for e in ev:
-        if e["event"] in ("task:queued", "task:reserved", "task:started", "task:finished"):
+        if e["event"] in (TASK_QUEUED, TASK_RESERVED, TASK_STARTED, TASK_FINISHED):
             per_task.setdefault(e["task"], []).append(e["event"])
-    assert all(v == ["task:queued", "task:reserved", "task:started", "task:finished"] for v in per_task.values())
+    assert all(v == [TASK_QUEUED, TASK_RESERVED, TASK_STARTED, TASK_FINISHED] for v in per_task.values())
 
 
 def test_failure_skips_dependents_with_reason(tmp_path):
@@ -260,7 +268,7 @@ def test_callable_past_its_timeout_gets_its_agent_replaced(tmp_path):
     by = {r["task"]: r for r in result.tasks}
     assert by["stuck"]["status"] == "timed_out"
     assert by["next"]["status"] == "succeeded"
-    spawned = [e["agent"] for e in rec.seen if e["event"] == "agent:spawned"]
+    spawned = [e["agent"] for e in rec.seen if e["event"] == AGENT_SPAWNED]
     assert len(spawned) == 2, "the killed agent was replaced"
 
 
@@ -271,7 +279,7 @@ def test_agents_ignore_sighup(tmp_path):
 
     def on_events(events):
         for ev in events:
-            if ev["event"] == "task:started":
+            if ev["event"] == TASK_STARTED:
                 row = holder[0].pool.agents.get(ev["agent"])
                 if row is not None and row.pid and row.id not in hupped:
                     os.kill(row.pid, signal.SIGHUP)
@@ -283,4 +291,4 @@ def test_agents_ignore_sighup(tmp_path):
     result = r.execute()
     assert len(hupped) == 2
     assert result.exit_code == 0 and result.summary["succeeded"] == 4
-    assert not [e for e in rec.seen if e["event"] == "agent:exited" and "SIGHUP" in e["reason"]]
+    assert not [e for e in rec.seen if e["event"] == AGENT_EXITED and "SIGHUP" in e["reason"]]

@@ -12,6 +12,7 @@ import random
 import pytest
 
 from helpers import Fifo, Recorder, RunLog, check_run_log, roadmap, task
+from runner.manager.events import TASK_RESERVED
 from runner.manager.pool import Pool
 from runner.manager.run import Run, RunOptions
 from runner.manager.scheduler import InvariantError
@@ -235,10 +236,10 @@ def test_every_reservation_is_released_on_every_path(tmp_path, monkeypatch):
     stopping = []
 
     def on_events(events):
-        if any(e["event"] == "task:reserved" for e in events) and not stopping:
+        if any(e["event"] == TASK_RESERVED for e in events) and not stopping:
             fifo.wait_lines(1)
             stopping.append(True)
-            r2._begin_stop("test")
+            r2.begin_stop("test")
 
     r2 = Run(
         roadmap([task("long", f"echo up > {fifo.path}; exec sleep 30"), task("next", "true", dependencies=["long"])]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import Recorder, check_pool_invariants, read_events, roadmap, run, task, wait_for_file
+from runner.manager.events import AGENT_EXITED, AGENT_SCALED, STATUS_UPDATED, TASK_STARTED
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -16,9 +17,9 @@ def test_scales_up_under_load_and_back_down_when_idle(tmp_path):
 
     def on_events(events):
         for e in events:
-            if e["event"] == "agent:scaled" and e["direction"] == "up" and e["agents"] >= 4:
+            if e["event"] == AGENT_SCALED and e["direction"] == "up" and e["agents"] >= 4:
                 grown.touch()
-            if e["event"] == "agent:scaled" and e["direction"] == "down":
+            if e["event"] == AGENT_SCALED and e["direction"] == "down":
                 shrunk.touch()
 
     wide = [task(f"w{i}", wait_for_file(grown)) for i in range(16)]
@@ -37,15 +38,15 @@ def test_scales_up_under_load_and_back_down_when_idle(tmp_path):
     assert result.exit_code == 0, result.tasks
     ev = read_events(result)
     check_pool_invariants(ev)
-    ups = [e for e in ev if e["event"] == "agent:scaled" and e["direction"] == "up"]
-    downs = [e for e in ev if e["event"] == "agent:scaled" and e["direction"] == "down"]
+    ups = [e for e in ev if e["event"] == AGENT_SCALED and e["direction"] == "up"]
+    downs = [e for e in ev if e["event"] == AGENT_SCALED and e["direction"] == "down"]
     assert len(ups) == 3, "grew from 1 to the maximum of 4"
     assert downs, "idle agents were retired while the tail task ran"
     assert all(e["agents"] >= 1 for e in downs)
-    running_agents = {e["agent"] for e in ev if e["event"] == "task:started"}
+    running_agents = {e["agent"] for e in ev if e["event"] == TASK_STARTED}
     assert len(running_agents) == 4, "every agent added took a task"
     retired = {e["agent"] for e in downs}
-    exits = {e["agent"] for e in ev if e["event"] == "agent:exited" and e["agent"] in retired}
+    exits = {e["agent"] for e in ev if e["event"] == AGENT_EXITED and e["agent"] in retired}
     assert exits == retired, "every retired agent really exited"
 
 
@@ -58,9 +59,9 @@ def test_memfree_gate_holds_tasks_back(tmp_path):
 
     def on_events(events):
         for e in events:
-            if e["event"] == "status:updated" and e["queue"] == 2 and not holder.get("stopped"):
+            if e["event"] == STATUS_UPDATED and e["queue"] == 2 and not holder.get("stopped"):
                 holder["stopped"] = True
-                holder["run"]._begin_stop("test")
+                holder["run"].begin_stop("test")
 
     rec = Recorder(on_events)
     r = Run(
@@ -70,5 +71,5 @@ def test_memfree_gate_holds_tasks_back(tmp_path):
     )
     holder["run"] = r
     result = r.execute()
-    assert not [e for e in rec.seen if e["event"] == "task:started"]
+    assert not [e for e in rec.seen if e["event"] == TASK_STARTED]
     assert result.summary["interrupted"] == 2

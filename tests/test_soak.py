@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 from helpers import Recorder, check_pool_invariants, read_events, roadmap, task
+from runner.manager.events import (
+    AGENT_EXITED,
+    AGENT_SPAWNED,
+    TASK_FINISHED,
+    TASK_QUEUED,
+    TASK_RESERVED,
+    TASK_STARTED,
+)
 from runner.manager.run import Run, RunOptions
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,9 +34,9 @@ pytestmark = pytest.mark.timeout(300)
 )
 def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path, monkeypatch, chunks):
     if not chunks:
-        import runner.manager.quick
+        import runner.manager.chunk_sizes
 
-        monkeypatch.setattr(runner.manager.quick.QuickCalls, "fits", lambda self, task: False)
+        monkeypatch.setattr(runner.manager.chunk_sizes.ChunkSizes, "fits", lambda self, task: False)
     rng = random.Random(7)
     n = 2000
     ran = tmp_path / "ran"  # each attempt appends "task attempt" (O_APPEND): what really ran, not what was recorded
@@ -40,7 +48,7 @@ def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path, monkeypatch, 
     def on_events(events):
         pool = holder["run"].pool
         for ev in events:
-            if ev["event"] != "task:started":
+            if ev["event"] != TASK_STARTED:
                 continue
             seen["started"] += 1
             if seen["started"] % 50 == rng.randrange(50) and len(kills) < 40:
@@ -60,15 +68,15 @@ def test_2000_tasks_on_16_agents_with_random_agent_kills(tmp_path, monkeypatch, 
     check_pool_invariants(events)
     succeeded = {}
     for ev in events:
-        if ev["event"] == "task:finished" and ev["status"] == "succeeded":
+        if ev["event"] == TASK_FINISHED and ev["status"] == "succeeded":
             succeeded[ev["task"]] = succeeded.get(ev["task"], 0) + 1
     assert len(succeeded) == n and set(succeeded.values()) == {1}
     check_what_really_ran(ran, tmp_path / "s" / "ledger.sqlite", n)
-    exited = {e["agent"] for e in events if e["event"] == "agent:exited" and "SIGKILL" in e["reason"]}
+    exited = {e["agent"] for e in events if e["event"] == AGENT_EXITED and "SIGKILL" in e["reason"]}
     assert exited == set(kills)
-    spawned = [e for e in events if e["event"] == "agent:spawned"]
-    last_finish = max(e["ts"] for e in events if e["event"] == "task:finished")
-    mid_run = [e for e in events if e["event"] == "agent:exited" and "SIGKILL" in e["reason"] and e["ts"] < last_finish]
+    spawned = [e for e in events if e["event"] == AGENT_SPAWNED]
+    last_finish = max(e["ts"] for e in events if e["event"] == TASK_FINISHED)
+    mid_run = [e for e in events if e["event"] == AGENT_EXITED and "SIGKILL" in e["reason"] and e["ts"] < last_finish]
     assert len(spawned) >= 16 + len(mid_run), "every agent that died while work remained is replaced"
 
 
@@ -101,11 +109,11 @@ def test_event_log_of_500_tasks_on_8_agents_is_consistent(tmp_path):
             order.setdefault(ev["task"], []).append(ev["event"])
             times.setdefault(ev["task"], {})[ev["event"]] = ev
     for tid, seq in order.items():
-        assert seq == ["task:queued", "task:reserved", "task:started", "task:finished"], (tid, seq)
+        assert seq == [TASK_QUEUED, TASK_RESERVED, TASK_STARTED, TASK_FINISHED], (tid, seq)
         t = times[tid]
-        gap = t["task:reserved"]["ts"] - t["task:queued"]["ts"]
-        assert abs(t["task:finished"]["wait_s"] - gap) < 0.01
-        assert t["task:queued"]["ts"] <= t["task:reserved"]["ts"] <= t["task:started"]["ts"] <= t["task:finished"]["ts"]
+        gap = t[TASK_RESERVED]["ts"] - t[TASK_QUEUED]["ts"]
+        assert abs(t[TASK_FINISHED]["wait_s"] - gap) < 0.01
+        assert t[TASK_QUEUED]["ts"] <= t[TASK_RESERVED]["ts"] <= t[TASK_STARTED]["ts"] <= t[TASK_FINISHED]["ts"]
     tel = result.summary["telemetry"]
     assert 0 < tel["utilization"] <= 1
     assert set(tel["queue_wait_by_priority"]) == {"low", "medium", "high"}

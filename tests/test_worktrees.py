@@ -288,7 +288,7 @@ def test_history_shows_each_worktree_tasks_branch_and_landed_commit(tmp_path):
 
 
 def test_many_quick_worktree_tasks_are_never_chunked_past_their_worktree(tmp_path):
-    # Quick commands are handed out in chunks (runner.manager.quick); a worktree task must never be,
+    # Quick commands are handed out in chunks (runner.manager.chunk_sizes); a worktree task must never be,
     # or it runs in the roadmap's folder instead of its worktree, and nothing lands.
     n = 100
     tasks = "".join(f"  - id: q{i}\n    command: \"echo {i} > q{i}.txt\"\n" for i in range(n))

@@ -296,8 +296,8 @@ def _workspaces(result, args) -> list[dict]:
     if not (args.workspace or roadmap.settings.get("workspace") or (roadmap.defaults or {}).get("workspace")
             or any(t.command is None and t.call is None or t.meta and not _CODING_KEYS.isdisjoint(t.meta) for t in roadmap.tasks)):
         return []  # plain commands and callables only: no workspace to describe (and the coding layer is not imported)
-    from runner.manager.interface import RunOptions
-    from runner.manager.landing import workspace_plan
+    from runner.manager.options import RunOptions
+    from runner.manager.landing_queue import workspace_plan
 
     options = RunOptions(
         workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),

@@ -22,6 +22,14 @@ import time
 
 from runner.cli.board import Progress, board_lines, fit, fmt_eta  # noqa: F401 - board_lines, fmt_eta: the display's API
 from runner.cli.terminal import fmt_duration, one_line, visible  # noqa: F401 - fmt_duration: part of the display's API
+from runner.manager.events import (
+    AGENT_EXITED,
+    AGENT_SPAWNED,
+    TASK_FINISHED,
+    TASK_RETRY,
+    TASK_SKIPPED,
+    TASK_STARTED,
+)
 from runner.manager.pool import Pool
 from runner.manager.run import Reporter, RunResult
 
@@ -90,7 +98,7 @@ class Display(Reporter):
         name = ev.get("event")
         task = _clean(str(ev.get("task")))
         where = f"{task} on {ev.get('agent')}"
-        if name == "task:finished":
+        if name == TASK_FINISHED:
             status = ev.get("status")
             if status == "succeeded":
                 if self.live:
@@ -113,23 +121,23 @@ class Display(Reporter):
             if (ev["task"], ev.get("attempt")) in retries:
                 return f"fail  {where}: {what} (attempt {ev.get('attempt')}, will retry){log}"
             return f"FAIL  {where}: {what}{log}"
-        if name == "task:retry" and str(ev.get("reason")).startswith("checks passed"):
+        if name == TASK_RETRY and str(ev.get("reason")).startswith("checks passed"):
             return None  # the `check` line said it
-        if name == "task:retry":
+        if name == TASK_RETRY:
             delay = ev.get("delay_s") or 0
             when = f"in {delay:g}s" if delay else "now"
             return f"retry {task}: attempt {(ev.get('attempt') or 0) + 1} {when} ({_clean(str(ev.get('reason')))})"
-        if name == "task:skipped":
+        if name == TASK_SKIPPED:
             return f"skip  {task}: {_clean(str(ev.get('reason')))}"
-        if name == "agent:exited":
+        if name == AGENT_EXITED:
             if ev.get("reason") == "exit code 0":  # stopped at the end of the run, or retired
                 return None
             return f"agent {ev.get('agent')} exited ({ev.get('reason')})"
         if self.live:
             return None
-        if name == "task:started":
+        if name == TASK_STARTED:
             return f"start {where} (attempt {ev.get('attempt')})"
-        if name == "agent:spawned" and self.progress.first_start is not None:
+        if name == AGENT_SPAWNED and self.progress.first_start is not None:
             pid = f" (pid {ev['pid']})" if ev.get("pid") else ""
             return f"agent {ev.get('agent')} started{pid}"
         return None

@@ -21,6 +21,7 @@ from runner.cli.charts import cls, esc, fmt_s, gantt, queue_chart
 from runner.cli.outcomes import severity
 from runner.cli.timeline import Span, agent_order, attempts, busy_series, details, queue_series
 from runner.cli.trace import trace_events, write_trace  # noqa: F401 - the report's module also writes the trace
+from runner.manager.events import RUN_FINISHED, RUN_STARTED
 from runner.roadmap.writeback import atomic_write
 
 _PRIORITY_ORDER = ("critical", "high", "medium", "low")
@@ -39,9 +40,9 @@ def render_report(events: list[dict], summary: dict, tasks: list[dict], base_dir
     t0 = min((e["ts"] for e in events), default=0.0)
     t1 = max([e["ts"] for e in events] + [s.end for s in spans], default=t0)
     span_s = max(t1 - t0, 1e-6)
-    runs = [e.get("run") for e in events if e.get("event") == "run:started"]
+    runs = [e.get("run") for e in events if e.get("event") == RUN_STARTED]
     run_label = ", ".join(str(r) for r in runs) or str(summary.get("run_id", "?"))
-    ended = any(e.get("event") == "run:finished" for e in events)
+    ended = any(e.get("event") == RUN_FINISHED for e in events)
     status = str(summary.get("status") or ("?" if ended else "unfinished"))
     counts = _counts(tasks, summary)
     parts = [

@@ -14,6 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from runner.manager.events import (
+    AGENT_SPAWNED,
+    QUEUE_UPDATED,
+    RUN_STARTED,
+    STATUS_UPDATED,
+    TASK_FINISHED,
+    TASK_RESERVED,
+    TASK_STARTED,
+)
+
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 
 
@@ -58,18 +68,18 @@ def attempts(events: list[dict]) -> list[Span]:
     last_ts = max((e.get("ts", 0.0) for e in events), default=0.0)
     for ev in events:
         name = ev.get("event")
-        if name == "run:started":
+        if name == RUN_STARTED:
             run += 1
             continue
-        if name not in ("task:reserved", "task:started", "task:finished"):
+        if name not in (TASK_RESERVED, TASK_STARTED, TASK_FINISHED):
             continue
         key = (run, str(ev.get("task")), int(ev.get("attempt") or 0))
         info = open_.setdefault(key, {})
-        if name == "task:reserved":
+        if name == TASK_RESERVED:
             info["reserved"] = ev["ts"]
             info["agent"] = ev.get("agent")
             info["wait_s"] = ev.get("wait_s")
-        elif name == "task:started":
+        elif name == TASK_STARTED:
             info["start"] = ev["ts"]
             info["agent"] = ev.get("agent") or info.get("agent")
         else:
@@ -131,7 +141,7 @@ def agent_order(events: list[dict], spans: list[Span]) -> list[str]:
     """Agents as the board lists them: orchestrators, workers, critics, others; by number within a role."""
     roles: dict[str, str] = {}
     for ev in events:
-        if ev.get("event") == "agent:spawned" and ev.get("agent"):
+        if ev.get("event") == AGENT_SPAWNED and ev.get("agent"):
             roles.setdefault(str(ev["agent"]), str(ev.get("role") or ""))
     for s in spans:
         roles.setdefault(s.agent, s.agent.rsplit("-", 1)[0])
@@ -146,11 +156,11 @@ def agent_order(events: list[dict], spans: list[Span]) -> list[str]:
 
 def queue_series(events: list[dict]) -> list[tuple[float, int]]:
     """(time, queue length): from queue:updated, or status:updated when a log has none."""
-    points = [(e["ts"], int(e.get("length") or 0)) for e in events if e.get("event") == "queue:updated"]
+    points = [(e["ts"], int(e.get("length") or 0)) for e in events if e.get("event") == QUEUE_UPDATED]
     if not points:
-        points = [(e["ts"], int(e.get("queue") or 0)) for e in events if e.get("event") == "status:updated"]
+        points = [(e["ts"], int(e.get("queue") or 0)) for e in events if e.get("event") == STATUS_UPDATED]
     return points
 
 
 def busy_series(events: list[dict]) -> list[tuple[float, int]]:
-    return [(e["ts"], int(e.get("busy") or 0)) for e in events if e.get("event") == "status:updated"]
+    return [(e["ts"], int(e.get("busy") or 0)) for e in events if e.get("event") == STATUS_UPDATED]

@@ -1,7 +1,7 @@
 """Agent-CLI accounts of a run: limits that pause an account, stops, sessions, tokens, cost and budgets.
 
-Part of runner.manager.run.Run (a mixin). An agent-CLI attempt's TaskResult carries `cli` (see
-runner.agents.cli_attempt); from it:
+A component of the run (runner.manager.components). An agent-CLI attempt's TaskResult carries `cli`
+(see runner.agents.cli_attempt), the worker's and the critic's alike; from it:
 
     failure class     what the run does
     rate_limited      the task is requeued, not counted; that agent backs off (the scheduler's cool-down)
@@ -23,12 +23,15 @@ from __future__ import annotations
 import os
 import time
 
-from runner.errors import EXIT_LOCKED, EXIT_OK, EXIT_TASK_FAILED
-from runner.model import Outcome, Task
+from runner.agents.messages import TaskResult
+from runner.errors import EXIT_LIMITED
+from runner.manager import events as ev
+from runner.manager.components import Component
+from runner.manager.exits import Ending
+from runner.model import Task
 
 MAX_WAIT_S = 2 * 3600.0  # --max-wait default: a longer usage-limit pause ends the run (exit 75)
 DEFAULT_PAUSE_S = 3600.0  # a usage limit that named no reset time
-EXIT_LIMITED = EXIT_LOCKED  # 75, EX_TEMPFAIL: cron comes back later
 _HOME_VAR = {"codex-json": "CODEX_HOME", "claude-json": "CLAUDE_CONFIG_DIR"}
 _FIX = {
     "auth_failed": {
@@ -65,71 +68,92 @@ def _add(total: dict, usage, cost: float | None, estimated: bool) -> None:
         total["cost_estimated"] = total.get("cost_estimated", False) or estimated
 
 
-class Accounts:
-    """Limits, stops, sessions and spend of agent-CLI attempts (mixed into Run)."""
+class Accounts(Component):
+    """Limits, stops, sessions, spend and models of agent-CLI attempts."""
 
-    def _init_accounts(self) -> None:
-        self._sessions: dict[str, tuple[str, str]] = {}  # task id -> (session id, account) of its last attempt
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.sessions: dict[str, tuple[str, str]] = {}  # task id -> (session id, account) of its worker's last attempt
         self._affinity: dict[tuple[str, str], str] = {}  # (affinity key, agent id) -> session id
-        self._reported: dict[str, tuple] = {}  # (output.Usage, cost)  # session -> last totals it reported
-        self._usage: dict[str, dict] = {}  # task id -> tokens and cost over its attempts
-        self._total_usage: dict = {}
+        self._reported: dict[str, tuple] = {}  # session -> (output.Usage, cost): the last totals it reported
+        self._usage: dict[str, dict] = {}  # task id -> tokens and cost over its attempts (worker's and critic's)
+        self._total_usage: dict = {}  # tokens and cost over every attempt of the run: what --budget counts
         self._cli_rows: dict[tuple[str, int], dict] = {}  # (task, attempt) -> ledger fields, until recorded
         self._denied: dict[str, list[str]] = {}  # task id -> tools the CLI refused
         self._last_failure: dict[str, str | None] = {}  # task id -> its last attempt's failure class
         self._paused: dict[str, float] = {}  # account -> epoch time its usage limit lifts
-        self._paused_why: dict[str, str] = {}
-        self._stop_code: int | None = None  # the exit code a limit, an auth failure or the budget stops with
-        settings = getattr(self.roadmap, "settings", {}) or {}
-        budget = self.opt.budget if getattr(self.opt, "budget", None) is not None else settings.get("budget")
+        self._models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
+        self._reviews: set[tuple[str, int]] = set()  # (task, attempt) of critics' attempts: their sessions are their own
+        self._stopped_by: str | None = None  # what stopped the hand-out: usage_limited, auth_failed, setup_failed, budget
+        budget = ctx.opt.budget if ctx.opt.budget is not None else (ctx.roadmap.settings or {}).get("budget")
         self.budget = float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
-        self.max_wait = getattr(self.opt, "max_wait", None)
-        if self.max_wait is None:
-            self.max_wait = MAX_WAIT_S
+        self.max_wait = ctx.opt.max_wait if ctx.opt.max_wait is not None else MAX_WAIT_S
 
     # -- which account an agent uses -------------------------------------------------------------------
 
     def _account_of(self, agent_id: str) -> str:
-        ex = self.executor
+        ex = self.ctx.executor
         if ex is None:
             return ""
         if not ex.accounts:
             return ex.program
-        row = self.pool.agents.get(agent_id)
-        order = sorted(self.pool.agents) if row is not None else [agent_id]
+        agents = self.ctx.pool.agents
+        order = sorted(agents) if agent_id in agents else [agent_id]
         index = order.index(agent_id) if agent_id in order else 0
         return ex.accounts[index % len(ex.accounts)]
 
-    def _cli_message(self, task: Task, role: str, agent_id: str, attempt: int, feedback: str) -> dict:
+    def cli_message(self, task: Task, role: str, agent_id: str, attempt: int, feedback: str) -> dict:
         """The TaskMessage fields of an agent-CLI attempt: argv (resuming a session), env, output."""
-        ex = self.executor
+        ex = self.ctx.executor
         account = self._account_of(agent_id)
         session = None
         if task.meta.get("session") != "fresh" and ex.output in _HOME_VAR:
-            kept = self._sessions.get(task.id)
+            kept = self.sessions.get(task.id)
             if kept is not None and kept[1] == account and attempt > 1:
                 session = kept[0]
             elif task.affinity:
                 session = self._affinity.get((task.affinity, agent_id))
         prompt = None
-        if session is not None and session == (self._sessions.get(task.id) or ("",))[0]:
+        if session is not None and session == (self.sessions.get(task.id) or ("",))[0]:
             prompt = feedback or None  # a retry: the feedback is the new turn; the earlier turns are in the session
         argv = executors_module().build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
-        env = {}
-        if ex.accounts and ex.output in _HOME_VAR:
-            env[_HOME_VAR[ex.output]] = account
-        return {"command": argv, "env": env, "output": ex.output, "stall_timeout": ex.stall_timeout}
+        return {"command": argv, "env": self.account_env(agent_id), "output": ex.output, "stall_timeout": ex.stall_timeout}
+
+    def account_env(self, agent_id: str) -> dict:
+        """The environment that points the CLI at the agent's account (its CODEX_HOME / CLAUDE_CONFIG_DIR)."""
+        ex = self.ctx.executor
+        if ex is not None and ex.accounts and ex.output in _HOME_VAR:
+            return {_HOME_VAR[ex.output]: self._account_of(agent_id)}
+        return {}
+
+    def note_model(self, task: Task, role: str, attempt: int, review: bool = False) -> None:
+        """The model an agent-CLI attempt's argv names (`escalate:`), for its event and its task's row."""
+        ex = self.ctx.executor
+        if ex is not None and (review or (task.command is None and task.call is None)):
+            self._models[(task.id, attempt)] = executors_module().model_of(task, role, ex, attempt)
+        if review:
+            self._reviews.add((task.id, attempt))
+
+    def event_fields(self, task_id: str, attempt: int) -> dict:
+        model = self._models.get((task_id, attempt))
+        return {"model": model} if model else {}
 
     # -- an attempt's result ---------------------------------------------------------------------------
 
-    def _cli_result(self, agent_id: str, msg) -> None:
+    def on_result(self, agent_id: str, result) -> bool:
+        if isinstance(result, TaskResult) and result.cli is not None:
+            self._cli_result(agent_id, result)  # every attempt's spend, the worker's and the critic's
+        return False
+
+    def _cli_result(self, agent_id: str, msg: TaskResult) -> None:
+        """An agent-CLI attempt ended: spend, session, and what its failure class means for the run."""
         # lazily: a run of plain commands never reads a CLI's output (~6 ms of start-up)
         from runner.coding.output import CliResult, Usage, attempt_cost, attempt_usage
         from runner.coding.pricing import with_cost
 
-        """An agent-CLI attempt ended: spend, session, and what its failure class means for the run."""
+        ctx = self.ctx
         cli = msg.cli
-        task = self.tasks[msg.task_id]
+        task = ctx.tasks[msg.task_id]
         account = self._account_of(agent_id)
         session = cli.get("session_id")
         result = CliResult(format=cli.get("format", "text"), session_id=session, usage=Usage(**cli["usage"]),
@@ -139,17 +163,19 @@ class Accounts:
         usage = attempt_usage(result, before[0] if before else None)
         cost = attempt_cost(result, before[1] if before else None)
         estimated = False
-        if cost is None and self.executor.prices:
-            model = cli.get("model") or executors_module().task_fields(task, "worker", self.executor)["model"]
-            priced = with_cost(result, usage, model, self.executor.prices)
+        if cost is None and ctx.executor.prices:
+            model = cli.get("model") or executors_module().task_fields(task, "worker", ctx.executor)["model"]
+            priced = with_cost(result, usage, model, ctx.executor.prices)
             cost, estimated = priced.cost_usd, priced.cost_estimated
         if session:
             totals = result.usage if result.usage else (before[0] if before else Usage())
             self._reported[session] = (totals, result.cost_usd if result.cost_usd is not None else (before or (0, None))[1])
-            if cli.get("drop_session"):
-                self._sessions.pop(msg.task_id, None)
+            if (msg.task_id, msg.attempt) in self._reviews:
+                pass  # the critic's session is its own (recorded with its attempt): the rework resumes the worker's
+            elif cli.get("drop_session"):
+                self.sessions.pop(msg.task_id, None)
             else:
-                self._sessions[msg.task_id] = (session, account)
+                self.sessions[msg.task_id] = (session, account)
                 if task.affinity:
                     self._affinity[(task.affinity, agent_id)] = session
         _add(self._usage.setdefault(msg.task_id, {}), usage, cost, estimated)
@@ -160,107 +186,101 @@ class Accounts:
             "session_id": session, "model": cli.get("model"), "usage": usage.as_dict(), "cost_usd": cost,
             "cost_estimated": estimated, "failure": cli.get("failure"), "num_turns": cli.get("num_turns"),
         }
-        self._emit("task:usage", task=msg.task_id, attempt=msg.attempt, agent=agent_id, session=session,
-                   usage=usage.as_dict(), cost_usd=cost, cost_estimated=estimated, failure=cli.get("failure"))
+        ctx.emit(ev.TASK_USAGE, task=msg.task_id, attempt=msg.attempt, agent=agent_id, session=session,
+                 usage=usage.as_dict(), cost_usd=cost, cost_estimated=estimated, failure=cli.get("failure"))
         failure = cli.get("failure")
         self._last_failure[msg.task_id] = failure
         if failure in ("auth_failed", "setup_failed"):
             self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id)
         elif failure == "usage_limited":
             self._pause(account, cli.get("reset_at"), cli.get("reason") or "usage limit")
-        if self.budget is not None and self._stop_code is None and self._total_usage.get("cost_usd", 0) >= self.budget:
+        if self.budget is not None and self._stopped_by is None and self._total_usage.get("cost_usd", 0) >= self.budget:
             spent = self._total_usage["cost_usd"]
-            self.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
-                                  "running ones finish")
-            self._stop_code = EXIT_TASK_FAILED
-            self.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
+            ctx.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
+                                 "running ones finish")
+            self._stopped_by = "budget"
+            ctx.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
 
-    def _sched_outcome(self, outcome: Outcome, msg) -> Outcome:
-        """The outcome the scheduler sees: a usage limit or a stall is requeued like a rate limit."""
-        if outcome is Outcome.USAGE_LIMITED:
-            return Outcome.RATE_LIMITED
-        if outcome is Outcome.TIMED_OUT and (msg.cli or {}).get("failure") == "stalled":
-            return Outcome.RATE_LIMITED
-        if outcome is Outcome.AUTH_FAILED:
-            return Outcome.FAILED
-        return outcome
+    def attempt_fields(self, task_id: str, attempt: int) -> dict:
+        return self._cli_rows.pop((task_id, attempt), {})
 
     def _stop_for(self, failure: str, reason: str, task_id: str) -> None:
-        if self._stop_code is not None:
+        if self._stopped_by is not None:
             return
-        ex = self.executor
+        ex = self.ctx.executor
         fixes = _FIX[failure]
         fix = fixes.get(ex.output or "", fixes.get("", "")) or fixes.get("", "")
         if failure == "auth_failed" and not fix:
             fix = "log the CLI in, or set its API key"
         name = ex.source or ex.program
-        self.reporter.message(f"error: executor {name} ({ex.program}): {failure.replace('_', ' ')} on task {task_id}: "
-                              f"{reason}; {fix}. No further task is started.")
-        self._stop_code = EXIT_TASK_FAILED
-        self.sched.stop(f"not started: executor {name} {failure.replace('_', ' ')}")
+        self.ctx.reporter.message(f"error: executor {name} ({ex.program}): {failure.replace('_', ' ')} on task {task_id}: "
+                                  f"{reason}; {fix}. No further task is started.")
+        self._stopped_by = failure
+        self.ctx.sched.stop(f"not started: executor {name} {failure.replace('_', ' ')}")
 
     def _pause(self, account: str, reset_at: float | None, reason: str) -> None:
+        ctx = self.ctx
         wall = time.time()
         until = reset_at if reset_at and reset_at > wall else wall + DEFAULT_PAUSE_S
         self._paused[account] = max(until, self._paused.get(account, 0.0))
-        self._paused_why[account] = reason
         at = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self._paused[account]))
-        if self._paused[account] - wall > self.max_wait and self._stop_code is None:
-            self.reporter.message(f"usage limit of {account}: resets at {at}, beyond --max-wait "
-                                  f"{self.max_wait:g}s; stopping (exit {EXIT_LIMITED}); run again with --resume then")
-            self._stop_code = EXIT_LIMITED
-            self.limit_reset_at = self._paused[account]
-            self.sched.stop(f"not started: usage limit until {at}")
+        if self._paused[account] - wall > self.max_wait and self._stopped_by is None:
+            ctx.reporter.message(f"usage limit of {account}: resets at {at}, beyond --max-wait "
+                                 f"{self.max_wait:g}s; stopping (exit {EXIT_LIMITED}); run again with --resume then")
+            self._stopped_by = "usage_limited"
+            ctx.sched.stop(f"not started: usage limit until {at}")
             return
-        self.reporter.message(f"usage limit of {account}: its agents pause until {at} ({reason})")
-        self._emit("account:paused", account=account, until=self._paused[account], reason=reason)
-        self._hold_paused(time.monotonic())
+        ctx.reporter.message(f"usage limit of {account}: its agents pause until {at} ({reason})")
+        ctx.emit(ev.ACCOUNT_PAUSED, account=account, until=self._paused[account], reason=reason)
+        self.hold_paused(time.monotonic())
 
-    def _hold_paused(self, now: float) -> None:
+    def hold_paused(self, now: float) -> None:
         """Idle agents of a paused account take no task until it lifts (called before each hand-out)."""
         if not self._paused:
             return
+        ctx = self.ctx
         wall = time.time()
         for account, until in list(self._paused.items()):
             if until <= wall:
                 del self._paused[account]
-                self._emit("account:resumed", account=account)
+                ctx.emit(ev.ACCOUNT_RESUMED, account=account)
                 continue
-            for row in self.pool.idle():
+            for row in ctx.pool.idle():
                 if self._account_of(row.id) == account:
-                    self.pool.set_state(row.id, "cooling")
-                    self._cooling[row.id] = now + (until - wall)
+                    ctx.pool.set_state(row.id, "cooling")
+                    ctx.cooling[row.id] = now + (until - wall)
 
-    def _pause_timers(self, now: float) -> list[float]:
+    def timers(self, now: float) -> list[float]:
         wall = time.time()
         return [now + until - wall for until in self._paused.values() if until > wall]  # a past one: no busy loop
 
     # -- the end ---------------------------------------------------------------------------------------
 
-    def _cli_fields(self, task_id: str, attempt: int) -> dict:
-        return self._cli_rows.pop((task_id, attempt), {})
+    def ending(self) -> Ending:
+        if self._stopped_by is None:
+            return Ending()
+        if self._stopped_by == "usage_limited":
+            return Ending(usage_limited=True)
+        return Ending(failed=True)
 
-    def _spend_summary(self, rows: list[dict], summary: dict) -> None:
-        for row in rows:
-            if row["task"] in self._usage:
-                row["usage"] = dict(self._usage[row["task"]])
-            if row["status"] == "failed" and self._last_failure.get(row["task"]) in ("auth_failed", "setup_failed"):
-                row["status"] = self._last_failure[row["task"]]
-            if row["task"] in self._denied:
-                row["permission_denials"] = sorted(set(self._denied[row["task"]]))
+    def task_row(self, task_id: str, row: dict) -> None:
+        if task_id in self._usage:
+            row["usage"] = dict(self._usage[task_id])
+        if row["status"] == "failed" and self._last_failure.get(task_id) in ("auth_failed", "setup_failed"):
+            row["status"] = self._last_failure[task_id]
+        if task_id in self._denied:
+            row["permission_denials"] = sorted(set(self._denied[task_id]))
+        models = [self._models.get((task_id, n)) for n in range(1, row["attempts"] + 1)]
+        if any(models):
+            row["models"] = models
+
+    def summary(self, summary: dict) -> None:
         if self._total_usage:
             summary["usage"] = dict(self._total_usage)
         if self.budget is not None:
             summary["budget_usd"] = self.budget
         if self._paused:
-            summary["paused"] = {a: u for a, u in self._paused.items()}
-
-    def _limits_exit(self, code: int, status: str) -> tuple[int, str]:
-        if self._stop_code is None or code not in (EXIT_OK, EXIT_TASK_FAILED):
-            return code, status
-        if self._stop_code == EXIT_LIMITED:
-            return EXIT_LIMITED, "interrupted"
-        return self._stop_code, "failed"
+            summary["paused"] = dict(self._paused)
 
 
 def program_problems(executor) -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field, replace
 
-from runner.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORD_FAILED, EXIT_TASK_FAILED, EXIT_TERMINATED, EXIT_USAGE, Problem
+from runner.errors import Problem
+from runner.manager.exits import Ending, decide
 from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
 
@@ -63,6 +64,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
     failed_in_loop: dict[str, str] = {}
     iteration = 0
     stop_reason = ""
+    ending = Ending()  # over every batch so far
     while True:
         iteration += 1
         if iteration > 1:
@@ -71,7 +73,8 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
                 for p in loaded.errors:
                     reporter.message(f"error: {p}")
                 reporter.message(f"the roadmap became invalid after batch {iteration - 1}; stopping the loop")
-                return LoopResult(EXIT_USAGE, batches, loaded.errors, "invalid roadmap")
+                ending = ending.merge(Ending(invalid_roadmap=True))
+                return LoopResult(decide(ending), batches, loaded.errors, "invalid roadmap")
         roadmap = loaded.roadmap
         blocked = dict(getattr(loaded, "blocked", {}) or {})
         for task_id, why in failed_in_loop.items():
@@ -93,19 +96,21 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
                 done_in_loop.add(row["task"])
             elif row["status"] in ("failed", "timed_out", "agent_died"):
                 failed_in_loop[row["task"]] = f"failed in batch {iteration} (run {result.run_id})"
-        if result.exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
-            return LoopResult(result.exit_code, batches, stop_reason="interrupted")
-        if result.exit_code == EXIT_RECORD_FAILED:  # the ledger or an events file cannot be written
-            return LoopResult(result.exit_code, batches, stop_reason="the run's record cannot be written")
+        ending = ending.merge(result.ending)
+        if result.ending.signal is not None:
+            return LoopResult(decide(ending), batches, stop_reason="interrupted")
+        if result.ending.record_failed:  # the ledger or an events file cannot be written
+            return LoopResult(decide(ending), batches, stop_reason="the run's record cannot be written")
+        if result.ending.usage_limited:  # the next batch would meet the same limit
+            return LoopResult(decide(ending), batches, stop_reason="usage limit beyond --max-wait")
         if plan.iterations and iteration >= plan.iterations:
             break
         if plan.interval > 0:
             sig = _pause(plan.interval)
             if sig is not None:
-                code = EXIT_INTERRUPTED if sig == signal.SIGINT else EXIT_TERMINATED
-                return LoopResult(code, batches, stop_reason="interrupted between batches")
-    failed = any(b.exit_code == EXIT_TASK_FAILED for b in batches)
-    return LoopResult(EXIT_TASK_FAILED if failed else EXIT_OK, batches, stop_reason=stop_reason)
+                ending = ending.merge(Ending(signal=sig))
+                return LoopResult(decide(ending), batches, stop_reason="interrupted between batches")
+    return LoopResult(decide(ending), batches, stop_reason=stop_reason)
 
 
 def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str]):

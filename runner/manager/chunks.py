@@ -1,7 +1,8 @@
-"""Chunks of quick tasks in the manager: a chunk held, given back in part, and its results recorded.
+"""Chunks of quick tasks: handed out several at a time under one reservation, given back in part, recorded.
 
-Part of runner.manager.run.Run (a mixin). Which tasks are quick, and how many make a chunk, is
-runner.manager.quick; this is the bookkeeping of a chunk once it is handed out.
+A component of the run (runner.manager.components). Which tasks are quick, and how many make a
+chunk, is runner.manager.chunk_sizes (pure); this is the bookkeeping of a chunk once handed out.
+Only the local backend chunks: a Ray actor's round trip is not worth saving this way.
 """
 
 from __future__ import annotations
@@ -9,26 +10,69 @@ from __future__ import annotations
 import logging
 import time
 
-from runner.agents.backend import AgentGone
-from runner.agents.messages import BatchResult, TaskResult
+from runner.agents.messages import BatchResult, ChunkReturn, TaskResult
+from runner.manager import events as ev
+from runner.manager.chunk_sizes import ChunkSizes
+from runner.manager.components import Component
 from runner.model import Outcome
 
 log = logging.getLogger(__name__)
 
 
-class Chunks:
-    """A chunk's give-back and results (mixed into Run)."""
+class Chunks(Component):
+    """Chunks of quick tasks, from hand-out to their recorded results."""
+
+    def __init__(self, ctx, gate, returned):
+        self.ctx = ctx
+        self.gate = gate  # the run's can_start: a chunk's later tasks pass the same gate as its head
+        self.returned = returned  # the run's: tell every component a task went back unstarted
+        self.sizes = ChunkSizes()  # each function's (or program's) speed, the next chunk's size
+        self.held: dict[str, list[str]] = {}  # agent id -> task ids of the chunk it holds, in order
+        self.on = False  # the backend is local (set by start)
+
+    def start(self) -> None:
+        self.on = self.ctx.backend.name == "local"
+
+    def _fits(self, task) -> bool:  # a worktree, checks or files: an attempt of its own
+        return task.id not in self.ctx.ws and self.sizes.fits(task)
+
+    def chunk(self, agent, task, now: float) -> list:
+        if not self.on or not self._fits(task):
+            return []
+        ctx = self.ctx
+        more: list = []
+        limit = self.sizes.size(task, ctx.sched.queue_length() + 1, len(ctx.pool.agents))
+        while len(more) + 1 < limit:
+            nxt = ctx.sched.assign_more(agent, now, self._fits, self.gate)
+            if nxt is None:
+                break
+            more.append(nxt)
+        if more:
+            self.held[agent.id] = [task.id] + [t.id for t in more]
+        return more
+
+    def on_result(self, agent_id: str, result) -> bool:
+        if isinstance(result, TaskResult):
+            self._observe(result)
+            return False
+        if isinstance(result, BatchResult):
+            self._chunk_done(agent_id, result)
+            return True
+        if isinstance(result, ChunkReturn):
+            self._returned(agent_id, result.task_ids)
+            return True
+        return False
 
     def _observe(self, res: TaskResult) -> None:
         """How long a task took, for judging which tasks are quick enough to chunk."""
         if res.outcome == Outcome.SUCCEEDED.value:
-            key = self._quick.key(self.tasks[res.task_id])
+            key = self.sizes.key(self.ctx.tasks[res.task_id])
             if key is not None:
-                self._quick.observe(key, res.end - res.start)
+                self.sizes.observe(key, res.end - res.start)
 
-    def _chunk_returned(self, agent_id: str, task_ids: tuple[str, ...]) -> None:
+    def _returned(self, agent_id: str, task_ids: tuple[str, ...]) -> None:
         """An agent gave back the unstarted tail of its chunk: those tasks are queued again, uncounted."""
-        held = self._chunks.get(agent_id)
+        held = self.held.get(agent_id)
         n = len(task_ids)
         if not held or n >= len(held) or tuple(held[-n:]) != tuple(task_ids):
             log.warning("agent %s gave back tasks it does not hold at the end of a chunk; ignored", agent_id)
@@ -38,58 +82,69 @@ class Chunks:
 
     def _give_back(self, agent_id: str, task_ids: list[str], why: str) -> None:
         """Tasks of a chunk that will not run there go back to the queue (uncounted: not an attempt)."""
+        ctx = self.ctx
         now = time.monotonic()
         for task_id in task_ids:
-            rec = self._records.pop((task_id, self.sched.next_attempt(task_id)), None)
+            rec = ctx.records.pop((task_id, ctx.sched.next_attempt(task_id)), None)
             if rec is not None and rec.get("reserved") is not None:  # the chunk's head: its reservation ends here
-                self._emit("task:returned", task=task_id, agent=agent_id, reason=why)
-            self.sched.unassign(task_id, now)
-        self._emit("chunk:returned", agent=agent_id, tasks=len(task_ids), reason=why)
+                ctx.emit(ev.TASK_RETURNED, task=task_id, agent=agent_id, reason=why)
+            ctx.sched.unassign(task_id, now)
+            self.returned(task_id)
+        ctx.emit(ev.CHUNK_RETURNED, agent=agent_id, tasks=len(task_ids), reason=why)
 
-    def _batch_done(self, agent_id: str, batch: BatchResult) -> None:
-        """A chunk of quick callables is back: record each as if the agent had held them one by one."""
-        ids = self._chunks.pop(agent_id, None)
-        if ids is None or [r.task_id for r in batch.results] != ids or self.pool.reservations.get(agent_id) != ids[0]:
+    def _chunk_done(self, agent_id: str, done: BatchResult) -> None:
+        """A chunk is back: record each task as if the agent had held them one by one."""
+        ids = self.held.pop(agent_id, None)
+        if ids is None or [r.task_id for r in done.results] != ids or self.ctx.pool.reservations.get(agent_id) != ids[0]:
             log.warning("agent %s reported a chunk it does not hold; ignored", agent_id)
             return
-        self.pool.release(agent_id)
-        self._record_chunk(agent_id, batch.results)
+        self.ctx.pool.release(agent_id)
+        self._record(agent_id, done.results)
 
-    def _salvage(self, agent_id: str, gone: AgentGone) -> int | None:
-        """A dead agent's chunk: record the tasks it finished but never reported, so they never run again.
+    def on_agent_gone(self, agent_id: str, gone) -> list[str] | None:
+        """A dead agent's chunk: what it finished is recorded (never run again), the rest not lost is given back.
 
-        Returns the position, in what it still holds, of the task it was on (the one lost to its death).
+        Returns the one task lost to its death ([] when it died after its last task), or None: no chunk.
         """
-        held = self._chunks.get(agent_id)
-        if not held or not gone.results:
-            return gone.position
-        done = list(gone.results)
-        if [r.task_id for r in done] != held[: len(done)] or self.pool.reservations.get(agent_id) != held[0]:
-            log.warning("agent %s died holding results of a chunk it does not hold; ignored", agent_id)
-            return gone.position
-        self._record_chunk(agent_id, done)
-        del held[: len(done)]
-        if not held:  # it died after its last task, before reporting the chunk: nothing is lost
-            del self._chunks[agent_id]
-            self.pool.release(agent_id)
+        held = self.held.get(agent_id)
+        if not held:
             return None
-        return 0
+        position = gone.position
+        done = list(gone.results or ())
+        if done and ([r.task_id for r in done] != held[: len(done)] or self.ctx.pool.reservations.get(agent_id) != held[0]):
+            log.warning("agent %s died holding results of a chunk it does not hold; ignored", agent_id)
+            done = []
+        if done:
+            self._record(agent_id, done)
+            del held[: len(done)]
+            position = 0
+            if not held:  # it died after its last task, before reporting the chunk: nothing is lost
+                del self.held[agent_id]
+                self.ctx.pool.release(agent_id)
+                return []
+        del self.held[agent_id]
+        if len(held) == 1:
+            return held
+        # Of a chunk, only the task the agent was on is lost to its death; the others (done but not
+        # reported, or not started) go back to the queue uncounted.
+        lost = held[position] if position is not None and 0 <= position < len(held) else held[0]
+        self._give_back(agent_id, [t for t in held if t != lost], why=f"agent {agent_id} died")
+        return [lost]
 
-    def _record_chunk(self, agent_id: str, results) -> None:
+    def _record(self, agent_id: str, results) -> None:
         """Record a chunk's results in order, as if the agent had held its tasks one by one."""
+        ctx = self.ctx
         previous_end = None
         for res in results:
-            rec = self._records.get((res.task_id, res.attempt))
+            rec = ctx.records.get((res.task_id, res.attempt))
             if rec is not None and previous_end is not None:
                 rec["reserved"] = previous_end
                 queued = rec.get("queued") or previous_end
-                self._emit(
-                    "task:reserved", ts=previous_end, task=res.task_id, agent=agent_id, attempt=res.attempt,
-                    wait_s=round(max(0.0, previous_end - queued), 6),
-                )
+                ctx.emit(ev.TASK_RESERVED, ts=previous_end, task=res.task_id, agent=agent_id, attempt=res.attempt,
+                         wait_s=round(max(0.0, previous_end - queued), 6))  # fmt: skip
             if rec is not None:
                 rec["start"] = res.start
-            self._emit("task:started", ts=res.start, task=res.task_id, agent=agent_id, attempt=res.attempt, pid=None)
+            ctx.emit(ev.TASK_STARTED, ts=res.start, task=res.task_id, agent=agent_id, attempt=res.attempt, pid=None)
             self._observe(res)
-            self._outcome(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
+            ctx.outcomes.record(agent_id, res.task_id, res.attempt, Outcome(res.outcome), res)
             previous_end = res.end

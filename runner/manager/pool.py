@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from runner.manager.scheduler import InvariantError
+from runner.errors import InvariantError
 
 
 @dataclass

@@ -6,7 +6,7 @@ one agent (affinity: the agent its key was last handed to), or one role (routing
 critic for a review task, the orchestrator for a complex one). A held task moves to `_ANY` when its
 wait runs out (a timer). Keys carry the priority and the aging steps; stale heap entries are skipped.
 
-Reviews (runner.manager.review drives them): a task whose work waits for its critic is queued again as
+Reviews (runner.manager.review_rounds drives them): a task whose work waits for its critic is queued again as
 a review attempt, which prefers a critic (any agent after `route_wait` when none is idle, at once when
 the pool has none); a rejected task is queued for rework by any agent but a critic (`_NOT_CRITIC`),
 unless the pool has only critics; after `review_rounds` rejections it fails as needs_improvement.
@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from runner.errors import InvariantError  # noqa: F401 - raised by the scheduler, re-exported
 from runner.model import Complexity, Outcome, Priority, Task, TaskState
 
 _REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
@@ -28,10 +29,6 @@ _NOT_CRITIC = ("role", "!critic")  # label of the heap of rework that any agent 
 REVIEW_OUTCOMES = frozenset({Outcome.NEEDS_REVIEW, Outcome.REJECTED})
 # Who holds a task between its agent's success and its landing (hand_over): no agent.
 LANDING = "(landing)"
-
-
-class InvariantError(RuntimeError):
-    """A scheduling invariant was about to be broken: a bug, never a user error."""
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,52 @@
-"""The manager: one event loop that owns the agent table, the reservations and the ledger.
+"""The manager's run loop: wait, dispatch, timers, group commit; every feature is a component.
 
-    Roadmap ──▶ Scheduler (pure) ──assign()──▶ Pool.reserve(agent, task)  [lock; agent id -> task id]
-                     ▲                                 │ TaskMessage over the agent's pipe
-                     │ finish(outcome)                 ▼
-    ledger.commit() ◀── TaskResult / AgentGone ◀── agents (one OS process each; tasks in own sessions)
-         │
-         └──▶ then events (events.jsonl, --events) and the reporter (terminal)
+    Roadmap ──▶ Scheduler (pure) ──assign(gate: can_start)──▶ pool.reserve(agent, task)   [agent id -> task id]
+                     ▲                                          │ TaskMessage (+ message_env) over the backend
+                     │ finish(outcome)                          ▼
+    outcomes.record ◀── on_result (a component may take it) ◀── TaskResult / AgentGone ◀── agents (one OS
+         │ the ledger first; one COMMIT per _FLUSH_S                                        process each)
+         └──▶ events (events.jsonl, --events) ──▶ the reporter (terminal)
 
-One thread changes all shared state. It sleeps in one poll() on every
-agent's pipe, every agent's process sentinel (death is seen at once) and a signal wake-up pipe,
-with a timeout set by the nearest timer (retry backoff, route wait, a task's deadline).
+    components (runner.manager.components), each owning its state, in this order:
+      chunks · accounts (limits, sessions, spend, budget) · review · landing queue · live roadmap ·
+      hung agents · scaling · board
+    hooks: start · can_start · chunk · message · message_env · on_started · on_result · attempt_fields ·
+      event_fields · on_outcome · on_agent_gone · timers · tick · busy · at_end · on_commit · finish ·
+      ending · task_row · summary
+
+One thread changes all shared state (runner.manager.context). It sleeps in one wait on every agent's
+pipe, every agent's process sentinel (a death is seen at once) and a wake-up pipe (signals, the
+landing thread), with a timeout set by the nearest timer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
+from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
-from runner.agents.messages import BatchResult, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
+from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
 from runner.errors import UsageError
+from runner.manager import events as ev
 from runner.manager import statedir
 from runner.manager.accounts import Accounts, executors_module as _executors
+from runner.manager.board import Board
 from runner.manager.chunks import Chunks
-from runner.manager.landing import Landing
-from runner.manager.live import Live
-from runner.manager.interface import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
-from runner.manager.ledger import Ledger
-from runner.manager.liveness import Liveness
-from runner.manager.outcomes import Outcomes
-from runner.manager.pool import Pool, serve_board
-from runner.manager.quick import QuickCalls
-from runner.manager.review import Review
-from runner.manager.scaling import _REFRESH_S, Scaling
-from runner.manager.stopping import Stopping
+from runner.manager.components import Hooks
+from runner.manager.context import RunContext
+from runner.manager.hung_agents import HungAgents
+from runner.manager.landing_queue import LandingQueue
+from runner.manager.ledger import Ledger, task_hash
+from runner.manager.live import LiveRoadmap
+from runner.manager.options import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
+from runner.manager.outcomes import Outcomes, killpg
+from runner.manager.review_rounds import ReviewRounds
+from runner.manager.scaling import Scaling
 from runner.manager.scheduler import AgentView, Scheduler
-from runner.manager.telemetry import EventLog, event
+from runner.manager.stopping import Signals
 from runner.model import Outcome, Roadmap, Task
 
 log = logging.getLogger(__name__)
@@ -45,174 +55,162 @@ log = logging.getLogger(__name__)
 _BACKSTOP_S = 5.0
 # Longest time an outcome waits to be committed and reported (group commit).
 _FLUSH_S = 0.05
-# The board (--status) is served from the first refresh after this long: a run of a few quick tasks
-# is over before anyone could ask, and serving it costs ~10 ms of start-up.
-_BOARD_AFTER_S = 0.25
 
 
-class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, Liveness):
+class Run:
     """One run of a roadmap on a pool of agents."""
 
-    def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None):
-        self.roadmap = roadmap
-        self.opt = options
-        self.reporter = reporter or Reporter()
-        self.tasks = roadmap.by_id()
+    def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
+        """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
         spec = options.executor if options.executor is not None else roadmap.executor
-        self.executor = None if spec is None else _executors().parse(spec)  # runner.coding only for an executor
+        executor = None if spec is None else _executors().parse(spec)  # runner.coding only for an executor
         start = options.min_agents if options.max_agents else options.agents
-        self.roles = options.roles or roadmap.agents or default_roles(start or 1)
-        self.pool = Pool()
-        self.backend = None
-        self._pending_events: list[dict] = []
-        self._pending_since = 0.0  # monotonic time the oldest pending event was emitted
-        self._records: dict[tuple[str, int], dict] = {}  # (task, attempt) -> times, for telemetry
-        self._queued_at: dict[str, float] = {}  # task id -> wall time it last entered the queue
+        roles = options.roles or roadmap.agents or default_roles(start or 1)
+        self.ctx = RunContext(roadmap, options, reporter or Reporter(), executor, roles)
+        self.pool = self.ctx.pool  # the agent table and the reservations (read by tests and --status)
+        self.backend = None  # set once the run starts
+        # The components, built by execute() (their settings are checked then, before anything runs); the
+        # loop calls these three by name (set-up, messages), the rest only through their hooks.
+        self.components: list = []  # in the order the hooks are called
+        self.hooks: Hooks | None = None  # each hook bound to the components that override it
+        self.landing: LandingQueue | None = None
+        self.accounts: Accounts | None = None
+        self.review: ReviewRounds | None = None
+        self.outcomes: Outcomes | None = None  # the run's record: every outcome, the ledger and the events
+        self._plugins = tuple(plugins)
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
-        self._timed_out: set[str] = set()  # agents killed by the manager for a task timeout
-        self._last_outcome: dict[str, dict] = {}  # task id -> its last attempt's row
+        self._timed_out: set[str] = set()  # agents killed by the loop for a task timeout
         self._next_index: dict[str, int] = {}  # role -> number of the next agent of that role
-        self._retiring: set[str] = set()  # agents told to exit by the scaler
-        self._cooling: dict[str, float] = {}  # agent id -> monotonic time its rate-limit cool-down ends
-        self._last_scale = 0.0
-        self.interrupted_by: int | None = None  # the first SIGINT / SIGTERM received
-        self._signals: list[int] = []
-        self._stop_deadline: float | None = None
-        self.ledger_error: str | None = None
-        self.events_error: str | None = None  # "PATH: reason" once an events file cannot be written
-        self._write_back: dict[str, dict[str, tuple[str, str | None]]] = {}  # file -> task id -> (status, error)
-        self._chunks: dict[str, list[str]] = {}  # agent id -> task ids of the chunk of quick callables it holds
-        self._quick = QuickCalls()
-        self._recorded = 0  # outcomes committed to the ledger
-        self._unrecorded = 0  # outcomes written but not yet committed
-        self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed), for the next attempt
-        self.ws = {}  # task id -> runner.coding.settings.Workspace (set by _check_runnable)
-        self._released = False  # a task became ready since the last commit (set by Outcomes._note_change)
-        self._init_review()  # review rounds, verdicts, critic worktrees, each attempt's model (manager.review)
-        self._init_accounts()  # agent-CLI limits, sessions, spend (runner.manager.accounts)
+        self._signals = Signals()  # SIGINT / SIGTERM received, handled by the loop
+        self._stop_deadline: float | None = None  # monotonic time a stop's grace runs out
+        self._stuck = False  # nothing could be scheduled and nothing ran: a bug, the run ends failed
 
     # -- set-up ---------------------------------------------------------------------------------------
 
-    def _check_runnable(self) -> None:
-        self._workspace_settings()
-        self._review_settings()
-        missing = [
-            t
-            for t in self._members()
-            if t.command is None and t.call is None and t.runnable_status and t.id not in self.opt.blocked
-        ]
-        if missing and self.executor is None:
+    def _build(self) -> None:
+        """The components, each from its settings; UsageError naming the place for a bad one."""
+        ctx = self.ctx
+        self.landing = LandingQueue(ctx)
+        self.accounts = Accounts(ctx)
+        live = LiveRoadmap(ctx)
+        self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
+        self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
+                           live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        self.components += [make(ctx) for make in self._plugins]
+        self.hooks = Hooks(self.components)
+        self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
+        ctx.flush = self.outcomes.flush
+        missing = [t for t in ctx.members()
+                   if t.command is None and t.call is None and t.runnable_status and t.id not in ctx.opt.blocked]  # fmt: skip
+        if missing and ctx.executor is None:
             names = ", ".join(t.id for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise UsageError(
                 f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
                 "set `executor:` in the roadmap or pass --executor"
             )
 
-    def _members(self) -> list[Task]:
-        """The tasks this run accounts for: the whole roadmap, or the selected batch."""
-        if self.opt.selected is None:
-            return self.roadmap.tasks
-        return [t for t in self.roadmap.tasks if t.id in self.opt.selected]
-
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
-        self._check_runnable()
-        state_dir = statedir.prepare(self.opt.state_dir or statedir.default_state_dir(self.roadmap.files))
-        lock = statedir.RunLock.of_roadmaps(state_dir, self.roadmap.files)
+        self._build()
+        opt = self.ctx.opt
+        state_dir = statedir.prepare(opt.state_dir or statedir.default_state_dir(self.ctx.roadmap.files))
+        lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files)
         lock.acquire()
         try:
             if lock.stale_pid:
-                self.reporter.message(f"warning: taking over a stale lock left by PID {lock.stale_pid}")
+                self.ctx.reporter.message(f"warning: taking over a stale lock left by PID {lock.stale_pid}")
             return self._execute_locked(state_dir)
         finally:
             lock.release()
 
     def _execute_locked(self, state_dir: str) -> RunResult:
+        ctx, opt = self.ctx, self.ctx.opt
         # The backend first: a missing Ray is a usage error before anything is recorded, and a
         # cluster's start-up is not counted as queue wait.
-        self.backend = make_backend(self.opt.backend, self.opt)
-        self._chunking = self.backend.name == "local"  # a Ray actor's round trip is not worth saving this way
+        self.backend = ctx.backend = make_backend(opt.backend, opt)
         try:
-            self.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=self.opt.resume)
+            ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from = self._resume_set()
-            run_id = self.ledger.start_run(self.roadmap, sum(self.roles.values()), "", resumed_from, set(carried))
+            ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from, set(carried))
         except BaseException:
             self.backend.stop(timeout=5.0)
             raise
-        self.run_id = run_id
-        self.folder = statedir.new_run_folder(state_dir, run_id)
-        self.logs = os.path.join(self.folder, "logs")
-        self._spaces, self._landers = {}, {}
-        if self._worktree_tasks():
-            self._open_workspaces()
-        self.ledger.set_folder(run_id, self.folder)
-        paths = [os.path.join(self.folder, "events.jsonl")] + ([self.opt.events_file] if self.opt.events_file else [])
-        self.events = EventLog(paths)
-        self.board = None  # served once the run has lasted _BOARD_AFTER_S, while the first tasks already run
-        now = time.monotonic()
-        blocked = dict(self.opt.blocked)
-        if self.opt.selected is not None:
-            for t in self.roadmap.tasks:
-                if t.id not in self.opt.selected and t.id not in self.opt.done:
+        ctx.folder = statedir.new_run_folder(state_dir, ctx.run_id)
+        ctx.logs = os.path.join(ctx.folder, "logs")
+        self.landing.open_workspaces()
+        ctx.ledger.set_folder(ctx.run_id, ctx.folder)
+        self.outcomes.open_events([os.path.join(ctx.folder, "events.jsonl")] + ([opt.events_file] if opt.events_file else []))
+        blocked = dict(opt.blocked)
+        if opt.selected is not None:
+            for t in ctx.roadmap.tasks:
+                if t.id not in opt.selected and t.id not in opt.done:
                     blocked.setdefault(t.id, "not in this batch")
-        self.sched = Scheduler(
-            self.roadmap.tasks,
-            now=now,
-            roles={r for r, n in self.roles.items() if n > 0},
-            succeeded=set(carried) | (set(self.opt.done) & set(self.tasks)),
-            blocked=blocked,
-            default_retries=self.opt.retries,
-            route_wait=self.opt.route_wait,
-            affinity_wait=self.opt.affinity_wait,
-            age_every=self.opt.age_every,
-            backoff_base=self.opt.backoff_base,
-            max_failures=self.opt.max_failures,
-            files=self._files_table(),
-            review_rounds=self.review_rounds,
-        )
+        ctx.sched = Scheduler(
+            ctx.roadmap.tasks, now=time.monotonic(), roles={r for r, n in ctx.roles.items() if n > 0},
+            succeeded=set(carried) | (set(opt.done) & set(ctx.tasks)), blocked=blocked, default_retries=opt.retries,
+            route_wait=opt.route_wait, affinity_wait=opt.affinity_wait, age_every=opt.age_every,
+            backoff_base=opt.backoff_base, max_failures=opt.max_failures,
+            files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
+        )  # fmt: skip
         wall = time.time()
-        for task_id in self.sched.drain_changes():
-            if self.opt.selected is None or task_id in self.opt.selected:
-                self._note_change(task_id, wall)
-        self._total = len(self._members())
-        self._live_start()
-        self.reporter.started(
-            {
-                "run_id": run_id,
-                "folder": self.folder,
-                "state_dir": state_dir,
-                "agents": dict(self.roles),
-                "tasks": len(self._members()),
-                "runnable": self.sched.active(),
-                "resumed_from": resumed_from,
-                "carried": len(carried),
-            }
-        )
-        self._emit("run:started", run=run_id, agents=sum(self.roles.values()), tasks=len(self._members()))
-        if self.events.error is not None:  # an events file that cannot be opened: nothing is started
-            self._events_failed()
+        for task_id in ctx.sched.drain_changes():
+            if opt.selected is None or task_id in opt.selected:
+                ctx.note_change(task_id, wall)
+        ctx.total = len(ctx.members())
+        for start in self.hooks.start:
+            start()
+        ctx.reporter.started({"run_id": ctx.run_id, "folder": ctx.folder, "state_dir": state_dir, "agents": dict(ctx.roles),
+                              "tasks": ctx.total, "runnable": ctx.sched.active(), "resumed_from": resumed_from,
+                              "carried": len(carried)})  # fmt: skip
+        ctx.emit(ev.RUN_STARTED, run=ctx.run_id, agents=sum(ctx.roles.values()), tasks=ctx.total)
+        self.outcomes.check_events()  # an events file that cannot be opened: nothing is started
         wake_r, wake_w = os.pipe()
-        self._wake_w = wake_w  # the landing thread wakes the loop through it too
         os.set_blocking(wake_w, False)
-        old = self._install_signals(wake_w)
+        ctx.wake = lambda: _poke(wake_w)  # the landing thread wakes the loop through it too
+        old = self._signals.install(wake_w)
         try:
-            for role, count in self.roles.items():
+            for role, count in ctx.roles.items():
                 for _ in range(count):
                     self._spawn(role)
-                    if not self.sched.draining:  # the first agents start work while the others are forked
+                    if not ctx.sched.draining:  # the first agents start work while the others are forked
                         self._hand_out(time.monotonic())
             self._loop(wake_r)
         finally:
-            self._restore_signals(old)
-            self._stop_landing()
+            self._signals.restore(old)
+            self.landing.stop_thread()
+            ctx.wake = lambda: None
             os.close(wake_r)
             os.close(wake_w)
             for agent_id, reason in self.backend.stop(timeout=5.0):
-                self._emit("agent:exited", agent=agent_id, reason=reason)
-            self._flush()
-            if self.board is not None:
-                self.board.close()
-        return self._finish()
+                ctx.emit(ev.AGENT_EXITED, agent=agent_id, reason=reason)
+            self.outcomes.flush()
+            for finish in self.hooks.finish:
+                finish()
+        return self.outcomes.finish(self._stuck)
+
+    def _resume_set(self) -> tuple[dict[str, str], int | None]:
+        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
+        ctx = self.ctx
+        if not ctx.opt.resume:
+            return {}, None
+        previous = ctx.ledger.latest_unfinished(ctx.roadmap.files)
+        if previous is None:
+            ctx.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
+            return {}, None
+        carried = {}
+        for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items():
+            task = ctx.tasks.get(task_id)
+            if task is None:
+                continue
+            if task_hash(task) == old_hash:
+                carried[task_id] = old_hash
+            else:
+                ctx.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
+        for task_id in self.landing.recover(previous.id, self.review.rounds) - set(carried):
+            if task_id in ctx.tasks:
+                carried[task_id] = task_hash(ctx.tasks[task_id])
+        ctx.reporter.message(f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again")
+        return carried, previous.id
 
     def _spawn(self, role: str) -> str:
         index = self._next_index.get(role, 0)
@@ -220,248 +218,236 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
         agent_id = f"{role}-{index}"
         pid = self.backend.start(agent_id, role)
         # A local agent is up once forked; a Ray actor only when its AgentReady arrives.
-        self.pool.add(agent_id, role, pid, state="idle" if pid is not None else "starting")
-        self._emit("agent:spawned", agent=agent_id, role=role, pid=pid)
+        self.ctx.pool.add(agent_id, role, pid, state="idle" if pid is not None else "starting")
+        self.ctx.emit(ev.AGENT_SPAWNED, agent=agent_id, role=role, pid=pid)
         return agent_id
 
     # -- the loop -------------------------------------------------------------------------------------
 
     def _loop(self, wake_r: int) -> None:
-        next_refresh = 0.0
-        self._board_at = time.monotonic() + _BOARD_AFTER_S
+        ctx, record = self.ctx, self.outcomes
         while True:
             now = time.monotonic()
-            if self._released and self.ledger_error is None:  # a dependent starts on a committed success only
-                self._commit()
-            if not self.sched.draining and self.ledger_error is None:
+            if ctx.released and record.ledger_error is None:  # a dependent starts on a committed success only
+                record.commit()
+            if not ctx.sched.draining and record.ledger_error is None:
                 self._hand_out(now)
-            if self.board is None and now >= self._board_at:
-                self.board = serve_board(self.pool, self.folder)
-            if self.sched.finished() and not self.pool.reservations:
-                if self._live_tick(now, force=True):  # a task of the run added tasks to the roadmap
+            if ctx.sched.finished() and not ctx.pool.reservations:
+                if any([at_end(now) for at_end in self.hooks.at_end]):  # a task of the run added tasks to the roadmap
                     continue
-                self._flush()
+                record.flush()
                 return
-            self._live_tick(now)
-            if now >= next_refresh:
-                self._refresh()
-                next_refresh = now + _REFRESH_S
-            timeout = self._timeout(now, next_refresh)
-            starting = any(r.state == "starting" for r in self.pool.agents.values())
-            if (
-                timeout is None and not self.pool.reservations and not starting and not self.sched.finished()
-                and not self._landing_pending()
-            ):
-                self._stuck()
+            timeout = self._timeout(now)
+            if timeout is None and self._idle_for_good():
+                self._abandon()
                 continue
-            # Group commit: outcomes are committed, then reported, together, at most _FLUSH_S after the
-            # first of them: while tasks keep finishing, one COMMIT and one write serve many outcomes.
-            if self._pending_events:
-                due = self._pending_since + _FLUSH_S
+            if ctx.pending:  # group commit: one COMMIT and one write serve every outcome of the next _FLUSH_S
+                due = ctx.pending_since + _FLUSH_S
                 if now >= due:
-                    self._flush()
+                    record.flush()
                 else:
                     timeout = due - now if timeout is None else min(timeout, due - now)
-            messages, extras = self.backend.wait(timeout, [wake_r])
-            if self._spaces and self._land_done:
-                self._collect_landings()
-            if extras:
+            messages, woken = self.backend.wait(timeout, [wake_r])
+            if woken:
                 _drain_fd(wake_r)
                 self._on_signals()
             for agent_id, msg in messages:  # hand-outs wait for the whole batch: an AgentGone may follow
-                self._handle(agent_id, msg)
-            self._check_deadlines(time.monotonic())
-            self._check_liveness(time.monotonic())
+                self._dispatch(agent_id, msg)
+            now = time.monotonic()
+            self._check_deadlines(now)
+            for tick in self.hooks.tick:
+                tick(now)
 
-    def _timeout(self, now: float, next_refresh: float) -> float | None:
-        times = []
-        t = self.sched.next_timer(now)
+    def _timeout(self, now: float) -> float | None:
+        times = list(self._deadline.values())
+        t = self.ctx.sched.next_timer(now)
         if t is not None:
             times.append(now + t)
-        times.extend(self._deadline.values())
-        times.extend(self._pause_timers(now))
         if self._stop_deadline is not None:
             times.append(self._stop_deadline)
-        if self.board is None:
-            times.append(self._board_at)
-        if self.pool.reservations:
-            times.append(next_refresh)
-            times.append(self._liveness_timer())
-        if self._live_on:
-            times.append(self._live_next)
-        if self.sched.queue_length() and (self.opt.memfree is not None or self.opt.max_load is not None):
+        for timers in self.hooks.timers:
+            times.extend(timers(now))
+        if self.ctx.sched.queue_length() and (self.ctx.opt.memfree is not None or self.ctx.opt.max_load is not None):
             times.append(now + 1.0)
         return None if not times else max(0.0, min(times) - now)
 
-    def _stuck(self) -> None:
-        """Nothing runs, nothing can be handed out and no timer is set: a bug; never hang on it."""
+    def _idle_for_good(self) -> bool:
+        """Nothing runs, nothing is starting, no component waits on work of its own, yet tasks remain."""
+        ctx = self.ctx
+        starting = any(r.state == "starting" for r in ctx.pool.agents.values())
+        return not (ctx.pool.reservations or starting or ctx.sched.finished() or any([busy() for busy in self.hooks.busy]))
+
+    def _abandon(self) -> None:
+        """Nothing can be handed out and no timer is set: a bug; never hang on it."""
         log.error("no task can be scheduled and none is running; skipping the rest")
-        self.stuck = True  # a bug, never a success: the run ends failed
-        self.sched.abandon_waiting("could not be scheduled")
-        wall = time.time()
-        for task_id in self.sched.drain_changes():
-            self._note_change(task_id, wall)
+        self._stuck = True
+        self.ctx.sched.abandon_waiting("could not be scheduled")
+        self.ctx.note_changes()
+
+    # -- hand-out -------------------------------------------------------------------------------------
 
     def _gates_open(self) -> bool:
-        if self.opt.memfree is None and self.opt.max_load is None:
+        opt = self.ctx.opt
+        if opt.memfree is None and opt.max_load is None:
             return True
         import psutil
 
-        if self.opt.memfree is not None and psutil.virtual_memory().available < self.opt.memfree:
+        if opt.memfree is not None and psutil.virtual_memory().available < opt.memfree:
             return False
-        if self.opt.max_load is not None and os.getloadavg()[0] > self.opt.max_load:
-            return False
+        return opt.max_load is None or os.getloadavg()[0] <= opt.max_load
+
+    def _can_start(self, task: Task) -> bool:
+        """Every component lets the task start; one that said yes is told if a later one says no."""
+        passed = []
+        for can_start in self.hooks.can_start:
+            if not can_start(task):
+                for component in passed:
+                    component.on_returned(task.id)
+                return False
+            passed.append(can_start.__self__)
         return True
 
+    def _returned(self, task_id: str) -> None:
+        for on_returned in self.hooks.on_returned:
+            on_returned(task_id)
+
     def _hand_out(self, now: float) -> None:
-        for agent_id, until in list(self._cooling.items()):
+        ctx = self.ctx
+        for agent_id, until in list(ctx.cooling.items()):
             if until <= now:
-                del self._cooling[agent_id]
-                self.pool.set_state(agent_id, "idle")
-        self._hold_paused(now)  # agents of an account out of usage stay cooling
-        idle = self.pool.idle()
+                del ctx.cooling[agent_id]
+                ctx.pool.set_state(agent_id, "idle")
+        self.accounts.hold_paused(now)  # agents of an account out of usage stay cooling
+        idle = ctx.pool.idle()
         if not idle or not self._gates_open():
             return
-        views = [AgentView(r.id, r.role, r.busy_s) for r in idle]
         wall = time.time()
-        pairs = self.sched.assign(views, now)
-        for task_id in self.sched.drain_changes():  # retries whose backoff ran out are queued again
-            self._note_change(task_id, wall)
+        gate = self._can_start if self.hooks.can_start else None
+        pairs = ctx.sched.assign([AgentView(r.id, r.role, r.busy_s) for r in idle], now, gate)
+        ctx.note_changes(wall)  # retries whose backoff ran out are queued again
         for agent, task in pairs:
             chunk = [task]
-            if self._chunking and self._chunkable(task):
-                limit = self._quick.size(task, self.sched.queue_length() + 1, len(self.pool.agents))
-                while len(chunk) < limit:
-                    more = self.sched.assign_more(agent, now, self._chunkable)
-                    if more is None:
-                        break
-                    chunk.append(more)
+            for more in self.hooks.chunk:
+                chunk += more(agent, task, now)
             title = task.title if len(chunk) == 1 else f"{task.title or task.id} (+{len(chunk) - 1} quick tasks)"
-            if self.review_rounds and self.sched.reviewing(task.id):
+            if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
-            self.pool.reserve(agent.id, task.id, title)
+            ctx.pool.reserve(agent.id, task.id, title)
             messages = []
             for t in chunk:
-                attempt = self.sched.next_attempt(t.id)
+                attempt = ctx.sched.next_attempt(t.id)
                 msg = self._message(t, agent.role, attempt, agent.id)
                 messages.append(msg)
-                self._records[(t.id, attempt)] = {
-                    "task": t.id,
-                    "attempt": attempt,
-                    "agent": agent.id,
-                    "queued": self._queued_at.get(t.id),
+                ctx.records[(t.id, attempt)] = {
+                    "task": t.id, "attempt": attempt, "agent": agent.id, "queued": ctx.queued_at.get(t.id),
                     "reserved": wall if t is task else None,  # a chunk's later tasks: when the one before ends
-                    "start": None,
-                    "end": None,
-                    "log": msg.log_path,
-                }
-            self._emit(
-                "task:reserved",
-                ts=wall,
-                task=task.id,
-                agent=agent.id,
-                attempt=messages[0].attempt,
-                wait_s=round(wall - self._queued_at.get(task.id, wall), 6),
-                **({"chunk": len(chunk)} if len(chunk) > 1 else {}),
-            )
-            if len(chunk) > 1:
-                self._chunks[agent.id] = [t.id for t in chunk]
-                out = TaskBatch(tuple(messages))
-            else:
-                out = messages[0]
-                if task.timeout is not None:
-                    self._deadline[agent.id] = now + task.timeout + self.opt.grace + _BACKSTOP_S
-                    if task.call:
-                        self._deadline[agent.id] = now + task.timeout
+                    "start": None, "end": None, "log": msg.log_path,
+                }  # fmt: skip
+            ctx.emit(ev.TASK_RESERVED, ts=wall, task=task.id, agent=agent.id, attempt=messages[0].attempt,
+                     wait_s=round(wall - ctx.queued_at.get(task.id, wall), 6),
+                     **({"chunk": len(chunk)} if len(chunk) > 1 else {}))  # fmt: skip
+            out = TaskBatch(tuple(messages)) if len(chunk) > 1 else messages[0]
+            if len(chunk) == 1 and task.timeout is not None:
+                self._deadline[agent.id] = now + task.timeout + (0.0 if task.call else ctx.opt.grace + _BACKSTOP_S)
             if not self.backend.send(agent.id, out):
                 log.debug("agent %s gone before it got %s; its death will requeue it", agent.id, task.id)
 
-    def _chunkable(self, task: Task) -> bool:  # a worktree, checks or files: an attempt of its own
-        return task.id not in self.ws and self._quick.fits(task)
-
-    def _message(self, task: Task, role: str, attempt: int, agent_id: str = "") -> TaskMessage:
-        if self.review_rounds and self.sched.reviewing(task.id):
-            return self._review_message(task, role, attempt)
-        log_path = os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log")
-        command = task.command
-        rate_limit = self.opt.rate_limit
-        feedback = self._feedback_text(task.id)
+    def _message(self, task: Task, role: str, attempt: int, agent_id: str) -> TaskMessage:
+        ctx = self.ctx
+        extra: dict = {}
+        for message_env in self.hooks.message_env:
+            extra.update(message_env(task, attempt))
+        for message in self.hooks.message:
+            own = message(task, role, attempt, agent_id)
+            if own is not None:
+                return replace(own, env={**own.env, **extra}) if extra else own
+        command, rate_limit, cli = task.command, ctx.opt.rate_limit, {}
+        feedback = ctx.feedback_text(task.id)
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)}
         if feedback:
             env["WVO_FEEDBACK"] = feedback
-        cli = {}
-        if command is None and task.call is None and self.executor.output:  # an agent CLI (runner.manager.accounts)
-            cli = self._cli_message(task, role, agent_id, attempt, feedback)
-            command = cli.pop("command")
-            env.update(cli.pop("env"))
-            rate_limit = rate_limit or self.executor.rate_limit
-        elif command is None and task.call is None:
-            command = _executors().build_argv(task, role, self.executor, feedback, attempt)
-            rate_limit = rate_limit or self.executor.rate_limit
+        if command is None and task.call is None:  # an agent CLI built from a prompt
+            rate_limit = rate_limit or ctx.executor.rate_limit
+            self.accounts.note_model(task, role, attempt)
+            if ctx.executor.output:  # its structured output read (runner.manager.accounts)
+                cli = self.accounts.cli_message(task, role, agent_id, attempt, feedback)
+                command = cli.pop("command")
+                env.update(cli.pop("env"))
+            else:
+                command = _executors().build_argv(task, role, ctx.executor, feedback, attempt)
         elif isinstance(command, list):
             command = tuple(command)
-        if task.command is None and task.call is None:
-            self._note_model(task, role, attempt)
         return TaskMessage(
-            task_id=task.id,
-            attempt=attempt,
-            log_path=log_path,
-            command=command,
-            call=task.call,
-            args=tuple(task.args),
-            kwargs=dict(task.kwargs),
-            env=env,
-            cwd=task.cwd,
-            timeout=task.timeout,
-            grace=self.opt.grace,
-            rate_limit_pattern=rate_limit,
-            workspace=self._workspace_field(task.id) if self.ws else None,
-            checks=self.ws[task.id].checks if task.id in self.ws else (),
-            **cli,
-        )
+            task_id=task.id, attempt=attempt, log_path=os.path.join(ctx.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
+            command=command, call=task.call, args=tuple(task.args), kwargs=dict(task.kwargs), env={**env, **extra},
+            cwd=task.cwd, timeout=task.timeout, grace=ctx.opt.grace, rate_limit_pattern=rate_limit,
+            workspace=self.landing.workspace_field(task.id), checks=ctx.ws[task.id].checks if task.id in ctx.ws else (), **cli,
+        )  # fmt: skip
 
-    def _handle(self, agent_id: str, msg) -> None:
+    # -- dispatch -------------------------------------------------------------------------------------
+
+    def _dispatch(self, agent_id: str, msg) -> None:
+        ctx = self.ctx
         if isinstance(msg, Started):
-            if self.pool.reservations.get(agent_id) != msg.task_id:
+            if ctx.pool.reservations.get(agent_id) != msg.task_id:
                 log.warning("agent %s started %s, which it does not hold; ignored", agent_id, msg.task_id)
                 return
-            self.pool.set_task_pid(agent_id, msg.pid)
-            self.sched.started(msg.task_id, agent_id)
-            self._live_status(msg.task_id, "in_progress")
-            rec = self._records.get((msg.task_id, msg.attempt))
+            ctx.pool.set_task_pid(agent_id, msg.pid)
+            ctx.sched.started(msg.task_id, agent_id)
+            rec = ctx.records.get((msg.task_id, msg.attempt))
             if rec is not None:
                 rec["start"] = msg.start
-            self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
+            ctx.emit(ev.TASK_STARTED, ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
+            for on_started in self.hooks.on_started:
+                on_started(agent_id, msg.task_id)
         elif isinstance(msg, TaskResult):
-            if self.pool.reservations.get(agent_id) != msg.task_id:
+            if ctx.pool.reservations.get(agent_id) != msg.task_id:
                 log.warning("agent %s reported %s, which it does not hold; ignored", agent_id, msg.task_id)
                 return
-            rec = self._records.get((msg.task_id, msg.attempt))
+            rec = ctx.records.get((msg.task_id, msg.attempt))
             if rec is not None and rec["start"] is None:  # a callable, or a command that ended before its Started
                 rec["start"] = msg.start
-                self._emit("task:started", ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
+                ctx.emit(ev.TASK_STARTED, ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
             self._deadline.pop(agent_id, None)
-            self.pool.release(agent_id)
-            self._observe(msg)
-            if self.review_rounds and self._review_result(agent_id, msg):
-                return
-            if msg.cli is not None:
-                self._cli_result(agent_id, msg)
-            if self.ws and self._to_landing(agent_id, msg):
-                return
-            self._outcome(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
-        elif isinstance(msg, BatchResult):
-            self._batch_done(agent_id, msg)
-        elif isinstance(msg, ChunkReturn):
-            self._chunk_returned(agent_id, msg.task_ids)
+            ctx.pool.release(agent_id)
+            if not any(on_result(agent_id, msg) for on_result in self.hooks.on_result):
+                self.outcomes.record(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, AgentGone):
-            position = self._salvage(agent_id, msg)  # what it finished of its chunk is recorded, not run again
-            self._agent_gone(agent_id, msg.reason, msg.task_pid, position)
+            self._agent_gone(agent_id, msg)
         elif isinstance(msg, AgentReady):
-            row = self.pool.agents.get(agent_id)
+            row = ctx.pool.agents.get(agent_id)
             if row is not None:
                 row.pid = msg.pid
-                self.pool.set_state(agent_id, "idle")
+                ctx.pool.set_state(agent_id, "idle")
+        elif not any(on_result(agent_id, msg) for on_result in self.hooks.on_result):
+            log.warning("agent %s sent %s, which no part of the run takes; ignored", agent_id, type(msg).__name__)
+
+    def _agent_gone(self, agent_id: str, gone: AgentGone) -> None:
+        """An agent died or left: its reservation is released, the task it lost recorded, a new agent started."""
+        ctx = self.ctx
+        lost = None
+        for on_agent_gone in self.hooks.on_agent_gone:  # a chunk's finished tasks are recorded before the reservation goes
+            held = on_agent_gone(agent_id, gone)
+            lost = held if held is not None else lost
+        row = ctx.pool.agents.get(agent_id)
+        task_pid = (row.task_pid if row else None) or gone.task_pid  # the slot's pid, when its Started never came
+        task_id = ctx.pool.remove(agent_id)
+        self._deadline.pop(agent_id, None)
+        ctx.sched.agent_gone(agent_id)
+        ctx.emit(ev.AGENT_EXITED, agent=agent_id, reason=gone.reason)
+        if task_pid and task_id is not None:
+            killpg(task_pid)  # its whole process group: the agent cannot do it any more
+        for held_id in lost if lost is not None else ([task_id] if task_id is not None else []):
+            if agent_id in self._timed_out:
+                outcome, error = Outcome.TIMED_OUT, f"timed out after {ctx.tasks[held_id].timeout:g}s; agent killed"
+            elif ctx.interrupted_by is not None:
+                outcome, error = Outcome.INTERRUPTED, "interrupted"
+            else:
+                outcome, error = Outcome.AGENT_DIED, f"agent {agent_id} died ({gone.reason})"
+            self.outcomes.record_lost(agent_id, held_id, outcome, error)
+        self._timed_out.discard(agent_id)
+        if row is not None and row.state != "retiring" and ctx.interrupted_by is None and not ctx.sched.finished():
+            self._spawn(row.role)
 
     def _check_deadlines(self, now: float) -> None:
         for agent_id, deadline in list(self._deadline.items()):
@@ -473,44 +459,40 @@ class Run(Outcomes, Chunks, Scaling, Stopping, Landing, Review, Accounts, Live, 
             self._stop_deadline = None
             self._kill_now()
 
-    def _emit(self, name: str, ts: float | None = None, **fields) -> None:
-        if not self._pending_events:
-            self._pending_since = time.monotonic()
-        ev = event(name, **fields)
-        if ts is not None:
-            ev["ts"] = ts  # the moment the figures in the event were taken, so wait_s matches the timestamps
-        self._pending_events.append(ev)
+    # -- stopping -------------------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Commit the ledger, then report: an outcome is durable before anyone hears of it.
+    def _on_signals(self) -> None:
+        for signum in self._signals.take():
+            if self.ctx.interrupted_by is None:
+                self.ctx.interrupted_by = signum
+                self.begin_stop(f"{signal.Signals(signum).name} received")
+            else:
+                self._kill_now()
 
-        After a ledger failure nothing more is committed until the run's end (Outcomes._close_ledger
-        tries once more), so the count the message gave stays the ledger's truth meanwhile.
-        """
-        if not self._pending_events:
-            return
-        if self.ledger_error is None:
-            self._commit()
-        if self._write_back:
-            self._write_statuses()
-        batch, self._pending_events = self._pending_events, []
-        self.events.write(batch)
-        self.events.flush()
-        if self.events.error is not None and self.events_error is None:
-            self._events_failed()
-        self.reporter.events(batch)
+    def begin_stop(self, why: str) -> None:
+        """Hand out nothing more; TERM every running task tree, KILL after the grace period."""
+        ctx = self.ctx
+        ctx.reporter.message(f"{why}: stopping; running tasks get {ctx.opt.grace:g}s to exit (again to stop now)")
+        ctx.sched.stop()
+        ctx.note_changes()
+        for agent_id in list(ctx.pool.reservations):
+            self.backend.send(agent_id, Cancel(ctx.opt.grace))
+        self._stop_deadline = time.monotonic() + ctx.opt.grace + 1.0
 
-    def _commit(self) -> None:
-        self._released = False
-        try:
-            self.ledger.commit()
-            self._recorded = self.ledger.committed
-            self._unrecorded = 0
-        except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
-            self._ledger_failed(exc)
+    def _kill_now(self) -> None:
+        for row in list(self.ctx.pool.agents.values()):
+            if row.state == "busy":
+                task_pid = row.task_pid or self.backend.task_pid(row.id)
+                if task_pid:
+                    killpg(task_pid)
+                self.backend.kill(row.id)
 
-    # -- the end --------------------------------------------------------------------------------------
 
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"L")
+    except OSError:
+        pass
 
 
 def _drain_fd(fd: int) -> None:

@@ -1,6 +1,6 @@
-"""Dynamic scaling (--min-agents/--max-agents) and the periodic refresh of the board and status events.
+"""Dynamic scaling (--min-agents/--max-agents): add a worker while tasks wait, retire idle ones.
 
-Part of runner.manager.run.Run (a mixin).
+A component of the run (runner.manager.components).
 """
 
 from __future__ import annotations
@@ -8,60 +8,63 @@ from __future__ import annotations
 import os
 import time
 
-# How often the board and the status/queue events are refreshed while tasks run.
-_REFRESH_S = 0.5
+from runner.manager import events as ev
+from runner.manager.components import Component
+
+# How often the pool is looked at while tasks run.
+_EVERY_S = 0.5
 
 
-class Scaling:
-    """Adding and retiring agents; refreshing the board (mixed into Run)."""
+class Scaling(Component):
+    """Adding and retiring agents."""
 
-    def _scale(self, now: float) -> None:
-        """--min-agents/--max-agents: add a worker while tasks wait and the machine has room; retire idlers."""
-        if not self.opt.max_agents or now - self._last_scale < _REFRESH_S or self.interrupted_by is not None:
+    def __init__(self, ctx, spawn):
+        self.ctx = ctx
+        self.spawn = spawn  # the run's: start an agent of a role, returns its id
+        self.on = bool(ctx.opt.max_agents)
+        self._next = 0.0  # monotonic time of the next look
+        self._last_scale = 0.0  # monotonic time of the last change
+        self._retiring: set[str] = set()  # agents told to exit, not yet gone
+
+    def timers(self, now: float) -> list[float]:
+        return [self._next] if self.on and self.ctx.pool.reservations else []
+
+    def on_agent_gone(self, agent_id: str, gone) -> None:
+        self._retiring.discard(agent_id)
+        return None
+
+    def tick(self, now: float) -> None:
+        """Add a worker while tasks wait and the machine has room; retire idlers down to --min-agents."""
+        ctx, opt = self.ctx, self.ctx.opt
+        if not self.on or now < self._next:
             return
-        live = len(self.pool.agents) - len(self._retiring)
+        self._next = now + _EVERY_S
+        if now - self._last_scale < _EVERY_S or ctx.interrupted_by is not None:
+            return
+        live = len(ctx.pool.agents) - len(self._retiring)
         if (
-            self.sched.queue_length()
-            and not self.pool.idle()
-            and self.sched.oldest_wait(now) > self.opt.scale_up_wait
-            and live < self.opt.max_agents
-            and _headroom(self.opt.scale_max_load)
+            ctx.sched.queue_length()
+            and not ctx.pool.idle()
+            and ctx.sched.oldest_wait(now) > opt.scale_up_wait
+            and live < opt.max_agents
+            and _headroom(opt.scale_max_load)
         ):
             self._last_scale = now
-            agent_id = self._spawn("worker")
-            self._emit("agent:scaled", agent=agent_id, direction="up", agents=live + 1)
+            agent_id = self.spawn("worker")
+            ctx.emit(ev.AGENT_SCALED, agent=agent_id, direction="up", agents=live + 1)
             return
-        minimum = self.opt.min_agents or 1
+        minimum = opt.min_agents or 1
         wall = time.time()
-        for row in self.pool.idle():
+        for row in ctx.pool.idle():
             if live <= minimum:
                 break
-            if row.id not in self._retiring and wall - row.since > self.opt.scale_down_idle:
+            if row.id not in self._retiring and wall - row.since > opt.scale_down_idle:
                 self._retiring.add(row.id)
-                self.pool.set_state(row.id, "retiring")
-                self.backend.retire(row.id)
-                self._emit("agent:scaled", agent=row.id, direction="down", agents=live - 1)
+                ctx.pool.set_state(row.id, "retiring")
+                ctx.backend.retire(row.id)
+                ctx.emit(ev.AGENT_SCALED, agent=row.id, direction="down", agents=live - 1)
                 live -= 1
                 self._last_scale = now
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        self._scale(now)
-        self.pool.stats.update(
-            queue=self.sched.queue_length(),
-            oldest_wait_s=round(self.sched.oldest_wait(now), 3),
-            active=self.sched.active(),
-            total=self._total,
-            run_id=self.run_id,
-            pid=os.getpid(),
-        )
-        if self._spaces:  # worktree tasks: how many wait to land, and the last that did
-            self.pool.stats.update(landing=self._land_busy, landed=getattr(self, "_last_landed", None))
-        busy = self.pool.busy_count()
-        self._emit("status:updated", busy=busy, idle=len(self.pool.agents) - busy, queue=self.sched.queue_length())
-        self._emit("queue:updated", length=self.sched.queue_length(), oldest_wait_s=round(self.sched.oldest_wait(now), 3))
-        self._flush()
-        self.reporter.refresh(self.pool)
 
 
 def _headroom(max_load: float | None) -> bool:

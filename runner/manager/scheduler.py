@@ -52,11 +52,11 @@ from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler'
     _ANY, _NOT_CRITIC, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
     preferred_role,
 )
-from runner.manager.livequeue import LiveQueue
+from runner.manager import roadmap_edits
 from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
 
 
-class Scheduler(ReadyQueue, Reviews, LiveQueue):
+class Scheduler(ReadyQueue, Reviews):
     """Tracks every task's state in one run and decides assignments."""
 
     def __init__(
@@ -257,11 +257,17 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
     def active(self) -> int:
         return self._active
 
-    def assign(self, idle: list[AgentView], now: float) -> list[tuple[AgentView, Task]]:
-        """Pair ready tasks with idle agents; each agent and each task at most once."""
+    def assign(self, idle: list[AgentView], now: float, gate=None) -> list[tuple[AgentView, Task]]:
+        """Pair ready tasks with idle agents; each agent and each task at most once.
+
+        gate(task) False: the task may not start now (a resource it needs is held); it keeps its place
+        in the queue and the tasks behind it are paired as if it were not there. gate is asked last,
+        just before a task is reserved: True means it is reserved now (a lease may be taken in it).
+        """
         self._tick(now)
         if self.draining or not self._where:
             return []
+        gated: list[tuple[tuple[str, str], tuple]] = []  # (heap label, entry) put back once the pairing is done
         cooling = self._cooldown
         free = [a for a in idle if cooling.get(a.id, 0.0) <= now] if cooling else list(idle)
         free.sort(key=lambda a: (a.role != "worker", a.load))
@@ -293,27 +299,36 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
                 self._leave(task.id)  # it waits, out of the heaps, until the overlapping task ends
                 self._file_waiting.append(task.id)
                 continue
-            if self._gate is not None and task.id in self._gate.uses and not self._lease(task, now):
+            leased = self._gate is not None and task.id in self._gate.uses
+            if leased and not self._lease(task, now):
                 continue  # it waits out of the queue for a slot; the agent stays free for the next task
+            if gate is not None and not gate(task):  # a component's last word (runner.manager.components)
+                if leased:
+                    self._release_lease(task.id, now)
+                gated.append((label, best))
+                continue
             if agent is None:
                 agent = self._choose(task, free)
             free.remove(agent)
             self._reserve(task, agent, now)
             pairs.append((agent, task))
+        for label, entry in gated:
+            heapq.heappush(self._heaps[label], entry)
         return pairs
 
-    def assign_more(self, agent: AgentView, now: float, fits) -> Task | None:
+    def assign_more(self, agent: AgentView, now: float, fits, gate=None) -> Task | None:
         """The task assign() would give this agent next, reserved to it as well if fits(task).
 
         For a chunk of quick callables, which one agent holds together and runs in order. When the
-        next task does not fit, it stays queued where it was and None is returned.
+        next task does not fit, or gate(task) says it may not start now (asked only of a task that
+        fits, as the last word), it stays queued where it was and None is returned.
         """
         self._owner_changed = None
         pairs = self.assign([agent], now)
         if not pairs:
             return None
         task = pairs[0][1]
-        if fits(task):
+        if fits(task) and (gate is None or gate(task)):
             return task
         self.unassign(task.id, now)
         if self._owner_changed is not None:  # taking it made this agent its affinity key's owner: undo
@@ -518,3 +533,17 @@ class Scheduler(ReadyQueue, Reviews, LiveQueue):
                 if new is TaskState.SKIPPED:
                     self._changes.append(task_id)
         self._clear_queue()
+
+    # -- roadmap edits while the run goes (runner.manager.roadmap_edits) ----------------------------
+
+    def unstarted(self, task_id: str) -> bool:
+        """The task is known and no attempt of it has started in this run."""
+        return task_id in self.state and not self.attempts.get(task_id) and task_id not in self._holder
+
+    def add_task(self, task: Task, now: float) -> bool:
+        """Add a task, or take a new definition of one that has not started; False when it has started."""
+        return roadmap_edits.add_task(self, task, now)
+
+    def drop_task(self, task_id: str, reason: str) -> bool:
+        """A task that has not started leaves the run, skipped for reason (its dependents for it)."""
+        return roadmap_edits.drop_task(self, task_id, reason)

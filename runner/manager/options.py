@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from runner.errors import UsageError
+from runner.manager.exits import Ending
 
 def default_roles(n: int) -> dict[str, int]:
     """The original design's pool: 1 orchestrator, 1 critic when n >= 4, the rest workers."""
@@ -61,6 +62,7 @@ class RunResult:
     folder: str
     summary: dict
     tasks: list[dict]  # one row per task: task, title, agent, status, attempts, duration_s, exit_code, log, reason
+    ending: Ending = field(default_factory=Ending)  # how it ended; exit_code is exits.decide(ending)
 
 
 class Reporter:

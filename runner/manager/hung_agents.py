@@ -1,6 +1,6 @@
-"""Liveness of agents: a hung agent is found and killed, and its task counted as lost to its death.
+"""Hung agents: one that is there but stopped is found and killed, and its task counted as lost to its death.
 
-Part of runner.manager.run.Run (a mixin). A SIGSTOPped agent cannot answer anything, and a dead one
+A component of the run (runner.manager.components). A SIGSTOPped agent cannot answer anything, and a dead one
 is already seen at once (its sentinel); what is left to find is an agent that is there but stopped.
 The kernel knows it without the agent's help, so there is no heartbeat: the manager asks the backend
 (`stopped(agent_id)`; local agents: the state in /proc/<pid>/stat) about each agent that holds a
@@ -19,31 +19,38 @@ from __future__ import annotations
 
 import logging
 
+from runner.manager import events as ev
+from runner.manager.components import Component
+
 log = logging.getLogger(__name__)
 
 _CHECK_S = 1.0  # how often agents holding a task are looked at
 _MISSES = 3  # looks in a row that find an agent stopped, before it is killed
 
 
-class Liveness:
-    """Finding hung agents (mixed into Run)."""
+class HungAgents(Component):
+    """Finding hung agents."""
 
-    _live_at = 0.0  # monotonic time of the next look
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._next = 0.0  # monotonic time of the next look
+        self._seen: dict[str, int] = {}  # agent id -> looks in a row that found it stopped
 
-    def _liveness_timer(self) -> float | None:
-        """When the loop must wake for the next look (None: no agent holds a task)."""
-        return self._live_at if self.pool.reservations else None
+    def timers(self, now: float) -> list[float]:
+        """When the loop must wake for the next look (none while no agent holds a task)."""
+        return [self._next] if self.ctx.pool.reservations else []
 
-    def _check_liveness(self, now: float) -> None:
-        stopped = getattr(self.backend, "stopped", None)
-        if now < self._live_at or stopped is None:
+    def tick(self, now: float) -> None:
+        ctx = self.ctx
+        stopped = getattr(ctx.backend, "stopped", None)
+        if now < self._next or stopped is None:
             return
-        self._live_at = now + _CHECK_S
-        seen = self.__dict__.setdefault("_stopped_seen", {})  # agent id -> looks in a row it was stopped
+        self._next = now + _CHECK_S
+        seen = self._seen
         for agent_id in list(seen):
-            if agent_id not in self.pool.reservations:
+            if agent_id not in ctx.pool.reservations:
                 del seen[agent_id]
-        for agent_id in list(self.pool.reservations):
+        for agent_id in list(ctx.pool.reservations):
             if not stopped(agent_id):
                 seen.pop(agent_id, None)
                 continue
@@ -51,5 +58,5 @@ class Liveness:
             if seen[agent_id] >= _MISSES:
                 del seen[agent_id]
                 log.warning("agent %s is stopped (hung) holding a task; killing it", agent_id)
-                self._emit("agent:hung", agent=agent_id, task=self.pool.reservations[agent_id], stopped_s=_MISSES * _CHECK_S)
-                self.backend.kill(agent_id)
+                ctx.emit(ev.AGENT_HUNG, agent=agent_id, task=ctx.pool.reservations[agent_id], stopped_s=_MISSES * _CHECK_S)
+                ctx.backend.kill(agent_id)

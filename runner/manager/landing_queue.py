@@ -1,6 +1,6 @@
 """Worktree tasks in the manager: their settings, the landing queue, and the end of their run.
 
-Part of runner.manager.run.Run (a mixin). An agent runs a worktree attempt and commits it
+A component of the run (runner.manager.components). An agent runs a worktree attempt and commits it
 (runner.agents.coding_attempt); when it succeeded, the manager hands the task over to the landing
 queue and the agent is free for its next task at once:
 
@@ -25,6 +25,8 @@ import time
 
 from runner.agents.messages import TaskResult
 from runner.errors import UsageError
+from runner.manager import events as ev
+from runner.manager.components import Component
 from runner.manager.scheduler import LANDING
 from runner.manager.recovery import crash_point, landed_tasks
 from runner.model import Outcome
@@ -32,109 +34,114 @@ from runner.model import Outcome
 log = logging.getLogger(__name__)
 
 CHECK_TAIL_LINES = 40
-# At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
-FEEDBACK_CAP = 6000
 
 
-class Landing:
-    """Workspace settings per task, the landing thread and its queue (mixed into Run)."""
+def workspace_settings(roadmap, opt, members) -> dict:
+    """Each task's workspace (task id -> coding.settings.Workspace); UsageError naming the place."""
+    ws: dict = {}
+    coding_keys = ("files", "checks", "allow_empty", "workspace")
+    if not (opt.workspace or roadmap.settings.get("workspace") or (roadmap.defaults or {}).get("workspace")
+            or any((t.command is None and t.call is None) or any(k in t.meta for k in coding_keys) for t in members)):
+        return ws  # plain commands and callables with no workspace setting: nothing to read (no import either)
+    from runner.coding import settings
 
-    # -- set-up ---------------------------------------------------------------------------------------
+    overrides = settings.Overrides(opt.workspace, opt.land, opt.into, opt.keep_worktrees)
+    top = roadmap.settings.get("workspace") if roadmap.settings else None
+    defaults = roadmap.defaults.get("workspace") if roadmap.defaults else None
+    repos: dict[str, str | None] = {}
 
-    def _workspace_settings(self) -> None:
-        """Each task's workspace (self.ws: task id -> coding.settings.Workspace); UsageError naming the place."""
-        self.ws = {}
-        self._spaces = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
-        self._landers = {}  # (repo, into) -> runner.coding.landing.Lander
-        o = self.opt
-        coding_keys = ("files", "checks", "allow_empty", "workspace")
-        if not (o.workspace or self.roadmap.settings.get("workspace") or (self.roadmap.defaults or {}).get("workspace")
-                or any((t.command is None and t.call is None) or any(k in t.meta for k in coding_keys)
-                       for t in self._members())):
-            return  # plain commands and callables with no workspace setting: nothing to read (no import either)
-        from runner.coding import settings
+    def repo_of(folder: str) -> str | None:
+        if folder not in repos:
+            repos[folder] = _repo_top(folder)
+        return repos[folder]
 
-        overrides = settings.Overrides(o.workspace, o.land, o.into, o.keep_worktrees)
-        top = self.roadmap.settings.get("workspace") if getattr(self.roadmap, "settings", None) else None
-        defaults = self.roadmap.defaults.get("workspace") if self.roadmap.defaults else None
-        repos: dict[str, str | None] = {}
+    problems_at = []
+    block_problems: list[str] = []  # the blocks were checked at load time (file:line); here once, not per task
+    top_s = settings.parse_block(top, "workspace", block_problems)
+    def_s = settings.parse_block(defaults, "defaults.workspace", block_problems)
+    for task in members:
+        if not task.runnable_status or task.id in opt.blocked:
+            continue
+        agent_task = task.command is None and task.call is None
+        wanted = opt.workspace or any(k in task.meta for k in coding_keys) or top or defaults
+        if not agent_task and not wanted:
+            continue
+        problems: list[str] = list(block_problems)
+        w = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
+        if w.mode == "worktree" and task.call is not None:
+            problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
+        if problems:
+            problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
+            continue
+        if w.mode == "worktree" or w.files or w.checks:
+            ws[task.id] = w
+    if problems_at:
+        more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
+        raise UsageError(problems_at[0] + more)
+    if any(w.mode == "worktree" for w in ws.values()):
+        from runner.coding.workspace import WorkspaceError, refuse_if_checked_out
 
-        def repo_of(folder: str) -> str | None:
-            if folder not in repos:
-                repos[folder] = _repo_top(folder)
-            return repos[folder]
+        for repo, into in {(w.repo, w.into) for w in ws.values() if w.mode == "worktree"}:
+            try:
+                refuse_if_checked_out(repo, into)
+            except WorkspaceError as exc:
+                raise UsageError(f"workspace: {exc}") from None
+    return ws
 
-        problems_at = []
-        block_problems: list[str] = []  # the blocks were checked at load time (file:line); here once, not per task
-        top_s = settings.parse_block(top, "workspace", block_problems)
-        def_s = settings.parse_block(defaults, "defaults.workspace", block_problems)
-        for task in self._members():
-            if not task.runnable_status or task.id in o.blocked:
-                continue
-            agent_task = task.command is None and task.call is None
-            wanted = o.workspace or any(k in task.meta for k in coding_keys) or top or defaults
-            if not agent_task and not wanted:
-                continue
-            problems: list[str] = list(block_problems)
-            ws = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
-            if ws.mode == "worktree" and task.call is not None:
-                problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
-            if problems:
-                problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
-                continue
-            if ws.mode == "worktree" or ws.files or ws.checks:
-                self.ws[task.id] = ws
-        if problems_at:
-            more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
-            raise UsageError(problems_at[0] + more)
-        if self._worktree_tasks():
-            from runner.coding.workspace import WorkspaceError, refuse_if_checked_out
 
-            for repo, into in {(w.repo, w.into) for w in self.ws.values() if w.mode == "worktree"}:
-                try:
-                    refuse_if_checked_out(repo, into)
-                except WorkspaceError as exc:
-                    raise UsageError(f"workspace: {exc}") from None
+class LandingQueue(Component):
+    """Workspaces of worktree tasks, the landing thread and its queue."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        ctx.ws = workspace_settings(ctx.roadmap, ctx.opt, ctx.members())
+        self._spaces: dict = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
+        self._landers: dict = {}  # (repo, into) -> runner.coding.landing.Lander
+        self._queue: collections.deque = collections.deque()  # (task id, agent id, attempt, TaskResult) to land
+        self._done: collections.deque = collections.deque()  # verdicts from the landing thread
+        self._busy = 0  # tasks handed over and not yet recorded
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
 
     def _worktree_tasks(self) -> list[str]:
-        return [tid for tid, w in self.ws.items() if w.mode == "worktree"]
+        return [tid for tid, w in self.ctx.ws.items() if w.mode == "worktree"]
 
-    def _files_table(self) -> dict[str, tuple[str, ...]]:
-        return {tid: w.files for tid, w in self.ws.items() if w.files}
-
-    def _open_workspaces(self) -> None:
+    def open_workspaces(self) -> None:
         """One journal of branches per (repo, into), in the run folder; `into` created from base when missing."""
+        if not self._worktree_tasks():
+            return
         from runner.coding.landing import Lander
         from runner.coding.workspace import GitError, WorkspaceError, Workspaces
 
-        self._land_queue = collections.deque()  # (task id, agent id, attempt, TaskResult) waiting to land
-        self._land_done = collections.deque()  # verdicts from the landing thread
-        self._land_busy = 0  # tasks handed over and not yet recorded
-        self._land_cv = threading.Condition()
-        self._land_thread = None
-        self._ws_info: dict[str, dict] = {}  # task id -> what its last attempt's workspace did
-        for key in sorted({(w.repo, w.into, w.base) for w in self.ws.values() if w.mode == "worktree"}, key=str):
+        ctx = self.ctx
+        for key in sorted({(w.repo, w.into, w.base) for w in ctx.ws.values() if w.mode == "worktree"}, key=str):
             repo, into, base = key
-            folder = os.path.join(self.folder, "ws" if not self._spaces else f"ws{len(self._spaces) + 1}")
+            folder = os.path.join(ctx.folder, "ws" if not self._spaces else f"ws{len(self._spaces) + 1}")
             try:
-                spaces = Workspaces(repo, folder, os.path.basename(self.folder), into, base=base)
+                spaces = Workspaces(repo, folder, os.path.basename(ctx.folder), into, base=base)
             except (GitError, WorkspaceError) as exc:
                 raise UsageError(f"workspace: {exc}") from None
             self._spaces[(repo, into)] = spaces
             self._landers[(repo, into)] = Lander(spaces)
 
-    def _workspace_field(self, task_id: str) -> dict | None:
-        w = self.ws.get(task_id)
+    def spaces_of(self, task_id: str):
+        w = self.ctx.ws[task_id]
+        return self._spaces[(w.repo, w.into)]
+
+    def workspace_field(self, task_id: str) -> dict | None:
+        """The TaskMessage's `workspace` of a worktree task (None for any other)."""
+        w = self.ctx.ws.get(task_id)
         if w is None or w.mode != "worktree":
             return None
         spaces = self._spaces[(w.repo, w.into)]
-        task = self.tasks[task_id]
+        task = self.ctx.tasks[task_id]
         return {
             "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
-            "title": task.title, "allow_empty": w.allow_empty, "keep": self.opt.keep_worktrees,
+            "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
         }  # fmt: skip
 
-    def _recover_workspaces(self, previous_run: int) -> set[str]:
+    def recover(self, previous_run: int, review_rounds: dict) -> set[str]:
         """--resume: the dead run's worktrees saved (WIP) and removed; its committed attempts landed now.
 
         Returns the tasks whose work is on `into` (landed before the crash, or just now): they are not
@@ -143,7 +150,10 @@ class Landing:
         from runner.coding.landing import Landed, Lander
         from runner.coding.workspace import JOURNAL, GitError, WorkspaceError, Workspaces
 
-        row = self.ledger.db.execute("SELECT folder FROM runs WHERE id = ?", (previous_run,)).fetchone()
+        ctx = self.ctx
+        if not ctx.ws:
+            return set()
+        row = ctx.ledger.db.execute("SELECT folder FROM runs WHERE id = ?", (previous_run,)).fetchone()
         if not row or not row[0] or not os.path.isdir(row[0]):
             return set()
         done: set[str] = set()
@@ -159,88 +169,99 @@ class Landing:
                 done |= landed_tasks(spaces)  # journalled landed, killed before the ledger: on `into`, done
                 lander = Lander(spaces)
                 for ws in recovery.finished:
-                    task = self.tasks.get(ws.task_id)
-                    w = self.ws.get(ws.task_id)
+                    task = ctx.tasks.get(ws.task_id)
+                    w = ctx.ws.get(ws.task_id)
                     if task is None or w is None or w.mode != "worktree":
                         continue
-                    if ws.task_id in getattr(self, "review_rounds", {}):  # its review never ended: run it again
-                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
+                    if ws.task_id in review_rounds:  # its review never ended: run it again
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
                         continue
                     log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
                     env = {**os.environ, **{k: str(v) for k, v in task.env.items()}}
-                    checks = _landing_checks(w.checks, env, task.timeout, log_path) if w.checks else None
+                    checks = self._landing_check(w.checks, env, task.timeout, log_path) if w.checks else None
                     verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
                         done.add(ws.task_id)
-                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
                     else:
-                        self.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
                 spaces.finish(keep_worktrees=False)
             except (GitError, WorkspaceError, OSError) as exc:
-                self.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
+                ctx.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
         return done
 
     # -- after an attempt -----------------------------------------------------------------------------
 
-    def _to_landing(self, agent_id: str, res: TaskResult) -> bool:
+    def on_result(self, agent_id: str, res) -> bool:
+        return isinstance(res, TaskResult) and bool(self.ctx.ws) and self.take(agent_id, res)
+
+    def take(self, agent_id: str, res: TaskResult) -> bool:
         """A worktree attempt succeeded: queue it to land (True), or let it be recorded as it is (False)."""
-        w = self.ws.get(res.task_id)
+        ctx = self.ctx
+        w = ctx.ws.get(res.task_id)
         if res.workspace is not None:
-            self._ws_info[res.task_id] = dict(res.workspace)
+            ctx.ws_info[res.task_id] = dict(res.workspace)
         if w is None or w.mode != "worktree" or res.outcome != Outcome.SUCCEEDED.value:
             return False
         if w.land != "merge" or not (res.workspace or {}).get("commit"):
             if res.workspace is not None:
-                self._ws_info[res.task_id]["landed"] = None
-                self._ws_info[res.task_id]["why"] = "land: branch" if w.land != "merge" else "nothing to land"
+                ctx.ws_info[res.task_id]["landed"] = None
+                ctx.ws_info[res.task_id]["why"] = "land: branch" if w.land != "merge" else "nothing to land"
             return False
-        self.sched.hand_over(res.task_id, agent_id)
-        self._land_busy += 1
-        with self._land_cv:
-            self._land_queue.append((res.task_id, agent_id, res.attempt, res))
-            self._land_cv.notify()
-        if self._land_thread is None:
-            self._land_thread = threading.Thread(target=self._land_worker, name="wvo-landing", daemon=True)
-            self._land_thread.start()
-        self._emit("task:landing", task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
+        ctx.sched.hand_over(res.task_id, agent_id)
+        self._busy += 1
+        with self._cv:
+            self._queue.append((res.task_id, agent_id, res.attempt, res))
+            self._cv.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._land_worker, name="wvo-landing", daemon=True)
+            self._thread.start()
+        ctx.emit(ev.TASK_LANDING, task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
         return True
 
     def _land_worker(self) -> None:
+        """The landing thread: one task at a time; it touches git and files only, never the run's state."""
         from runner.coding.workspace import GitError, WorkspaceError
 
+        ctx = self.ctx
         while True:
-            with self._land_cv:
-                while not self._land_queue:
-                    self._land_cv.wait()
-                job = self._land_queue.popleft()
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                job = self._queue.popleft()
             if job is None:
                 return
             task_id, agent_id, attempt, res = job
-            w = self.ws[task_id]
+            w = ctx.ws[task_id]
             lander = self._landers[(w.repo, w.into)]
-            task = self.tasks[task_id]
-            log_path = self._records.get((task_id, attempt), {}).get("log") or os.path.join(self.logs, f"{task_id}.{attempt}.log")
+            task = ctx.tasks[task_id]
+            log_path = ctx.records.get((task_id, attempt), {}).get("log") or os.path.join(ctx.logs, f"{task_id}.{attempt}.log")
             env = {**os.environ, **{k: str(v) for k, v in task.env.items()}, **self._spared_env()}
-            checks = _landing_checks(w.checks, env, task.timeout, log_path)
+            checks = self._landing_check(w.checks, env, task.timeout, log_path)
             try:
                 lander.spaces.reload()  # the agent that made the branch journalled it in its own process
                 verdict = lander.land(res.workspace["branch"], task.title or task.id, checks if w.checks else None)
             except (GitError, WorkspaceError, OSError) as exc:
                 verdict = exc
-            self._land_done.append((task_id, agent_id, attempt, res, verdict, time.time()))
-            try:
-                os.write(self._wake_w, b"L")
-            except OSError:
-                pass
+            self._done.append((task_id, agent_id, attempt, res, verdict, time.time()))
+            ctx.wake()
 
-    def _collect_landings(self) -> None:
-        """Record what the landing thread decided since the last look (the loop calls this every round)."""
+    def _landing_check(self, checks, env: dict, timeout: float | None, log_path: str):
+        """The checks on the merged result, as the Lander calls them (one place, to swap for the shared runner)."""
+        return _landing_checks(checks, env, timeout, log_path)
+
+    def tick(self, now: float) -> None:
+        """Record what the landing thread decided since the last look."""
+        if not self._spaces:
+            return
         from runner.coding.landing import ChecksFailed, Conflict, Landed
 
-        while self._land_done:
-            task_id, agent_id, attempt, res, verdict, end = self._land_done.popleft()
-            self._land_busy -= 1
-            info = self._ws_info.setdefault(task_id, {})
+        ctx = self.ctx
+        while self._done:
+            task_id, agent_id, attempt, res, verdict, end = self._done.popleft()
+            self._busy -= 1
+            info = ctx.ws_info.setdefault(task_id, {})
+            into = ctx.ws[task_id].into
             if isinstance(verdict, Landed):
                 crash_point("landed")  # tests: into moved and journalled, the ledger not written
                 info["landed"] = verdict.commit
@@ -248,70 +269,58 @@ class Landing:
                 outcome, error = Outcome.SUCCEEDED, None
             elif isinstance(verdict, Conflict):
                 info["landed"], info["why"] = None, f"conflict in {', '.join(verdict.files)}"
-                outcome, error = Outcome.CONFLICT, f"conflict landing on {self.ws[task_id].into}: {', '.join(verdict.files)}"
-                self._feedback_note(task_id, attempt, f"Your previous attempt conflicted with work landed meanwhile on "
-                                    f"{self.ws[task_id].into}, in: {', '.join(verdict.files)}. Start from the new tip.")
+                outcome, error = Outcome.CONFLICT, f"conflict landing on {into}: {', '.join(verdict.files)}"
+                ctx.feedback_note(task_id, attempt, f"Your previous attempt conflicted with work landed meanwhile on "
+                                  f"{into}, in: {', '.join(verdict.files)}. Start from the new tip.")
             elif isinstance(verdict, ChecksFailed):
                 info["landed"], info["why"] = None, "checks failed on the merged result"
                 outcome, error = Outcome.CHECK_FAILED, f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
-                self._feedback_note(task_id, attempt, f"The checks failed once your work was merged:\n{verdict.detail}")
+                ctx.feedback_note(task_id, attempt, f"The checks failed once your work was merged:\n{verdict.detail}")
             else:
                 info["landed"], info["why"] = None, f"landing failed: {verdict}"
                 outcome, error = Outcome.FAILED, f"landing failed: {verdict}"
             msg = TaskResult(task_id, attempt, outcome.value, res.exit_code, res.start, end, error=error, log=res.log,
                              workspace=info, checks=res.checks)  # fmt: skip
-            self._emit("task:landed" if outcome is Outcome.SUCCEEDED else "task:not_landed", task=task_id,
-                       attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
-            self._outcome(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+            ctx.emit(ev.TASK_LANDED if outcome is Outcome.SUCCEEDED else ev.TASK_NOT_LANDED, task=task_id,
+                     attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
+            ctx.outcomes.record(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+        ctx.pool.stats.update(landing=self._busy, landed=self._last_landed)  # how many wait to land, the last that did
 
     def _spared_env(self) -> dict:
         """What marks a landing's check as the run's (killed with it) but the manager's own (not an orphan)."""
-        spared = getattr(self.backend, "spared_env", None)
+        spared = getattr(self.ctx.backend, "spared_env", None)
         return spared() if spared is not None else {}
 
-    def _landing_pending(self) -> bool:
-        return bool(getattr(self, "_land_busy", 0))
-
-    def _feedback_text(self, task_id: str) -> str:
-        """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""
-        notes = self._feedback.get(task_id)
-        if not notes:
-            return ""
-        blocks = [f"Attempt {n} did not succeed: {text.strip()}" for n, text in notes]
-        text = "\n\n".join(blocks)
-        if len(text) > FEEDBACK_CAP:
-            text = "[earlier feedback cut]\n" + text[-FEEDBACK_CAP:]
-        return "Feedback from earlier attempts:\n" + text
-
-    def _feedback_note(self, task_id: str, attempt: int, text: str) -> None:
-        """Why an attempt failed, for every later attempt of the task ({feedback}, WVO_FEEDBACK)."""
-        self._feedback.setdefault(task_id, []).append((attempt, text))
+    def busy(self) -> bool:
+        return self._busy > 0
 
     # -- the end --------------------------------------------------------------------------------------
 
-    def _stop_landing(self) -> None:
-        if getattr(self, "_land_thread", None) is not None:
-            with self._land_cv:
-                self._land_queue.append(None)
-                self._land_cv.notify()
-            self._land_thread.join(timeout=60.0)
+    def stop_thread(self) -> None:
+        if self._thread is not None:
+            with self._cv:
+                self._queue.append(None)
+                self._cv.notify()
+            self._thread.join(timeout=60.0)
 
-    def _finish_workspaces(self) -> dict:
-        """Remove worktrees (unless kept), delete landed branches, list the others: for the summary."""
+    def summary(self, summary: dict) -> None:
+        """Remove worktrees (unless kept), delete landed branches, list the others."""
+        if not self._spaces:
+            return
         from runner.coding.workspace import GitError, WorkspaceError
 
         out = {"kept": [], "deleted": 0, "worktrees_kept": []}
         for spaces in self._spaces.values():
             try:
                 spaces.reload()  # the agents journalled their branches in their own processes
-                cleanup = spaces.finish(keep_worktrees=self.opt.keep_worktrees)
+                cleanup = spaces.finish(keep_worktrees=self.ctx.opt.keep_worktrees)
             except (GitError, WorkspaceError, OSError) as exc:
-                self.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
+                self.ctx.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
                 continue
             out["deleted"] += len(cleanup.deleted)
             out["kept"] += [{"branch": b, "state": s} for b, s in cleanup.kept]
             out["worktrees_kept"] += cleanup.worktrees_kept
-        return out
+        summary["workspaces"] = out
 
 
 def _repo_top(folder: str) -> str | None:
@@ -362,14 +371,11 @@ def workspace_plan(roadmap, options) -> list[dict]:
     """
     from runner.coding.git import Git, checked_out_branch
 
-    probe = Landing.__new__(Landing)
-    probe.roadmap, probe.opt = roadmap, options
-    probe._members = lambda: roadmap.tasks
-    probe._workspace_settings()
+    ws = workspace_settings(roadmap, options, roadmap.tasks)
     groups: dict[tuple, dict] = {}
     git = Git()
     for task in roadmap.tasks:
-        w = probe.ws.get(task.id)
+        w = ws.get(task.id)
         if w is None:
             continue
         base = w.base

@@ -1,19 +1,21 @@
 """The critic's review in the manager: which tasks are reviewed, the review attempt, and its verdict.
 
-Part of runner.manager.run.Run (a mixin). A reviewed task's life (`review:` in runner.coding.review):
+A component of the run (runner.manager.components). A reviewed task's life (`review:` in
+runner.coding.review):
 
     worker attempt: exit 0, committed, checks passed ──▶ recorded `needs_review` ──▶ queued for a critic
          ──▶ review attempt (a critic; any agent after --route-wait): the executor's review_prompt with
              {diff} and {checks}, in a fresh detached worktree at the task's commit (removed afterwards)
-         ──▶ VERDICT: APPROVE ──▶ landing (runner.manager.landing), or succeeded when it does not land
+         ──▶ VERDICT: APPROVE ──▶ landing (runner.manager.landing_queue), or succeeded when it does not land
              VERDICT: REJECT why ──▶ recorded `rejected`, the reason is the next attempt's {feedback};
                                      rework by any agent but a critic; after review_rounds: needs_improvement
-             no verdict, or the task branch or `into` moved ──▶ a failed review attempt, retried like any failure
+             no verdict, or the task branch moved ──▶ a failed review attempt, retried like any failure
 
 The verdict is read from the critic's final answer only (runner.coding.review). The critic never edits
 the task branch or `into`: it works on a detached HEAD, and if either moved anyway while it ran (`into`
 may only move forward: other tasks land), it is put back and the attempt fails (runner.manager.refcheck).
-The attempt's model (`escalate:`) is kept per attempt for the events and the task rows.
+The critic's output is read like the worker's (runner.manager.accounts): its session, tokens and cost are
+recorded with its attempt.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import replace
 
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.errors import UsageError
+from runner.manager import events as ev
 from runner.manager import refcheck, statedir
 from runner.manager.accounts import executors_module as _ex
+from runner.manager.components import Component
 from runner.model import Outcome, Task
 
 log = logging.getLogger(__name__)
@@ -33,22 +37,27 @@ log = logging.getLogger(__name__)
 _SETUP_FAILED = ("/bin/sh", "-c", 'printf "wvo-batch: cannot set up the review: %s\\n" "$WVO_REVIEW_ERROR" >&2; exit 1')
 
 
-class Review:
-    """Review attempts and their verdicts (mixed into Run)."""
+class ReviewRounds(Component):
+    """Review attempts and their verdicts."""
 
-    def _init_review(self) -> None:
-        self.review_rounds: dict[str, int] = {}  # task id -> rejections that end it (reviewed tasks only)
+    def __init__(self, ctx, landing, accounts, live):
+        self.ctx = ctx
+        self.landing = landing  # approved work lands through it; its workspaces hold the branches
+        self.accounts = accounts  # each attempt's model, and which attempts are a critic's
+        self.live = live  # the roadmap's status while a critic has the task
+        self.rounds: dict[str, int] = {}  # task id -> rejections that end it (reviewed tasks only)
         self._reviews: dict[str, dict] = {}  # task id -> {"rounds", "verdicts"}, for the task rows
         self._under_review: dict[str, dict] = {}  # task id -> the reviewed work: workspace info and checks
-        self._review_attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
-        self._attempt_models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
-        self._review_seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, critic's argv)
+        self._attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
+        self._seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, critic's argv)
+        self._settings()
 
-    def _review_settings(self) -> None:
+    def _settings(self) -> None:
         """Which tasks a critic reviews; UsageError naming the place for one that cannot be."""
+        ctx = self.ctx
         problems_at = []
-        for task in self._members():
-            if not task.runnable_status or task.id in self.opt.blocked:
+        for task in ctx.members():
+            if not task.runnable_status or task.id in ctx.opt.blocked:
                 continue
             if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
                 continue  # not reviewed (parse_policy would say so): no import of the review module
@@ -56,51 +65,53 @@ class Review:
             policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
             if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
                 continue
-            ws = self.ws.get(task.id)
+            ws = ctx.ws.get(task.id)
             if not problems and (ws is None or ws.mode != "worktree"):
                 problems.append("`review` needs the task in a worktree (workspace mode worktree): the critic reviews its branch")
-            if not problems and self.executor is None:
+            if not problems and ctx.executor is None:
                 problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
             if problems:
                 problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
             else:
-                self.review_rounds[task.id] = policy.rounds
+                self.rounds[task.id] = policy.rounds
         if problems_at:
             more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
             raise UsageError(problems_at[0] + more)
 
     # -- the review attempt -----------------------------------------------------------------------------
 
-    def _review_message(self, task: Task, role: str, attempt: int) -> TaskMessage:
+    def message(self, task: Task, role: str, attempt: int, agent_id: str) -> TaskMessage | None:
         """A critic's attempt: the review prompt, run in a detached worktree at the reviewed commit."""
+        if task.id not in self.rounds or not self.ctx.sched.reviewing(task.id):
+            return None
         from runner.coding.workspace import GitError, WorkspaceError
 
+        ctx = self.ctx
         work = self._under_review[task.id]
         ws = work["workspace"]
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt),
                "WVO_REVIEW": "1", "WVO_BRANCH": ws["branch"], "WVO_BASE_COMMIT": ws["base"], "WVO_REVIEW_COMMIT": ws["commit"] or ws["base"]}  # fmt: skip
-        spaces = self._spaces_of(task.id)
+        spaces = self.landing.spaces_of(task.id)
         cwd = None
         try:
             into_before = refcheck.before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
-            command = _ex().build_argv(task, role, self.executor, self._feedback_text(task.id), attempt, fields)
-            self._review_seen[(task.id, attempt)] = (into_before, tuple(command))
+            command = _ex().build_argv(task, role, ctx.executor, ctx.feedback_text(task.id), attempt, fields)
+            self._seen[(task.id, attempt)] = (into_before, tuple(command))
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
-        self._review_attempts[(task.id, attempt)] = cwd
-        self._attempt_models[(task.id, attempt)] = _ex().model_of(task, role, self.executor, attempt)
+        self._attempts[(task.id, attempt)] = cwd
+        self.accounts.note_model(task, role, attempt, review=True)
         return TaskMessage(
-            task_id=task.id, attempt=attempt, log_path=os.path.join(self.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
-            command=command, env=env, cwd=cwd, timeout=task.timeout, grace=self.opt.grace,
-            rate_limit_pattern=self.opt.rate_limit or self.executor.rate_limit,
+            task_id=task.id, attempt=attempt, log_path=os.path.join(ctx.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
+            command=command, env=env, cwd=cwd, timeout=task.timeout, grace=ctx.opt.grace,
+            rate_limit_pattern=ctx.opt.rate_limit or ctx.executor.rate_limit,
+            # its output read like the worker's: session, tokens, cost and failure class are recorded
+            output=ctx.executor.output if command is not _SETUP_FAILED else None,
+            stall_timeout=ctx.executor.stall_timeout,
         )  # fmt: skip
-
-    def _spaces_of(self, task_id: str):
-        w = self.ws[task_id]
-        return self._spaces[(w.repo, w.into)]
 
     def _critic_tree(self, spaces, task_id: str, attempt: int, commit: str) -> str:
         spaces.worktrees_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -108,95 +119,85 @@ class Review:
         spaces._worktree("add", "-q", "--detach", str(path), commit)  # under the run's worktree lock, as every add
         return str(path)
 
-    def _review_ended(self, task_id: str, attempt: int) -> None:
+    def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""
-        self._review_seen.pop((task_id, attempt), None)
-        if (task_id, attempt) in self._review_attempts:
-            self._drop_tree(task_id, self._review_attempts.pop((task_id, attempt)))
+        self._seen.pop((task_id, attempt), None)
+        if (task_id, attempt) in self._attempts:
+            self._drop_tree(task_id, self._attempts.pop((task_id, attempt)))
 
     def _drop_tree(self, task_id: str, path: str | None) -> None:
         if path is None:
             return
-        spaces = self._spaces_of(task_id)
+        spaces = self.landing.spaces_of(task_id)
         proc = spaces._worktree("remove", "--force", path, check=False)
         if proc.returncode != 0:
             log.warning("cannot remove the review worktree %s: %s", path, proc.stderr.strip())
 
-    def _drop_review_trees(self) -> None:
+    def finish(self) -> None:
         """The run's end: review worktrees of attempts never recorded (there should be none)."""
-        for (task_id, _), path in list(self._review_attempts.items()):
+        for (task_id, _), path in list(self._attempts.items()):
             self._drop_tree(task_id, path)
-        self._review_attempts.clear()
+        self._attempts.clear()
 
     # -- results ----------------------------------------------------------------------------------------
 
-    def _review_result(self, agent_id: str, res: TaskResult) -> bool:
+    def on_result(self, agent_id: str, res) -> bool:
         """A reviewed task's attempt ended: send its work to review, or act on the verdict. True: recorded here."""
+        if not isinstance(res, TaskResult) or res.task_id not in self.rounds:
+            return False
+        ctx, record = self.ctx, self.ctx.outcomes.record
         task_id, attempt = res.task_id, res.attempt
-        if (task_id, attempt) in self._review_attempts:
+        if (task_id, attempt) in self._attempts:
             if res.outcome != Outcome.SUCCEEDED.value:
                 return False  # the critic's CLI failed: recorded as it is, the review is retried
             verdict, problem = self._verdict(task_id, res)
             if verdict is None:
-                self._outcome(agent_id, task_id, attempt, Outcome.FAILED,
-                              replace(res, outcome=Outcome.FAILED.value, error=f"review: {problem}"))  # fmt: skip
+                record(agent_id, task_id, attempt, Outcome.FAILED,
+                       replace(res, outcome=Outcome.FAILED.value, error=f"review: {problem}"))  # fmt: skip
                 return True
             entry = self._reviews.setdefault(task_id, {"rounds": 0, "verdicts": []})
             entry["rounds"] += 1
             entry["verdicts"].append({"attempt": attempt, "agent": agent_id, "verdict": "approve" if verdict.approve else "reject",
                                       "reason": verdict.reason or None})  # fmt: skip
-            self._emit("task:reviewed", task=task_id, attempt=attempt, agent=agent_id,
-                       verdict="approve" if verdict.approve else "reject", reason=verdict.reason or None)  # fmt: skip
+            ctx.emit(ev.TASK_REVIEWED, task=task_id, attempt=attempt, agent=agent_id,
+                     verdict="approve" if verdict.approve else "reject", reason=verdict.reason or None)  # fmt: skip
             if not verdict.approve:
-                self._ws_info.setdefault(task_id, {})["review"] = "rejected"
-                self._outcome(agent_id, task_id, attempt, Outcome.REJECTED, replace(
+                ctx.ws_info.setdefault(task_id, {})["review"] = "rejected"
+                record(agent_id, task_id, attempt, Outcome.REJECTED, replace(
                     res, outcome=Outcome.REJECTED.value, error=f"rejected by the critic: {verdict.reason}"))  # fmt: skip
                 return True
-            self.sched.approved(task_id)
+            ctx.sched.approved(task_id)
             work = self._under_review.pop(task_id)
             approved = replace(res, workspace=work["workspace"], checks=work["checks"])
-            if not self._to_landing(agent_id, approved):
-                self._outcome(agent_id, task_id, attempt, Outcome.SUCCEEDED, approved)
+            if not self.landing.take(agent_id, approved):
+                record(agent_id, task_id, attempt, Outcome.SUCCEEDED, approved)
             return True
-        if res.outcome != Outcome.SUCCEEDED.value or not self.sched.needs_review(task_id) or res.workspace is None:
+        if res.outcome != Outcome.SUCCEEDED.value or not ctx.sched.needs_review(task_id) or res.workspace is None:
             return False
         self._under_review[task_id] = {"workspace": dict(res.workspace), "checks": tuple(res.checks)}
-        self._ws_info[task_id] = {**res.workspace, "review": "pending"}
-        self._outcome(agent_id, task_id, attempt, Outcome.NEEDS_REVIEW, replace(res, outcome=Outcome.NEEDS_REVIEW.value))
-        if self.opt.write_back and self.sched.reviewing(task_id):
-            self._live_status(task_id, "needs_review")
+        ctx.ws_info[task_id] = {**res.workspace, "review": "pending"}
+        record(agent_id, task_id, attempt, Outcome.NEEDS_REVIEW, replace(res, outcome=Outcome.NEEDS_REVIEW.value))
+        if ctx.opt.write_back and ctx.sched.reviewing(task_id):
+            self.live.status(task_id, "needs_review")
         return True
 
     def _verdict(self, task_id: str, res: TaskResult) -> tuple[object, str]:
         """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
-        into_before, argv = self._review_seen.pop((task_id, res.attempt), (None, ()))
-        problem = refcheck.after_review(self._spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
+        into_before, argv = self._seen.pop((task_id, res.attempt), (None, ()))
+        problem = refcheck.after_review(self.landing.spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
         if problem:
             return None, problem
-        path = self._records.get((task_id, res.attempt), {}).get("log") if res.log else None
-        return _rv().verdict_from_log(path, self.executor.output, argv)
+        path = self.ctx.records.get((task_id, res.attempt), {}).get("log") if res.log else None
+        return _rv().verdict_from_log(path, self.ctx.executor.output, argv)
 
     # -- for the records ----------------------------------------------------------------------------------
 
-    def _note_model(self, task: Task, role: str, attempt: int) -> None:
-        if self.executor is not None and task.command is None and task.call is None:
-            self._attempt_models[(task.id, attempt)] = _ex().model_of(task, role, self.executor, attempt)
-
-    def _model_field(self, task_id: str, attempt: int) -> dict:
-        model = self._attempt_models.get((task_id, attempt))
-        return {"model": model} if model else {}
-
-    def _review_row(self, task_id: str, attempts: int) -> dict:
-        """What a task row adds: its review rounds and verdicts, the model of each attempt."""
-        out = {}
-        if task_id in self._reviews or task_id in self.review_rounds:
-            out["review"] = {"rounds": 0, "verdicts": [], **self._reviews.get(task_id, {}),
-                             "rounds_allowed": self.review_rounds.get(task_id)}  # fmt: skip
-        models = [self._attempt_models.get((task_id, n)) for n in range(1, attempts + 1)]
-        if any(models):
-            out["models"] = models
-        return out
+    def task_row(self, task_id: str, row: dict) -> None:
+        """A reviewed task's row: its review rounds and verdicts."""
+        if task_id in self._reviews or task_id in self.rounds:
+            row["review"] = {"rounds": 0, "verdicts": [], **self._reviews.get(task_id, {}),
+                             "rounds_allowed": self.rounds.get(task_id)}  # fmt: skip
 
 
 def _rv():

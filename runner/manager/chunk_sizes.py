@@ -18,7 +18,7 @@ _MAX_CHUNK = 64
 _WEIGHT = 0.2  # of the newest observation in the moving average
 
 
-class QuickCalls:
+class ChunkSizes:
     """Moving average of each callable's duration; the chunk size for the next hand-out."""
 
     def __init__(self, quick_s: float | None = None, chunk_s: float | None = None, max_chunk: int | None = None):
