@@ -28,7 +28,10 @@ SHARED_ROADMAPS = ROOT.parent / "shared" / "roadmaps"
 LEFT_IN_TMP_LIMIT = 5 << 20  # bytes the suite may leave outside tmp_path before the session fails
 SYSTEM_TMP = tempfile.gettempdir()
 os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SYSTEM_TMP)  # tmp_path stays where users look for it
-SESSION_TMP = tempfile.mkdtemp(prefix="wvo-tests-")  # short: Ray's socket paths go under it
+if os.environ.get("WVO_TEST_SESSION") == str(os.getpid()):  # imported a second time (as tests.conftest)
+    SESSION_TMP = os.environ["TMPDIR"]
+else:
+    SESSION_TMP = tempfile.mkdtemp(prefix="wvo-tests-")  # short: Ray's socket paths go under it
 os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None  # recomputed from $TMPDIR on next use
 os.environ["WVO_TEST_SESSION"] = str(os.getpid())  # every process the suite starts carries it

@@ -86,7 +86,7 @@ def test_a_roadmap_with_executors_by_role_and_per_task(tmp_path):
 
 
 def test_check_wants_every_executors_program_on_path_not_only_the_runs(tmp_path):
-    from tests.conftest import wvo
+    from conftest import wvo
 
     path = tmp_path / "r.yaml"
     path.write_text(textwrap.dedent(f"""\

@@ -13,7 +13,7 @@ import pytest
 from runner.roadmap import fleet
 from runner.roadmap.fleet import NamePool, PortRange
 from runner.roadmap.loader import load
-from tests.conftest import wvo
+from conftest import wvo
 
 pytestmark = pytest.mark.timeout(120)
 
