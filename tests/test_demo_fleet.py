@@ -84,9 +84,6 @@ def test_the_demo_shows_a_failed_check_a_rejection_and_a_conflict_each_put_right
     assert unreviewed <= set(usage) and all(usage[k] > 0 for k in unreviewed)  # tokens and cost, as the CLI said
 
 
-@pytest.mark.xfail(strict=True, reason="the manager reads no CLI output (session, tokens, cost) of a reviewed task's "
-                                       "attempts: _review_result() returns before _cli_result(), and the critic's "
-                                       "message has no `output`")
 def test_every_attempt_of_a_reviewed_task_has_its_cost(demo):
     _, _, events = demo
     costed = {(e["task"], e["attempt"]) for e in events if e["event"] == "task:usage"}

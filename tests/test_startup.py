@@ -56,7 +56,7 @@ def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
 # A run of plain commands (argv lists and shell strings, no workspace, no executor) must not pay for the
 # coding layer, and the number of modules it imports is capped, so that a feature creeping into start-up
 # fails here instead of in the benchmark. Counted beyond what `python -S` starts with (site not loaded).
-MODULE_BUDGET = 145  # measured 141 (53 of them runner's), Python 3.11 on Linux; raise it only with a reason
+MODULE_BUDGET = 152  # measured 150, Python 3.11 on Linux; raise it only with a reason. 141 -> 150: the run loop's components, context, events and exit decision (4), the one attempt pipeline and tree kill (2), the board and outcome table split out of the display (2), the manager's board component (1)
 
 # Imported today on the way to a plain run through runner/manager (its import of runner.coding.executors at
 # module level, and the review module read for tasks that have no review key), which another change owns.

@@ -27,7 +27,7 @@ from dataclasses import replace
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.errors import UsageError
 from runner.manager import events as ev
-from runner.manager import refcheck, statedir
+from runner.manager import statedir
 from runner.manager.accounts import executors_module as _ex
 from runner.manager.components import Component
 from runner.model import Outcome, Task
@@ -94,7 +94,7 @@ class ReviewRounds(Component):
         spaces = self.landing.spaces_of(task.id)
         cwd = None
         try:
-            into_before = refcheck.before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
+            into_before = _refcheck().before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
@@ -185,7 +185,7 @@ class ReviewRounds(Component):
         """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
         into_before, argv = self._seen.pop((task_id, res.attempt), (None, ()))
-        problem = refcheck.after_review(self.landing.spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
+        problem = _refcheck().after_review(self.landing.spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
         if problem:
             return None, problem
         path = self.ctx.records.get((task_id, res.attempt), {}).get("log") if res.log else None
@@ -205,3 +205,10 @@ def _rv():
     from runner.coding import review
 
     return review
+
+
+def _refcheck():
+    """runner.manager.refcheck, imported once a task is reviewed."""
+    from runner.manager import refcheck
+
+    return refcheck
