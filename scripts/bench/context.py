@@ -13,6 +13,8 @@ from bench.report import Report, generic
 
 
 class Bench:
+    """One run of the benchmark: its options, scratch folder, environment and report, handed to every workload."""
+
     def __init__(self, args, scratch: Path, tools: dict[str, str | None]):
         self.args = args
         self.scratch = scratch
