@@ -84,7 +84,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One task of a roadmap, with defaults already applied."""
 

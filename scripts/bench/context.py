@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.harness import BIN, PROGRAMS, Sample, measure
+from bench.harness import BIN, PROGRAMS, ROOT, Sample, measure
 from bench.inputs import write_noop_roadmap
 from bench.report import Report, generic
 
 
 class Bench:
+    """One run of the benchmark: its options, scratch folder, environment and report, handed to every workload."""
+
     def __init__(self, args, scratch: Path, tools: dict[str, str | None]):
         self.args = args
         self.scratch = scratch
@@ -30,11 +33,20 @@ class Bench:
                 " with one warm-up run first, so the figures are those of an installed program."
             )
         self.env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
+        # The venv's wvo-batch imports runner from wherever its editable install points: another checkout of
+        # the project (a git worktree sharing the venv) would be measured instead of this one.
+        project = [] if _runner_home(self.env) == ROOT else [str(ROOT)]
+        if project:
+            self.env["PYTHONPATH"] = str(ROOT)
+            self.report.notes.append(
+                "The venv's wvo-batch imports runner from another checkout; the bench set PYTHONPATH to this one"
+                " (`.`) for what it runs, so that the figures are this checkout's."
+            )
         self.modules = scratch / "modules"
         self.modules.mkdir()
         for program in ("benchmod.py", "pools.py", "bare_pool.py", "profile_cli.py", "worktree_tasks.sh", "worktree_steps.sh"):
             shutil.copy(PROGRAMS / program, self.modules / program)
-        self.mod_env = {**self.env, "PYTHONPATH": str(self.modules)}
+        self.mod_env = {**self.env, "PYTHONPATH": os.pathsep.join([str(self.modules), *project])}
         self._state = 0
         self.startup_s: float | None = None
 
@@ -80,3 +92,10 @@ class Bench:
         if not p.exists():
             p.write_text("".join(f"{i}\n" for i in range(1, n + 1)))
         return p
+
+
+def _runner_home(env: dict) -> Path | None:
+    """The project folder the venv's Python imports runner from, in env (None if it cannot)."""
+    probe = "import os, runner; print(os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__))))"
+    out = subprocess.run([BIN / "python", "-c", probe], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else None

@@ -80,7 +80,7 @@ def run(b: Bench) -> None:
         wall = med(walls(samples))
         makespan = med([f["makespan_s"] for f in figs])
         util = [f["utilization"] for f in figs]
-        busy = [f["busy_share"] for f in figs]
+        busy = [f["agent_busy_s"] / (a * f["makespan_s"]) if f["makespan_s"] else 0.0 for f in figs]
         over += [u for u in util if u > 1.0]
         rows.append([f"{a} agents", span(walls(samples)), f"{makespan:.1f} s", f"{ideal:.1f} s", f"{makespan / ideal:.2f} ×",
                      f"{med(util):.0%} ({min(util):.0%}–{max(util):.0%})", f"{med(busy):.0%}",
@@ -100,7 +100,8 @@ def run(b: Bench) -> None:
         " Today's landing queue merges and checks one task at a time, so it needs at least"
         f" {n} × {check_s:g} s = {n * check_s:g} s whatever the number of agents. *Utilisation (summary)* is the run"
         " summary's figure (busy attempt time / (agents × makespan)); *agents busy (events)* counts an agent busy from"
-        " `task:reserved` to `task:landing`, its hand-over to the landing queue."
+        " `task:reserved` to `task:landing`, its hand-over to the landing queue, over agents × the makespan: the utilisation"
+        " the summary should show."
     )
     if over:
         body += (
