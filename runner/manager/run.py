@@ -410,6 +410,8 @@ class Run:
                 ctx.emit(ev.TASK_STARTED, ts=msg.start, task=msg.task_id, agent=agent_id, attempt=msg.attempt, pid=msg.pid)
             self._deadline.pop(agent_id, None)
             ctx.pool.release(agent_id)
+            if rec is not None:
+                rec["released"] = msg.end  # the agent's part ends here, whatever comes after (landing)
             if not any(on_result(agent_id, msg) for on_result in self.hooks.on_result):
                 self.outcomes.record(agent_id, msg.task_id, msg.attempt, Outcome(msg.outcome), msg)
         elif isinstance(msg, AgentGone):
