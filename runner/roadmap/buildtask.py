@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 _UNSET = object()  # not in a cache
 
 
+_CODING_FIELDS = frozenset(CODING_TASK_FIELDS)  # one C-level test per task, not six lookups
+
+
 class TaskBuilder:
     """Reads task mappings into Tasks, applying the current file's defaults and recording every problem."""
 
@@ -122,13 +125,13 @@ class TaskBuilder:
                 t.role = d["role"]
             if d.get("env"):
                 t.env = {**d["env"], **t.env}
-        for key in ("checks", "review", "review_rounds"):
-            if key in d and key not in raw:
-                t.meta[key] = d[key]
-        for key in ("setup", "copy"):  # a file's `defaults.workspace` set-up and copies, unless the task has its own
-            if key in d and key not in t.meta:
-                t.meta[key] = d[key]
-        if any(k in raw for k in CODING_TASK_FIELDS):
+            for key in ("checks", "review", "review_rounds"):
+                if key in d and key not in raw:
+                    t.meta[key] = d[key]
+            for key in ("setup", "copy"):  # a file's `defaults.workspace` set-up and copies, unless the task has its own
+                if key in d and key not in t.meta:
+                    t.meta[key] = d[key]
+        if not _CODING_FIELDS.isdisjoint(raw):
             self._coding_task(t, raw)
         if t.complexity_score is not None:
             derived = complexity_of(t.complexity_score)
