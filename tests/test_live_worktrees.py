@@ -362,3 +362,22 @@ def test_held_statuses_are_written_before_the_fixed_file_is_read_again_so_they_a
 
 def by_status(path: Path) -> dict[str, str | None]:
     return {t["id"]: t.get("status") for t in yaml.safe_load(path.read_text())["tasks"]}
+
+
+def test_a_task_added_while_the_run_stops_is_reported_not_left_waiting(tmp_path):
+    # a fails and --max-failures 1 stops the hand-out; b, still running, then adds a task
+    roadmap = tmp_path / "r.yaml"
+    wait = tmp_path / "wait.py"
+    wait.write_text(WAIT_FOR)
+    failed = " ".join(shlex.quote(str(a)) for a in (sys.executable, wait, tmp_path / "events.jsonl", "task:finished", "a", 30))
+    added = "  - id: late\n    command: 'true'\n"
+    cmd = f"{failed}; {appender(tmp_path, roadmap, added, 'task:added|task:refused', 'late')}"
+    roadmap.write_text(f"tasks:\n  - id: a\n    command: 'exit 3'\n  - id: b\n    command: {json.dumps(cmd)}\n")
+    r = wvo(roadmap, "--state-dir", tmp_path / "s", "--write-back", "--events", tmp_path / "events.jsonl",
+            "--agents", "2", "--max-failures", "1", "--json")  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "no task can be scheduled" not in r.stderr, r.stderr
+    (refused,) = [e for e in events(tmp_path, "task:refused") if e["task"] == "late"]
+    assert "stopping" in refused["reason"]
+    rows = {t["task"]: t["status"] for t in json.loads(r.stdout)["tasks"]}
+    assert rows["b"] == "succeeded" and "late" not in rows, rows

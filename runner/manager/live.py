@@ -234,7 +234,9 @@ class LiveRoadmap(Component):
     def _join(self, task, added: bool, now: float, roadmap) -> None:
         """Add or replace a task with the run's decisions for it (workspace, review, leases), or report why not."""
         ctx = self.ctx
-        if roadmap_edits.can_add(ctx.sched, task.id):
+        if ctx.sched.draining:  # stopping (a signal, --max-failures, the budget): it would wait forever
+            why, ws, rounds = "the run is stopping and starts nothing more; the next run takes it", None, None
+        elif roadmap_edits.can_add(ctx.sched, task.id):
             why, ws, rounds = self._decide(task, roadmap)
         else:
             why, ws, rounds = "it has already started in this run; the change applies to the next run", None, None
