@@ -381,3 +381,25 @@ def test_a_task_added_while_the_run_stops_is_reported_not_left_waiting(tmp_path)
     assert "stopping" in refused["reason"]
     rows = {t["task"]: t["status"] for t in json.loads(r.stdout)["tasks"]}
     assert rows["b"] == "succeeded" and "late" not in rows, rows
+
+
+def test_a_task_the_file_cannot_show_does_not_hold_back_the_statuses_of_the_others(tmp_path):
+    from runner.manager.live import LiveRoadmap
+
+    path = tmp_path / "r.yaml"
+    path.write_text("tasks:\n  - {id: flow, command: 'true'}\n  - id: a\n    command: 'true'\n")
+    flow, a = Task("flow", file=str(path)), Task("a", file=str(path))
+    said = _Said()
+    ctx = SimpleNamespace(opt=SimpleNamespace(write_back=True, selected=None), tasks={"flow": flow, "a": a},
+                          roadmap=SimpleNamespace(tasks=[flow, a], files=[str(path)]), reporter=said, ws={})  # fmt: skip
+    live = LiveRoadmap(ctx)
+    live.status("flow", "in_progress")
+    live.status("a", "in_progress")
+    live.on_commit()
+    live.status("a", "done")
+    live.on_commit()
+    assert by_status(path) == {"flow": None, "a": "done"}
+    assert sum("task flow not found" in s for s in said.lines) == 1, said.lines
+    live.finish()
+    assert [s for s in said.lines if "never written" in s] == [
+        f"warning: --write-back: 1 status(es) never written to {path} (flow: in_progress): not found as a block mapping"]

@@ -5,9 +5,10 @@ A component of the run (runner.manager.components).
     task started ──▶ in_progress      a critic has it ──▶ needs_review (the review's hook)
     succeeded (landed) ──▶ done       failed ──▶ blocked + last_error     review rounds spent ──▶ needs_improvement
          │ status() queues the status; on_commit writes it (runner.roadmap.writeback) after the ledger's commit
+         │ a file that cannot take them (invalid YAML): held, written once it changes (fixed) and before
+         │ it is read for edits; a task not found in it: tried again with the file's next write; any
+         │ still held at the run's end are named
          ▼
-         │ the file cannot be updated (invalid YAML, the task not found): its statuses are held, and
-         │ written once the file changes again (fixed); any still held at the run's end are named
     roadmap file ──stat every _WATCH_S (a timer of the loop)──▶ changed? load it again ──▶ diff by task
          new task: joins when its dependencies allow · removed, not started: dropped · changed, not
          started: its new definition · invalid: reported once, ignored until it is fixed
@@ -119,17 +120,20 @@ class LiveRoadmap(Component):
             return
         pending, self._pending = self._pending, {}
         for path, updates in pending.items():
-            if path in self._held:  # after the held ones, which a newer status of the same task replaces
-                self._held[path].update(updates)
-            else:
-                self._write(path, updates)
+            if path in self._held_why and _stat(path) == self._held_stat[path]:  # it cannot take them yet
+                self._held[path].update(updates)  # after the held ones: a newer status of a task replaces its older
+            else:  # with any held for it (a task not found then may be back)
+                self._write(path, {**self._take_held(path), **updates})
         self._retry()
 
     def _retry(self) -> None:
-        """Write the held statuses of each file that changed since they were held (fixed, perhaps)."""
-        for path in [p for p in self._held if _stat(p) != self._held_stat[p]]:
-            del self._held_stat[path]
-            self._write(path, self._held.pop(path))
+        """Write the held statuses of each file that could not take them and has changed since (fixed, perhaps)."""
+        for path in [p for p in self._held_why if _stat(p) != self._held_stat[p]]:
+            self._write(path, self._take_held(path))
+
+    def _take_held(self, path: str) -> dict:
+        self._held_stat.pop(path, None)
+        return self._held.pop(path, {})
 
     def _write(self, path: str, updates: dict[str, tuple[str, str | None]]) -> None:
         from runner.roadmap.writeback import write_statuses
@@ -162,7 +166,9 @@ class LiveRoadmap(Component):
 
     def finish(self) -> None:
         """The run's end: name the statuses no write could place (the file stayed invalid, the task gone)."""
-        self._retry()
+        for path in list(self._held):  # a last try, but not of a file left as it was when it could not be read
+            if path not in self._held_why or _stat(path) != self._held_stat[path]:
+                self._write(path, self._take_held(path))
         for path, updates in self._held.items():
             why = self._held_why.get(path, "not found as a block mapping")
             shown = ", ".join(f"{t}: {s}" for t, (s, _) in list(updates.items())[:5]) + (" ..." if len(updates) > 5 else "")
