@@ -35,7 +35,8 @@ class RunContext:
         self.run_id = 0  # the ledger's id of this run; the loop
         self.folder = ""  # the run folder in the state dir; the loop
         self.logs = ""  # its logs/ folder; the loop
-        self.ws: dict = {}  # task id -> coding.settings.Workspace, worktree/checks/files tasks; the landing queue
+        self.ws: dict = {}  # task id -> coding.settings.Workspace, worktree/checks/files tasks; the landing queue,
+        #                     and the live roadmap for a task that joins (the same decision, landing_queue.workspace_settings)
         self.ws_info: dict[str, dict] = {}  # task id -> what its last attempt's workspace did; landing queue, review
         self.records: dict[tuple[str, int], dict] = {}  # (task, attempt) -> its times, for telemetry; the loop, outcomes
         self.queued_at: dict[str, float] = {}  # task id -> wall time it last entered the queue; note_change

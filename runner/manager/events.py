@@ -33,6 +33,7 @@ TASK_NOT_LANDED = "task:not_landed"
 TASK_ADDED = "task:added"  # the live roadmap: a task joined the run
 TASK_CHANGED = "task:changed"
 TASK_REMOVED = "task:removed"
+TASK_REFUSED = "task:refused"  # the live roadmap: an added or changed task that cannot run in this run (reason)
 
 CHUNK_RETURNED = "chunk:returned"
 

@@ -59,24 +59,36 @@ class ReviewRounds(Component):
         for task in ctx.members():
             if not task.runnable_status or task.id in ctx.opt.blocked:
                 continue
-            if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
-                continue  # not reviewed (parse_policy would say so): no import of the review module
-            problems: list[str] = []
-            policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
-            if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
-                continue
-            ws = ctx.ws.get(task.id)
-            if not problems and (ws is None or ws.mode != "worktree"):
-                problems.append("`review` needs the task in a worktree (workspace mode worktree): the critic reviews its branch")
-            if not problems and ctx.executor is None:
-                problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
-            if problems:
-                problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
-            else:
-                self.rounds[task.id] = policy.rounds
+            rounds, problem = self.decide(task, ctx.ws.get(task.id))
+            if problem:
+                problems_at.append(f"{task.place()}: task {task.id}: {problem}")
+            elif rounds is not None:
+                self.rounds[task.id] = rounds
         if problems_at:
             more = f" (and {len(problems_at) - 1} more)" if len(problems_at) > 1 else ""
             raise UsageError(problems_at[0] + more)
+
+    def decide(self, task: Task, ws) -> tuple[int | None, str | None]:
+        """(rejections that end it, or None: not reviewed; why it cannot be reviewed) for a task whose
+        workspace is ws (coding.settings.Workspace or None)."""
+        if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
+            return None, None  # not reviewed (parse_policy would say so): no import of the review module
+        problems: list[str] = []
+        policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
+        if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
+            return None, None
+        if not problems and (ws is None or ws.mode != "worktree"):
+            problems.append("`review` needs the task in a worktree (workspace mode worktree): the critic reviews its branch")
+        if not problems and self.ctx.executor is None:
+            problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
+        return (None, problems[0]) if problems else (policy.rounds, None)
+
+    def joined(self, task_id: str, rounds: int | None) -> None:
+        """A task joined the run mid-way (runner.manager.live) with the review decide() gave it."""
+        if rounds is None:
+            self.rounds.pop(task_id, None)
+        else:
+            self.rounds[task_id] = rounds
 
     # -- the review attempt -----------------------------------------------------------------------------
 

@@ -12,16 +12,37 @@ from runner.model import FINAL_STATES, Task, TaskState
 # `sched` below: the runner.manager.scheduler.Scheduler whose state these functions change
 
 
-def add_task(sched, task: Task, now: float) -> bool:
+def can_add(sched, task_id: str) -> bool:
+    """Whether add_task would take the task: it is new, or known and has not started."""
+    old = sched.state.get(task_id)
+    return old is None or (sched.unstarted(task_id) and old is not TaskState.SUCCEEDED)
+
+
+def lease_problem(sched, task: Task) -> str | None:
+    """Why the task's `uses:` cannot be leased in this run (None: it can, or it uses nothing)."""
+    uses = tuple(task.meta.get("uses") or ())
+    if not uses:
+        return None
+    gate = sched._gate
+    if gate is None:
+        return f"it uses {', '.join(uses)} and this run leases no resources; the next run takes it"
+    unknown = [u for u in uses if u not in gate.leases.pools]
+    if unknown:
+        return f"it uses {', '.join(unknown)}, which this run did not start with; the next run takes it"
+    return None
+
+
+def add_task(sched, task: Task, now: float, files: tuple[str, ...] = (), review_rounds: int | None = None) -> bool:
     """Add a task, or take a new definition of one that has not started; False when it has started.
 
     It waits for its dependencies like the tasks of the set-up: one that failed, was skipped or is
-    unknown skips it. A task whose status says not to run is skipped for it.
+    unknown skips it. A task whose status says not to run is skipped for it. Its `files:` claims, its
+    review and its `uses:` leases are the new definition's (lease_problem says first whether they can be).
     """
     old = sched.state.get(task.id)
+    if not can_add(sched, task.id):
+        return False
     if old is not None:
-        if not sched.unstarted(task.id) or old is TaskState.SUCCEEDED:
-            return False
         if old is TaskState.QUEUED and task.id in sched._where:
             sched._leave(task.id)
         if task.id in sched._file_waiting:
@@ -32,6 +53,10 @@ def add_task(sched, task: Task, now: float) -> bool:
             if task.id in sched._dependents.get(d, ()):
                 sched._dependents[d].remove(task.id)
     sched.tasks[task.id] = task
+    _set(sched._files, task.id, tuple(files) or None)
+    _set(sched.review_rounds, task.id, review_rounds)
+    if sched._gate is not None:
+        _set(sched._gate.uses, task.id, tuple(task.meta.get("uses") or ()) or None)
     sched._prefer.pop(task.id, None)
     sched._pending.pop(task.id, None)
     sched.reason.pop(task.id, None)
@@ -67,6 +92,15 @@ def add_task(sched, task: Task, now: float) -> bool:
         sched._move(task.id, TaskState.QUEUED)
         sched._enter(task.id, now)
     return True
+
+
+def _set(table: dict, key: str, value) -> None:
+    """table[key] = value, or no entry for None."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
 
 def drop_task(sched, task_id: str, reason: str) -> bool:
     """A task that has not started leaves the run, skipped for reason (its dependents for it)."""

@@ -94,6 +94,7 @@ class Run:
         self.accounts = Accounts(ctx)
         live = LiveRoadmap(ctx)
         self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
+        live.review = self.review  # each needs the other: a joining task's review is decided by it
         self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
                            live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
         self.components += [make(ctx) for make in self._plugins]

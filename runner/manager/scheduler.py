@@ -540,9 +540,12 @@ class Scheduler(ReadyQueue, Reviews):
         """The task is known and no attempt of it has started in this run."""
         return task_id in self.state and not self.attempts.get(task_id) and task_id not in self._holder
 
-    def add_task(self, task: Task, now: float) -> bool:
-        """Add a task, or take a new definition of one that has not started; False when it has started."""
-        return roadmap_edits.add_task(self, task, now)
+    def add_task(self, task: Task, now: float, files: tuple[str, ...] = (), review_rounds: int | None = None) -> bool:
+        """Add a task, or take a new definition of one that has not started; False when it has started.
+
+        files: its `files:` globs; review_rounds: rejections that end it when a critic reviews it.
+        """
+        return roadmap_edits.add_task(self, task, now, files, review_rounds)
 
     def drop_task(self, task_id: str, reason: str) -> bool:
         """A task that has not started leaves the run, skipped for reason (its dependents for it)."""
