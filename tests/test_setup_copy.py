@@ -1,0 +1,135 @@
+"""`workspace.setup:` and `workspace.copy:` (issue 23): each fresh worktree made ready before its task.
+
+Real repositories, the real `wvo-batch` command on each backend, shell commands as the agents. What
+a user would notice: the task finds the copied `.env` and what set-up made; neither is committed or
+landed; a failing set-up ends the attempt setup_failed, its output in the log and in the next
+attempt's feedback; set-up time per attempt in `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wvo
+from test_worktrees import checkout_state, git, make_repo, rows
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_json(repo: Path, *args: str, timeout: float = 90) -> tuple[int, dict, str]:
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", repo.parent / "state", "--json", *args, timeout=timeout, cwd=repo)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = {}
+    return proc.returncode, doc, proc.stderr
+
+
+def events(repo: Path) -> list[dict]:
+    return [json.loads(line) for path in (repo.parent / "state").glob("runs/*/events.jsonl")
+            for line in path.read_text().splitlines()]
+
+
+READY = """
+workspace:
+  mode: worktree
+  copy: [.env, "config/*.local"]
+  setup:
+    - mkdir -p .venv && echo "$WVO_TASK_ID" > .venv/marker && echo set-up says hi
+    - [sh, -c, 'test -f .env && echo "argv, no shell: $0" > .venv/argv', "it's me"]
+tasks:
+  - id: t
+    title: Use what set-up made
+    command: "cat .env config/a.local .venv/marker .venv/argv > used.txt"
+"""
+
+
+def test_copy_and_setup_make_the_worktree_ready_and_nothing_of_them_is_committed(tmp_path, backend):
+    repo = make_repo(tmp_path, READY, {".gitignore": ".env\n*.local\n.venv/\n"})
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / "config").mkdir()
+    (repo / "config" / "a.local").write_text("local=a\n")
+    before = checkout_state(repo)
+    code, doc, err = run_json(repo, *backend)
+    assert code == 0, err
+    row = rows(doc)["t"]
+    assert git(repo, "show", "wvo/roadmap:used.txt") == "SECRET=1\nlocal=a\nt\nargv, no shell: it's me\n"
+    landed = git(repo, "ls-tree", "-r", "--name-only", "wvo/roadmap").split()
+    assert sorted(landed) == [".gitignore", "README", "roadmap.yaml", "used.txt"]  # no .env, config, .venv
+    ws = row["workspace"]
+    assert ws["copied"] == 2 and isinstance(ws["setup_s"], float) and 0 <= ws["setup_s"] < 30
+    log = Path(row["log"]).read_text()
+    assert "set-up says hi" in log and "===== wvo-batch setup 2/2: sh -c" in log
+    assert checkout_state(repo) == before
+
+
+def test_a_failing_setup_ends_the_attempt_setup_failed_and_the_next_attempt_is_told_why(tmp_path, backend):
+    once = tmp_path / "failed-once"
+    roadmap = f"""
+workspace:
+  mode: worktree
+  setup: ["test -f {once} || {{ touch {once}; echo the mirror is down; exit 3; }}"]
+tasks:
+  - id: t
+    retries: 1
+    command: 'printf "%s" "$WVO_FEEDBACK" > feedback.txt'
+"""
+    repo = make_repo(tmp_path, roadmap)
+    code, doc, err = run_json(repo, *backend)
+    assert code == 0, err
+    finished = [(e["attempt"], e["status"], e.get("error")) for e in events(repo) if e["event"] == "task:finished"]
+    assert finished[0][:2] == (1, "setup_failed") and finished[1][:2] == (2, "succeeded"), finished
+    assert finished[0][2].startswith("setup failed: test -f") and finished[0][2].endswith("(exit 3)")
+    feedback = git(repo, "show", "wvo/roadmap:feedback.txt")
+    assert "setup failed" in feedback and "the mirror is down" in feedback
+    first_log = next((repo.parent / "state").glob("runs/*/logs/t.1.log")).read_text()
+    assert "the mirror is down" in first_log and "===== exit 3 (failed) =====" in first_log
+    assert git(repo, "branch", "--list", "wvo/*/*").strip() == ""  # the set-up's branch went with its worktree
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+@pytest.mark.parametrize("what", ["setup", "copy"])
+def test_what_setup_or_copy_leaves_that_git_does_not_ignore_is_refused_not_committed(tmp_path, what):
+    made = "setup: [\"echo x > made.txt\"]" if what == "setup" else "copy: [made.txt]"
+    repo = make_repo(tmp_path, f"workspace:\n  mode: worktree\n  {made}\ntasks:\n  - {{id: t, command: 'echo t > t.txt'}}\n")
+    if what == "copy":
+        (repo / "made.txt").write_text("x\n")  # untracked and not ignored: --check refuses it; a run refuses too
+    into = git(repo, "rev-parse", "main")
+    code, doc, err = run_json(repo)
+    assert code == 1, err
+    assert rows(doc)["t"]["status"] == "setup_failed"
+    line = next(x for x in err.splitlines() if x.startswith("FAIL  t "))
+    assert "setup left files git does not ignore, which the task's commit would take: made.txt" in line
+    assert git(repo, "rev-parse", "wvo/roadmap") == into
+
+
+def test_a_hung_setup_is_killed_at_the_attempts_timeout(tmp_path):
+    pid_file = tmp_path / "setup.pid"
+    roadmap = (f"workspace:\n  mode: worktree\n  setup: [\"trap '' TERM; echo $$ > {pid_file}; sleep 60 & wait\"]\n"
+               "tasks:\n  - {id: t, command: 'echo t > t.txt', timeout: 1}\n")
+    repo = make_repo(tmp_path, roadmap)
+    began = time.monotonic()
+    code, doc, err = run_json(repo, "--grace", "0.3")
+    assert code == 1, err
+    assert time.monotonic() - began < 30
+    assert rows(doc)["t"]["status"] == "timed_out"
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
+def test_a_copy_through_a_committed_link_out_of_the_worktree_is_refused(tmp_path):
+    repo = make_repo(tmp_path, "workspace:\n  mode: worktree\n  copy: [out/.env]\n"
+                               "tasks:\n  - {id: t, command: 'echo t > t.txt'}\n", {".gitignore": ".env\n"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / "out").symlink_to(elsewhere)
+    git(repo, "add", "out")
+    git(repo, "commit", "-qm", "a link")
+    (elsewhere / ".env").write_text("SECRET=1\n")
+    code, doc, err = run_json(repo)
+    assert code == 1, err
+    assert rows(doc)["t"]["status"] == "setup_failed" and "leads out of the worktree" in err
+    assert sorted(p.name for p in elsewhere.iterdir()) == [".env"]
