@@ -109,6 +109,7 @@ def test_a_deleted_dot_git_is_refused_not_followed_to_the_enclosing_repository(t
     assert r["fine"]["status"] == "succeeded"
     assert r["gone"]["status"] == "failed"
     assert "worktree of this run: its .git is gone" in proc.stderr  # the attempt's error, on the display
+    assert "worktree of this run: its .git is gone" in r["gone"]["reason"]  # and in --json, not just "failed"
     assert (refs(home), (home / ".git" / "index").read_bytes(), git(home, "status", "--porcelain")) == home_before
     assert checkout_state(repo) == before
     kept = [p for p in json.loads(proc.stdout)["workspaces"]["worktrees_kept"] if p.endswith("/gone")]
