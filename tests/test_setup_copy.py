@@ -133,3 +133,44 @@ def test_a_copy_through_a_committed_link_out_of_the_worktree_is_refused(tmp_path
     assert code == 1, err
     assert rows(doc)["t"]["status"] == "setup_failed" and "leads out of the worktree" in err
     assert sorted(p.name for p in elsewhere.iterdir()) == [".env"]
+
+
+AGENT = r'''
+import json, os, pathlib, sys
+out = pathlib.Path(os.environ["AGENT_OUT"])
+role = "critic" if os.environ.get("WVO_REVIEW") else "worker"
+seen = {"env_file": os.path.exists(".env"), "setup_made": os.path.exists(".venv"), "prompt": sys.argv[-1]}
+(out / f"{role}.json").write_text(json.dumps(seen))
+if role == "critic":
+    print("VERDICT: APPROVE")
+else:
+    pathlib.Path("hello.txt").write_text(pathlib.Path(".env").read_text().replace("SECRET", "public"))
+'''
+
+
+def test_the_critic_sees_neither_the_copied_files_nor_what_setup_made(tmp_path):
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "agent.py").write_text(AGENT)
+    roadmap = f"""
+executor: {{command: [{json.dumps(sys.executable)}, {json.dumps(str(tmp_path / "agent.py"))}, "{{prompt}}"]}}
+agents: {{worker: 1, critic: 1}}
+workspace:
+  mode: worktree
+  copy: [.env]
+  setup: ["mkdir -p .venv && echo SECRET-venv > .venv/made"]
+defaults: {{review: true, env: {{AGENT_OUT: {json.dumps(str(out))}}}}}
+tasks:
+  - {{id: T1, title: greet, description: put a greeting in hello.txt}}
+"""
+    repo = make_repo(tmp_path, roadmap, {".gitignore": ".env\n.venv/\n"})
+    (repo / ".env").write_text("SECRET=1\n")
+    code, doc, err = run_json(repo)
+    assert code == 0, err
+    worker, critic = (json.loads((out / f"{r}.json").read_text()) for r in ("worker", "critic"))
+    assert worker["env_file"] and worker["setup_made"]
+    assert not critic["env_file"] and not critic["setup_made"]
+    assert "SECRET" not in critic["prompt"] and "hello.txt" in critic["prompt"]  # the diff it reviews: the work only
+    assert git(repo, "show", "wvo/roadmap:hello.txt") == "public=1\n"
