@@ -4,7 +4,7 @@
       │ workspace: a worktree on a new branch wvo/<run>/<task> at `into`'s tip (runner.coding.workspace);
       │ the task runs there (its `cwd:` the same folder of the worktree), with WVO_WORKTREE, WVO_BRANCH,
       │ WVO_BASE_COMMIT, in an environment sealed to it (runner.coding.sealed)
-      ▼ set-up: `copy:` files from the user's checkout, then `setup:` commands (runner.agents.setup);
+      ▼ set-up: `copy:` files from the user's checkout, then `setup:` commands (runner.agents.worktree_setup);
         a failure ends the attempt setup_failed, and the worktree goes with nothing of it committed
     run_task: an agent CLI with its output parser (msg.output: runner.agents.cli_attempt; a claude
       │       session resumed in another folder is carried there first: runner.agents.sessions),
@@ -148,7 +148,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
     setup_output = ""
     if w.get("copy") or w.get("setup"):
         from runner.agents.checks import checks_env
-        from runner.agents.setup import set_up
+        from runner.agents.worktree_setup import set_up
 
         done = set_up(spaces.git, str(spaces.repo), ws.path, tuple(w.get("copy") or ()), tuple(w.get("setup") or ()),
                       checks_env(base_env, msg.task_id, msg.attempt, ws.path, ws.branch, ws.base_commit, msg.env),

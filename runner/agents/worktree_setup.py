@@ -25,8 +25,6 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from runner.agents.execute import append_to_log
-
 SHOWN_PATHS = 5  # paths named in a refusal
 
 
@@ -57,9 +55,9 @@ def set_up(git, repo: str, worktree: str, copy: tuple, setup: tuple, env: dict, 
         lines.append(f"wvo-batch: workspace.copy: {len(copied)} file(s) copied from {repo}: {', '.join(copied[:SHOWN_PATHS])}"
                      f"{' ...' if len(copied) > SHOWN_PATHS else ''}\n")
     if setup:
-        from runner.agents.checks import run_checks
-
         import tempfile
+
+        from runner.agents.checks import run_checks
 
         with tempfile.TemporaryDirectory(prefix="wvo-setup-") as tmp:
             out = os.path.join(tmp, "setup.log")
@@ -132,8 +130,3 @@ def _not_ignored(git, worktree: str) -> list[str]:
 def _shown(command) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
-
-def log_set_up(log_path: str, done: SetUp) -> None:
-    """The set-up's part of the attempt's log."""
-    if done.output:
-        append_to_log(log_path, done.output if done.output.endswith("\n") else done.output + "\n")
