@@ -174,3 +174,41 @@ tasks:
     assert not critic["env_file"] and not critic["setup_made"]
     assert "SECRET" not in critic["prompt"] and "hello.txt" in critic["prompt"]  # the diff it reviews: the work only
     assert git(repo, "show", "wvo/roadmap:hello.txt") == "public=1\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_sigterm_of_the_run_ends_a_hung_setup_and_its_worktree_goes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    flag = tmp_path / "setup-runs"
+    repo = make_repo(tmp_path, f"workspace:\n  mode: worktree\n  setup: [\"touch {flag}; sleep 60\"]\n"
+                               "tasks:\n  - {id: t, command: 'echo t > t.txt'}\n")
+    argv = [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"),
+            "--quiet", "--grace", "0.5"]
+    proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the set-up never ran"
+            time.sleep(0.02)  # polling a file the set-up makes, with a deadline
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - began < 15  # not the set-up's 60 s
+    assert b"Traceback" not in err
+    finished = [e["status"] for e in events(repo) if e["event"] == "task:finished"]
+    assert finished == ["interrupted"]
+    # the agent ended its set-up and reported: it was not killed for holding the stop up
+    assert {e["reason"] for e in events(repo) if e["event"] == "agent:exited"} == {"exit code 0"}
+    assert len(git(repo, "worktree", "list").splitlines()) == 1 and git(repo, "branch", "--list", "wvo/*/*") == ""
