@@ -108,12 +108,15 @@ tasks:
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_a_worktree_task_with_a_cwd_runs_in_that_folder_of_its_worktree(tmp_path, backend):
+def test_a_worktree_task_with_a_cwd_runs_in_that_folder_of_its_sealed_worktree(tmp_path, backend):
     # Issue 21: `cwd:` was ignored in worktree mode, the task ran at the worktree's top.
     repo = make_repo(tmp_path, """
 workspace: {mode: worktree}
 tasks:
-  - {id: t, cwd: sub, command: 'test "$PWD" = "$WVO_WORKTREE/sub" && echo here > here.txt'}
+  - id: t
+    cwd: sub
+    # sealed: git stops at the worktree's parent
+    command: 'test "$PWD" = "$WVO_WORKTREE/sub" && test "$GIT_CEILING_DIRECTORIES" = "$(dirname "$WVO_WORKTREE")" && echo here > here.txt'
 """, {"sub/keep": ""})
     result, rows = execute(repo, backend)
     assert result.exit_code == 0, rows
