@@ -104,6 +104,51 @@ tasks:
     assert not (repo / "made.txt").exists()
 
 
+# -- cwd × backend ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_worktree_task_with_a_cwd_runs_in_that_folder_of_its_sealed_worktree(tmp_path, backend):
+    # Issue 21: `cwd:` was ignored in worktree mode, the task ran at the worktree's top.
+    repo = make_repo(tmp_path, """
+workspace: {mode: worktree}
+tasks:
+  - id: t
+    cwd: sub
+    # sealed: git stops at the worktree's parent
+    command: 'test "$PWD" = "$WVO_WORKTREE/sub" && test "$GIT_CEILING_DIRECTORIES" = "$(dirname "$WVO_WORKTREE")" && echo here > here.txt'
+""", {"sub/keep": ""})
+    result, rows = execute(repo, backend)
+    assert result.exit_code == 0, rows
+    assert git(repo, "show", "wvo/roadmap:sub/here.txt") == "here\n"
+    assert not (repo / "sub" / "here.txt").exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_cwd_missing_from_the_worktree_ends_the_attempt_setup_failed_and_removes_it(tmp_path, backend):
+    repo = make_repo(tmp_path, """
+workspace: {mode: worktree}
+tasks:
+  - {id: t, cwd: build, command: 'echo x > x.txt', retries: 0}
+""")
+    (repo / "build").mkdir()  # the user's untracked folder: not in the worktree
+    result, rows = execute(repo, backend)
+    assert result.exit_code == 1
+    assert rows["t"]["status"] == "setup_failed"
+    log = Path(rows["t"]["log"]).read_text()
+    assert "cwd " in log and "no folder build in the worktree" in log
+    from runner.manager.ledger import Ledger
+
+    ledger = Ledger(str(repo.parent / "state" / "ledger.sqlite"))
+    try:
+        (attempt,) = ledger.attempts(result.run_id)
+    finally:
+        ledger.close()
+    assert "no folder build in the worktree" in attempt.error
+    assert len(git(repo, "worktree", "list").splitlines()) == 1  # removed
+    assert not (repo / "build" / "x.txt").exists()
+
+
 # -- CLI output × backend -------------------------------------------------------------------------------
 
 # A stand-in for `claude -p --output-format stream-json`: its init, result and session, and a file written.

@@ -58,6 +58,23 @@ def test_a_run_started_from_a_git_hook_commits_only_in_the_tasks_worktree(tmp_pa
     assert "task commit" in git(repo, "log", "--format=%s", "wvo/roadmap")
 
 
+@pytest.mark.ray
+def test_a_ray_run_started_from_a_git_hook_leaves_the_users_index_untouched(tmp_path):
+    # The Ray actor built its tasks' environment from the node's, which a run's own local Ray instance
+    # inherits from the wvo-batch process: GIT_INDEX_FILE reached the task, whose `git add` staged there.
+    pytest.importorskip("ray")
+    roadmap = WORKTREE + ("tasks:\n  - id: t\n    command: \"echo mine > f.txt && git add f.txt\"\n"
+                          "  - id: plain\n    workspace: {mode: shared}\n    command: 'test -z \"$GIT_INDEX_FILE\"'\n")
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    env = {"GIT_INDEX_FILE": str(repo / ".git" / "index")}
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", "--backend", "ray", "--agents", "1",
+               env=env, timeout=110)
+    assert proc.returncode == 0, proc.stderr
+    assert checkout_state(repo) == before  # the user's index has no f.txt
+    assert git(repo, "show", "wvo/roadmap:f.txt") == "mine\n"
+
+
 # --- 2. a task deletes its worktree's .git --------------------------------------------------------
 
 
@@ -92,6 +109,7 @@ def test_a_deleted_dot_git_is_refused_not_followed_to_the_enclosing_repository(t
     assert r["fine"]["status"] == "succeeded"
     assert r["gone"]["status"] == "failed"
     assert "worktree of this run: its .git is gone" in proc.stderr  # the attempt's error, on the display
+    assert "worktree of this run: its .git is gone" in r["gone"]["reason"]  # and in --json, not just "failed"
     assert (refs(home), (home / ".git" / "index").read_bytes(), git(home, "status", "--porcelain")) == home_before
     assert checkout_state(repo) == before
     kept = [p for p in json.loads(proc.stdout)["workspaces"]["worktrees_kept"] if p.endswith("/gone")]
@@ -112,8 +130,10 @@ def test_a_check_that_deletes_dot_git_cannot_make_our_clean_up_reach_the_enclosi
 # --- 3. state shared through the common .git --------------------------------------------------------
 
 
-def test_a_tasks_stash_leaves_the_users_stash_list_as_it_was(tmp_path):
-    roadmap = WORKTREE + "tasks:\n  - id: s\n    command: \"echo more >> README && git stash -q && echo b > b.txt\"\n"
+@pytest.mark.parametrize("land", ["branch", "merge"])
+def test_a_tasks_stash_leaves_the_users_stash_list_as_it_was(tmp_path, land):
+    roadmap = (f"workspace:\n  mode: worktree\n  land: {land}\n"
+               "tasks:\n  - id: s\n    command: \"echo more >> README && git stash -q && echo b > b.txt\"\n")
     repo = make_repo(tmp_path, roadmap)
     (repo / "README").write_text("the user's edit\n")
     git(repo, "stash", "-q")  # the user's own entry
@@ -122,8 +142,27 @@ def test_a_tasks_stash_leaves_the_users_stash_list_as_it_was(tmp_path):
     assert code == 0, err
     assert git(repo, "stash", "list", "--format=%H %gs") == before
     moved = git(repo, "for-each-ref", "--format=%(refname)", "refs/wvo-stash/").split()
-    assert len(moved) == 1 and moved[0].startswith("refs/wvo-stash/wvo/")
+    if land == "merge":  # landed: its branch deleted at clean-up, and its stash entries with it
+        assert moved == [] and git(repo, "branch", "--list", "wvo/*/s") == ""
+        return
+    assert len(moved) == 1 and moved[0].startswith("refs/wvo-stash/wvo/")  # a kept branch keeps its entries
     assert git(repo, "show", f"{moved[0]}:README") == "hello\nmore\n"  # the task's stashed work, kept
+
+
+def test_clean_up_deletes_the_stash_refs_of_landed_branches_only(tmp_path):
+    repo = make_repo(tmp_path, "tasks: []\n")
+    spaces = Workspaces(repo, tmp_path / "state", "run1", "wvo/into")
+    landed, kept = spaces.create("t"), spaces.create("t")  # wvo/run1/t and wvo/run1/t-2: one a prefix of the other
+    for ws in (landed, kept):
+        (Path(ws.path) / "README").write_text(ws.branch + "\n")
+        subprocess.run(["git", "-C", ws.path, "stash", "-q"], check=True, env=GIT_ENV)
+        (Path(ws.path) / "f.txt").write_text(ws.branch + "\n")
+        spaces.commit_all(ws, "t")
+    assert Lander(spaces).land(landed.branch, "t").__class__.__name__ == "Landed"
+    spaces.finish()
+    left = git(repo, "for-each-ref", "--format=%(refname)", "refs/wvo-stash/").split()
+    assert left == [f"refs/wvo-stash/{kept.branch}/0"], left
+    assert git(repo, "show", f"{left[0]}:README") == kept.branch + "\n"
 
 
 def test_stash_entries_interleaved_with_the_users_are_all_moved_and_the_users_keep_their_order(tmp_path):

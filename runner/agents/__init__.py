@@ -10,7 +10,7 @@ kills what a run started when its manager dies; `outbox` keeps a chunk's results
 `pipeline` is one attempt as every backend runs it: a worktree of its own, the command or agent CLI
 with its output parser, the commit, the checks (`checks`: the one check runner, also the landing's re-check on
 the merged result), and the kill of all it left running (`kill`: the one process-tree kill); `sessions` carries a claude session into the folder of the attempt that
-resumes it.
+resumes it; `worktree_setup` makes a fresh worktree ready first (`workspace.copy`, then `workspace.setup`).
 
 May import: `runner.model`, `runner.errors`, `runner.coding` (the git layer, output parsers, which run in
 the agent), and nothing of the manager, the roadmap or the CLI.

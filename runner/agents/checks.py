@@ -15,6 +15,7 @@ runs in), WVO_BASE_COMMIT. The tail (TAIL_LINES of the failing check's output) i
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -57,6 +58,8 @@ def run_checks(commands, cwd: str | None, env: dict, grace: float = 2.0, log_pat
                label: str = "check") -> ChecksResult:
     """Run each command in turn until one does not pass; deadline is on time.monotonic()'s clock.
 
+    A command is shell text (/bin/sh -c) or an argv tuple (run as it is, never through a shell).
+
     The output of each goes to log_path under a "===== wvo-batch <label> i/n: <command> =====" header.
     Every process a check starts is killed when it ends (a leftover must not change the next check's
     files, nor outlive the run): it runs with an ATTEMPT_MARK of its own unless env carries one.
@@ -71,7 +74,8 @@ def run_checks(commands, cwd: str | None, env: dict, grace: float = 2.0, log_pat
         out_path = f"{log_path}.{label}{i}" if log_path else None
         code, outcome, output = _run_one(command, cwd, env, grace, out_path, cancel, deadline)
         if log_path:
-            _append(log_path, f"\n===== wvo-batch {label} {i}/{len(commands)}: {command} =====\n{output}"
+            shown = command if isinstance(command, str) else shlex.join(command)
+            _append(log_path, f"\n===== wvo-batch {label} {i}/{len(commands)}: {shown} =====\n{output}"
                               f"===== exit {code} ({outcome}) =====\n")
         ran.append((command, code))
         if outcome != SUCCEEDED:
@@ -117,7 +121,8 @@ def _run_one(command: str, cwd, env: dict, grace: float, out_path: str | None, c
         out = tempfile.TemporaryFile()
     try:
         try:
-            proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             return 127, FAILED, f"wvo-batch: cannot start the check: {exc}\n"

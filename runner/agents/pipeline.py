@@ -2,7 +2,10 @@
 
     TaskMessage ──▶ an ATTEMPT_MARK of its own in the environment (runner.agents.kill)
       │ workspace: a worktree on a new branch wvo/<run>/<task> at `into`'s tip (runner.coding.workspace);
-      ▼ the task runs there (cwd), with WVO_WORKTREE, WVO_BRANCH, WVO_BASE_COMMIT
+      │ the task runs there (its `cwd:` the same folder of the worktree), with WVO_WORKTREE, WVO_BRANCH,
+      │ WVO_BASE_COMMIT, in an environment sealed to it (runner.coding.sealed)
+      ▼ set-up: `copy:` files from the user's checkout, then `setup:` commands (runner.agents.worktree_setup);
+        a failure ends the attempt setup_failed, and the worktree goes with nothing of it committed
     run_task: an agent CLI with its output parser (msg.output: runner.agents.cli_attempt; a claude
       │       session resumed in another folder is carried there first: runner.agents.sessions),
       │       or the command / callable itself (runner.agents.execute)
@@ -29,7 +32,7 @@ from runner.agents.messages import TaskMessage, TaskResult
 from runner.model import Outcome
 
 # What a TaskMessage's `workspace` dict carries (the manager fills it in):
-WORKSPACE_KEYS = ("repo", "state_dir", "run", "into", "title", "allow_empty", "keep")
+WORKSPACE_KEYS = ("repo", "state_dir", "run", "into", "title", "allow_empty", "keep", "setup", "copy")
 
 
 def run_attempt_pipeline(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = None,
@@ -117,7 +120,12 @@ class _OrderWaiting:
 
 def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None, announce_after: float = 0.0,
                     note_pid=None) -> TaskResult:
-    """The attempt in a worktree of its own on a new branch; what it left committed, then its checks."""
+    """The attempt in a worktree of its own on a new branch; what it left committed, then its checks.
+
+    Its task, set-up and checks get an environment sealed to the worktree (runner.coding.sealed): no
+    variable of the caller's points git elsewhere, and git stops at the worktree's parent.
+    """
+    from runner.coding import sealed
     from runner.coding.workspace import GitError, WorkspaceError, Workspaces
 
     w = msg.workspace
@@ -131,8 +139,31 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}",
                           log=True)
     env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
-    result = run_task(replace(msg, cwd=ws.path, env=env), conn, base_env, logs, announce_after, note_pid)
+    base_env = sealed.environment(base_env, ws.path)
     info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
+    try:
+        cwd = sealed.worktree_cwd(ws.path, w["repo"], msg.cwd)
+    except WorkspaceError as exc:
+        return _not_set_up(msg, spaces, ws, info, start, str(exc), Outcome.SETUP_FAILED.value)
+    setup_output = ""
+    if w.get("copy") or w.get("setup"):
+        from runner.agents.checks import checks_env
+        from runner.agents.worktree_setup import set_up
+
+        done = set_up(spaces.git, str(spaces.repo), ws.path, tuple(w.get("copy") or ()), tuple(w.get("setup") or ()),
+                      checks_env(base_env, msg.task_id, msg.attempt, ws.path, ws.branch, ws.base_commit, msg.env),
+                      msg.grace, _OrderWaiting(conn), None if msg.timeout is None else began + msg.timeout)
+        info["setup_s"] = round(done.seconds, 3)
+        if w.get("copy"):
+            info["copied"] = done.copied
+        if done.error is not None:
+            _append(msg.log_path, done.output)
+            return _not_set_up(msg, spaces, ws, info, start, done.error, done.outcome, done.tail)
+        setup_output = done.output
+    result = run_task(replace(msg, cwd=cwd, env=env), conn, base_env, logs, announce_after, note_pid)
+    if setup_output:  # the task's log is made when it starts: the set-up's part goes after it
+        _append(msg.log_path, f"\n===== wvo-batch: the set-up, before the task =====\n{setup_output}")
+        result = replace(result, log=True)
     try:
         if result.outcome == Outcome.SUCCEEDED.value:
             title = (w.get("title") or "").splitlines()[0] if w.get("title") else ""
@@ -160,3 +191,22 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         _append(msg.log_path, f"\nwvo-batch: git failed after the attempt: {exc}\n")
         result = replace(result, outcome=Outcome.FAILED.value, error=f"git: {exc}")
     return replace(result, workspace=info)
+
+
+def _not_set_up(msg: TaskMessage, spaces, ws, info: dict, start: float, error: str, outcome: str,
+                tail: str = "") -> TaskResult:
+    """The worktree could not be made ready (its cwd, copy or set-up): it goes, nothing of it committed."""
+    from runner.coding.workspace import BranchState, GitError, WorkspaceError
+
+    _append(msg.log_path, f"wvo-batch: {error}\n")
+    info["state"] = "setup_failed"
+    try:
+        if msg.workspace.get("keep"):
+            spaces.mark(ws.branch, BranchState.REFUSED, why=error)  # kept to look at: --keep-worktrees
+        else:
+            spaces.discard(ws, error)
+    except (GitError, WorkspaceError, OSError) as exc:
+        _append(msg.log_path, f"wvo-batch: the worktree could not be removed: {exc}\n")
+    return TaskResult(msg.task_id, msg.attempt, outcome, None, start, time.time(), error=error, log=True,
+                      workspace=info, check_tail=tail or None)
+

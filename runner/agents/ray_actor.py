@@ -68,7 +68,9 @@ class AgentActor:
             os.chdir(cwd)
         self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
         self.token = uuid.uuid4().hex
-        self.base_env = dict(_node_env(), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        from runner.coding.sealed import environment  # no GIT_* that points at the caller's repository (invariant 7)
+
+        self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
         self.lock = threading.Lock()
         self.attempts: dict[tuple[str, int], _Attempt] = {}  # (task id, attempt) -> in flight; under lock
         self.early_cancel: tuple[tuple[str, int], Cancel] | None = None  # a Cancel that came before its run()

@@ -350,6 +350,14 @@ class Workspaces:
         self._record(ws.branch, path=None)
         return wip
 
+    def discard(self, ws: Workspace, why: str) -> None:
+        """An attempt that never began (its set-up failed): the worktree removed with nothing committed (what
+        is in it is set-up output, never the task's work), the branch deleted while it is still at its start."""
+        self._worktree("remove", "--force", "--force", ws.path)
+        self._record(ws.branch, path=None, state=BranchState.REFUSED.value, why=why)
+        if self.git.ok(self.repo, "update-ref", "-d", f"refs/heads/{ws.branch}", ws.base_commit):
+            self._record(ws.branch, deleted=True)
+
     def mark(self, branch: str, state: BranchState, **fields) -> None:
         """Record a branch's state (the Lander's verdicts); only branches of this run."""
         if not self.is_ours(branch):
@@ -401,9 +409,21 @@ class Workspaces:
                     and self.git.ok(self.repo, "update-ref", "-d", f"refs/heads/{branch}", tip)):
                 deleted.append(branch)
                 self._record(branch, deleted=True)
+                self._drop_stash_refs(branch)
             else:
                 kept.append((branch, state))
         return Cleanup(deleted, kept, kept_paths, problems)
+
+    def _drop_stash_refs(self, branch: str) -> None:
+        """Delete the stash entries kept for a landed branch (refs/wvo-stash/<branch>/<n>): its work is on `into`.
+
+        A kept branch keeps its entries, as its work is kept; a ref that moved meanwhile is left alone.
+        """
+        found = self.git.run(self.repo, "for-each-ref", "--format=%(refname) %(objectname)",
+                             f"{STASH_REFS}/{branch}/", check=False).stdout.split("\n")
+        for line in found:
+            if " " in line:
+                self.git.run(self.repo, "update-ref", "-d", *line.split(" ", 1), check=False)
 
     def recover(self) -> Recovery:
         """After a dead run: clean the landing worktree, save and remove leftover worktrees, say what is ready to land."""

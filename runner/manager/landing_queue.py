@@ -135,10 +135,17 @@ class LandingQueue(Component):
             return None
         spaces = self._spaces[(w.repo, w.into)]
         task = self.ctx.tasks[task_id]
-        return {
+        field = {
             "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
             "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
         }  # fmt: skip
+        top = self.ctx.roadmap.settings or {}
+        if task.meta.get("setup") or task.meta.get("copy") or top.get("setup") or top.get("copy"):
+            from runner.roadmap.fleet import for_task  # workspace.setup and workspace.copy, as the agent runs them
+
+            fleet = for_task(self.ctx.roadmap, task)
+            field.update(setup=fleet.setup, copy=fleet.copy)
+        return field
 
     def recover(self, previous_run: int, review_rounds: dict) -> set[str]:
         """--resume: the dead run's worktrees saved (WIP) and removed; its committed attempts landed now.

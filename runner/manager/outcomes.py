@@ -37,6 +37,13 @@ def scheduler_outcome(outcome: Outcome, msg: TaskResult) -> Outcome:
     return outcome
 
 
+def _reason(reason: str | None, last: dict) -> str | None:
+    """A task's reason in the summary and --json: its last attempt's error when the scheduler's is the bare outcome."""
+    if last.get("error") and reason in _ROW_STATUSES and reason != "needs_improvement":
+        return last["error"]
+    return reason
+
+
 class Outcomes:
     """Records outcomes (ledger first), commits and reports them, and closes the run."""
 
@@ -224,7 +231,7 @@ class Outcomes:
             row = {"task": task.id, "title": task.title, "status": status, "agent": last.get("agent"),
                    "attempts": last.get("attempts", 0), "duration_s": last.get("duration_s"),
                    "exit_code": last.get("exit_code"), "log": last.get("log"),
-                   "reason": ctx.sched.reason.get(task.id) if state is not TaskState.SUCCEEDED else None,
+                   "reason": _reason(ctx.sched.reason.get(task.id), last) if state is not TaskState.SUCCEEDED else None,
                    "value": last.get("value")}  # fmt: skip
             if task.id in ctx.ws_info:
                 row["workspace"] = dict(ctx.ws_info[task.id])
