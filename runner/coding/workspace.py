@@ -236,11 +236,14 @@ class Workspaces:
             if self.is_ours(branch) or path.exists():
                 continue  # ours from an earlier attempt, or a leftover folder
             sparse = self._is_sparse()
-            proc = self._worktree("add", "-q", *(["--no-checkout"] if sparse else []), "-b", branch, str(path), start,
-                                  check=False)
+            # Only the registration is under the run's lock; the checkout (seconds in a big repository) is not,
+            # so agents fill their worktrees side by side.
+            proc = self._worktree("add", "-q", "--no-checkout", "-b", branch, str(path), start, check=False)
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 ws = Workspace(str(path), branch, start, task_id)
+                if not sparse:
+                    self.git.run(ws.path, "reset", "-q", "--hard", start)
                 left = sealed.make_full(self.git, ws.path, self.common_dir()) if sparse else []
                 if left:  # the user's sparse-checkout would hide files from the task, and its work would not land
                     self._worktree("remove", "--force", ws.path, check=False)
