@@ -132,10 +132,16 @@ def test_a_candidate_whose_checks_fail_in_the_middle_drops_only_itself_and_those
     sp, names = branches(repo, tmp_path / "state", edits)
     start = sp.tip()
     runs = tmp_path / "runs"
-    check = f'echo "$WVO_TASK_ID" >> {runs}; test ! -e bad.txt'
+    runs.touch()
+    # t2 fails only once t3 and t4 failed on top of it: their verdicts must wait for the base without t2
+    wait = f'i=0; while [ "$(grep -c " 1$" {runs})" -lt 3 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; '
+    check = (f'test ! -e bad.txt; r=$?; echo "$WVO_TASK_ID $r" >> {runs}; '
+             f'if [ "$WVO_TASK_ID" = t2 ]; then {wait}fi; exit $r')  # fmt: skip
     verdicts = land_all(sp, names, 4, checks_by({i: check for i in range(5)}, tmp_path))
     assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "ChecksFailed"), (3, "Landed"), (4, "Landed")]
-    assert "test ! -e bad.txt (exit 1)" in verdicts[2][1].detail
+    assert "(exit 1)" in verdicts[2][1].detail
+    checked = runs.read_text().split("\n")
+    assert "t3 1" in checked and "t3 0" in checked, "t3 was not checked again without t2"
     assert [s for s, _ in first_parent_trees(repo, start)] == [f"Land t{i}: edit {i}" for i in (0, 1, 3, 4)]
     assert subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{INTO}:bad.txt"]).returncode != 0
     assert git(repo, "show", f"{INTO}:f4.txt") == "changed by t4\n"
