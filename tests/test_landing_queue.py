@@ -343,3 +343,16 @@ def test_a_worktree_git_cannot_remove_is_a_warning_and_the_rest_is_cleaned(tmp_p
     assert "warning: workspace clean-up" in err, err[-2000:]
     assert git(repo, "show", "wvo/roadmap:g.txt") == "g\n"
     assert not any("landing" in w for w in worktrees(repo))
+
+
+def test_utilisation_counts_the_agents_time_not_the_wait_to_land(tmp_path):
+    # Quick tasks on 2 agents behind a slow landing check, one landing at a time: the branches wait to land
+    # while their agents already run the next task. That wait is not agent time (it read 105-156%).
+    check = 'case "$PWD" in */landing*) sleep 0.4;; esac; true'
+    tasks = "".join(f"  - id: t{i}\n    command: \"echo {i} > f{i}.txt\"\n" for i in range(6))
+    repo = make_repo(tmp_path, WORKTREE + f"  checks: [{json.dumps(check)}]\ntasks:\n" + tasks)
+    code, doc, err = run_json(repo, "-j", "2", "--land-parallel", "1")
+    assert code == 0, err[-2000:]
+    telemetry = doc["telemetry"]
+    assert 0 < telemetry["utilization"] <= 1.0, telemetry
+    assert telemetry["makespan_s"] >= 6 * 0.4, telemetry  # the makespan still runs to the last landing

@@ -131,14 +131,15 @@ def _topo(nodes: dict, deps: dict[str, list[str]]) -> list[str]:
 def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], priorities: dict[str, str]) -> dict:
     """Queue waits, utilisation, throughput, makespan and the critical-path bound of a run.
 
-    `attempts`: dicts with task, queued, reserved, start, end (wall-clock seconds; None when unknown).
+    `attempts`: dicts with task, queued, reserved, start, end (wall-clock seconds; None when unknown), and
+    settled for an attempt that waited to land after its agent was free (the makespan runs to it; busy to end).
     """
     ran = [a for a in attempts if a.get("start") is not None and a.get("end") is not None]
     waits = [a["reserved"] - a["queued"] for a in attempts if a.get("reserved") and a.get("queued")]
     out: dict = {}
     if ran:
         first = min(a["start"] for a in ran)
-        last = max(a["end"] for a in ran)
+        last = max(a.get("settled") or a["end"] for a in ran)  # settled: a landed attempt's landing
         makespan = last - first
     else:
         makespan = 0.0
