@@ -31,7 +31,6 @@ from runner.errors import UsageError
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.scheduler import LANDING
-from runner.manager.recovery import crash_point, landed_tasks
 from runner.model import Outcome
 
 log = logging.getLogger(__name__)
@@ -172,6 +171,8 @@ class LandingQueue(Component):
                     ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
                 owned = spaces.owned()
                 done |= {owned[b]["task"] for b in recovery.landed}
+                from runner.manager.recovery import landed_tasks
+
                 done |= landed_tasks(spaces)  # journalled landed, killed before the ledger: on `into`, done
                 lander = Lander(spaces)
                 for ws in recovery.finished:
@@ -267,6 +268,8 @@ class LandingQueue(Component):
             info = ctx.ws_info.setdefault(task_id, {})
             into = ctx.ws[task_id].into
             if isinstance(verdict, Landed):
+                from runner.manager.recovery import crash_point
+
                 crash_point("landed")  # tests: into moved and journalled, the ledger not written
                 info["landed"] = verdict.commit
                 self._last_landed = f"{task_id} ({verdict.commit[:10]})"
