@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT, wvo
 from runner.agents.checks import landing_checks
-from runner.coding.landing import ChecksFailed, Conflict, Landed, Lander
+from runner.coding.landing import Landed, Lander
 from runner.coding.speculative import SpeculativeLander
 from runner.coding.workspace import Workspaces
 from runner.manager.recovery import CRASH_AT
@@ -317,10 +317,13 @@ def test_killed_after_a_landing_with_others_checked_speculatively_each_lands_onc
     # k = 4: the manager SIGKILLs itself right after the first landing, while the others' checks run in
     # their own landing worktrees; --resume lands each task exactly once and runs none again.
     runs = tmp_path / "runs.txt"
-    check = 'case "$PWD" in */landing.*) sleep 0.5;; esac; true'
+    state = tmp_path / "state"
+    # The first landing waits (with a deadline) until every attempt is committed: none is cut short by the kill.
+    committed = f'find {state} -name workspaces.jsonl -exec cat {{}} + | grep -c \'"state": "committed"\''
+    check = (f'case "$PWD" in */landing) i=0; while [ "$({committed})" -lt 4 ] && [ $i -lt 300 ]; do sleep 0.1; '
+             'i=$((i+1)); done;; */landing.*) sleep 0.5;; esac; true')  # fmt: skip
     tasks = "".join(f"  - id: t{i}\n    command: \"echo t{i} >> {runs}; echo {i} > f{i}.txt\"\n" for i in range(4))
     repo = make_repo(tmp_path, WORKTREE + f"  checks: [{json.dumps(check)}]\ntasks:\n" + tasks)
-    state = tmp_path / "state"
     killed = wvo(repo / "roadmap.yaml", "--state-dir", state, "-q", "-j", "4", "--land-parallel", "4",
                  env={CRASH_AT: "landed"})
     assert killed.returncode == -9, killed.stderr

@@ -223,16 +223,15 @@ class LandingQueue(Component):
         self._busy += 1
         task = ctx.tasks[res.task_id]
         branch = res.workspace["branch"]
-        checks_for = None
-        if w.checks:
-            log_path = ctx.records.get((res.task_id, res.attempt), {}).get("log") or os.path.join(
-                ctx.logs, f"{res.task_id}.{res.attempt}.log")
+        log_path = ctx.records.get((res.task_id, res.attempt), {}).get("log") or os.path.join(
+            ctx.logs, f"{res.task_id}.{res.attempt}.log")
 
-            def checks_for(path: str, cancel, task=task, w=w, res=res, branch=branch, log_path=log_path):
-                return self._checks(task, w.checks, res.attempt, branch, res.workspace.get("base"), path, log_path, cancel)
+        def checks_for(path: str, cancel):
+            """The task's checks in the landing worktree `path` (the queue calls it in each it merges the branch in)."""
+            return self._checks(task, w.checks, res.attempt, branch, res.workspace.get("base"), path, log_path, cancel)
 
         self._landers[(w.repo, w.into)].submit((res.task_id, agent_id, res.attempt, res), branch, task.title or task.id,
-                                               checks_for)  # fmt: skip
+                                               checks_for if w.checks else None)  # fmt: skip
         ctx.emit(ev.TASK_LANDING, task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
         return True
 
