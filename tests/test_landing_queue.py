@@ -279,8 +279,9 @@ def _gone(pid: int) -> bool:
 
 def test_sigterm_cancels_a_hung_landing_check_and_the_run_ends_143_then_resume_lands_it(tmp_path):
     flag, pidfile, runs = tmp_path / "in-landing", tmp_path / "check.pid", tmp_path / "runs.txt"
-    check = (f'case "$PWD" in */landing*) [ -e {flag}.done ] || {{ echo $$ > {pidfile}; touch {flag}; exec sleep 300; }};; '
-             'esac; true')  # fmt: skip  the task has no timeout: only the run's stop ends this
+    seen = tmp_path / "seen.txt"
+    check = (f'case "$PWD" in */landing*) echo "$WVO_TASK_ID $WVO_ATTEMPT" >> {seen}; [ -e {flag}.done ] || '
+             f'{{ echo $$ > {pidfile}; touch {flag}; exec sleep 300; }};; esac; true')  # fmt: skip  no timeout: only the run's stop ends it
     roadmap = WORKTREE + f"  checks: [{json.dumps(check)}]\ntasks:\n  - id: only\n    command: \"echo ran >> {runs}; echo w > w.txt\"\n"
     repo = make_repo(tmp_path, roadmap)
     state = tmp_path / "state"
@@ -311,6 +312,7 @@ def test_sigterm_cancels_a_hung_landing_check_and_the_run_ends_143_then_resume_l
     assert code == 0, err[-2000:]
     assert runs.read_text() == "ran\n", "the committed attempt was run again instead of landed"
     assert git(repo, "show", "wvo/roadmap:w.txt") == "w\n"
+    assert seen.read_text() == "only 1\nonly 1\n"  # the landing at --resume checks attempt 1, as the first did
 
 
 def test_killed_after_a_landing_with_others_checked_speculatively_each_lands_once(tmp_path):

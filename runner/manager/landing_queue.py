@@ -187,7 +187,9 @@ class LandingQueue(Component):
                     rec = spaces.owned().get(ws.branch, {})
                     checks = None
                     if w.checks:
-                        checks = self._checks(task, w.checks, rec.get("attempt") or 1, ws.branch, rec.get("base_commit"),
+                        # each attempt of the task made one branch, journalled in order: this one's number
+                        attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
+                        checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
                                               spaces.landing_path, log_path, None)  # fmt: skip
                     verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
