@@ -167,7 +167,6 @@ class SpeculativeLander:
 
     def _step(self) -> None:
         sp = self.spaces
-        sp.reload()  # the agents journalled their branches in their own processes
         tip = sp.tip()
         while self._window and self._window[0].base == tip and self._window[0].state not in (NEW, CHECKING):
             head = self._window[0]
@@ -192,8 +191,9 @@ class SpeculativeLander:
             else:
                 sp.mark(head.branch, BranchState.CONFLICT, conflict=head.detail)
                 verdict = Conflict(head.branch, list(head.detail))
-            self._release(self._window.pop(0))
+            self._window.pop(0)
             self._on_verdict(head.job, verdict)
+            self._release(head)
         # every candidate on what those ahead of it leave; the stale ones stopped and merged again
         expected = tip
         i = 0
@@ -215,6 +215,7 @@ class SpeculativeLander:
     def _build(self, c: _Candidate, base: str) -> None:
         sp = self.spaces
         if not c.message:
+            sp.reload()  # the agent journalled the branch in its own process
             c.message = landing_message(sp, c.branch, c.title)  # refuses a branch not ours, or moved back
         if c.slot is None:
             c.slot = self._free.pop(0)
@@ -240,15 +241,18 @@ class SpeculativeLander:
             ok, detail = checks(str(path))
         except Exception as exc:  # noqa: BLE001 - a checks runner that broke fails the candidate, with why
             ok, detail = False, f"the checks could not run: {exc}"
-        try:
-            reset_to(self.spaces, path, c.merge if ok else c.base)
-        except (GitError, OSError):
-            pass  # the next merge in this slot resets it again
+        back_to = c.merge if ok else c.base
         with self._cv:
             if c.gen == gen:
                 c.detail, c.state = ("", PASSED) if ok else (detail, FAILED)  # the state last: read without the lock
                 self._changed = True
                 self._cv.notify()
+        # What the checks changed goes now, while the coordinator goes on: it joins this thread before the slot
+        # is used again (_halt, _release), and the next merge there resets it anyway.
+        try:
+            reset_to(self.spaces, path, back_to)
+        except (GitError, OSError):
+            pass
 
     def _halt(self, c: _Candidate) -> None:
         """Stop a candidate's checks (TERM, grace, KILL through its cancel) and wait for them."""
@@ -262,6 +266,9 @@ class SpeculativeLander:
         c.state, c.base, c.merge = NEW, None, None
 
     def _release(self, c: _Candidate) -> None:
+        if c.thread is not None:  # its checks are over; the reset after them may not be
+            c.thread.join()
+            c.thread = None
         if c.slot is not None:
             self._free.append(c.slot)
             self._free.sort()
