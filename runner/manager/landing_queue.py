@@ -296,8 +296,8 @@ class LandingQueue(Component):
                      attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
             ctx.outcomes.record(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
             rec = ctx.records.get((task_id, attempt))
-            if rec is not None and res.end is not None:  # the agent was busy until res.end, not while it waited to land
-                rec["end"], rec["settled"] = res.end, end
+            if rec is not None and res.end is not None:  # the agent let go at res.end, not while it waited to land
+                rec["released"] = res.end
         ctx.pool.stats.update(landing=self._busy, landed=self._last_landed)  # how many wait to land, the last that did
 
     def _spared_env(self) -> dict:

@@ -131,19 +131,21 @@ def _topo(nodes: dict, deps: dict[str, list[str]]) -> list[str]:
 def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], priorities: dict[str, str]) -> dict:
     """Queue waits, utilisation, throughput, makespan and the critical-path bound of a run.
 
-    `attempts`: dicts with task, queued, reserved, start, end (wall-clock seconds; None when unknown), and
-    settled for an attempt that waited to land after its agent was free (the makespan runs to it; busy to end).
+    `attempts`: dicts with task, queued, reserved, start, end, and released when the agent let go of it
+    before its end (wall-clock seconds; None when unknown).
     """
     ran = [a for a in attempts if a.get("start") is not None and a.get("end") is not None]
     waits = [a["reserved"] - a["queued"] for a in attempts if a.get("reserved") and a.get("queued")]
     out: dict = {}
     if ran:
         first = min(a["start"] for a in ran)
-        last = max(a.get("settled") or a["end"] for a in ran)  # settled: a landed attempt's landing
+        last = max(a["end"] for a in ran)
         makespan = last - first
     else:
         makespan = 0.0
-    busy = sum(a["end"] - a["start"] for a in ran)
+    # An agent is busy until it let go of the attempt ("released"): a worktree task's "end" is when it
+    # landed, and the agent worked on other tasks while it waited in the landing queue.
+    busy = sum(min(a["end"], a.get("released") or a["end"]) - a["start"] for a in ran)
     out["makespan_s"] = round(makespan, 4)
     out["attempts"] = len(attempts)
     out["throughput_per_s"] = round(len(ran) / makespan, 3) if makespan > 0 else 0.0
