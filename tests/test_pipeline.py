@@ -80,12 +80,7 @@ tasks:
     assert git(repo, "show", f"{branch}:made.txt") == "made\n"  # the attempt's work is on its branch
 
 
-LANDING_NOT_WIRED = pytest.mark.xfail(
-    strict=True, reason="the landing's re-check does not run through runner.agents.checks yet (its environment "
-    "lacks WVO_TASK_ID...): remove this mark once manager/landing.py calls run_checks with checks_env")
-
-
-@pytest.mark.parametrize("land", ["branch", pytest.param("merge", marks=LANDING_NOT_WIRED)])
+@pytest.mark.parametrize("land", ["branch", "merge"])
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_a_check_sees_the_same_environment_in_the_worktree_and_on_the_merged_result(tmp_path, backend, land):
     repo = make_repo(tmp_path, f"""

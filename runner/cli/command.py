@@ -163,6 +163,7 @@ def _command(args: SimpleNamespace) -> int:
         land=_one_of("--land", args.land, ("merge", "branch")),
         into=args.into,
         keep_worktrees=args.keep_worktrees,
+        land_parallel=args.land_parallel,
         budget=args.budget,
         max_wait=args.max_wait,
     )

@@ -133,6 +133,8 @@ OPTIONS = (
     Param("land", ("--land",), str, None, "WVO_LAND", "merge (land each success on --into) or branch (leave it on its branch)."),
     Param("into", ("--into",), str, None, "WVO_INTO", "The branch results land on (default: wvo/<roadmap name>)."),
     Param("keep_worktrees", ("--keep-worktrees",), bool, False, "WVO_KEEP_WORKTREES", "Keep each attempt's worktree after the run."),
+    Param("land_parallel", ("--land-parallel",), int, None, "WVO_LAND_PARALLEL",
+          "Landings checked at once, each merged on top of those ahead (default: min(8, agents); 1: one at a time)."),
     Param("budget", ("--budget",), float, None, "WVO_BUDGET", "USD: once agent CLIs spent this, start no new attempt (exit 1)."),
     Param("budget_unknown_cost", ("--budget-unknown-cost",), str, None, "WVO_BUDGET_UNKNOWN_COST",
           "error (default) or ok: --budget with a CLI that reports no cost is refused, or runs with a warning."),
@@ -169,6 +171,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "max_agents": (1, MAX_AGENTS),
     "budget": (0.0, 1e9),
     "max_wait": (0.0, 7 * _DAY),
+    "land_parallel": (1, 64),
 }
 
 

@@ -1,11 +1,16 @@
 """The landing queue: one task branch at a time merged onto `into`, in a worktree of our own, never the user's.
 
     landing worktree (<state>/landing, detached HEAD at into's tip, reused)
-      │ reset --hard <into>            (only when into moved or a landing was undone)
+      │ reset --hard <into>; clean -fd (before every merge, and after every landing's checks)
       │ merge --no-ff -m "Land <id>: <title>" <branch>   ── conflict ──▶ merge --abort, Conflict(files)
       │ checks(landing worktree)                          ── fail ──────▶ reset --hard <old>, ChecksFailed
+      │ reset --hard <new>; clean -fd  (what a check rewrote or left is gone before the next landing)
       ▼
     update-ref refs/heads/<into> <new> <old>   (compare-and-swap: the only write to `into`)
+
+Lander lands one branch at a time (`--resume`'s recovery). The run's queue is runner.coding.speculative:
+it checks the next k branches in parallel, each merged on top of the ones ahead of it, with the same
+helpers (merge_in, reset_to); with k = 1 it does exactly what Lander does.
 
 Strategy: a merge commit (`--no-ff`), not rebase + fast-forward. The agent's commits keep their ids,
 so every landed branch tip is an ancestor of `into` (what `finish` verifies before deleting a branch),
@@ -64,6 +69,13 @@ class ChecksFailed:
     detail: str
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    """The run was stopped while the branch waited to land: it stays committed (`--resume` lands it)."""
+
+    branch: str
+
+
 LandResult = Union[Landed, Conflict, ChecksFailed]
 
 
@@ -82,17 +94,7 @@ class Lander:
         started from, or when `into` is checked out somewhere, GitError when git fails in another way (`into` is then untouched).
         """
         branch = what.branch if isinstance(what, Workspace) else what
-        if not self.spaces.is_ours(branch):
-            raise WorkspaceError(f"branch {branch!r} was not created by this run; it is not landed")
-        rec = self.spaces.owned()[branch]
-        task_id = rec["task"]
-        base = rec.get("base_commit")
-        if base and not self.spaces.git.ok(self.spaces.repo, "merge-base", "--is-ancestor", base, f"refs/heads/{branch}"):
-            # moved back behind where its attempt started (`git reset --hard HEAD~1`): merging it would say
-            # "landed" and land nothing
-            self.spaces.mark(branch, BranchState.REFUSED, why="behind its base commit")
-            raise WorkspaceError(f"{branch} no longer contains {base[:12]}, the commit its attempt started from; it is not landed")
-        message = f"Land {task_id}: {(title.splitlines() or [''])[0]}".rstrip()
+        message = landing_message(self.spaces, branch, title)
         checks = checks or self.checks
         with self._lock:
             for _ in range(_CAS_TRIES):
@@ -105,20 +107,12 @@ class Lander:
         sp, git = self.spaces, self.spaces.git
         refuse_if_checked_out(sp.repo, sp.into, git)  # the user may have checked it out since the start
         path = ensure_landing_worktree(sp)
-        old, head = git.out(path, "rev-parse", f"refs/heads/{sp.into}", "HEAD").split()
-        if head != old:
-            git.run(path, "reset", "-q", "--hard", old)
-        proc = git.run(path, "merge", "--no-ff", "--no-edit", "--no-stat", "--no-log", "--no-verify",
-                       "-m", message, f"refs/heads/{branch}", check=False, author=LANDER)
-        if proc.returncode != 0:
-            files = [f for f in git.out(path, "diff", "--name-only", "-z", "--diff-filter=U").split("\0") if f]
-            git.run(path, "merge", "--abort", check=False)
-            _undo(sp, path, old)
-            if not files:
-                raise GitError(["merge", branch], proc.returncode, proc.stderr or proc.stdout)
-            sp.mark(branch, BranchState.CONFLICT, conflict=files)
-            return Conflict(branch, files)
-        new = git.out(path, "rev-parse", "HEAD")
+        old = git.out(path, "rev-parse", f"refs/heads/{sp.into}")
+        merged = merge_in(sp, path, old, branch, message)
+        if isinstance(merged, list):
+            sp.mark(branch, BranchState.CONFLICT, conflict=merged)
+            return Conflict(branch, merged)
+        new = merged
         if new == old:  # "Already up to date": the branch is on `into` already
             sp.mark(branch, BranchState.LANDED, landed=old)
             return Landed(branch, old, already=True)
@@ -126,10 +120,10 @@ class Lander:
             try:
                 ok, detail = checks(str(path))
             except BaseException:
-                _undo(sp, path, old)
+                reset_to(sp, path, old)
                 raise
+            reset_to(sp, path, new if ok else old)  # whatever the checks changed goes: the next landing starts clean
             if not ok:
-                _undo(sp, path, old)
                 sp.mark(branch, BranchState.CHECKS_FAILED)
                 return ChecksFailed(branch, detail)
         if not git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {message}", f"refs/heads/{sp.into}", new, old):
@@ -138,7 +132,40 @@ class Lander:
         return Landed(branch, new)
 
 
-def _undo(sp: Workspaces, path: Path, old: str) -> None:
-    """Throw away a merge in the landing worktree: back to `old` (reset also drops MERGE_HEAD), no leftovers from checks."""
-    sp.git.run(path, "reset", "-q", "--hard", old)
-    sp.git.run(path, "clean", "-q", "-fd")  # untracked files from checks; ignored ones (caches) stay
+def landing_message(sp: Workspaces, branch: str, title: str) -> str:
+    """The merge message of a branch of this run, after checking it may land; raises WorkspaceError otherwise."""
+    if not sp.is_ours(branch):
+        raise WorkspaceError(f"branch {branch!r} was not created by this run; it is not landed")
+    rec = sp.owned()[branch]
+    base = rec.get("base_commit")
+    if base and not sp.git.ok(sp.repo, "merge-base", "--is-ancestor", base, f"refs/heads/{branch}"):
+        # moved back behind where its attempt started (`git reset --hard HEAD~1`): merging it would say
+        # "landed" and land nothing
+        sp.mark(branch, BranchState.REFUSED, why="behind its base commit")
+        raise WorkspaceError(f"{branch} no longer contains {base[:12]}, the commit its attempt started from; it is not landed")
+    return f"Land {rec['task']}: {(title.splitlines() or [''])[0]}".rstrip()
+
+
+def merge_in(sp: Workspaces, path: Path, base: str, branch: str, message: str) -> str | list[str]:
+    """In a landing worktree: reset to `base` (nothing of an earlier landing or its checks is left), merge the
+    branch; the merge commit (`base` itself when the branch is on it already), or the conflicting files (the
+    worktree back at `base`). Raises GitError when the merge fails without a conflict."""
+    git = sp.git
+    reset_to(sp, path, base)
+    proc = git.run(path, "merge", "--no-ff", "--no-edit", "--no-stat", "--no-log", "--no-verify",
+                   "-m", message, f"refs/heads/{branch}", check=False, author=LANDER)
+    if proc.returncode != 0:
+        files = [f for f in git.out(path, "diff", "--name-only", "-z", "--diff-filter=U").split("\0") if f]
+        git.run(path, "merge", "--abort", check=False)
+        reset_to(sp, path, base)
+        if not files:
+            raise GitError(["merge", branch], proc.returncode, proc.stderr or proc.stdout)
+        return files
+    return git.out(path, "rev-parse", "HEAD")
+
+
+def reset_to(sp: Workspaces, path: Path, commit: str) -> None:
+    """A landing worktree back to `commit`: tracked files a check rewrote restored (reset also drops
+    MERGE_HEAD), untracked files it left removed; ignored ones (caches) stay."""
+    sp.git.run(path, "reset", "-q", "--hard", commit)
+    sp.git.run(path, "clean", "-q", "-fd")

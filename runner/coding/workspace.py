@@ -493,9 +493,9 @@ def recover(state_dir: str | Path, git: Git | None = None) -> tuple[Workspaces, 
     return spaces, spaces.recover()
 
 
-def ensure_landing_worktree(sp: "Workspaces") -> Path:
-    """The landing worktree, created at `into`'s tip (detached) the first time."""
-    path = sp.landing_path
+def ensure_landing_worktree(sp: "Workspaces", path: Path | None = None) -> Path:
+    """The landing worktree (or another of the landing queue's, at `path`), created at `into`'s tip (detached) the first time."""
+    path = path or sp.landing_path
     if not (path / ".git").exists():
         if path.exists():
             shutil.rmtree(path)
@@ -505,12 +505,13 @@ def ensure_landing_worktree(sp: "Workspaces") -> Path:
     return path
 
 
-def remove_landing_worktree(sp: "Workspaces") -> None:
-    """Remove the landing worktree, whatever state a crash left it in (mid-merge, stale index.lock).
+def remove_landing_worktree(sp: "Workspaces", path: Path | None = None) -> None:
+    """Remove the landing worktree (or another of the landing queue's, at `path`), whatever state a crash
+    left it in (mid-merge, stale index.lock).
 
     It holds nothing of value: every merge in it is of branches that are kept, so no WIP commit first.
     """
-    path = sp.landing_path
+    path = path or sp.landing_path
     sp._worktree("remove", "--force", str(path), check=False)
     if path.exists():  # git refused (e.g. a stale lock): the folder is ours alone
         shutil.rmtree(path)

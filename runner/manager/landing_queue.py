@@ -5,13 +5,18 @@ A component of the run (runner.manager.components). An agent runs a worktree att
 queue and the agent is free for its next task at once:
 
     TaskResult(succeeded, workspace.commit) ──▶ sched.hand_over(task, agent) ──▶ queue (FIFO)
-         ──▶ landing thread: Lander.land(branch) in the landing worktree, checks on the merged result
+         ──▶ landing thread (runner.coding.speculative): the next k merged, each on top of those ahead,
+             and checked at once, each in a landing worktree of its own; verdicts in order at the head
          ──▶ wake-up pipe ──▶ loop: record the outcome (succeeded / conflict / check_failed), dependents ready
 
-One thread lands, one task at a time; it touches git only (runner.coding.landing) and hands its
-verdicts back through a deque and a byte on the loop's wake-up pipe. Nothing else is shared with it.
-Its check commands run in our own session (a process group of their own, killed whole on timeout), so
-the backend's orphan sweep, which kills processes of other sessions, never takes them.
+k is --land-parallel (default min(8, agents)); with k = 1 one task lands at a time. One thread per
+(repo, into) lands; it touches git only and hands its verdicts back through a deque and a byte on the
+loop's wake-up pipe. Nothing else is shared with it. The checks on the merged result run through the
+agents' check runner (runner.agents.checks.landing_checks): the same environment as in the attempt's
+worktree (WVO_TASK_ID, WVO_ATTEMPT, WVO_BRANCH, WVO_WORKTREE = the landing worktree, the task's env),
+sealed (runner.coding.sealed.environment), TERM → --grace → KILL; a stop of the run cancels them.
+Each runs in a session of its own marked as the manager's (the backend's spared_env), so the backend's
+orphan sweep never takes them and the watchdog kills them should the manager die.
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
-import threading
 import time
 
 from runner.agents.messages import TaskResult
@@ -32,7 +35,7 @@ from runner.model import Outcome
 
 log = logging.getLogger(__name__)
 
-CHECK_TAIL_LINES = 40
+LAND_PARALLEL_MAX = 8  # the default k: min(this, agents): it keeps up with them; the cap bounds checks a failure wastes
 
 
 def workspace_settings(roadmap, opt, members) -> dict:
@@ -95,13 +98,13 @@ class LandingQueue(Component):
         self.ctx = ctx
         ctx.ws = workspace_settings(ctx.roadmap, ctx.opt, ctx.members())
         self._spaces: dict = {}  # (repo, into) -> runner.coding.workspace.Workspaces, once the run folder exists
-        self._landers: dict = {}  # (repo, into) -> runner.coding.landing.Lander
-        self._queue: collections.deque = collections.deque()  # (task id, agent id, attempt, TaskResult) to land
-        self._done: collections.deque = collections.deque()  # verdicts from the landing thread
+        self._landers: dict = {}  # (repo, into) -> runner.coding.speculative.SpeculativeLander
+        self._done: collections.deque = collections.deque()  # verdicts from the landing threads
         self._busy = 0  # tasks handed over and not yet recorded
-        self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._cancelled = False  # the run is stopping: the landing checks were cancelled
         self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
+        agents = sum(ctx.roles.values()) or 1
+        self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
     def _worktree_tasks(self) -> list[str]:
         return [tid for tid, w in self.ctx.ws.items() if w.mode == "worktree"]
@@ -110,7 +113,7 @@ class LandingQueue(Component):
         """One journal of branches per (repo, into), in the run folder; `into` created from base when missing."""
         if not self._worktree_tasks():
             return
-        from runner.coding.landing import Lander
+        from runner.coding.speculative import SpeculativeLander
         from runner.coding.workspace import GitError, WorkspaceError, Workspaces
 
         ctx = self.ctx
@@ -122,7 +125,7 @@ class LandingQueue(Component):
             except (GitError, WorkspaceError) as exc:
                 raise UsageError(f"workspace: {exc}") from None
             self._spaces[(repo, into)] = spaces
-            self._landers[(repo, into)] = Lander(spaces)
+            self._landers[(repo, into)] = SpeculativeLander(spaces, self.k, self._verdict)
 
     def spaces_of(self, task_id: str):
         w = self.ctx.ws[task_id]
@@ -154,6 +157,7 @@ class LandingQueue(Component):
         run again. A committed attempt that no longer lands (a conflict, failing checks) runs again.
         """
         from runner.coding.landing import Landed, Lander
+        from runner.coding.speculative import remove_slots
         from runner.coding.workspace import JOURNAL, GitError, WorkspaceError, Workspaces
 
         ctx = self.ctx
@@ -170,6 +174,8 @@ class LandingQueue(Component):
             try:
                 spaces = Workspaces.open(folder)
                 recovery = spaces.recover()
+                for problem in recovery.problems + remove_slots(spaces):
+                    ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
                 owned = spaces.owned()
                 done |= {owned[b]["task"] for b in recovery.landed}
                 from runner.manager.recovery import landed_tasks
@@ -185,15 +191,21 @@ class LandingQueue(Component):
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
                         continue
                     log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
-                    env = {**os.environ, **{k: str(v) for k, v in task.env.items()}}
-                    checks = self._landing_check(w.checks, env, task.timeout, log_path) if w.checks else None
+                    rec = spaces.owned().get(ws.branch, {})
+                    checks = None
+                    if w.checks:
+                        # each attempt of the task made one branch, journalled in order: this one's number
+                        attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
+                        checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
+                                              spaces.landing_path, log_path, None)  # fmt: skip
                     verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
                         done.add(ws.task_id)
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
                     else:
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
-                spaces.finish(keep_worktrees=False)
+                for problem in spaces.finish(keep_worktrees=False).problems:
+                    ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
             except (GitError, WorkspaceError, OSError) as exc:
                 ctx.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
         return done
@@ -218,53 +230,46 @@ class LandingQueue(Component):
             return False
         ctx.sched.hand_over(res.task_id, agent_id)
         self._busy += 1
-        with self._cv:
-            self._queue.append((res.task_id, agent_id, res.attempt, res))
-            self._cv.notify()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._land_worker, name="wvo-landing", daemon=True)
-            self._thread.start()
+        task = ctx.tasks[res.task_id]
+        branch = res.workspace["branch"]
+        log_path = ctx.records.get((res.task_id, res.attempt), {}).get("log") or os.path.join(
+            ctx.logs, f"{res.task_id}.{res.attempt}.log")
+
+        def checks_for(path: str, cancel):
+            """The task's checks in the landing worktree `path` (the queue calls it in each it merges the branch in)."""
+            return self._checks(task, w.checks, res.attempt, branch, res.workspace.get("base"), path, log_path, cancel)
+
+        self._landers[(w.repo, w.into)].submit((res.task_id, agent_id, res.attempt, res), branch, task.title or task.id,
+                                               checks_for if w.checks else None)  # fmt: skip
         ctx.emit(ev.TASK_LANDING, task=res.task_id, agent=agent_id, attempt=res.attempt, branch=res.workspace["branch"])
         return True
 
-    def _land_worker(self) -> None:
-        """The landing thread: one task at a time; it touches git and files only, never the run's state."""
-        from runner.coding.workspace import GitError, WorkspaceError
+    def _verdict(self, job, verdict) -> None:
+        """From a landing thread: a verdict for the loop, which records it at its next tick."""
+        self._done.append((*job, verdict, time.time()))
+        self.ctx.wake()
 
-        ctx = self.ctx
-        while True:
-            with self._cv:
-                while not self._queue:
-                    self._cv.wait()
-                job = self._queue.popleft()
-            if job is None:
-                return
-            task_id, agent_id, attempt, res = job
-            w = ctx.ws[task_id]
-            lander = self._landers[(w.repo, w.into)]
-            task = ctx.tasks[task_id]
-            log_path = ctx.records.get((task_id, attempt), {}).get("log") or os.path.join(ctx.logs, f"{task_id}.{attempt}.log")
-            env = {**os.environ, **{k: str(v) for k, v in task.env.items()}, **self._spared_env()}
-            checks = self._landing_check(w.checks, env, task.timeout, log_path)
-            try:
-                lander.spaces.reload()  # the agent that made the branch journalled it in its own process
-                verdict = lander.land(res.workspace["branch"], task.title or task.id, checks if w.checks else None)
-            except (GitError, WorkspaceError, OSError) as exc:
-                verdict = exc
-            self._done.append((task_id, agent_id, attempt, res, verdict, time.time()))
-            ctx.wake()
+    def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel):
+        """The checks on the merged result in the landing worktree `path`: the attempt's environment there."""
+        from runner.agents.checks import landing_checks
+        from runner.coding.sealed import environment
 
-    def _landing_check(self, checks, env: dict, timeout: float | None, log_path: str):
-        """The checks on the merged result, as the Lander calls them (one place, to swap for the shared runner)."""
-        return _landing_checks(checks, env, timeout, log_path)
+        base_env = {**environment(os.environ, str(path)), **self._spared_env()}
+        return landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
+                              timeout=task.timeout, cancel=cancel, extra={k: str(v) for k, v in task.env.items()},
+                              base_commit=base_commit)  # fmt: skip
 
     def tick(self, now: float) -> None:
         """Record what the landing thread decided since the last look."""
         if not self._spaces:
             return
-        from runner.coding.landing import ChecksFailed, Conflict, Landed
+        from runner.coding.landing import ChecksFailed, Conflict, Interrupted, Landed
 
         ctx = self.ctx
+        if ctx.interrupted_by is not None and not self._cancelled:  # the run is stopping: so is the landing
+            self._cancelled = True
+            for lander in self._landers.values():
+                lander.cancel()
         while self._done:
             task_id, agent_id, attempt, res, verdict, end = self._done.popleft()
             self._busy -= 1
@@ -286,6 +291,9 @@ class LandingQueue(Component):
                 info["landed"], info["why"] = None, "checks failed on the merged result"
                 outcome, error = Outcome.CHECK_FAILED, f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
                 ctx.feedback_note(task_id, attempt, f"The checks failed once your work was merged:\n{verdict.detail}")
+            elif isinstance(verdict, Interrupted):
+                info["landed"], info["why"] = None, "interrupted before it landed (--resume lands it)"
+                outcome, error = Outcome.INTERRUPTED, "interrupted before it landed"
             else:
                 info["landed"], info["why"] = None, f"landing failed: {verdict}"
                 outcome, error = Outcome.FAILED, f"landing failed: {verdict}"
@@ -294,6 +302,9 @@ class LandingQueue(Component):
             ctx.emit(ev.TASK_LANDED if outcome is Outcome.SUCCEEDED else ev.TASK_NOT_LANDED, task=task_id,
                      attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
             ctx.outcomes.record(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
+            rec = ctx.records.get((task_id, attempt))
+            if rec is not None and res.end is not None:  # the agent let go at res.end, not while it waited to land
+                rec["released"] = res.end
         ctx.pool.stats.update(landing=self._busy, landed=self._last_landed)  # how many wait to land, the last that did
 
     def _spared_env(self) -> dict:
@@ -307,16 +318,14 @@ class LandingQueue(Component):
     # -- the end --------------------------------------------------------------------------------------
 
     def stop_thread(self) -> None:
-        if self._thread is not None:
-            with self._cv:
-                self._queue.append(None)
-                self._cv.notify()
-            self._thread.join(timeout=60.0)
+        for lander in self._landers.values():
+            lander.stop(timeout=60.0)
 
     def summary(self, summary: dict) -> None:
         """Remove worktrees (unless kept), delete landed branches, list the others."""
         if not self._spaces:
             return
+        from runner.coding.speculative import remove_slots
         from runner.coding.workspace import GitError, WorkspaceError
 
         out = {"kept": [], "deleted": 0, "worktrees_kept": []}
@@ -327,6 +336,8 @@ class LandingQueue(Component):
             except (GitError, WorkspaceError, OSError) as exc:
                 self.ctx.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
                 continue
+            for problem in cleanup.problems + remove_slots(spaces):  # each named; the others were cleaned all the same
+                self.ctx.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {problem}")
             out["deleted"] += len(cleanup.deleted)
             out["kept"] += [{"branch": b, "state": s} for b, s in cleanup.kept]
             out["worktrees_kept"] += cleanup.worktrees_kept
@@ -341,36 +352,6 @@ def _repo_top(folder: str) -> str | None:
         return str(find_repo(folder))
     except (GitError, WorkspaceError, OSError):
         return None
-
-
-def _landing_checks(checks, env: dict, timeout: float | None, log_path: str):
-    """checks(worktree) for the Lander: each command in turn, output appended to the attempt's log."""
-
-    def run(path: str) -> tuple[bool, str]:
-        import subprocess
-
-        for check in checks:
-            with open(log_path, "ab") as logf:
-                logf.write(f"\n===== wvo-batch landing check: {check} (on the merged result) =====\n".encode())
-                logf.flush()
-                proc = subprocess.Popen(["/bin/sh", "-c", check], cwd=path, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
-                try:
-                    out, _ = proc.communicate(timeout=timeout)
-                    code = proc.returncode
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    out, _ = proc.communicate()
-                    code = None
-                logf.write(out)
-                logf.write(f"===== exit {code} =====\n".encode())
-            if code != 0:
-                tail = "\n".join(out.decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
-                why = "timed out" if code is None else f"exit {code}"
-                return False, f"{check} ({why})\n{tail}"
-        return True, ""
-
-    return run
 
 
 def workspace_plan(roadmap, options) -> list[dict]:

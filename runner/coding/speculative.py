@@ -1,0 +1,283 @@
+"""The run's landing queue: the next k branches checked at once, each merged on top of the ones ahead (Zuul).
+
+    submit(job) ──▶ incoming (FIFO) ──▶ window of at most k candidates, in landing order
+                                          │ candidate i: merge_in(slot i, base = what candidate i-1 leaves on
+                                          │   `into` if it lands; `into`'s tip for the first), then its checks
+                                          │   in a thread of its own (landing_checks: TERM → grace → KILL)
+                                          ▼
+    the head, once its base is `into`'s tip and its checks are over:
+       passed   ──▶ update-ref refs/heads/<into> <merge> <tip>  (compare-and-swap) ──▶ Landed
+       failed   ──▶ ChecksFailed       conflict ──▶ Conflict      ──▶ on_verdict(job, verdict), in order
+
+A candidate is built on the assumption that those ahead of it land (one whose checks still run) or do
+not (one that conflicted or failed). When that changes, every candidate behind whose base is no longer
+what the ones ahead leave is stopped (its checks cancelled) and merged again on the new base: a failed
+candidate drops only itself. A verdict is given only at the head, on `into`'s real tip, so each branch
+gets the verdict the one-at-a-time queue (runner.coding.landing.Lander) would give it, in the same order,
+with the same merge commits; with k = 1 the two do the same thing.
+
+Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), reset before every merge
+and after every check. One thread (the coordinator) runs git and gives verdicts; the checks' threads only
+run checks and hand back (ok, detail). Verdicts go to on_verdict from the coordinator thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from runner.coding.landing import (
+    _CAS_TRIES,
+    Checks,
+    ChecksFailed,
+    Conflict,
+    Interrupted,
+    Landed,
+    landing_message,
+    merge_in,
+    reset_to,
+)
+from runner.coding.workspace import (
+    BranchState,
+    GitError,
+    WorkspaceError,
+    Workspaces,
+    ensure_landing_worktree,
+    refuse_if_checked_out,
+    remove_landing_worktree,
+)
+
+# checks_for(slot path, cancel) -> the checks to run there (None: none); cancel is set to stop them
+ChecksFor = Callable[[str, threading.Event], "Checks | None"]
+
+NEW, CHECKING, PASSED, FAILED, CONFLICT = "new", "checking", "passed", "failed", "conflict"
+
+
+def slot_path(sp: Workspaces, index: int) -> Path:
+    """The landing worktree of slot `index`: the first is the one-at-a-time queue's own."""
+    return sp.landing_path if index == 0 else sp.landing_path.with_name(f"{sp.landing_path.name}.{index + 1}")
+
+
+def remove_slots(sp: Workspaces) -> list[str]:
+    """Remove the landing worktrees of slots 2.. (a crash may have left them); problems, one line each."""
+    problems = []
+    for path in sorted(sp.state_dir.glob(f"{sp.landing_path.name}.*")):
+        try:
+            remove_landing_worktree(sp, path)
+        except (GitError, OSError) as exc:
+            problems.append(f"landing worktree {path}: {exc}")
+    return problems
+
+
+@dataclass(eq=False)
+class _Candidate:
+    job: object
+    branch: str
+    title: str
+    checks_for: ChecksFor | None
+    message: str = ""
+    base: str | None = None  # the commit it was merged on; None: not merged yet
+    merge: str | None = None  # the merge commit (== base when the branch was on it already)
+    state: str = NEW
+    detail: object = ""  # ChecksFailed's text, or Conflict's files
+    slot: int | None = None
+    gen: int = 0  # bumped when it is stopped: a checks thread of an older build hands back nothing
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def leaves(self) -> str | None:
+        """What `into` is after this candidate, as those behind it assume: its merge unless it failed."""
+        return self.merge if self.state in (CHECKING, PASSED) else self.base
+
+
+class SpeculativeLander:
+    """Lands the branches submitted to it on `into`, in order, checking up to k of them at once."""
+
+    def __init__(self, spaces: Workspaces, k: int, on_verdict: Callable[[object, object], None]):
+        self.spaces = spaces
+        self.k = max(1, k)
+        self._on_verdict = on_verdict  # (job, Landed | Conflict | ChecksFailed | Interrupted | exception)
+        self._cv = threading.Condition()
+        self._incoming: collections.deque = collections.deque()  # guarded by _cv
+        self._changed = False  # a submit, a check's end, cancel or stop since the coordinator last looked; _cv
+        self._cancelled = False  # the run is stopping: nothing more lands; _cv
+        self._stopping = False  # _cv
+        self._window: list[_Candidate] = []  # the coordinator's own
+        self._free = list(range(self.k))  # free slots; the coordinator's own
+        self._cas_misses = 0  # `into` moved under the head this many times in a row
+        self._thread: threading.Thread | None = None
+
+    # -- from the run's thread
+
+    def submit(self, job, branch: str, title: str, checks_for: ChecksFor | None) -> None:
+        with self._cv:
+            self._incoming.append(_Candidate(job, branch, title, checks_for))
+            self._changed = True
+            self._cv.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._coordinate, name="wvo-landing", daemon=True)
+            self._thread.start()
+
+    def cancel(self) -> None:
+        """The run is stopping: stop every check (TERM, grace, KILL); what waits to land gets Interrupted."""
+        with self._cv:
+            self._cancelled = self._changed = True
+            self._cv.notify()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """End the coordinator; checks still running are cancelled (their candidates get no verdict)."""
+        with self._cv:
+            self._stopping = self._changed = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the coordinator thread
+
+    def _coordinate(self) -> None:
+        while True:
+            with self._cv:
+                while not self._changed:
+                    self._cv.wait()
+                self._changed = False
+                while self._incoming and len(self._window) < self.k:
+                    self._window.append(self._incoming.popleft())
+                stopping, cancelled = self._stopping, self._cancelled
+                dropped = list(self._incoming) if cancelled else []
+                if cancelled:
+                    self._incoming.clear()
+            if stopping or cancelled:
+                for c in self._window:
+                    self._halt(c)
+                if stopping:
+                    return
+                for c in self._window + dropped:
+                    self._on_verdict(c.job, Interrupted(c.branch))
+                self._window.clear()
+                self._free = list(range(self.k))
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - never lose a job: the head gets the error as its verdict
+                if self._window:
+                    self._drop(0, exc)
+
+    def _step(self) -> None:
+        sp = self.spaces
+        tip = sp.tip()
+        while self._window and self._window[0].base == tip and self._window[0].state not in (NEW, CHECKING):
+            head = self._window[0]
+            if head.state == PASSED and head.merge != tip:
+                refuse_if_checked_out(sp.repo, sp.into, sp.git)  # the user may have checked it out since
+                if not sp.git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {head.message}", f"refs/heads/{sp.into}",
+                                 head.merge, tip):  # fmt: skip
+                    self._cas_misses += 1
+                    if self._cas_misses >= _CAS_TRIES:
+                        raise WorkspaceError(f"{sp.into!r} kept moving while {head.branch} was landed; "
+                                             "is another program writing it?")  # fmt: skip
+                    tip = sp.tip()  # moved under us: everything is merged again on its new tip
+                    break
+            self._cas_misses = 0
+            if head.state == PASSED:
+                sp.mark(head.branch, BranchState.LANDED, landed=head.merge)
+                verdict: object = Landed(head.branch, head.merge, already=head.merge == head.base)
+                tip = head.merge
+            elif head.state == FAILED:
+                sp.mark(head.branch, BranchState.CHECKS_FAILED)
+                verdict = ChecksFailed(head.branch, str(head.detail))
+            else:
+                sp.mark(head.branch, BranchState.CONFLICT, conflict=head.detail)
+                verdict = Conflict(head.branch, list(head.detail))
+            self._window.pop(0)
+            self._on_verdict(head.job, verdict)
+            self._release(head)
+        # every candidate on what those ahead of it leave; the stale ones stopped and merged again
+        expected = tip
+        i = 0
+        while i < len(self._window):
+            c = self._window[i]
+            if c.base != expected:
+                self._halt(c)
+                try:
+                    self._build(c, expected)
+                except (GitError, WorkspaceError, OSError) as exc:
+                    self._drop(i, exc)
+                    continue
+            expected = c.leaves()
+            i += 1
+        with self._cv:  # room freed at the head, or a head with its verdict already: look again now
+            if (self._incoming and len(self._window) < self.k) or (self._window and self._window[0].state not in (NEW, CHECKING)):
+                self._changed = True
+
+    def _build(self, c: _Candidate, base: str) -> None:
+        sp = self.spaces
+        if not c.message:
+            sp.reload()  # the agent journalled the branch in its own process
+            c.message = landing_message(sp, c.branch, c.title)  # refuses a branch not ours, or moved back
+        if c.slot is None:
+            c.slot = self._free.pop(0)
+        path = ensure_landing_worktree(sp, slot_path(sp, c.slot))
+        c.base, c.merge, c.detail = base, None, ""
+        merged = merge_in(sp, path, base, c.branch, c.message)
+        if isinstance(merged, list):
+            c.state, c.detail = CONFLICT, merged
+            return
+        c.merge = merged
+        checks = None if merged == base or c.checks_for is None else c.checks_for(str(path), c.cancel)
+        if checks is None:
+            c.state = PASSED
+            return
+        c.state = CHECKING
+        c.thread = threading.Thread(target=self._check, args=(c, c.gen, checks, path), name="wvo-landing-check",
+                                    daemon=True)  # fmt: skip
+        c.thread.start()
+
+    def _check(self, c: _Candidate, gen: int, checks: Checks, path: Path) -> None:
+        """A checks thread: run them on the merged result, leave the worktree clean, hand back the verdict."""
+        try:
+            ok, detail = checks(str(path))
+        except Exception as exc:  # noqa: BLE001 - a checks runner that broke fails the candidate, with why
+            ok, detail = False, f"the checks could not run: {exc}"
+        back_to = c.merge if ok else c.base
+        with self._cv:
+            if c.gen == gen:
+                c.detail, c.state = ("", PASSED) if ok else (detail, FAILED)  # the state last: read without the lock
+                self._changed = True
+                self._cv.notify()
+        # What the checks changed goes now, while the coordinator goes on: it joins this thread before the slot
+        # is used again (_halt, _release), and the next merge there resets it anyway.
+        try:
+            reset_to(self.spaces, path, back_to)
+        except (GitError, OSError):
+            pass
+
+    def _halt(self, c: _Candidate) -> None:
+        """Stop a candidate's checks (TERM, grace, KILL through its cancel) and wait for them."""
+        with self._cv:
+            c.gen += 1
+        if c.thread is not None:
+            c.cancel.set()
+            c.thread.join()
+            c.thread = None
+            c.cancel = threading.Event()
+        c.state, c.base, c.merge = NEW, None, None
+
+    def _release(self, c: _Candidate) -> None:
+        if c.thread is not None:  # its checks are over; the reset after them may not be
+            c.thread.join()
+            c.thread = None
+        if c.slot is not None:
+            self._free.append(c.slot)
+            self._free.sort()
+            c.slot = None
+
+    def _drop(self, index: int, exc: Exception) -> None:
+        c = self._window.pop(index)
+        self._halt(c)
+        self._release(c)
+        self._on_verdict(c.job, exc)
+        with self._cv:
+            self._changed = True
