@@ -302,9 +302,6 @@ class LandingQueue(Component):
             ctx.emit(ev.TASK_LANDED if outcome is Outcome.SUCCEEDED else ev.TASK_NOT_LANDED, task=task_id,
                      attempt=attempt, commit=info.get("landed"), reason=error)  # fmt: skip
             ctx.outcomes.record(agent_id, task_id, attempt, outcome, msg, holder=LANDING)
-            rec = ctx.records.get((task_id, attempt))
-            if rec is not None and res.end is not None:  # the agent let go at res.end, not while it waited to land
-                rec["released"] = res.end
         ctx.pool.stats.update(landing=self._busy, landed=self._last_landed)  # how many wait to land, the last that did
 
     def _spared_env(self) -> dict:
