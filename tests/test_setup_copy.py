@@ -212,3 +212,29 @@ def test_a_sigterm_of_the_run_ends_a_hung_setup_and_its_worktree_goes(tmp_path):
     # the agent ended its set-up and reported: it was not killed for holding the stop up
     assert {e["reason"] for e in events(repo) if e["event"] == "agent:exited"} == {"exit code 0"}
     assert len(git(repo, "worktree", "list").splitlines()) == 1 and git(repo, "branch", "--list", "wvo/*/*") == ""
+
+
+LANDING = """
+workspace:
+  mode: worktree
+  copy: [.env]
+  setup: ["mkdir -p .venv && echo ready > .venv/marker"]
+tasks:
+""" + "".join(f"""  - id: t{i}
+    command: "echo {i} > f{i}.txt"
+    checks: ["grep -q SECRET .env && test -f .venv/marker && echo checked in $WVO_WORKTREE >> .venv/seen"]
+""" for i in range(3))
+
+
+def test_the_merged_result_is_checked_with_the_copied_files_and_the_set_up_too(tmp_path):
+    """A check that needs `.env` and what set-up made passes in the task's worktree and on the merged result:
+    the landing worktree gets the same copy and set-up (once: its resets keep ignored files)."""
+    repo = make_repo(tmp_path, LANDING, {".gitignore": ".env\n.venv/\n"})
+    (repo / ".env").write_text("SECRET=1\n")
+    code, doc, err = run_json(repo, "--agents", "2", "--land-parallel", "1")
+    assert code == 0, (err, {t: r.get("reason") for t, r in rows(doc).items()})
+    assert all(r["status"] == "succeeded" for r in rows(doc).values())
+    assert sorted(git(repo, "ls-tree", "-r", "--name-only", "wvo/roadmap").split()) == [
+        ".gitignore", "README", "f0.txt", "f1.txt", "f2.txt", "roadmap.yaml"]  # no .env, no .venv
+    logs = "".join(Path(r["log"]).read_text() for r in rows(doc).values())
+    assert logs.count("workspace.copy: 1 file(s) copied") == 4  # 3 task worktrees, and the landing worktree once

@@ -103,6 +103,7 @@ class LandingQueue(Component):
         self._busy = 0  # tasks handed over and not yet recorded
         self._cancelled = False  # the run is stopping: the landing checks were cancelled
         self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
+        self._set_up: set[tuple] = set()  # (landing worktree, copy, setup) done there: its set-up survives resets
         agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
@@ -142,13 +143,20 @@ class LandingQueue(Component):
             "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
             "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
         }  # fmt: skip
-        top = self.ctx.roadmap.settings or {}
-        if task.meta.get("setup") or task.meta.get("copy") or top.get("setup") or top.get("copy"):
-            from runner.roadmap.fleet import for_task  # workspace.setup and workspace.copy, as the agent runs them
-
-            fleet = for_task(self.ctx.roadmap, task)
-            field.update(setup=fleet.setup, copy=fleet.copy)
+        copy, setup = self._set_up_of(task)
+        if copy or setup:
+            field.update(setup=setup, copy=copy)
         return field
+
+    def _set_up_of(self, task) -> tuple[tuple, tuple]:
+        """(workspace.copy, workspace.setup) of a task, as the agent runs them in its worktree."""
+        top = self.ctx.roadmap.settings or {}
+        if not (task.meta.get("setup") or task.meta.get("copy") or top.get("setup") or top.get("copy")):
+            return (), ()
+        from runner.roadmap.fleet import for_task
+
+        fleet = for_task(self.ctx.roadmap, task)
+        return tuple(fleet.copy or ()), tuple(fleet.setup or ())
 
     def recover(self, previous_run: int, review_rounds: dict) -> set[str]:
         """--resume: the dead run's worktrees saved (WIP) and removed; its committed attempts landed now.
@@ -255,9 +263,34 @@ class LandingQueue(Component):
         from runner.coding.sealed import environment
 
         base_env = {**environment(os.environ, str(path)), **self._spared_env()}
-        return landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
-                              timeout=task.timeout, cancel=cancel, extra={k: str(v) for k, v in task.env.items()},
-                              base_commit=base_commit)  # fmt: skip
+        extra = {k: str(v) for k, v in task.env.items()}
+        run = landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
+                             timeout=task.timeout, cancel=cancel, extra=extra, base_commit=base_commit)  # fmt: skip
+        copy, setup = self._set_up_of(task)
+        if not (copy or setup):
+            return run
+
+        def set_up_then_run(where: str) -> tuple[bool, str]:
+            """The task's workspace.copy and workspace.setup, once per landing worktree, before its checks there."""
+            key = (str(where), copy, setup)
+            if key not in self._set_up:  # a landing worktree's reset (clean -fd) keeps ignored files: once is enough
+                from runner.agents.checks import checks_env
+                from runner.agents.worktree_setup import set_up
+                from runner.coding.git import Git
+
+                env = checks_env(base_env, task.id, attempt, worktree=str(where), branch=branch,
+                                 base_commit=base_commit, extra=extra)  # fmt: skip
+                done = set_up(Git(), self.ctx.ws[task.id].repo, str(where), copy, setup, env, self.ctx.opt.grace,
+                              cancel=cancel)  # fmt: skip
+                if done.output and log_path:
+                    with open(log_path, "a", encoding="utf-8") as f:
+                        f.write(done.output)
+                if done.error:
+                    return False, f"{done.error} (in the landing worktree)\n{done.tail}".rstrip()
+                self._set_up.add(key)
+            return run(where)
+
+        return set_up_then_run
 
     def tick(self, now: float) -> None:
         """Record what the landing thread decided since the last look."""
