@@ -112,6 +112,35 @@ def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_p
 
 
 @pytest.mark.timeout(120)
+def test_a_chunks_calls_each_write_to_their_own_log_and_see_their_own_environment(tmp_path):
+    """The log is redirected once per chunk, yet every call's output lands in its own log, and only there."""
+
+    def msg(tid: str, fn: str, *args) -> TaskMessage:
+        return TaskMessage(tid, 1, str(tmp_path / f"{tid}.1.log"), call=fn, args=args, env={"WVO_TASK_ID": tid})
+
+    plan = [msg("quiet1", "os:getpid"), msg("loud1", "os:write", 1, b"out of loud1\n"), msg("quiet2", "os:getenv", "WVO_TASK_ID"),
+            msg("bad", "builtins:int", "not a number"), msg("quiet3", "os:getpid"), msg("loud2", "os:write", 2, b"out of loud2\n"),
+            msg("quiet4", "os:getenv", "WVO_TASK_ID")]  # fmt: skip
+    ours, theirs = multiprocessing.Pipe()
+    before = os.fstat(1).st_ino, os.fstat(2).st_ino, os.environ.get("WVO_TASK_ID")
+    logs = LogFiles("t")
+    try:
+        result, _ = _run_batch(TaskBatch(tuple(plan)), theirs, {}, logs)
+    finally:
+        logs.close()
+    by_id = {r.task_id: r for r in result.results}
+    assert [r.task_id for r in result.results] == [m.task_id for m in plan]
+    assert by_id["quiet2"].value == "quiet2" and by_id["quiet4"].value == "quiet4", "each call sees its own WVO_TASK_ID"
+    assert by_id["bad"].outcome == "failed" and by_id["bad"].error.startswith("ValueError")
+    assert {p.name for p in tmp_path.iterdir()} == {"loud1.1.log", "bad.1.log", "loud2.1.log"}, "silent calls leave no log"
+    assert [by_id[t].log for t in ("quiet1", "loud1", "quiet2", "bad", "quiet3", "loud2", "quiet4")] == [False, True, False, True, False, True, False]
+    assert (tmp_path / "loud1.1.log").read_text() == "out of loud1\n"
+    assert (tmp_path / "loud2.1.log").read_text() == "out of loud2\n"
+    bad = (tmp_path / "bad.1.log").read_text()
+    assert "ValueError" in bad and "loud" not in bad
+    assert (os.fstat(1).st_ino, os.fstat(2).st_ino, os.environ.get("WVO_TASK_ID")) == before, "our own stdout, stderr and environment are back"
+
+
 def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
     import runner.manager.chunk_sizes
 
