@@ -64,6 +64,17 @@ def test_chunk_size_leaves_most_of_a_short_queue_to_the_other_agents_and_bounds_
     assert q.size(a, 1, 2) == 1
 
 
+def test_chunks_grow_with_a_deep_queue_and_shrink_back_as_it_drains():
+    q = ChunkSizes(chunk_s=0.02, max_chunk=64, deep_chunk=256)
+    q.observe("m:f", 0.00001)
+    q.observe("m:f", 0.00001)  # 10 µs a call: 2,000 would fit in 20 ms
+    a = call("a")
+    assert q.size(a, 20000, 2) == 256, "a deep queue: the largest chunks"
+    assert q.size(a, 3200, 2) == 200  # 3,200 // (8 × 2)
+    assert q.size(a, 800, 2) == 64, "a shallow queue: chunks of the ordinary size"
+    assert q.size(a, 9, 2) == 3
+
+
 def test_assign_more_takes_the_agents_next_tasks_in_priority_order_and_stops_at_one_that_does_not_fit():
     tasks = [call("low", priority="low"), call("high", priority="high"), call("mid"), Task(id="cmd", command=["true"])]
     s = sched(tasks)
