@@ -37,7 +37,7 @@ def run(b: Bench) -> None:
     body = comparison_table(res, base, rate)
     chunk = math.ceil(n / (2 * 4))
     body += (
-        f"\n\nAll four run the same function (`benchmod.noop`, `scripts/bench/programs/benchmod.py`) in a fresh interpreter, timed from exec to exit,"
+        f"\n\nAll five run the same function (`benchmod.noop`, `scripts/bench/programs/benchmod.py`) in a fresh interpreter, timed from exec to exit,"
         f" and with PYTHONPATH=$BENCH/modules. `Pool.map` splits the {n:,} calls into chunks of {chunk:,}"
         " (its default: n / (4 × processes)), so it pays the pipe once per chunk, not once per call;"
         " `imap` defaults to chunks of 1, like `submit`. The target compares wvo-batch with ProcessPoolExecutor."
