@@ -64,6 +64,17 @@ def test_chunk_size_leaves_most_of_a_short_queue_to_the_other_agents_and_bounds_
     assert q.size(a, 1, 2) == 1
 
 
+def test_chunks_grow_with_a_deep_queue_and_shrink_back_as_it_drains():
+    q = ChunkSizes(chunk_s=0.02, max_chunk=64, deep_chunk=256)
+    q.observe("m:f", 0.00001)
+    q.observe("m:f", 0.00001)  # 10 µs a call: 2,000 would fit in 20 ms
+    a = call("a")
+    assert q.size(a, 20000, 2) == 256, "a deep queue: the largest chunks"
+    assert q.size(a, 3200, 2) == 200  # 3,200 // (8 × 2)
+    assert q.size(a, 800, 2) == 64, "a shallow queue: chunks of the ordinary size"
+    assert q.size(a, 9, 2) == 3
+
+
 def test_assign_more_takes_the_agents_next_tasks_in_priority_order_and_stops_at_one_that_does_not_fit():
     tasks = [call("low", priority="low"), call("high", priority="high"), call("mid"), Task(id="cmd", command=["true"])]
     s = sched(tasks)
@@ -112,6 +123,35 @@ def test_a_cancel_between_two_calls_gives_the_rest_of_the_chunk_back_unrun(tmp_p
 
 
 @pytest.mark.timeout(120)
+def test_a_chunks_calls_each_write_to_their_own_log_and_see_their_own_environment(tmp_path):
+    """The log is redirected once per chunk, yet every call's output lands in its own log, and only there."""
+
+    def msg(tid: str, fn: str, *args) -> TaskMessage:
+        return TaskMessage(tid, 1, str(tmp_path / f"{tid}.1.log"), call=fn, args=args, env={"WVO_TASK_ID": tid})
+
+    plan = [msg("quiet1", "os:getpid"), msg("loud1", "os:write", 1, b"out of loud1\n"), msg("quiet2", "os:getenv", "WVO_TASK_ID"),
+            msg("bad", "builtins:int", "not a number"), msg("quiet3", "os:getpid"), msg("loud2", "os:write", 2, b"out of loud2\n"),
+            msg("quiet4", "os:getenv", "WVO_TASK_ID")]  # fmt: skip
+    ours, theirs = multiprocessing.Pipe()
+    before = os.fstat(1).st_ino, os.fstat(2).st_ino, os.environ.get("WVO_TASK_ID")
+    logs = LogFiles("t")
+    try:
+        result, _ = _run_batch(TaskBatch(tuple(plan)), theirs, {}, logs)
+    finally:
+        logs.close()
+    by_id = {r.task_id: r for r in result.results}
+    assert [r.task_id for r in result.results] == [m.task_id for m in plan]
+    assert by_id["quiet2"].value == "quiet2" and by_id["quiet4"].value == "quiet4", "each call sees its own WVO_TASK_ID"
+    assert by_id["bad"].outcome == "failed" and by_id["bad"].error.startswith("ValueError")
+    assert {p.name for p in tmp_path.iterdir()} == {"loud1.1.log", "bad.1.log", "loud2.1.log"}, "silent calls leave no log"
+    assert [by_id[t].log for t in ("quiet1", "loud1", "quiet2", "bad", "quiet3", "loud2", "quiet4")] == [False, True, False, True, False, True, False]
+    assert (tmp_path / "loud1.1.log").read_text() == "out of loud1\n"
+    assert (tmp_path / "loud2.1.log").read_text() == "out of loud2\n"
+    bad = (tmp_path / "bad.1.log").read_text()
+    assert "ValueError" in bad and "loud" not in bad
+    assert (os.fstat(1).st_ino, os.fstat(2).st_ino, os.environ.get("WVO_TASK_ID")) == before, "our own stdout, stderr and environment are back"
+
+
 def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
     import runner.manager.chunk_sizes
 

@@ -13,13 +13,15 @@ import signal
 import struct
 import sys
 import time
+import traceback
 
-from runner.agents.execute import LogFiles, reap_children, run_attempt
+from runner.agents.execute import LogFiles, call_value, reap_children, run_attempt
 from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
 from runner.agents.watchdog import add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
+from runner.model import Outcome
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -152,29 +154,112 @@ def _run_batch(
     rest = list(batch.messages)
     began = time.monotonic()
     channel = _ChunkChannel(conn, rest)
+    calls = _ChunkCalls(logs)
     if outbox is not None:
         outbox.clear()
-    while rest:
-        msg = rest.pop(0)
-        if note_position is not None:
-            note_position(len(results))
-        result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
-        # A chunk's tasks carry no attempt mark (it costs a quick callable ~20 µs); what one left running
-        # is below us all the same (we are a subreaper), and nothing else is.
-        if reap_children():
-            kill_tree(None, msg.grace, also=descendants(os.getpid()))
-        results.append(result)
-        if outbox is not None and not outbox.add(result):
-            channel.give_back()  # the rest would run with nothing to show for them if we died
-        if result.outcome == "interrupted":
-            channel.stopped = True
-        elif conn.poll():
-            order = conn.recv()
-            channel.stopped = order is None or isinstance(order, Cancel)
-            channel.exit = order is None
-        if rest and (channel.stopped or time.monotonic() - began > GIVE_BACK_AFTER_S):
-            channel.give_back()  # stopped: the manager ends them as not started; slow: others run them
+    try:
+        while rest:
+            msg = rest.pop(0)
+            if note_position is not None:
+                note_position(len(results))
+            if msg.call:
+                result, stray = calls.run(msg)
+            else:
+                calls.end()  # a command's output goes to its own log by its own descriptors
+                result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
+                stray = reap_children()
+            # A chunk's tasks carry no attempt mark (it costs a quick callable ~20 µs); what one left running
+            # is below us all the same (we are a subreaper), and nothing else is.
+            if stray:
+                kill_tree(None, msg.grace, also=descendants(os.getpid()))
+            results.append(result)
+            if outbox is not None and not outbox.add(result):
+                channel.give_back()  # the rest would run with nothing to show for them if we died
+            now = time.monotonic()
+            if result.outcome == "interrupted":
+                channel.stopped = True
+            elif conn.poll():
+                order = conn.recv()
+                channel.stopped = order is None or isinstance(order, Cancel)
+                channel.exit = order is None
+            if rest and (channel.stopped or now - began > GIVE_BACK_AFTER_S):
+                channel.give_back()  # stopped: the manager ends them as not started; slow: others run them
+    finally:
+        calls.end()
     return BatchResult(tuple(results)), channel.exit
+
+
+class _ChunkCalls:
+    """A chunk's callables, run one after another with stdout and stderr sent to each one's log.
+
+    The descriptors are saved once per chunk, not once per call, and fd 1 and 2 move only when the
+    log file changes: a call that writes nothing leaves its spare file empty, and the next call
+    writes into the same spare (runner.agents.execute.LogFiles). The environment a call is given
+    (WVO_TASK_ID, ...) is set per call and put back as it was when the chunk ends.
+    """
+
+    def __init__(self, logs: LogFiles):
+        self._logs = logs
+        self._saved: tuple[int, int] | None = None  # our own stdout and stderr while fd 1 and 2 are a log's
+        self._on: int | None = None  # the log descriptor fd 1 and 2 are copies of
+        self._env: dict[str, str | None] = {}  # variable -> its value before the chunk set it
+        self._set: set[str] = set()  # variables the last call was given
+
+    def run(self, msg) -> tuple[TaskResult, bool]:
+        """One call; returns its result and whether it left a child process running."""
+        start = time.time()
+        environ = os.environ
+        for k in self._set.difference(msg.env):
+            self._restore(k)
+        for k, v in msg.env.items():
+            if k not in self._env:
+                self._env[k] = environ.get(k)
+            environ[k] = v
+        self._set = set(msg.env)
+        if self._saved is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._saved = os.dup(1), os.dup(2)
+        fd = self._logs.open(msg.log_path)
+        if fd != self._on:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            self._on = fd
+        value, error, outcome = None, None, Outcome.SUCCEEDED
+        try:
+            value = call_value(msg)
+        except (Exception, SystemExit) as exc:  # a task's exception is its outcome
+            os.write(2, traceback.format_exc().encode(errors="replace"))  # fd 2 is the task's log
+            outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stray = reap_children()
+        if self._logs.done(leftovers=lambda: stray):
+            self._on = None  # closed: its number may be the next spare's, and fd 1 and 2 still write to it
+        code = 0 if outcome is Outcome.SUCCEEDED else 1
+        return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error,
+                          log=self._on is None), stray  # fmt: skip
+
+    def end(self) -> None:
+        """Our own stdout, stderr and environment back."""
+        if self._saved is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, saved in zip((1, 2), self._saved):
+                os.dup2(saved, fd)
+                os.close(saved)
+            self._saved = self._on = None
+        for k in list(self._env):
+            self._restore(k)
+        self._env.clear()
+        self._set = set()
+
+    def _restore(self, k: str) -> None:
+        v = self._env.get(k)
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 class _ChunkChannel:

@@ -24,6 +24,7 @@ class Channel:
         self._w = write_fd
         self._closed = False
         self._pending = b""  # bytes read past the last whole frame (recv_ready)
+        self._poller = None  # a select.poll on the read end, made on the first poll(0)
 
     def fileno(self) -> int:
         """The descriptor that turns readable when a message (or EOF) arrives."""
@@ -87,7 +88,14 @@ class Channel:
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """True when recv() would not block (a message, or EOF)."""
-        return len(self._pending) >= _HEADER.size or bool(wait_readable([self._r], timeout))
+        if len(self._pending) >= _HEADER.size:
+            return True
+        if timeout == 0:  # between a chunk's quick tasks: one system call, no poll object built each time
+            if self._poller is None:
+                self._poller = select.poll()
+                self._poller.register(self._r, select.POLLIN)
+            return bool(self._poller.poll(0))
+        return bool(wait_readable([self._r], timeout))
 
     def close(self) -> None:
         if not self._closed:

@@ -410,13 +410,7 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     os.dup2(log_fd, 2)
     value, error, outcome = None, None, Outcome.SUCCEEDED
     try:
-        func = _function(msg.call)
-        value = func(*msg.args, **msg.kwargs)
-        if value is not None and not isinstance(value, (bool, int, float, str)):
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                value = repr(value)
+        value = call_value(msg)
     except (Exception, SystemExit) as exc:  # a task's exception is its outcome
         os.write(2, traceback.format_exc().encode(errors="replace"))  # fd 2 is the task's log
         outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
@@ -435,6 +429,17 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     logged = logs.done(leftovers=reap_children)
     code = 0 if outcome is Outcome.SUCCEEDED else 1
     return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error, log=logged)
+
+
+def call_value(msg: TaskMessage):
+    """Call the attempt's function; its return value as JSON can hold it (repr otherwise). Raises what it raises."""
+    value = _function(msg.call)(*msg.args, **msg.kwargs)
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+    return value
 
 
 _functions: dict[str, object] = {}  # "module:function" -> the function, resolved once per agent

@@ -2,7 +2,7 @@
 
 An agent that dies mid-chunk (SIGKILL, OOM, killed as hung) has finished some of the chunk's tasks
 without reporting them; they must not run again. So each result is written here as soon as its
-task ends (a pickle and a copy, ~5 µs: no system call), and the manager reads what is here when it
+task ends (a pickle of its fields as a tuple and a copy, ~2 µs: no system call), and the manager reads what is here when it
 sees the agent's death. Layout: [u32 bytes used][u32 size][pickle]...; the count is written last,
 and the manager reads only after the agent is dead, so a half-written record is never seen.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+
+from runner.agents.messages import TaskResult
 
 SIZE = 1 << 18  # bytes per agent; a chunk whose results do not fit ends early (the rest is given back)
 _U32 = struct.Struct("I")
@@ -31,7 +33,7 @@ class Outbox:
     def add(self, result) -> bool:
         if self._buf is None:
             return False
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(tuple(result.__dict__.values()), protocol=pickle.HIGHEST_PROTOCOL)
         at = _U32.size + self._used
         if at + _U32.size + len(data) > len(self._buf):
             return False
@@ -50,7 +52,7 @@ def read(buf) -> list:
         while at < end:
             (size,) = _U32.unpack_from(buf, at)
             at += _U32.size
-            out.append(pickle.loads(buf[at : at + size]))
+            out.append(TaskResult(*pickle.loads(buf[at : at + size])))
             at += size
         return out
     except Exception:  # noqa: BLE001 - a dying agent's memory is evidence, not trusted input for a crash

@@ -15,16 +15,22 @@ from runner.model import Task
 _QUICK_S = 0.002  # a callable faster than this (moving average) may be chunked
 _CHUNK_S = 0.02  # a chunk is sized to take about this long, so progress stays live
 _MAX_CHUNK = 64
+# With a deep queue a chunk may grow to this: fewer messages and wake-ups per task (a chunk of 256
+# no-op calls still takes the agent ~3 ms), while the queue left behind keeps every agent fed.
+_DEEP_CHUNK = 256
+_DEEP_PER_AGENT = 8  # a chunk takes at most 1/(this × agents) of the queue beyond _MAX_CHUNK
 _WEIGHT = 0.2  # of the newest observation in the moving average
 
 
 class ChunkSizes:
     """Moving average of each callable's duration; the chunk size for the next hand-out."""
 
-    def __init__(self, quick_s: float | None = None, chunk_s: float | None = None, max_chunk: int | None = None):
+    def __init__(self, quick_s: float | None = None, chunk_s: float | None = None, max_chunk: int | None = None,
+                 deep_chunk: int | None = None):  # fmt: skip
         self.quick_s = _QUICK_S if quick_s is None else quick_s
         self.chunk_s = _CHUNK_S if chunk_s is None else chunk_s
         self.max_chunk = _MAX_CHUNK if max_chunk is None else max_chunk
+        self.deep_chunk = max(self.max_chunk, _DEEP_CHUNK if deep_chunk is None else deep_chunk)
         self.cost: dict[str, float] = {}  # "module:function" -> seconds per call, moving average
         self._seen: set[str] = set()  # functions called at least once
 
@@ -62,4 +68,5 @@ class ChunkSizes:
             return 1
         by_time = int(self.chunk_s / max(self.cost[self.key(task)], 1e-6))
         fair = queued // max(1, 2 * agents)  # leave most of the queue to the other agents
-        return max(1, min(self.max_chunk, by_time, fair + 1))
+        cap = min(self.deep_chunk, max(self.max_chunk, queued // max(1, _DEEP_PER_AGENT * agents)))
+        return max(1, min(cap, by_time, fair + 1))
