@@ -1,6 +1,12 @@
 """Run one attempt of a task: a command in its own session, or a callable in this process.
 
 Output streams straight to the task's log file, so a task that prints a gigabyte costs memory nowhere.
+An attempt whose output is read (an agent CLI's parser, a critic's verdict: `reader` given) prints into
+a pipe instead: this process copies every byte to the log as it arrives and hands the same bytes to the
+reader, so what is read is what the command printed, never what another process wrote into its log.
+
+    command ──stdout+stderr──▶ pipe ──▶ _Pipe.drain ──▶ log file (byte for byte; `tail -f` works)
+                                                    └──▶ reader(bytes)  (parser / answer)
 A timeout TERMs the task's whole process tree and KILLs what is left after the grace period
 (runner.agents.kill).
 """
@@ -26,6 +32,7 @@ from runner.model import Outcome
 _RETRY_AFTER = re.compile(rb"retry[- _]after\D{0,5}(\d+(?:\.\d+)?)", re.IGNORECASE)
 _TAIL = 64 * 1024  # bytes of a failed attempt's log searched for a rate-limit line
 _NAME_LOG_AFTER_S = 0.2  # a running command's log takes its name this soon, so that it can be followed
+_READ = 1 << 20  # bytes read from a command's output pipe at a time
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -132,41 +139,61 @@ def run_attempt(
     logs: LogFiles | None = None,
     announce_after: float = 0.0,
     note_pid=None,
+    reader=None,
 ) -> TaskResult:
     """Run one attempt; a Cancel arriving on conn stops it.
 
     A command's Started goes to conn once it has run for announce_after seconds (0: at once); one
     that ends sooner is reported by its TaskResult alone. note_pid(pid) is called as soon as the
     command is up, and note_pid(0) when it is gone, for whoever must kill it if this process dies.
+    reader(bytes), for a command only: its output comes through a pipe, each chunk copied to the log
+    and then given to reader, in order, in this thread.
     """
     logs = logs or LogFiles(str(os.getpid()), lazy=False)
     if msg.call:
         return _run_callable(msg, conn, base_env, logs)
-    return _run_command(msg, conn, base_env, logs, announce_after, note_pid)
+    return _run_command(msg, conn, base_env, logs, announce_after, note_pid, reader)
 
 
-def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles, announce_after: float = 0.0, note_pid=None) -> TaskResult:
+def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles, announce_after: float = 0.0, note_pid=None,
+                 reader=None) -> TaskResult:
     env = {**base_env, **msg.env}
     start = time.time()
+    pipe = None
     try:
         log = logs.open(msg.log_path)
         try:
-            proc = _start(msg, env, log)
+            pipe = _Pipe(log, reader) if reader is not None else None
+            proc = _start(msg, env, log if pipe is None else pipe.write_end)
         except OSError:
+            if pipe is not None:
+                pipe.close()
             logs.done()
             raise
     except OSError as exc:
         append_to_log(msg.log_path, f"wvo-batch: cannot start {msg.command!r}: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.FAILED.value, 127, start, time.time(), error=str(exc))
+    if pipe is not None:
+        pipe.started()
     if note_pid is not None:
         note_pid(proc.pid)
     started = Started(msg.task_id, msg.attempt, proc.pid, start)
     if announce_after <= 0:
         conn.send(started)
         started = None
-    outcome, error = _supervise(proc, msg, conn, logs, started, announce_after)
+    try:
+        outcome, error = _supervise(proc, msg, conn, logs, started, announce_after, pipe)
+    except BaseException:  # the manager is gone: _supervise has killed the command
+        if pipe is not None:
+            pipe.close()
+        raise
     code = proc.returncode
     _signal_group(proc.pid, signal.SIGKILL)  # nothing the task left behind outlives it
+    if pipe is not None:
+        # What the command printed before it ended is in the pipe; a straggler that still holds the
+        # pipe open (outside the group: the attempt's end kills it) is not waited for.
+        pipe.drain()
+        pipe.close()
     if note_pid is not None:
         note_pid(0)
     logged = logs.done(leftovers=reap_children)
@@ -176,7 +203,7 @@ def _run_command(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFile
         if code == 0:
             outcome = Outcome.SUCCEEDED
         else:
-            outcome, retry_after = _classify_failure(msg, code)
+            outcome, retry_after = _classify_failure(msg, code, None if pipe is None else pipe.tail())
             error = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
     return TaskResult(
         msg.task_id, msg.attempt, outcome.value, code, start, end, error=error, retry_after=retry_after, log=logged, pid=proc.pid
@@ -225,6 +252,74 @@ def _executable(name: str, env: dict[str, str]) -> str:
         else:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", name)
     return found
+
+
+class _Pipe:
+    """A command's stdout and stderr as this process reads them: copied to the log, then to the reader.
+
+    Only the command's own output reaches the reader. The log file is a copy for people (`tail -f`);
+    whatever else writes into it is never read back.
+    """
+
+    def __init__(self, log: int, reader):
+        self._log = log  # the attempt's log, open for writing (owned by LogFiles)
+        self._reader = reader
+        self.read_end, self.write_end = os.pipe()  # both close-on-exec; the child gets write_end as 1 and 2
+        import fcntl  # lazily: plain commands never need it
+
+        # appending: wvo-batch's own lines (append_to_log) are never overwritten by a later copy
+        fcntl.fcntl(log, fcntl.F_SETFL, fcntl.fcntl(log, fcntl.F_GETFL) | os.O_APPEND)
+        self._tail = bytearray()  # the last of the output, up to 2 * _TAIL (classify a failure by it)
+        self._open = True  # False at EOF: no process holds the write end any more
+
+    def started(self) -> None:
+        """The command is up with its copy of the write end: ours goes, so that EOF can come."""
+        os.close(self.write_end)
+        self.write_end = -1
+        os.set_blocking(self.read_end, False)
+
+    def drain(self) -> None:
+        """Read what the pipe holds now, without waiting for more."""
+        while self._open:
+            try:
+                data = os.read(self.read_end, _READ)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if not data:
+                self._open = False
+                return
+            _write_all(self._log, data)
+            self._tail += data
+            if len(self._tail) > 2 * _TAIL:
+                del self._tail[:-_TAIL]
+            self._reader(data)
+
+    def waitable(self) -> list[int]:
+        return [self.read_end] if self._open else []
+
+    def tail(self) -> bytes:
+        return bytes(self._tail[-_TAIL:])
+
+    def close(self) -> None:
+        for fd in (self.read_end, self.write_end):
+            if fd >= 0:
+                os.close(fd)
+        self.read_end = self.write_end = -1
+        self._open = False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Copy to the log; a log that cannot be written (disk full) does not stop the reading."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except InterruptedError:
+            continue
+        except OSError:
+            return
 
 
 class _Spawned:
@@ -295,8 +390,10 @@ def child_pids() -> list[int] | None:
     return pids
 
 
-def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | None = None, announce_after: float = 0.0) -> tuple[Outcome | None, str | None]:
-    """Wait for the process, its deadline, or a Cancel; returns (outcome, error) when it was stopped.
+def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | None = None, announce_after: float = 0.0,
+               pipe: _Pipe | None = None) -> tuple[Outcome | None, str | None]:
+    """Wait for the process, its deadline, or a Cancel, reading its output pipe when it has one; returns
+    (outcome, error) when it was stopped.
 
     `started`, when given, is sent once the process has run for announce_after seconds.
     """
@@ -310,7 +407,9 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
         remaining = None if until == math.inf else max(0.0, until - time.monotonic())
         if pidfd is None:
             remaining = 0.05 if remaining is None else min(remaining, 0.05)
-        ready = wait([conn] if pidfd is None else [pidfd, conn], remaining)
+        ready = wait(([conn] if pidfd is None else [pidfd, conn]) + (pipe.waitable() if pipe is not None else []), remaining)
+        if pipe is not None:
+            pipe.drain()
         if proc.poll() is not None:
             break
         now = time.monotonic()
@@ -338,6 +437,8 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
             proc.wait()
             _close(pidfd)
             logs.name()
+            if pipe is not None:
+                pipe.drain()  # what it printed goes before the line that says why it ended
             append_to_log(msg.log_path, f"\nwvo-batch: timed out after {msg.timeout:g}s; process tree killed\n")
             return Outcome.TIMED_OUT, f"timed out after {msg.timeout:g}s"
     _close(pidfd)
@@ -368,15 +469,17 @@ def _close(fd: int | None) -> None:
         os.close(fd)
 
 
-def _classify_failure(msg: TaskMessage, code: int) -> tuple[Outcome, float | None]:
+def _classify_failure(msg: TaskMessage, code: int, tail: bytes | None = None) -> tuple[Outcome, float | None]:
+    """Rate limited or failed, by the tail of the output: the one read through its pipe, else the log's."""
     if not msg.rate_limit_pattern:
         return Outcome.FAILED, None
-    try:
-        with open(msg.log_path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
-            tail = f.read()
-    except OSError:
-        return Outcome.FAILED, None
+    if tail is None:
+        try:
+            with open(msg.log_path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+                tail = f.read()
+        except OSError:
+            return Outcome.FAILED, None
     # An agent CLI may echo its prompt: a task whose title says "rate limit" must not read as one.
     if not isinstance(msg.command, str):
         for part in msg.command or ():

@@ -63,6 +63,7 @@ class TaskResult:
     checks: tuple = ()  # (command, exit code) of each check that ran, in order
     check_tail: str | None = None  # the last lines of the failing check's output
     cli: dict | None = None  # an agent-CLI attempt: runner.agents.cli_attempt.cli_fields (session, usage, ...)
+    answer: str | None = None  # a review attempt: the critic's final answer, read from its own output (bounded)
 
 
 @dataclass(frozen=True)

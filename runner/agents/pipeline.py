@@ -7,8 +7,9 @@
       ▼ set-up: `copy:` files from the user's checkout, then `setup:` commands (runner.agents.worktree_setup);
         a failure ends the attempt setup_failed, and the worktree goes with nothing of it committed
     run_task: an agent CLI with its output parser (msg.output: runner.agents.cli_attempt; a claude
-      │       session resumed in another folder is carried there first: runner.agents.sessions),
-      │       or the command / callable itself (runner.agents.execute)
+      │       session resumed in another folder is carried there first: runner.agents.sessions), a
+      │       critic's answer read from its own output (both through a pipe the agent reads), or the
+      │       command / callable itself (runner.agents.execute)
       ▼ exit 0
     commit what it left (`<id>: <title>`, author wvo-batch) ──▶ checks (runner.agents.checks) ──▶ TaskResult
       │  anything else: a WIP commit of what it left, so `git log <branch>` shows it; then the worktree
@@ -77,6 +78,10 @@ def run_task(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | None = Non
 
         carry_session(msg, {**base_env, **msg.env})
         return run_cli_attempt(msg, conn, base_env, logs, announce_after, note_pid)
+    if msg.env.get("WVO_REVIEW"):  # a critic without a parser: its verdict is read from its own output
+        from runner.agents.cli_attempt import run_plain_review
+
+        return run_plain_review(msg, conn, base_env, logs, announce_after, note_pid)
     return run_attempt(msg, conn, base_env, logs, announce_after, note_pid)
 
 

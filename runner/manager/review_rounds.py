@@ -11,7 +11,8 @@ runner.coding.review):
                                      rework by any agent but a critic; after review_rounds: needs_improvement
              no verdict, or the task branch moved ──▶ a failed review attempt, retried like any failure
 
-The verdict is read from the critic's final answer only (runner.coding.review). The critic never edits
+The verdict is read from the critic's final answer only (runner.coding.review), as the critic's agent read
+it from the critic's own output through a pipe (TaskResult.answer), never from its log file. The critic never edits
 the task branch or `into`: it works on a detached HEAD, and if either moved anyway while it ran (`into`
 may only move forward: other tasks land), it is put back and the attempt fails (runner.manager.refcheck).
 The critic's output is read like the worker's (runner.manager.accounts): its session, tokens and cost are
@@ -49,7 +50,7 @@ class ReviewRounds(Component):
         self._reviews: dict[str, dict] = {}  # task id -> {"rounds", "verdicts"}, for the task rows
         self._under_review: dict[str, dict] = {}  # task id -> the reviewed work: workspace info and checks
         self._attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
-        self._seen: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> (into's tip before, critic's argv)
+        self._seen: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> into's tip before the review
         self._settings()
 
     def _settings(self) -> None:
@@ -111,7 +112,7 @@ class ReviewRounds(Component):
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
             command = _ex().build_argv(task, role, ctx.executor, ctx.feedback_text(task.id), attempt, fields)
-            self._seen[(task.id, attempt)] = (into_before, tuple(command))
+            self._seen[(task.id, attempt)] = into_before
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
         self._attempts[(task.id, attempt)] = cwd
@@ -196,12 +197,12 @@ class ReviewRounds(Component):
     def _verdict(self, task_id: str, res: TaskResult) -> tuple[object, str]:
         """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
-        into_before, argv = self._seen.pop((task_id, res.attempt), (None, ()))
+        into_before = self._seen.pop((task_id, res.attempt), None)
         problem = _refcheck().after_review(self.landing.spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
         if problem:
             return None, problem
-        path = self.ctx.records.get((task_id, res.attempt), {}).get("log") if res.log else None
-        return _rv().verdict_from_log(path, self.ctx.executor.output, argv)
+        # the answer its agent read from the critic's own output (a pipe), never its log: any process can write that
+        return _rv().verdict_of_answer(res.answer, self.ctx.executor.output)
 
     # -- for the records ----------------------------------------------------------------------------------
 
