@@ -16,6 +16,21 @@ from dataclasses import dataclass, field
 
 from runner.cli.outcomes import class_of
 from runner.cli.terminal import fmt_duration, one_line
+from runner.manager.events import (
+    AGENT_EXITED,
+    QUEUE_UPDATED,
+    RUN_STARTED,
+    TASK_ADDED,
+    TASK_FINISHED,
+    TASK_LANDING,
+    TASK_QUEUED,
+    TASK_RESERVED,
+    TASK_RETRY,
+    TASK_REVIEWED,
+    TASK_SKIPPED,
+    TASK_STARTED,
+    TASK_USAGE,
+)
 
 _GLYPH = {"busy": "▶", "idle": "○", "cooling": "…", "gone": "✕", "starting": "◌"}
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
@@ -77,29 +92,29 @@ class Progress:
     @staticmethod
     def retries_in(events: list[dict]) -> dict[tuple[str, int], float | None]:
         """(task, attempt) -> delay of every task:retry in a batch."""
-        return {(ev["task"], ev.get("attempt")): ev.get("delay_s") for ev in events if ev.get("event") == "task:retry"}
+        return {(ev["task"], ev.get("attempt")): ev.get("delay_s") for ev in events if ev.get("event") == TASK_RETRY}
 
     def count(self, ev: dict, retries: dict) -> None:
         """Count one event of a batch whose retries_in() is `retries`."""
         name = ev.get("event")
-        if name == "run:started":
+        if name == RUN_STARTED:
             self.started = True
-        elif name == "queue:updated":
+        elif name == QUEUE_UPDATED:
             self.queue = int(ev.get("length") or 0)
             self.queue_sampled = (ev["ts"], float(ev.get("oldest_wait_s") or 0.0))
-        elif name == "task:queued" and self.queue is not None:
+        elif name == TASK_QUEUED and self.queue is not None:
             self.queue += 1
-        elif name == "task:added":  # the roadmap was edited during the run (runner.manager.live)
+        elif name == TASK_ADDED:  # the roadmap was edited during the run (runner.manager.live)
             self.total += 1
-        elif name in ("task:reserved", "task:started"):
+        elif name in (TASK_RESERVED, TASK_STARTED):
             self.cooling.pop(ev.get("agent"), None)
-            if name == "task:reserved" and self.queue:
+            if name == TASK_RESERVED and self.queue:
                 self.queue -= 1
-            if name == "task:started":
+            if name == TASK_STARTED:
                 self.work.setdefault(ev["task"], {})["attempt"] = ev.get("attempt")
                 if self.first_start is None:
                     self.first_start = ev["ts"]
-        elif name == "task:finished":
+        elif name == TASK_FINISHED:
             status = ev.get("status")
             kind = class_of(status)  # the count the summary, --json and the report put it in
             retried = (ev["task"], ev.get("attempt")) in retries and status != "succeeded"
@@ -117,21 +132,21 @@ class Progress:
                 self.skipped += 1
             else:
                 self.failed += 1
-        elif name == "task:usage":
+        elif name == TASK_USAGE:
             w = self.work.setdefault(ev["task"], {})
             usage = ev.get("usage") or {}
             w["tokens"] = w.get("tokens", 0) + int(usage.get("input") or 0) + int(usage.get("output") or 0)
             if ev.get("cost_usd") is not None:
                 w["cost_usd"] = w.get("cost_usd", 0.0) + float(ev["cost_usd"])
                 w["estimated"] = w.get("estimated", False) or bool(ev.get("cost_estimated"))
-        elif name == "task:reviewed":
+        elif name == TASK_REVIEWED:
             self.work.setdefault(ev["task"], {})["verdict"] = ev.get("verdict")
-        elif name == "task:landing":
+        elif name == TASK_LANDING:
             w = self.work.setdefault(ev["task"], {})
             w["landing"] = "landing"
             if "checks" in w:  # its checks passed in the worktree; the landing runs them again
                 w["checks"] = "✓"
-        elif name == "task:retry":
+        elif name == TASK_RETRY:
             pause = ev.get("cooldown_s")
             if pause is None:
                 m = _COOLS.search(ev.get("reason") or "")
@@ -139,9 +154,9 @@ class Progress:
             agent = self._failed_on.pop(ev["task"], None)
             if pause and agent:
                 self.cooling[agent] = ev["ts"] + float(pause)
-        elif name == "task:skipped" and self.started:
+        elif name == TASK_SKIPPED and self.started:
             self.skipped += 1
-        elif name == "agent:exited":
+        elif name == AGENT_EXITED:
             self.cooling.pop(ev.get("agent"), None)
 
     def _note_work(self, ev: dict, status, final: bool) -> None:

@@ -20,6 +20,7 @@ import time
 
 from runner.cli.outcomes import class_of
 from runner.cli.terminal import fmt_duration, one_line
+from runner.manager.events import TASK_FINISHED, TASK_REVIEWED
 
 # Outcomes a critic's attempt ends with once it approved: the task went on to land.
 _LANDING = frozenset({"succeeded", "conflict", "check_failed"})
@@ -178,9 +179,9 @@ def _from_events(folder: str | None) -> tuple[dict, dict]:
                 except ValueError:
                     continue  # a torn last line
                 key = (str(ev.get("task")), int(ev.get("attempt") or 0))
-                if ev.get("event") == "task:reviewed":
+                if ev.get("event") == TASK_REVIEWED:
                     verdicts[key] = (str(ev.get("verdict")), ev.get("reason"))
-                elif ev.get("event") == "task:finished" and ev.get("model"):
+                elif ev.get("event") == TASK_FINISHED and ev.get("model"):
                     models[key] = str(ev["model"])
     except OSError:
         pass

@@ -21,7 +21,9 @@ from runner.manager.events import (
     STATUS_UPDATED,
     TASK_FINISHED,
     TASK_RESERVED,
+    TASK_REVIEWED,
     TASK_STARTED,
+    TASK_USAGE,
 )
 
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
@@ -120,19 +122,19 @@ def details(events: list[dict]) -> dict[tuple[int, str, int], dict]:
     out: dict[tuple[int, str, int], dict] = {}
     for ev in events:
         name = ev.get("event")
-        if name == "run:started":
+        if name == RUN_STARTED:
             run += 1
             continue
-        if name not in ("task:finished", "task:usage", "task:reviewed"):
+        if name not in (TASK_FINISHED, TASK_USAGE, TASK_REVIEWED):
             continue
         info = out.setdefault((run, str(ev.get("task")), int(ev.get("attempt") or 0)), {})
-        if name == "task:finished" and ev.get("model"):
+        if name == TASK_FINISHED and ev.get("model"):
             info["model"] = ev["model"]
-        elif name == "task:usage":
+        elif name == TASK_USAGE:
             usage = ev.get("usage") or {}
             info.update(input=usage.get("input"), output=usage.get("output"), cost_usd=ev.get("cost_usd"),
                         cost_estimated=bool(ev.get("cost_estimated")))
-        elif name == "task:reviewed":
+        elif name == TASK_REVIEWED:
             info.update(verdict=ev.get("verdict"), reason=ev.get("reason"))
     return out
 

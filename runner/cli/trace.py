@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from runner.cli.timeline import agent_order, attempts, busy_series, queue_series
+from runner.manager.events import AGENT_EXITED, RUN_STARTED
 from runner.roadmap.writeback import atomic_write
 
 
@@ -24,7 +25,7 @@ def trace_events(events: list[dict]) -> list[dict]:
     spans = attempts(events)
     agents = agent_order(events, spans)
     tid = {a: i + 1 for i, a in enumerate(agents)}
-    runs = [e.get("run") for e in events if e.get("event") == "run:started"]
+    runs = [e.get("run") for e in events if e.get("event") == RUN_STARTED]
     name = "wvo-batch" + (f" run {', '.join(str(r) for r in runs)}" if runs else "")
     out: list[dict] = [{"name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": name}}]
     for agent, t in tid.items():
@@ -53,7 +54,7 @@ def trace_events(events: list[dict]) -> list[dict]:
     for ts, busy in busy_series(events):
         out.append({"name": "agents busy", "ph": "C", "pid": 1, "tid": 0, "ts": us(ts), "args": {"busy": busy}})
     for ev in events:
-        if ev.get("event") == "agent:exited" and ev.get("agent") in tid:
+        if ev.get("event") == AGENT_EXITED and ev.get("agent") in tid:
             out.append(
                 {
                     "name": f"exited: {ev.get('reason', '')}",
