@@ -19,6 +19,7 @@ from bench.context import Bench
 from bench.harness import BenchError, Sample, interleave, measure, med, paired_ratio, span, walls
 from bench.inputs import make_git_repo, write_worktree_roadmap
 from bench.report import Verdict, table
+from runner.manager.events import TASK_LANDED, TASK_LANDING, TASK_NOT_LANDED, TASK_RESERVED, TASK_STARTED
 
 AGENTS = 8
 ONE_AGENT_TASKS = 10  # the 1-agent row, a per-attempt figure without contention, needs no more
@@ -149,15 +150,15 @@ def attempt_spans(path: Path) -> dict:
     for e in evs:
         key = (e.get("task"), e.get("attempt"))
         name = e["event"]
-        if name in ("task:reserved", "task:started", "task:landing"):
+        if name in (TASK_RESERVED, TASK_STARTED, TASK_LANDING):
             at[(name, key)] = e["ts"]
-        if name == "task:started" and ("task:reserved", key) in at:
-            setup.append(e["ts"] - at[("task:reserved", key)])
-        elif name == "task:landing" and ("task:started", key) in at:
-            teardown.append(e["ts"] - at[("task:started", key)])
-        elif name in ("task:landed", "task:not_landed") and ("task:landing", key) in at:
-            service.append(e["ts"] - max(at[("task:landing", key)], free))
+        if name == TASK_STARTED and (TASK_RESERVED, key) in at:
+            setup.append(e["ts"] - at[(TASK_RESERVED, key)])
+        elif name == TASK_LANDING and (TASK_STARTED, key) in at:
+            teardown.append(e["ts"] - at[(TASK_STARTED, key)])
+        elif name in (TASK_LANDED, TASK_NOT_LANDED) and (TASK_LANDING, key) in at:
+            service.append(e["ts"] - max(at[(TASK_LANDING, key)], free))
             free = e["ts"]
-            landed += name == "task:landed"
+            landed += name == TASK_LANDED
     mid = lambda xs: statistics.median(xs) if xs else 0.0  # noqa: E731
     return {"setup_s": mid(setup), "teardown_s": mid(teardown), "landing_s": mid(service), "landed": landed}

@@ -13,6 +13,7 @@ from bench.context import Bench
 from bench.harness import PROGRAMS, BenchError, Sample, interleave, measure, med, paired_ratio, span, walls
 from bench.inputs import make_git_repo, write_worktree_roadmap
 from bench.report import Verdict, table
+from runner.manager.events import TASK_FINISHED, TASK_LANDED, TASK_LANDING, TASK_NOT_LANDED, TASK_QUEUED, TASK_RESERVED
 
 
 def run(b: Bench) -> None:
@@ -188,26 +189,26 @@ def worktree_events(path: Path) -> dict:
     failed: list[str] = []  # attempts that did not succeed: "task: status: error"
     for e in evs:
         name, ts = e["event"], e["ts"]
-        if name == "task:queued":
+        if name == TASK_QUEUED:
             points.append((ts, "wait", +1))
-        elif name == "task:reserved":
+        elif name == TASK_RESERVED:
             points.append((ts, "wait", -1))
             points.append((ts, "busy:" + e["agent"], +1))
             busy_from[e["agent"]] = ts
             holder[(e["task"], e.get("attempt"))] = e["agent"]
             seen.add(e["agent"])
-        elif name in ("task:landing", "task:finished"):
-            agent = e.get("agent") if name == "task:landing" else holder.pop((e["task"], e.get("attempt")), None)
-            if name == "task:landing":
+        elif name in (TASK_LANDING, TASK_FINISHED):
+            agent = e.get("agent") if name == TASK_LANDING else holder.pop((e["task"], e.get("attempt")), None)
+            if name == TASK_LANDING:
                 holder.pop((e["task"], e.get("attempt")), None)
                 points.append((ts, "land", +1))
                 landing_from[e["task"]] = ts
             if agent is not None and agent in busy_from:
                 spans.append(ts - busy_from.pop(agent))
                 points.append((ts, "busy:" + agent, -1))
-        if name == "task:finished" and e.get("status") != "succeeded":
+        if name == TASK_FINISHED and e.get("status") != "succeeded":
             failed.append(f"{e['task']}: {e.get('status')}: {e.get('error') or ''}")
-        if name in ("task:landed", "task:not_landed"):
+        if name in (TASK_LANDED, TASK_NOT_LANDED):
             points.append((ts, "land", -1))
             if e["task"] in landing_from:
                 landing_spans.append(ts - landing_from.pop(e["task"]))
