@@ -148,7 +148,7 @@ def test_a_lease_is_released_on_failure_timeout_and_agent_death(tmp_path):
     assert rows["kills"]["attempts"] == 2
     assert doc["leases"] == {"port": {}}
     leases = lease_rows(tmp_path / "s")
-    assert len(leases) == 4 and all(r["released"] is not None for r in leases), leases
+    assert len(leases) == 4 and all(r["released"] is not None and r["released_by"] == "outcome" for r in leases), leases
     assert [r["task_id"] for r in leases].count("kills") == 2
     # never two at once on the one port
     events = events_of(tmp_path)
