@@ -231,3 +231,31 @@ def _bindable(port: int) -> bool:
         return False
     finally:
         s.close()
+
+
+def test_the_board_shows_who_holds_which_port(tmp_path):
+    low = free_ports(2)
+    rm = roadmap(tmp_path, low, low + 1, [("a", "hold"), ("b", "hold")])
+    proc = _start(rm, "--state-dir", tmp_path / "s", "--agents", "2")
+    try:
+        _wait_for(lambda: len([e for e in events_of(tmp_path) if e["event"] == "start"]) == 2, 30, "both tasks to start")
+
+        def board():
+            got = wvo(rm, "--state-dir", tmp_path / "s", "--status", "--json", timeout=20)
+            if got.returncode != 0:
+                return None
+            held = (json.loads(got.stdout).get("stats") or {}).get("leases") or {}
+            return held if len(held.get("port", {})) == 2 else None
+
+        held = _wait_for(board, 30, "the board to show both leases")
+        text = wvo(rm, "--state-dir", tmp_path / "s", "--status", timeout=20).stdout
+        (tmp_path / "gate").touch()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    ports = {e["task"]: str(e["port"]) for e in events_of(tmp_path) if e["event"] == "start"}
+    assert held == {"port": {ports["a"]: "a", ports["b"]: "b"} if ports["a"] < ports["b"] else {ports["b"]: "b", ports["a"]: "a"}}
+    assert f"leases: port {min(ports.values())} →" in text, text
+    assert proc.returncode == 0
