@@ -88,3 +88,19 @@ def test_a_role_without_an_executor_is_refused_before_anything_runs(tmp_path):
     proc = wvo(rm, "--state-dir", tmp_path / "s")
     assert proc.returncode == 2, proc.stderr
     assert "no executor for agents of role critic" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_critics_review_runs_with_the_critic_roles_executor(tmp_path):
+    # The run's executor passes '{role}' (worker or critic); the critic role's passes 'by-critic-executor'.
+    from test_review import attempts, make_repo, run_json
+
+    agent = tmp_path / "agent.py"
+    critic = json.dumps([sys.executable, str(agent), "by-critic-executor", "{prompt}"])
+    repo, out = make_repo(tmp_path, "reject-once", extra=f"executors:\n  critic: {critic}\n")
+    code, doc, err = run_json(repo)
+    assert code == 0, err[-3000:]
+    seen = attempts(out)
+    assert [(n, a["role"], a["review"]) for n, a in sorted(seen.items())] == [
+        (1, "worker", False), (2, "by-critic-executor", True), (3, "worker", False), (4, "by-critic-executor", True)]
+    row = {r["task"]: r for r in doc["tasks"]}["T1"]
+    assert row["executors"][1] == row["executors"][3] != row["executors"][0] == row["executors"][2]
