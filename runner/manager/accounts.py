@@ -124,7 +124,7 @@ class Accounts(Component):
         ex = self.fleet.executors[name]
         account = self._account_of(agent_id, name)
         session, prompt = None, None
-        if task.meta.get("session") != "fresh" and ex.output in _HOME_VAR:
+        if not self._fresh(task) and ex.output in _HOME_VAR:
             kept = self.sessions.get(task.id)
             if kept is not None and kept[1] == account and attempt > 1:
                 session = kept[0]
@@ -145,6 +145,10 @@ class Accounts(Component):
             return {_HOME_VAR[ex.output]: self._account_of(agent_id, name)}
         return {}
 
+    def _fresh(self, task: Task) -> bool:
+        """`session: fresh` (the task's, else the roadmap's): never continue an earlier session."""
+        return (task.meta.get("session") or (self.ctx.roadmap.settings or {}).get("session")) == "fresh"
+
     def carry_sessions(self, previous: int, carried) -> None:
         """--resume: each unfinished agent task of the run `previous` continues its last session, unless `session: fresh`."""
         ctx = self.ctx
@@ -154,7 +158,7 @@ class Accounts(Component):
             task = ctx.tasks.get(task_id)
             if task is None or task_id in carried or not session or task.command is not None or task.call is not None:
                 continue
-            if (task.meta.get("session") or (ctx.roadmap.settings or {}).get("session")) == "fresh":
+            if self._fresh(task):
                 continue
             why = _interrupted_by(outcome, failure, error)
             self._carried[task_id] = (session, why)
