@@ -104,3 +104,35 @@ def test_the_critics_review_runs_with_the_critic_roles_executor(tmp_path):
         (1, "worker", False), (2, "by-critic-executor", True), (3, "worker", False), (4, "by-critic-executor", True)]
     row = {r["task"]: r for r in doc["tasks"]}["T1"]
     assert row["executors"][1] == row["executors"][3] != row["executors"][0] == row["executors"][2]
+
+
+def test_a_usage_limit_pauses_only_the_agents_of_the_executor_that_hit_it(tmp_path):
+    # The worker's executor hits a usage limit resetting in an hour (within --max-wait): the worker pauses.
+    # The critic's executor is another account: the critic goes on, and takes the limited task too.
+    from test_exit_codes import CLAUDE_USAGE_LIMIT, bounded, calls_of
+
+    out = tmp_path / "out"
+    out.mkdir()
+    limited = tmp_path / "limited.py"
+    limited.write_text(CLAUDE_USAGE_LIMIT)
+    b = stand_in(tmp_path, "b.py")
+    calls = tmp_path / "calls.jsonl"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(
+        f"executors:\n  worker: {{command: [{json.dumps(sys.executable)}, {json.dumps(str(limited))}, '-p', '{{prompt}}'],"
+        " output: claude-json}\n"
+        f"  critic: [{json.dumps(str(b))}, '{{role}}', m]\n"
+        "agents: {worker: 1, critic: 1}\n"
+        f"defaults:\n  env: {{OUT: {json.dumps(str(out))}, FAKE_CALLS: {json.dumps(str(calls))}, RESET_IN: '3600'}}\n"
+        "tasks:\n  - id: first\n    title: the worker takes it\n"
+        "  - id: later\n    title: after it\n    dependencies: [first]\n"
+    )
+    code, stdout, stderr = bounded(rm, "--state-dir", tmp_path / "s", "--json", "--max-wait", "7200", timeout=40)
+    assert code == 0, stderr[-3000:]
+    assert "usage limit of" in stderr
+    assert len(calls_of(calls)) == 1, "the paused account was asked again"
+    seen = ran(out)
+    assert [a["executor"] for a in seen["first"]] == ["b.py"] and seen["first"][0]["role"] == "critic"
+    assert seen["later"][0]["executor"] == "b.py"
+    rows = {r["task"]: r for r in json.loads(stdout)["tasks"]}
+    assert rows["first"]["executors"] == [os.path.basename(sys.executable), "b.py"]  # named by its program
