@@ -259,3 +259,29 @@ def test_the_board_shows_who_holds_which_port(tmp_path):
     assert held == {"port": {ports["a"]: "a", ports["b"]: "b"} if ports["a"] < ports["b"] else {ports["b"]: "b", ports["a"]: "a"}}
     assert f"leases: port {min(ports.values())} →" in text, text
     assert proc.returncode == 0
+
+
+def test_a_task_that_joins_mid_run_leases_by_its_uses(tmp_path):
+    # The first task, holding the pool's one port, appends a task that uses it to the roadmap and waits
+    # until it has joined the run; the joined task gets the port once the first gives it back.
+    from test_compose import JOIN
+
+    low = free_ports(1)
+    join, events = tmp_path / "join.py", tmp_path / "events.jsonl"
+    join.write_text(JOIN)
+    rm = roadmap(tmp_path, low, low, [("joined", "work")])  # for its text: the task that will join
+    added = rm.read_text().split("tasks:\n", 1)[1]
+    env = {"PY": sys.executable, "JOIN": str(join), "RM": str(rm), "EVENTS": str(events), "ADDED": added}
+    rm.write_text(
+        f"resources:\n  port: {{range: {low}-{low}}}\n"
+        f"defaults:\n  env: {{OUT: {json.dumps(str(tmp_path / 'ports.jsonl'))}}}\n"
+        f"tasks:\n  - id: first\n    uses: [port]\n    env: {json.dumps(env)}\n"
+        '    command: \'"$PY" "$JOIN" "$RM" "$EVENTS" "$ADDED" && echo "$WVO_PORT" > "$OUT.first"\'\n'
+    )
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--write-back", "--events", str(events), "--agents", "2", "--json")
+    doc = json.loads(proc.stdout)
+    rows = {r["task"]: r for r in doc["tasks"]}
+    assert rows.get("joined", {}).get("status") == "succeeded", proc.stderr[-3000:]
+    assert rows["joined"]["leased"] == {"port": str(low)} == rows["first"]["leased"]
+    assert [e["port"] for e in events_of(tmp_path) if e["task"] == "joined"] == [low, low]  # it held the port
+    assert [r["task_id"] for r in lease_rows(tmp_path / "s")] == ["first", "joined"]
