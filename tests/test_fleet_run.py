@@ -136,3 +136,25 @@ def test_a_usage_limit_pauses_only_the_agents_of_the_executor_that_hit_it(tmp_pa
     assert seen["later"][0]["executor"] == "b.py"
     rows = {r["task"]: r for r in json.loads(stdout)["tasks"]}
     assert rows["first"]["executors"] == [os.path.basename(sys.executable), "b.py"]  # named by its program
+
+
+def test_an_agent_cli_gets_its_leased_slots_in_its_template_and_environment(tmp_path):
+    from test_leases_run import free_ports
+
+    out = tmp_path / "out"
+    out.mkdir()
+    b = stand_in(tmp_path, "b.py")
+    low = free_ports(1)
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(
+        f"resources:\n  port: {{range: {low}-{low}}}\n  db: [test_a]\n"
+        f"executor: [{json.dumps(str(b))}, '{{port}}', '{{db}}']\n"
+        f"defaults:\n  env: {{OUT: {json.dumps(str(out))}}}\n"
+        "tasks:\n  - id: api\n    title: serve\n    uses: [port, db]\n"
+        "  - id: other\n    title: no pools\n"
+    )
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = ran(out)
+    assert (seen["api"][0]["role"], seen["api"][0]["model"]) == (str(low), "test_a")  # {port}, {db}
+    assert (seen["other"][0]["role"], seen["other"][0]["model"]) == ("", "")
