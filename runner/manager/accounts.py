@@ -24,7 +24,7 @@ import os
 import time
 
 from runner.agents.messages import TaskResult
-from runner.errors import EXIT_LIMITED
+from runner.errors import EXIT_LIMITED, UsageError
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.exits import Ending
@@ -100,6 +100,15 @@ class Accounts(Component):
         if choice is not None:
             self._executor[(task.id, attempt)] = choice.name
         return choice
+
+    def check_roles(self, agent_tasks) -> None:
+        """UsageError naming the place of an agent task that an agent of the run could take with no executor."""
+        roles = [r for r, n in self.ctx.roles.items() if n > 0]
+        for t in agent_tasks if self.fleet is not None else ():
+            lacking = self.fleet.missing(t, roles)
+            if lacking:
+                raise UsageError(f"{t.place()}: task {t.id}: no executor for agents of role {lacking[0]}; add it to "
+                                 "`executors:`, give the run an `executor:`, or the task its own")
 
     def executor_of(self, task_id: str, attempt: int):
         """The Executor an attempt ran with (the run's when it was not noted)."""

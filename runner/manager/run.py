@@ -62,7 +62,7 @@ class Run:
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
-        self._fleet = _fleet(roadmap, options.executor)  # runner.coding only for an executor
+        self._fleet = _fleet(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
         executor = None if self._fleet is None else self._fleet.default()
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
@@ -114,12 +114,7 @@ class Run:
                 f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
                 "set `executor:` in the roadmap or pass --executor"
             )
-        roles = [r for r, n in ctx.roles.items() if n > 0]
-        for t in missing:
-            lacking = self._fleet.missing(t, roles)
-            if lacking:
-                raise UsageError(f"{t.place()}: task {t.id}: no executor for agents of role {lacking[0]}; add it to "
-                                 "`executors:`, give the run an `executor:`, or the task its own")
+        self.accounts.check_roles(missing)
 
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
@@ -506,14 +501,12 @@ class Run:
 
 
 def _fleet(roadmap: Roadmap, run_executor):
-    """The run's executors.Fleet (--executor over the roadmap's `executor:`, `executors:`, tasks' own); None for none."""
-    if run_executor is None and roadmap.executor is None and not (roadmap.settings or {}).get("executors") \
+    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
             and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
-        return None
-    from runner.roadmap.fleet import fleet_of
+        return None  # a run of commands imports none of it
+    from runner.roadmap.fleet import run_fleet
 
-    fleet = fleet_of(roadmap, run_executor)
-    return fleet if fleet else None
+    return run_fleet(roadmap, run_executor)
 
 
 def _poke(fd: int) -> None:
