@@ -8,8 +8,8 @@
          └──▶ events (events.jsonl, --events) ──▶ the reporter (terminal)
 
     components (runner.manager.components), each owning its state, in this order:
-      chunks · accounts (limits, sessions, spend, budget) · review · landing queue · live roadmap ·
-      hung agents · scaling · board
+      chunks · accounts (executors by task and role, limits, sessions, spend, budget) · review ·
+      landing queue · live roadmap · hung agents · scaling · board · leases (with `resources:` only)
     hooks: start · can_start · chunk · message · message_env · on_started · on_result · attempt_fields ·
       event_fields · on_outcome · on_agent_gone · timers · tick · busy · at_end · on_commit · finish ·
       ending · task_row · summary
@@ -77,7 +77,7 @@ class Run:
         self.accounts: Accounts | None = None
         self.review: ReviewRounds | None = None
         self.outcomes: Outcomes | None = None  # the run's record: every outcome, the ledger and the events
-        self.leasing = None  # runner.manager.leasing.Leasing: the leases of `resources:` (the live roadmap joins tasks through it)
+        self.leasing = None  # runner.manager.leasing.Leasing when the roadmap declares `resources:`; built by _build
         self._plugins = tuple(plugins)
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
         self._timed_out: set[str] = set()  # agents killed by the loop for a task timeout
