@@ -383,9 +383,10 @@ class Ledger:
         ]
 
     def sessions(self, run_id: int) -> dict[str, str]:
-        """Task id -> the session id of its last attempt that had one (for --resume to continue them)."""
+        """Task id -> the session id of its last attempt that had one (for --resume to continue them); a
+        critic's rejection is the critic's session, not the task's, and is passed over."""
         rows = self._read("SELECT task_id, session_id FROM attempts WHERE run_id = ? AND session_id IS NOT NULL"
-                          " ORDER BY id", (run_id,))
+                          " AND outcome != 'rejected' ORDER BY id", (run_id,))
         return dict(rows)
 
     def last_attempts(self, run_id: int) -> dict[str, tuple]:
