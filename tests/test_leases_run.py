@@ -103,14 +103,14 @@ def lease_rows(state: Path) -> list[dict]:
         db.close()
 
 
-def test_four_agents_share_a_two_port_pool_never_one_port_twice(tmp_path):
+def test_four_agents_share_a_two_port_pool_never_one_port_twice(tmp_path, backend):
     low = free_ports(3)
     outside = socket.socket()  # the pool's middle port is in use outside the run: it is skipped
     outside.bind(("127.0.0.1", low + 1))
     outside.listen()
     try:
         rm = roadmap(tmp_path, low, low + 2, [(f"t{i}", "work") for i in range(8)])
-        proc = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "4", "--json")
+        proc = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "4", "--json", *backend, timeout=90)
     finally:
         outside.close()
     assert proc.returncode == 0, proc.stderr[-3000:]
