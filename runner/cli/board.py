@@ -269,6 +269,10 @@ def board_lines(snapshot: dict, now: float | None = None, width: int | None = No
         facts = work_facts(r)
         lines.append(f"    {mark} {_clean(str(r.get('task')))}: {_clean(str(r.get('status')))}" + (f" · {facts}" if facts else ""))
     lines.append(line)
+    held = [f"{name} " + ", ".join(f"{_clean(str(v))} → {_clean(str(t))}" for v, t in slots.items())
+            for name, slots in (st.get("leases") or {}).items() if slots]  # runner.manager.leasing
+    if held:
+        lines.append("  leases: " + " · ".join(held))
     if width:
         lines = [fit(s, width - 1) for s in lines]
     return lines

@@ -458,6 +458,12 @@ class Fleet:
     def __bool__(self) -> bool:
         return bool(self.executors)
 
+    def default(self) -> Executor | None:
+        """The run's executor, else the first one met (what a setting that knows one executor reads)."""
+        if self.run is not None:
+            return self.executors[self.run]
+        return next(iter(self.executors.values()), None)
+
     def choose(self, task: Task, role: str) -> Choice | None:
         """The executor for an attempt of task on an agent of role; None when the run has none for it."""
         name = self.own.get(task.id)
@@ -469,6 +475,27 @@ class Fleet:
         if self.run is not None:
             return Choice(self.run, self.executors[self.run], "run")
         return None
+
+    def reviewer(self, task: Task) -> Choice | None:
+        """The executor of a critic's review of task: `executors: {critic: ...}`, else the run's, else the task's own."""
+        name = self.roles.get("critic")
+        if name is not None:
+            return Choice(name, self.executors[name], "role critic")
+        if self.run is not None:
+            return Choice(self.run, self.executors[self.run], "run")
+        name = self.own.get(task.id)
+        if name is not None:
+            return Choice(name, self.executors[name], "task")
+        name = next(iter(self.executors), None)  # only roles other than critic have one: the first
+        return Choice(name, self.executors[name], "run") if name is not None else None
+
+    def add_task(self, task: Task) -> None:
+        """A task that joined the run mid-way: its own `executor:` (ExecutorError for a malformed one)."""
+        spec = task.meta.get("executor")
+        if spec is None:
+            self.own.pop(task.id, None)
+        else:
+            self.own[task.id] = self._add(spec, f"task {task.id}: executor")
 
     def planned(self, task: Task, role: str | None) -> dict:
         """For --check: {executor, why} when known before an agent takes the task (its own, or the role it

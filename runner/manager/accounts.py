@@ -24,7 +24,7 @@ import os
 import time
 
 from runner.agents.messages import TaskResult
-from runner.errors import EXIT_LIMITED
+from runner.errors import EXIT_LIMITED, UsageError
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.exits import Ending
@@ -71,10 +71,12 @@ def _add(total: dict, usage, cost: float | None, estimated: bool) -> None:
 class Accounts(Component):
     """Limits, stops, sessions, spend and models of agent-CLI attempts."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, fleet=None):
         self.ctx = ctx
+        self.fleet = fleet  # runner.coding.executors.Fleet: the run's executors by name, or None (no agent task)
         self.sessions: dict[str, tuple[str, str]] = {}  # task id -> (session id, account) of its worker's last attempt
         self._affinity: dict[tuple[str, str], str] = {}  # (affinity key, agent id) -> session id
+        self._carried: dict[str, tuple[str, str]] = {}  # task id -> (session id, why its run stopped): --resume continues it
         self._reported: dict[str, tuple] = {}  # session -> (output.Usage, cost): the last totals it reported
         self._usage: dict[str, dict] = {}  # task id -> tokens and cost over its attempts (worker's and critic's)
         self._total_usage: dict = {}  # tokens and cost over every attempt of the run: what --budget counts
@@ -83,52 +85,97 @@ class Accounts(Component):
         self._last_failure: dict[str, str | None] = {}  # task id -> its last attempt's failure class
         self._paused: dict[str, float] = {}  # account -> epoch time its usage limit lifts
         self._models: dict[tuple[str, int], str] = {}  # (task, attempt) -> model its argv named
+        self._executor: dict[tuple[str, int], str] = {}  # (task, attempt) -> name of the executor it ran with
         self._reviews: set[tuple[str, int]] = set()  # (task, attempt) of critics' attempts: their sessions are their own
         self._stopped_by: str | None = None  # what stopped the hand-out: usage_limited, auth_failed, setup_failed, budget
         budget = ctx.opt.budget if ctx.opt.budget is not None else (ctx.roadmap.settings or {}).get("budget")
         self.budget = float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
         self.max_wait = ctx.opt.max_wait if ctx.opt.max_wait is not None else MAX_WAIT_S
 
-    # -- which account an agent uses -------------------------------------------------------------------
+    # -- which executor and which account an attempt uses ----------------------------------------------
 
-    def _account_of(self, agent_id: str) -> str:
-        ex = self.ctx.executor
+    def choose(self, task: Task, role: str, attempt: int, review: bool = False):
+        """The attempt's executors.Choice (its own, its agent's role's, the run's; the critic's for a review), noted."""
+        choice = self.fleet.reviewer(task) if review else self.fleet.choose(task, role)
+        if choice is not None:
+            self._executor[(task.id, attempt)] = choice.name
+        return choice
+
+    def check_roles(self, agent_tasks) -> None:
+        """UsageError naming the place of an agent task that an agent of the run could take with no executor."""
+        roles = [r for r, n in self.ctx.roles.items() if n > 0]
+        for t in agent_tasks if self.fleet is not None else ():
+            lacking = self.fleet.missing(t, roles)
+            if lacking:
+                raise UsageError(f"{t.place()}: task {t.id}: no executor for agents of role {lacking[0]}; add it to "
+                                 "`executors:`, give the run an `executor:`, or the task its own")
+
+    def executor_of(self, task_id: str, attempt: int):
+        """The Executor an attempt ran with (the run's when it was not noted)."""
+        name = self._executor.get((task_id, attempt))
+        return self.fleet.executors[name] if name is not None else self.ctx.executor
+
+    def _account_of(self, agent_id: str, name: str | None) -> str:
+        """The executor's account the agent uses: one of its `accounts:` (spread over agents), else its name."""
+        ex = self.fleet.executors.get(name) if self.fleet is not None and name is not None else None
         if ex is None:
             return ""
         if not ex.accounts:
-            return ex.program
+            return name
         agents = self.ctx.pool.agents
         order = sorted(agents) if agent_id in agents else [agent_id]
         index = order.index(agent_id) if agent_id in order else 0
         return ex.accounts[index % len(ex.accounts)]
 
-    def cli_message(self, task: Task, role: str, agent_id: str, attempt: int, feedback: str) -> dict:
+    def cli_message(self, task: Task, role: str, agent_id: str, attempt: int, feedback: str, leased: dict | None = None) -> dict:
         """The TaskMessage fields of an agent-CLI attempt: argv (resuming a session), env, output."""
-        ex = self.ctx.executor
-        account = self._account_of(agent_id)
-        session = None
-        if task.meta.get("session") != "fresh" and ex.output in _HOME_VAR:
+        name = self._executor[(task.id, attempt)]
+        ex = self.fleet.executors[name]
+        account = self._account_of(agent_id, name)
+        session, prompt = None, None
+        if not self._fresh(task) and ex.output in _HOME_VAR:
             kept = self.sessions.get(task.id)
             if kept is not None and kept[1] == account and attempt > 1:
                 session = kept[0]
+                prompt = feedback or None  # a retry: the feedback is the new turn; the earlier turns are in the session
+            elif task.id in self._carried:  # --resume: the earlier run's last session of the task
+                session, why = self._carried.pop(task.id)
+                prompt = (f"The earlier run stopped before this task was done ({why}). Continue task {task.id} "
+                          f"where you left off: {task.title or ''}\n\n{feedback}").strip()
             elif task.affinity:
                 session = self._affinity.get((task.affinity, agent_id))
-        prompt = None
-        if session is not None and session == (self.sessions.get(task.id) or ("",))[0]:
-            prompt = feedback or None  # a retry: the feedback is the new turn; the earlier turns are in the session
-        argv = executors_module().build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt)
-        return {"command": argv, "env": self.account_env(agent_id), "output": ex.output, "stall_timeout": ex.stall_timeout}
+        argv = executors_module().build_argv(task, role, ex, feedback, attempt, session=session, prompt=prompt, leased=leased)
+        return {"command": argv, "env": self._account_env(ex, agent_id, name), "output": ex.output,
+                "stall_timeout": ex.stall_timeout}
 
-    def account_env(self, agent_id: str) -> dict:
+    def _account_env(self, ex, agent_id: str, name: str) -> dict:
         """The environment that points the CLI at the agent's account (its CODEX_HOME / CLAUDE_CONFIG_DIR)."""
-        ex = self.ctx.executor
-        if ex is not None and ex.accounts and ex.output in _HOME_VAR:
-            return {_HOME_VAR[ex.output]: self._account_of(agent_id)}
+        if ex.accounts and ex.output in _HOME_VAR:
+            return {_HOME_VAR[ex.output]: self._account_of(agent_id, name)}
         return {}
+
+    def _fresh(self, task: Task) -> bool:
+        """`session: fresh` (the task's, else the roadmap's): never continue an earlier session."""
+        return (task.meta.get("session") or (self.ctx.roadmap.settings or {}).get("session")) == "fresh"
+
+    def carry_sessions(self, previous: int, carried) -> None:
+        """--resume: each unfinished agent task of the run `previous` continues its last session, unless `session: fresh`."""
+        ctx = self.ctx
+        if self.fleet is None:
+            return
+        for task_id, (outcome, failure, error, session, executor) in ctx.ledger.last_attempts(previous).items():
+            task = ctx.tasks.get(task_id)
+            if task is None or task_id in carried or not session or task.command is not None or task.call is not None:
+                continue
+            if self._fresh(task):
+                continue
+            why = _interrupted_by(outcome, failure, error)
+            self._carried[task_id] = (session, why)
+            ctx.reporter.message(f"resume: task {task_id} continues session {session} (interrupted: {why})")
 
     def note_model(self, task: Task, role: str, attempt: int, review: bool = False) -> None:
         """The model an agent-CLI attempt's argv names (`escalate:`), for its event and its task's row."""
-        ex = self.ctx.executor
+        ex = self.executor_of(task.id, attempt)
         if ex is not None and (review or (task.command is None and task.call is None)):
             self._models[(task.id, attempt)] = executors_module().model_of(task, role, ex, attempt)
         if review:
@@ -154,7 +201,8 @@ class Accounts(Component):
         ctx = self.ctx
         cli = msg.cli
         task = ctx.tasks[msg.task_id]
-        account = self._account_of(agent_id)
+        executor = self.executor_of(msg.task_id, msg.attempt)
+        account = self._account_of(agent_id, self._executor.get((msg.task_id, msg.attempt)))
         session = cli.get("session_id")
         result = CliResult(format=cli.get("format", "text"), session_id=session, usage=Usage(**cli["usage"]),
                            usage_cumulative=bool(cli.get("usage_cumulative")), cost_usd=cli.get("cost_usd"),
@@ -163,9 +211,10 @@ class Accounts(Component):
         usage = attempt_usage(result, before[0] if before else None)
         cost = attempt_cost(result, before[1] if before else None)
         estimated = False
-        if cost is None and ctx.executor.prices:
-            model = cli.get("model") or executors_module().task_fields(task, "worker", ctx.executor)["model"]
-            priced = with_cost(result, usage, model, ctx.executor.prices)
+        if cost is None and executor.prices:
+            model = cli.get("model") or self._models.get((msg.task_id, msg.attempt)) or \
+                executors_module().task_fields(task, "worker", executor)["model"]
+            priced = with_cost(result, usage, model, executor.prices)
             cost, estimated = priced.cost_usd, priced.cost_estimated
         if session:
             totals = result.usage if result.usage else (before[0] if before else Usage())
@@ -191,7 +240,7 @@ class Accounts(Component):
         failure = cli.get("failure")
         self._last_failure[msg.task_id] = failure
         if failure in ("auth_failed", "setup_failed"):
-            self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id)
+            self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id, executor)
         elif failure == "usage_limited":
             self._pause(account, cli.get("reset_at"), cli.get("reason") or "usage limit")
         if self.budget is not None and self._stopped_by is None and self._total_usage.get("cost_usd", 0) >= self.budget:
@@ -202,12 +251,13 @@ class Accounts(Component):
             ctx.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
 
     def attempt_fields(self, task_id: str, attempt: int) -> dict:
-        return self._cli_rows.pop((task_id, attempt), {})
+        fields = self._cli_rows.pop((task_id, attempt), {})
+        name = self._executor.get((task_id, attempt))
+        return {**fields, "executor": name} if name is not None else fields
 
-    def _stop_for(self, failure: str, reason: str, task_id: str) -> None:
+    def _stop_for(self, failure: str, reason: str, task_id: str, ex) -> None:
         if self._stopped_by is not None:
             return
-        ex = self.ctx.executor
         fixes = _FIX[failure]
         fix = fixes.get(ex.output or "", fixes.get("", "")) or fixes.get("", "")
         if failure == "auth_failed" and not fix:
@@ -246,9 +296,15 @@ class Accounts(Component):
                 ctx.emit(ev.ACCOUNT_RESUMED, account=account)
                 continue
             for row in ctx.pool.idle():
-                if self._account_of(row.id) == account:
+                if self._account_of(row.id, self._role_executor(row.role)) == account:
                     ctx.pool.set_state(row.id, "cooling")
                     ctx.cooling[row.id] = now + (until - wall)
+
+    def _role_executor(self, role: str) -> str | None:
+        """The executor an agent of role runs tasks with unless a task has its own (what a pause holds it for)."""
+        if self.fleet is None:
+            return None
+        return self.fleet.roles.get(role) or self.fleet.run
 
     def timers(self, now: float) -> list[float]:
         wall = time.time()
@@ -273,6 +329,9 @@ class Accounts(Component):
         models = [self._models.get((task_id, n)) for n in range(1, row["attempts"] + 1)]
         if any(models):
             row["models"] = models
+        executors = [self._executor.get((task_id, n)) for n in range(1, row["attempts"] + 1)]
+        if any(executors):
+            row["executors"] = executors
 
     def summary(self, summary: dict) -> None:
         if self._total_usage:
@@ -281,6 +340,15 @@ class Accounts(Component):
             summary["budget_usd"] = self.budget
         if self._paused:
             summary["paused"] = dict(self._paused)
+
+
+def _interrupted_by(outcome: str, failure: str | None, error: str | None) -> str:
+    """Why an attempt did not finish its task, in a few words (for --resume's line and the resumed prompt)."""
+    if failure:
+        return failure.replace("_", " ").replace("limited", "limit")
+    if outcome == "interrupted":
+        return "the run was stopped"
+    return (error or outcome).splitlines()[0][:120] if (error or outcome) else "unknown"
 
 
 def program_problems(executor) -> list[str]:

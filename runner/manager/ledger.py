@@ -58,9 +58,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     cost_usd REAL,
     cost_estimated INTEGER,        -- 1: priced from the executor's prices table, not reported by the CLI
     failure TEXT,                  -- failure class: rate_limited, usage_limited, auth_failed, ...
-    num_turns INTEGER
+    num_turns INTEGER,
+    executor TEXT                  -- the executor's name in its run (runner.coding.executors.Fleet); NULL: none
 );
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, task_id);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    resource TEXT NOT NULL,        -- the pool (`resources:`), e.g. port
+    value TEXT NOT NULL,           -- the slot, e.g. 8100
+    taken REAL NOT NULL,
+    released REAL,                 -- NULL: still held (or its run died holding it: --resume sets it)
+    released_by TEXT               -- outcome | returned | resume (the run that held it died)
+);
+CREATE INDEX IF NOT EXISTS leases_run ON leases (run_id, released);
 CREATE INDEX IF NOT EXISTS runs_key ON runs (roadmap_key, id);
 """
 
@@ -109,6 +122,7 @@ class Attempt:
     cost_estimated: bool = False
     failure: str | None = None
     num_turns: int | None = None
+    executor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,12 +138,13 @@ class RunRow:
 
 
 # The schema's version, in PRAGMA user_version: a ledger from a newer wvo-batch is refused, not misread.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns added since version 1, added to an older ledger when it is opened (its rows read NULL there).
+# Version 3 also adds the leases table (made by _SCHEMA's CREATE TABLE IF NOT EXISTS).
 _ADDED = {2: ("session_id TEXT", "model TEXT", "usage TEXT", "cost_usd REAL", "cost_estimated INTEGER",
-              "failure TEXT", "num_turns INTEGER")}
+              "failure TEXT", "num_turns INTEGER"), 3: ("executor TEXT",)}
 _COLUMNS = ("task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value, session_id, model, usage,"
-            " cost_usd, cost_estimated, failure, num_turns")
+            " cost_usd, cost_estimated, failure, num_turns, executor")
 # A ledger up to this size gets a full PRAGMA quick_check when a run opens it (~1 ms at this size;
 # ~15 ms at 10,000 attempts); a larger one gets its runs table checked, and the full check on
 # --history and --resume, which read the rest.
@@ -141,6 +156,7 @@ class Ledger:
         """Open (or create, mode 0600) the ledger; StateError when it is damaged, foreign or unreadable."""
         self.path = path
         self._pending: list[tuple] = []  # attempts recorded, not yet committed: written by commit()
+        self._lease_ops: list[tuple] = []  # ("take", row) / ("release", ...) not yet committed, in order
         self.committed = 0  # attempts this connection has committed
         self.db = None
         try:
@@ -197,7 +213,7 @@ class Ledger:
         Raises sqlite3.Error or OSError (disk full...); what was recorded stays pending then, so a
         later commit may still write it.
         """
-        if not self._pending:
+        if not self._pending and not self._lease_ops:
             return
         try:
             self._begin()
@@ -208,6 +224,7 @@ class Ledger:
             raise
         self.committed += len(self._pending)
         self._pending.clear()
+        self._lease_ops.clear()
 
     @property
     def pending(self) -> int:
@@ -216,9 +233,45 @@ class Ledger:
 
     def _insert_pending(self) -> None:
         self.db.executemany(
-            f"INSERT INTO attempts (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+            f"INSERT INTO attempts (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 19)})",
             self._pending,
         )
+        for op, args in self._lease_ops:  # in order: a slot released and taken again in one commit stays right
+            if op == "take":
+                self.db.execute("INSERT INTO leases (run_id, task_id, attempt, resource, value, taken)"
+                                " VALUES (?, ?, ?, ?, ?, ?)", args)
+            else:
+                self.db.execute("UPDATE leases SET released = ?, released_by = ? WHERE run_id = ? AND task_id = ?"
+                                " AND released IS NULL", args)
+
+    # -- leases (runner.manager.leasing): written with the next commit, so a release goes with its outcome --
+
+    def take_lease(self, run_id: int, task_id: str, attempt: int, resource: str, value: str) -> None:
+        self._lease_ops.append(("take", (run_id, task_id, attempt, resource, value, time.time())))
+
+    def release_leases(self, run_id: int, task_id: str, why: str = "outcome") -> None:
+        """Every slot the task holds in the run is released (with the outcome in the same commit)."""
+        self._lease_ops.append(("release", (time.time(), why, run_id, task_id)))
+
+    def unreleased_leases(self, run_id: int) -> list[tuple[str, int, str, str]]:
+        """(task, attempt, resource, value) of every lease the run took and never released."""
+        return [tuple(r) for r in self._read("SELECT task_id, attempt, resource, value FROM leases WHERE run_id = ?"
+                                             " AND released IS NULL ORDER BY id", (run_id,))]
+
+    def free_dead_leases(self, run_id: int) -> None:
+        """The run died holding leases (SIGKILL): record them released, now. Raises StateError."""
+        try:
+            self.db.execute("UPDATE leases SET released = ?, released_by = 'resume' WHERE run_id = ? AND released IS NULL",
+                            (time.time(), run_id))
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{self.path}: cannot write the ledger: {_reason(exc)}") from None
+
+    def leases(self, run_id: int) -> list[dict]:
+        """Every lease of the run, in the order taken (for --history and tests)."""
+        rows = self._read("SELECT task_id, attempt, resource, value, taken, released, released_by FROM leases"
+                          " WHERE run_id = ? ORDER BY id", (run_id,))
+        keys = ("task", "attempt", "resource", "value", "taken", "released", "released_by")
+        return [dict(zip(keys, r)) for r in rows]
 
     def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str]) -> int:
         try:
@@ -259,7 +312,7 @@ class Ledger:
         self._pending.append(
             (run_id, a.task_id, a.attempt, a.agent, a.start, a.end, a.exit_code, a.outcome, a.log_path, a.error, value,
              a.session_id, a.model, usage, a.cost_usd, None if a.usage is None else int(a.cost_estimated), a.failure,
-             a.num_turns)
+             a.num_turns, a.executor)
         )
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
@@ -277,6 +330,7 @@ class Ledger:
             raise
         self.committed += len(self._pending)
         self._pending.clear()
+        self._lease_ops.clear()
 
     def count_attempts(self, run_id: int) -> int | None:
         """How many attempts of the run the ledger holds (committed ones only); None when it cannot be read."""
@@ -324,15 +378,22 @@ class Ledger:
         rows = self._read(f"SELECT {_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
         return [
             Attempt(*r[:9], json.loads(r[9]) if r[9] else None, r[10], r[11], json.loads(r[12]) if r[12] else None,
-                    r[13], bool(r[14]), r[15], r[16])
+                    r[13], bool(r[14]), r[15], r[16], r[17])
             for r in rows
         ]
 
     def sessions(self, run_id: int) -> dict[str, str]:
-        """Task id -> the session id of its last attempt that had one (for --resume to continue them)."""
+        """Task id -> the session id of its last attempt that had one (for --resume to continue them); a
+        critic's rejection is the critic's session, not the task's, and is passed over."""
         rows = self._read("SELECT task_id, session_id FROM attempts WHERE run_id = ? AND session_id IS NOT NULL"
-                          " ORDER BY id", (run_id,))
+                          " AND outcome != 'rejected' ORDER BY id", (run_id,))
         return dict(rows)
+
+    def last_attempts(self, run_id: int) -> dict[str, tuple]:
+        """Task id -> (outcome, failure, error, session id, executor) of its last attempt in the run."""
+        rows = self._read("SELECT task_id, outcome, failure, error, session_id, executor FROM attempts WHERE run_id = ?"
+                          " ORDER BY id", (run_id,))
+        return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def attempt_dict(a: Attempt) -> dict:

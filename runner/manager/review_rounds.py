@@ -105,13 +105,14 @@ class ReviewRounds(Component):
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt),
                "WVO_REVIEW": "1", "WVO_BRANCH": ws["branch"], "WVO_BASE_COMMIT": ws["base"], "WVO_REVIEW_COMMIT": ws["commit"] or ws["base"]}  # fmt: skip
         spaces = self.landing.spaces_of(task.id)
+        executor = self.accounts.choose(task, role, attempt, review=True).executor  # the critic role's
         cwd = None
         try:
             into_before = _refcheck().before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
-            command = _ex().build_argv(task, role, ctx.executor, ctx.feedback_text(task.id), attempt, fields)
+            command = _ex().build_argv(task, role, executor, ctx.feedback_text(task.id), attempt, fields)
             self._seen[(task.id, attempt)] = into_before
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
@@ -120,10 +121,10 @@ class ReviewRounds(Component):
         return TaskMessage(
             task_id=task.id, attempt=attempt, log_path=os.path.join(ctx.logs, f"{statedir.safe_name(task.id)}.{attempt}.log"),
             command=command, env=env, cwd=cwd, timeout=task.timeout, grace=ctx.opt.grace,
-            rate_limit_pattern=ctx.opt.rate_limit or ctx.executor.rate_limit,
+            rate_limit_pattern=ctx.opt.rate_limit or executor.rate_limit,
             # its output read like the worker's: session, tokens, cost and failure class are recorded
-            output=ctx.executor.output if command is not _SETUP_FAILED else None,
-            stall_timeout=ctx.executor.stall_timeout,
+            output=executor.output if command is not _SETUP_FAILED else None,
+            stall_timeout=executor.stall_timeout,
         )  # fmt: skip
 
     def _critic_tree(self, spaces, task_id: str, attempt: int, commit: str) -> str:
@@ -202,7 +203,7 @@ class ReviewRounds(Component):
         if problem:
             return None, problem
         # the answer its agent read from the critic's own output (a pipe), never its log: any process can write that
-        return _rv().verdict_of_answer(res.answer, self.ctx.executor.output)
+        return _rv().verdict_of_answer(res.answer, self.accounts.executor_of(task_id, res.attempt).output)
 
     # -- for the records ----------------------------------------------------------------------------------
 

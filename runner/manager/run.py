@@ -8,8 +8,8 @@
          └──▶ events (events.jsonl, --events) ──▶ the reporter (terminal)
 
     components (runner.manager.components), each owning its state, in this order:
-      chunks · accounts (limits, sessions, spend, budget) · review · landing queue · live roadmap ·
-      hung agents · scaling · board
+      chunks · accounts (executors by task and role, limits, sessions, spend, budget) · review ·
+      landing queue · live roadmap · hung agents · scaling · board · leases (with `resources:` only)
     hooks: start · can_start · chunk · message · message_env · on_started · on_result · attempt_fields ·
       event_fields · on_outcome · on_agent_gone · timers · tick · busy · at_end · on_commit · finish ·
       ending · task_row · summary
@@ -62,8 +62,8 @@ class Run:
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
-        spec = options.executor if options.executor is not None else roadmap.executor
-        executor = None if spec is None else _executors().parse(spec)  # runner.coding only for an executor
+        self._fleet = _fleet(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
+        executor = None if self._fleet is None else self._fleet.default()
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
         self.ctx = RunContext(roadmap, options, reporter or Reporter(), executor, roles)
@@ -77,6 +77,7 @@ class Run:
         self.accounts: Accounts | None = None
         self.review: ReviewRounds | None = None
         self.outcomes: Outcomes | None = None  # the run's record: every outcome, the ledger and the events
+        self.leasing = None  # runner.manager.leasing.Leasing when the roadmap declares `resources:`; built by _build
         self._plugins = tuple(plugins)
         self._deadline: dict[str, float] = {}  # agent id -> monotonic time to kill it (hung / callable timeout)
         self._timed_out: set[str] = set()  # agents killed by the loop for a task timeout
@@ -91,12 +92,17 @@ class Run:
         """The components, each from its settings; UsageError naming the place for a bad one."""
         ctx = self.ctx
         self.landing = LandingQueue(ctx)
-        self.accounts = Accounts(ctx)
+        self.accounts = Accounts(ctx, self._fleet)
         live = LiveRoadmap(ctx)
         self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
         live.review = self.review  # each needs the other: a joining task's review is decided by it
         self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
                            live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        if (ctx.roadmap.settings or {}).get("resources"):  # a run without pools has no hook of it on its path
+            from runner.manager.leasing import Leasing
+
+            self.leasing = Leasing(ctx)
+            self.components.append(self.leasing)  # last: its can_start records what the scheduler leased
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
@@ -109,6 +115,7 @@ class Run:
                 f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
                 "set `executor:` in the roadmap or pass --executor"
             )
+        self.accounts.check_roles(missing)
 
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
@@ -133,6 +140,8 @@ class Run:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from = self._resume_set()
             ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from, set(carried))
+            if resumed_from is not None:
+                self.accounts.carry_sessions(resumed_from, carried)
         except BaseException:
             self.backend.stop(timeout=5.0)
             raise
@@ -152,6 +161,7 @@ class Run:
             route_wait=opt.route_wait, affinity_wait=opt.affinity_wait, age_every=opt.age_every,
             backoff_base=opt.backoff_base, max_failures=opt.max_failures,
             files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
+            leases=self.leasing.gate if self.leasing is not None else None,
         )  # fmt: skip
         wall = time.time()
         for task_id in ctx.sched.drain_changes():
@@ -367,15 +377,17 @@ class Run:
         env = {**{k: str(v) for k, v in task.env.items()}, "WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)}
         if feedback:
             env["WVO_FEEDBACK"] = feedback
-        if command is None and task.call is None:  # an agent CLI built from a prompt
-            rate_limit = rate_limit or ctx.executor.rate_limit
+        if command is None and task.call is None:  # an agent CLI built from a prompt, by its executor
+            executor = self.accounts.choose(task, role, attempt).executor
+            rate_limit = rate_limit or executor.rate_limit
             self.accounts.note_model(task, role, attempt)
-            if ctx.executor.output:  # its structured output read (runner.manager.accounts)
-                cli = self.accounts.cli_message(task, role, agent_id, attempt, feedback)
+            leased = self.leasing.values(task.id) if self.leasing is not None else None  # {port}, {db} in its templates
+            if executor.output:  # its structured output read (runner.manager.accounts)
+                cli = self.accounts.cli_message(task, role, agent_id, attempt, feedback, leased)
                 command = cli.pop("command")
                 env.update(cli.pop("env"))
             else:
-                command = _executors().build_argv(task, role, ctx.executor, feedback, attempt)
+                command = _executors().build_argv(task, role, executor, feedback, attempt, leased=leased)
         elif isinstance(command, list):
             command = tuple(command)
         return TaskMessage(
@@ -489,6 +501,15 @@ class Run:
                 if task_pid:
                     killpg(task_pid)
                 self.backend.kill(row.id)
+
+
+def _fleet(roadmap: Roadmap, run_executor):
+    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
+            and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
+        return None  # a run of commands imports none of it
+    from runner.roadmap.fleet import run_fleet
+
+    return run_fleet(roadmap, run_executor)
 
 
 def _poke(fd: int) -> None:

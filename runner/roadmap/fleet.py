@@ -229,6 +229,12 @@ def fleet_of(roadmap, run_executor=None):
     return Fleet(spec, roadmap.settings.get("executors") or {}, own, tuple(roadmap.settings.get("resources") or ()))
 
 
+def run_fleet(roadmap, run_executor=None):
+    """fleet_of for a run: None when it has no executor at all."""
+    fleet = fleet_of(roadmap, run_executor)
+    return fleet if fleet else None
+
+
 # -- --check: `workspace.copy` in the user's checkout -------------------------------------------------------
 
 
