@@ -187,13 +187,17 @@ def test_a_task_joining_with_resources_the_run_does_not_lease_is_reported(tmp_pa
 
 
 def test_joined_uses_are_registered_with_the_lease_gate_and_unknown_pools_refused():
-    gate = LeaseGate(Leases({"db": NamePool(("test_a",))}), {"a": ("db",)})
-    s = Scheduler([Task("a")], now=0.0, leases=gate)
+    from runner.manager.leasing import UsesOf
+
+    tasks = {"a": Task("a", meta={"uses": ["db"]})}  # the run's task table, which the live roadmap edits
+    gate = LeaseGate(Leases({"db": NamePool(("test_a",))}), UsesOf(tasks))
+    s = Scheduler([tasks["a"]], now=0.0, leases=gate)
     w0, w1 = AgentView("worker-0", "worker", 0.0), AgentView("worker-1", "worker", 0.0)
     (_, first), *_ = s.assign([w0], 0.0)
     s.started(first.id, w0.id)
     joined = Task("b", meta={"uses": ["db"]})
     assert roadmap_edits.lease_problem(s, joined) is None
+    tasks["b"] = joined  # as the live roadmap's join does (ctx.tasks)
     assert s.add_task(joined, 0.0)
     assert s.assign([w1], 0.0) == [], "the joined task took the slot `a` holds"
     s.finish("a", w0.id, Outcome.SUCCEEDED, 1.0)

@@ -55,8 +55,7 @@ def add_task(sched, task: Task, now: float, files: tuple[str, ...] = (), review_
     sched.tasks[task.id] = task
     _set(sched._files, task.id, tuple(files) or None)
     _set(sched.review_rounds, task.id, review_rounds)
-    if sched._gate is not None:
-        _set(sched._gate.uses, task.id, tuple(task.meta.get("uses") or ()) or None)
+    # its `uses:` need no entry: the lease gate reads them from sched.tasks (runner.manager.leasing.UsesOf)
     sched._prefer.pop(task.id, None)
     sched._pending.pop(task.id, None)
     sched.reason.pop(task.id, None)
