@@ -295,14 +295,17 @@ def test_a_worktree_tasks_lease_is_held_through_the_landings_checks(tmp_path):
     low = free_ports(1)
     stamps, t2_start = tmp_path / "checks.txt", tmp_path / "t2.start"
     now = 'python3 -c "import time; print(time.time())"'
+    seen = tmp_path / "check-ports.txt"  # the port each of t1's checks was given, in its worktree and on the merged result
+    check = f'sleep 1; echo "$WVO_PORT" >> {seen}; ' + now + ' >> ' + str(stamps)
     repo = make_repo(tmp_path, f"resources:\n  port: {{range: {low}-{low}}}\nworkspace:\n  mode: worktree\n"
                      "tasks:\n"
-                     f"  - id: t1\n    uses: [port]\n    command: 'echo x > t1.txt'\n    checks: [{json.dumps('sleep 1; ' + now + ' >> ' + str(stamps))}]\n"
+                     f"  - id: t1\n    uses: [port]\n    command: 'echo x > t1.txt'\n    checks: [{json.dumps(check)}]\n"
                      f"  - id: t2\n    uses: [port]\n    command: {json.dumps(now + ' > ' + str(t2_start) + '; echo y > t2.txt')}\n")
     code, doc, err = run_json(repo, "--agents", "2")
     assert code == 0, err[-2000:]
     times = [float(x) for x in stamps.read_text().split()]
     assert len(times) == 2, times  # in the worktree, then on the merged result
+    assert seen.read_text().split() == [str(low), str(low)]  # the merged result's check has the lease's WVO_PORT too
     started = float(t2_start.read_text())
     if started < min(times):
         pytest.skip("t2 took the port first; this run cannot tell")  # not expected: t1 comes first in order

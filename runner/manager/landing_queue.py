@@ -104,6 +104,7 @@ class LandingQueue(Component):
         self._cancelled = False  # the run is stopping: the landing checks were cancelled
         self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
         self._set_up: set[tuple] = set()  # (landing worktree, copy, setup) done there: its set-up survives resets
+        self.lease_env = _no_leases  # task id -> WVO_PORT, ...: set by the run when it leases (runner.manager.leasing)
         agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
@@ -243,9 +244,12 @@ class LandingQueue(Component):
         log_path = ctx.records.get((res.task_id, res.attempt), {}).get("log") or os.path.join(
             ctx.logs, f"{res.task_id}.{res.attempt}.log")
 
+        leased = self.lease_env(res.task_id)  # read here, on the loop's thread: held until the landing's verdict
+
         def checks_for(path: str, cancel):
             """The task's checks in the landing worktree `path` (the queue calls it in each it merges the branch in)."""
-            return self._checks(task, w.checks, res.attempt, branch, res.workspace.get("base"), path, log_path, cancel)
+            return self._checks(task, w.checks, res.attempt, branch, res.workspace.get("base"), path, log_path, cancel,
+                                leased)  # fmt: skip
 
         self._landers[(w.repo, w.into)].submit((res.task_id, agent_id, res.attempt, res), branch, task.title or task.id,
                                                checks_for if w.checks else None)  # fmt: skip
@@ -257,13 +261,15 @@ class LandingQueue(Component):
         self._done.append((*job, verdict, time.time()))
         self.ctx.wake()
 
-    def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel):
-        """The checks on the merged result in the landing worktree `path`: the attempt's environment there."""
+    def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel,
+                leased: dict | None = None):
+        """The checks on the merged result in the landing worktree `path`: the attempt's environment there,
+        its leased resources (WVO_PORT, ...) included."""
         from runner.agents.checks import landing_checks
         from runner.coding.sealed import environment
 
         base_env = {**environment(os.environ, str(path)), **self._spared_env()}
-        extra = {k: str(v) for k, v in task.env.items()}
+        extra = {**{k: str(v) for k, v in task.env.items()}, **(leased or {})}
         run = landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
                              timeout=task.timeout, cancel=cancel, extra=extra, base_commit=base_commit)  # fmt: skip
         copy, setup = self._set_up_of(task)
@@ -408,3 +414,7 @@ def workspace_plan(roadmap, options) -> list[dict]:
                                     "land": w.land if w.mode == "worktree" else None, "tasks": []})  # fmt: skip
         g["tasks"].append(task.id)
     return list(groups.values())
+
+
+def _no_leases(task_id: str) -> dict:
+    return {}

@@ -102,6 +102,7 @@ class Run:
             from runner.manager.leasing import Leasing
 
             self.leasing = Leasing(ctx)
+            self.landing.lease_env = self.leasing.env  # the merged result's checks run with the task's lease too
             self.components.append(self.leasing)  # last: its can_start records what the scheduler leased
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
