@@ -148,3 +148,23 @@ def test_the_report_lists_every_attempt_with_model_checks_verdict_and_cost(demo)
     assert re.search(r"<td>1\.\dk / \d+</td><td>\$0\.0\d+</td>", by[("neg", 1)])  # tokens and cost as the CLI said
     tasks = text[text.index("<h2>Tasks</h2>"):text.index("<h2>Attempts</h2>")]
     assert "review: reject, approve" in tasks
+
+
+def test_every_attempt_leased_a_port_of_its_own_and_its_checks_served_on_it(demo):
+    """resources: / uses: in the demo: each attempt's lease is in the ledger, released, and never held by two
+    attempts at once; the checks that passed served on the attempt's port."""
+    import sqlite3
+
+    folder, proc, events = demo
+    db = sqlite3.connect(f"file:{folder / 'state' / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT task_id, attempt, value, taken, released FROM leases ORDER BY taken").fetchall()
+    finally:
+        db.close()
+    attempts = [(e["task"], e["attempt"]) for e in events if e["event"] == "task:reserved"]
+    assert sorted((t, a) for t, a, *_ in rows) == sorted(attempts)  # one lease per attempt, the critic's too
+    assert all(8100 <= int(port) <= 8199 and released is not None for _, _, port, _, released in rows)
+    for i, (_, _, port, taken, released) in enumerate(rows):  # a port is one attempt's at a time
+        assert all(not (p == port and t < released) for _, _, p, t, _ in rows[i + 1:]), port
+    logs = "".join(p.read_text(errors="replace") for p in (folder / "state" / "runs").glob("*/logs/*.log"))
+    assert len(re.findall(r"served on port 81\d\d", logs)) >= 8

@@ -312,3 +312,25 @@ def test_a_worktree_tasks_lease_is_held_through_the_landings_checks(tmp_path):
     assert started >= max(times), "t2 had the port before t1's merged result was checked"
     rows = lease_rows(repo.parent / "state")
     assert [r["task_id"] for r in rows] == ["t1", "t2"] and rows[0]["released"] >= max(times)
+
+
+def test_a_files_defaults_uses_reach_its_tasks_and_uses_empty_opts_out(tmp_path):
+    low = free_ports(2)
+    out = tmp_path / "ports.txt"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(
+        f"resources:\n  port: {{range: {low}-{low + 1}}}\n"
+        "defaults:\n  uses: [port]\n"
+        "tasks:\n"
+        f"  - id: a\n    command: ['sh', '-c', 'echo a=$WVO_PORT >> {out}']\n"
+        f"  - id: b\n    uses: []\n    command: ['sh', '-c', 'echo b=$WVO_PORT >> {out}']\n"
+    )
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "2")
+    assert proc.returncode == 0, proc.stderr
+    seen = dict(line.split("=", 1) for line in out.read_text().split())
+    assert seen["a"] in (str(low), str(low + 1)) and seen.get("b", "") == ""
+    (tmp_path / "bad.yaml").write_text("resources:\n  port: {range: 8100-8101}\ndefaults:\n  uses: [cache]\n"
+                                       "tasks:\n  - id: a\n    command: ['true']\n")
+    proc = wvo(tmp_path / "bad.yaml", "--check")
+    assert proc.returncode == 2 and "unknown resource 'cache'" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -241,6 +241,14 @@ class Builder(TaskBuilder):
                 for message in problems:
                     self.p.error(message, file, line)
                 out[key] = v
+            elif key == "uses":  # each task of this file leases these, unless it names its own
+                from runner.roadmap.fleet import parse_uses
+
+                uses, problem = parse_uses(v)
+                if problem:
+                    self.p.error(f"`{where}`: {problem}", file, line)
+                elif uses:
+                    out["uses"] = uses
             elif key == "executor_timeouts":
                 table = self._executor_timeouts(v, line)
                 if table is not None:

@@ -128,7 +128,7 @@ class TaskBuilder:
             for key in ("checks", "review", "review_rounds"):
                 if key in d and key not in raw:
                     t.meta[key] = d[key]
-            for key in ("setup", "copy"):  # a file's `defaults.workspace` set-up and copies, unless the task has its own
+            for key in ("setup", "copy", "uses"):  # a file's set-up, copies and leases, unless the task has its own
                 if key in d and key not in t.meta:
                     t.meta[key] = d[key]
         if not _CODING_FIELDS.isdisjoint(raw):
@@ -366,8 +366,8 @@ class TaskBuilder:
         uses, problem = parse_uses(v)
         if problem:
             self._bad(t, problem)
-        elif uses:
-            t.meta["uses"] = uses  # the pools are checked once every file is read (Builder.finish)
+        else:  # [] too: no lease, whatever the file's defaults say; the pools are checked once every file is read
+            t.meta["uses"] = uses
 
     def f_executor(self, t: Task, v) -> None:
         if v is not None:

@@ -17,7 +17,7 @@ TASK_FIELDS = (
 )  # fmt: skip
 DEFAULTS_FIELDS = (
     "timeout", "retries", "priority", "env", "cwd", "executor", "role", "executor_timeouts", "workspace", "checks",
-    "review", "review_rounds",
+    "review", "review_rounds", "uses",
 )  # fmt: skip
 TOP_FIELDS = ("tasks", "epics", "defaults", "executor", "agents", "workspace", "budget", "resources", "executors", "session")
 # Task fields of the fleet (runner.roadmap.fleet), kept in Task.meta: `uses`, `executor`, `session`, and
