@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from runner.agents.execute import append_to_log, waiter
 from runner.agents.kill import ATTEMPT_MARK, kill_tree, new_mark
 
 TAIL_LINES = 40  # lines of a failing check's output kept for the feedback
@@ -75,7 +76,7 @@ def run_checks(commands, cwd: str | None, env: dict, grace: float = 2.0, log_pat
         code, outcome, output = _run_one(command, cwd, env, grace, out_path, cancel, deadline)
         if log_path:
             shown = command if isinstance(command, str) else shlex.join(command)
-            _append(log_path, f"\n===== wvo-batch {label} {i}/{len(commands)}: {shown} =====\n{output}"
+            append_to_log(log_path, f"\n===== wvo-batch {label} {i}/{len(commands)}: {shown} =====\n{output}"
                               f"===== exit {code} ({outcome}) =====\n")
         ran.append((command, code))
         if outcome != SUCCEEDED:
@@ -158,24 +159,6 @@ def _supervise(proc, grace: float, mark: str, cancel, deadline) -> str:
             pass
         timed_out = deadline is not None and time.monotonic() >= deadline
         if timed_out or (cancel is not None and cancel.is_set()):
-            kill_tree(proc.pid, grace, _waiter(proc), mark=mark)
+            kill_tree(proc.pid, grace, waiter(proc), mark=mark)
             proc.wait()
             return TIMED_OUT if timed_out else INTERRUPTED
-
-
-def _waiter(proc):
-    def wait_root(timeout: float) -> None:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-
-    return wait_root
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-    except OSError:
-        pass

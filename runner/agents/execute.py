@@ -423,17 +423,17 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
             try:
                 order = conn.recv()
             except EOFError:  # the manager is gone: stop the task and let the agent exit
-                kill_tree(proc.pid, 0.5, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
+                kill_tree(proc.pid, 0.5, waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
                 proc.wait()
                 logs.name()
                 raise
             if isinstance(order, Cancel):
-                kill_tree(proc.pid, order.grace, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
+                kill_tree(proc.pid, order.grace, waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
                 proc.wait()
                 _close(pidfd)
                 return Outcome.INTERRUPTED, "interrupted"
         elif deadline is not None and time.monotonic() >= deadline:
-            kill_tree(proc.pid, msg.grace, _waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
+            kill_tree(proc.pid, msg.grace, waiter(proc), mark=msg.env.get(ATTEMPT_MARK))
             proc.wait()
             _close(pidfd)
             logs.name()
@@ -445,7 +445,8 @@ def _supervise(proc, msg: TaskMessage, conn, logs: LogFiles, started: Started | 
     return None, None
 
 
-def _waiter(proc):
+def waiter(proc):
+    """wait_root(timeout) for kill_tree: the root reaped as soon as it exits (the check runner uses it too)."""
     def wait_root(timeout: float) -> None:
         import subprocess
 
