@@ -84,6 +84,20 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+_SESSION_DAEMONS: set[int] = set()  # the session's Ray instance: its holder and every process under it
+
+
+def _session_daemons() -> set[int]:
+    """The session's Ray processes as they are now: Ray starts and stops its own workers at any time, and
+    they carry the session's tag; never a test's leftovers (and never to be killed by the check)."""
+    for holder in list(_SESSION_DAEMONS):
+        try:
+            _SESSION_DAEMONS.update(p.pid for p in psutil.Process(holder).children(recursive=True))
+        except psutil.Error:
+            pass
+    return _SESSION_DAEMONS
+
+
 def _descendants() -> dict[int, str]:
     try:
         procs = psutil.Process().children(recursive=True)
@@ -138,7 +152,8 @@ def no_leftover_processes(request):
     leftovers = {}
     while time.monotonic() < deadline:
         ours = _tagged_processes(lambda env: env.get("WVO_TEST_ID") == test_id or env.get("WVO_TEST_SESSION") == session)
-        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
+        daemons = _session_daemons()
+        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before and pid not in daemons}
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
@@ -206,6 +221,7 @@ def ray_head():
         proc.kill()
         proc.wait()
         pytest.fail("the session's Ray instance did not start")
+    _SESSION_DAEMONS.add(proc.pid)
     yield address, auth
     proc.stdin.close()
     try:
