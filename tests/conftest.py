@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,20 +85,6 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-_SESSION_DAEMONS: set[int] = set()  # the session's Ray instance: its holder and every process under it
-
-
-def _session_daemons() -> set[int]:
-    """The session's Ray processes as they are now: Ray starts and stops its own workers at any time, and
-    they carry the session's tag; never a test's leftovers (and never to be killed by the check)."""
-    for holder in list(_SESSION_DAEMONS):
-        try:
-            _SESSION_DAEMONS.update(p.pid for p in psutil.Process(holder).children(recursive=True))
-        except psutil.Error:
-            pass
-    return _SESSION_DAEMONS
-
-
 def _descendants() -> dict[int, str]:
     try:
         procs = psutil.Process().children(recursive=True)
@@ -152,8 +139,7 @@ def no_leftover_processes(request):
     leftovers = {}
     while time.monotonic() < deadline:
         ours = _tagged_processes(lambda env: env.get("WVO_TEST_ID") == test_id or env.get("WVO_TEST_SESSION") == session)
-        daemons = _session_daemons()
-        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before and pid not in daemons}
+        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
@@ -193,11 +179,18 @@ def wvo(*args: str, timeout: float = 60, env: dict | None = None, cwd=None) -> s
 
 # Holds a local Ray instance for the whole session: prints its GCS address, then waits for its stdin to
 # close. Ray's processes go with it (ray.shutdown, and the kernel's parent-death signal if it is killed).
+# Holds a local Ray instance for the whole session: leaves the test process's tree first (a fork whose
+# parent exits), prints its pid and the GCS address, then waits for its stdin to close. Out of the tree,
+# Ray's processes are never re-parented to the test process (a subreaper while a test runs a Run in
+# process), so no orphan sweep of a run can take them; Ray's processes go with it (ray.shutdown).
 RAY_HEAD = """
-import logging, sys
+import logging, os, sys
+if os.fork():
+    os._exit(0)
+os.setsid()
 import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-print(ray.get_runtime_context().gcs_address, flush=True)
+print(os.getpid(), ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
 ray.shutdown()
 """
@@ -212,23 +205,24 @@ def ray_head():
     # Recent Ray versions make a new local instance demand a token: one of the session's own, given to
     # the instance and to every wvo-batch that joins it (the `backend` fixture), never the user's.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Without the test tags: Ray starts and stops workers of its own at any time, no test's leftovers.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_TEST_")}
     proc = subprocess.Popen(
         [sys.executable, "-c", RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, cwd=ROOT, env={**os.environ, **auth},
+        text=True, cwd=ROOT, env={**env, **auth},
     )  # fmt: skip
-    address = proc.stdout.readline().strip()
+    proc.wait()  # the fork's parent: the holder goes on outside our tree, on the same pipes
+    pid, _, address = proc.stdout.readline().strip().partition(" ")
     if not address:
-        proc.kill()
-        proc.wait()
+        proc.stdin.close()
         pytest.fail("the session's Ray instance did not start")
-    _SESSION_DAEMONS.add(proc.pid)
     yield address, auth
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    proc.stdin.close()  # the holder reads its end: ray.shutdown()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and psutil.pid_exists(int(pid)):
+        time.sleep(0.1)
+    if psutil.pid_exists(int(pid)):
+        os.kill(int(pid), signal.SIGKILL)
     proc.stdout.close()
 
 
