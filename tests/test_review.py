@@ -228,8 +228,9 @@ def the_row(doc: dict) -> dict:
 
 @pytest.mark.timeout(120)
 def test_a_critic_rejects_once_then_approves_and_the_worker_saw_the_reason(tmp_path, backend):
-    repo, out = make_repo(tmp_path, "reject-once")
-    # --route-wait: a Ray worker actor can come up seconds after the critic's under load; the work is a worker's
+    # role: worker and --route-wait: a Ray worker actor can come up seconds after the critic's under load,
+    # and a task that prefers no role goes to any idle agent; this one's work is a worker's
+    repo, out = make_repo(tmp_path, "reject-once", task_extra="    role: worker\n")
     code, doc, err = run_json(repo, *backend, "--route-wait", "60")
     assert code == 0, err
     seen = attempts(out)
