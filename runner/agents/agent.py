@@ -13,9 +13,8 @@ import signal
 import struct
 import sys
 import time
-import traceback
 
-from runner.agents.execute import LogFiles, call_value, reap_children, run_attempt
+from runner.agents.execute import LogFiles, call_outcome, reap_children, run_attempt
 from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
@@ -225,12 +224,7 @@ class _ChunkCalls:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             self._on = fd
-        value, error, outcome = None, None, Outcome.SUCCEEDED
-        try:
-            value = call_value(msg)
-        except (Exception, SystemExit) as exc:  # a task's exception is its outcome
-            os.write(2, traceback.format_exc().encode(errors="replace"))  # fd 2 is the task's log
-            outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+        value, error, outcome = call_outcome(msg)  # fd 2 is the task's log: a traceback lands there
         sys.stdout.flush()
         sys.stderr.flush()
         stray = reap_children()

@@ -512,12 +512,8 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     log_fd = logs.open(msg.log_path)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
-    value, error, outcome = None, None, Outcome.SUCCEEDED
     try:
-        value = call_value(msg)
-    except (Exception, SystemExit) as exc:  # a task's exception is its outcome
-        os.write(2, traceback.format_exc().encode(errors="replace"))  # fd 2 is the task's log
-        outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+        value, error, outcome = call_outcome(msg)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -533,6 +529,15 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     logged = logs.done(leftovers=reap_children)
     code = 0 if outcome is Outcome.SUCCEEDED else 1
     return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error, log=logged)
+
+
+def call_outcome(msg: TaskMessage) -> tuple[object, str | None, Outcome]:
+    """(value, error, outcome) of calling the attempt's function; its traceback goes to fd 2 (the task's log)."""
+    try:
+        return call_value(msg), None, Outcome.SUCCEEDED
+    except (Exception, SystemExit) as exc:  # a task's exception is its outcome
+        os.write(2, traceback.format_exc().encode(errors="replace"))
+        return None, f"{type(exc).__name__}: {exc}", Outcome.FAILED
 
 
 def call_value(msg: TaskMessage):
