@@ -30,25 +30,12 @@ def test_the_builtin_sha256_is_hashlibs():
 
 
 def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
+    """Neither the manager nor its agent: an agent imports what its first task needs after the fork, and
+    every agent pays for it before that task starts (typing and pathlib cost an agent ~17 ms)."""
     (tmp_path / "one.yaml").write_text('tasks:\n  - id: a\n    command: ["true"]\n')
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.argv = ["wvo-batch", "one.yaml", "--agents", "1", "--quiet", "--state-dir", "state"]
-        import runner.cli.command
-        runner.cli.command._exit = sys.exit  # main() ends in os._exit: let this script report first
-        try:
-            runner.cli.command.main()
-        except SystemExit as exc:
-            code = exc.code
-        print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_")}
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50)
-    code, imported = json.loads(out.stdout.strip().splitlines()[-1])
-    assert code == 0, out.stderr
-    assert imported == [], f"imported on the way to one task: {imported}"
+    manager, agents = modules_of_a_run(tmp_path, "one.yaml", ["--agents", "1"], site=True)
+    imported = sorted(m for m in HEAVY if m in manager or m in agents)
+    assert imported == [], f"imported on the way to one task: {imported} (by an agent: {sorted(set(imported) & agents)})"
 
 
 # -- the start-up budget ----------------------------------------------------------------------------------
@@ -56,7 +43,7 @@ def test_running_one_task_imports_none_of_the_heavy_modules(tmp_path):
 # A run of plain commands (argv lists and shell strings, no workspace, no executor) must not pay for the
 # coding layer, and the number of modules it imports is capped, so that a feature creeping into start-up
 # fails here instead of in the benchmark. Counted beyond what `python -S` starts with (site not loaded).
-MODULE_BUDGET = 152  # measured 150, Python 3.11 on Linux; raise it only with a reason. 141 -> 150: the run loop's components, context, events and exit decision (4), the one attempt pipeline and tree kill (2), the board and outcome table split out of the display (2), the manager's board component (1)
+MODULE_BUDGET = 152  # measured 151 (the manager 150, its agents 1 more: runner.gitenv), Python 3.11 on Linux; raise it only with a reason. 141 -> 150: the run loop's components, context, events and exit decision (4), the one attempt pipeline and tree kill (2), the board and outcome table split out of the display (2), the manager's board component (1)
 
 # Imported today on the way to a plain run through runner/manager (its import of runner.coding.executors at
 # module level, and the review module read for tasks that have no review key), which another change owns.
@@ -77,7 +64,7 @@ tasks:
 COUNT_SCRIPT = """
 import sys
 before = set(sys.modules)
-sys.argv = ["wvo-batch", "plain.yaml", "--agents", "2", "--quiet", "--state-dir", "state"]
+sys.argv = ["wvo-batch", ROADMAP, *ARGS, "--quiet", "--state-dir", "state"]
 import runner.cli.command
 runner.cli.command._exit = sys.exit  # main() ends in os._exit: let this script report first
 try:
@@ -86,22 +73,39 @@ except SystemExit as exc:
     code = exc.code
 after = sorted(set(sys.modules) - before)
 import json
-print(json.dumps([code, after]))
+print(json.dumps([code, after, sorted(before)]))
 """
 
 
-def imported_by_a_plain_run(tmp_path, creep: str = "") -> list[str]:
-    """The modules a run of three plain commands on 2 agents imports, beyond the bare interpreter's."""
-    (tmp_path / "plain.yaml").write_text(PLAIN_ROADMAP)
+def modules_of_a_run(tmp_path, roadmap: str, args: list[str], creep: str = "", site: bool = False) -> tuple[set[str], set[str]]:
+    """(the modules the manager imports, those only its agents import), beyond the bare interpreter's.
+
+    The agents are forked from the manager and import what their tasks need afterwards, out of the
+    manager's sys.modules: `-X importtime` names every import of every process that shares stderr.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_")}
-    # -S: the venv's site-packages (.pth hooks) is not the run's doing; the project is on PYTHONPATH instead.
     env["PYTHONPATH"] = str(ROOT)
-    script = COUNT_SCRIPT.replace("import runner.cli.command\n", creep + "import runner.cli.command\n", 1)
-    out = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50)
+    script = COUNT_SCRIPT.replace("ROADMAP", repr(roadmap)).replace("*ARGS", ", ".join(repr(a) for a in args))
+    script = script.replace("import runner.cli.command\n", creep + "import runner.cli.command\n", 1)
+    # -S: the venv's site-packages (.pth hooks) is not the run's doing; the project is on PYTHONPATH instead.
+    flags = ["-X", "importtime"] + ([] if site else ["-S"])
+    out = subprocess.run([sys.executable, *flags, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
-    code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    code, after, before = json.loads(out.stdout.strip().splitlines()[-1])
     assert code == 0, out.stderr
-    return modules
+    named = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:") and "|" in line}
+    named.discard("imported package")
+    named -= {"org", "org.python", "org.python.core"}  # pickle's probe for Jython: an import that fails, not a module
+    manager = set(after)
+    return manager, named - manager - set(before)
+
+
+def imported_by_a_plain_run(tmp_path, creep: str = "") -> list[str]:
+    """The modules a run of three plain commands on 2 agents imports, manager and agents, beyond the bare
+    interpreter's."""
+    (tmp_path / "plain.yaml").write_text(PLAIN_ROADMAP)
+    manager, agents = modules_of_a_run(tmp_path, "plain.yaml", ["--agents", "2"], creep)
+    return sorted(manager | agents)
 
 
 def budget_problems(modules: list[str]) -> list[str]:

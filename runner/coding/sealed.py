@@ -18,41 +18,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
 
-# What git itself unsets when it moves into another repository (`git rev-parse --local-env-vars`),
-# and the rest of the class: the config's place and contents, the ref namespace, a hook's quarantine,
-# where discovery may go.
-REPO_VARIABLES = frozenset({
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
-    "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE",
-    "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
-    "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR",
-    "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_NAMESPACE",
-    "GIT_QUARANTINE_PATH", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_INDEX_VERSION",
-})
-REPO_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_INTERNAL_")
-CEILING = "GIT_CEILING_DIRECTORIES"
+from runner.gitenv import CEILING, REPO_PREFIXES, REPO_VARIABLES, environment, points_at_repository  # noqa: F401 (re-exported)
+
 FENCE_TEXT = "gitdir: (no repository here: wvo-batch stops git from climbing out of a worktree)\n"
-
-
-def points_at_repository(name: str) -> bool:
-    """True for a variable that tells git which repository, index, work tree, objects or config to use."""
-    return name in REPO_VARIABLES or name.startswith(REPO_PREFIXES)
-
-
-def environment(environ: Mapping[str, str], worktree: str | os.PathLike | None = None) -> dict[str, str]:
-    """The environment for a task, its checks or its critic, built from the caller's.
-
-    Identity (GIT_AUTHOR_*), transport (GIT_SSH_COMMAND, ...) and tracing variables stay: they say who
-    the user is, not where git works. With `worktree`, git is pinned to it: the caller's
-    GIT_CEILING_DIRECTORIES is replaced by the worktree's parent. Without one, the caller's stays (it
-    can only stop git earlier).
-    """
-    env = {k: v for k, v in environ.items() if not points_at_repository(k)}
-    if worktree is not None:
-        env[CEILING] = os.path.dirname(os.path.abspath(worktree))
-    return env
 
 
 def fence(folder: str | os.PathLike) -> None:
