@@ -22,7 +22,6 @@ import re
 import signal
 import sys
 import time
-import traceback
 
 from runner.agents.channel import wait_readable as wait
 from runner.agents.kill import ATTEMPT_MARK, kill_tree
@@ -536,6 +535,8 @@ def call_outcome(msg: TaskMessage) -> tuple[object, str | None, Outcome]:
     try:
         return call_value(msg), None, Outcome.SUCCEEDED
     except (Exception, SystemExit) as exc:  # a task's exception is its outcome
+        import traceback  # not at start-up: a run whose calls succeed never needs it
+
         os.write(2, traceback.format_exc().encode(errors="replace"))
         return None, f"{type(exc).__name__}: {exc}", Outcome.FAILED
 

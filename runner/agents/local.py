@@ -13,7 +13,6 @@ import select
 import signal
 import sys
 import time
-import traceback
 
 from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, agent_main
@@ -82,6 +81,8 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - an agent's last words go to stderr, then it exits
+            import traceback
+
             traceback.print_exc()
         finally:
             try:

@@ -14,7 +14,11 @@ import re
 import sys
 from types import SimpleNamespace
 
-from runner.cli import options as cliargs
+from runner.cli import lazyimport
+
+lazyimport.defer()  # before runner.errors imports dataclasses
+
+from runner.cli import options as cliargs  # noqa: E402
 from runner.cli.terminal import visible
 from runner.errors import (
     EXIT_INTERRUPTED,

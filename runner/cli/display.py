@@ -15,7 +15,6 @@ the run's own messages (warnings, errors, stopping) and the final summary.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -53,7 +52,7 @@ class Display(Reporter):
         self._drawn = 0  # board lines now on screen, right above the cursor
         self._last_draw = 0.0  # monotonic time of the last redraw
         self._start = time.time()
-        self._log_handler: _AboveBoard | None = None
+        self._log_handler = None  # logging.Handler, under the board
 
     @property
     def _board(self) -> bool:
@@ -69,10 +68,13 @@ class Display(Reporter):
             f"wvo-batch: run {info['run_id']}: {info['runnable']} of {info['tasks']} task(s) to run on {agents}; "
             f"logs in {info['folder']}"
         )
-        if self._board and self._log_handler is None and not logging.getLogger().handlers:
-            # Warnings of the run would go to stderr through logging's last resort, across the board.
-            self._log_handler = _AboveBoard(self)
-            logging.getLogger().addHandler(self._log_handler)
+        if self._board and self._log_handler is None:
+            import logging  # only under the board: a plain run does not import it
+
+            if not logging.getLogger().handlers:
+                # Warnings of the run would go to stderr through logging's last resort, across the board.
+                self._log_handler = _above_board(self)
+                logging.getLogger().addHandler(self._log_handler)
 
     def message(self, text: str) -> None:
         self._write([f"wvo-batch: {_clean(text)}"])
@@ -152,6 +154,8 @@ class Display(Reporter):
             self.out.write(f"\r\x1b[{self._drawn}A\x1b[J")
             self._drawn = 0
         if self._log_handler is not None:
+            import logging
+
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler = None
         self._pool = None
@@ -220,23 +224,26 @@ class Display(Reporter):
         write_summary(self.out, result, self.quiet)
 
 
-class _AboveBoard(logging.Handler):
-    """Log records of the manager, written above the board instead of across it."""
+def _above_board(display: Display):
+    """A logging handler that writes the manager's records above the board instead of across it."""
+    import logging
 
-    def __init__(self, display: Display):
-        super().__init__(logging.WARNING)
-        self.display = display
-        self.pid = os.getpid()  # agents are forked: in them, a plain line like logging's last resort
+    class AboveBoard(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.pid = os.getpid()  # agents are forked: in them, a plain line like logging's last resort
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-            if os.getpid() == self.pid:
-                self.display._write(text.splitlines() or [""])
-            else:
-                self.display.out.write(visible(text) + "\n")
-        except Exception:  # noqa: BLE001 - logging must never raise into the run
-            self.handleError(record)
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                text = self.format(record)
+                if os.getpid() == self.pid:
+                    display._write(text.splitlines() or [""])
+                else:
+                    display.out.write(visible(text) + "\n")
+            except Exception:  # noqa: BLE001 - logging must never raise into the run
+                self.handleError(record)
+
+    return AboveBoard()
 
 
 def _is_terminal(stream) -> bool:

@@ -17,6 +17,8 @@ CLASSES = ("succeeded", "failed", "skipped", "interrupted")
 
 @dataclass(frozen=True)
 class Look:
+    """How one outcome is shown: the count it falls in and its colour."""
+
     cls: str  # one of CLASSES: the count a task that ended so falls in
     colour: str  # fill of its badge, bar and legend swatch (white text on it)
 

@@ -19,6 +19,8 @@ from runner.manager.run import Reporter, Run, RunOptions, RunResult
 
 @dataclass
 class BatchPlan:
+    """Which tasks each batch of the loop runs, how many batches, and the pause between them."""
+
     only: list[str] = field(default_factory=list)
     with_deps: bool = False
     max_tasks: int | None = None
@@ -32,6 +34,8 @@ class BatchPlan:
 
 @dataclass
 class LoopResult:
+    """What the autopilot loop did: its exit code, each batch's result, and why it stopped."""
+
     exit_code: int
     batches: list[RunResult]
     errors: list[Problem] = field(default_factory=list)  # an invalid edit that stopped the loop

@@ -7,16 +7,16 @@ Only the local backend chunks: a Ray actor's round trip is not worth saving this
 
 from __future__ import annotations
 
-import logging
 import time
 
 from runner.agents.messages import BatchResult, ChunkReturn, TaskResult
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager.chunk_sizes import ChunkSizes
 from runner.manager.components import Component
 from runner.model import Outcome
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 
 class Chunks(Component):

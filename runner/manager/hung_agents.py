@@ -17,12 +17,12 @@ own health checks see a worker that stopped answering) is not checked.
 
 from __future__ import annotations
 
-import logging
 
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager.components import Component
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 _CHECK_S = 1.0  # how often agents holding a task are looked at
 _MISSES = 3  # looks in a row that find an agent stopped, before it is killed

@@ -22,18 +22,18 @@ orphan sweep never takes them and the watchdog kills them should the manager die
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import time
 
 from runner.agents.messages import TaskResult
 from runner.errors import UsageError
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.scheduler import LANDING
 from runner.model import Outcome
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 LAND_PARALLEL_MAX = 8  # the default k: min(this, agents): it keeps up with them; the cap bounds checks a failure wastes
 

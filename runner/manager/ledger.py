@@ -105,6 +105,8 @@ def roadmap_key(files: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One attempt of one task, as the ledger keeps it."""
+
     task_id: str
     attempt: int
     agent: str | None
@@ -127,6 +129,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class RunRow:
+    """One run, as the ledger keeps it."""
+
     id: int
     started: float
     ended: float | None

@@ -26,17 +26,17 @@ Only a whole-roadmap run watches (not a --only / --max-tasks batch).
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
 from runner.errors import UsageError
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager import roadmap_edits
 from runner.manager.components import Component
 from runner.model import FINAL_STATES, TaskState
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 _WATCH_S = 2.0  # how often the roadmap files are stat()ed while the run lasts
 _REMOVED = "removed from the roadmap"

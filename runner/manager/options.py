@@ -20,6 +20,8 @@ def default_roles(n: int) -> dict[str, int]:
 
 @dataclass
 class RunOptions:
+    """How a run goes: the command line's settings, as the manager takes them."""
+
     agents: int = 4
     roles: dict[str, int] | None = None  # role -> count; None: default_roles(agents)
     state_dir: str | None = None
@@ -58,6 +60,8 @@ class RunOptions:
 
 @dataclass
 class RunResult:
+    """What a run did: its exit code, its folder, the summary and one row per task."""
+
     exit_code: int
     run_id: int
     folder: str

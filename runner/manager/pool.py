@@ -9,7 +9,7 @@ on a key in a 0600 file, so `wvo-batch ROADMAP --status` in another shell reads 
 from __future__ import annotations
 
 import os
-import threading
+import _thread
 import time
 from dataclasses import dataclass, field
 
@@ -36,7 +36,7 @@ class Pool:
     """Agent table + reservation dict; every change goes through reserve() / release() under the lock."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()  # threading.Lock, without importing threading at start-up
         self.agents: dict[str, AgentRow] = {}  # agent id -> row; owned by the manager's main thread
         self.reservations: dict[str, str] = {}  # agent id -> task id; owned by the manager's main thread
         self._holder: dict[str, str] = {}  # task id -> agent id (the inverse, to refuse a double reservation)
@@ -174,6 +174,8 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
         os.close(dir_fd)
         raise
     server = BoardServer(address, key_file, sock, dir_fd)
+    import threading
+
     threading.Thread(target=_accept, args=(sock, pool, key), name="wvo-board", daemon=True).start()
     return server
 

@@ -13,9 +13,9 @@ back with a compare-and-swap (`update-ref <ref> <new> <old>`), so a concurrent w
 
 from __future__ import annotations
 
-import logging
+from runner.logs import Logger
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 
 def before_review(spaces, branch: str, reviewed: str) -> str:

@@ -21,19 +21,19 @@ recorded with its attempt.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import replace
 
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.errors import UsageError
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
 from runner.manager.accounts import executors_module as _ex
 from runner.manager.components import Component
 from runner.model import Outcome, Task
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 _SETUP_FAILED = ("/bin/sh", "-c", 'printf "wvo-batch: cannot set up the review: %s\\n" "$WVO_REVIEW_ERROR" >&2; exit 1')
 

@@ -21,7 +21,6 @@ landing thread), with a timeout set by the nearest timer.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -30,6 +29,7 @@ from dataclasses import replace
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
 from runner.errors import UsageError
+from runner.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
 from runner.manager.accounts import Accounts, executors_module as _executors
@@ -49,7 +49,7 @@ from runner.manager.scheduler import AgentView, Scheduler
 from runner.manager.stopping import Signals
 from runner.model import Outcome, Roadmap, Task
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 # A hung agent (or a callable past its timeout) is killed this long after its task's deadline + grace.
 _BACKSTOP_S = 5.0

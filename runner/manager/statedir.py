@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat
 import time
 
-from runner.roadmap.hashing import sha256
 from runner.errors import LockHeld, StateError
+from runner.logs import Logger
+from runner.roadmap.hashing import sha256
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 
 def default_state_dir(files: list[str]) -> str:

@@ -10,6 +10,8 @@ from runner.model import RUN_STATUSES, SKIP_STATUSES, Task
 
 @dataclass
 class _Graph:
+    """What the dependency graph says: unknown ids, cycles, blocked tasks, the critical path."""
+
     unknown: dict[str, list[Task]]  # dependency id that no task has -> the tasks naming it
     cycles: list[list[str]]  # each as [a, b, ..., a]
     blocked: dict[str, str]  # task id -> reason, roadmap order
