@@ -7,7 +7,6 @@ place, in the Problems it is given; nothing raises.
 
 from __future__ import annotations
 
-import difflib
 import os
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
@@ -437,6 +436,8 @@ class TaskBuilder:
         if hint is None and low != key and low in known:
             hint = low
         if hint is None:
+            import difflib  # only for a misspelt key: not at start-up
+
             close = difflib.get_close_matches(low, known, n=1, cutoff=0.8)
             hint = close[0] if close else None
         self._suggestions[(key, known)] = hint
