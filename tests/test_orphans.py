@@ -205,3 +205,41 @@ def test_the_tree_kill_imports_nothing_so_a_term_mid_kill_cannot_break_an_import
     r = subprocess.run([sys.executable, "-c", _KILL_IMPORTS], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# -- descendants: walked through the children lists, or from every process's stat -----------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["children lists", "every stat"])
+def test_descendants_finds_a_whole_tree_also_what_left_its_group(tmp_path, monkeypatch, how):
+    """A task's grandchildren in a session of their own are its descendants still, found both ways."""
+    from runner.agents import kill
+
+    if how == "every stat":
+        def no_lists(pid):
+            raise kill._NoChildrenLists
+
+        monkeypatch.setattr(kill, "_walk_children", no_lists)
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    script = f"setsid sh -c 'sleep 30 & sleep 30 & echo > {ready}; wait' & sleep 30 & wait"
+    task = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    try:
+        with open(ready) as f:  # the grandchildren are up when the innermost shell has written
+            f.read()
+        found = set(kill.descendants(task.pid))
+        want = set()
+        todo = [task.pid]
+        while todo:  # the tree from `ps`, for comparison: not from /proc, as the code reads it
+            parent = todo.pop()
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout.split()
+            want.update(map(int, out))
+            todo += map(int, out)
+        assert len(want) >= 4, want  # the setsid shell, its two sleeps, and the outer sleep
+        assert found == want
+        assert task.pid not in found
+    finally:
+        for pid in [task.pid, *kill.descendants(task.pid)]:
+            kill._kill(pid, signal.SIGKILL)
+        task.wait(timeout=10)

@@ -65,7 +65,17 @@ def kill_tree(pid: int | None, grace: float, wait_root=None, mark: str | None = 
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of pid (not pid itself), from /proc; those that left its group too."""
+    """Every live descendant of pid (not pid itself), from /proc; those that left its group too.
+
+    Walked down from pid through each thread's `children` list, which costs a few reads per process of
+    ours; on a kernel without those lists (CONFIG_PROC_CHILDREN), from every process's `stat`, which
+    costs ~10 us per process on the machine (~1 ms at 80, ~10 ms on a desktop's 1,000). Either is a
+    snapshot: what forks meanwhile is found by the caller's next look.
+    """
+    try:
+        return _walk_children(pid)
+    except _NoChildrenLists:
+        pass
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -78,6 +88,38 @@ def descendants(pid: int) -> list[int]:
         for child in children.get(todo.pop(), ()):
             out.append(child)
             todo.append(child)
+    return out
+
+
+class _NoChildrenLists(Exception):
+    pass
+
+
+def _walk_children(pid: int) -> list[int]:
+    out, todo, seen = [], [pid], {pid}
+    while todo:
+        parent = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            if parent == pid and not os.path.exists("/proc/self/task"):
+                raise _NoChildrenLists from None
+            continue  # gone meanwhile: its children went to a reaper, found under it or by the next look
+        for tid in threads:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    listed = f.read().split()
+            except FileNotFoundError:
+                if os.path.exists(f"/proc/{parent}/task/{tid}"):
+                    raise _NoChildrenLists from None  # the thread is there, its list is not: no such lists here
+                continue
+            except OSError:
+                continue
+            for child in map(int, listed):
+                if child not in seen:
+                    seen.add(child)
+                    out.append(child)
+                    todo.append(child)
     return out
 
 
