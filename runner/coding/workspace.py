@@ -260,9 +260,15 @@ class Workspaces:
             if self.is_ours(branch) or path.exists():
                 continue  # ours from an earlier attempt, or a leftover folder
             sparse = self._is_sparse()
-            # Only the registration is under the run's lock; the checkout (seconds in a big repository) is not,
-            # so agents fill their worktrees side by side.
-            proc = self._worktree("add", "-q", "--no-checkout", "-b", branch, str(path), start, check=False)
+            # Only the registration is under the run's lock; the branch (made only if no branch has the name)
+            # and the checkout (seconds in a big repository) are not, so agents set up side by side.
+            if not self.git.ok(self.repo, "update-ref", "-m", "wvo-batch: attempt", f"refs/heads/{branch}", start, ""):
+                if self._ref(branch):
+                    continue  # someone else's branch has the name
+                raise GitError(["update-ref", f"refs/heads/{branch}", start], 1, "cannot create the branch")
+            proc = self._worktree("add", "-q", "--no-checkout", str(path), branch, check=False)
+            if proc.returncode != 0:
+                self.git.run(self.repo, "update-ref", "-d", f"refs/heads/{branch}", start, check=False)  # ours, unused
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 ws = Workspace(str(path), branch, start, task_id)
@@ -277,8 +283,7 @@ class Workspaces:
                         f"({len(left)} file(s) left out, e.g. {left[0]}); run `git sparse-checkout disable`, or use "
                         f"workspace mode shared")
                 return ws
-            if not self._ref(branch):  # the name is not someone else's branch: a real failure
-                raise GitError(["worktree", "add", "-b", branch, str(path), start], proc.returncode, proc.stderr)
+            raise GitError(["worktree", "add", str(path), branch], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
 
     def _is_sparse(self) -> bool:
@@ -372,6 +377,7 @@ class Workspaces:
         replaced): no attempt's work is lost.
         """
         wip = None if saved else self.wip_commit(ws, reason)  # a worktree no longer ours raises: it is kept
+        _empty_checkout(Path(ws.path))  # its files go outside the run's lock, which the other agents wait on
         # Twice --force: also when the task locked it (`git worktree lock`); everything in it is committed.
         self._worktree("remove", "--force", "--force", ws.path)
         self._record(ws.branch, path=None)
@@ -517,6 +523,22 @@ def recover(state_dir: str | Path, git: Git | None = None) -> tuple[Workspaces, 
     return spaces, spaces.recover()
 
 
+def _empty_checkout(path: Path) -> None:
+    """Delete what is in a linked worktree of ours but its `.git` file (git removes the rest); best effort."""
+    if not (path / ".git").is_file():
+        return  # not a linked worktree any more: git decides what happens to it
+    for entry in os.scandir(path):
+        if entry.name == ".git":
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def ensure_landing_worktree(sp: "Workspaces", path: Path | None = None, at: str | None = None) -> Path:
     """The landing worktree (or another of the landing queue's, at `path`), created the first time detached at
     `at` (default: `into`'s tip). Only its registration is under the run's lock; the checkout is not, so the
@@ -525,10 +547,11 @@ def ensure_landing_worktree(sp: "Workspaces", path: Path | None = None, at: str 
     if not (path / ".git").exists():
         if path.exists():
             shutil.rmtree(path)
-        sp._worktree("remove", "--force", str(path), check=False)  # stale registration
         sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         at = at or f"refs/heads/{sp.into}"
-        sp._worktree("add", "-q", "--no-checkout", "--detach", str(path), at)
+        if not sp._worktree("add", "-q", "--no-checkout", "--detach", str(path), at, check=False).returncode == 0:
+            sp._worktree("remove", "--force", str(path), check=False)  # a stale registration (a crash): once more
+            sp._worktree("add", "-q", "--no-checkout", "--detach", str(path), at)
         sp.git.run(path, "reset", "-q", "--hard", at)
     return path
 
