@@ -113,6 +113,7 @@ class SpeculativeLander:
         self._window: list[_Candidate] = []  # the coordinator's own
         self._free = list(range(self.k))  # free slots; the coordinator's own
         self._cas_misses = 0  # `into` moved under the head this many times in a row
+        self._tip: str | None = None  # `into`'s tip when last read or moved by us; the coordinator's own
         self._thread: threading.Thread | None = None
 
     # -- from the run's thread
@@ -172,7 +173,11 @@ class SpeculativeLander:
 
     def _step(self) -> None:
         sp = self.spaces
-        tip = sp.tip()
+        if self._tip is None or (self._window and self._window[0].state in (PASSED, FAILED, CONFLICT)):
+            # read afresh before a verdict; otherwise candidates are merged on the last tip read (one that
+            # someone else moved since is seen, and all merged again, before the head gets its verdict)
+            self._tip = sp.tip()
+        tip = self._tip
         while self._window and self._window[0].base == tip and self._window[0].state in (PASSED, FAILED, CONFLICT):
             head = self._window[0]
             if head.state == PASSED and head.merge != tip:
@@ -216,6 +221,7 @@ class SpeculativeLander:
                     continue
             expected = c.leaves()
             i += 1
+        self._tip = tip
         with self._cv:  # room freed at the head, or a head with its verdict already: look again now
             if (self._incoming and len(self._window) < self.k) or (self._window and self._window[0].state not in (NEW, CHECKING)):
                 self._changed = True
