@@ -444,3 +444,22 @@ def test_an_agent_attached_to_the_run_restores_into_and_skips_a_branch_name_that
     assert not Path(ws.path).exists() and len(worktrees(repo)) == 1
     sp.reload()
     assert sp.owned()[ws.branch]["task"] == "t"
+
+
+def test_passed_candidates_at_the_head_land_together_by_one_compare_and_swap_in_order(repo, tmp_path):
+    # t0's check ends only after t1's and t2's passed: the three land by one update-ref of `into` to t2's
+    # merge, whose first-parent line holds t0's and t1's merges, in order; each gets its own Landed verdict.
+    edits = [{f"f{i}.txt": f"t{i}\n"} for i in range(3)]
+    sp, names = branches(repo, tmp_path / "state", edits)
+    start = sp.tip()
+    done = tmp_path / "done"
+    done.mkdir()
+    wait = f'i=0; while [ "$(ls {done} | wc -l)" -lt 2 ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done'
+    check = f'if [ "$WVO_TASK_ID" = t0 ]; then {wait}; else touch {done}/$WVO_TASK_ID; fi; true'
+    verdicts = land_all(sp, names, 3, checks_by({i: check for i in range(3)}, tmp_path))
+    assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")]
+    line = git(repo, "log", "--first-parent", "--reverse", "--format=%H %s", f"{start}..{INTO}").splitlines()
+    assert [x.split(" ", 1)[1] for x in line] == [f"Land t{i}: edit {i}" for i in range(3)]
+    assert [v.commit for _, v in verdicts] == [x.split(" ", 1)[0] for x in line]
+    moves = git(repo, "reflog", "--format=%gs", f"refs/heads/{INTO}").splitlines()
+    assert len(moves) == 2 and "and the 2 before it" in moves[0], moves  # created, then one move for the three

@@ -8,6 +8,7 @@
                                           ▼
     the head, once its base is `into`'s tip and its checks are over:
        passed   ──▶ update-ref refs/heads/<into> <merge> <tip>  (compare-and-swap) ──▶ Landed
+                    (with the passed ones right behind it: one update-ref to the last of them)
        failed   ──▶ ChecksFailed       conflict ──▶ Conflict      ──▶ on_verdict(job, verdict), in order
 
 A candidate is built on the assumption that those ahead of it land (one whose checks still run) or do
@@ -180,24 +181,37 @@ class SpeculativeLander:
         tip = self._tip
         while self._window and self._window[0].base == tip and self._window[0].state in (PASSED, FAILED, CONFLICT):
             head = self._window[0]
-            if head.state == PASSED and head.merge != tip:
-                refuse_if_checked_out(sp.repo, sp.into, sp.git)  # the user may have checked it out since
-                if not sp.git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {head.message}", f"refs/heads/{sp.into}",
-                                 head.merge, tip):  # fmt: skip
-                    self._cas_misses += 1
-                    if self._cas_misses >= _CAS_TRIES:
-                        raise WorkspaceError(f"{sp.into!r} kept moving while {head.branch} was landed; "
-                                             "is another program writing it?")  # fmt: skip
-                    tip = sp.tip()  # moved under us: everything is merged again on its new tip
-                    break
-            self._cas_misses = 0
             if head.state == PASSED:
-                sp.mark(head.branch, BranchState.LANDED, landed=head.merge)
-                verdict: object = Landed(head.branch, head.merge, already=head.merge == head.base)
-                tip = head.merge
-            elif head.state == FAILED:
+                # the passed candidates at the head, each merged on the one before: one compare-and-swap lands
+                # them all (`into` gets the same commits in the same order; every one of them on its first-parent line)
+                run = [head]
+                for c in self._window[1:]:
+                    if c.state != PASSED or c.base != run[-1].merge:
+                        break
+                    run.append(c)
+                last = run[-1].merge
+                if last != tip:
+                    refuse_if_checked_out(sp.repo, sp.into, sp.git)  # the user may have checked it out since
+                    why = run[-1].message + (f" (and the {len(run) - 1} before it)" if len(run) > 1 else "")
+                    if not sp.git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {why}", f"refs/heads/{sp.into}", last, tip):
+                        self._cas_misses += 1
+                        if self._cas_misses >= _CAS_TRIES:
+                            raise WorkspaceError(f"{sp.into!r} kept moving while {head.branch} was landed; "
+                                                 "is another program writing it?")  # fmt: skip
+                        tip = sp.tip()  # moved under us: everything is merged again on its new tip
+                        break
+                self._cas_misses = 0
+                for c in run:
+                    sp.mark(c.branch, BranchState.LANDED, landed=c.merge)
+                    self._window.pop(0)
+                    self._on_verdict(c.job, Landed(c.branch, c.merge, already=c.merge == c.base))
+                    self._release(c)
+                tip = last
+                continue
+            self._cas_misses = 0
+            if head.state == FAILED:
                 sp.mark(head.branch, BranchState.CHECKS_FAILED)
-                verdict = ChecksFailed(head.branch, str(head.detail))
+                verdict: object = ChecksFailed(head.branch, str(head.detail))
             else:
                 sp.mark(head.branch, BranchState.CONFLICT, conflict=head.detail)
                 verdict = Conflict(head.branch, list(head.detail))
