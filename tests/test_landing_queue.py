@@ -361,3 +361,105 @@ def test_utilisation_counts_the_agents_time_not_the_wait_to_land(tmp_path):
     telemetry = doc["telemetry"]
     assert 0 < telemetry["utilization"] <= 1.0, telemetry
     assert telemetry["makespan_s"] >= 6 * 0.4, telemetry  # the makespan still runs to the last landing
+
+
+# -- merges without a worktree, slots, the default k (issue 22, workload 11) --------------------------------
+
+
+def test_merge_commit_is_what_merge_no_ff_makes_and_names_the_same_conflicts(repo, tmp_path):
+    # The queue merges with merge-tree + commit-tree (no checkout on its critical path): the same tree,
+    # parents and message as `git merge --no-ff` in a worktree, and the same conflicting files.
+    edits = [{"f0.txt": "t0\n", "new.txt": "new\n"}, {"shared.txt": "t1's line\n"}, {"shared.txt": "t2's line\n", "f3.txt": "x\n"}]
+    sp, names = branches(repo, tmp_path / "state", edits)
+    from runner.coding.landing import merge_commit
+
+    base = sp.tip()
+    on_top = merge_commit(sp, base, names[1], "Land t1: edit 1")
+    assert isinstance(on_top, str)
+    scratch = tmp_path / "scratch"
+    git(repo, "worktree", "add", "-q", "--detach", str(scratch), on_top)
+    for name, parent in ((names[0], base), (names[0], on_top), (names[2], on_top)):
+        got = merge_commit(sp, parent, name, "Land: x")
+        git(scratch, "reset", "-q", "--hard", parent)
+        merged = subprocess.run(["git", "-C", str(scratch), "merge", "-q", "--no-ff", "--no-edit", "-m", "Land: x", name],
+                                capture_output=True, text=True)  # fmt: skip
+        if merged.returncode == 0:
+            assert isinstance(got, str), got
+            want = git(scratch, "show", "-s", "--format=%T %P%n%B", "HEAD")
+            assert git(repo, "show", "-s", "--format=%T %P%n%B", got) == want
+        else:
+            assert got == sorted(f for f in git(scratch, "diff", "--name-only", "--diff-filter=U").split()), got
+            git(scratch, "merge", "--abort")
+    assert merge_commit(sp, on_top, names[1], "Land: again") == on_top  # already on it: no commit
+
+
+def test_a_landing_worktree_that_cannot_be_made_drops_only_its_candidate(repo, tmp_path):
+    # Slot 2's folder is a file: its candidate gets the error as its verdict; those around it land, and the
+    # one behind it (merged on top of it at first) is merged again without it.
+    from runner.coding.speculative import slot_path
+
+    edits = [{f"f{i}.txt": f"t{i}\n"} for i in range(3)]
+    sp, names = branches(repo, tmp_path / "state", edits)
+    slot_path(sp, 1).write_text("not a folder\n")
+    verdicts = land_all(sp, names, 3, checks_by({i: "true" for i in range(3)}, tmp_path))
+    assert sorted(kinds(verdicts)) == [(0, "Landed"), (1, "NotADirectoryError"), (2, "Landed")]
+    assert [s for s, _ in first_parent_trees(repo, sp.base_commit)] == ["Land t0: edit 0", "Land t2: edit 2"]
+    assert subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{INTO}:f1.txt"]).returncode == 0
+    assert git(repo, "show", f"{INTO}:f1.txt") == "file 1\n"
+
+
+def test_the_default_k_follows_the_agents(tmp_path):
+    # Nine tasks end together on nine agents, no --land-parallel: all nine landing checks run at once (the
+    # default was min(8, agents): the ninth waited for a slot, and the checks for the ninth timed out).
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    n = 9
+    check = (f'case "$PWD" in */landing*) touch {seen}/started.$WVO_TASK_ID; i=0; '
+             f'while [ "$(ls {seen} | grep -c started)" -lt {n} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; '
+             f'ls {seen} | grep -c started > {seen}/saw.$WVO_TASK_ID;; esac; true')  # fmt: skip
+    tasks = "".join(f"  - id: t{i}\n    command: \"echo {i} > f{i}.txt\"\n" for i in range(n))
+    repo = make_repo(tmp_path, WORKTREE + f"  checks: [{json.dumps(check)}]\ntasks:\n" + tasks)
+    code, doc, err = run_json(repo, "-j", str(n), timeout=150)
+    assert code == 0, err[-2000:]
+    saw = {p.name: p.read_text().strip() for p in seen.glob("saw.*")}
+    assert saw == {f"saw.t{i}": str(n) for i in range(n)}, "the landings' checks did not all run at once"
+    assert len(worktrees(repo)) == 1
+
+
+def test_an_agent_attached_to_the_run_restores_into_and_skips_a_branch_name_that_is_taken(repo, tmp_path):
+    # Agents attach to the manager's workspaces without checking them again; what the checks did for them
+    # still holds: `into` deleted by the user starts again at the run's base, and a branch of someone else
+    # with the attempt's name is left alone (the attempt takes the next name).
+    sp = Workspaces(repo, tmp_path / "state", "r1", INTO)
+    git(repo, "branch", "wvo/r1/t", "main")  # the user's, not ours
+    git(repo, "branch", "-D", INTO)
+    agent = Workspaces.attach(tmp_path / "state")
+    ws = agent.create("t")
+    assert ws.branch == "wvo/r1/t-2" and ws.base_commit == sp.base_commit
+    assert git(repo, "rev-parse", INTO).strip() == sp.base_commit
+    assert git(repo, "rev-parse", "wvo/r1/t").strip() == git(repo, "rev-parse", "main").strip()
+    Path(ws.path, "f1.txt").write_text("by t\n")
+    assert agent.commit_all(ws, "t") is not None
+    agent.remove(ws, saved=True)
+    assert not Path(ws.path).exists() and len(worktrees(repo)) == 1
+    sp.reload()
+    assert sp.owned()[ws.branch]["task"] == "t"
+
+
+def test_passed_candidates_at_the_head_land_together_by_one_compare_and_swap_in_order(repo, tmp_path):
+    # t0's check ends only after t1's and t2's passed: the three land by one update-ref of `into` to t2's
+    # merge, whose first-parent line holds t0's and t1's merges, in order; each gets its own Landed verdict.
+    edits = [{f"f{i}.txt": f"t{i}\n"} for i in range(3)]
+    sp, names = branches(repo, tmp_path / "state", edits)
+    start = sp.tip()
+    done = tmp_path / "done"
+    done.mkdir()
+    wait = f'i=0; while [ "$(ls {done} | wc -l)" -lt 2 ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done'
+    check = f'if [ "$WVO_TASK_ID" = t0 ]; then {wait}; else touch {done}/$WVO_TASK_ID; fi; true'
+    verdicts = land_all(sp, names, 3, checks_by({i: check for i in range(3)}, tmp_path))
+    assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")]
+    line = git(repo, "log", "--first-parent", "--reverse", "--format=%H %s", f"{start}..{INTO}").splitlines()
+    assert [x.split(" ", 1)[1] for x in line] == [f"Land t{i}: edit {i}" for i in range(3)]
+    assert [v.commit for _, v in verdicts] == [x.split(" ", 1)[0] for x in line]
+    moves = git(repo, "reflog", "--format=%gs", f"refs/heads/{INTO}").splitlines()
+    assert len(moves) == 2 and "and the 2 before it" in moves[0], moves  # created, then one move for the three

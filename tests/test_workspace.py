@@ -286,6 +286,7 @@ def test_recovery_after_a_crash_mid_landing_leaves_into_consistent(repo, state):
     # The crash: a merge of b half done in the landing worktree (MERGE_HEAD, conflict markers, a stale
     # index.lock), and c's agent killed with its edits uncommitted.
     landing = sp.landing_path
+    git(landing, "reset", "-q", "--hard", INTO)  # merges are made without a worktree: as the checks would see a's
     git(landing, "merge", "--no-ff", "-m", "x", b.branch, check=False)
     admin = Path(git(landing, "rev-parse", "--absolute-git-dir"))
     assert (admin / "MERGE_HEAD").exists()

@@ -137,7 +137,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
     began = time.monotonic()
     start = time.time()
     try:
-        spaces = Workspaces(w["repo"], w["state_dir"], w["run"], w["into"])
+        spaces = Workspaces.attach(w["state_dir"])  # the manager opened them: nothing is checked again here
         ws = spaces.create(msg.task_id)
     except (GitError, WorkspaceError, OSError) as exc:
         _append(msg.log_path, f"wvo-batch: cannot create the worktree: {exc}\n")
@@ -181,9 +181,10 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
                 info["state"] = "committed"
                 if msg.checks:
                     result = after_checks(replace(msg, env=env), result, ws.path, base_env, began, conn)
-                    # checks may leave files behind: back to the commit, nothing of theirs is kept
-                    spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
-                    spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
+                    if w.get("keep"):  # checks may leave files behind: back to the commit, nothing of theirs is kept
+                        spaces.git.run(ws.path, "reset", "-q", "--hard", check=False)
+                        spaces.git.run(ws.path, "clean", "-q", "-fd", check=False)
+                    # else the worktree goes below with whatever they left (remove --force): a checkout less
         else:
             wip = spaces.wip_commit(ws, f"{msg.task_id} attempt {msg.attempt}: {result.outcome}")
             info["commit"], info["state"] = wip, "wip"

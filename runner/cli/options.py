@@ -134,7 +134,7 @@ OPTIONS = (
     Param("into", ("--into",), str, None, "WVO_INTO", "The branch results land on (default: wvo/<roadmap name>)."),
     Param("keep_worktrees", ("--keep-worktrees",), bool, False, "WVO_KEEP_WORKTREES", "Keep each attempt's worktree after the run."),
     Param("land_parallel", ("--land-parallel",), int, None, "WVO_LAND_PARALLEL",
-          "Landings checked at once, each merged on top of those ahead (default: min(8, agents); 1: one at a time)."),
+          "Landings checked at once, each merged on top of those ahead (default: the number of agents; 1: one at a time)."),
     Param("budget", ("--budget",), float, None, "WVO_BUDGET", "USD: once agent CLIs spent this, start no new attempt (exit 1)."),
     Param("budget_unknown_cost", ("--budget-unknown-cost",), str, None, "WVO_BUDGET_UNKNOWN_COST",
           "error (default) or ok: --budget with a CLI that reports no cost is refused, or runs with a warning."),

@@ -1,8 +1,8 @@
-"""The landing queue: one task branch at a time merged onto `into`, in a worktree of our own, never the user's.
+"""The landing queue: one task branch at a time merged onto `into`, checked in a worktree of our own, never the user's.
 
-    landing worktree (<state>/landing, detached HEAD at into's tip, reused)
-      │ reset --hard <into>; clean -fd (before every merge, and after every landing's checks)
-      │ merge --no-ff -m "Land <id>: <title>" <branch>   ── conflict ──▶ merge --abort, Conflict(files)
+    merge-tree --write-tree <into> <branch>   ── conflict ──▶ Conflict(files)   (no worktree touched)
+    commit-tree <tree> -p <into> -p <branch> -m "Land <id>: <title>"   (what `merge --no-ff` makes)
+      │ landing worktree (<state>/landing, detached, reused): reset --hard <merge>; clean -fd
       │ checks(landing worktree)                          ── fail ──────▶ reset --hard <old>, ChecksFailed
       │ reset --hard <new>; clean -fd  (what a check rewrote or left is gone before the next landing)
       ▼
@@ -10,7 +10,7 @@
 
 Lander lands one branch at a time (`--resume`'s recovery). The run's queue is runner.coding.speculative:
 it checks the next k branches in parallel, each merged on top of the ones ahead of it, with the same
-helpers (merge_in, reset_to); with k = 1 it does exactly what Lander does.
+helpers (merge_commit, reset_to); with k = 1 it does exactly what Lander does.
 
 Strategy: a merge commit (`--no-ff`), not rebase + fast-forward. The agent's commits keep their ids,
 so every landed branch tip is an ancestor of `into` (what `finish` verifies before deleting a branch),
@@ -19,7 +19,7 @@ commits, the fixed message and the fixed identity.
 
 Crash safety: until the update-ref, nothing but objects and our own worktree has changed; update-ref
 replaces the ref through a lock file and a rename, so after a SIGKILL at any point `into` is either the
-old tip or the merge, and the object store holds only whole objects (`git fsck` clean). A merge left
+old tip or the merge, and the object store holds only whole objects (`git fsck` clean). A checkout left
 half-done in the landing worktree is thrown away by `remove_landing_worktree` (it holds nothing that is
 not on some branch), and `Workspaces.recover` sees a task already on `into` by ancestry.
 """
@@ -108,7 +108,7 @@ class Lander:
         refuse_if_checked_out(sp.repo, sp.into, git)  # the user may have checked it out since the start
         path = ensure_landing_worktree(sp)
         old = git.out(path, "rev-parse", f"refs/heads/{sp.into}")
-        merged = merge_in(sp, path, old, branch, message)
+        merged = merge_commit(sp, old, branch, message)
         if isinstance(merged, list):
             sp.mark(branch, BranchState.CONFLICT, conflict=merged)
             return Conflict(branch, merged)
@@ -118,6 +118,7 @@ class Lander:
             return Landed(branch, old, already=True)
         if checks is not None:
             try:
+                reset_to(sp, path, new)  # the merged result checked out, nothing of an earlier landing left
                 ok, detail = checks(str(path))
             except BaseException:
                 reset_to(sp, path, old)
@@ -146,22 +147,23 @@ def landing_message(sp: Workspaces, branch: str, title: str) -> str:
     return f"Land {rec['task']}: {(title.splitlines() or [''])[0]}".rstrip()
 
 
-def merge_in(sp: Workspaces, path: Path, base: str, branch: str, message: str) -> str | list[str]:
-    """In a landing worktree: reset to `base` (nothing of an earlier landing or its checks is left), merge the
-    branch; the merge commit (`base` itself when the branch is on it already), or the conflicting files (the
-    worktree back at `base`). Raises GitError when the merge fails without a conflict."""
+def merge_commit(sp: Workspaces, base: str, branch: str, message: str) -> str | list[str]:
+    """The merge of a branch onto `base`, made without a worktree (`merge-tree`, then `commit-tree`): the merge
+    commit (`base` itself when the branch is on it already), or the conflicting files. What `merge --no-ff`
+    makes, tree, parents, message and identity, but nothing is checked out: the coordinator of the landing
+    queue merges one candidate after another without waiting on a checkout. Raises GitError when git fails
+    in another way."""
     git = sp.git
-    reset_to(sp, path, base)
-    proc = git.run(path, "merge", "--no-ff", "--no-edit", "--no-stat", "--no-log", "--no-verify",
-                   "-m", message, f"refs/heads/{branch}", check=False, author=LANDER)
-    if proc.returncode != 0:
-        files = [f for f in git.out(path, "diff", "--name-only", "-z", "--diff-filter=U").split("\0") if f]
-        git.run(path, "merge", "--abort", check=False)
-        reset_to(sp, path, base)
-        if not files:
-            raise GitError(["merge", branch], proc.returncode, proc.stderr or proc.stdout)
-        return files
-    return git.out(path, "rev-parse", "HEAD")
+    tip = git.out(sp.repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
+    if git.ok(sp.repo, "merge-base", "--is-ancestor", tip, base):
+        return base  # "Already up to date"
+    proc = git.run(sp.repo, "merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", base, tip, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(["merge-tree", base, branch], proc.returncode, proc.stderr or proc.stdout)
+    tree, *files = proc.stdout.split("\0")
+    if proc.returncode == 1:
+        return list(dict.fromkeys(f for f in files if f))  # a file in conflict in several ways is named once
+    return git.out(sp.repo, "commit-tree", tree, "-p", base, "-p", tip, "-m", message, author=LANDER)
 
 
 def reset_to(sp: Workspaces, path: Path, commit: str) -> None:

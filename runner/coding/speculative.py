@@ -1,12 +1,14 @@
 """The run's landing queue: the next k branches checked at once, each merged on top of the ones ahead (Zuul).
 
     submit(job) ──▶ incoming (FIFO) ──▶ window of at most k candidates, in landing order
-                                          │ candidate i: merge_in(slot i, base = what candidate i-1 leaves on
-                                          │   `into` if it lands; `into`'s tip for the first), then its checks
-                                          │   in a thread of its own (landing_checks: TERM → grace → KILL)
+                                          │ candidate i: merge_commit(base = what candidate i-1 leaves on
+                                          │   `into` if it lands; `into`'s tip for the first): no worktree;
+                                          │ then, in a thread of its own, the merge checked out in slot i and
+                                          │   its checks (landing_checks: TERM → grace → KILL)
                                           ▼
     the head, once its base is `into`'s tip and its checks are over:
        passed   ──▶ update-ref refs/heads/<into> <merge> <tip>  (compare-and-swap) ──▶ Landed
+                    (with the passed ones right behind it: one update-ref to the last of them)
        failed   ──▶ ChecksFailed       conflict ──▶ Conflict      ──▶ on_verdict(job, verdict), in order
 
 A candidate is built on the assumption that those ahead of it land (one whose checks still run) or do
@@ -16,9 +18,12 @@ candidate drops only itself. A verdict is given only at the head, on `into`'s re
 gets the verdict the one-at-a-time queue (runner.coding.landing.Lander) would give it, in the same order,
 with the same merge commits; with k = 1 the two do the same thing.
 
-Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), reset before every merge
-and after every check. One thread (the coordinator) runs git and gives verdicts; the checks' threads only
-run checks and hand back (ok, detail). Verdicts go to on_verdict from the coordinator thread.
+Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), made on first use and reset
+to the merge before every check (what an earlier check left goes then). One thread (the coordinator) merges
+and gives verdicts; it never waits on a checkout: merges are made without a worktree (merge-tree,
+commit-tree), and each candidate's thread checks its merge out, runs its checks and hands back (ok,
+detail). A slot that cannot be made ready drops only its candidate. Verdicts go to on_verdict from the
+coordinator thread.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from runner.coding.landing import (
     Interrupted,
     Landed,
     landing_message,
-    merge_in,
+    merge_commit,
     reset_to,
 )
 from runner.coding.workspace import (
@@ -54,6 +59,7 @@ from runner.coding.workspace import (
 ChecksFor = Callable[[str, threading.Event], "Checks | None"]
 
 NEW, CHECKING, PASSED, FAILED, CONFLICT = "new", "checking", "passed", "failed", "conflict"
+BROKEN = "broken"  # its landing worktree could not be made ready: dropped with the error as its verdict
 
 
 def slot_path(sp: Workspaces, index: int) -> Path:
@@ -108,6 +114,7 @@ class SpeculativeLander:
         self._window: list[_Candidate] = []  # the coordinator's own
         self._free = list(range(self.k))  # free slots; the coordinator's own
         self._cas_misses = 0  # `into` moved under the head this many times in a row
+        self._tip: str | None = None  # `into`'s tip when last read or moved by us; the coordinator's own
         self._thread: threading.Thread | None = None
 
     # -- from the run's thread
@@ -167,27 +174,44 @@ class SpeculativeLander:
 
     def _step(self) -> None:
         sp = self.spaces
-        tip = sp.tip()
-        while self._window and self._window[0].base == tip and self._window[0].state not in (NEW, CHECKING):
+        if self._tip is None or (self._window and self._window[0].state in (PASSED, FAILED, CONFLICT)):
+            # read afresh before a verdict; otherwise candidates are merged on the last tip read (one that
+            # someone else moved since is seen, and all merged again, before the head gets its verdict)
+            self._tip = sp.tip()
+        tip = self._tip
+        while self._window and self._window[0].base == tip and self._window[0].state in (PASSED, FAILED, CONFLICT):
             head = self._window[0]
-            if head.state == PASSED and head.merge != tip:
-                refuse_if_checked_out(sp.repo, sp.into, sp.git)  # the user may have checked it out since
-                if not sp.git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {head.message}", f"refs/heads/{sp.into}",
-                                 head.merge, tip):  # fmt: skip
-                    self._cas_misses += 1
-                    if self._cas_misses >= _CAS_TRIES:
-                        raise WorkspaceError(f"{sp.into!r} kept moving while {head.branch} was landed; "
-                                             "is another program writing it?")  # fmt: skip
-                    tip = sp.tip()  # moved under us: everything is merged again on its new tip
-                    break
-            self._cas_misses = 0
             if head.state == PASSED:
-                sp.mark(head.branch, BranchState.LANDED, landed=head.merge)
-                verdict: object = Landed(head.branch, head.merge, already=head.merge == head.base)
-                tip = head.merge
-            elif head.state == FAILED:
+                # the passed candidates at the head, each merged on the one before: one compare-and-swap lands
+                # them all (`into` gets the same commits in the same order; every one of them on its first-parent line)
+                run = [head]
+                for c in self._window[1:]:
+                    if c.state != PASSED or c.base != run[-1].merge:
+                        break
+                    run.append(c)
+                last = run[-1].merge
+                if last != tip:
+                    refuse_if_checked_out(sp.repo, sp.into, sp.git)  # the user may have checked it out since
+                    why = run[-1].message + (f" (and the {len(run) - 1} before it)" if len(run) > 1 else "")
+                    if not sp.git.ok(sp.repo, "update-ref", "-m", f"wvo-batch: {why}", f"refs/heads/{sp.into}", last, tip):
+                        self._cas_misses += 1
+                        if self._cas_misses >= _CAS_TRIES:
+                            raise WorkspaceError(f"{sp.into!r} kept moving while {head.branch} was landed; "
+                                                 "is another program writing it?")  # fmt: skip
+                        tip = sp.tip()  # moved under us: everything is merged again on its new tip
+                        break
+                self._cas_misses = 0
+                for c in run:
+                    sp.mark(c.branch, BranchState.LANDED, landed=c.merge)
+                    self._window.pop(0)
+                    self._on_verdict(c.job, Landed(c.branch, c.merge, already=c.merge == c.base))
+                    self._release(c)
+                tip = last
+                continue
+            self._cas_misses = 0
+            if head.state == FAILED:
                 sp.mark(head.branch, BranchState.CHECKS_FAILED)
-                verdict = ChecksFailed(head.branch, str(head.detail))
+                verdict: object = ChecksFailed(head.branch, str(head.detail))
             else:
                 sp.mark(head.branch, BranchState.CONFLICT, conflict=head.detail)
                 verdict = Conflict(head.branch, list(head.detail))
@@ -199,6 +223,9 @@ class SpeculativeLander:
         i = 0
         while i < len(self._window):
             c = self._window[i]
+            if c.state == BROKEN:
+                self._drop(i, c.detail)
+                continue
             if c.base != expected:
                 self._halt(c)
                 try:
@@ -208,51 +235,64 @@ class SpeculativeLander:
                     continue
             expected = c.leaves()
             i += 1
+        self._tip = tip
         with self._cv:  # room freed at the head, or a head with its verdict already: look again now
             if (self._incoming and len(self._window) < self.k) or (self._window and self._window[0].state not in (NEW, CHECKING)):
                 self._changed = True
 
     def _build(self, c: _Candidate, base: str) -> None:
+        """Merge c on `base` here (no worktree: a few milliseconds), then check it out and check it in a thread."""
         sp = self.spaces
         if not c.message:
             sp.reload()  # the agent journalled the branch in its own process
             c.message = landing_message(sp, c.branch, c.title)  # refuses a branch not ours, or moved back
-        if c.slot is None:
-            c.slot = self._free.pop(0)
-        path = ensure_landing_worktree(sp, slot_path(sp, c.slot))
         c.base, c.merge, c.detail = base, None, ""
-        merged = merge_in(sp, path, base, c.branch, c.message)
+        merged = merge_commit(sp, base, c.branch, c.message)
         if isinstance(merged, list):
             c.state, c.detail = CONFLICT, merged
             return
         c.merge = merged
-        checks = None if merged == base or c.checks_for is None else c.checks_for(str(path), c.cancel)
+        if merged == base or c.checks_for is None:
+            c.state = PASSED
+            return
+        if c.slot is None:
+            c.slot = self._free.pop(0)
+        path = slot_path(sp, c.slot)
+        checks = c.checks_for(str(path), c.cancel)
         if checks is None:
             c.state = PASSED
             return
         c.state = CHECKING
-        c.thread = threading.Thread(target=self._check, args=(c, c.gen, checks, path), name="wvo-landing-check",
+        c.thread = threading.Thread(target=self._check, args=(c, c.gen, checks, path, merged), name="wvo-landing-check",
                                     daemon=True)  # fmt: skip
         c.thread.start()
 
-    def _check(self, c: _Candidate, gen: int, checks: Checks, path: Path) -> None:
-        """A checks thread: run them on the merged result, leave the worktree clean, hand back the verdict."""
+    def _check(self, c: _Candidate, gen: int, checks: Checks, path: Path, merged: str) -> None:
+        """A checks thread: the merge checked out in the candidate's landing worktree, then its checks; the verdict
+        handed back. The next merge checked out there resets what the checks left (reset --hard, clean -fd)."""
+        error = None
         try:
-            ok, detail = checks(str(path))
-        except Exception as exc:  # noqa: BLE001 - a checks runner that broke fails the candidate, with why
-            ok, detail = False, f"the checks could not run: {exc}"
-        back_to = c.merge if ok else c.base
+            if (path / ".git").exists():
+                reset_to(self.spaces, path, merged)
+            else:
+                ensure_landing_worktree(self.spaces, path, at=merged)
+        except (GitError, WorkspaceError, OSError) as exc:
+            error = exc
+        if error is not None:
+            ok, detail = False, error
+        elif c.cancel.is_set():
+            ok, detail = False, "cancelled"
+        else:
+            try:
+                ok, detail = checks(str(path))
+            except Exception as exc:  # noqa: BLE001 - a checks runner that broke fails the candidate, with why
+                ok, detail = False, f"the checks could not run: {exc}"
         with self._cv:
             if c.gen == gen:
-                c.detail, c.state = ("", PASSED) if ok else (detail, FAILED)  # the state last: read without the lock
+                c.detail = "" if ok else detail
+                c.state = PASSED if ok else (BROKEN if error is not None else FAILED)  # the state last: read without the lock
                 self._changed = True
                 self._cv.notify()
-        # What the checks changed goes now, while the coordinator goes on: it joins this thread before the slot
-        # is used again (_halt, _release), and the next merge there resets it anyway.
-        try:
-            reset_to(self.spaces, path, back_to)
-        except (GitError, OSError):
-            pass
 
     def _halt(self, c: _Candidate) -> None:
         """Stop a candidate's checks (TERM, grace, KILL through its cancel) and wait for them."""

@@ -73,19 +73,7 @@ class Workspaces:
 
     def __init__(self, repo: str | Path, state_dir: str | Path, run: str, into: str,
                  base: str | None = None, git: Git | None = None):
-        self.git = git or Git()
-        self.repo = find_repo(repo, self.git)
-        self.state_dir = Path(state_dir).resolve()
-        self.run = ref_component(run)
-        self.into = into
-        self.worktrees_dir = self.state_dir / WORKTREES
-        self.landing_path = self.state_dir / LANDING
-        self._lock = threading.Lock()  # guards the journal file and _entries
-        self._entries: dict[str, dict] = {}  # branch -> its journal record (ours only)
-        self._torn = False  # the journal ends mid-line (a crash mid-append): start the next record on a new line
-        self._journal = self.state_dir / JOURNAL
-        self._common: Path | None = None  # the repository's common .git folder, looked up once
-        self._sparse: bool | None = None  # whether new worktrees would be sparse (the user's sparse-checkout)
+        self._fields(find_repo(repo, git or Git()), state_dir, run, into, git)
         sealed.fence(self.state_dir)
         if not self.git.ok(self.repo, "check-ref-format", f"refs/heads/{into}"):
             raise WorkspaceError(f"`into` {into!r} is not a valid branch name")
@@ -102,6 +90,39 @@ class Workspaces:
             self.base_commit = header["base_commit"]
             if not self._ref(into):  # deleted by the user since: start it again where the run began
                 self.git.run(self.repo, "branch", "--no-track", into, self.base_commit)
+
+    def _fields(self, repo: Path, state_dir: str | Path, run: str, into: str, git: Git | None) -> None:
+        self.git = git or Git()
+        self.repo = repo
+        self.state_dir = Path(state_dir).resolve()
+        self.run = ref_component(run)
+        self.into = into
+        self.worktrees_dir = self.state_dir / WORKTREES
+        self.landing_path = self.state_dir / LANDING
+        self._lock = threading.Lock()  # guards the journal file and _entries
+        self._entries: dict[str, dict] = {}  # branch -> its journal record (ours only)
+        self._torn = False  # the journal ends mid-line (a crash mid-append): start the next record on a new line
+        self._journal = self.state_dir / JOURNAL
+        self._common: Path | None = None  # the repository's common .git folder, looked up once
+        self._sparse: bool | None = None  # whether new worktrees would be sparse (the user's sparse-checkout)
+
+    @classmethod
+    def attach(cls, state_dir: str | Path, git: Git | None = None) -> "Workspaces":
+        """An agent's view of the workspaces the manager opened (their journal is in `state_dir`), with nothing
+        checked again: each check is a git process, and a dozen agents set up at once on a few cores. `into`
+        is looked at where it matters: checked out nowhere when it lands (the landing queue), restored at
+        the run's base when the user deleted it (create). Raises WorkspaceError when there is no journal."""
+        path = Path(state_dir) / JOURNAL
+        try:
+            with open(path) as f:
+                header = json.loads(f.readline())
+        except (OSError, ValueError):
+            raise WorkspaceError(f"{path}: no workspace journal") from None
+        self = cls.__new__(cls)
+        self._fields(Path(header["repo"]), state_dir, header["run"], header["into"], git)
+        self._load()
+        self.base_commit = header["base_commit"]
+        return self
 
     @classmethod
     def open(cls, state_dir: str | Path, git: Git | None = None) -> "Workspaces":
@@ -225,7 +246,10 @@ class Workspaces:
 
     def create(self, task_id: str, start_commit: str | None = None) -> Workspace:
         """A fresh worktree on a new branch wvo/<run>/<task> at `start_commit` (default: `into`'s tip)."""
-        start = start_commit or self.tip()
+        start = start_commit or self._ref(self.into)
+        if start is None:  # deleted by the user since: start it again where the run began
+            self.git.run(self.repo, "branch", "--no-track", self.into, self.base_commit, check=False)  # another agent may race
+            start = self.tip()
         if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", start):
             start = self.git.out(self.repo, "rev-parse", "--verify", f"{start}^{{commit}}")
         stem = branch_name(self.run, task_id)
@@ -236,9 +260,15 @@ class Workspaces:
             if self.is_ours(branch) or path.exists():
                 continue  # ours from an earlier attempt, or a leftover folder
             sparse = self._is_sparse()
-            # Only the registration is under the run's lock; the checkout (seconds in a big repository) is not,
-            # so agents fill their worktrees side by side.
-            proc = self._worktree("add", "-q", "--no-checkout", "-b", branch, str(path), start, check=False)
+            # Only the registration is under the run's lock; the branch (made only if no branch has the name)
+            # and the checkout (seconds in a big repository) are not, so agents set up side by side.
+            if not self.git.ok(self.repo, "update-ref", "-m", "wvo-batch: attempt", f"refs/heads/{branch}", start, ""):
+                if self._ref(branch):
+                    continue  # someone else's branch has the name
+                raise GitError(["update-ref", f"refs/heads/{branch}", start], 1, "cannot create the branch")
+            proc = self._worktree("add", "-q", "--no-checkout", str(path), branch, check=False)
+            if proc.returncode != 0:
+                self.git.run(self.repo, "update-ref", "-d", f"refs/heads/{branch}", start, check=False)  # ours, unused
             if proc.returncode == 0:
                 self._record(branch, task=task_id, path=str(path), base_commit=start, state=BranchState.RUNNING.value)
                 ws = Workspace(str(path), branch, start, task_id)
@@ -253,8 +283,7 @@ class Workspaces:
                         f"({len(left)} file(s) left out, e.g. {left[0]}); run `git sparse-checkout disable`, or use "
                         f"workspace mode shared")
                 return ws
-            if not self._ref(branch):  # the name is not someone else's branch: a real failure
-                raise GitError(["worktree", "add", "-b", branch, str(path), start], proc.returncode, proc.stderr)
+            raise GitError(["worktree", "add", str(path), branch], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
 
     def _is_sparse(self) -> bool:
@@ -348,6 +377,7 @@ class Workspaces:
         replaced): no attempt's work is lost.
         """
         wip = None if saved else self.wip_commit(ws, reason)  # a worktree no longer ours raises: it is kept
+        _empty_checkout(Path(ws.path))  # its files go outside the run's lock, which the other agents wait on
         # Twice --force: also when the task locked it (`git worktree lock`); everything in it is committed.
         self._worktree("remove", "--force", "--force", ws.path)
         self._record(ws.branch, path=None)
@@ -493,15 +523,36 @@ def recover(state_dir: str | Path, git: Git | None = None) -> tuple[Workspaces, 
     return spaces, spaces.recover()
 
 
-def ensure_landing_worktree(sp: "Workspaces", path: Path | None = None) -> Path:
-    """The landing worktree (or another of the landing queue's, at `path`), created at `into`'s tip (detached) the first time."""
+def _empty_checkout(path: Path) -> None:
+    """Delete what is in a linked worktree of ours but its `.git` file (git removes the rest); best effort."""
+    if not (path / ".git").is_file():
+        return  # not a linked worktree any more: git decides what happens to it
+    for entry in os.scandir(path):
+        if entry.name == ".git":
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def ensure_landing_worktree(sp: "Workspaces", path: Path | None = None, at: str | None = None) -> Path:
+    """The landing worktree (or another of the landing queue's, at `path`), created the first time detached at
+    `at` (default: `into`'s tip). Only its registration is under the run's lock; the checkout is not, so the
+    landing queue's slots and the agents' worktrees fill side by side."""
     path = path or sp.landing_path
     if not (path / ".git").exists():
         if path.exists():
             shutil.rmtree(path)
-        sp._worktree("remove", "--force", str(path), check=False)  # stale registration
         sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sp._worktree("add", "-q", "--detach", str(path), f"refs/heads/{sp.into}")
+        at = at or f"refs/heads/{sp.into}"
+        if not sp._worktree("add", "-q", "--no-checkout", "--detach", str(path), at, check=False).returncode == 0:
+            sp._worktree("remove", "--force", str(path), check=False)  # a stale registration (a crash): once more
+            sp._worktree("add", "-q", "--no-checkout", "--detach", str(path), at)
+        sp.git.run(path, "reset", "-q", "--hard", at)
     return path
 
 

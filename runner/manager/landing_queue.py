@@ -9,7 +9,7 @@ queue and the agent is free for its next task at once:
              and checked at once, each in a landing worktree of its own; verdicts in order at the head
          ──▶ wake-up pipe ──▶ loop: record the outcome (succeeded / conflict / check_failed), dependents ready
 
-k is --land-parallel (default min(8, agents)); with k = 1 one task lands at a time. One thread per
+k is --land-parallel (default: the number of agents); with k = 1 one task lands at a time. One thread per
 (repo, into) lands; it touches git only and hands its verdicts back through a deque and a byte on the
 loop's wake-up pipe. Nothing else is shared with it. The checks on the merged result run through the
 agents' check runner (runner.agents.checks.landing_checks): the same environment as in the attempt's
@@ -35,7 +35,7 @@ from runner.model import Outcome
 
 log = Logger(__name__)
 
-LAND_PARALLEL_MAX = 8  # the default k: min(this, agents): it keeps up with them; the cap bounds checks a failure wastes
+LAND_PARALLEL_MAX = 64  # the default k: min(this, agents): as many as the agents can hand over at once (--land-parallel's cap)
 
 
 def workspace_settings(roadmap, opt, members) -> dict:

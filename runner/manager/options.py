@@ -53,7 +53,7 @@ class RunOptions:
     land: str | None = None  # --land merge|branch
     into: str | None = None  # --into BRANCH
     keep_worktrees: bool = False  # --keep-worktrees
-    land_parallel: int | None = None  # --land-parallel: landings checked at once (None: min(8, agents))
+    land_parallel: int | None = None  # --land-parallel: landings checked at once (None: the number of agents)
     budget: float | None = None  # --budget USD (None: the roadmap's `budget:`, else none); runner.manager.accounts
     max_wait: float | None = None  # --max-wait seconds a usage limit may pause the run (None: 2 h)
 
