@@ -151,6 +151,9 @@ _COLUMNS = ("task_id, attempt, agent, start, end, exit_code, outcome, log_path, 
 QUICK_CHECK_BYTES = 256 * 1024
 
 
+_NO_CLI = (None,) * 8  # an attempt's fields after `value`: none for a command or a callable
+
+
 class Ledger:
     def __init__(self, path: str, full_check: bool = False):
         """Open (or create, mode 0600) the ledger; StateError when it is damaged, foreign or unreadable."""
@@ -305,8 +308,13 @@ class Ledger:
         except sqlite3.Error:
             pass
 
-    def record(self, run_id: int, a: Attempt) -> None:
-        """Add an attempt to what the next commit() writes."""
+    def record(self, run_id: int, a: Attempt | tuple) -> None:
+        """Add an attempt to what the next commit() writes: an Attempt, or a tuple of an Attempt's first
+        ten fields (task_id ... value) for an attempt with none of the later ones (a callable's)."""
+        if type(a) is tuple:
+            value = a[9]
+            self._pending.append((run_id, *a[:9], None if value is None else json.dumps(value), *_NO_CLI))
+            return
         value = None if a.value is None else json.dumps(a.value)
         usage = None if a.usage is None else json.dumps(a.usage)
         self._pending.append(
@@ -314,6 +322,12 @@ class Ledger:
              a.session_id, a.model, usage, a.cost_usd, None if a.usage is None else int(a.cost_estimated), a.failure,
              a.num_turns, a.executor)
         )
+
+    def record_many(self, run_id: int, rows: list) -> None:
+        """record() each attempt, in order (a chunk's)."""
+        record = self.record
+        for a in rows:
+            record(run_id, a)
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
         """Write the pending attempts and close the run, in one transaction; raises like commit()."""

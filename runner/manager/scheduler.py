@@ -473,6 +473,33 @@ class Scheduler(ReadyQueue, Reviews):
             self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
         return None
 
+    def finish_succeeded(self, task_ids: list[str], agent_id: str, now: float) -> None:
+        """finish(task, agent_id, SUCCEEDED, now) for each task, in order: a chunk's calls that all succeeded."""
+        state, holder, dependents, pending = self.state, self._holder, self._dependents, self._pending
+        reserved, running, succeeded, waiting = TaskState.RESERVED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.WAITING
+        self._cooldown_level.pop(agent_id, None)
+        for task_id in task_ids:
+            current = state.get(task_id)
+            if current is not reserved and current is not running:
+                raise InvariantError(f"task {task_id}: an outcome arrived while it is {current and current.value}")
+            if holder.get(task_id) != agent_id:
+                self._check_holder(task_id, agent_id)
+            if current is reserved:  # a chunk's task: its Started is never sent
+                self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
+            state[task_id] = succeeded  # reserved/running -> running -> succeeded, both allowed moves
+            del holder[task_id]
+            if self._claims:
+                self._release_files(task_id, now)
+            if self._gate is not None:
+                self._release_lease(task_id, now)
+            self._active -= 1
+            for dep in dependents.get(task_id, ()):
+                if state.get(dep) is waiting:
+                    pending[dep] -= 1
+                    if pending[dep] == 0:
+                        self._move(dep, TaskState.QUEUED)
+                        self._enter(dep, now)
+
     def hand_over(self, task_id: str, agent_id: str, to: str = LANDING) -> None:
         """The agent is done with a running task that is not finished yet (it waits to land): the agent is
         free, the task stays running, held by `to`, until finish(task_id, to, ...) records its outcome."""
