@@ -40,13 +40,8 @@ class Chunks(Component):
         if not self.on or not self._fits(task):
             return []
         ctx = self.ctx
-        more: list = []
         limit = self.sizes.size(task, ctx.sched.queue_length() + 1, len(ctx.pool.agents))
-        while len(more) + 1 < limit:
-            nxt = ctx.sched.assign_more(agent, now, self._fits, self.gate)
-            if nxt is None:
-                break
-            more.append(nxt)
+        more = ctx.sched.assign_chunk(agent, now, self._fits, self.gate, limit - 1)
         if more:
             self.held[agent.id] = [task.id] + [t.id for t in more]
         return more

@@ -18,7 +18,7 @@ from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
 from runner.manager.options import RunResult
 from runner.manager.telemetry import EventLog, summarize
-from runner.model import Outcome, TaskState
+from runner.model import Outcome, Priority, TaskState
 
 _ROW_STATUSES = ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed",
                  "needs_improvement", "auth_failed", "usage_limited")  # fmt: skip
@@ -321,23 +321,30 @@ class Outcomes:
         ctx = self.ctx
         rows = []
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
+        states, reasons, last_of, ws_info, task_rows = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info, self.hooks.task_row
+        succeeded, failed, no_last = TaskState.SUCCEEDED, TaskState.FAILED, {}
         for task in ctx.members():
-            state = ctx.sched.state[task.id]
-            last = self.last.get(task.id, {})
-            status = state.value
-            if state is TaskState.FAILED:
-                status = ctx.sched.reason.get(task.id, "failed")
-                status = status if status in _ROW_STATUSES else "failed"
-            counts[_COUNT_KEY.get(state, "interrupted")] += 1
-            row = {"task": task.id, "title": task.title, "status": status, "agent": last.get("agent"),
+            task_id = task.id
+            state = states[task_id]
+            last = last_of.get(task_id, no_last)
+            if state is succeeded:
+                status, reason = "succeeded", None
+                counts["succeeded"] += 1
+            else:
+                status = state.value
+                if state is failed:
+                    status = reasons.get(task_id, "failed")
+                    status = status if status in _ROW_STATUSES else "failed"
+                counts[_COUNT_KEY.get(state, "interrupted")] += 1
+                reason = _reason(reasons.get(task_id), last)
+            row = {"task": task_id, "title": task.title, "status": status, "agent": last.get("agent"),
                    "attempts": last.get("attempts", 0), "duration_s": last.get("duration_s"),
-                   "exit_code": last.get("exit_code"), "log": last.get("log"),
-                   "reason": _reason(ctx.sched.reason.get(task.id), last) if state is not TaskState.SUCCEEDED else None,
+                   "exit_code": last.get("exit_code"), "log": last.get("log"), "reason": reason,
                    "value": last.get("value")}  # fmt: skip
-            if task.id in ctx.ws_info:
-                row["workspace"] = dict(ctx.ws_info[task.id])
-            for task_row in self.hooks.task_row:
-                task_row(task.id, row)
+            if task_id in ws_info:
+                row["workspace"] = dict(ws_info[task_id])
+            for task_row in task_rows:
+                task_row(task_id, row)
             rows.append(row)
         return rows, counts
 
@@ -345,8 +352,8 @@ class Outcomes:
         """The run's summary, its exit code (runner.manager.exits), the ledger closed; the reporter told."""
         ctx = self.ctx
         rows, counts = self._rows()
-        deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks}
-        priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks}
+        deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks if t.dependencies}  # summarize: none when missing
+        priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks if t.priority is not Priority.MEDIUM}  # and medium
         telemetry = summarize(list(ctx.records.values()), sum(ctx.roles.values()), deps, priorities)
         ending = Ending(signal=ctx.interrupted_by, record_failed=bool(self.ledger_error or self.events_error),
                         failed=bool(counts["failed"] or ctx.sched.failures or stuck))  # fmt: skip

@@ -53,7 +53,7 @@ from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler'
     preferred_role,
 )
 from runner.manager import roadmap_edits
-from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
+from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Priority, Task, TaskState
 
 
 class Scheduler(ReadyQueue, Reviews):
@@ -143,6 +143,7 @@ class Scheduler(ReadyQueue, Reviews):
 
     def _setup(self, succeeded, blocked: dict[str, str], now: float) -> None:
         ids = self.tasks
+        ready: list[Task] = []
         ordered = sorted(ids.values(), key=lambda t: t.order)
         for t in ordered:
             self._dependents.setdefault(t.id, [])
@@ -184,8 +185,42 @@ class Scheduler(ReadyQueue, Reviews):
                 continue
             self._pending[t.id] = pending
             if pending == 0:
-                self._move(t.id, TaskState.QUEUED)
-                self._enter(t.id, now)
+                ready.append(t)
+        self._enter_ready(ready, now)
+
+    def _enter_ready(self, ready: list[Task], now: float) -> None:
+        """_move(QUEUED) and _enter(task, now) for each task ready at the start, in order, in one pass.
+
+        A task any agent may take at once (no affinity, no role it prefers, or critical) goes straight
+        into the open heap, which is heapified once; the others go through _enter.
+        """
+        state, queued_at, seqs, keys, where, changes = self.state, self.queued_at, self._seq, self._key, self._where, self._changes
+        queued, critical = TaskState.QUEUED, Priority.CRITICAL
+        heap, oldest = self._heaps[_ANY], self._oldest
+        aging = [] if self._ages else None
+        for t in ready:
+            task_id = t.id
+            self._move(task_id, queued)
+            if t.affinity or (t.priority is not critical and self._preference(t) is not None) or task_id in seqs \
+                    or task_id in self._rework:
+                self._enter(task_id, now)
+                continue
+            queued_at[task_id] = now
+            seqs[task_id] = 1
+            rank = t.priority.rank
+            key = keys[task_id] = (0 if rank == 0 else 1, rank, 0.0, 0, t.order)  # _key_for(task_id, 0)
+            where[task_id] = _ANY
+            heap.append((key, task_id))
+            oldest.append((now, task_id, 1))
+            if aging is not None:
+                aging.append((task_id, 1, 1))
+            changes.append(task_id)
+        heapq.heapify(heap)
+        heapq.heapify(oldest)
+        if aging:
+            when = now + self.age_every
+            self._age_later(when, *aging[0])
+            self._aging_at[when].extend(aging[1:])
 
     def _skip_for(self, task_id: str, dependency: str, cascade: bool = True) -> None:
         """Skip a task for its dependency, naming it and the root cause (not the whole chain)."""
@@ -340,6 +375,40 @@ class Scheduler(ReadyQueue, Reviews):
             for other in list(self._with_key.get(key, ())):
                 self._place(other, now)
         return None
+
+    def assign_chunk(self, agent: AgentView, now: float, fits, gate=None, k: int = 1) -> list[Task]:
+        """What k calls of assign_more would give the agent, reserved to it in order; stops at the first
+        task that does not fit (or that gate refuses), which stays queued where it was.
+
+        With no held task, no `files:`, no leases and the agent not cooling, the next task is the open
+        heap's top: it is taken straight from there; otherwise that step is an assign_more.
+        """
+        out: list[Task] = []
+        ticked = False
+        tasks = self.tasks
+        while len(out) < k:
+            if self._n_held or self._files or self._gate is not None or self._cooldown.get(agent.id, 0.0) > now:
+                task = self.assign_more(agent, now, fits, gate)
+                if task is None:
+                    break
+                out.append(task)
+                continue
+            if not ticked:  # what assign() applies first; once is enough for one `now`
+                self._tick(now)
+                ticked = True
+                continue  # aging or a hold may have changed what is held
+            if self.draining or not self._where:
+                break
+            top = self._top(_ANY)
+            if top is None:
+                break
+            task = tasks[top[1]]
+            if not fits(task) or (gate is not None and not gate(task)):
+                break
+            heapq.heappop(self._heaps[_ANY])
+            self._reserve(task, agent, now)
+            out.append(task)
+        return out
 
     def _overlaps(self, task_id: str) -> bool:
         mine = self._files[task_id]
