@@ -164,10 +164,7 @@ class Run:
             files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
             leases=self.leasing.gate if self.leasing is not None else None,
         )  # fmt: skip
-        wall = time.time()
-        for task_id in ctx.sched.drain_changes():
-            if opt.selected is None or task_id in opt.selected:
-                ctx.note_change(task_id, wall)
+        ctx.note_changes(time.time(), opt.selected)
         ctx.total = len(ctx.members())
         for start in self.hooks.start:
             start()

@@ -406,7 +406,12 @@ class Scheduler(ReadyQueue, Reviews):
             if not fits(task) or (gate is not None and not gate(task)):
                 break
             heapq.heappop(self._heaps[_ANY])
-            self._reserve(task, agent, now)
+            if task.affinity:
+                self._reserve(task, agent, now)
+            else:  # _reserve, inlined: it leaves the open heap (no files: checked above) and is held by the agent
+                del self._where[task.id], self._key[task.id]
+                self._move(task.id, TaskState.RESERVED)
+                self._holder[task.id] = agent.id
             out.append(task)
         return out
 
