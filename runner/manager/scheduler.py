@@ -198,11 +198,16 @@ class Scheduler(ReadyQueue, Reviews):
         queued, critical = TaskState.QUEUED, Priority.CRITICAL
         heap, oldest = self._heaps[_ANY], self._oldest
         aging = [] if self._ages else None
+        prefer, roles, review = self._prefer, self.roles, self._review
         for t in ready:
             task_id = t.id
             self._move(task_id, queued)
-            if t.affinity or (t.priority is not critical and self._preference(t) is not None) or task_id in seqs \
-                    or task_id in self._rework:
+            if review and task_id in review:
+                role = self._preference(t)
+            else:  # _preference, without its cache miss raising KeyError once per task
+                role = preferred_role(t)
+                role = prefer[task_id] = role if role in roles else None
+            if t.affinity or (t.priority is not critical and role is not None) or task_id in seqs or task_id in self._rework:
                 self._enter(task_id, now)
                 continue
             queued_at[task_id] = now
