@@ -20,7 +20,7 @@ from runner.agents.messages import TaskResult
 from runner.manager import events as ev
 from runner.manager.components import Component, Hooks
 from runner.manager.context import RunContext
-from runner.manager.ledger import Ledger
+from runner.manager.ledger import Attempt, Ledger
 from runner.manager.options import Reporter, RunOptions
 from runner.manager.outcomes import Outcomes
 from runner.manager.scheduler import AgentView, Scheduler
@@ -95,6 +95,33 @@ def _results(rng: random.Random, ctx, ids: list[str], clock: list[float], outcom
     return out
 
 
+def _rows(ledger: Ledger) -> list[tuple]:
+    return ledger.db.execute("SELECT * FROM attempts ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_attempts_recorded_short_or_whole_are_read_back_alike_and_in_order(tmp_path, seed):
+    rng = random.Random(seed)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    run_id = ledger.start_run(roadmap([Task(id="t", call="m:f")]), 1, "", None, set())
+    want = []
+    for i in range(rng.randint(1, 40)):
+        value = rng.choice([None, 1, "v", [1, {"a": None}]])
+        short = (f"t{i}", 1, "worker-0", 1.0 + i, 2.0 + i, rng.choice([None, 0, 1]), "succeeded", rng.choice([None, "/l"]), None, value)
+        if rng.random() < 0.5:
+            ledger.record(run_id, short)
+            want.append(Attempt(*short))
+        else:
+            whole = Attempt(*short, session_id="s", model="m", usage={"input": 1}, cost_usd=0.5, cost_estimated=True,
+                            failure=None, num_turns=2, executor="codex")  # fmt: skip
+            ledger.record(run_id, whole)
+            want.append(whole)
+        if rng.random() < 0.2:
+            ledger.commit()
+    ledger.commit()
+    assert ledger.attempts(run_id) == want
+
+
 def _comparable(events: list[dict]) -> list[dict]:
     """Events as both paths must give them; a task:finished's time stamp differs by design (the fast path
     stamps the end of the call), so it is left out."""
@@ -135,7 +162,9 @@ def test_record_chunk_gives_the_rows_events_states_and_hook_calls_of_recording_o
         fast_out.record_chunk(W0.id, results)
         slow_out._record_chunk_one_by_one(W0.id, results)
     assert fast.sched.finished() and slow.sched.finished(), "every task ran, and was counted"
-    assert fast.ledger._pending == slow.ledger._pending, "the same ledger rows, in the same order"
+    fast.ledger.commit()
+    slow.ledger.commit()
+    assert _rows(fast.ledger) == _rows(slow.ledger), "the same ledger rows, in the same order"
     # The same events; a dependent's task:queued comes after its chunk's last task:finished, not right
     # after the task it waited for: the order of the others, and of the task:queued, is the same.
     got, want = _comparable(fast.pending), _comparable(slow.pending)
@@ -161,7 +190,8 @@ def test_a_chunk_with_a_failure_is_recorded_one_by_one_with_its_retry(tmp_path):
     out.record_chunk(W0.id, results)
     assert [ctx.sched.state[t] for t in ids] == [TaskState.SUCCEEDED, TaskState.SUCCEEDED, TaskState.QUEUED, TaskState.SUCCEEDED]
     assert [e["task"] for e in ctx.pending if e["event"] == ev.TASK_RETRY] == ["t2"]
-    assert [r[1] for r in ctx.ledger._pending] == ids
+    ctx.ledger.commit()
+    assert [r[2] for r in _rows(ctx.ledger)] == ids
 
 
 @pytest.mark.parametrize("seed", range(20))

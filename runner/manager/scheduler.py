@@ -194,7 +194,7 @@ class Scheduler(ReadyQueue, Reviews):
         A task any agent may take at once (no affinity, no role it prefers, or critical) goes straight
         into the open heap, which is heapified once; the others go through _enter.
         """
-        state, queued_at, seqs, keys, where, changes = self.state, self.queued_at, self._seq, self._key, self._where, self._changes
+        queued_at, seqs, keys, where, changes = self.queued_at, self._seq, self._key, self._where, self._changes
         queued, critical = TaskState.QUEUED, Priority.CRITICAL
         heap, oldest = self._heaps[_ANY], self._oldest
         aging = [] if self._ages else None
