@@ -345,3 +345,36 @@ def test_summarize_in_one_pass_gives_what_it_gave_before(seed):
     got = summarize(attempts, agents, deps, priorities)
     want = _summarize_before(attempts, agents, deps, priorities)
     assert got == want
+
+
+@pytest.mark.timeout(120)
+def test_a_components_own_message_for_a_chunks_task_is_asked_for_once_and_sent(tmp_path, monkeypatch):
+    import collections
+    import os
+
+    import runner.manager.chunk_sizes
+    from helpers import Recorder, read_events
+    from runner.agents.messages import TaskMessage
+    from runner.manager.run import Run
+
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    asked: collections.Counter = collections.Counter()
+
+    class Own(Component):  # like a critic's review attempt: a message of its own for some tasks
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def message(self, task, role, attempt, agent_id):
+            asked[(task.id, attempt)] += 1
+            if not task.id.endswith("7"):
+                return None
+            return TaskMessage(task.id, attempt, os.path.join(self.ctx.logs, f"{task.id}.{attempt}.log"), call="workloads:quick",
+                               args=(-int(task.id[1:]),), env={"WVO_TASK_ID": task.id, "WVO_ATTEMPT": str(attempt)})  # fmt: skip
+
+    n = 400
+    rm = roadmap([Task(id=f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=2, grace=1.0), Recorder(), plugins=[Own]).execute()
+    assert result.exit_code == 0
+    assert [r["value"] for r in result.tasks] == [-i if i % 10 == 7 else i for i in range(n)], "its own message was sent"
+    assert set(asked.values()) == {1}, "asked once per attempt (a critic's message makes a worktree)"
+    assert any(e.get("chunk", 1) > 1 for e in read_events(result)), "the tasks travelled in chunks"

@@ -413,8 +413,9 @@ class Run:
         if template is None or task.id in ctx.ws or (task.command is None and task.call is None):
             return self._message(task, role, attempt, agent_id)
         for message in self.hooks.message:
-            if message(task, role, attempt, agent_id) is not None:  # a component's own attempt: never quick
-                return self._message(task, role, attempt, agent_id)
+            own = message(task, role, attempt, agent_id)
+            if own is not None:  # a component's own attempt (no message_env to add: the template says so)
+                return own
         env = {k: str(v) for k, v in task.env.items()} if task.env else {}
         env["WVO_TASK_ID"] = task.id
         env["WVO_ATTEMPT"] = str(attempt)
