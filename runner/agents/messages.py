@@ -27,6 +27,16 @@ class TaskMessage:
     stall_timeout: float | None = None  # an agent-CLI attempt: kill it after this long without an event
 
 
+def task_message(fields: dict) -> TaskMessage:
+    """A TaskMessage from a dict holding every one of its fields, without the dataclass's __init__.
+
+    For a chunk's messages, built from one template: ~0.5 µs against ~2.7 µs through __init__.
+    """
+    msg = object.__new__(TaskMessage)
+    msg.__dict__.update(fields)
+    return msg
+
+
 @dataclass(frozen=True)
 class Cancel:
     """Manager -> agent: stop the running task (TERM its tree, KILL after grace)."""

@@ -40,13 +40,8 @@ class Chunks(Component):
         if not self.on or not self._fits(task):
             return []
         ctx = self.ctx
-        more: list = []
         limit = self.sizes.size(task, ctx.sched.queue_length() + 1, len(ctx.pool.agents))
-        while len(more) + 1 < limit:
-            nxt = ctx.sched.assign_more(agent, now, self._fits, self.gate)
-            if nxt is None:
-                break
-            more.append(nxt)
+        more = ctx.sched.assign_chunk(agent, now, self._fits, self.gate, limit - 1)
         if more:
             self.held[agent.id] = [task.id] + [t.id for t in more]
         return more
@@ -133,29 +128,18 @@ class Chunks(Component):
 
     def _record(self, agent_id: str, results) -> None:
         """Record a chunk's results in order, as if the agent had held its tasks one by one."""
-        ctx = self.ctx
-        records, tasks, emit, record = ctx.records, ctx.tasks, ctx.emit, ctx.outcomes.record
+        tasks, key_of = self.ctx.tasks, self.sizes.key
         spent: dict[str, list[float]] = {}  # a function's (or program's) key -> [seconds, successful calls]
-        previous_end = None
+        succeeded = Outcome.SUCCEEDED.value
         for res in results:
-            task_id, attempt = res.task_id, res.attempt
-            rec = records.get((task_id, attempt))
-            if rec is not None:
-                if previous_end is not None:
-                    rec["reserved"] = previous_end
-                    queued = rec.get("queued") or previous_end
-                    emit(ev.TASK_RESERVED, ts=previous_end, task=task_id, agent=agent_id, attempt=attempt,
-                         wait_s=round(max(0.0, previous_end - queued), 6))  # fmt: skip
-                rec["start"] = res.start
-            emit(ev.TASK_STARTED, ts=res.start, task=task_id, agent=agent_id, attempt=attempt, pid=None)
-            outcome = Outcome(res.outcome)
-            if outcome is Outcome.SUCCEEDED:
-                key = self.sizes.key(tasks[task_id])
+            if res.outcome == succeeded:
+                key = key_of(tasks[res.task_id])
                 if key is not None:
-                    total = spent.setdefault(key, [0.0, 0])
+                    total = spent.get(key)
+                    if total is None:
+                        total = spent[key] = [0.0, 0]
                     total[0] += res.end - res.start
                     total[1] += 1
-            record(agent_id, task_id, attempt, outcome, res)
-            previous_end = res.end
+        self.ctx.outcomes.record_chunk(agent_id, results)
         for key, (seconds, n) in spent.items():  # one observation per function and chunk: its mean call
             self.sizes.observe(key, seconds / n)

@@ -18,7 +18,7 @@ from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
 from runner.manager.options import RunResult
 from runner.manager.telemetry import EventLog, summarize
-from runner.model import Outcome, TaskState
+from runner.model import Outcome, Priority, TaskState
 
 _ROW_STATUSES = ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed",
                  "needs_improvement", "auth_failed", "usage_limited")  # fmt: skip
@@ -113,6 +113,107 @@ class Outcomes:
                 ctx.emit(ev.AGENT_COOLDOWN, agent=agent_id, cooldown_s=round(pause, 3), task=task_id)
             ctx.emit(ev.TASK_RETRY, task=task_id, attempt=retry.attempt, delay_s=round(retry.delay, 3), reason=retry.reason, **extra)
         ctx.note_changes(wall)
+
+    def record_chunk(self, agent_id: str, results) -> None:
+        """Record a chunk's results, in order, as if the agent had held its tasks one after another.
+
+        Each task after the first is reserved when the one before it ended (task:reserved), started
+        (task:started) and finished (task:finished). When every call succeeded (the usual case) the
+        bookkeeping is done in one pass over the batch: one clock reading, the ledger rows as one list,
+        one pass of each hook, one note_changes; it gives the same rows, events and counts as
+        recording them one by one (what a chunk with a failure still does), but for the time stamps:
+        a task:finished is stamped when its call ended (the agent's clock), not when it was recorded.
+        """
+        ctx = self.ctx
+        succeeded = Outcome.SUCCEEDED.value
+        if any(res.outcome != succeeded for res in results):
+            self._record_chunk_one_by_one(agent_id, results)
+            return
+        records, pending, run_id = ctx.records, ctx.pending, ctx.run_id
+        now, wall = time.monotonic(), time.time()
+        if not pending:
+            ctx.pending_since = now
+        hooks = self.hooks
+        fields: list[dict] | None = None
+        if hooks.attempt_fields:
+            fields = [{} for _ in results]
+            for attempt_fields in hooks.attempt_fields:
+                for i, res in enumerate(results):
+                    fields[i].update(attempt_fields(res.task_id, res.attempt))
+        extras: list[dict] | None = None
+        if hooks.event_fields:
+            extras = [{} for _ in results]
+            for event_fields in hooks.event_fields:
+                for i, res in enumerate(results):
+                    extras[i].update(event_fields(res.task_id, res.attempt))
+        rows, done = [], []
+        last, reserved_ev, started_ev, finished_ev = self.last, ev.TASK_RESERVED, ev.TASK_STARTED, ev.TASK_FINISHED
+        previous_end = None
+        for i, res in enumerate(results):
+            task_id, attempt, start, end = res.task_id, res.attempt, res.start, res.end
+            rec = records.get((task_id, attempt))
+            if rec is None:
+                rec = records[(task_id, attempt)] = {"task": task_id, "attempt": attempt, "agent": agent_id}
+            else:
+                if previous_end is not None:
+                    rec["reserved"] = previous_end
+                    queued = rec.get("queued") or previous_end
+                    pending.append({"ts": previous_end, "event": reserved_ev, "task": task_id, "agent": agent_id,
+                                    "attempt": attempt, "wait_s": round(max(0.0, previous_end - queued), 6)})  # fmt: skip
+                rec["start"] = start
+            pending.append({"ts": start, "event": started_ev, "task": task_id, "agent": agent_id, "attempt": attempt, "pid": None})
+            rec["start"] = rec.get("start") or start
+            rec["end"] = end
+            log_path = rec.get("log") if res.log else None
+            rec["log"] = log_path
+            if fields is not None and fields[i]:
+                rows.append(Attempt(task_id, attempt, agent_id, start, end, res.exit_code, succeeded, log_path, res.error,
+                                    res.value, **fields[i]))  # fmt: skip
+            else:
+                rows.append((task_id, attempt, agent_id, start, end, res.exit_code, succeeded, log_path, res.error, res.value))
+            done.append(task_id)
+            duration = (end - start) if start else 0.0
+            reserved = rec.get("reserved")
+            event = {"ts": end, "event": finished_ev, "task": task_id, "agent": agent_id, "attempt": attempt,
+                     "status": succeeded, "exit_code": res.exit_code,
+                     "wait_s": round((reserved or wall) - (rec.get("queued") or reserved or wall), 6),
+                     "duration_s": round(duration, 6), "log": log_path, "error": res.error}  # fmt: skip
+            if extras is not None and extras[i]:
+                event.update(extras[i])
+            pending.append(event)
+            last[task_id] = {"agent": agent_id, "attempts": attempt, "duration_s": round(duration, 3),
+                             "exit_code": res.exit_code, "log": log_path, "error": res.error, "value": res.value}  # fmt: skip
+            previous_end = end
+        try:
+            ctx.ledger.record_many(run_id, rows)
+            self.unrecorded += len(rows)
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
+            self._ledger_failed(exc)
+        ctx.sched.finish_succeeded(done, agent_id, now)
+        for on_outcome in hooks.on_outcome:
+            outcome = Outcome.SUCCEEDED
+            for res in results:
+                on_outcome(res.task_id, res.attempt, outcome, res)
+        ctx.note_changes(wall)
+
+    def _record_chunk_one_by_one(self, agent_id: str, results) -> None:
+        """record_chunk for a chunk with a failure in it: each result through record()."""
+        ctx = self.ctx
+        records, emit = ctx.records, ctx.emit
+        previous_end = None
+        for res in results:
+            task_id, attempt = res.task_id, res.attempt
+            rec = records.get((task_id, attempt))
+            if rec is not None:
+                if previous_end is not None:
+                    rec["reserved"] = previous_end
+                    queued = rec.get("queued") or previous_end
+                    emit(ev.TASK_RESERVED, ts=previous_end, task=task_id, agent=agent_id, attempt=attempt,
+                         wait_s=round(max(0.0, previous_end - queued), 6))  # fmt: skip
+                rec["start"] = res.start
+            emit(ev.TASK_STARTED, ts=res.start, task=task_id, agent=agent_id, attempt=attempt, pid=None)
+            self.record(agent_id, task_id, attempt, Outcome(res.outcome), res)
+            previous_end = res.end
 
     def record_lost(self, agent_id: str, task_id: str, outcome: Outcome, error: str) -> None:
         """The attempt an agent held when it died (or was killed for a timeout, or stopped)."""
@@ -220,23 +321,30 @@ class Outcomes:
         ctx = self.ctx
         rows = []
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
+        states, reasons, last_of, ws_info, task_rows = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info, self.hooks.task_row
+        succeeded, failed, no_last = TaskState.SUCCEEDED, TaskState.FAILED, {}
         for task in ctx.members():
-            state = ctx.sched.state[task.id]
-            last = self.last.get(task.id, {})
-            status = state.value
-            if state is TaskState.FAILED:
-                status = ctx.sched.reason.get(task.id, "failed")
-                status = status if status in _ROW_STATUSES else "failed"
-            counts[_COUNT_KEY.get(state, "interrupted")] += 1
-            row = {"task": task.id, "title": task.title, "status": status, "agent": last.get("agent"),
+            task_id = task.id
+            state = states[task_id]
+            last = last_of.get(task_id, no_last)
+            if state is succeeded:
+                status, reason = "succeeded", None
+                counts["succeeded"] += 1
+            else:
+                status = state.value
+                if state is failed:
+                    status = reasons.get(task_id, "failed")
+                    status = status if status in _ROW_STATUSES else "failed"
+                counts[_COUNT_KEY.get(state, "interrupted")] += 1
+                reason = _reason(reasons.get(task_id), last)
+            row = {"task": task_id, "title": task.title, "status": status, "agent": last.get("agent"),
                    "attempts": last.get("attempts", 0), "duration_s": last.get("duration_s"),
-                   "exit_code": last.get("exit_code"), "log": last.get("log"),
-                   "reason": _reason(ctx.sched.reason.get(task.id), last) if state is not TaskState.SUCCEEDED else None,
+                   "exit_code": last.get("exit_code"), "log": last.get("log"), "reason": reason,
                    "value": last.get("value")}  # fmt: skip
-            if task.id in ctx.ws_info:
-                row["workspace"] = dict(ctx.ws_info[task.id])
-            for task_row in self.hooks.task_row:
-                task_row(task.id, row)
+            if task_id in ws_info:
+                row["workspace"] = dict(ws_info[task_id])
+            for task_row in task_rows:
+                task_row(task_id, row)
             rows.append(row)
         return rows, counts
 
@@ -244,8 +352,8 @@ class Outcomes:
         """The run's summary, its exit code (runner.manager.exits), the ledger closed; the reporter told."""
         ctx = self.ctx
         rows, counts = self._rows()
-        deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks}
-        priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks}
+        deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks if t.dependencies}  # summarize: none when missing
+        priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks if t.priority is not Priority.MEDIUM}  # and medium
         telemetry = summarize(list(ctx.records.values()), sum(ctx.roles.values()), deps, priorities)
         ending = Ending(signal=ctx.interrupted_by, record_failed=bool(self.ledger_error or self.events_error),
                         failed=bool(counts["failed"] or ctx.sched.failures or stuck))  # fmt: skip

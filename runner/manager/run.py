@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
-from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
+from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult, task_message
 from runner.errors import UsageError
 from runner.logs import Logger
 from runner.manager import events as ev
@@ -164,10 +164,7 @@ class Run:
             files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
             leases=self.leasing.gate if self.leasing is not None else None,
         )  # fmt: skip
-        wall = time.time()
-        for task_id in ctx.sched.drain_changes():
-            if opt.selected is None or task_id in opt.selected:
-                ctx.note_change(task_id, wall)
+        ctx.note_changes(time.time(), opt.selected)
         ctx.total = len(ctx.members())
         for start in self.hooks.start:
             start()
@@ -346,9 +343,15 @@ class Run:
                 title = f"review: {task.title or task.id}"
             ctx.pool.reserve(agent.id, task.id, title)
             messages = []
+            template = None  # a chunk's later messages: what they share (runner.agents.messages.task_message)
             for t in chunk:
                 attempt = ctx.sched.next_attempt(t.id)
-                msg = self._message(t, agent.role, attempt, agent.id)
+                if t is task:
+                    msg = self._message(t, agent.role, attempt, agent.id)
+                else:
+                    if template is None:
+                        template = self._chunk_template()
+                    msg = self._chunk_message(t, agent.role, attempt, agent.id, template)
                 messages.append(msg)
                 ctx.records[(t.id, attempt)] = {
                     "task": t.id, "attempt": attempt, "agent": agent.id, "queued": ctx.queued_at.get(t.id),
@@ -397,6 +400,35 @@ class Run:
             cwd=task.cwd, timeout=task.timeout, grace=ctx.opt.grace, rate_limit_pattern=rate_limit,
             workspace=self.landing.workspace_field(task.id), checks=ctx.ws[task.id].checks if task.id in ctx.ws else (), **cli,
         )  # fmt: skip
+
+    def _chunk_template(self) -> dict | None:
+        """The fields every message of a chunk's quick task shares; None when a component adds to them."""
+        if self.hooks.message_env:
+            return None
+        return {"grace": self.ctx.opt.grace, "rate_limit_pattern": self.ctx.opt.rate_limit, "logs": os.path.join(self.ctx.logs, "")}
+
+    def _chunk_message(self, task: Task, role: str, attempt: int, agent_id: str, template: dict | None) -> TaskMessage:
+        """_message for a chunk's quick task (a command or a callable, no workspace), from the template."""
+        ctx = self.ctx
+        if template is None or task.id in ctx.ws or (task.command is None and task.call is None):
+            return self._message(task, role, attempt, agent_id)
+        for message in self.hooks.message:
+            own = message(task, role, attempt, agent_id)
+            if own is not None:  # a component's own attempt (no message_env to add: the template says so)
+                return own
+        env = {k: str(v) for k, v in task.env.items()} if task.env else {}
+        env["WVO_TASK_ID"] = task.id
+        env["WVO_ATTEMPT"] = str(attempt)
+        feedback = ctx.feedback_text(task.id)
+        if feedback:
+            env["WVO_FEEDBACK"] = feedback
+        command = task.command
+        fields = {"task_id": task.id, "attempt": attempt, "log_path": f"{template['logs']}{statedir.safe_name(task.id)}.{attempt}.log",
+                  "command": tuple(command) if isinstance(command, list) else command, "call": task.call,
+                  "args": tuple(task.args), "kwargs": dict(task.kwargs), "env": env, "cwd": task.cwd, "timeout": task.timeout,
+                  "grace": template["grace"], "rate_limit_pattern": template["rate_limit_pattern"], "workspace": None,
+                  "checks": (), "output": None, "stall_timeout": None}  # fmt: skip
+        return task_message(fields)
 
     # -- dispatch -------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler'
     preferred_role,
 )
 from runner.manager import roadmap_edits
-from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Task, TaskState
+from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Priority, Task, TaskState
 
 
 class Scheduler(ReadyQueue, Reviews):
@@ -143,6 +143,7 @@ class Scheduler(ReadyQueue, Reviews):
 
     def _setup(self, succeeded, blocked: dict[str, str], now: float) -> None:
         ids = self.tasks
+        ready: list[Task] = []
         ordered = sorted(ids.values(), key=lambda t: t.order)
         for t in ordered:
             self._dependents.setdefault(t.id, [])
@@ -184,8 +185,47 @@ class Scheduler(ReadyQueue, Reviews):
                 continue
             self._pending[t.id] = pending
             if pending == 0:
-                self._move(t.id, TaskState.QUEUED)
-                self._enter(t.id, now)
+                ready.append(t)
+        self._enter_ready(ready, now)
+
+    def _enter_ready(self, ready: list[Task], now: float) -> None:
+        """_move(QUEUED) and _enter(task, now) for each task ready at the start, in order, in one pass.
+
+        A task any agent may take at once (no affinity, no role it prefers, or critical) goes straight
+        into the open heap, which is heapified once; the others go through _enter.
+        """
+        queued_at, seqs, keys, where, changes = self.queued_at, self._seq, self._key, self._where, self._changes
+        queued, critical = TaskState.QUEUED, Priority.CRITICAL
+        heap, oldest = self._heaps[_ANY], self._oldest
+        aging = [] if self._ages else None
+        prefer, roles, review = self._prefer, self.roles, self._review
+        for t in ready:
+            task_id = t.id
+            self._move(task_id, queued)
+            if review and task_id in review:
+                role = self._preference(t)
+            else:  # _preference, without its cache miss raising KeyError once per task
+                role = preferred_role(t)
+                role = prefer[task_id] = role if role in roles else None
+            if t.affinity or (t.priority is not critical and role is not None) or task_id in seqs or task_id in self._rework:
+                self._enter(task_id, now)
+                continue
+            queued_at[task_id] = now
+            seqs[task_id] = 1
+            rank = t.priority.rank
+            key = keys[task_id] = (0 if rank == 0 else 1, rank, 0.0, 0, t.order)  # _key_for(task_id, 0)
+            where[task_id] = _ANY
+            heap.append((key, task_id))
+            oldest.append((now, task_id, 1))
+            if aging is not None:
+                aging.append((task_id, 1, 1))
+            changes.append(task_id)
+        heapq.heapify(heap)
+        heapq.heapify(oldest)
+        if aging:
+            when = now + self.age_every
+            self._age_later(when, *aging[0])
+            self._aging_at[when].extend(aging[1:])
 
     def _skip_for(self, task_id: str, dependency: str, cascade: bool = True) -> None:
         """Skip a task for its dependency, naming it and the root cause (not the whole chain)."""
@@ -341,6 +381,45 @@ class Scheduler(ReadyQueue, Reviews):
                 self._place(other, now)
         return None
 
+    def assign_chunk(self, agent: AgentView, now: float, fits, gate=None, k: int = 1) -> list[Task]:
+        """What k calls of assign_more would give the agent, reserved to it in order; stops at the first
+        task that does not fit (or that gate refuses), which stays queued where it was.
+
+        With no held task, no `files:`, no leases and the agent not cooling, the next task is the open
+        heap's top: it is taken straight from there; otherwise that step is an assign_more.
+        """
+        out: list[Task] = []
+        ticked = False
+        tasks = self.tasks
+        while len(out) < k:
+            if self._n_held or self._files or self._gate is not None or self._cooldown.get(agent.id, 0.0) > now:
+                task = self.assign_more(agent, now, fits, gate)
+                if task is None:
+                    break
+                out.append(task)
+                continue
+            if not ticked:  # what assign() applies first; once is enough for one `now`
+                self._tick(now)
+                ticked = True
+                continue  # aging or a hold may have changed what is held
+            if self.draining or not self._where:
+                break
+            top = self._top(_ANY)
+            if top is None:
+                break
+            task = tasks[top[1]]
+            if not fits(task) or (gate is not None and not gate(task)):
+                break
+            heapq.heappop(self._heaps[_ANY])
+            if task.affinity:
+                self._reserve(task, agent, now)
+            else:  # _reserve, inlined: it leaves the open heap (no files: checked above) and is held by the agent
+                del self._where[task.id], self._key[task.id]
+                self._move(task.id, TaskState.RESERVED)
+                self._holder[task.id] = agent.id
+            out.append(task)
+        return out
+
     def _overlaps(self, task_id: str) -> bool:
         mine = self._files[task_id]
         return any(globs_overlap(mine, theirs) for theirs in self._claims.values())
@@ -472,6 +551,33 @@ class Scheduler(ReadyQueue, Reviews):
             self.draining = True
             self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
         return None
+
+    def finish_succeeded(self, task_ids: list[str], agent_id: str, now: float) -> None:
+        """finish(task, agent_id, SUCCEEDED, now) for each task, in order: a chunk's calls that all succeeded."""
+        state, holder, dependents, pending = self.state, self._holder, self._dependents, self._pending
+        reserved, running, succeeded, waiting = TaskState.RESERVED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.WAITING
+        self._cooldown_level.pop(agent_id, None)
+        for task_id in task_ids:
+            current = state.get(task_id)
+            if current is not reserved and current is not running:
+                raise InvariantError(f"task {task_id}: an outcome arrived while it is {current and current.value}")
+            if holder.get(task_id) != agent_id:
+                self._check_holder(task_id, agent_id)
+            if current is reserved:  # a chunk's task: its Started is never sent
+                self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
+            state[task_id] = succeeded  # reserved/running -> running -> succeeded, both allowed moves
+            del holder[task_id]
+            if self._claims:
+                self._release_files(task_id, now)
+            if self._gate is not None:
+                self._release_lease(task_id, now)
+            self._active -= 1
+            for dep in dependents.get(task_id, ()):
+                if state.get(dep) is waiting:
+                    pending[dep] -= 1
+                    if pending[dep] == 0:
+                        self._move(dep, TaskState.QUEUED)
+                        self._enter(dep, now)
 
     def hand_over(self, task_id: str, agent_id: str, to: str = LANDING) -> None:
         """The agent is done with a running task that is not finished yet (it waits to land): the agent is

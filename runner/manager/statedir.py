@@ -125,6 +125,8 @@ def latest_folder(state_dir: str) -> str | None:
 
 def safe_name(task_id: str) -> str:
     """A task id as a file name."""
+    if task_id.isascii() and task_id.isalnum() and len(task_id) <= 100:  # already one (no regex: a chunk's hand-out)
+        return task_id
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:100]
     if name != task_id:
         import hashlib  # lazily: only ids that are not file names already need it

@@ -101,6 +101,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def critical_path_s(durations: dict[str, float], deps: dict[str, list[str]]) -> float:
     """The longest chain of task durations through the dependencies: no schedule can beat it."""
+    if not any(deps.get(t) for t in durations):  # no chain: the longest task
+        return max(durations.values(), default=0.0)
     finish: dict[str, float] = {}
     order = _topo(durations, deps)
     for t in order:
@@ -132,45 +134,64 @@ def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], pri
     """Queue waits, utilisation, throughput, makespan and the critical-path bound of a run.
 
     `attempts`: dicts with task, queued, reserved, start, end, and released when the agent let go of it
-    before its end (wall-clock seconds; None when unknown).
+    before its end (wall-clock seconds; None when unknown). deps and priorities: by task id; a task
+    missing from them has none, and medium priority. One pass over the attempts.
     """
-    ran = [a for a in attempts if a.get("start") is not None and a.get("end") is not None]
-    waits = [a["reserved"] - a["queued"] for a in attempts if a.get("reserved") and a.get("queued")]
+    waits: list[float] = []
+    by_priority: dict[str, list[float]] = {}
+    busy_each: list[float] = []
+    last_duration: dict[str, float] = {}
+    first = last = None
+    for a in attempts:
+        reserved, queued = a.get("reserved"), a.get("queued")
+        if reserved and queued:
+            wait = reserved - queued
+            waits.append(wait)
+            p = priorities.get(a["task"], "medium")
+            bucket = by_priority.get(p)
+            if bucket is None:
+                bucket = by_priority[p] = []
+            bucket.append(wait)
+        start, end = a.get("start"), a.get("end")
+        if start is not None and end is not None:
+            if first is None or start < first:
+                first = start
+            if last is None or end > last:
+                last = end
+            # An agent is busy until it let go of the attempt ("released"): a worktree task's "end" is when it
+            # landed, and the agent worked on other tasks while it waited in the landing queue.
+            busy_each.append(min(end, a.get("released") or end) - start)
+            last_duration[a["task"]] = end - start
+    makespan = (last - first) if busy_each else 0.0
+    busy = sum(busy_each)
     out: dict = {}
-    if ran:
-        first = min(a["start"] for a in ran)
-        last = max(a["end"] for a in ran)
-        makespan = last - first
-    else:
-        makespan = 0.0
-    # An agent is busy until it let go of the attempt ("released"): a worktree task's "end" is when it
-    # landed, and the agent worked on other tasks while it waited in the landing queue.
-    busy = sum(min(a["end"], a.get("released") or a["end"]) - a["start"] for a in ran)
     out["makespan_s"] = round(makespan, 4)
     out["attempts"] = len(attempts)
-    out["throughput_per_s"] = round(len(ran) / makespan, 3) if makespan > 0 else 0.0
+    out["throughput_per_s"] = round(len(busy_each) / makespan, 3) if makespan > 0 else 0.0
     out["utilization"] = round(busy / (agents * makespan), 4) if makespan > 0 and agents else 0.0
-    out["queue_wait_p50_s"] = round(percentile(waits, 50), 4)
-    out["queue_wait_p95_s"] = round(percentile(waits, 95), 4)
-    out["queue_wait_max_s"] = round(max(waits, default=0.0), 4)
-    by_priority: dict[str, list[float]] = {}
-    for a in attempts:
-        if a.get("reserved") and a.get("queued"):
-            by_priority.setdefault(priorities.get(a["task"], "medium"), []).append(a["reserved"] - a["queued"])
-    out["queue_wait_by_priority"] = {
-        p: {
-            "queue_wait_p50_s": round(percentile(v, 50), 4),
-            "queue_wait_p95_s": round(percentile(v, 95), 4),
-            "queue_wait_max_s": round(max(v), 4),
+    ordered = sorted(waits)
+    out["queue_wait_p50_s"] = round(_percentile_of_sorted(ordered, 50), 4)
+    out["queue_wait_p95_s"] = round(_percentile_of_sorted(ordered, 95), 4)
+    out["queue_wait_max_s"] = round(ordered[-1] if ordered else 0.0, 4)
+    out["queue_wait_by_priority"] = {}
+    for p, v in sorted(by_priority.items()):
+        v.sort()
+        out["queue_wait_by_priority"][p] = {
+            "queue_wait_p50_s": round(_percentile_of_sorted(v, 50), 4),
+            "queue_wait_p95_s": round(_percentile_of_sorted(v, 95), 4),
+            "queue_wait_max_s": round(v[-1], 4),
         }
-        for p, v in sorted(by_priority.items())
-    }
-    last_duration: dict[str, float] = {}
-    for a in ran:
-        last_duration[a["task"]] = a["end"] - a["start"]
     critical = critical_path_s(last_duration, deps)
     bound = max(critical, busy / agents if agents else 0.0)
     out["critical_path_s"] = round(critical, 4)
     out["lower_bound_s"] = round(bound, 4)
     out["efficiency"] = round(bound / makespan, 4) if makespan > 0 else 1.0
     return out
+
+
+def _percentile_of_sorted(ordered: list[float], q: float) -> float:
+    """percentile() of values already sorted."""
+    if not ordered:
+        return 0.0
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
