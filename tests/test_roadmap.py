@@ -188,6 +188,13 @@ def test_every_field_is_read(write):
     assert u.exit_criteria == ["one criterion"]
 
 
+@pytest.mark.parametrize("field", ["args: [1]", "kwargs: {a: 1}"])
+def test_args_or_kwargs_without_call_are_warned(write, field):
+    path = write("r.yaml", f"tasks:\n  - id: a\n    command: ['true']\n    {field}\n  - id: b\n    command: ['true']\n")
+    result = load([path])
+    at(only(result.warnings, "only apply to `call:` tasks"), path, 2, "a")
+
+
 def test_affinity_wins_over_set_id(write):
     path = write("r.yaml", "tasks:\n  - {id: a, set_id: s, affinity: x}\n  - {id: b, affinity: x, set_id: s}\n")
     assert [t.affinity for t in load([path]).roadmap.tasks] == ["x", "x"]
