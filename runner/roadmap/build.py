@@ -370,6 +370,8 @@ class Builder(TaskBuilder):
         """Checks that need every file read: the pools tasks use exist; executors may use their names as fields."""
         pools = self.settings.get("resources") or {}
         for t in self.tasks:
+            if not t.meta:  # most tasks: neither `uses` nor `executor`
+                continue
             for name in t.meta.get("uses", ()):
                 if name not in pools:
                     known = f"declared: {', '.join(pools)}" if pools else "no `resources:` declares any"
