@@ -35,6 +35,15 @@ def shape(doc, x) -> tuple:
     return (type(x), x)
 
 
+def containers(x) -> list:
+    """Every list and dict in x, itself included."""
+    if isinstance(x, dict):
+        return [x] + [c for v in x.values() for c in containers(v)]
+    if isinstance(x, list):
+        return [x] + [c for v in x for c in containers(v)]
+    return []
+
+
 def read(reader: type, text: str):
     if not fast_ok(text.encode("utf-8"), text):
         return "not for the fast reader"
@@ -42,6 +51,8 @@ def read(reader: type, text: str):
         doc = reader(text).read()
     except (Bail, IndexError):  # what parse_yaml hands to libyaml
         return "bail"
+    found = containers(doc.data)
+    assert len({id(c) for c in found}) == len(found), "two places hold the same list or mapping"
     return shape(doc, doc.data), sum(map(len, doc.dup_keys.values()))
 
 
@@ -89,6 +100,16 @@ ODD_VALUES = TRICKY + [
     "x#c", "|", ">", "&a x", "*a", "!!str 1", "-2", "0x1f", "1:30", "x  ", "",
 ]  # fmt: skip
 ODD_LINES = ["key:", "key:  two", "- x", "[a]", "x", "key: 'a", "  b'", "# note", "# note: x", "", "more text", "after: 1"]
+
+
+def test_values_met_again_are_read_again_as_the_first_time():
+    """The flat path keeps one-line values by their text: the second `status: yes` is True too, a list a new list."""
+    item = '  - id: t{}\n    status: yes\n    n: 7\n    x: null\n    y: ~\n    command: ["true"]\n    deps: [a, b]\n'
+    text = "tasks:\n" + "".join(item.format(i) for i in range(4))
+    assert flat_reads(text)
+    check(text)
+    tasks = FastReader(text).read().data["tasks"]
+    assert [t["status"] for t in tasks] == [True] * 4 and [t["y"] for t in tasks] == [None] * 4
 
 
 def test_every_other_kind_of_line_in_a_typical_list_is_read_the_same():

@@ -275,6 +275,7 @@ class FastReader:
         sep = "\n" + " " * indent + "- "
         fsep = "\n" + " " * col
         deeper, comment = fsep + " ", fsep + "#"
+        room = _FLAT_FIELDS_MAX - len(fields)
         pos = self._offset(i)
         while True:
             start = pos + col
@@ -310,17 +311,22 @@ class FastReader:
                         rest = rest.rstrip(" ")
                     if rest[-1] == ":" or ": " in rest:
                         raise Bail
-                    value = cached = words.get(rest, rest)
+                    value = words.get(rest, rest)
+                    if room:
+                        room -= 1
+                        fields[f] = (key, value)
                 elif c == "'" and _SINGLE.match(rest) is None:
                     break  # goes on over more lines
                 elif c == "[" and (value := self._flow_seq(rest)) is not None:
-                    cached = tuple(value)
+                    if room:
+                        room -= 1
+                        fields[f] = (key, tuple(value))
                 else:
                     value = self._value(rest, i + len(m), col + 1)[0]  # one line: i + len(m) is the entry's
-                    cached = value if type(value) is not list and type(value) is not dict else None
+                    if room and type(value) is not list and type(value) is not dict:
+                        room -= 1
+                        fields[f] = (key, value)
                 m[key] = value
-                if cached is not None and len(fields) < _FLAT_FIELDS_MAX:
-                    fields[f] = (key, cached)
             else:
                 map_lines[id(m)] = i + 1
                 item_lines.append(i + 1)
