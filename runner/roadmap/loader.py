@@ -90,7 +90,6 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
     problems = Problems()
     if not paths:
         problems.error("no roadmap file given")
-    digest = sha256()
     builder = Builder(problems)
     seen: dict[str, str] = {}  # real path -> path as given
     files: list[tuple[str, bytes]] = []
@@ -106,6 +105,11 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
     size = sum(len(data) for _, data in files)
     if size >= FREEZE_BYTES:
         gc.collect()  # so that the freeze after loading pins no garbage
+        import hashlib  # OpenSSL's: ~3 ms to import, then 4 times faster (6 ms instead of 20 for 100,000 tasks)
+
+        digest = hashlib.sha256()
+    else:
+        digest = sha256()
     for path, data in files:
         digest.update(data)
         doc = parse_yaml(data, path, problems)
