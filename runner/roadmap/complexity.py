@@ -68,7 +68,7 @@ def points(task: Task, epic_size: int | None = None) -> int:
 
 
 def _text_points(title: str, description: str) -> int:
-    """The points of a task's words: how many, the heavy ones (title, lead of the description), the light ones (title)."""
+    """The points of a task's words: how many, the heavy ones (title, the description's lead), the light ones."""
     if description:
         lead = description.lower().split(None, _LEAD_WORDS)
         words = len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split())

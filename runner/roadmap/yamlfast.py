@@ -284,8 +284,10 @@ class FastReader:
                 break
             item = text[start:end]
             entries = item.split(fsep)
-            if not item or item[0] in not_first or item.count("\n") != len(entries) - 1 or deeper in item or comment in item:
-                break  # not a mapping, or a blank, deeper, shallower or comment line among its lines
+            if not item or item[0] in not_first or item.count("\n") != len(entries) - 1:
+                break  # not a mapping, or a blank or shallower line among its lines
+            if deeper in item or comment in item:
+                break  # a deeper line, or a comment
             m: dict = {}
             for f in entries:
                 known = fields.get(f)
