@@ -91,6 +91,18 @@ class TaskBuilder:
                 if key == "priority" and value in priorities:
                     t.priority = priorities[value]
                     continue
+            elif type(value) is list and (key == "dependencies" or key == "command") and value:
+                for item in value:  # the usual lists, task ids or argv: f_command's and f_dependencies' valid case
+                    if type(item) is not str:
+                        break
+                else:
+                    if key == "command":
+                        t.command = value
+                    elif len(value) < 2 or len(set(value)) == len(value):
+                        t.dependencies = value
+                    else:
+                        t.dependencies = list(dict.fromkeys(value))
+                    continue
             handler = handlers.get(key)
             if handler is not None:
                 handler(self, t, value)
