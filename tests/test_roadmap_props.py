@@ -408,3 +408,38 @@ def test_blocked_and_critical_path_match_a_naive_reference(tasks):
     index = {t.id: t for t in tasks}
     assert all(a in index[b].dependencies for a, b in zip(path, path[1:]))
     assert not set(path) & blocked
+
+
+@st.composite
+def ordered_graphs(draw):
+    """Tasks that depend only on tasks before them, with many chains of equal length."""
+    n = draw(st.integers(1, 30))
+    tasks = []
+    for i in range(n):
+        deps = draw(st.lists(st.sampled_from([f"n{j}" for j in range(max(0, i - 6), i)] or ["ghost"]), max_size=3, unique=True))
+        status = draw(st.sampled_from(["", "", "pending", "done", "on_hold"]))
+        tasks.append(Task(id=f"n{i}", dependencies=[d for d in deps if d != "ghost"], status=status, order=i))
+    return tasks
+
+
+@settings(max_examples=200, deadline=None)
+@given(ordered_graphs())
+def test_the_critical_path_shown_is_the_first_longest_chain(tasks):
+    """It ends at the first task (in roadmap order) whose chain is longest, and each step back goes to the first
+    dependency whose chain is one shorter: the same path on every run and every version."""
+    blocked, longest, _ = naive(tasks)
+    runnable = {t.id for t in tasks if t.status in RUN_STATUSES and t.id not in blocked}
+    index = {t.id: t for t in tasks}
+    memo: dict[str, int] = {}
+
+    def chain(tid: str) -> int:
+        if tid not in memo:
+            memo[tid] = 1 + max((chain(d) for d in index[tid].dependencies if d in runnable), default=0)
+        return memo[tid]
+
+    want = []
+    last = next((t.id for t in tasks if t.id in runnable and chain(t.id) == longest), None)
+    while last is not None:
+        want.append(last)
+        last = next((d for d in index[last].dependencies if d in runnable and chain(d) == chain(last) - 1), None)
+    assert rm._analyse(tasks).critical_path == want[::-1]

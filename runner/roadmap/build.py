@@ -60,6 +60,7 @@ class Builder(TaskBuilder):
     # -- files and layouts
 
     def add_file(self, path: str, doc: Doc) -> None:
+        """Build the tasks and settings of one parsed file. Uses doc up: its task items and repeated keys go."""
         self.file, self.doc = path, doc
         self._folders = {}
         self._layout(doc.data)
@@ -170,6 +171,7 @@ class Builder(TaskBuilder):
                 self.p.error(f"task #{i - order + 1} of {what} must be a mapping, not {kind_of(raw)}", self.file, tline)
                 continue
             task = self._task(raw, map_lines.get(id(raw)) or doc.item_line(items, i - order, line), epic, milestone, i)
+            items[i - order] = None  # the document is used up: its task items go as they are built (~20 MB per 100k)
             if task is not None:
                 append(task)
 
@@ -370,6 +372,8 @@ class Builder(TaskBuilder):
         """Checks that need every file read: the pools tasks use exist; executors may use their names as fields."""
         pools = self.settings.get("resources") or {}
         for t in self.tasks:
+            if not t.meta:  # most tasks: neither `uses` nor `executor`
+                continue
             for name in t.meta.get("uses", ()):
                 if name not in pools:
                     known = f"declared: {', '.join(pools)}" if pools else "no `resources:` declares any"

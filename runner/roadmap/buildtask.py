@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
 
-from runner.model import RUN_STATUSES, SKIP_STATUSES, Task
+from runner.model import RUN_STATUSES, SKIP_STATUSES, Task, new_task
 from runner.roadmap.fields import (
     CODING_TASK_FIELDS,
     CALL,
@@ -39,6 +39,9 @@ _UNSET = object()  # not in a cache
 
 
 _CODING_FIELDS = frozenset(CODING_TASK_FIELDS)  # one C-level test per task, not six lookups
+# With none of these in a task, nor defaults in its file, _finish_fully has one thing to do (an executor task's
+# timeout): one C-level test per task instead of its ten.
+_FINISH_KEYS = _CODING_FIELDS | {"complexity_score", "cwd", "call", "args", "kwargs"}
 
 
 class TaskBuilder:
@@ -57,26 +60,19 @@ class TaskBuilder:
         self.unrated: list[tuple[Task, dict]] = []  # executor tasks with no complexity, with their timeouts table
 
     def _task(self, raw: dict, line: int | None, epic, milestone, order: int) -> Task | None:
-        file, err = self.file, self.p.error
+        file = self.file
         tid = raw.get("id")
         if type(tid) is not str or not tid.strip():
-            if tid is None or tid == "":
-                err("task has no `id:`", file, line)
-            elif isinstance(tid, str):
-                err("task id is blank", file, line)
-            elif isinstance(tid, (int, float)) and not isinstance(tid, bool):
-                err(f"task id must be a string; write id: '{tid}'", file, line)
-            else:
-                err(f"task id must be a string, not {kind_of(tid)}", file, line)
+            self._no_id(tid, line)
             return None
-        t = Task(id=tid, file=file, line=line, order=order, epic=epic, milestone=milestone)
+        t = new_task(tid, file, line, order, epic, milestone)
         first = self.first_seen.setdefault(tid, t)
         if first is not t:
-            err(f"duplicate task id (first defined at {first.place()})", file, line, tid)
+            self.p.error(f"duplicate task id (first defined at {first.place()})", file, line, tid)
         if self.doc.dup_keys:
             dups = self.doc.dup_keys.pop(id(raw), ())  # the rest are reported by Builder.add_file
             for key, first_line, again in dups:
-                err(f"field {given_twice(key, first_line, again)}", file, again, tid)
+                self.p.error(f"field {given_twice(key, first_line, again)}", file, again, tid)
         handlers, statuses, priorities = _FIELD_HANDLERS, STATUS_WORDS, PRIORITIES
         for key, value in raw.items():
             if type(value) is str:  # the usual values, read here without a call
@@ -94,6 +90,18 @@ class TaskBuilder:
                 if key == "priority" and value in priorities:
                     t.priority = priorities[value]
                     continue
+            elif type(value) is list and (key == "dependencies" or key == "command") and value:
+                for item in value:  # the usual lists, task ids or argv: f_command's and f_dependencies' valid case
+                    if type(item) is not str:
+                        break
+                else:
+                    if key == "command":
+                        t.command = value
+                    elif len(value) < 2 or len(set(value)) == len(value):
+                        t.dependencies = value
+                    else:
+                        t.dependencies = list(dict.fromkeys(value))
+                    continue
             handler = handlers.get(key)
             if handler is not None:
                 handler(self, t, value)
@@ -106,7 +114,25 @@ class TaskBuilder:
         self._finish_task(t, raw)
         return t
 
+    def _no_id(self, tid, line: int | None) -> None:
+        file, err = self.file, self.p.error
+        if tid is None or tid == "":
+            err("task has no `id:`", file, line)
+        elif isinstance(tid, str):
+            err("task id is blank", file, line)
+        elif isinstance(tid, (int, float)) and not isinstance(tid, bool):
+            err(f"task id must be a string; write id: '{tid}'", file, line)
+        else:
+            err(f"task id must be a string, not {kind_of(tid)}", file, line)
+
     def _finish_task(self, t: Task, raw: dict) -> None:
+        """The file's defaults, the coding keys, and the checks across a task's fields."""
+        if self.defaults or not self.doc.plain_text or not _FINISH_KEYS.isdisjoint(raw):
+            self._finish_fully(t, raw)
+        elif t.command is None and raw.get("timeout") is None:  # what _finish_fully does for such a task
+            t.timeout = self._executor_timeout(t)
+
+    def _finish_fully(self, t: Task, raw: dict) -> None:
         if not self.doc.plain_text:
             self._os_check(t)
         d = self.defaults

@@ -55,26 +55,33 @@ _SIMPLE, _MODERATE, _COMPLEX = Complexity.SIMPLE, Complexity.MODERATE, Complexit
 
 def points(task: Task, epic_size: int | None = None) -> int:
     """The rule's points for one task; epic_size is how many tasks its epic has (None: no epic)."""
-    title = task.title.lower() if task.title else ""
-    if task.description:
-        lead = task.description.lower().split(None, _LEAD_WORDS)
+    deps = len(task.dependencies)
+    score = 0 if deps < 2 else 1 if deps < 4 else 2
+    crit = len(task.exit_criteria)
+    if crit >= 4:
+        score += 1 if crit < 7 else 2
+    if task.title or task.description:  # a generated roadmap's tasks often have neither
+        score += _text_points(task.title.lower(), task.description)
+    if epic_size == 1:
+        score += 1
+    return score
+
+
+def _text_points(title: str, description: str) -> int:
+    """The points of a task's words: how many, the heavy ones (title, the description's lead), the light ones."""
+    if description:
+        lead = description.lower().split(None, _LEAD_WORDS)
         words = len(lead) if len(lead) <= _LEAD_WORDS else _LEAD_WORDS + len(lead[-1].split())
         text = f"{title} {' '.join(lead[:_LEAD_WORDS])}"
-    else:  # a generated roadmap's tasks often have no description and a short title, or none
+    else:
         words, text = 0, title
     n = len(title.split()) + words if title else words
     score = 0 if n < 25 else 1 if n < 150 else 2
-    deps = len(task.dependencies)
-    score += 0 if deps < 2 else 1 if deps < 4 else 2
-    crit = len(task.exit_criteria)
-    score += 0 if crit < 4 else 1 if crit < 7 else 2
     # Short text: one regex search is cheaper than 25 substring tests; long text: the reverse (memmem).
     if text and (_heavy().search(text) if len(text) < _SHORT else any(stem in text for stem in _FAMILY)):
         score += min(len({_FAMILY[m] for m in _heavy().findall(text)}), 2)
     if title and _light().search(title):
         score -= 1
-    if epic_size == 1:
-        score += 1
     return score
 
 
@@ -91,7 +98,8 @@ def infer(tasks: list[Task]) -> list[Task]:
     out = []
     for t in tasks:
         if t.complexity is None and t.complexity_score is None:
-            t.complexity = level(points(t, epic_size.get(t.epic) if t.epic is not None else None))
+            score = points(t, epic_size.get(t.epic) if t.epic is not None else None)
+            t.complexity = _SIMPLE if score <= 1 else _MODERATE if score <= 3 else _COMPLEX  # level(score)
             t.complexity_inferred = True
             out.append(t)
     return out

@@ -54,7 +54,6 @@ def _walk(
     state: dict[str, int] = {}  # task id -> chain length if it would run, else _DONE / _SKIPPED / _BLOCKED
     root: dict[str, str] = {}  # blocked task id -> the first cause, carried to its dependents
     blocked: dict[str, str] = {}
-    prev: dict[str, str | None] = {}
     unknown: dict[str, list[Task]] = {}
     best, best_len = None, 0
     run = RUN_STATUSES
@@ -78,7 +77,7 @@ def _walk(
                         unknown.setdefault(dep, []).append(t)
             state[tid] = _DONE if st == "done" else _SKIPPED
             continue
-        n, p, why, cause = 1, None, None, None
+        n, why, cause = 1, None, None
         for dep in t.dependencies:
             x = state.get(dep)
             if x is None:
@@ -88,8 +87,8 @@ def _walk(
                     continue  # in a cycle; reported as such
                 unknown.setdefault(dep, []).append(t)
                 why = why or f"depends on unknown task `{dep}`"
-            elif x > n - 1:
-                n, p = x + 1, dep
+            elif x >= n:
+                n = x + 1
             elif x >= 1 or x == _DONE:
                 continue
             elif why is not None:
@@ -105,14 +104,21 @@ def _walk(
             root[tid] = cause or why
             state[tid] = _BLOCKED
             continue
-        state[tid], prev[tid] = n, p
+        state[tid] = n
         if n > best_len:
             best, best_len = tid, n
+    return _Graph(unknown, [], blocked, _chain(best, state, index))
+
+
+def _chain(last: str | None, state: dict[str, int], index: dict[str, Task]) -> list[str]:
+    """The longest chain that ends at last, first task first: from each task, the first of its dependencies
+    whose chain is one shorter (the one _walk took its length from)."""
     chain = []
-    while best is not None:
-        chain.append(best)
-        best = prev[best]
-    return _Graph(unknown, [], blocked, chain[::-1])
+    while last is not None:
+        chain.append(last)
+        n = state[last]
+        last = next((dep for dep in index[last].dependencies if state.get(dep) == n - 1), None) if n > 1 else None
+    return chain[::-1]
 
 
 def _kahn(unique: list[Task]) -> tuple[list[Task], list[Task]]:

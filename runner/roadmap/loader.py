@@ -90,7 +90,6 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
     problems = Problems()
     if not paths:
         problems.error("no roadmap file given")
-    digest = sha256()
     builder = Builder(problems)
     seen: dict[str, str] = {}  # real path -> path as given
     files: list[tuple[str, bytes]] = []
@@ -106,12 +105,20 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
     size = sum(len(data) for _, data in files)
     if size >= FREEZE_BYTES:
         gc.collect()  # so that the freeze after loading pins no garbage
-    for path, data in files:
+        import hashlib  # OpenSSL's: ~3 ms to import, then 4 times faster (6 ms instead of 20 for 100,000 tasks)
+
+        digest = hashlib.sha256()
+    else:
+        digest = sha256()
+    files.reverse()
+    while files:  # each file's bytes and document are let go once its tasks are built: ~20 MB at 100,000 tasks
+        path, data = files.pop()
         digest.update(data)
         doc = parse_yaml(data, path, problems)
+        del data
         if doc is not None:
             builder.add_file(path, doc)
-    del files
+        del doc
     builder.rate_unrated()
     builder.finish()
     graph = analyse(builder.tasks, builder.first_seen)

@@ -26,7 +26,7 @@ def plan(result: CheckResult, executor=None) -> dict:
 def _tally(result: CheckResult) -> tuple[list[Task], dict]:
     """(the tasks, first definition of each id; the counts of the --json document), in C-level counting loops:
     a roadmap of 100,000 tasks is counted in a few milliseconds, not a tenth of a second."""
-    tasks = _unique(result.tasks)
+    tasks = result.tasks if result.valid else _unique(result.tasks)  # a repeated id is always an error
     kinds = Counter(map(attrgetter("status", "priority", "complexity", "complexity_inferred"), tasks))
     statuses: Counter = Counter()
     priorities: Counter = Counter()

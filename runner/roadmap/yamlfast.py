@@ -45,6 +45,16 @@ _FLOW_MAP_HARD = re.compile(r"[{}#'\"]")  # for FastReader._flow_map: leave thes
 _FLOW_SEQ_HARD = re.compile(r"[\[{}#:]")  # the same for FastReader._flow_seq
 _FLOW_NESTED = re.compile(r"\[[^\]]*\[|\][^\[]*\]")  # a list inside a list, or a stray ]
 _FLOW_LIST = re.compile(r"\[[^\]]*\]")
+# The most common one-line list, [a, b-1, c/d]: plain items (each of them text, unless one of _WORDS) split by ", ".
+_FLOW_SIMPLE_SEQ = re.compile(r"\[([A-Za-z_/$()^;][^\s,\[\]{}#:'\"]*(?:, [A-Za-z_/$()^;][^\s,\[\]{}#:'\"]*)*)\]")
+
+
+# _flat_items: an item's text is looked for within this many characters; the one-line values it keeps
+# (by their line as written), at most this many; the characters that do not start an item it reads.
+_FLAT_ITEM_MAX = 16384
+_FLAT_FIELDS_MAX = 4096
+_FLAT_NOT_FIRST = frozenset(" #-[{'\"\n")
+_FLAT_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
 
 def _protect_commas(m: re.Match) -> str:
@@ -61,8 +71,11 @@ class FastReader:
     """
 
     def __init__(self, text: str):
+        self.text = text
         self.lines = text.split("\n")
         self.n = len(self.lines)
+        self._at = (0, 0)  # (line index, its offset in text): where _offset last stood
+        self.fields: dict[str, tuple] = {}  # one-line `key: value` as written -> (key, value); lists as tuples
         self.map_lines: dict[int, int] = {}
         self.seq_lines: dict[int, list[int]] = {}
         self.dup_keys: dict[int, list] = {}
@@ -218,6 +231,11 @@ class FastReader:
                 continue
             if s[0] != "-" or (len(s) > 1 and s[1] != " "):
                 break
+            if s[2:3] in _FLAT_FIRST and ": " in s and depth < MAX_DEPTH:
+                j = self._flat_items(i, indent, seq, item_lines)
+                if j != i:
+                    i, last = j, None
+                    continue
             rest = s[1:].lstrip(" ")
             item_lines.append(i + 1)
             last = None
@@ -233,6 +251,94 @@ class FastReader:
                     last = (text, i - 1)
             seq.append(value)
         return seq, i
+
+    def _offset(self, i: int) -> int:
+        """Offset in text of line i; the reader moves forwards, so this adds up only the lines since the last call."""
+        at, pos = self._at
+        if i < at:
+            at = pos = 0
+        pos += sum(map(len, self.lines[at:i])) + (i - at)
+        self._at = (i, pos)
+        return pos
+
+    def _flat_items(self, i: int, indent: int, seq: list, item_lines: list) -> int:
+        """Items of the block sequence at column indent, from line i on, that are flat mappings: one
+        `key: value` per line, all at the column after the dash (the common task) -> the line after them.
+
+        Each item's text is cut out with str.find and split into its lines with str.split, instead of being
+        walked line by line. The first item that holds anything else (a comment, a blank or deeper line, a
+        block value, a repeated key, a quoted scalar over several lines) is left, unread, to _seq.
+        """
+        text, keys, fields, map_lines = self.text, self.keys, self.fields, self.map_lines
+        plain_first, words, not_first = _PLAIN_FIRST, _WORDS, _FLAT_NOT_FIRST
+        col = indent + 2
+        sep = "\n" + " " * indent + "- "
+        fsep = "\n" + " " * col
+        deeper, comment = fsep + " ", fsep + "#"
+        room = _FLAT_FIELDS_MAX - len(fields)
+        pos = self._offset(i)
+        while True:
+            start = pos + col
+            end = text.find(sep, start, start + _FLAT_ITEM_MAX)
+            if end < 0:
+                break
+            item = text[start:end]
+            entries = item.split(fsep)
+            if not item or item[0] in not_first or item.count("\n") != len(entries) - 1:
+                break  # not a mapping, or a blank or shallower line among its lines
+            if deeper in item or comment in item:
+                break  # a deeper line, or a comment
+            m: dict = {}
+            for f in entries:
+                known = fields.get(f)
+                if known is not None:
+                    key, value = known
+                    if key in m:
+                        break
+                    m[key] = list(value) if type(value) is tuple else value
+                    continue
+                raw_key, _, rest = f.partition(": ")
+                if not rest:
+                    break  # `key:` and a block value below, or not a mapping entry
+                key = keys.get(raw_key, Bail)
+                if key is Bail:
+                    key = self._key(raw_key)
+                c = rest[0]
+                if key in m or c == " " or c == "#":
+                    break  # a repeated key, more spaces (rare), or a comment and a block value below
+                if c in plain_first:
+                    if " #" in rest:
+                        rest = rest[: rest.find(" #")].rstrip(" ")
+                    elif rest[-1] == " ":
+                        rest = rest.rstrip(" ")
+                    if rest[-1] == ":" or ": " in rest:
+                        raise Bail
+                    value = words.get(rest, rest)
+                    if room:
+                        room -= 1
+                        fields[f] = (key, value)
+                elif c == "'" and _SINGLE.match(rest) is None:
+                    break  # goes on over more lines
+                elif c == "[" and (value := self._flow_seq(rest)) is not None:
+                    if room:
+                        room -= 1
+                        fields[f] = (key, tuple(value))
+                else:
+                    value = self._value(rest, i + len(m), col + 1)[0]  # one line: i + len(m) is the entry's
+                    if room and type(value) is not list and type(value) is not dict:
+                        room -= 1
+                        fields[f] = (key, value)
+                m[key] = value
+            else:
+                map_lines[id(m)] = i + 1
+                item_lines.append(i + 1)
+                seq.append(m)
+                i += len(entries)
+                pos = end + 1
+                continue
+            break
+        self._at = (i, pos)
+        return i
 
     def _key(self, raw: str):
         if not raw or raw[0] in _NOT_PLAIN_FIRST or raw[0] in " -" or raw[-1] == " " or " #" in raw:
@@ -337,6 +443,11 @@ class FastReader:
 
     def _flow_seq(self, text: str) -> list | None:
         """The common one-line list, [a, b] or ["true"], read with a split; None for anything else."""
+        simple = _FLOW_SIMPLE_SEQ.fullmatch(text)
+        if simple is not None:
+            items = simple.group(1).split(", ")
+            if _WORDS.keys().isdisjoint(items):
+                return items
         seen = self.lists.get(text)
         if seen is not None:
             return list(seen)
