@@ -112,12 +112,7 @@ class Workspaces:
         checked again: each check is a git process, and a dozen agents set up at once on a few cores. `into`
         is looked at where it matters: checked out nowhere when it lands (the landing queue), restored at
         the run's base when the user deleted it (create). Raises WorkspaceError when there is no journal."""
-        path = Path(state_dir) / JOURNAL
-        try:
-            with open(path) as f:
-                header = json.loads(f.readline())
-        except (OSError, ValueError):
-            raise WorkspaceError(f"{path}: no workspace journal") from None
+        header = _journal_header(state_dir, "no workspace journal")
         self = cls.__new__(cls)
         self._fields(Path(header["repo"]), state_dir, header["run"], header["into"], git)
         self._load()
@@ -127,12 +122,7 @@ class Workspaces:
     @classmethod
     def open(cls, state_dir: str | Path, git: Git | None = None) -> "Workspaces":
         """The workspaces of an earlier run, from its journal; raises WorkspaceError when there is none."""
-        path = Path(state_dir) / JOURNAL
-        try:
-            with open(path) as f:
-                header = json.loads(f.readline())
-        except (OSError, ValueError):
-            raise WorkspaceError(f"{path}: no workspace journal to resume from") from None
+        header = _journal_header(state_dir, "no workspace journal to resume from")
         return cls(header["repo"], state_dir, header["run"], header["into"], git=git)
 
     # -- setup
@@ -568,3 +558,13 @@ def remove_landing_worktree(sp: "Workspaces", path: Path | None = None) -> None:
         shutil.rmtree(path)
         # Unregister just this one; `git worktree prune` would also prune the user's missing worktrees.
         sp._worktree("remove", "--force", str(path), check=False)
+
+
+def _journal_header(state_dir: str | Path, missing: str) -> dict:
+    """The first line of a run's workspace journal; WorkspaceError naming the file when it cannot be read."""
+    path = Path(state_dir) / JOURNAL
+    try:
+        with open(path) as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        raise WorkspaceError(f"{path}: {missing}") from None

@@ -134,18 +134,8 @@ class Outcomes:
         if not pending:
             ctx.pending_since = now
         hooks = self.hooks
-        fields: list[dict] | None = None
-        if hooks.attempt_fields:
-            fields = [{} for _ in results]
-            for attempt_fields in hooks.attempt_fields:
-                for i, res in enumerate(results):
-                    fields[i].update(attempt_fields(res.task_id, res.attempt))
-        extras: list[dict] | None = None
-        if hooks.event_fields:
-            extras = [{} for _ in results]
-            for event_fields in hooks.event_fields:
-                for i, res in enumerate(results):
-                    extras[i].update(event_fields(res.task_id, res.attempt))
+        fields = _fields_of(hooks.attempt_fields, results)
+        extras = _fields_of(hooks.event_fields, results)
         rows, done = [], []
         last, reserved_ev, started_ev, finished_ev = self.last, ev.TASK_RESERVED, ev.TASK_STARTED, ev.TASK_FINISHED
         previous_end = None
@@ -396,3 +386,14 @@ def killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _fields_of(hooks: list, results: list) -> list[dict] | None:
+    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None without hooks."""
+    if not hooks:
+        return None
+    fields: list[dict] = [{} for _ in results]
+    for hook in hooks:
+        for i, res in enumerate(results):
+            fields[i].update(hook(res.task_id, res.attempt))
+    return fields
