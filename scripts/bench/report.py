@@ -80,6 +80,8 @@ def render(report: Report, machine, args, chosen, elapsed: float, all_workloads:
     flags = ["--quick"] * args.quick + ([f"--reps {args.reps}"] if args.reps != 5 and not args.quick else [])
     flags += [f"--big-reps {args.big_reps}"] * (args.big_reps != 2)
     flags += [f"--only {','.join(chosen)}"] * (set(chosen) != set(all_workloads))
+    flags += [f"--files {args.files}"] * bool(getattr(args, "files", None))
+    flags += [f"--tasks {args.tasks}"] * bool(getattr(args, "tasks", None))
     run_line = " ".join([".venv/bin/python scripts/bench", *flags])
     out = [
         "# Benchmarks",
@@ -90,8 +92,8 @@ def render(report: Report, machine, args, chosen, elapsed: float, all_workloads:
         " repetition, the steadier figure when the machine is shared; the verdicts use it."
         " wvo-batch runs with `--quiet --state-dir <fresh dir>` (its display cost as under cron) unless a row says otherwise.",
         "",
-        "What was changed to reach these figures, and the floor of the one target a Python runner cannot meet:"
-        " [performance.md](performance.md).",
+        "What was changed to reach these figures, where each missed target's time goes, and the floors the bench"
+        " measures beside them: [performance.md](performance.md).",
         "",
         "## Machine",
         "",
