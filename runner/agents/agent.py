@@ -59,7 +59,7 @@ def agent_main(
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
     signal.signal(signal.SIGTERM, _on_term)
-    from runner.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+    from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
 
     base_env = dict(environment(os.environ), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     logs = LogFiles(agent_id)

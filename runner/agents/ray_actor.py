@@ -68,7 +68,7 @@ class AgentActor:
             os.chdir(cwd)
         self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
         self.token = uuid.uuid4().hex
-        from runner.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+        from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
 
         self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
         self.lock = threading.Lock()

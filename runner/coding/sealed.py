@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runner.gitenv import CEILING, REPO_PREFIXES, REPO_VARIABLES, environment, points_at_repository  # noqa: F401 (re-exported)
+from runner.coding.gitenv import CEILING, REPO_PREFIXES, REPO_VARIABLES, environment, points_at_repository  # noqa: F401 (re-exported)
 
 FENCE_TEXT = "gitdir: (no repository here: wvo-batch stops git from climbing out of a worktree)\n"
 

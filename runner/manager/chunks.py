@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from runner.agents.messages import BatchResult, ChunkReturn, TaskResult
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager.chunk_sizes import ChunkSizes
 from runner.manager.components import Component

@@ -18,7 +18,7 @@ own health checks see a worker that stopped answering) is not checked.
 from __future__ import annotations
 
 
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager.components import Component
 

@@ -27,7 +27,7 @@ import time
 
 from runner.agents.messages import TaskResult
 from runner.errors import UsageError
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.scheduler import LANDING

@@ -30,7 +30,7 @@ import os
 import time
 
 from runner.errors import UsageError
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import roadmap_edits
 from runner.manager.components import Component

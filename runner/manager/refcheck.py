@@ -13,7 +13,7 @@ back with a compare-and-swap (`update-ref <ref> <new> <old>`), so a concurrent w
 
 from __future__ import annotations
 
-from runner.logs import Logger
+from runner.manager.logs import Logger
 
 log = Logger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from runner.agents.messages import TaskMessage, TaskResult
 from runner.errors import UsageError
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
 from runner.manager.accounts import executors_module as _ex

@@ -29,7 +29,7 @@ from dataclasses import replace
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult, task_message
 from runner.errors import UsageError
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
 from runner.manager.accounts import Accounts, executors_module as _executors

@@ -15,7 +15,7 @@ import stat
 import time
 
 from runner.errors import LockHeld, StateError
-from runner.logs import Logger
+from runner.manager.logs import Logger
 from runner.roadmap.hashing import sha256
 
 log = Logger(__name__)
