@@ -133,9 +133,12 @@ class Git:
         return self._envs[author]
 
     def run(self, cwd: str | Path, *args: str, check: bool = True, author: str = "wvo-batch",
-            climb: bool = False) -> subprocess.CompletedProcess:
+            climb: bool = False, index: str | None = None) -> subprocess.CompletedProcess:
+        """`index`: an index file of ours for this command (GIT_INDEX_FILE), instead of the checkout's."""
         argv = [self.executable, "-C", str(cwd), *_GIT_OPTIONS, *args]
         env = self.env(author)
+        if index is not None:
+            env = {**env, "GIT_INDEX_FILE": index}
         if not climb:
             env = {**env, "GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(cwd))}
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)

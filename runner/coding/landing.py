@@ -26,6 +26,8 @@ not on some branch), and `Workspaces.recover` sees a task already on `into` by a
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,13 +159,41 @@ def merge_commit(sp: Workspaces, base: str, branch: str, message: str) -> str | 
     tip = git.out(sp.repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
     if git.ok(sp.repo, "merge-base", "--is-ancestor", tip, base):
         return base  # "Already up to date"
-    proc = git.run(sp.repo, "merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", base, tip, check=False)
+    # The merge reads `.gitattributes` (merge drivers, eol) from its work tree: those of `base`, as `merge
+    # --no-ff` in a worktree of into would, never the user's checkout. git reads them where it runs (from the
+    # user's checkout it reads the checkout's files whatever --work-tree says), so it runs in a work tree of
+    # ours holding nothing but base's .gitattributes files, the repository named by its git dir, with an
+    # empty index of ours.
+    sp.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix="merge-", dir=sp.state_dir) as scratch:
+        index, tree = os.path.join(scratch, "index"), os.path.join(scratch, "tree")
+        os.mkdir(tree)
+        where = (tree, f"--git-dir={sp.common_dir()}", f"--work-tree={tree}")
+        _write_attributes(git, where, base, tree)
+        proc = git.run(*where, "merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", base, tip,
+                       check=False, index=index)
     if proc.returncode not in (0, 1):
         raise GitError(["merge-tree", base, branch], proc.returncode, proc.stderr or proc.stdout)
     tree, *files = proc.stdout.split("\0")
     if proc.returncode == 1:
         return list(dict.fromkeys(f for f in files if f))  # a file in conflict in several ways is named once
     return git.out(sp.repo, "commit-tree", tree, "-p", base, "-p", tip, "-m", message, author=LANDER)
+
+
+def _write_attributes(git, where: tuple, commit: str, tree: str) -> None:
+    """Every `.gitattributes` file of `commit`, written at its place under `tree` (nothing else of it)."""
+    listing = git.run(*where, "ls-tree", "-r", "-z", "--full-tree", commit).stdout
+    for entry in filter(None, listing.split("\0")):
+        meta, _, name = entry.partition("\t")
+        if name != ".gitattributes" and not name.endswith("/.gitattributes"):
+            continue
+        mode, kind, oid = meta.split()
+        if kind != "blob" or mode == "120000":
+            continue  # a symlink named .gitattributes is not followed, as git does not follow it in a tree
+        target = os.path.join(tree, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(git.run(*where, "cat-file", "blob", oid).stdout)
 
 
 def reset_to(sp: Workspaces, path: Path, commit: str) -> None:
