@@ -276,8 +276,9 @@ class SpeculativeLander:
                 reset_to(self.spaces, path, merged)
             else:
                 ensure_landing_worktree(self.spaces, path, at=merged)
-        except (GitError, WorkspaceError, OSError) as exc:
-            error = exc
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the candidate gets a verdict (its slot is broken)
+            error = exc if isinstance(exc, (GitError, WorkspaceError, OSError)) else WorkspaceError(
+                f"landing worktree {path}: {type(exc).__name__}: {exc}")
         if error is not None:
             ok, detail = False, error
         elif c.cancel.is_set():
