@@ -367,10 +367,14 @@ class Workspaces:
         replaced): no attempt's work is lost.
         """
         wip = None if saved else self.wip_commit(ws, reason)  # a worktree no longer ours raises: it is kept
-        _empty_checkout(Path(ws.path))  # its files go outside the run's lock, which the other agents wait on
+        # Everything in it is committed now. Journalled before its files go, so that a run killed while they go
+        # (outside the run's lock, which the other agents wait on) is not mistaken by recover() for an attempt
+        # whose work was deleted: that would be snapshotted as a commit deleting every file.
+        self._record(ws.branch, removing=True)
+        _empty_checkout(Path(ws.path))
         # Twice --force: also when the task locked it (`git worktree lock`); everything in it is committed.
         self._worktree("remove", "--force", "--force", ws.path)
-        self._record(ws.branch, path=None)
+        self._record(ws.branch, path=None, removing=False)
         return wip
 
     def discard(self, ws: Workspace, why: str) -> None:
@@ -463,16 +467,17 @@ class Workspaces:
             path = rec.get("path")
             if not path:
                 continue
-            if Path(path).exists():
+            if Path(path).exists() and not rec.get("removing"):
                 try:
                     wip = self.remove(self.workspace(branch), "interrupted: the run died")
                 except (GitError, WorkspaceError, OSError) as exc:
                     problems.append(f"{branch}: worktree {path} kept: {exc}")
                     continue
-            else:  # gone already: unregister just this one (not `worktree prune`, which prunes the user's too)
+            else:  # gone already, or being removed with its work committed: unregister just this one (not
+                # `worktree prune`, which prunes the user's too); what is left of its files goes with it
                 wip = None
-                self._worktree("remove", "--force", path, check=False)
-                self._record(branch, path=None)
+                self._worktree("remove", "--force", "--force", path, check=False)
+                self._record(branch, path=None, removing=False)
             removed.append(path)
             if wip:
                 saved[branch] = wip
