@@ -1,0 +1,126 @@
+"""Where the landing queue meets what is not ours: the user's checkout, a broken slot, a kill mid-removal.
+
+Each test failed on the code it guards: merges made with merge-tree read the user's checkout's
+.gitattributes; a slot's checkout that raised something unexpected left its candidate without a verdict;
+a run killed between emptying a worktree and unregistering it was snapshotted on --resume as an attempt
+that deleted every file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runner.coding.landing import Conflict, Lander, merge_commit
+from runner.coding.workspace import Workspaces
+from test_landing_queue import INTO, branches, checks_by, first_parent_trees, kinds, land_all
+from test_worktrees import git, make_repo
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_repo(tmp_path, "tasks: []\n", {f"f{i}.txt": f"file {i}\n" for i in range(3)} | {"shared.txt": "one\n"})
+
+
+def test_merge_commit_ignores_the_users_checkout_attributes(repo, tmp_path):
+    # Two branches change the same line of shared.txt: landing the second on the first is a conflict, as
+    # `git merge --no-ff` in a worktree of `into` says. The user's own checkout (never ours, invariant 7)
+    # has a .gitattributes `into` does not have (uncommitted here; a commit on their branch does the same):
+    # it must not change what lands. merge-tree runs with -C <the user's checkout> and reads it.
+    sp, names = branches(repo, tmp_path / "state", [{"shared.txt": "t0's line\n"}, {"shared.txt": "t1's line\n"}])
+    (repo / ".gitattributes").write_text("shared.txt merge=union\n")  # the user's, in their checkout only
+    first = merge_commit(sp, sp.tip(), names[0], "Land t0: edit 0")
+    assert isinstance(first, str)
+    scratch = tmp_path / "scratch"
+    git(repo, "worktree", "add", "-q", "--detach", str(scratch), first)
+    merged = subprocess.run(["git", "-C", str(scratch), "merge", "-q", "--no-ff", "--no-edit", "-m", "x", names[1]],
+                            capture_output=True, text=True)
+    assert merged.returncode != 0  # merge --no-ff on into's content: a conflict
+    got = merge_commit(sp, first, names[1], "Land t1: edit 1")
+    assert got == ["shared.txt"], f"merged cleanly by the user's attributes: {git(repo, 'show', f'{got}:shared.txt')!r}"
+
+
+def test_merge_commit_follows_intos_attributes_as_merge_no_ff_does(tmp_path):
+    # The other way round: a merge driver committed on into (union) is honoured, as `merge --no-ff` in a
+    # worktree of into would honour it, whatever the user's checkout holds.
+    files = {f"f{i}.txt": f"file {i}\n" for i in range(3)} | {"shared.txt": "one\n", ".gitattributes": "shared.txt merge=union\n"}
+    repo = make_repo(tmp_path, "tasks: []\n", files)
+    (repo / ".gitattributes").write_text("")  # the user's checkout says nothing (uncommitted)
+    sp, names = branches(repo, tmp_path / "state", [{"shared.txt": "t0's line\n"}, {"shared.txt": "t1's line\n"}])
+    first = merge_commit(sp, sp.tip(), names[0], "Land t0: edit 0")
+    got = merge_commit(sp, first, names[1], "Land t1: edit 1")
+    assert isinstance(got, str), got
+    assert git(repo, "show", f"{got}:shared.txt") == "t0's line\nt1's line\n"
+
+
+def test_the_queue_gives_a_conflict_whatever_the_users_checkout_attributes_say(repo, tmp_path):
+    # The same through the run's queue (k = 2, no checks): t1 must get Conflict, not land a union of both lines.
+    sp, names = branches(repo, tmp_path / "state", [{"shared.txt": "t0's line\n"}, {"shared.txt": "t1's line\n"}])
+    (repo / ".gitattributes").write_text("shared.txt merge=union\n")
+    verdicts = land_all(sp, names, 2)
+    assert kinds(verdicts) == [(0, "Landed"), (1, "Conflict")], git(repo, "show", f"{INTO}:shared.txt")
+
+
+def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tmp_path, monkeypatch):
+    # Fault injection: the slot's checkout (reset_to / ensure_landing_worktree, in the candidate's own
+    # thread) raises something other than GitError/WorkspaceError/OSError, e.g. the UnicodeDecodeError
+    # subprocess's text mode raises when git's stderr names a non-UTF-8 path. The candidate must still get
+    # a verdict (its slot broken), or its task would wait to land forever.
+    import runner.coding.speculative as spec
+
+    def broken(*args, **kwargs):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(spec, "reset_to", broken)
+    monkeypatch.setattr(spec, "ensure_landing_worktree", broken)
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}])
+    verdicts = land_all(sp, names, 1, checks_by({0: "true"}, tmp_path), timeout=15)
+    assert len(verdicts) == 1
+
+
+_KILLED_MID_REMOVE = r'''
+import os, signal, sys
+from pathlib import Path
+from runner.coding.workspace import Workspaces
+
+repo, state = sys.argv[1], sys.argv[2]
+sp = Workspaces(repo, state, "r1", "wvo/landed")
+ws = sp.create("t0")
+Path(ws.path, "f0.txt").write_text("the task's work\n")
+print(sp.commit_all(ws, "t0: edit"), flush=True)   # committed: ready to land
+real = Workspaces._worktree
+
+def killed(self, *args, **kwargs):
+    if args and args[0] == "remove":
+        os.kill(os.getpid(), signal.SIGKILL)  # the run dies here (SIGKILL of the manager; the agents follow)
+    return real(self, *args, **kwargs)
+
+Workspaces._worktree = killed
+sp.remove(ws, "attempt 1 ended: succeeded", saved=True)  # as run_in_worktree does after commit_all
+'''
+
+
+def test_killed_between_emptying_a_worktree_and_removing_it_resume_still_lands_the_committed_attempt(repo, tmp_path):
+    # remove() deletes the worktree's files itself (outside the run's lock), then asks git to remove the
+    # worktree (under the lock, behind the other agents). A SIGKILL in between leaves a worktree that holds
+    # only its .git. --resume must land the committed attempt, not snapshot the emptied folder as a commit
+    # deleting every file (which left the branch not COMMITTED and the task to run again).
+    import sys
+
+    from runner.coding.workspace import recover
+
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_REMOVE, str(repo), str(state)], capture_output=True,
+                          text=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]),
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == -9, proc.stderr
+    committed = proc.stdout.strip()
+    spaces, recovery = recover(state)
+    branch = "wvo/r1/t0"
+    tip = git(repo, "rev-parse", branch).strip()
+    assert tip == committed, f"resume committed over the attempt: {git(repo, 'show', '--stat', '--format=%s', tip)}"
+    assert [ws.branch for ws in recovery.finished] == [branch]  # --resume lands it
