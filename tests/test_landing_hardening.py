@@ -124,3 +124,15 @@ def test_killed_between_emptying_a_worktree_and_removing_it_resume_still_lands_t
     tip = git(repo, "rev-parse", branch).strip()
     assert tip == committed, f"resume committed over the attempt: {git(repo, 'show', '--stat', '--format=%s', tip)}"
     assert [ws.branch for ws in recovery.finished] == [branch]  # --resume lands it
+
+
+def test_an_agent_attaching_to_the_run_puts_back_a_fence_a_task_deleted(repo, tmp_path):
+    # The fence (a `.git` file that is no repository, above every worktree) is the layer that holds when a
+    # task clears GIT_CEILING_DIRECTORIES: an agent attaching to the run's workspaces puts it back.
+    from runner.coding import sealed
+
+    state = tmp_path / "state"
+    Workspaces(repo, state, "r1", INTO)
+    (state / ".git").unlink()
+    Workspaces.attach(state)
+    assert (state / ".git").read_text() == sealed.FENCE_TEXT

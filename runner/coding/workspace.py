@@ -115,6 +115,7 @@ class Workspaces:
         header = _journal_header(state_dir, "no workspace journal")
         self = cls.__new__(cls)
         self._fields(Path(header["repo"]), state_dir, header["run"], header["into"], git)
+        sealed.fence(self.state_dir)  # a file read, no git: put back should a task have deleted it
         self._load()
         self.base_commit = header["base_commit"]
         return self
