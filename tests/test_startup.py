@@ -140,3 +140,30 @@ def test_the_budget_catches_a_creeping_import(tmp_path):
     problems = budget_problems(imported_by_a_plain_run(tmp_path, creep))
     assert any("imports the coding layer" in p and "runner.coding.workspace" in p for p in problems), problems
     assert any("over the budget" in p for p in problems), problems
+
+
+def test_the_stand_in_for_inspect_is_the_real_module_on_first_use():
+    """A task's code (a `call:` runs in a forked agent) sees inspect as it is: its functions, its dunders."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from runner.cli import lazyimport
+        lazyimport.defer()
+        import dataclasses, inspect
+        @dataclasses.dataclass
+        class Documented:
+            '''Has a docstring: inspect is not needed to make it.'''
+            x: int
+        before = "ast" in sys.modules
+        assert inspect.__file__.endswith("inspect.py")
+        from inspect import signature
+        assert str(signature(lambda a, b=1: None)) == "(a, b=1)"
+        assert sys.modules["inspect"].signature is signature is inspect.signature
+        print(before, "ast" in sys.modules, type(sys.modules["inspect"]).__name__)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-S", "-c", script], env=env, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "module"]
