@@ -176,3 +176,30 @@ def wait_for_file(path: Path, deadline_s: int = 30) -> str:
         f'i=0; while [ ! -e {path} ]; do i=$((i+1)); '
         f'[ $i -gt {deadline_s * 100} ] && {{ echo "never saw {path}" >&2; exit 1; }}; sleep 0.01; done'
     )
+
+
+def real_cli_executor(mock, tmp_path: Path, cli: str) -> tuple[list[str], str, dict]:
+    """The real codex or claude from npm, pointed at tests/mockapi.py: (argv, output parser, environment)."""
+    from test_agent_clis import BIN, _env
+    from test_cli_conformance import codex_args
+
+    env = _env(mock, tmp_path)
+    if cli == "codex":
+        argv = [str(BIN / "codex"), "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
+                *codex_args(mock, retries=0), "{prompt}"]  # fmt: skip
+        return argv, "codex-json", env
+    argv = [str(BIN / "claude"), "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
+            "--permission-mode", "acceptEdits"]  # fmt: skip
+    return argv, "claude-json", env
+
+
+def ledger_rows(state: Path, table: str) -> list[dict]:
+    """Every row of one ledger table (attempts, leases, ...) in the order written, read-only."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state / 'ledger.sqlite'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY id")]
+    finally:
+        db.close()

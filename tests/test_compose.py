@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, wvo
+from helpers import ledger_rows
 from test_exit_codes import bounded, calls_of, usage_limited_roadmap
 from test_worktrees import GIT_ENV, checkout_state, git, make_repo, rows, run_json, worktrees
 
@@ -99,12 +100,7 @@ def claude_repo(tmp_path: Path, env: dict, extra: str = "") -> tuple[Path, Path]
 
 
 def ledger_attempts(state: Path) -> list[dict]:
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM attempts ORDER BY id")]
-    finally:
-        db.close()
+    return ledger_rows(state, "attempts")
 
 
 def first_parent_lands(repo: Path, task_id: str, into: str = "wvo/roadmap") -> int:
@@ -347,21 +343,12 @@ def test_session_resume_x_worktree_with_the_real_cli(tmp_path, cli):
     # Attempt 2 runs in a new worktree folder and must resume attempt 1's session there (Claude Code
     # files sessions by folder: "No conversation found with session ID"), then writes second.txt.
     from mockapi import MockAPI, reply, write_file
-    from test_agent_clis import BIN, _env
-    from test_cli_conformance import codex_args
+    from helpers import real_cli_executor
 
     with MockAPI() as mock:
         mock.queue(write_file("first.txt", "one\n"), reply("wrote first.txt"),
                    write_file("second.txt", "two\n"), reply("wrote second.txt"))  # fmt: skip
-        env = _env(mock, tmp_path)
-        if cli == "codex":
-            argv = [str(BIN / "codex"), "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
-                    *codex_args(mock, retries=0), "{prompt}"]  # fmt: skip
-            output = "codex-json"
-        else:
-            argv = [str(BIN / "claude"), "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
-                    "--permission-mode", "acceptEdits"]  # fmt: skip
-            output = "claude-json"
+        argv, output, env = real_cli_executor(mock, tmp_path, cli)
         roadmap = (
             f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n"
             "workspace: {mode: worktree}\n"

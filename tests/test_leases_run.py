@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, wvo
+from helpers import ledger_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,12 +96,7 @@ def events_of(tmp_path: Path) -> list[dict]:
 
 
 def lease_rows(state: Path) -> list[dict]:
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY id")]
-    finally:
-        db.close()
+    return ledger_rows(state, "leases")
 
 
 def test_four_agents_share_a_two_port_pool_never_one_port_twice(tmp_path, backend):

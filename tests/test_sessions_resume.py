@@ -19,18 +19,10 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.skipif(_skip_reason() is not
 
 
 def roadmap(mock, tmp_path, cli: str, extra: str = "") -> tuple[str, dict]:
-    from test_agent_clis import BIN, _env
-    from test_cli_conformance import codex_args
+    from helpers import real_cli_executor
 
-    env = _env(mock, tmp_path)
-    if cli == "codex":
-        argv = [str(BIN / "codex"), "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
-                *codex_args(mock, retries=0), "{prompt}"]  # fmt: skip
-        output = "codex-json"
-    else:
-        argv = [str(BIN / "claude"), "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
-                "--permission-mode", "acceptEdits"]  # fmt: skip
-        output = "claude-json"
+    argv, output, env = real_cli_executor(mock, tmp_path, cli)
+    if cli == "claude":
         env.pop("ANTHROPIC_API_KEY")  # a subscription login: its 429 is a usage limit with a reset time
         env["CLAUDE_CODE_OAUTH_TOKEN"] = "sk-ant-oat01-placeholder"
     text = (
