@@ -18,7 +18,7 @@ from runner.agents.execute import LogFiles, call_outcome, reap_children, run_att
 from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
-from runner.agents.watchdog import add_mark
+from runner.agents.watchdog import MARK, add_mark
 from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
 from runner.model import Outcome
 
@@ -41,7 +41,8 @@ _FIELD = struct.Struct("q")
 
 
 def agent_main(
-    agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None, outbox=None
+    agent_id: str, role: str, conn, manager_pid: int, pid_slot=None, mark: str | None = None, outbox=None,
+    environ: dict | None = None,
 ) -> None:
     """Entry point of an agent process; returns when told to stop or when the manager is gone.
 
@@ -50,6 +51,8 @@ def agent_main(
     environment for all we start; with it, a watchdog kills our tasks should the manager die, and we
     die with the manager by SIGKILL (nothing of ours must run then, not even a blocked callable).
     outbox: shared memory where a chunk's results are kept until reported (runner.agents.outbox).
+    environ: the tasks' environment, built by the manager before the fork (runner.coding.gitenv), so
+    that twenty agents do not each import and build it; None: built here.
     """
     _watch_parent(manager_pid, signal.SIGKILL if mark else signal.SIGTERM)
     if mark:
@@ -59,9 +62,13 @@ def agent_main(
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
     signal.signal(signal.SIGTERM, _on_term)
-    from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+    if environ is None:
+        from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
 
-    base_env = dict(environment(os.environ), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
+        environ = environment(os.environ)
+    base_env = dict(environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
+    if mark:  # built before the fork, without the mark add_mark just put in ours
+        base_env[MARK] = os.environ[MARK]
     logs = LogFiles(agent_id)
     try:
         _serve(conn, base_env, logs, pid_slot, None if outbox is None else Outbox(outbox))
