@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,14 +73,17 @@ class Bench:
             BIN / "wvo-batch", roadmap, "--agents", str(agents), *(["--quiet"] if quiet else []), *more,
         ]
 
-    def run_wvo(self, roadmap: Path, agents: int, *, quiet=True, env=None, sampler=None, workload="", tmp=False) -> Sample:
+    def run_wvo(self, roadmap: Path, agents: int, *, quiet=True, env=None, sampler=None, workload="", tmp=False, phases=False) -> Sample:
         sd = Path(tempfile.mkdtemp(prefix="wvo-bench-state-")) if tmp else self.state_dir()
         argv = self.wvo(roadmap, agents, "--state-dir", sd, quiet=quiet)
         shown = "$TMPDIR/wvo-bench-state-XXXX" if tmp else "$BENCH/state/N"
         self.report.command(workload, self.wvo(roadmap, agents, "--state-dir", shown, quiet=quiet))
         out = self.scratch / "wvo.out"
         try:
-            return measure(argv, env=env or self.env, stdout=out, sampler=sampler)
+            sample = measure(argv, env=env or self.env, stdout=out, sampler=sampler)
+            if phases:
+                sample.extra["phases"] = run_phases(sd, *sample.extra["epoch"])
+            return sample
         finally:
             shutil.rmtree(sd, ignore_errors=True)
 
@@ -92,6 +96,27 @@ class Bench:
         if not p.exists():
             p.write_text("".join(f"{i}\n" for i in range(1, n + 1)))
         return p
+
+
+def run_phases(state_dir: Path, began: float, ended: float) -> dict[str, float]:
+    """Where a run's wall time went (seconds), from the events file its run folder keeps.
+
+    start-up: from exec to the first task's start; stagger: to the start of the last agent's first task
+    (the agents are forked one after another); tasks: to the last task's end; exit: to the process's end.
+    """
+    starts: dict[str, float] = {}
+    last_end = None
+    for path in state_dir.glob("runs/*/events.jsonl"):
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            if e["event"] == "task:started":
+                starts.setdefault(e["agent"], e["ts"])
+            elif e["event"] == "task:finished":
+                last_end = e["ts"] if last_end is None else max(last_end, e["ts"])
+    if not starts or last_end is None:
+        return {}
+    first, last = min(starts.values()), max(starts.values())
+    return {"start-up": first - began, "stagger": last - first, "tasks": last_end - last, "exit": ended - last_end}
 
 
 def _runner_home(env: dict) -> Path | None:

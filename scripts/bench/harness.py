@@ -46,6 +46,7 @@ def measure(argv, *, env=None, stdin=None, stdout=None, sampler=None, timeout: f
     stdin_f = open(stdin, "rb") if stdin else subprocess.DEVNULL
     stdout_f = open(stdout, "wb") if stdout else subprocess.DEVNULL
     try:
+        epoch0 = time.time()  # for lining the run up with the events it stamps (wall clock)
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [str(a) for a in argv], stdin=stdin_f, stdout=stdout_f, stderr=err, env=env, cwd=ROOT
@@ -59,6 +60,7 @@ def measure(argv, *, env=None, stdin=None, stdout=None, sampler=None, timeout: f
             t.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        extra["epoch"] = (epoch0, time.time())
         stop.set()
         for t in threads:
             t.join()
