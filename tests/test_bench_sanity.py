@@ -171,3 +171,24 @@ def test_the_agent_limited_ideal_and_the_landing_service_time(tmp_path):
     assert f["setup_s"] == pytest.approx(0.6) and f["teardown_s"] == pytest.approx(0.45)
     assert f["landing_s"] == pytest.approx(0.75)  # a: 1.0 -> 2.0; b: from 2.0 (a's end), not 1.1, -> 2.5
     assert f["landed"] == 2
+
+
+def test_run_phases_split_a_run_into_start_up_stagger_tasks_and_exit(tmp_path):
+    """Workload 2's account of where the time goes, from a run folder's events (two agents, three tasks)."""
+    from bench.context import run_phases
+
+    events = [
+        {"ts": 100.0, "event": "run:started"},
+        {"ts": 100.5, "event": "task:started", "agent": "a0", "task": "t0"},
+        {"ts": 100.7, "event": "task:started", "agent": "a1", "task": "t1"},
+        {"ts": 101.5, "event": "task:finished", "agent": "a0", "task": "t0"},
+        {"ts": 101.6, "event": "task:started", "agent": "a0", "task": "t2"},
+        {"ts": 102.0, "event": "task:finished", "agent": "a1", "task": "t1"},
+        {"ts": 102.6, "event": "task:finished", "agent": "a0", "task": "t2"},
+    ]
+    folder = tmp_path / "runs" / "0001-x"
+    folder.mkdir(parents=True)
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    got = run_phases(tmp_path, 99.9, 102.7)
+    assert got == pytest.approx({"start-up": 0.6, "stagger": 0.2, "tasks": 1.9, "exit": 0.1})
+    assert run_phases(tmp_path / "nothing", 0.0, 1.0) == {}
