@@ -39,7 +39,7 @@ from runner.manager.components import Hooks
 from runner.manager.context import RunContext
 from runner.manager.hung_agents import HungAgents
 from runner.manager.landing_queue import LandingQueue
-from runner.manager.ledger import Ledger, task_hash
+from runner.manager.ledger import Ledger, task_hash, task_hashes
 from runner.manager.live import LiveRoadmap
 from runner.manager.options import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
 from runner.manager.outcomes import Outcomes, killpg
@@ -207,11 +207,9 @@ class Run:
             ctx.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
             return {}, None
         carried = {}
-        for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items():
-            task = ctx.tasks.get(task_id)
-            if task is None:
-                continue
-            if task_hash(task) == old_hash:
+        found = [(task_id, old_hash) for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items() if task_id in ctx.tasks]
+        for (task_id, old_hash), new_hash in zip(found, task_hashes([ctx.tasks[task_id] for task_id, _ in found])):
+            if new_hash == old_hash:
                 carried[task_id] = old_hash
             else:
                 ctx.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")

@@ -1,0 +1,59 @@
+"""Fast paths of a run's set-up and bookkeeping give what the paths they replace give (property tests).
+
+task_hashes (one hash for tasks that do the same thing) against task_hash of each task.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.timeout(120)
+
+from runner.manager.ledger import task_hash, task_hashes
+from runner.model import Task
+
+_TEXT = st.sampled_from(["", "a", "b", "true", "1", "ü", '"q"'])
+_EMPTY = st.sampled_from([None, [], (), {}, ""])
+_SCALAR = st.one_of(st.none(), _TEXT, st.sampled_from([0, 1, True, False, 0.0, -0.0, 1.0, 2.5, float("inf")]))
+
+
+def _command():
+    return st.one_of(st.none(), _TEXT, st.lists(_TEXT, max_size=3), st.tuples(_TEXT),
+                     st.lists(st.sampled_from(["a", 1, 1.0, True, None]), max_size=2))  # fmt: skip
+
+
+@st.composite
+def _task(draw, i):
+    t = Task(id=f"t{i}")
+    t.command = draw(_command())
+    t.call = draw(st.one_of(st.none(), st.sampled_from(["m:f", "m:g", ""]), st.just(1)))
+    for name in ("args", "kwargs", "env", "dependencies"):
+        setattr(t, name, draw(st.one_of(_EMPTY, st.sampled_from([["x"], {"k": "v"}, [1], ("x",)]))))
+    t.cwd = draw(st.one_of(st.none(), _TEXT))
+    t.timeout = draw(st.sampled_from([None, 1, 1.0, True, 0.0, -0.0, 2.5, "3"]))
+    t.title = draw(st.one_of(st.none(), _TEXT, st.just(1)))
+    t.description = draw(st.one_of(st.none(), _TEXT))
+    return t
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_task_hashes_are_each_tasks_hash(data):
+    n = data.draw(st.integers(1, 12))
+    tasks = [data.draw(_task(i)) for i in range(n)]
+    tasks += [tasks[j] for j in data.draw(st.lists(st.integers(0, n - 1), max_size=4))]  # repeats hit the memo
+    assert task_hashes(tasks) == [task_hash(t) for t in tasks]
+
+
+def test_task_hashes_tell_apart_what_json_tells_apart():
+    """Pairs a careless key would merge: each pair must hash differently, and task_hashes must say so."""
+    pairs = [("timeout", 1, 1.0), ("timeout", 1, True), ("timeout", 0.0, -0.0), ("command", "a", ["a"]),
+             ("args", [], None), ("kwargs", {}, None), ("title", "", None), ("command", ["1"], "1")]  # fmt: skip
+    for name, x, y in pairs:
+        a, b = Task(id="a"), Task(id="b")
+        setattr(a, name, x)
+        setattr(b, name, y)
+        assert task_hash(a) != task_hash(b), name
+        assert task_hashes([a, b]) == [task_hash(a), task_hash(b)], (name, x, y)
