@@ -57,3 +57,13 @@ def test_task_hashes_tell_apart_what_json_tells_apart():
         setattr(b, name, y)
         assert task_hash(a) != task_hash(b), name
         assert task_hashes([a, b]) == [task_hash(a), task_hash(b)], (name, x, y)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(),
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.floats(), max_size=2)))  # fmt: skip
+def test_json_value_is_the_event_encoders_spelling(v):
+    """An event written as text spells each value as the encoder of the dicts does (nan, inf, -0.0, True ...)."""
+    from runner.manager.telemetry import _encode, json_value
+
+    assert json_value(v) == _encode(v)
