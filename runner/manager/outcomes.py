@@ -412,11 +412,13 @@ def killpg(pgid: int) -> None:
 
 
 def _fields_of(hooks: list, results: list) -> list[dict] | None:
-    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None without hooks."""
-    if not hooks:
-        return None
-    fields: list[dict] = [{} for _ in results]
+    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None when no hook gave one."""
+    fields: list[dict] | None = None  # made at the first field a hook gives: a callable's chunk has none
     for hook in hooks:
         for i, res in enumerate(results):
-            fields[i].update(hook(res.task_id, res.attempt))
+            more = hook(res.task_id, res.attempt)
+            if more:
+                if fields is None:
+                    fields = [{} for _ in results]
+                fields[i].update(more)
     return fields
