@@ -67,3 +67,38 @@ def test_json_value_is_the_event_encoders_spelling(v):
     from runner.manager.telemetry import _encode, json_value
 
     assert json_value(v) == _encode(v)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
+    """Run._chunk_messages (one loop, from a template) against Run._message, task by task: the same
+    TaskMessage, field for field (env, args, kwargs, feedback of an earlier attempt, odd ids)."""
+    import random
+
+    from helpers import roadmap
+    from runner.manager.options import RunOptions
+    from runner.manager.run import Run
+
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(rng.randint(2, 30)):
+        t = Task(id=rng.choice([f"t{i}", f"t {i}/ü", f"t{i}.x"]))
+        if rng.random() < 0.5:
+            t.call, t.args, t.kwargs = "m:f", rng.choice([[], [1, "a"]]), rng.choice([{}, {"k": [1]}])
+        else:
+            t.command = rng.choice(["true", ["echo", "x"]])
+        t.env = rng.choice([{}, {"A": 1, "B": "b"}])
+        t.cwd = rng.choice([None, "/tmp"])
+        t.timeout = rng.choice([None, 2.5])
+        tasks.append(t)
+    run = Run(roadmap(tasks), RunOptions(state_dir=str(tmp_path), grace=rng.choice([1.0, 2.0]), rate_limit=rng.choice([None, "429"])))
+    run._build()
+    run.ctx.logs = str(tmp_path / "logs")
+    for t in tasks:
+        if rng.random() < 0.3:
+            run.ctx.feedback_note(t.id, 1, "it failed")
+    attempts = [rng.randint(1, 3) for _ in tasks]
+    got = run._chunk_messages(tasks, attempts, "worker", "worker-0")
+    want = [run._message(t, "worker", n, "worker-0") for t, n in zip(tasks[1:], attempts[1:])]
+    assert got == want
+    assert [type(m.command) for m in got] == [type(m.command) for m in want]
