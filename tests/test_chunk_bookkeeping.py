@@ -424,6 +424,11 @@ def test_events_written_as_text_are_the_encoded_dicts_byte_for_byte(tmp_path, se
         results = [r if rng.random() < 0.7 else TaskResult(r.task_id, r.attempt, r.outcome, rng.choice([None, 0, 3]), r.start,
                                                             r.end, value=r.value, error=rng.choice([None, "x\"é"]), log=r.log)
                    for r in results]  # fmt: skip
+        if rng.random() < 0.2:  # a clock gone wrong: the encoder's NaN and Infinity, not repr's nan and inf
+            j = rng.randrange(len(results))
+            r = results[j]
+            results[j] = TaskResult(r.task_id, r.attempt, r.outcome, r.exit_code, r.start, rng.choice([float("inf"), float("nan")]),
+                                    value=r.value, error=r.error, log=r.log)  # fmt: skip
         loud_out.record_chunk(W0.id, results)
         quiet_out.record_chunk(W0.id, results)
     assert any(type(e) is str for e in quiet.pending) or not quiet.pending

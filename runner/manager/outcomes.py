@@ -145,9 +145,7 @@ class Outcomes:
         previous_end = None
         for i, res in enumerate(results):
             task_id, attempt, start, end = res.task_id, res.attempt, res.start, res.end
-            text = ""
-            if as_text:
-                ids = f',"task":{json_value(task_id)},"agent":{agent_json},"attempt":{json_value(attempt)}'
+            reserved_wait = None  # the wait of its task:reserved, when it has one here
             rec = records.get((task_id, attempt))
             if rec is None:
                 rec = records[(task_id, attempt)] = {"task": task_id, "attempt": attempt, "agent": agent_id}
@@ -155,16 +153,12 @@ class Outcomes:
                 if previous_end is not None:
                     rec["reserved"] = previous_end
                     queued = rec.get("queued") or previous_end
-                    wait = round(max(0.0, previous_end - queued), 6)
-                    if as_text:
-                        text = f'{{"ts":{json_value(previous_end)},"event":"{reserved_ev}"{ids},"wait_s":{json_value(wait)}}}\n'
-                    else:
+                    reserved_wait = round(max(0.0, previous_end - queued), 6)
+                    if not as_text:
                         pending.append({"ts": previous_end, "event": reserved_ev, "task": task_id, "agent": agent_id,
-                                        "attempt": attempt, "wait_s": wait})  # fmt: skip
+                                        "attempt": attempt, "wait_s": reserved_wait})  # fmt: skip
                 rec["start"] = start
-            if as_text:
-                text += f'{{"ts":{json_value(start)},"event":"{started_ev}"{ids},"pid":null}}\n'
-            else:
+            if not as_text:
                 pending.append({"ts": start, "event": started_ev, "task": task_id, "agent": agent_id, "attempt": attempt, "pid": None})
             rec["start"] = rec.get("start") or start
             rec["end"] = end
@@ -179,17 +173,31 @@ class Outcomes:
             duration = (end - start) if start else 0.0
             reserved = rec.get("reserved")
             wait = round((reserved or wall) - (rec.get("queued") or reserved or wall), 6)
-            if as_text and (extras is None or not extras[i]):
-                pending.append(f'{text}{{"ts":{json_value(end)},"event":"{finished_ev}"{ids},"status":"{succeeded}",'
-                               f'"exit_code":{json_value(res.exit_code)},"wait_s":{json_value(wait)},'
-                               f'"duration_s":{json_value(round(duration, 6))},"log":{json_value(log_path)},'
-                               f'"error":{json_value(res.error)}}}\n')  # fmt: skip
-            else:
-                if text:
+            duration6 = round(duration, 6)
+            if as_text:
+                ids = f',"task":{json_value(task_id)},"agent":{agent_json},"attempt":{json_value(attempt)}'
+                # finite floats (their sum is finite) are spelt by repr, as the encoder spells them
+                total = start + end + wait + duration6 + (0.0 if reserved_wait is None else previous_end + reserved_wait)
+                if (type(start) is float is type(end) is type(wait) is type(duration6)
+                        and (reserved_wait is None or type(previous_end) is float is type(reserved_wait)) and total - total == 0.0):
+                    text = "" if reserved_wait is None else f'{{"ts":{previous_end!r},"event":"{reserved_ev}"{ids},"wait_s":{reserved_wait!r}}}\n'
+                    text += f'{{"ts":{start!r},"event":"{started_ev}"{ids},"pid":null}}\n'
+                    finished = (f'{{"ts":{end!r},"event":"{finished_ev}"{ids},"status":"{succeeded}","exit_code":{json_value(res.exit_code)},'
+                                f'"wait_s":{wait!r},"duration_s":{duration6!r},')  # fmt: skip
+                else:
+                    text = "" if reserved_wait is None else (f'{{"ts":{json_value(previous_end)},"event":"{reserved_ev}"{ids},'
+                                                             f'"wait_s":{json_value(reserved_wait)}}}\n')  # fmt: skip
+                    text += f'{{"ts":{json_value(start)},"event":"{started_ev}"{ids},"pid":null}}\n'
+                    finished = (f'{{"ts":{json_value(end)},"event":"{finished_ev}"{ids},"status":"{succeeded}",'
+                                f'"exit_code":{json_value(res.exit_code)},"wait_s":{json_value(wait)},"duration_s":{json_value(duration6)},')  # fmt: skip
+                if extras is None or not extras[i]:
+                    pending.append(f'{text}{finished}"log":{json_value(log_path)},"error":{json_value(res.error)}}}\n')
+                else:
                     pending.append(text)
+            if not as_text or (extras is not None and extras[i]):
                 event = {"ts": end, "event": finished_ev, "task": task_id, "agent": agent_id, "attempt": attempt,
                          "status": succeeded, "exit_code": res.exit_code, "wait_s": wait,
-                         "duration_s": round(duration, 6), "log": log_path, "error": res.error}  # fmt: skip
+                         "duration_s": duration6, "log": log_path, "error": res.error}  # fmt: skip
                 if extras is not None and extras[i]:
                     event.update(extras[i])
                 pending.append(event)
