@@ -102,3 +102,59 @@ def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
     want = [run._message(t, "worker", n, "worker-0") for t, n in zip(tasks[1:], attempts[1:])]
     assert got == want
     assert [type(m.command) for m in got] == [type(m.command) for m in want]
+
+
+def test_a_chunk_calls_result_is_the_dataclass_field_for_field_and_in_order(tmp_path):
+    """The agent's TaskResult of a chunk's call, made without __init__, is TaskResult(...): equal, every
+    field set, and its __dict__ in field order (the outbox reads the values back as positional arguments)."""
+    import dataclasses
+    import mmap
+
+    from runner.agents import outbox
+    from runner.agents.agent import _ChunkCalls
+    from runner.agents.execute import LogFiles
+    from runner.agents.messages import TaskMessage, TaskResult
+
+    calls = _ChunkCalls(LogFiles("t"))
+    msgs = [TaskMessage(task_id=f"t{i}", attempt=i + 1, log_path=str(tmp_path / f"t{i}.log"), call=call,
+                        env={"WVO_TASK_ID": f"t{i}", "WVO_ATTEMPT": "1"})  # fmt: skip
+            for i, call in enumerate(["os:getpid", "os:no_such_function", "os:getcwd"])]
+    try:
+        results = [calls.run(m)[0] for m in msgs]
+    finally:
+        calls.end()
+    names = [f.name for f in dataclasses.fields(TaskResult)]
+    buf = mmap.mmap(-1, outbox.SIZE)
+    box = outbox.Outbox(buf)
+    for res in results:
+        assert list(vars(res)) == names
+        assert res == TaskResult(**{n: getattr(res, n) for n in names})
+        assert box.add(res)
+    assert outbox.read(buf) == results
+    assert [r.outcome for r in results] == ["succeeded", "failed", "succeeded"]
+
+
+def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monkeypatch, tmp_path):
+    """Each call of a chunk sees its own WVO_* (set or left as it is when the value is the same), a variable
+    a call is no longer given is put back, and the chunk's end restores the agent's environment."""
+    import os
+
+    from runner.agents.agent import _ChunkCalls
+    from runner.agents.execute import LogFiles
+    from runner.agents.messages import TaskMessage
+
+    monkeypatch.setenv("WVO_ATTEMPT", "agent's own")
+    monkeypatch.delenv("EXTRA_VAR", raising=False)
+    seen = []
+    monkeypatch.setattr("runner.agents.execute.call_value", lambda msg: seen.append(
+        (os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR"))))
+    envs = [{"WVO_TASK_ID": "a", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "b", "WVO_ATTEMPT": "1", "EXTRA_VAR": "x"},
+            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "2"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"}]  # fmt: skip
+    calls = _ChunkCalls(LogFiles("t"))
+    try:
+        for i, env in enumerate(envs):
+            calls.run(TaskMessage(task_id=f"t{i}", attempt=1, log_path=str(tmp_path / f"t{i}.log"), call="m:f", env=env))
+    finally:
+        calls.end()
+    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "2", None), ("d", "2", None)]
+    assert os.environ["WVO_ATTEMPT"] == "agent's own" and "EXTRA_VAR" not in os.environ and "WVO_TASK_ID" not in os.environ
