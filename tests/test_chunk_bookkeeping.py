@@ -58,9 +58,9 @@ def _tasks(rng: random.Random, n: int) -> list[Task]:
     return tasks
 
 
-def _context(tmp_path, name: str, tasks: list[Task], calls: list):
+def _context(tmp_path, name: str, tasks: list[Task], calls: list, reporter: Reporter | None = None):
     rm = roadmap([copy.copy(t) for t in tasks])
-    ctx = RunContext(rm, RunOptions(state_dir=str(tmp_path)), Reporter(), None, {"worker": 1})
+    ctx = RunContext(rm, RunOptions(state_dir=str(tmp_path)), reporter or Reporter(), None, {"worker": 1})
     ctx.ledger = Ledger(str(tmp_path / f"{name}.sqlite"))
     ctx.run_id = ctx.ledger.start_run(rm, 1, "", None, set())
     ctx.sched = Scheduler(rm.tasks, now=0.0, rng=random.Random(0))
@@ -378,3 +378,59 @@ def test_a_components_own_message_for_a_chunks_task_is_asked_for_once_and_sent(t
     assert [r["value"] for r in result.tasks] == [-i if i % 10 == 7 else i for i in range(n)], "its own message was sent"
     assert set(asked.values()) == {1}, "asked once per attempt (a critic's message makes a worktree)"
     assert any(e.get("chunk", 1) > 1 for e in read_events(result)), "the tasks travelled in chunks"
+
+
+class _Quiet(Reporter):
+    reads_events = False  # as --quiet: the run may write the hot events as text
+
+
+def _written(pending: list) -> str:
+    """What EventLog.write puts in the events files for these pending events."""
+    from runner.manager.telemetry import _encode
+
+    return "".join(e if type(e) is str else _encode(e) + "\n" for e in pending)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_events_written_as_text_are_the_encoded_dicts_byte_for_byte(tmp_path, seed, monkeypatch):
+    """--quiet: task:queued and a chunk's task:reserved/started/finished go out as text, never built as dicts;
+    the events files get the same bytes as from the dicts (odd ids, event fields of a hook, failures)."""
+    import runner.manager.context
+    import runner.manager.outcomes
+    import runner.manager.telemetry
+
+    for module in (runner.manager.outcomes, runner.manager.telemetry, runner.manager.context):
+        monkeypatch.setattr(module, "time", _Clock)
+    rng = random.Random(seed)
+    tasks = _tasks(rng, rng.randint(5, 40))
+    odd = ['ü"\\', "a\nb", "\u2028", "t", "é 3"]
+    for t in tasks:
+        if rng.random() < 0.3:
+            t.id = f"{t.id}{rng.choice(odd)}"
+    # dependencies by the new ids
+    names = {f"t{i}": t.id for i, t in enumerate(tasks)}
+    for t in tasks:
+        t.dependencies = [names[d] for d in t.dependencies]
+    loud, loud_out = _context(tmp_path, "loud", tasks, [])
+    quiet, quiet_out = _context(tmp_path, "quiet", tasks, [], _Quiet())
+    clock = [2000.0]
+    for _ in range(100):
+        k = rng.randint(1, 12)
+        ids = _hand_out_chunk(loud, k, clock[0])
+        assert ids == _hand_out_chunk(quiet, k, clock[0])
+        if not ids:
+            break
+        results = _results(rng, loud, ids, clock, outcome=rng.choice(["succeeded"] * 5 + ["failed"]))
+        results = [r if rng.random() < 0.7 else TaskResult(r.task_id, r.attempt, r.outcome, rng.choice([None, 0, 3]), r.start,
+                                                            r.end, value=r.value, error=rng.choice([None, "x\"é"]), log=r.log)
+                   for r in results]  # fmt: skip
+        if rng.random() < 0.2:  # a clock gone wrong: the encoder's NaN and Infinity, not repr's nan and inf
+            j = rng.randrange(len(results))
+            r = results[j]
+            results[j] = TaskResult(r.task_id, r.attempt, r.outcome, r.exit_code, r.start, rng.choice([float("inf"), float("nan")]),
+                                    value=r.value, error=r.error, log=r.log)  # fmt: skip
+        loud_out.record_chunk(W0.id, results)
+        quiet_out.record_chunk(W0.id, results)
+    assert any(type(e) is str for e in quiet.pending) or not quiet.pending
+    assert all(type(e) is dict for e in loud.pending)
+    assert _written(quiet.pending) == _written(loud.pending)

@@ -19,7 +19,7 @@ from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
 from runner.agents.watchdog import MARK, add_mark
-from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult
+from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult, task_result
 from runner.model import Outcome
 
 _PR_SET_PDEATHSIG = 1
@@ -215,13 +215,16 @@ class _ChunkCalls:
         """One call; returns its result and whether it left a child process running."""
         start = time.time()
         environ = os.environ
-        for k in self._set.difference(msg.env):
-            self._restore(k)
-        for k, v in msg.env.items():
+        env = msg.env
+        if env.keys() != self._set:  # a chunk's calls are usually given the same variables (WVO_TASK_ID, ...)
+            for k in self._set.difference(env):
+                self._restore(k)
+            self._set = set(env)
+        for k, v in env.items():
             if k not in self._env:
                 self._env[k] = environ.get(k)
-            environ[k] = v
-        self._set = set(msg.env)
+            if environ.get(k) != v:  # WVO_ATTEMPT is the same from call to call: a read is cheaper than putenv
+                environ[k] = v
         if self._saved is None:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -238,8 +241,10 @@ class _ChunkCalls:
         if self._logs.done(leftovers=lambda: stray):
             self._on = None  # closed: its number may be the next spare's, and fd 1 and 2 still write to it
         code = 0 if outcome is Outcome.SUCCEEDED else 1
-        return TaskResult(msg.task_id, msg.attempt, outcome.value, code, start, time.time(), value=value, error=error,
-                          log=self._on is None), stray  # fmt: skip
+        return task_result({
+            "task_id": msg.task_id, "attempt": msg.attempt, "outcome": outcome.value, "exit_code": code, "start": start,
+            "end": time.time(), "value": value, "error": error, "retry_after": None, "log": self._on is None, "pid": None,
+            "workspace": None, "checks": (), "check_tail": None, "cli": None, "answer": None}), stray  # fmt: skip
 
     def end(self) -> None:
         """Our own stdout, stderr and environment back."""

@@ -76,6 +76,17 @@ class TaskResult:
     answer: str | None = None  # a review attempt: the critic's final answer, read from its own output (bounded)
 
 
+def task_result(fields: dict) -> TaskResult:
+    """A TaskResult from a dict holding every one of its fields in their order, without __init__.
+
+    For a chunk's calls in the agent: ~0.4 µs against ~1.5 µs. The order matters: the outbox pickles a
+    result's __dict__ values and reads them back as TaskResult's positional arguments.
+    """
+    res = object.__new__(TaskResult)
+    res.__dict__.update(fields)
+    return res
+
+
 @dataclass(frozen=True)
 class TaskBatch:
     """Manager -> agent: quick callables to run one after another, under one reservation."""

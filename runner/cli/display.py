@@ -55,6 +55,10 @@ class Display(Reporter):
         self._log_handler = None  # logging.Handler, under the board
 
     @property
+    def reads_events(self) -> bool:  # --quiet: events() reads nothing
+        return not self.quiet
+
+    @property
     def _board(self) -> bool:
         return self.live and not self.quiet
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from runner.manager.events import TASK_QUEUED, TASK_SKIPPED
 from runner.manager.pool import Pool
-from runner.manager.telemetry import event
+from runner.manager.telemetry import event, json_value
 from runner.model import Task, TaskState
 
 # At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
@@ -46,7 +46,9 @@ class RunContext:
         self.interrupted_by: int | None = None  # the first SIGINT / SIGTERM; the loop's signal handling
         self.total = 0  # tasks the run accounts for; the loop, the live roadmap adds joiners
         self.released = False  # a task became ready since the last commit; note_change sets, the loop clears
-        self.pending: list[dict] = []  # events emitted and not yet written; emit appends, the loop flushes
+        # events emitted and not yet written; emit appends, the loop flushes. Each a dict, or, when the reporter
+        # reads no events (Reporter.reads_events), possibly a str: the JSON lines of events written as text
+        self.pending: list = []
         self.pending_since = 0.0  # monotonic time the oldest pending event was emitted; emit
         self._feedback: dict[str, list[tuple[int, str]]] = {}  # task id -> (attempt, why it failed); feedback_note
         self.outcomes = None  # runner.manager.outcomes.Outcomes: records an attempt's end; the loop
@@ -76,6 +78,8 @@ class RunContext:
         wall = time.time() if wall is None else wall
         state_of, queued_at, tasks, pending = self.sched.state, self.queued_at, self.tasks, self.pending
         queued = TaskState.QUEUED
+        # Nobody reads the dicts: each task:queued is written as its line, as the encoder would write it.
+        head = None if self.reporter.reads_events else f'{{"ts":{json_value(wall)},"event":"{TASK_QUEUED}","task":'
         for task_id in changes:
             if only is not None and task_id not in only:
                 continue
@@ -84,7 +88,10 @@ class RunContext:
                 queued_at[task_id] = wall
                 if not pending:
                     self.pending_since = time.monotonic()
-                pending.append({"ts": wall, "event": TASK_QUEUED, "task": task_id, "priority": tasks[task_id].priority.value})
+                if head is None:
+                    pending.append({"ts": wall, "event": TASK_QUEUED, "task": task_id, "priority": tasks[task_id].priority.value})
+                else:
+                    pending.append(f'{head}{json_value(task_id)},"priority":{json_value(tasks[task_id].priority.value)}}}\n')
             else:
                 self.note_change(task_id, wall)
 

@@ -99,6 +99,62 @@ def task_hash(task: Task) -> str:
     return sha256(_hash_json(data).encode()).hexdigest()[:16]
 
 
+_EMPTY_TYPES = (list, tuple, dict, type(None))
+
+
+def _plain_key(task: Task) -> tuple | None:
+    """What task_hash reads of a plain task, as a key two tasks share only when their hashes are equal.
+
+    Plain: no args, kwargs, env or dependencies (each empty, of a built-in container type, or None),
+    a command that is None, a string or a list of strings, and a call, cwd, title and description
+    that are each None or a string. The key keeps every type JSON tells apart (a list and a string,
+    an int and a float, True and 1, 0.0 and -0.0); None for any other task.
+    """
+    args, kwargs, env, deps, command, timeout = task.args, task.kwargs, task.env, task.dependencies, task.command, task.timeout
+    if args or kwargs or env or deps:
+        return None
+    ta, tk, te, td = type(args), type(kwargs), type(env), type(deps)
+    if ta not in _EMPTY_TYPES or tk not in _EMPTY_TYPES or te not in _EMPTY_TYPES or td not in _EMPTY_TYPES:
+        return None
+    tc = type(command)
+    if tc is list:
+        for part in command:
+            if type(part) is not str:
+                return None
+        command = tuple(command)  # never equal to a string command
+    elif command is not None and tc is not str:
+        return None
+    call, cwd, title, description = task.call, task.cwd, task.title, task.description
+    for value in (call, cwd, title, description):
+        if value is not None and type(value) is not str:
+            return None
+    if timeout is not None:
+        tt = type(timeout)
+        if tt is not int and tt is not float:
+            return None
+        timeout = (tt, repr(timeout))
+    return (command, call, ta, tk, te, td, cwd, timeout, title, description)
+
+
+def task_hashes(tasks) -> list[str]:
+    """task_hash of each task, in order; plain tasks that do the same thing are hashed once.
+
+    20,000 tasks with the same `call:` and no title share one hash: ~1 µs a task instead of ~7.
+    """
+    memo: dict[tuple, str] = {}
+    out = []
+    for task in tasks:
+        key = _plain_key(task)
+        if key is None:
+            out.append(task_hash(task))
+            continue
+        h = memo.get(key)
+        if h is None:
+            h = memo[key] = task_hash(task)
+        out.append(h)
+    return out
+
+
 def roadmap_key(files: list[str]) -> str:
     return json.dumps([os.path.abspath(f) for f in files])
 
@@ -300,7 +356,7 @@ class Ledger:
             run_id = cur.lastrowid
             self.db.executemany(
                 "INSERT INTO run_tasks (run_id, task_id, def_hash, carried) VALUES (?, ?, ?, ?)",
-                ((run_id, t.id, task_hash(t), int(t.id in carried)) for t in roadmap.tasks),
+                ((run_id, t.id, h, int(t.id in carried)) for t, h in zip(roadmap.tasks, task_hashes(roadmap.tasks))),
             )
             self.db.execute("COMMIT")
             return run_id

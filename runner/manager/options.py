@@ -73,6 +73,10 @@ class RunResult:
 class Reporter:
     """What the run tells the outside world; the CLI's display implements it. Core code never prints."""
 
+    # False: events() reads nothing (--quiet). The run does not call it then, and may write the hot
+    # events (a chunk's, the task:queued) straight to the events files as text, never built as dicts.
+    reads_events = True
+
     def started(self, info: dict) -> None: ...
 
     def events(self, events: list[dict]) -> None: ...

@@ -17,7 +17,7 @@ from runner.manager import events as ev
 from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
 from runner.manager.options import RunResult
-from runner.manager.telemetry import EventLog, summarize
+from runner.manager.telemetry import EventLog, json_value, summarize
 from runner.model import Outcome, Priority, TaskState
 
 _ROW_STATUSES = ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed",
@@ -138,9 +138,14 @@ class Outcomes:
         extras = _fields_of(hooks.event_fields, results)
         rows, done = [], []
         last, reserved_ev, started_ev, finished_ev = self.last, ev.TASK_RESERVED, ev.TASK_STARTED, ev.TASK_FINISHED
+        # Nobody reads the dicts (--quiet): a task's events are written as their JSON lines, one str a task,
+        # byte for byte what the encoder makes of the dicts (tests/test_run_fast_paths.py)
+        as_text = not ctx.reporter.reads_events
+        agent_json = json_value(agent_id)
         previous_end = None
         for i, res in enumerate(results):
             task_id, attempt, start, end = res.task_id, res.attempt, res.start, res.end
+            reserved_wait = None  # the wait of its task:reserved, when it has one here
             rec = records.get((task_id, attempt))
             if rec is None:
                 rec = records[(task_id, attempt)] = {"task": task_id, "attempt": attempt, "agent": agent_id}
@@ -148,10 +153,13 @@ class Outcomes:
                 if previous_end is not None:
                     rec["reserved"] = previous_end
                     queued = rec.get("queued") or previous_end
-                    pending.append({"ts": previous_end, "event": reserved_ev, "task": task_id, "agent": agent_id,
-                                    "attempt": attempt, "wait_s": round(max(0.0, previous_end - queued), 6)})  # fmt: skip
+                    reserved_wait = round(max(0.0, previous_end - queued), 6)
+                    if not as_text:
+                        pending.append({"ts": previous_end, "event": reserved_ev, "task": task_id, "agent": agent_id,
+                                        "attempt": attempt, "wait_s": reserved_wait})  # fmt: skip
                 rec["start"] = start
-            pending.append({"ts": start, "event": started_ev, "task": task_id, "agent": agent_id, "attempt": attempt, "pid": None})
+            if not as_text:
+                pending.append({"ts": start, "event": started_ev, "task": task_id, "agent": agent_id, "attempt": attempt, "pid": None})
             rec["start"] = rec.get("start") or start
             rec["end"] = end
             log_path = rec.get("log") if res.log else None
@@ -164,13 +172,35 @@ class Outcomes:
             done.append(task_id)
             duration = (end - start) if start else 0.0
             reserved = rec.get("reserved")
-            event = {"ts": end, "event": finished_ev, "task": task_id, "agent": agent_id, "attempt": attempt,
-                     "status": succeeded, "exit_code": res.exit_code,
-                     "wait_s": round((reserved or wall) - (rec.get("queued") or reserved or wall), 6),
-                     "duration_s": round(duration, 6), "log": log_path, "error": res.error}  # fmt: skip
-            if extras is not None and extras[i]:
-                event.update(extras[i])
-            pending.append(event)
+            wait = round((reserved or wall) - (rec.get("queued") or reserved or wall), 6)
+            duration6 = round(duration, 6)
+            if as_text:
+                ids = f',"task":{json_value(task_id)},"agent":{agent_json},"attempt":{json_value(attempt)}'
+                # finite floats (their sum is finite) are spelt by repr, as the encoder spells them
+                total = start + end + wait + duration6 + (0.0 if reserved_wait is None else previous_end + reserved_wait)
+                if (type(start) is float is type(end) is type(wait) is type(duration6)
+                        and (reserved_wait is None or type(previous_end) is float is type(reserved_wait)) and total - total == 0.0):
+                    text = "" if reserved_wait is None else f'{{"ts":{previous_end!r},"event":"{reserved_ev}"{ids},"wait_s":{reserved_wait!r}}}\n'
+                    text += f'{{"ts":{start!r},"event":"{started_ev}"{ids},"pid":null}}\n'
+                    finished = (f'{{"ts":{end!r},"event":"{finished_ev}"{ids},"status":"{succeeded}","exit_code":{json_value(res.exit_code)},'
+                                f'"wait_s":{wait!r},"duration_s":{duration6!r},')  # fmt: skip
+                else:
+                    text = "" if reserved_wait is None else (f'{{"ts":{json_value(previous_end)},"event":"{reserved_ev}"{ids},'
+                                                             f'"wait_s":{json_value(reserved_wait)}}}\n')  # fmt: skip
+                    text += f'{{"ts":{json_value(start)},"event":"{started_ev}"{ids},"pid":null}}\n'
+                    finished = (f'{{"ts":{json_value(end)},"event":"{finished_ev}"{ids},"status":"{succeeded}",'
+                                f'"exit_code":{json_value(res.exit_code)},"wait_s":{json_value(wait)},"duration_s":{json_value(duration6)},')  # fmt: skip
+                if extras is None or not extras[i]:
+                    pending.append(f'{text}{finished}"log":{json_value(log_path)},"error":{json_value(res.error)}}}\n')
+                else:
+                    pending.append(text)
+            if not as_text or (extras is not None and extras[i]):
+                event = {"ts": end, "event": finished_ev, "task": task_id, "agent": agent_id, "attempt": attempt,
+                         "status": succeeded, "exit_code": res.exit_code, "wait_s": wait,
+                         "duration_s": duration6, "log": log_path, "error": res.error}  # fmt: skip
+                if extras is not None and extras[i]:
+                    event.update(extras[i])
+                pending.append(event)
             last[task_id] = {"agent": agent_id, "attempts": attempt, "duration_s": round(duration, 3),
                              "exit_code": res.exit_code, "log": log_path, "error": res.error, "value": res.value}  # fmt: skip
             previous_end = end
@@ -246,7 +276,8 @@ class Outcomes:
         self.events.flush()
         if self.events.error is not None and self.events_error is None:
             self._events_failed()
-        ctx.reporter.events(batch)
+        if ctx.reporter.reads_events:
+            ctx.reporter.events(batch)
 
     def _ledger_failed(self, exc: BaseException) -> None:
         """The ledger cannot be written: stop like _record_failed; what it holds is counted there, not here."""
@@ -389,11 +420,13 @@ def killpg(pgid: int) -> None:
 
 
 def _fields_of(hooks: list, results: list) -> list[dict] | None:
-    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None without hooks."""
-    if not hooks:
-        return None
-    fields: list[dict] = [{} for _ in results]
+    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None when no hook gave one."""
+    fields: list[dict] | None = None  # made at the first field a hook gives: a callable's chunk has none
     for hook in hooks:
         for i, res in enumerate(results):
-            fields[i].update(hook(res.task_id, res.attempt))
+            more = hook(res.task_id, res.attempt)
+            if more:
+                if fields is None:
+                    fields = [{} for _ in results]
+                fields[i].update(more)
     return fields

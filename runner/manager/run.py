@@ -39,7 +39,7 @@ from runner.manager.components import Hooks
 from runner.manager.context import RunContext
 from runner.manager.hung_agents import HungAgents
 from runner.manager.landing_queue import LandingQueue
-from runner.manager.ledger import Ledger, task_hash
+from runner.manager.ledger import Ledger, task_hash, task_hashes
 from runner.manager.live import LiveRoadmap
 from runner.manager.options import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
 from runner.manager.outcomes import Outcomes, killpg
@@ -207,11 +207,9 @@ class Run:
             ctx.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
             return {}, None
         carried = {}
-        for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items():
-            task = ctx.tasks.get(task_id)
-            if task is None:
-                continue
-            if task_hash(task) == old_hash:
+        found = [(task_id, old_hash) for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items() if task_id in ctx.tasks]
+        for (task_id, old_hash), new_hash in zip(found, task_hashes([ctx.tasks[task_id] for task_id, _ in found])):
+            if new_hash == old_hash:
                 carried[task_id] = old_hash
             else:
                 ctx.reporter.message(f"resume: task {task_id} changed since run {previous.id}; running it again")
@@ -342,22 +340,17 @@ class Run:
             if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
             ctx.pool.reserve(agent.id, task.id, title)
-            messages = []
-            template = None  # a chunk's later messages: what they share (runner.agents.messages.task_message)
-            for t in chunk:
-                attempt = ctx.sched.next_attempt(t.id)
-                if t is task:
-                    msg = self._message(t, agent.role, attempt, agent.id)
-                else:
-                    if template is None:
-                        template = self._chunk_template()
-                    msg = self._chunk_message(t, agent.role, attempt, agent.id, template)
-                messages.append(msg)
-                ctx.records[(t.id, attempt)] = {
-                    "task": t.id, "attempt": attempt, "agent": agent.id, "queued": ctx.queued_at.get(t.id),
-                    "reserved": wall if t is task else None,  # a chunk's later tasks: when the one before ends
-                    "start": None, "end": None, "log": msg.log_path,
+            attempts = [ctx.sched.next_attempt(t.id) for t in chunk]
+            messages = [self._message(task, agent.role, attempts[0], agent.id)]
+            if len(chunk) > 1:
+                messages += self._chunk_messages(chunk, attempts, agent.role, agent.id)
+            records, queued_at, reserved = ctx.records, ctx.queued_at, wall  # a chunk's later tasks: when the one before ends
+            for t, attempt, msg in zip(chunk, attempts, messages):
+                records[(t.id, attempt)] = {
+                    "task": t.id, "attempt": attempt, "agent": agent.id, "queued": queued_at.get(t.id),
+                    "reserved": reserved, "start": None, "end": None, "log": msg.log_path,
                 }  # fmt: skip
+                reserved = None
             ctx.emit(ev.TASK_RESERVED, ts=wall, task=task.id, agent=agent.id, attempt=messages[0].attempt,
                      wait_s=round(wall - ctx.queued_at.get(task.id, wall), 6),
                      **({"chunk": len(chunk)} if len(chunk) > 1 else {}))  # fmt: skip
@@ -407,28 +400,40 @@ class Run:
             return None
         return {"grace": self.ctx.opt.grace, "rate_limit_pattern": self.ctx.opt.rate_limit, "logs": os.path.join(self.ctx.logs, "")}
 
-    def _chunk_message(self, task: Task, role: str, attempt: int, agent_id: str, template: dict | None) -> TaskMessage:
-        """_message for a chunk's quick task (a command or a callable, no workspace), from the template."""
+    def _chunk_messages(self, chunk: list[Task], attempts: list[int], role: str, agent_id: str) -> list[TaskMessage]:
+        """The messages of a chunk's tasks after its head: for a quick task (a command or a callable, no
+        workspace) _message's from one template (runner.agents.messages.task_message), in one loop."""
+        template = self._chunk_template()
+        if template is None:
+            return [self._message(t, role, n, agent_id) for t, n in zip(chunk[1:], attempts[1:])]
         ctx = self.ctx
-        if template is None or task.id in ctx.ws or (task.command is None and task.call is None):
-            return self._message(task, role, attempt, agent_id)
-        for message in self.hooks.message:
-            own = message(task, role, attempt, agent_id)
-            if own is not None:  # a component's own attempt (no message_env to add: the template says so)
-                return own
-        env = {k: str(v) for k, v in task.env.items()} if task.env else {}
-        env["WVO_TASK_ID"] = task.id
-        env["WVO_ATTEMPT"] = str(attempt)
-        feedback = ctx.feedback_text(task.id)
-        if feedback:
-            env["WVO_FEEDBACK"] = feedback
-        command = task.command
-        fields = {"task_id": task.id, "attempt": attempt, "log_path": f"{template['logs']}{statedir.safe_name(task.id)}.{attempt}.log",
-                  "command": tuple(command) if isinstance(command, list) else command, "call": task.call,
-                  "args": tuple(task.args), "kwargs": dict(task.kwargs), "env": env, "cwd": task.cwd, "timeout": task.timeout,
-                  "grace": template["grace"], "rate_limit_pattern": template["rate_limit_pattern"], "workspace": None,
-                  "checks": (), "output": None, "stall_timeout": None}  # fmt: skip
-        return task_message(fields)
+        ws, feedback_text, own_messages, safe_name = ctx.ws, ctx.feedback_text, self.hooks.message, statedir.safe_name
+        logs, grace, pattern = template["logs"], template["grace"], template["rate_limit_pattern"]
+        out = []
+        for task, attempt in zip(chunk[1:], attempts[1:]):
+            task_id, command, call = task.id, task.command, task.call
+            if task_id in ws or (command is None and call is None):
+                out.append(self._message(task, role, attempt, agent_id))
+                continue
+            for message in own_messages:
+                own = message(task, role, attempt, agent_id)
+                if own is not None:  # a component's own attempt (no message_env to add: the template says so)
+                    out.append(own)
+                    break
+            else:
+                env = {k: str(v) for k, v in task.env.items()} if task.env else {}
+                env["WVO_TASK_ID"] = task_id
+                env["WVO_ATTEMPT"] = str(attempt)
+                feedback = feedback_text(task_id)
+                if feedback:
+                    env["WVO_FEEDBACK"] = feedback
+                out.append(task_message({
+                    "task_id": task_id, "attempt": attempt, "log_path": f"{logs}{safe_name(task_id)}.{attempt}.log",
+                    "command": tuple(command) if isinstance(command, list) else command, "call": call,
+                    "args": tuple(task.args), "kwargs": dict(task.kwargs), "env": env, "cwd": task.cwd,
+                    "timeout": task.timeout, "grace": grace, "rate_limit_pattern": pattern, "workspace": None,
+                    "checks": (), "output": None, "stall_timeout": None}))  # fmt: skip
+        return out
 
     # -- dispatch -------------------------------------------------------------------------------------
 

@@ -402,22 +402,33 @@ class Scheduler(ReadyQueue, Reviews):
                 self._tick(now)
                 ticked = True
                 continue  # aging or a hold may have changed what is held
-            if self.draining or not self._where:
+            # The open heap's tops, one after another, while nothing of the above can change: a task
+            # without affinity leaves only the open heap (_reserve, inlined); one with affinity goes
+            # through _reserve, which may hold others, so the loop looks again.
+            heap, where, keys, holder, state = self._heaps[_ANY], self._where, self._key, self._holder, self.state
+            reserved, allowed = TaskState.RESERVED, TRANSITIONS[TaskState.QUEUED]
+            stop = True
+            while len(out) < k and heap and not self.draining:
+                key, task_id = heap[0]
+                if where.get(task_id) != _ANY or keys[task_id] != key:  # _top: stale, it left or was re-keyed
+                    heapq.heappop(heap)
+                    continue
+                task = tasks[task_id]
+                if not fits(task) or (gate is not None and not gate(task)):
+                    break
+                heapq.heappop(heap)
+                out.append(task)
+                if task.affinity:
+                    self._reserve(task, agent, now)
+                    stop = False
+                    break
+                del where[task_id], keys[task_id]
+                if state[task_id] is not TaskState.QUEUED or reserved not in allowed:
+                    self._move(task_id, reserved)  # raises: not a queued task
+                state[task_id] = reserved
+                holder[task_id] = agent.id
+            if stop:
                 break
-            top = self._top(_ANY)
-            if top is None:
-                break
-            task = tasks[top[1]]
-            if not fits(task) or (gate is not None and not gate(task)):
-                break
-            heapq.heappop(self._heaps[_ANY])
-            if task.affinity:
-                self._reserve(task, agent, now)
-            else:  # _reserve, inlined: it leaves the open heap (no files: checked above) and is held by the agent
-                del self._where[task.id], self._key[task.id]
-                self._move(task.id, TaskState.RESERVED)
-                self._holder[task.id] = agent.id
-            out.append(task)
         return out
 
     def _overlaps(self, task_id: str) -> bool:

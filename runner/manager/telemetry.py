@@ -19,6 +19,28 @@ def _make_encoder():
 
 
 _encode = _make_encoder()
+_esc = json.encoder.encode_basestring_ascii  # a str as the encoder writes it (C)
+_float = float.__repr__
+_BIG = 1.7976931348623157e308  # past it (inf) or beside it (nan): the encoder's own spelling
+
+
+def json_value(v) -> str:
+    """One value as _encode writes it inside an event, byte for byte; the common types without the encoder."""
+    t = type(v)
+    if t is str:
+        return _esc(v)
+    if v is None:
+        return "null"
+    if t is float and -_BIG <= v <= _BIG:
+        return _float(v)
+    if t is int:
+        return int.__repr__(v)
+    return _encode(v)
+
+
+def json_str(v: str) -> str:
+    """A str as _encode writes it."""
+    return _esc(v)
 
 
 class EventLog:
@@ -61,10 +83,11 @@ class EventLog:
                 self._files.remove(entry)
                 _close_quietly(f)
 
-    def write(self, events: list[dict]) -> None:
+    def write(self, events: list) -> None:
+        """Each event a dict, or the JSON lines of one or more events already written as text (str)."""
         if not events:
             return
-        text = "".join([_encode(e) + "\n" for e in events])
+        text = "".join([e if type(e) is str else _encode(e) + "\n" for e in events])
         self._each(lambda f: f.write(text))
 
     def flush(self) -> None:

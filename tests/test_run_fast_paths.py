@@ -1,0 +1,160 @@
+"""Fast paths of a run's set-up and bookkeeping give what the paths they replace give (property tests).
+
+task_hashes (one hash for tasks that do the same thing) against task_hash of each task.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.timeout(120)
+
+from runner.manager.ledger import task_hash, task_hashes
+from runner.model import Task
+
+_TEXT = st.sampled_from(["", "a", "b", "true", "1", "ü", '"q"'])
+_EMPTY = st.sampled_from([None, [], (), {}, ""])
+_SCALAR = st.one_of(st.none(), _TEXT, st.sampled_from([0, 1, True, False, 0.0, -0.0, 1.0, 2.5, float("inf")]))
+
+
+def _command():
+    return st.one_of(st.none(), _TEXT, st.lists(_TEXT, max_size=3), st.tuples(_TEXT),
+                     st.lists(st.sampled_from(["a", 1, 1.0, True, None]), max_size=2))  # fmt: skip
+
+
+@st.composite
+def _task(draw, i):
+    t = Task(id=f"t{i}")
+    t.command = draw(_command())
+    t.call = draw(st.one_of(st.none(), st.sampled_from(["m:f", "m:g", ""]), st.just(1)))
+    for name in ("args", "kwargs", "env", "dependencies"):
+        setattr(t, name, draw(st.one_of(_EMPTY, st.sampled_from([["x"], {"k": "v"}, [1], ("x",)]))))
+    t.cwd = draw(st.one_of(st.none(), _TEXT))
+    t.timeout = draw(st.sampled_from([None, 1, 1.0, True, 0.0, -0.0, 2.5, "3"]))
+    t.title = draw(st.one_of(st.none(), _TEXT, st.just(1)))
+    t.description = draw(st.one_of(st.none(), _TEXT))
+    return t
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_task_hashes_are_each_tasks_hash(data):
+    n = data.draw(st.integers(1, 12))
+    tasks = [data.draw(_task(i)) for i in range(n)]
+    tasks += [tasks[j] for j in data.draw(st.lists(st.integers(0, n - 1), max_size=4))]  # repeats hit the memo
+    assert task_hashes(tasks) == [task_hash(t) for t in tasks]
+
+
+def test_task_hashes_tell_apart_what_json_tells_apart():
+    """Pairs a careless key would merge: each pair must hash differently, and task_hashes must say so."""
+    pairs = [("timeout", 1, 1.0), ("timeout", 1, True), ("timeout", 0.0, -0.0), ("command", "a", ["a"]),
+             ("args", [], None), ("kwargs", {}, None), ("title", "", None), ("command", ["1"], "1")]  # fmt: skip
+    for name, x, y in pairs:
+        a, b = Task(id="a"), Task(id="b")
+        setattr(a, name, x)
+        setattr(b, name, y)
+        assert task_hash(a) != task_hash(b), name
+        assert task_hashes([a, b]) == [task_hash(a), task_hash(b)], (name, x, y)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(),
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.floats(), max_size=2)))  # fmt: skip
+def test_json_value_is_the_event_encoders_spelling(v):
+    """An event written as text spells each value as the encoder of the dicts does (nan, inf, -0.0, True ...)."""
+    from runner.manager.telemetry import _encode, json_value
+
+    assert json_value(v) == _encode(v)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
+    """Run._chunk_messages (one loop, from a template) against Run._message, task by task: the same
+    TaskMessage, field for field (env, args, kwargs, feedback of an earlier attempt, odd ids)."""
+    import random
+
+    from helpers import roadmap
+    from runner.manager.options import RunOptions
+    from runner.manager.run import Run
+
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(rng.randint(2, 30)):
+        t = Task(id=rng.choice([f"t{i}", f"t {i}/ü", f"t{i}.x"]))
+        if rng.random() < 0.5:
+            t.call, t.args, t.kwargs = "m:f", rng.choice([[], [1, "a"]]), rng.choice([{}, {"k": [1]}])
+        else:
+            t.command = rng.choice(["true", ["echo", "x"]])
+        t.env = rng.choice([{}, {"A": 1, "B": "b"}])
+        t.cwd = rng.choice([None, "/tmp"])
+        t.timeout = rng.choice([None, 2.5])
+        tasks.append(t)
+    run = Run(roadmap(tasks), RunOptions(state_dir=str(tmp_path), grace=rng.choice([1.0, 2.0]), rate_limit=rng.choice([None, "429"])))
+    run._build()
+    run.ctx.logs = str(tmp_path / "logs")
+    for t in tasks:
+        if rng.random() < 0.3:
+            run.ctx.feedback_note(t.id, 1, "it failed")
+    attempts = [rng.randint(1, 3) for _ in tasks]
+    got = run._chunk_messages(tasks, attempts, "worker", "worker-0")
+    want = [run._message(t, "worker", n, "worker-0") for t, n in zip(tasks[1:], attempts[1:])]
+    assert got == want
+    assert [type(m.command) for m in got] == [type(m.command) for m in want]
+
+
+def test_a_chunk_calls_result_is_the_dataclass_field_for_field_and_in_order(tmp_path):
+    """The agent's TaskResult of a chunk's call, made without __init__, is TaskResult(...): equal, every
+    field set, and its __dict__ in field order (the outbox reads the values back as positional arguments)."""
+    import dataclasses
+    import mmap
+
+    from runner.agents import outbox
+    from runner.agents.agent import _ChunkCalls
+    from runner.agents.execute import LogFiles
+    from runner.agents.messages import TaskMessage, TaskResult
+
+    calls = _ChunkCalls(LogFiles("t"))
+    msgs = [TaskMessage(task_id=f"t{i}", attempt=i + 1, log_path=str(tmp_path / f"t{i}.log"), call=call,
+                        env={"WVO_TASK_ID": f"t{i}", "WVO_ATTEMPT": "1"})  # fmt: skip
+            for i, call in enumerate(["os:getpid", "os:no_such_function", "os:getcwd"])]
+    try:
+        results = [calls.run(m)[0] for m in msgs]
+    finally:
+        calls.end()
+    names = [f.name for f in dataclasses.fields(TaskResult)]
+    buf = mmap.mmap(-1, outbox.SIZE)
+    box = outbox.Outbox(buf)
+    for res in results:
+        assert list(vars(res)) == names
+        assert res == TaskResult(**{n: getattr(res, n) for n in names})
+        assert box.add(res)
+    assert outbox.read(buf) == results
+    assert [r.outcome for r in results] == ["succeeded", "failed", "succeeded"]
+
+
+def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monkeypatch, tmp_path):
+    """Each call of a chunk sees its own WVO_* (set or left as it is when the value is the same), a variable
+    a call is no longer given is put back, and the chunk's end restores the agent's environment."""
+    import os
+
+    from runner.agents.agent import _ChunkCalls
+    from runner.agents.execute import LogFiles
+    from runner.agents.messages import TaskMessage
+
+    monkeypatch.setenv("WVO_ATTEMPT", "agent's own")
+    monkeypatch.delenv("EXTRA_VAR", raising=False)
+    seen = []
+    monkeypatch.setattr("runner.agents.execute.call_value", lambda msg: seen.append(
+        (os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR"))))
+    envs = [{"WVO_TASK_ID": "a", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "b", "WVO_ATTEMPT": "1", "EXTRA_VAR": "x"},
+            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "2"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"}]  # fmt: skip
+    calls = _ChunkCalls(LogFiles("t"))
+    try:
+        for i, env in enumerate(envs):
+            calls.run(TaskMessage(task_id=f"t{i}", attempt=1, log_path=str(tmp_path / f"t{i}.log"), call="m:f", env=env))
+    finally:
+        calls.end()
+    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "2", None), ("d", "2", None)]
+    assert os.environ["WVO_ATTEMPT"] == "agent's own" and "EXTRA_VAR" not in os.environ and "WVO_TASK_ID" not in os.environ
