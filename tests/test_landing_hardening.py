@@ -65,6 +65,46 @@ def test_the_queue_gives_a_conflict_whatever_the_users_checkout_attributes_say(r
     assert kinds(verdicts) == [(0, "Landed"), (1, "Conflict")], git(repo, "show", f"{INTO}:shared.txt")
 
 
+def _branch_from(sp: Workspaces, task: str, start: str, files: dict) -> str:
+    """A committed task branch from `start`: file -> text, or None to delete it."""
+    ws = sp.create(task, start)
+    for name, text in files.items():
+        path = Path(ws.path, name)
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    assert sp.commit_all(ws, task) is not None
+    sp.remove(ws)
+    return ws.branch
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("change", ["added", "emptied", "deleted"])
+def test_a_gitattributes_changed_on_into_between_two_landings_is_honoured(tmp_path, change, k):
+    # The merges keep a work tree of into's attributes files from one landing to the next. t0 and t1 change
+    # the same line of sub/shared.txt; ta, landing between them, changes sub/.gitattributes (a union merge
+    # driver added, or emptied or deleted where there was one). t1 must be merged with the attributes ta
+    # left: clean (both lines) when a union driver is now there, a conflict when it is gone, as `merge
+    # --no-ff` in a worktree of into would say. Fails with the attributes of the first landing's base kept.
+    union = "shared.txt merge=union\n"
+    files = {"f0.txt": "file 0\n", "sub/shared.txt": "one\n"} | ({} if change == "added" else {"sub/.gitattributes": union})
+    repo = make_repo(tmp_path, "tasks: []\n", files)
+    sp = Workspaces(repo, tmp_path / "state", "r1", INTO)
+    start = sp.tip()
+    attrs = {"added": union, "emptied": "# nothing here\n", "deleted": None}[change]
+    names = [_branch_from(sp, "t0", start, {"sub/shared.txt": "t0's line\n"}),
+             _branch_from(sp, "ta", start, {"sub/.gitattributes": attrs}),
+             _branch_from(sp, "t1", start, {"sub/shared.txt": "t1's line\n"})]  # fmt: skip
+    verdicts = land_all(sp, names, k)
+    if change == "added":
+        assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")], verdicts
+        assert git(repo, "show", f"{INTO}:sub/shared.txt") == "t0's line\nt1's line\n"
+    else:
+        assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Conflict")], git(repo, "show", f"{INTO}:sub/shared.txt")
+
+
 def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tmp_path, monkeypatch):
     # Fault injection: the slot's checkout (reset_to / ensure_landing_worktree, in the candidate's own
     # thread) raises something other than GitError/WorkspaceError/OSError, e.g. the UnicodeDecodeError
