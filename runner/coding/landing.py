@@ -228,14 +228,14 @@ class _AttributesTree:
                 if old is None:
                     shutil.rmtree(self.tree, ignore_errors=True)
                     os.mkdir(self.tree)
-                _write_attributes(git, where, old, commit, self.tree)
+                _write_attributes(git, where, old, commit, self.tree, self.index)
             except (GitError, OSError):
                 if old is None:
                     raise
                 old = None  # the last base gone (pruned), or the folder touched: start from nothing once
                 shutil.rmtree(self.tree, ignore_errors=True)
                 os.mkdir(self.tree)
-                _write_attributes(git, where, None, commit, self.tree)
+                _write_attributes(git, where, None, commit, self.tree, self.index)
         except BaseException:
             shutil.rmtree(self.tree, ignore_errors=True)
             raise
@@ -243,10 +243,13 @@ class _AttributesTree:
         return where
 
 
-def _write_attributes(git, where: tuple, old: str | None, commit: str, tree: str) -> None:
-    """`tree`, holding the `.gitattributes` files of `old` (nothing when None), made to hold those of `commit`."""
-    start = old or git.out(*where, "hash-object", "-t", "tree", "/dev/null")  # the empty tree
-    listing = git.run(*where, "diff-tree", "-r", "-z", "--no-renames", start, commit, "--", _ATTRIBUTES).stdout
+def _write_attributes(git, where: tuple, old: str | None, commit: str, tree: str, index: str) -> None:
+    """`tree`, holding the `.gitattributes` files of `old` (nothing when None), made to hold those of `commit`.
+    `index`: our empty one (diff-tree reads the index: the repository's own costs ~8 ms at 100,000 files)."""
+    if os.path.exists(index):
+        os.unlink(index)
+    start = old or git.run(*where, "hash-object", "-t", "tree", "/dev/null", index=index).stdout.strip()  # the empty tree
+    listing = git.run(*where, "diff-tree", "-r", "-z", "--no-renames", start, commit, "--", _ATTRIBUTES, index=index).stdout
     fields = listing.split("\0")
     changes = []
     for meta, name in zip(fields[0::2], fields[1::2]):  # ":<old mode> <new mode> <old id> <new id> <status>", path
@@ -266,7 +269,7 @@ def _write_attributes(git, where: tuple, old: str | None, commit: str, tree: str
         target = os.path.join(tree, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(git.run(*where, "cat-file", "blob", oid).stdout)
+            f.write(git.run(*where, "cat-file", "blob", oid, index=index).stdout)
 
 
 def reset_to(sp: Workspaces, path: Path, commit: str) -> None:
