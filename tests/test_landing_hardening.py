@@ -122,6 +122,43 @@ def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tm
     assert len(verdicts) == 1
 
 
+def test_an_unexpected_error_merging_a_candidate_behind_the_head_drops_that_candidate_only(repo, tmp_path, monkeypatch):
+    # Fault injection: merging t1 (second in the window, while t0's checks run at the head) raises something
+    # other than GitError/WorkspaceError/OSError. Only t1 gets it as its verdict: t0 lands, and t2, behind
+    # t1, is merged on what t0 leaves and lands. (The error used to go to the head: t0 was dropped instead.)
+    import threading
+
+    import runner.coding.speculative as spec
+
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}, {"f1.txt": "t1\n"}, {"f2.txt": "t2\n"}])
+    raised = threading.Event()
+    real = spec.merge_commit
+
+    def merge_commit(sp_, base, branch, message):
+        if branch == names[1]:
+            raised.set()
+            raise ValueError("injected: an unexpected error merging t1")
+        return real(sp_, base, branch, message)
+
+    monkeypatch.setattr(spec, "merge_commit", merge_commit)
+
+    def checks_for(i):
+        def of(path, cancel):
+            def checks(where):  # t0's checks at the head: over once t1's merge has raised
+                assert raised.wait(30)
+                return True, ""
+
+            return checks if i == 0 else None
+
+        return of
+
+    verdicts = dict(land_all(sp, names, 3, checks_for, timeout=30))
+    assert type(verdicts[0]).__name__ == "Landed", verdicts
+    assert isinstance(verdicts[1], ValueError), verdicts
+    assert type(verdicts[2]).__name__ == "Landed", verdicts
+    assert git(repo, "show", f"{INTO}:f0.txt") == "t0\n" and git(repo, "show", f"{INTO}:f2.txt") == "t2\n"
+
+
 _KILLED_MID_REMOVE = r'''
 import os, signal, sys
 from pathlib import Path

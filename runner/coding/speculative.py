@@ -168,7 +168,8 @@ class SpeculativeLander:
                 continue
             try:
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - never lose a job: the head gets the error as its verdict
+            except Exception as exc:  # noqa: BLE001 - never lose a job: the head gets the error as its verdict (an
+                # error merging another candidate is that candidate's: _step drops it there)
                 if self._window:
                     self._drop(0, exc)
 
@@ -230,7 +231,7 @@ class SpeculativeLander:
                 self._halt(c)
                 try:
                     self._build(c, expected)
-                except (GitError, WorkspaceError, OSError) as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever it is, it is this candidate's verdict, not the head's
                     self._drop(i, exc)
                     continue
             expected = c.leaves()
