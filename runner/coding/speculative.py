@@ -116,6 +116,9 @@ class SpeculativeLander:
         self._cas_misses = 0  # `into` moved under the head this many times in a row
         self._tip: str | None = None  # `into`'s tip when last read or moved by us; the coordinator's own
         self._thread: threading.Thread | None = None
+        self._slot_locks = [threading.Lock() for _ in range(self.k)]  # a slot made or checked out by one thread at a time
+        self._warm_to = 0  # slots 0..this-1 are to be made ahead of use; _cv
+        self._warmer: threading.Thread | None = None
 
     # -- from the run's thread
 
@@ -123,24 +126,60 @@ class SpeculativeLander:
         with self._cv:
             self._incoming.append(_Candidate(job, branch, title, checks_for))
             self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()  # the coordinator and the warming thread wait on it
         if self._thread is None:
             self._thread = threading.Thread(target=self._coordinate, name="wvo-landing", daemon=True)
             self._thread.start()
+
+    def warm(self, n: int) -> None:
+        """Make the first n slots (at most k) ahead of their first use, in a thread of their own, at `into`'s tip:
+        a candidate's checkout there then rewrites the files its merge changed, not every file. Called while
+        the agents work (their set-up over), so the checkouts run while the machine is idle and not when the
+        branches are handed over all at once. A slot that cannot be made is left to its first use."""
+        with self._cv:
+            if min(n, self.k) <= self._warm_to or self._stopping or self._cancelled:
+                return
+            self._warm_to = min(n, self.k)
+            self._cv.notify_all()
+            if self._warmer is not None:
+                return
+            self._warmer = threading.Thread(target=self._warm, name="wvo-landing-warm", daemon=True)
+        self._warmer.start()
+
+    def _warm(self) -> None:
+        made = 0
+        while True:
+            with self._cv:
+                while made >= self._warm_to and not (self._stopping or self._cancelled):
+                    self._cv.wait()
+                if self._stopping or self._cancelled:
+                    return
+                i = made
+            made += 1
+            path = slot_path(self.spaces, i)
+            with self._slot_locks[i]:
+                if (path / ".git").exists():
+                    continue
+                try:
+                    ensure_landing_worktree(self.spaces, path)
+                except Exception:  # noqa: BLE001 - its first use makes it again, and a failure there drops its candidate
+                    continue
 
     def cancel(self) -> None:
         """The run is stopping: stop every check (TERM, grace, KILL); what waits to land gets Interrupted."""
         with self._cv:
             self._cancelled = self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()
 
     def stop(self, timeout: float = 60.0) -> None:
         """End the coordinator; checks still running are cancelled (their candidates get no verdict)."""
         with self._cv:
             self._stopping = self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._warmer is not None:
+            self._warmer.join(timeout)
 
     # -- the coordinator thread
 
@@ -273,10 +312,11 @@ class SpeculativeLander:
         handed back. The next merge checked out there resets what the checks left (reset --hard, clean -fd)."""
         error = None
         try:
-            if (path / ".git").exists():
-                reset_to(self.spaces, path, merged)
-            else:
-                ensure_landing_worktree(self.spaces, path, at=merged)
+            with self._slot_locks[c.slot]:  # the warming thread may be making it
+                if (path / ".git").exists():
+                    reset_to(self.spaces, path, merged)
+                else:
+                    ensure_landing_worktree(self.spaces, path, at=merged)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the candidate gets a verdict (its slot is broken)
             error = exc if isinstance(exc, (GitError, WorkspaceError, OSError)) else WorkspaceError(
                 f"landing worktree {path}: {type(exc).__name__}: {exc}")
@@ -294,7 +334,7 @@ class SpeculativeLander:
                 c.detail = "" if ok else detail
                 c.state = PASSED if ok else (BROKEN if error is not None else FAILED)  # the state last: read without the lock
                 self._changed = True
-                self._cv.notify()
+                self._cv.notify_all()  # the coordinator and the warming thread wait on it
 
     def _halt(self, c: _Candidate) -> None:
         """Stop a candidate's checks (TERM, grace, KILL through its cancel) and wait for them."""
