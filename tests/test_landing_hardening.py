@@ -105,6 +105,23 @@ def test_a_gitattributes_changed_on_into_between_two_landings_is_honoured(tmp_pa
         assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Conflict")], git(repo, "show", f"{INTO}:sub/shared.txt")
 
 
+def test_merge_commit_merges_the_branch_tip_whatever_the_commit_dates_say(repo, tmp_path):
+    # merge_commit reads the branch's tip and whether `into` holds it already with one `rev-list`. A commit's
+    # date may be older than its parent's (a clock set back, a rebase keeping dates): the tip must still be
+    # what is merged, not the newest-dated commit of the branch; and a branch `into` holds is not merged again.
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}])
+    start = sp.tip()
+    parent = git(repo, "rev-parse", names[0]).strip()
+    tree = git(repo, "rev-parse", f"{parent}^{{tree}}").strip()
+    env = {"GIT_COMMITTER_DATE": "2001-01-01T00:00:00Z", "GIT_AUTHOR_DATE": "2001-01-01T00:00:00Z"}
+    old = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-p", parent, "-m", "older than its parent"],
+                         capture_output=True, text=True, check=True, env={**__import__("os").environ, **env}).stdout.strip()
+    git(repo, "update-ref", f"refs/heads/{names[0]}", old)
+    merged = merge_commit(sp, start, names[0], "Land t0: edit 0")
+    assert git(repo, "rev-parse", f"{merged}^2").strip() == old
+    assert merge_commit(sp, merged, names[0], "Land t0: again") == merged  # already on it: no commit
+
+
 def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tmp_path, monkeypatch):
     # Fault injection: the slot's checkout (reset_to / ensure_landing_worktree, in the candidate's own
     # thread) raises something other than GitError/WorkspaceError/OSError, e.g. the UnicodeDecodeError

@@ -158,8 +158,10 @@ def merge_commit(sp: Workspaces, base: str, branch: str, message: str) -> str | 
     queue merges one candidate after another without waiting on a checkout. Raises GitError when git fails
     in another way."""
     git = sp.git
-    tip = git.out(sp.repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
-    if git.ok(sp.repo, "merge-base", "--is-ancestor", tip, base):
+    # The branch's tip unless `base` holds it already ("Already up to date"): one git process. In topological
+    # order the tip comes first, as every other commit listed is an ancestor of it that `base` lacks.
+    tip = git.out(sp.repo, "rev-list", "--topo-order", "-n1", f"refs/heads/{branch}^{{commit}}", f"^{base}", "--")
+    if not tip:
         return base  # "Already up to date"
     # The merge reads `.gitattributes` (merge drivers, eol) from its work tree: those of `base`, as `merge
     # --no-ff` in a worktree of into would, never the user's checkout. git reads them where it runs (from the
@@ -272,8 +274,10 @@ def _write_attributes(git, where: tuple, old: str | None, commit: str, tree: str
             f.write(git.run(*where, "cat-file", "blob", oid, index=index).stdout)
 
 
-def reset_to(sp: Workspaces, path: Path, commit: str) -> None:
+def reset_to(sp: Workspaces, path: Path, commit: str, clean: bool = True) -> None:
     """A landing worktree back to `commit`: tracked files a check rewrote restored (reset also drops
-    MERGE_HEAD), untracked files it left removed; ignored ones (caches) stay."""
+    MERGE_HEAD), untracked files it left removed; ignored ones (caches) stay. clean=False: nothing has run
+    there since it was made or cleaned, so there is nothing untracked to remove."""
     sp.git.run(path, "reset", "-q", "--hard", commit)
-    sp.git.run(path, "clean", "-q", "-fd")
+    if clean:
+        sp.git.run(path, "clean", "-q", "-fd")

@@ -117,6 +117,7 @@ class SpeculativeLander:
         self._tip: str | None = None  # `into`'s tip when last read or moved by us; the coordinator's own
         self._thread: threading.Thread | None = None
         self._slot_locks = [threading.Lock() for _ in range(self.k)]  # a slot made or checked out by one thread at a time
+        self._dirty = [True] * self.k  # checks may have left untracked files there since it was made or cleaned; under its lock
         self._warm_to = 0  # slots 0..this-1 are to be made ahead of use; _cv
         self._warmer: threading.Thread | None = None
 
@@ -164,6 +165,7 @@ class SpeculativeLander:
                     ensure_landing_worktree(self.spaces, path)
                 except Exception:  # noqa: BLE001 - its first use makes it again, and a failure there drops its candidate
                     continue
+                self._dirty[i] = False
 
     def cancel(self) -> None:
         """The run is stopping: stop every check (TERM, grace, KILL); what waits to land gets Interrupted."""
@@ -314,9 +316,10 @@ class SpeculativeLander:
         try:
             with self._slot_locks[c.slot]:  # the warming thread may be making it
                 if (path / ".git").exists():
-                    reset_to(self.spaces, path, merged)
+                    reset_to(self.spaces, path, merged, clean=self._dirty[c.slot])
                 else:
                     ensure_landing_worktree(self.spaces, path, at=merged)
+                self._dirty[c.slot] = True  # from here on the checks (and the set-up before them) run there
         except Exception as exc:  # noqa: BLE001 - whatever it is, the candidate gets a verdict (its slot is broken)
             error = exc if isinstance(exc, (GitError, WorkspaceError, OSError)) else WorkspaceError(
                 f"landing worktree {path}: {type(exc).__name__}: {exc}")
