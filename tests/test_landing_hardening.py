@@ -176,6 +176,50 @@ def test_an_unexpected_error_merging_a_candidate_behind_the_head_drops_that_cand
     assert git(repo, "show", f"{INTO}:f0.txt") == "t0\n" and git(repo, "show", f"{INTO}:f2.txt") == "t2\n"
 
 
+def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)  # polling a folder's appearance, with a deadline
+
+
+def test_slots_made_ahead_are_used_and_a_checks_leftovers_never_reach_the_next_check(repo, tmp_path):
+    # warm(n) makes slots 0..n-1 while the agents work. A candidate checked in a warmed slot sees its own
+    # merge (not into's tip the slot was made at); a check's untracked leftovers are gone before the next
+    # check in the same slot (the slot is cleaned once a check ran there). k = 1: one slot for all.
+    import queue
+
+    from runner.coding.speculative import SpeculativeLander, slot_path
+
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}, {"f1.txt": "t1\n"}, {"f2.txt": "t2\n"}])
+    got: queue.Queue = queue.Queue()
+    lander = SpeculativeLander(sp, 1, lambda job, verdict: got.put((job, verdict)))
+    lander.warm(5)  # capped at k
+    _wait_for(lambda: (slot_path(sp, 0) / ".git").exists(), "the warmed slot")
+    assert not slot_path(sp, 1).exists()
+    check = 'test ! -e junk.txt && grep -q "t$(( ${WVO_TASK_ID#t} ))" "f${WVO_TASK_ID#t}.txt" && echo left > junk.txt'
+    of = checks_by({i: check for i in range(3)}, tmp_path)
+    try:
+        for i, name in enumerate(names):
+            lander.submit(i, name, f"edit {i}", of(i))
+        verdicts = [got.get(timeout=60) for _ in names]
+    finally:
+        lander.stop(timeout=30)
+    assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")], verdicts
+
+
+def test_stop_ends_the_warming_thread(repo, tmp_path):
+    from runner.coding.speculative import SpeculativeLander
+
+    sp, _ = branches(repo, tmp_path / "state", [])
+    lander = SpeculativeLander(sp, 4, lambda job, verdict: None)
+    lander.warm(4)
+    lander.stop(timeout=30)
+    assert lander._warmer is not None and not lander._warmer.is_alive()
+
+
 _KILLED_MID_REMOVE = r'''
 import os, signal, sys
 from pathlib import Path
