@@ -106,8 +106,9 @@ class LandingQueue(Component):
         self._set_up: set[tuple] = set()  # (landing worktree, copy, setup) done there: its set-up survives resets
         self._starting: set[str] = set()  # worktree tasks with checks: their message sent, their process not up yet
         self._working: set[str] = set()  # ... their process up, their result not in yet
+        self._undispatched = {tid for tid, w in ctx.ws.items() if w.mode == "worktree" and w.checks and w.land == "merge"}
         self.lease_env = _no_leases  # task id -> WVO_PORT, ...: set by the run when it leases (runner.manager.leasing)
-        agents = sum(ctx.roles.values()) or 1
+        agents = self._agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
     def _worktree_tasks(self) -> list[str]:
@@ -144,6 +145,7 @@ class LandingQueue(Component):
         task = self.ctx.tasks[task_id]
         if w.checks and w.land == "merge":
             self._starting.add(task_id)
+            self._undispatched.discard(task_id)
         field = {
             "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
             "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
@@ -226,12 +228,13 @@ class LandingQueue(Component):
     # -- after an attempt -----------------------------------------------------------------------------
 
     def on_started(self, agent_id: str, task_id: str) -> None:
-        """Once no worktree task is setting up, the landing slots its checks will need are made while they work."""
+        """Once no worktree task is setting up and none waits for an agent, the landing slots their checks will
+        need are made while they work (not alongside the agents' own checkouts, nor when all hand over at once)."""
         if task_id not in self._starting:
             return
         self._starting.discard(task_id)
         self._working.add(task_id)
-        if not self._starting:
+        if not self._starting and (not self._undispatched or len(self.ctx.pool.reservations) >= self._agents):
             w = self.ctx.ws[task_id]
             self._landers[(w.repo, w.into)].warm(len(self._working) + self._busy)
 
