@@ -221,6 +221,8 @@ class _AttributesTree:
             self.folder = tempfile.mkdtemp(prefix="merge-", dir=sp.state_dir)
             weakref.finalize(sp, shutil.rmtree, self.folder, True)
             self.tree, self.index, self.commit = os.path.join(self.folder, "tree"), os.path.join(self.folder, "index"), None
+        if not os.path.isdir(self.tree):
+            self.commit = None  # removed under us: made again
         where = (self.tree, f"--git-dir={sp.common_dir()}", f"--work-tree={self.tree}")
         if self.commit == commit:
             return where
