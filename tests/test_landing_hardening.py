@@ -217,7 +217,7 @@ def test_stop_ends_the_warming_thread(repo, tmp_path):
     lander = SpeculativeLander(sp, 4, lambda job, verdict: None)
     lander.warm(4)
     lander.stop(timeout=30)
-    assert lander._warmer is not None and not lander._warmer.is_alive()
+    assert lander._warmers and not any(t.is_alive() for t in lander._warmers)
 
 
 _KILLED_MID_REMOVE = r'''
