@@ -220,6 +220,25 @@ def test_stop_ends_the_warming_thread(repo, tmp_path):
     assert lander._warmers and not any(t.is_alive() for t in lander._warmers)
 
 
+def test_the_run_makes_the_landing_slots_while_its_agents_work(tmp_path):
+    # Two worktree tasks with checks on two agents: once both are up, the run makes the two landing slots
+    # the checks will need while they work. Each task waits (with a deadline) until both slots exist; made
+    # only at first use (after the hand-over) they would never appear while it waits, and it fails.
+    import json
+
+    from test_landing_queue import WORKTREE
+    from test_worktrees import rows, run_json
+
+    wait = ('i=0; while ! { [ -e "$WVO_WORKTREE/../../landing/.git" ] && [ -e "$WVO_WORKTREE/../../landing.2/.git" ]; }; '
+            'do [ $i -lt 300 ] || exit 1; sleep 0.1; i=$((i+1)); done; echo $WVO_TASK_ID > $WVO_TASK_ID.txt')  # fmt: skip
+    tasks = "".join(f"  - id: t{i}\n    command: {json.dumps(wait)}\n" for i in range(2))
+    repo = make_repo(tmp_path, WORKTREE + f"  checks: [{json.dumps('true')}]\ntasks:\n" + tasks)
+    code, doc, err = run_json(repo, "-j", "2")
+    assert code == 0, err[-2000:]
+    assert {t: r["status"] for t, r in rows(doc).items()} == {"t0": "succeeded", "t1": "succeeded"}
+    assert not list((tmp_path / "state").rglob("landing*/.git"))  # removed at the end all the same
+
+
 _KILLED_MID_REMOVE = r'''
 import os, signal, sys
 from pathlib import Path
