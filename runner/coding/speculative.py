@@ -18,8 +18,9 @@ candidate drops only itself. A verdict is given only at the head, on `into`'s re
 gets the verdict the one-at-a-time queue (runner.coding.landing.Lander) would give it, in the same order,
 with the same merge commits; with k = 1 the two do the same thing.
 
-Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), made on first use and reset
-to the merge before every check (what an earlier check left goes then). One thread (the coordinator) merges
+Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), made ahead while the agents
+work (warm) or on first use, and reset to the merge before every check (what an earlier check left goes
+then). One thread (the coordinator) merges
 and gives verdicts; it never waits on a checkout: merges are made without a worktree (merge-tree,
 commit-tree), and each candidate's thread checks its merge out, runs its checks and hands back (ok,
 detail). A slot that cannot be made ready drops only its candidate. Verdicts go to on_verdict from the
