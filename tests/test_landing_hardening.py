@@ -65,6 +65,63 @@ def test_the_queue_gives_a_conflict_whatever_the_users_checkout_attributes_say(r
     assert kinds(verdicts) == [(0, "Landed"), (1, "Conflict")], git(repo, "show", f"{INTO}:shared.txt")
 
 
+def _branch_from(sp: Workspaces, task: str, start: str, files: dict) -> str:
+    """A committed task branch from `start`: file -> text, or None to delete it."""
+    ws = sp.create(task, start)
+    for name, text in files.items():
+        path = Path(ws.path, name)
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    assert sp.commit_all(ws, task) is not None
+    sp.remove(ws)
+    return ws.branch
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("change", ["added", "emptied", "deleted"])
+def test_a_gitattributes_changed_on_into_between_two_landings_is_honoured(tmp_path, change, k):
+    # The merges keep a work tree of into's attributes files from one landing to the next. t0 and t1 change
+    # the same line of sub/shared.txt; ta, landing between them, changes sub/.gitattributes (a union merge
+    # driver added, or emptied or deleted where there was one). t1 must be merged with the attributes ta
+    # left: clean (both lines) when a union driver is now there, a conflict when it is gone, as `merge
+    # --no-ff` in a worktree of into would say. Fails with the attributes of the first landing's base kept.
+    union = "shared.txt merge=union\n"
+    files = {"f0.txt": "file 0\n", "sub/shared.txt": "one\n"} | ({} if change == "added" else {"sub/.gitattributes": union})
+    repo = make_repo(tmp_path, "tasks: []\n", files)
+    sp = Workspaces(repo, tmp_path / "state", "r1", INTO)
+    start = sp.tip()
+    attrs = {"added": union, "emptied": "# nothing here\n", "deleted": None}[change]
+    names = [_branch_from(sp, "t0", start, {"sub/shared.txt": "t0's line\n"}),
+             _branch_from(sp, "ta", start, {"sub/.gitattributes": attrs}),
+             _branch_from(sp, "t1", start, {"sub/shared.txt": "t1's line\n"})]  # fmt: skip
+    verdicts = land_all(sp, names, k)
+    if change == "added":
+        assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")], verdicts
+        assert git(repo, "show", f"{INTO}:sub/shared.txt") == "t0's line\nt1's line\n"
+    else:
+        assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Conflict")], git(repo, "show", f"{INTO}:sub/shared.txt")
+
+
+def test_merge_commit_merges_the_branch_tip_whatever_the_commit_dates_say(repo, tmp_path):
+    # merge_commit reads the branch's tip and whether `into` holds it already with one `rev-list`. A commit's
+    # date may be older than its parent's (a clock set back, a rebase keeping dates): the tip must still be
+    # what is merged, not the newest-dated commit of the branch; and a branch `into` holds is not merged again.
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}])
+    start = sp.tip()
+    parent = git(repo, "rev-parse", names[0]).strip()
+    tree = git(repo, "rev-parse", f"{parent}^{{tree}}").strip()
+    env = {"GIT_COMMITTER_DATE": "2001-01-01T00:00:00Z", "GIT_AUTHOR_DATE": "2001-01-01T00:00:00Z"}
+    old = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-p", parent, "-m", "older than its parent"],
+                         capture_output=True, text=True, check=True, env={**__import__("os").environ, **env}).stdout.strip()
+    git(repo, "update-ref", f"refs/heads/{names[0]}", old)
+    merged = merge_commit(sp, start, names[0], "Land t0: edit 0")
+    assert git(repo, "rev-parse", f"{merged}^2").strip() == old
+    assert merge_commit(sp, merged, names[0], "Land t0: again") == merged  # already on it: no commit
+
+
 def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tmp_path, monkeypatch):
     # Fault injection: the slot's checkout (reset_to / ensure_landing_worktree, in the candidate's own
     # thread) raises something other than GitError/WorkspaceError/OSError, e.g. the UnicodeDecodeError
@@ -80,6 +137,106 @@ def test_an_unexpected_error_checking_a_merge_out_still_gives_a_verdict(repo, tm
     sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}])
     verdicts = land_all(sp, names, 1, checks_by({0: "true"}, tmp_path), timeout=15)
     assert len(verdicts) == 1
+
+
+def test_an_unexpected_error_merging_a_candidate_behind_the_head_drops_that_candidate_only(repo, tmp_path, monkeypatch):
+    # Fault injection: merging t1 (second in the window, while t0's checks run at the head) raises something
+    # other than GitError/WorkspaceError/OSError. Only t1 gets it as its verdict: t0 lands, and t2, behind
+    # t1, is merged on what t0 leaves and lands. (The error used to go to the head: t0 was dropped instead.)
+    import threading
+
+    import runner.coding.speculative as spec
+
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}, {"f1.txt": "t1\n"}, {"f2.txt": "t2\n"}])
+    raised = threading.Event()
+    real = spec.merge_commit
+
+    def merge_commit(sp_, base, branch, message):
+        if branch == names[1]:
+            raised.set()
+            raise ValueError("injected: an unexpected error merging t1")
+        return real(sp_, base, branch, message)
+
+    monkeypatch.setattr(spec, "merge_commit", merge_commit)
+
+    def checks_for(i):
+        def of(path, cancel):
+            def checks(where):  # t0's checks at the head: over once t1's merge has raised
+                assert raised.wait(30)
+                return True, ""
+
+            return checks if i == 0 else None
+
+        return of
+
+    verdicts = dict(land_all(sp, names, 3, checks_for, timeout=30))
+    assert type(verdicts[0]).__name__ == "Landed", verdicts
+    assert isinstance(verdicts[1], ValueError), verdicts
+    assert type(verdicts[2]).__name__ == "Landed", verdicts
+    assert git(repo, "show", f"{INTO}:f0.txt") == "t0\n" and git(repo, "show", f"{INTO}:f2.txt") == "t2\n"
+
+
+def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)  # polling a folder's appearance, with a deadline
+
+
+def test_slots_made_ahead_are_used_and_a_checks_leftovers_never_reach_the_next_check(repo, tmp_path):
+    # warm(n) makes slots 0..n-1 while the agents work. A candidate checked in a warmed slot sees its own
+    # merge (not into's tip the slot was made at); a check's untracked leftovers are gone before the next
+    # check in the same slot (the slot is cleaned once a check ran there). k = 1: one slot for all.
+    import queue
+
+    from runner.coding.speculative import SpeculativeLander, slot_path
+
+    sp, names = branches(repo, tmp_path / "state", [{"f0.txt": "t0\n"}, {"f1.txt": "t1\n"}, {"f2.txt": "t2\n"}])
+    got: queue.Queue = queue.Queue()
+    lander = SpeculativeLander(sp, 1, lambda job, verdict: got.put((job, verdict)))
+    lander.warm(5)  # capped at k
+    _wait_for(lambda: (slot_path(sp, 0) / ".git").exists(), "the warmed slot")
+    assert not slot_path(sp, 1).exists()
+    check = 'test ! -e junk.txt && grep -q "t$(( ${WVO_TASK_ID#t} ))" "f${WVO_TASK_ID#t}.txt" && echo left > junk.txt'
+    of = checks_by({i: check for i in range(3)}, tmp_path)
+    try:
+        for i, name in enumerate(names):
+            lander.submit(i, name, f"edit {i}", of(i))
+        verdicts = [got.get(timeout=60) for _ in names]
+    finally:
+        lander.stop(timeout=30)
+    assert kinds(verdicts) == [(0, "Landed"), (1, "Landed"), (2, "Landed")], verdicts
+
+
+def test_stop_ends_the_warming_thread(repo, tmp_path):
+    from runner.coding.speculative import SpeculativeLander
+
+    sp, _ = branches(repo, tmp_path / "state", [])
+    lander = SpeculativeLander(sp, 4, lambda job, verdict: None)
+    lander.warm(4)
+    lander.stop(timeout=30)
+    assert lander._warmers and not any(t.is_alive() for t in lander._warmers)
+
+
+def test_the_run_makes_the_landing_slots_while_its_agents_work(tmp_path):
+    # Two worktree tasks with checks on two agents: once both are up, the run makes the two landing slots
+    # the checks will need while they work. Each task waits (with a deadline) until both slots exist; made
+    # only at first use (after the hand-over) they would never appear while it waits, and it fails.
+    import json
+
+    from test_landing_queue import WORKTREE
+    from test_worktrees import rows, run_json
+
+    wait = ('i=0; while ! { [ -e "$WVO_WORKTREE/../../landing/.git" ] && [ -e "$WVO_WORKTREE/../../landing.2/.git" ]; }; '
+            'do [ $i -lt 300 ] || exit 1; sleep 0.1; i=$((i+1)); done; echo $WVO_TASK_ID > $WVO_TASK_ID.txt')  # fmt: skip
+    tasks = "".join(f"  - id: t{i}\n    command: {json.dumps(wait)}\n" for i in range(2))
+    repo = make_repo(tmp_path, WORKTREE + f"  checks: [{json.dumps('true')}]\ntasks:\n" + tasks)
+    code, doc, err = run_json(repo, "-j", "2")
+    assert code == 0, err[-2000:]
+    assert {t: r["status"] for t, r in rows(doc).items()} == {"t0": "succeeded", "t1": "succeeded"}
+    assert not list((tmp_path / "state").rglob("landing*/.git"))  # removed at the end all the same
 
 
 _KILLED_MID_REMOVE = r'''

@@ -18,8 +18,9 @@ candidate drops only itself. A verdict is given only at the head, on `into`'s re
 gets the verdict the one-at-a-time queue (runner.coding.landing.Lander) would give it, in the same order,
 with the same merge commits; with k = 1 the two do the same thing.
 
-Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), made on first use and reset
-to the merge before every check (what an earlier check left goes then). One thread (the coordinator) merges
+Each slot is a landing worktree of its own (<state>/landing, landing.2, ...), made ahead while the agents
+work (warm) or on first use, and reset to the merge before every check (what an earlier check left goes
+then). One thread (the coordinator) merges
 and gives verdicts; it never waits on a checkout: merges are made without a worktree (merge-tree,
 commit-tree), and each candidate's thread checks its merge out, runs its checks and hands back (ok,
 detail). A slot that cannot be made ready drops only its candidate. Verdicts go to on_verdict from the
@@ -59,6 +60,7 @@ from runner.coding.workspace import (
 ChecksFor = Callable[[str, threading.Event], "Checks | None"]
 
 NEW, CHECKING, PASSED, FAILED, CONFLICT = "new", "checking", "passed", "failed", "conflict"
+_WARMERS = 4  # slots made ahead at once: 16 checkouts of a small repository in ~0.5 s while the agents work
 BROKEN = "broken"  # its landing worktree could not be made ready: dropped with the error as its verdict
 
 
@@ -116,6 +118,11 @@ class SpeculativeLander:
         self._cas_misses = 0  # `into` moved under the head this many times in a row
         self._tip: str | None = None  # `into`'s tip when last read or moved by us; the coordinator's own
         self._thread: threading.Thread | None = None
+        self._slot_locks = [threading.Lock() for _ in range(self.k)]  # a slot made or checked out by one thread at a time
+        self._dirty = [True] * self.k  # checks may have left untracked files there since it was made or cleaned; under its lock
+        self._warm_to = 0  # slots 0..this-1 are to be made ahead of use; _cv
+        self._warm_next = 0  # the next slot a warming thread takes; _cv
+        self._warmers: list[threading.Thread] = []
 
     # -- from the run's thread
 
@@ -123,24 +130,61 @@ class SpeculativeLander:
         with self._cv:
             self._incoming.append(_Candidate(job, branch, title, checks_for))
             self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()  # the coordinator and the warming thread wait on it
         if self._thread is None:
             self._thread = threading.Thread(target=self._coordinate, name="wvo-landing", daemon=True)
             self._thread.start()
+
+    def warm(self, n: int) -> None:
+        """Make the first n slots (at most k) ahead of their first use, in a thread of their own, at `into`'s tip:
+        a candidate's checkout there then rewrites the files its merge changed, not every file. Called while
+        the agents work (their set-up over), so the checkouts run while the machine is idle and not when the
+        branches are handed over all at once. A slot that cannot be made is left to its first use."""
+        with self._cv:
+            if min(n, self.k) <= self._warm_to or self._stopping or self._cancelled:
+                return
+            self._warm_to = min(n, self.k)
+            self._cv.notify_all()
+            more = [threading.Thread(target=self._warm, name="wvo-landing-warm", daemon=True)
+                    for _ in range(min(_WARMERS, self._warm_to) - len(self._warmers))]  # fmt: skip
+            self._warmers += more
+        for t in more:
+            t.start()
+
+    def _warm(self) -> None:
+        while True:
+            with self._cv:
+                while self._warm_next >= self._warm_to and not (self._stopping or self._cancelled):
+                    self._cv.wait()
+                if self._stopping or self._cancelled:
+                    return
+                i = self._warm_next
+                self._warm_next += 1
+            path = slot_path(self.spaces, i)
+            with self._slot_locks[i]:
+                if (path / ".git").exists():
+                    continue
+                try:
+                    ensure_landing_worktree(self.spaces, path)
+                except Exception:  # noqa: BLE001 - its first use makes it again, and a failure there drops its candidate
+                    continue
+                self._dirty[i] = False
 
     def cancel(self) -> None:
         """The run is stopping: stop every check (TERM, grace, KILL); what waits to land gets Interrupted."""
         with self._cv:
             self._cancelled = self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()
 
     def stop(self, timeout: float = 60.0) -> None:
         """End the coordinator; checks still running are cancelled (their candidates get no verdict)."""
         with self._cv:
             self._stopping = self._changed = True
-            self._cv.notify()
+            self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        for t in self._warmers:
+            t.join(timeout)
 
     # -- the coordinator thread
 
@@ -168,7 +212,8 @@ class SpeculativeLander:
                 continue
             try:
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - never lose a job: the head gets the error as its verdict
+            except Exception as exc:  # noqa: BLE001 - never lose a job: the head gets the error as its verdict (an
+                # error merging another candidate is that candidate's: _step drops it there)
                 if self._window:
                     self._drop(0, exc)
 
@@ -230,7 +275,7 @@ class SpeculativeLander:
                 self._halt(c)
                 try:
                     self._build(c, expected)
-                except (GitError, WorkspaceError, OSError) as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever it is, it is this candidate's verdict, not the head's
                     self._drop(i, exc)
                     continue
             expected = c.leaves()
@@ -272,10 +317,12 @@ class SpeculativeLander:
         handed back. The next merge checked out there resets what the checks left (reset --hard, clean -fd)."""
         error = None
         try:
-            if (path / ".git").exists():
-                reset_to(self.spaces, path, merged)
-            else:
-                ensure_landing_worktree(self.spaces, path, at=merged)
+            with self._slot_locks[c.slot]:  # the warming thread may be making it
+                if (path / ".git").exists():
+                    reset_to(self.spaces, path, merged, clean=self._dirty[c.slot])
+                else:
+                    ensure_landing_worktree(self.spaces, path, at=merged)
+                self._dirty[c.slot] = True  # from here on the checks (and the set-up before them) run there
         except Exception as exc:  # noqa: BLE001 - whatever it is, the candidate gets a verdict (its slot is broken)
             error = exc if isinstance(exc, (GitError, WorkspaceError, OSError)) else WorkspaceError(
                 f"landing worktree {path}: {type(exc).__name__}: {exc}")
@@ -293,7 +340,7 @@ class SpeculativeLander:
                 c.detail = "" if ok else detail
                 c.state = PASSED if ok else (BROKEN if error is not None else FAILED)  # the state last: read without the lock
                 self._changed = True
-                self._cv.notify()
+                self._cv.notify_all()  # the coordinator and the warming thread wait on it
 
     def _halt(self, c: _Candidate) -> None:
         """Stop a candidate's checks (TERM, grace, KILL through its cancel) and wait for them."""

@@ -104,8 +104,11 @@ class LandingQueue(Component):
         self._cancelled = False  # the run is stopping: the landing checks were cancelled
         self._last_landed: str | None = None  # "task (commit)" of the last that landed, for the board
         self._set_up: set[tuple] = set()  # (landing worktree, copy, setup) done there: its set-up survives resets
+        self._starting: set[str] = set()  # worktree tasks with checks: their message sent, their process not up yet
+        self._working: set[str] = set()  # ... their process up, their result not in yet
+        self._undispatched = {tid for tid, w in ctx.ws.items() if w.mode == "worktree" and w.checks and w.land == "merge"}
         self.lease_env = _no_leases  # task id -> WVO_PORT, ...: set by the run when it leases (runner.manager.leasing)
-        agents = sum(ctx.roles.values()) or 1
+        agents = self._agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
     def _worktree_tasks(self) -> list[str]:
@@ -140,6 +143,9 @@ class LandingQueue(Component):
             return None
         spaces = self._spaces[(w.repo, w.into)]
         task = self.ctx.tasks[task_id]
+        if w.checks and w.land == "merge":
+            self._starting.add(task_id)
+            self._undispatched.discard(task_id)
         field = {
             "repo": w.repo, "state_dir": str(spaces.state_dir), "run": spaces.run, "into": w.into,
             "title": task.title, "allow_empty": w.allow_empty, "keep": self.ctx.opt.keep_worktrees,
@@ -221,8 +227,23 @@ class LandingQueue(Component):
 
     # -- after an attempt -----------------------------------------------------------------------------
 
+    def on_started(self, agent_id: str, task_id: str) -> None:
+        """Once no worktree task is setting up and none waits for an agent, the landing slots their checks will
+        need are made while they work (not alongside the agents' own checkouts, nor when all hand over at once)."""
+        if task_id not in self._starting:
+            return
+        self._starting.discard(task_id)
+        self._working.add(task_id)
+        if not self._starting and (not self._undispatched or len(self.ctx.pool.reservations) >= self._agents):
+            w = self.ctx.ws[task_id]
+            self._landers[(w.repo, w.into)].warm(len(self._working) + self._busy)
+
     def on_result(self, agent_id: str, res) -> bool:
-        return isinstance(res, TaskResult) and bool(self.ctx.ws) and self.take(agent_id, res)
+        if not isinstance(res, TaskResult) or not self.ctx.ws:
+            return False
+        self._starting.discard(res.task_id)
+        self._working.discard(res.task_id)
+        return self.take(agent_id, res)
 
     def take(self, agent_id: str, res: TaskResult) -> bool:
         """A worktree attempt succeeded: queue it to land (True), or let it be recorded as it is (False)."""
