@@ -52,10 +52,13 @@ def test_appends_by_another_process_during_write_back_are_all_kept(tmp_path):
     try:
         assert proc.stdout.readline() == "go\n"
         deadline = time.monotonic() + 40
-        writes = 0
+        writes = skipped = 0
         while proc.poll() is None and writes < 20_000 and time.monotonic() < deadline:
             status = ("done", None) if writes % 2 else ("blocked", f"attempt {writes} failed")
-            write_statuses(str(path), {"a": status, "b": status})
+            try:
+                write_statuses(str(path), {"a": status, "b": status})
+            except WriteBackSkipped:  # it kept changing for every try: the documented give-up, nothing written
+                skipped += 1
             writes += 1
         assert proc.wait(timeout=20) == 0
         writeback.settle()  # what the process's exit does: a write into the last replaced file is kept
@@ -63,7 +66,7 @@ def test_appends_by_another_process_during_write_back_are_all_kept(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert writes >= 20, f"write-back ran only {writes} times alongside the appender"
+    assert writes - skipped >= 20, f"write-back wrote only {writes - skipped} times alongside the appender ({skipped} gave up)"
     text = path.read_text()
     lost = [i for i in range(n) if f"id: extra-{i}\n" not in text]
     assert lost == [], f"{len(lost)} of {n} appended entries lost over {writes} write-backs"
