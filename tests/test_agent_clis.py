@@ -115,7 +115,9 @@ def test_usage_limit_pauses_every_agent_of_the_account(tmp_path, fake):
     # nor the other one.
     at = [i for i, e in enumerate(events) if e["event"] == "task:finished" and e["status"] == "usage_limited"][0]
     later = [e for e in events[at:] if e["event"] == "task:reserved"]
-    assert len(later) >= 3 and {e["agent"] for e in later} == {"orchestrator-0", "worker-0"}
+    # T0's retry and T3 at least: the other agent's first task may end before the limit is seen, and then
+    # its next one goes out before it (2 of the 3 left), legitimately.
+    assert len(later) >= 2 and {e["agent"] for e in later} == {"orchestrator-0", "worker-0"}
     assert all(e["ts"] >= reset - 0.05 for e in later), (reset, later)
     assert len(calls) == 5
     assert any("usage limit" in m and "pause" in m for m in rec.messages)
