@@ -243,3 +243,31 @@ def test_descendants_finds_a_whole_tree_also_what_left_its_group(tmp_path, monke
         for pid in [task.pid, *kill.descendants(task.pid)]:
             kill._kill(pid, signal.SIGKILL)
         task.wait(timeout=10)
+
+
+@pytest.mark.timeout(30)
+def test_the_tree_kill_sends_its_term_once_to_what_the_group_signal_reached(tmp_path, monkeypatch):
+    """A check or task that traps TERM to clean up runs its trap once: the group's TERM reaches the leader
+    and its group, and no second TERM follows by pid. The gap between the two (a preempted thread, seen once
+    in CI) is made certain here: the group signal returns only once the trap has begun."""
+    import runner.agents.kill as kill
+
+    out = tmp_path / "trapped"
+    script = f"trap 'echo got TERM >> {out}; sleep 0.3; exit 3' TERM; sleep 60 & wait"
+    proc = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not kill.descendants(proc.pid):  # the trap is set before `sleep 60` starts
+        assert time.monotonic() < deadline, "the script never started its sleep"
+        time.sleep(0.01)  # polling with a deadline
+    signal_group = kill._signal_group
+
+    def group_then_wait_for_the_trap(pgid, sig):
+        signal_group(pgid, sig)
+        while sig == signal.SIGTERM and not out.exists():
+            assert time.monotonic() < deadline, "the trap never ran"
+            time.sleep(0.01)  # polling with a deadline
+
+    monkeypatch.setattr(kill, "_signal_group", group_then_wait_for_the_trap)
+    kill.kill_tree(proc.pid, 5.0, lambda t: proc.wait(t))
+    assert proc.wait(timeout=5) == 3
+    assert out.read_text() == "got TERM\n"

@@ -42,7 +42,8 @@ def kill_tree(pid: int | None, grace: float, wait_root=None, mark: str | None = 
     if pid:
         _signal_group(pid, signal.SIGTERM)
     for p in targets:
-        _kill(p, signal.SIGTERM)
+        if not (pid and _group_of(p) == pid):  # the group's TERM reached it: a second would run a TERM trap twice
+            _kill(p, signal.SIGTERM)
         _kill(p, signal.SIGCONT)
     deadline = time.monotonic() + grace
     if wait_root is not None and pid:
@@ -178,6 +179,13 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _kill(pid: int, sig: int) -> None:
