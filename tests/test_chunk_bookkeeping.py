@@ -140,6 +140,17 @@ class _Clock:
         return 0.0
 
 
+def _chunks_in_lockstep(a, b, rng, clock):
+    """The same chunks handed out in both contexts (asserted), up to 100, until none is left."""
+    for _ in range(100):
+        k = rng.randint(1, 12)
+        ids = _hand_out_chunk(a, k, clock[0])
+        assert ids == _hand_out_chunk(b, k, clock[0])
+        if not ids:
+            return
+        yield ids
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_record_chunk_gives_the_rows_events_states_and_hook_calls_of_recording_one_by_one(tmp_path, seed, monkeypatch):
     import runner.manager.outcomes
@@ -152,12 +163,7 @@ def test_record_chunk_gives_the_rows_events_states_and_hook_calls_of_recording_o
     fast, fast_out = _context(tmp_path, "fast", tasks, calls_fast)
     slow, slow_out = _context(tmp_path, "slow", tasks, calls_slow)
     clock = [2000.0]
-    for _ in range(100):
-        k = rng.randint(1, 12)
-        ids = _hand_out_chunk(fast, k, clock[0])
-        assert ids == _hand_out_chunk(slow, k, clock[0])
-        if not ids:
-            break
+    for ids in _chunks_in_lockstep(fast, slow, rng, clock):
         results = _results(rng, fast, ids, clock)
         fast_out.record_chunk(W0.id, results)
         slow_out._record_chunk_one_by_one(W0.id, results)
@@ -414,12 +420,7 @@ def test_events_written_as_text_are_the_encoded_dicts_byte_for_byte(tmp_path, se
     loud, loud_out = _context(tmp_path, "loud", tasks, [])
     quiet, quiet_out = _context(tmp_path, "quiet", tasks, [], _Quiet())
     clock = [2000.0]
-    for _ in range(100):
-        k = rng.randint(1, 12)
-        ids = _hand_out_chunk(loud, k, clock[0])
-        assert ids == _hand_out_chunk(quiet, k, clock[0])
-        if not ids:
-            break
+    for ids in _chunks_in_lockstep(loud, quiet, rng, clock):
         results = _results(rng, loud, ids, clock, outcome=rng.choice(["succeeded"] * 5 + ["failed"]))
         results = [r if rng.random() < 0.7 else TaskResult(r.task_id, r.attempt, r.outcome, rng.choice([None, 0, 3]), r.start,
                                                             r.end, value=r.value, error=rng.choice([None, "x\"é"]), log=r.log)

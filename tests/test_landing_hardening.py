@@ -8,14 +8,15 @@ that deleted every file.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from runner.coding.landing import Conflict, Lander, merge_commit
+from runner.coding.landing import merge_commit
 from runner.coding.workspace import Workspaces
-from test_landing_queue import INTO, branches, checks_by, first_parent_trees, kinds, land_all
+from test_landing_queue import INTO, branches, checks_by, kinds, land_all
 from test_worktrees import git, make_repo
 
 pytestmark = pytest.mark.timeout(120)
@@ -115,7 +116,7 @@ def test_merge_commit_merges_the_branch_tip_whatever_the_commit_dates_say(repo, 
     tree = git(repo, "rev-parse", f"{parent}^{{tree}}").strip()
     env = {"GIT_COMMITTER_DATE": "2001-01-01T00:00:00Z", "GIT_AUTHOR_DATE": "2001-01-01T00:00:00Z"}
     old = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-p", parent, "-m", "older than its parent"],
-                         capture_output=True, text=True, check=True, env={**__import__("os").environ, **env}).stdout.strip()
+                         capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout.strip()
     git(repo, "update-ref", f"refs/heads/{names[0]}", old)
     merged = merge_commit(sp, start, names[0], "Land t0: edit 0")
     assert git(repo, "rev-parse", f"{merged}^2").strip() == old
@@ -273,7 +274,7 @@ def test_killed_between_emptying_a_worktree_and_removing_it_resume_still_lands_t
     state = tmp_path / "state"
     proc = subprocess.run([sys.executable, "-c", _KILLED_MID_REMOVE, str(repo), str(state)], capture_output=True,
                           text=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]),
-                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == -9, proc.stderr
     committed = proc.stdout.strip()
     spaces, recovery = recover(state)

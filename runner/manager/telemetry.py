@@ -38,11 +38,6 @@ def json_value(v) -> str:
     return _encode(v)
 
 
-def json_str(v: str) -> str:
-    """A str as _encode writes it."""
-    return _esc(v)
-
-
 class EventLog:
     """Appends events as JSON Lines to one or more files; flushed by the run loop once per turn.
 
