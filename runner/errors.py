@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from runner.model import record
+
 
 # Exit codes, documented in --help and the README; which one a run ends with is decided in one place,
 # runner.manager.exits.decide.
@@ -17,7 +18,7 @@ EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Problem:
     """One error or warning about a roadmap, with its place."""
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from runner.model import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AgentGone:
     """An agent process ended; `reason` says how (exit code, signal, node lost)."""
 
@@ -16,7 +16,7 @@ class AgentGone:
     results: tuple = ()  # TaskResults of its chunk's first tasks, finished but never reported (local agents)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AgentReady:
     """An agent whose start() returned before it was up (a Ray actor) is now up, on a node."""
 

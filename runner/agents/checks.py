@@ -19,10 +19,10 @@ import shlex
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 
 from runner.agents.execute import append_to_log, waiter
 from runner.agents.kill import ATTEMPT_MARK, kill_tree, new_mark
+from runner.model import record
 
 TAIL_LINES = 40  # lines of a failing check's output kept for the feedback
 _READ_LIMIT = 1 << 20  # bytes of a check's output read back for the log and the tail
@@ -31,7 +31,7 @@ _CANCEL_POLL_S = 0.05  # how soon a set `cancel` is seen while a check runs
 SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED = "succeeded", "failed", "timed_out", "interrupted"  # model.Outcome values
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChecksResult:
     """How a list of checks went; `failed` is None when every one passed."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from runner.model import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TaskMessage:
     """Manager -> agent: run this attempt of a task."""
 
@@ -37,14 +39,14 @@ def task_message(fields: dict) -> TaskMessage:
     return msg
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cancel:
     """Manager -> agent: stop the running task (TERM its tree, KILL after grace)."""
 
     grace: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Started:
     """Agent -> manager: the task's process is up; pid is also its process group id."""
 
@@ -54,7 +56,7 @@ class Started:
     start: float  # wall-clock seconds
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TaskResult:
     """Agent -> manager: how the attempt ended."""
 
@@ -87,21 +89,21 @@ def task_result(fields: dict) -> TaskResult:
     return res
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TaskBatch:
     """Manager -> agent: quick callables to run one after another, under one reservation."""
 
     messages: tuple[TaskMessage, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BatchResult:
     """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted."""
 
     results: tuple[TaskResult, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChunkReturn:
     """Agent -> manager: the chunk's tasks it has not started and gives back (one of its tasks is slow)."""
 

@@ -21,15 +21,16 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from runner.agents.agent import reap_orphans
 from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
+from runner.model import record
 
 _INLINE_LOG = 1 << 20  # a log up to this size comes back with the result; a larger one in chunks
 _PR_SET_CHILD_SUBREAPER = 36
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Done:
     """Actor -> driver: how an attempt ended, and its log when the log is not on the driver's node."""
 

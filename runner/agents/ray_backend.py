@@ -22,11 +22,11 @@ import re
 import select
 import threading
 import time
-from dataclasses import dataclass
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, TaskMessage
 from runner.agents.ray_actor import AgentActor, Done
+from runner.model import record
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _BECAUSE = re.compile(r"actor (?:is dead|died) because (.+?)\.(?:\s|$)")  # in R
 _CLEAN_EXIT = "exit code 0"  # what a stopped or retired agent's end reads as, as with local agents
 
 
-@dataclass
+@record
 class _Agent:
     """The driver's record of one actor. Changed under RayBackend._lock (Ray's callback threads too)."""
 

@@ -23,12 +23,13 @@ import os
 import shlex
 import shutil
 import time
-from dataclasses import dataclass
+
+from runner.model import record
 
 SHOWN_PATHS = 5  # paths named in a refusal
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SetUp:
     """How the set-up of one worktree went; error is None when the task may run."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from runner.cli.outcomes import class_of
 from runner.cli.terminal import fmt_duration, one_line
@@ -31,6 +31,7 @@ from runner.manager.events import (
     TASK_STARTED,
     TASK_USAGE,
 )
+from runner.model import record
 
 _GLYPH = {"busy": "▶", "idle": "○", "cooling": "…", "gone": "✕", "starting": "◌"}
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
@@ -53,7 +54,7 @@ def fmt_eta(seconds: float) -> str:
 # -- what is counted -----------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class Progress:
     """A run's progress from its events alone; pure, so it is tested with plain calls and fake times.
 

@@ -9,13 +9,14 @@ stands for several attempts takes the colour of the worst.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from runner.model import record
+
 
 # The counts a run reports, in the order it reports them (runner.manager's summary has the same keys).
 CLASSES = ("succeeded", "failed", "skipped", "interrupted")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Look:
     """How one outcome is shown: the count it falls in and its colour."""
 

@@ -12,7 +12,6 @@ run:started opens a new run, so attempt numbers that start again at 1 are not co
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from runner.manager.events import (
     AGENT_SPAWNED,
@@ -25,11 +24,12 @@ from runner.manager.events import (
     TASK_STARTED,
     TASK_USAGE,
 )
+from runner.model import record
 
 _ROLE_ORDER = {"orchestrator": 0, "worker": 1, "critic": 2}
 
 
-@dataclass
+@record
 class Span:
     """One attempt, from its start to its outcome (wall-clock seconds)."""
 

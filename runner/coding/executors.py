@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from runner.errors import UsageError
-from runner.model import Complexity, Task
+from runner.model import record, Complexity, Task
 
 # `{name}` or `{meta.name}`; any other brace is literal text.
 _FIELD = re.compile(r"\{(\w+(?:\.\w+)?)\}")
@@ -89,7 +89,7 @@ class ExecutorError(UsageError, ValueError):
     """A malformed `executor:`; the message is one line that names the setting."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Executor:
     command: tuple[str, ...]
     prompt: str = DEFAULT_PROMPT
@@ -416,7 +416,7 @@ def task_limits(task: Task) -> dict:
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Choice:
     """The executor one attempt runs with, and why that one."""
 

@@ -25,11 +25,11 @@ date is the next one to come: "resets 3pm" read at 4pm is 3pm tomorrow.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from enum import Enum
 
 from runner.coding.output import CliResult, OutputFormat, epoch_seconds
+from runner.model import record
 
 
 class FailureClass(str, Enum):
@@ -50,7 +50,7 @@ class FailureClass(str, Enum):
         return self in (FailureClass.AUTH_FAILED, FailureClass.SETUP_FAILED)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Failure:
     cls: FailureClass
     reason: str  # one line: the CLI's message, or what was seen ("exit code 1")
@@ -66,7 +66,7 @@ _PAST_GRACE = 5 * 60.0
 _I = re.IGNORECASE
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Rule:
     cls: FailureClass
     pattern: re.Pattern
@@ -169,7 +169,7 @@ def classify(
     return Failure(cls, _one_line(found.text), reset_at, found.drop_session)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Found:
     cls: FailureClass
     text: str  # the text that matched (the part of it that did, in a long log tail)

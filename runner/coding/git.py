@@ -11,10 +11,11 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from runner.errors import BatchError, UsageError
+from runner.model import record
 
 IDENTITY_EMAIL = "{name}@wvo-batch.invalid"  # .invalid: reserved, never a real address
 
@@ -57,7 +58,7 @@ class BranchState(str, enum.Enum):
     CHECKS_FAILED = "checks_failed"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Workspace:
     """One attempt's worktree: where it is, its branch, the commit it started from."""
 
@@ -67,7 +68,7 @@ class Workspace:
     task_id: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DiffStats:
     files_changed: int
     added: int
@@ -75,7 +76,7 @@ class DiffStats:
     paths: list[str]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cleanup:
     """What the end of a run did: branches deleted (landed, ours, merged) and those kept, with why."""
 
@@ -85,7 +86,7 @@ class Cleanup:
     problems: list[str] = field(default_factory=list)  # worktrees that could not be removed, and why
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Recovery:
     """What `recover` found and did after a dead run."""
 

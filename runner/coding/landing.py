@@ -31,7 +31,6 @@ import shutil
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
@@ -45,20 +44,21 @@ from runner.coding.workspace import (  # noqa: F401 - the landing worktree helpe
     refuse_if_checked_out,
     remove_landing_worktree,
 )
+from runner.model import record
 
 Checks = Callable[[str], "tuple[bool, str]"]  # checks(worktree path) -> (ok, detail)
 LANDER = "wvo-batch"
 _CAS_TRIES = 3  # `into` moved under us (someone else wrote it) this many times in a row: give up
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Landed:
     branch: str
     commit: str  # the new tip of `into` (the merge, or the old tip when the branch was on it already)
     already: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Conflict:
     branch: str
     files: list[str]
@@ -67,13 +67,13 @@ class Conflict:
         return f"conflict landing {self.branch} in: {', '.join(self.files)}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChecksFailed:
     branch: str
     detail: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Interrupted:
     """The run was stopped while the branch waited to land: it stays committed (`--resume` lands it)."""
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
+
+from runner.model import record
 from enum import Enum
 
 
@@ -46,7 +48,7 @@ _MAX_NOTE_CHARS = 500
 _MAX_ERRORS = 5  # codex `error` lines kept, the last ones
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Usage:
     """Tokens of one attempt (or a thread's totals); cached ⊆ input, reasoning ⊆ output."""
 
@@ -88,7 +90,7 @@ class Usage:
         return {"input": self.input, "cached": self.cached, "output": self.output, "reasoning": self.reasoning}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CliResult:
     """What one attempt's output said, as far as it went."""
 

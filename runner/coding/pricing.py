@@ -13,10 +13,11 @@ a resumed session's).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from runner.coding.output import CliResult, Usage
 from runner.errors import UsageError
+from runner.model import record
 
 _FIELDS = ("input", "cached_input", "output")
 DEFAULT = "default"
@@ -26,7 +27,7 @@ class PricingError(UsageError, ValueError):
     """A malformed `prices:` table; the message is one line that names the field."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Price:
     """USD per million tokens."""
 

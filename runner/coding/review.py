@@ -32,11 +32,10 @@ Pure: no processes, no git, no files.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from runner.coding.executors import DEFAULT_REVIEW_PROMPT, DIFF_CAP, REVIEW_FIELDS  # noqa: F401 - kept with the other templates
 from runner.coding.output import STRUCTURED, parse
-from runner.model import Complexity, Task
+from runner.model import record, Complexity, Task
 
 DEFAULT_ROUNDS = 2
 MAX_ROUNDS = 20
@@ -49,13 +48,13 @@ _DECORATION = " \t*_`>#-"
 _LEVEL = {Complexity.SIMPLE.value: 1, Complexity.MODERATE.value: 2, Complexity.COMPLEX.value: 3}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     approve: bool
     reason: str = ""  # a rejection's reason ('' for an approval)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """Whether a task is reviewed: always (when=None), or from a complexity up; and how many rejections end it."""
 

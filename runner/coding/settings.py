@@ -20,7 +20,8 @@ The command line (--workspace, --land, --into) wins over the file.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from runner.model import record
 
 MODES = ("worktree", "shared")
 LANDS = ("merge", "branch")
@@ -29,7 +30,7 @@ TASK_WORKSPACE_KEYS = ("mode", "checks", "files")  # what a task's own `workspac
 TASK_KEYS = ("files", "allow_empty", "checks", "workspace")  # task fields this module reads from Task.meta
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Workspace:
     """Where one task's attempts run, and where their results go."""
 
@@ -43,7 +44,7 @@ class Workspace:
     checks: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Overrides:
     """The command line's word on workspaces (None: the file's, or the default)."""
 

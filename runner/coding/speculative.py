@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +55,7 @@ from runner.coding.workspace import (
     refuse_if_checked_out,
     remove_landing_worktree,
 )
+from runner.model import record
 
 # checks_for(slot path, cancel) -> the checks to run there (None: none); cancel is set to stop them
 ChecksFor = Callable[[str, threading.Event], "Checks | None"]
@@ -80,7 +81,7 @@ def remove_slots(sp: Workspaces) -> list[str]:
     return problems
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class _Candidate:
     job: object
     branch: str

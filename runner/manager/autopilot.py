@@ -10,14 +10,15 @@ the loop (their `retries:` already were), so `--iterations 0` always ends.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from runner.errors import Problem
 from runner.manager.exits import Ending, decide
 from runner.manager.run import Reporter, Run, RunOptions, RunResult
+from runner.model import record
 
 
-@dataclass
+@record
 class BatchPlan:
     """Which tasks each batch of the loop runs, how many batches, and the pause between them."""
 
@@ -32,7 +33,7 @@ class BatchPlan:
         return bool(self.only) or self.max_tasks is not None
 
 
-@dataclass
+@record
 class LoopResult:
     """What the autopilot loop did: its exit code, each batch's result, and why it stopped."""
 

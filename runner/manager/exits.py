@@ -15,7 +15,6 @@ names the one that matters most to whoever reads it (cron, a Makefile):
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 
 from runner.errors import (
     EXIT_INTERRUPTED,
@@ -26,9 +25,10 @@ from runner.errors import (
     EXIT_TERMINATED,
     EXIT_USAGE,
 )
+from runner.model import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Ending:
     """What stopped a run (or a loop of runs); every field False/None: it ran to the end, all good."""
 

@@ -14,8 +14,8 @@ rows() to the ledger, so a resumed run can tell which leases a dead run never re
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
 
+from runner.model import record
 from runner.roadmap.fleet import NamePool, Pool, PortRange  # noqa: F401 - the pools, as the roadmap declares them
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Callable
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LeaseRow:
     """One slot held by one attempt, as the ledger stores it."""
 

@@ -12,11 +12,11 @@ import os
 import sqlite3
 import stat
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from runner.roadmap.hashing import sha256
 from runner.errors import StateError
-from runner.model import Roadmap, Task
+from runner.model import record, Roadmap, Task
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -159,7 +159,7 @@ def roadmap_key(files: list[str]) -> str:
     return json.dumps([os.path.abspath(f) for f in files])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Attempt:
     """One attempt of one task, as the ledger keeps it."""
 
@@ -183,7 +183,7 @@ class Attempt:
     executor: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunRow:
     """One run, as the ledger keeps it."""
 

@@ -5,10 +5,11 @@ The CLI builds RunOptions and implements Reporter; runner.manager.run.Run takes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from runner.errors import UsageError
 from runner.manager.exits import Ending
+from runner.model import record
 
 def default_roles(n: int) -> dict[str, int]:
     """The original design's pool: 1 orchestrator, 1 critic when n >= 4, the rest workers."""
@@ -18,7 +19,7 @@ def default_roles(n: int) -> dict[str, int]:
     return {"orchestrator": 1, "worker": n - 1 - critic, "critic": critic}
 
 
-@dataclass
+@record
 class RunOptions:
     """How a run goes: the command line's settings, as the manager takes them."""
 
@@ -58,7 +59,7 @@ class RunOptions:
     max_wait: float | None = None  # --max-wait seconds a usage limit may pause the run (None: 2 h)
 
 
-@dataclass
+@record
 class RunResult:
     """What a run did: its exit code, its folder, the summary and one row per task."""
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import _thread
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from runner.errors import InvariantError
+from runner.model import record
 
 
-@dataclass
+@record
 class AgentRow:
     """One row of the agent table."""
 
@@ -116,7 +117,7 @@ _PAYLOAD_MAX = 64 << 20  # the largest board a client reads (bytes of JSON)
 _SERVE_TIMEOUT_S = 2.0  # a client that does not answer the challenge in time is dropped
 
 
-@dataclass
+@record
 class BoardServer:
     """The board's listener: a thread of the manager answering one client at a time."""
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from dataclasses import dataclass
 
 from runner.errors import InvariantError  # noqa: F401 - raised by the scheduler, re-exported
-from runner.model import Complexity, Outcome, Priority, Task, TaskState
+from runner.model import record, Complexity, Outcome, Priority, Task, TaskState
 
 _REVIEW = re.compile(r"\b(review\w*|critiqu\w*|critics?|validat\w*)\b", re.IGNORECASE)
 _ANY = ("any", "")  # label of the heap of tasks any idle agent may take now
@@ -31,7 +30,7 @@ REVIEW_OUTCOMES = frozenset({Outcome.NEEDS_REVIEW, Outcome.REJECTED})
 LANDING = "(landing)"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Retry:
     """A task will run again, after `delay` seconds (0: as soon as an agent is free)."""
 
@@ -41,7 +40,7 @@ class Retry:
     reason: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AgentView:
     """What the scheduler needs to know of an idle agent."""
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from runner.errors import Problem
-from runner.model import Roadmap, Task
+from runner.model import record, Roadmap, Task
 
 MAX_PROBLEMS = 1000  # per list; the rest are counted in one closing line
 
 
-@dataclass
+@record
 class CheckResult:
     """What load() found: the roadmap when valid, and every problem with its place."""
 

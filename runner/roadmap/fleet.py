@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from runner.errors import Problem
+from runner.model import record
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*\Z")
@@ -40,7 +40,7 @@ _RESERVED = frozenset({
 })  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortRange:
     """`port: {range: 8100-8199}`: every port from low to high, both included."""
 
@@ -54,7 +54,7 @@ class PortRange:
         return f"ports {self.low}-{self.high}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NamePool:
     """`db: [test_a, test_b]`: one of these names."""
 
@@ -70,7 +70,7 @@ class NamePool:
 Pool = PortRange | NamePool
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TaskFleet:
     """What one task gets of the fleet's settings."""
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
-from runner.model import RUN_STATUSES, SKIP_STATUSES, Task
+from runner.model import record, RUN_STATUSES, SKIP_STATUSES, Task
 
 
-@dataclass
+@record
 class _Graph:
     """What the dependency graph says: unknown ids, cycles, blocked tasks, the critical path."""
 

@@ -37,11 +37,11 @@ import fnmatch
 import heapq
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 
 from runner.errors import UsageError
-from runner.model import Task
+from runner.model import record, Task
 
 _GLOB = re.compile(r"[*?\[]")
 _TASK_FIELDS = frozenset(f.name for f in dataclasses.fields(Task))
@@ -51,7 +51,7 @@ class PatternError(UsageError, ValueError):
     """An `--only` pattern is malformed or matches no task (usage error, exit 2)."""
 
 
-@dataclass
+@record
 class Selection:
     """One batch: what runs, what cannot and why. Every list is in roadmap order."""
 

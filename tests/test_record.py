@@ -1,0 +1,167 @@
+"""runner.model.record behaves as dataclasses.dataclass: each class below is made twice, once by each, and
+every method is held to the standard one's on the same values."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import sys
+import types
+
+import pytest
+
+from runner.model import record
+
+# One class body per case: frozen or not, defaults, factories, field(...) options, inheritance.
+BODIES = {
+    "plain": """
+class C:
+    a: int
+    b: str = "x"
+""",
+    "frozen": """
+class C:
+    a: int
+    b: tuple = ()
+    c: dict = field(default_factory=dict)
+    d: float | None = None
+""",
+    "options": """
+class C:
+    a: int
+    hidden: object = field(default=None, repr=False)
+    loose: int = field(default=0, compare=False)
+    unhashed: int = field(default=0, hash=False)
+    made: list = field(default_factory=list, init=False)
+    fixed: int = field(default=7, init=False)
+""",
+    "empty": """
+class C:
+    pass
+""",
+    "one": """
+class C:
+    only: float
+""",
+}
+OPTIONS = [{}, {"frozen": True}, {"eq": False}, {"repr": False}, {"frozen": True, "eq": False}]
+
+
+def _make(decorator, body: str, **options):
+    """The class of `body` under `decorator(**options)`, with a subclass that adds a field."""
+    module = types.ModuleType(f"record_case_{id(decorator)}")
+    sys.modules[module.__name__] = module  # dataclass reads the module's globals for string annotations
+    try:
+        exec("from __future__ import annotations\nfrom dataclasses import field\n" + body, module.__dict__)
+        base = decorator(**options)(module.C)
+        sub = decorator(**options)(type("D", (base,), {"__annotations__": {"extra": "int"}, "extra": 5, "__module__": module.__name__}))
+        return base, sub
+    finally:
+        del sys.modules[module.__name__]
+
+
+def _args(cls) -> list[tuple[tuple, dict]]:
+    """Ways to call cls: its init fields' names, positionally and by keyword, with defaults left out."""
+    init = [f for f in dataclasses.fields(cls) if f.init]
+    values = {f.name: (i + 1 if f.type in ("int", "float | None", "float") else f"v{i}") for i, f in enumerate(init)}
+    nan = {f.name: float("nan") for f in init[:1]}
+    required = {f.name: values[f.name] for f in init if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return [((), required), (tuple(values.values()), {}), ((), values), ((), {**values, **nan})]
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # the same exception type and message, or it differs
+        return (type(exc).__name__, str(exc).replace("_std", "").replace("_rec", ""))
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_a_record_behaves_as_the_dataclass_of_the_same_body(body, options):
+    for std, rec in zip(_make(dataclasses.dataclass, BODIES[body], **options), _make(record, BODIES[body], **options)):
+        assert dataclasses.is_dataclass(rec)
+        assert [(f.name, f.default, f.init, f.repr, f.compare) for f in dataclasses.fields(rec)] == [
+            (f.name, f.default, f.init, f.repr, f.compare) for f in dataclasses.fields(std)]
+        assert rec.__match_args__ == std.__match_args__
+        assert (rec.__hash__ is None) == (std.__hash__ is None)
+        for args, kwargs in _args(std):
+            s, r = std(*args, **kwargs), rec(*args, **kwargs)
+            if options.get("repr", True):
+                assert repr(r).replace(rec.__qualname__, "X") == repr(s).replace(std.__qualname__, "X")
+            else:
+                assert repr(r).startswith("<") and repr(s).startswith("<")  # object's own
+            assert vars(r) == vars(s) or "nan" in repr(s)
+            same, twin = rec(*args, **kwargs), std(*args, **kwargs)
+            assert (r == same) == (s == twin)  # by value, or by identity with eq=False; NaN equal to itself
+            assert (r == r) == (s == s) and (r != same) == (s != twin)
+            assert (r == s) is False and r.__eq__(object()) is NotImplemented or not options.get("eq", True)
+            assert _outcome(lambda: hash(r) == hash(same)) == _outcome(lambda: hash(s) == hash(twin))
+            if options.get("frozen") and options.get("eq", True):
+                assert _outcome(lambda: hash(r)) == _outcome(lambda: hash(s))
+            victim, its_twin = rec(*args, **kwargs), std(*args, **kwargs)
+            assert _outcome(lambda: setattr(victim, "a", 9)) == _outcome(lambda: setattr(its_twin, "a", 9))
+            assert _outcome(lambda: delattr(victim, "a")) == _outcome(lambda: delattr(its_twin, "a"))
+            fields = [f.name for f in dataclasses.fields(std) if f.init]
+            for name in fields:  # one field changed: equal only where that field is not compared
+                assert (dataclasses.replace(r, **{name: -1}) == r) == (dataclasses.replace(s, **{name: -1}) == s), name
+            if fields:
+                changed = dataclasses.replace(r, **{fields[-1]: 42})
+                assert getattr(changed, fields[-1]) == 42 and type(changed) is rec
+            assert dataclasses.asdict(r).keys() == dataclasses.asdict(s).keys()
+            assert copy.copy(r) == r or not options.get("eq", True) or "nan" in repr(r)
+        assert _outcome(lambda: rec(*range(50))) [0] == _outcome(lambda: std(*range(50)))[0] == "TypeError"
+        assert _outcome(lambda: rec(nope=1))[0] == "TypeError"
+
+
+def test_a_factory_gives_each_record_its_own_value():
+    @record(frozen=True)
+    class Holder:
+        items: list = dataclasses.field(default_factory=list)
+
+    one, two = Holder(), Holder()
+    assert one.items == [] and one.items is not two.items
+    assert Holder(items=[1]).items == [1]
+
+
+def test_a_frozen_record_refuses_assignment_with_dataclass_error():
+    @record(frozen=True)
+    class Point:
+        x: int
+
+    p = Point(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del p.x
+    assert p.x == 1
+
+
+def test_records_pickle_and_keep_their_class_methods():
+    from runner.agents.messages import Started, TaskResult  # real records that cross the agents' pipes
+
+    r = TaskResult("t", 1, "succeeded", 0, 1.0, 2.0, checks=(("make", 0),))
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and hash(back) == hash(r) and back is not r
+    assert Started("t", 1, 3, 1.5) != Started("t", 1, 4, 1.5)
+    assert "TaskResult(task_id='t', attempt=1" in repr(r)
+
+
+def test_a_record_compiles_only_its_init():
+    """What it is for: the shared methods are the same function objects in every record."""
+    from runner.agents.messages import Cancel, TaskMessage
+
+    assert Cancel.__repr__ is TaskMessage.__repr__ and Cancel.__eq__ is TaskMessage.__eq__
+    assert Cancel.__init__ is not TaskMessage.__init__
+    assert Cancel.__init__.__qualname__ == "Cancel.__init__"
+
+
+def test_what_a_record_cannot_be_is_refused():
+    with pytest.raises(TypeError, match="__post_init__"):
+        @record
+        class WithPost:
+            a: int
+
+            def __post_init__(self):
+                pass
