@@ -8,7 +8,7 @@ from operator import attrgetter
 from reprlib import recursive_repr
 
 
-def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = True):
+def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = True, slots: bool = False):
     """`dataclasses.dataclass` for the project's records, at a quarter of its cost at import.
 
     The standard decorator compiles each generated method of each class with `exec` when the module is
@@ -16,20 +16,20 @@ def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = T
     start-up). Here only `__init__` is compiled per class; `__repr__`, `__eq__`, `__hash__` and the frozen
     `__setattr__`/`__delattr__` are the functions below, shared, reading the class's field names. The
     class is a dataclass all the same (`fields`, `replace`, `asdict`, `__match_args__`, `field(...)`
-    options), and behaves as `dataclass(frozen=..., eq=..., repr=...)` would: tests/test_record.py holds
-    each method to the standard one's. Not for `slots=True` (use `dataclass`).
+    options), and behaves as `dataclass(frozen=..., eq=..., repr=..., slots=...)` would: tests/test_record.py
+    holds each method to the standard one's. Neither `__post_init__` nor a frozen record with slots.
     """
 
     def wrap(cls):
-        if hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
-            raise TypeError(f"{cls.__qualname__}: record has no __post_init__ or __slots__; use dataclasses.dataclass")
+        if hasattr(cls, "__post_init__") or (slots and frozen):
+            raise TypeError(f"{cls.__qualname__}: record has no __post_init__, nor frozen slots; use dataclasses.dataclass")
         own = cls.__dict__
         class_hash = own.get("__hash__", MISSING)
         explicit_hash = not (class_hash is MISSING or (class_hash is None and "__eq__" in own))
-        cls = dataclass(cls, init=False, repr=False, eq=False)  # fields and their checks, nothing compiled
+        cls = dataclass(cls, init=False, repr=False, eq=False, slots=slots)  # fields and their checks, nothing compiled
         fields = fields_of(cls)  # neither ClassVar nor InitVar pseudo-fields
         if "__init__" not in own:
-            cls.__init__ = _init_of(cls, fields, frozen)
+            cls.__init__ = _init_of(cls, fields, frozen, slots)
         if repr and "__repr__" not in own:
             cls.__repr__ = _repr
             cls._record_repr = tuple(f.name for f in fields if f.repr)
@@ -55,7 +55,7 @@ class _Factory:
 _FACTORY = _Factory()  # the default of a parameter whose field has a default_factory
 
 
-def _init_of(cls, fields, frozen: bool):
+def _init_of(cls, fields, frozen: bool, slots: bool):
     """The class's __init__, compiled in one `exec`: a frozen record writes its __dict__, as dataclass's
     frozen __init__ does through object.__setattr__."""
     params, body, names = [], [], {"_FACTORY": _FACTORY}
@@ -69,10 +69,11 @@ def _init_of(cls, fields, frozen: bool):
             else:
                 body.append(f"{target} = _factory_{f.name}()")
         elif f.default is not MISSING:
-            if f.init:  # (not init: the class attribute holding the default answers, as with dataclass)
+            if f.init or slots:  # (else the class attribute holding the default answers, as with dataclass)
                 names[f"_default_{f.name}"] = f.default
-                params.append(f"{f.name}=_default_{f.name}")
-                body.append(f"{target} = {f.name}")
+                if f.init:
+                    params.append(f"{f.name}=_default_{f.name}")
+                body.append(f"{target} = {f.name if f.init else '_default_' + f.name}")
         elif f.init:
             params.append(f.name)
             body.append(f"{target} = {f.name}")
@@ -198,7 +199,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Task:
     """One task of a roadmap, with defaults already applied."""
 

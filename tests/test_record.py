@@ -45,7 +45,7 @@ class C:
     only: float
 """,
 }
-OPTIONS = [{}, {"frozen": True}, {"eq": False}, {"repr": False}, {"frozen": True, "eq": False}]
+OPTIONS = [{}, {"frozen": True}, {"eq": False}, {"repr": False}, {"frozen": True, "eq": False}, {"slots": True}]
 
 
 def _make(decorator, body: str, **options):
@@ -92,7 +92,9 @@ def test_a_record_behaves_as_the_dataclass_of_the_same_body(body, options):
                 assert repr(r).replace(rec.__qualname__, "X") == repr(s).replace(std.__qualname__, "X")
             else:
                 assert repr(r).startswith("<") and repr(s).startswith("<")  # object's own
-            assert vars(r) == vars(s) or "nan" in repr(s)
+            names = [f.name for f in dataclasses.fields(std)]
+            assert [getattr(r, n) for n in names] == [getattr(s, n) for n in names] or "nan" in repr(s)
+            assert ("__dict__" in dir(r)) == ("__dict__" in dir(s))
             same, twin = rec(*args, **kwargs), std(*args, **kwargs)
             assert (r == same) == (s == twin)  # by value, or by identity with eq=False; NaN equal to itself
             assert (r == r) == (s == s) and (r != same) == (s != twin)
