@@ -20,7 +20,9 @@ pytestmark = pytest.mark.timeout(60)
 HEAVY = ["typer", "click", "pydantic", "yaml", "multiprocessing", "subprocess", "_hashlib", "psutil", "typing", "shutil",
          # logging and traceback (with linecache, tokenize, textwrap: ~5 ms), and what inspect brings (ast, dis:
          # ~7 ms; dataclasses imports inspect, which runner.cli.lazyimport stands in for until it is used)
-         "logging", "traceback", "ast", "dis", "threading"]
+         "logging", "traceback", "ast", "dis", "threading",
+         # ~1 ms each: random (the scheduler's retry jitter) and datetime (sqlite3's date adapters)
+         "random", "datetime"]
 
 
 def test_the_builtin_sha256_is_hashlibs():

@@ -9,7 +9,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
+try:  # the C module that `sqlite3` wraps: the wrapper registers datetime adapters (importing datetime costs a run
+    import _sqlite3 as sqlite3  # ~1.5 ms of start-up), and the ledger binds no dates; same connect and errors
+except ImportError:  # an interpreter without it
+    import sqlite3
 import stat
 import time
 from dataclasses import asdict

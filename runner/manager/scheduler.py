@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 
 from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler's API
     _ANY, _NOT_CRITIC, LANDING, REVIEW_OUTCOMES, AgentView, InvariantError, ReadyQueue, Retry, Reviews, globs_overlap,
@@ -78,7 +77,7 @@ class Scheduler(ReadyQueue, Reviews):
         max_failures: int | None = None,
         free_deaths: int = 2,
         max_rate_limits: int = 20,
-        rng: random.Random | None = None,
+        rng=None,  # random.Random for the retries' jitter; None: one is made at the first retry
         files: dict[str, tuple[str, ...]] | None = None,
         review_rounds: dict[str, int] | None = None, leases=None,
     ):
@@ -95,7 +94,7 @@ class Scheduler(ReadyQueue, Reviews):
         self.max_rate_limits = max_rate_limits  # requeues of one task for rate limits; past that they count
         self.limited: dict[str, int] = {}  # task id -> times it was rate limited
         self.default_retries = default_retries
-        self.rng = rng or random.Random()
+        self.rng = rng  # made when first needed: importing random costs a run ~1 ms of start-up
         self.state: dict[str, TaskState] = {}  # task id -> state
         self.reason: dict[str, str] = {}  # task id -> why it was skipped / failed
         self._cause: dict[str, str] = {}  # skipped task id -> the failure or skip at the root of its chain
@@ -553,6 +552,10 @@ class Scheduler(ReadyQueue, Reviews):
         counted = self.counted[task_id] = self.counted.get(task_id, 0) + 1
         if counted <= retries and not self.draining:
             backoff = min(self.backoff_cap, self.backoff_base * 2 ** min(counted - 1, 64))
+            if self.rng is None:
+                import random
+
+                self.rng = random.Random()
             delay = backoff * (0.5 + self.rng.random() / 2)
             self._requeue(task_id, now, delay)
             return Retry(task_id, self.attempts[task_id], delay, outcome.value)
