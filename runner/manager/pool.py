@@ -150,10 +150,9 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
     The board travels as JSON, never pickle, and only after both sides proved they hold the key
     (a challenge-response each way: the client proves it first, then the server, over the board's bytes).
     """
-    import secrets  # lazily, like the rest of the board, paid while tasks run
-    import socket
+    import socket  # lazily, like the rest of the board, paid while tasks run
 
-    key = secrets.token_bytes(32)
+    key = os.urandom(32)  # what secrets.token_bytes does, without importing secrets (and random, base64...: ~6 ms)
     address = os.path.join(folder, "board.sock")
     key_file = os.path.join(folder, "board.key")
     for path in (address, key_file, os.path.join(folder, "board.addr")):
