@@ -29,7 +29,7 @@ def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = T
         cls = dataclass(cls, init=False, repr=False, eq=False, slots=slots)  # fields and their checks, nothing compiled
         fields = fields_of(cls)  # neither ClassVar nor InitVar pseudo-fields
         if "__init__" not in own:
-            cls.__init__ = _init_of(cls, fields, frozen, slots)
+            cls.__init__ = _first_init(cls, frozen, slots)
         if repr and "__repr__" not in own:
             cls.__repr__ = _repr
             cls._record_repr = tuple(f.name for f in fields if f.repr)
@@ -53,6 +53,18 @@ class _Factory:
 
 
 _FACTORY = _Factory()  # the default of a parameter whose field has a default_factory
+
+
+def _first_init(cls, frozen: bool, slots: bool):
+    """An __init__ that compiles the class's own on the first call, puts it in its place and calls it: of the
+    records a run imports, most are never made (or not before its first task starts)."""
+
+    def __init__(self, *args, **kwargs):
+        init = cls.__init__ = _init_of(cls, fields_of(cls), frozen, slots)
+        init(self, *args, **kwargs)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
 
 
 def _init_of(cls, fields, frozen: bool, slots: bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import pickle
 import sys
 import types
@@ -70,6 +71,10 @@ def _args(cls) -> list[tuple[tuple, dict]]:
     return [((), required), (tuple(values.values()), {}), ((), values), ((), {**values, **nan})]
 
 
+def _parameters(cls) -> list[tuple]:
+    return [(p.name, p.kind, repr(p.default)) for p in inspect.signature(cls).parameters.values()]
+
+
 def _outcome(fn):
     try:
         return ("ok", fn())
@@ -113,6 +118,7 @@ def test_a_record_behaves_as_the_dataclass_of_the_same_body(body, options):
                 assert getattr(changed, fields[-1]) == 42 and type(changed) is rec
             assert dataclasses.asdict(r).keys() == dataclasses.asdict(s).keys()
             assert copy.copy(r) == r or not options.get("eq", True) or "nan" in repr(r)
+        assert _parameters(rec) == _parameters(std)  # its own __init__ is in place now
         assert _outcome(lambda: rec(*range(50))) [0] == _outcome(lambda: std(*range(50)))[0] == "TypeError"
         assert _outcome(lambda: rec(nope=1))[0] == "TypeError"
 
