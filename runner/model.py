@@ -23,6 +23,9 @@ def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = T
     def wrap(cls):
         if hasattr(cls, "__post_init__") or (slots and frozen):
             raise TypeError(f"{cls.__qualname__}: record has no __post_init__, nor frozen slots; use dataclasses.dataclass")
+        based_on = [b for b in cls.__mro__[1:] if "__dataclass_fields__" in b.__dict__]
+        if based_on and (based_on[0].__dataclass_params__.frozen or based_on[0].__setattr__ is _frozen_setattr) != frozen:
+            raise TypeError(f"{cls.__qualname__}: a frozen and a non-frozen dataclass cannot inherit from each other")
         own = cls.__dict__
         class_hash = own.get("__hash__", MISSING)
         explicit_hash = not (class_hash is MISSING or (class_hash is None and "__eq__" in own))

@@ -173,3 +173,19 @@ def test_what_a_record_cannot_be_is_refused():
 
             def __post_init__(self):
                 pass
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_frozen_and_not_frozen_do_not_mix_in_inheritance(decorator):
+    @decorator(frozen=True)
+    class Frozen:
+        a: int = 0
+
+    @decorator
+    class Loose:
+        a: int = 0
+
+    with pytest.raises(TypeError):
+        decorator(type("Thaw", (Frozen,), {"__module__": __name__}))
+    with pytest.raises(TypeError):
+        decorator(frozen=True)(type("Freeze", (Loose,), {"__module__": __name__}))
