@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 from helpers import roadmap
-from runner.agents.messages import TaskResult
+from runner.agents.messages import BatchResult, TaskResult, plain_row
 from runner.manager import events as ev
 from runner.manager.components import Component, Hooks
 from runner.manager.context import RunContext
@@ -90,8 +90,9 @@ def _results(rng: random.Random, ctx, ids: list[str], clock: list[float], outcom
         start = clock[0] + rng.random() / 1000
         end = start + rng.random() / 1000
         clock[0] = end
-        value = rng.choice([None, 3, "x", {"a": [1, 2]}])
-        out.append(TaskResult(task_id, ctx.sched.next_attempt(task_id), outcome, 0, start, end, value=value, log=rng.random() < 0.5))
+        value = rng.choice([None, None, 3, "x", {"a": [1, 2]}])
+        out.append(TaskResult(task_id, ctx.sched.next_attempt(task_id), outcome, 0, start, end, value=value,
+                              error=rng.choice([None] * 5 + ["a warning"]), log=rng.random() < 0.5))  # fmt: skip
     return out
 
 
@@ -107,7 +108,8 @@ def test_attempts_recorded_short_or_whole_are_read_back_alike_and_in_order(tmp_p
     want = []
     for i in range(rng.randint(1, 40)):
         value = rng.choice([None, 1, "v", [1, {"a": None}]])
-        short = (f"t{i}", 1, "worker-0", 1.0 + i, 2.0 + i, rng.choice([None, 0, 1]), "succeeded", rng.choice([None, "/l"]), None, value)
+        short = (f"t{i}", 1, "worker-0", 1.0 + i, 2.0 + i, rng.choice([None, 0, 1]), "succeeded", rng.choice([None, "/l"]),
+                 rng.choice([None, None, "e"]), value)  # fmt: skip
         if rng.random() < 0.5:
             ledger.record(run_id, short)
             want.append(Attempt(*short))
@@ -165,7 +167,10 @@ def test_record_chunk_gives_the_rows_events_states_and_hook_calls_of_recording_o
     clock = [2000.0]
     for ids in _chunks_in_lockstep(fast, slow, rng, clock):
         results = _results(rng, fast, ids, clock)
-        fast_out.record_chunk(W0.id, results)
+        # as a BatchResult brings them: mostly rows, a TaskResult here and there (a dead agent's are all TaskResults)
+        items = [plain_row(r) if rng.random() < 0.8 else r for r in results]
+        assert BatchResult(tuple(items)).results == tuple(results)
+        fast_out.record_chunk(W0.id, items)
         slow_out._record_chunk_one_by_one(W0.id, results)
     assert fast.sched.finished() and slow.sched.finished(), "every task ran, and was counted"
     fast.ledger.commit()

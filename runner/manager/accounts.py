@@ -250,6 +250,12 @@ class Accounts(Component):
             self._stopped_by = "budget"
             ctx.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
 
+    def attempt_fields_of(self, rows) -> list[dict] | None:
+        return super().attempt_fields_of(rows) if self._cli_rows or self._executor else None  # none: no agent CLI ran
+
+    def event_fields_of(self, rows) -> list[dict] | None:
+        return super().event_fields_of(rows) if self._models else None
+
     def attempt_fields(self, task_id: str, attempt: int) -> dict:
         fields = self._cli_rows.pop((task_id, attempt), {})
         name = self._executor.get((task_id, attempt))

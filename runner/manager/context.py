@@ -108,6 +108,10 @@ class RunContext:
         """Why an attempt failed, for every later attempt of the task ({feedback}, WVO_FEEDBACK)."""
         self._feedback.setdefault(task_id, []).append((attempt, text))
 
+    def has_feedback(self) -> bool:
+        """Some attempt of the run failed with a note for the task's next attempts."""
+        return bool(self._feedback)
+
     def feedback_text(self, task_id: str) -> str:
         """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""
         notes = self._feedback.get(task_id)

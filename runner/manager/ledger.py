@@ -217,6 +217,10 @@ _INSERT = f"INSERT INTO attempts (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 1
 _INSERT_SHORT = ("INSERT INTO attempts (run_id, task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SHORT = 11
+# An attempt that has no log, no error and no value either (a silent call that returned None): 8 values,
+# ~1 µs a row less than the 11.
+_INSERT_BARE = "INSERT INTO attempts (run_id, task_id, attempt, agent, start, end, exit_code, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_STATEMENTS = {8: _INSERT_BARE, _SHORT: _INSERT_SHORT, 19: _INSERT}  # values in a row -> its INSERT
 
 
 class Ledger:
@@ -302,11 +306,11 @@ class Ledger:
     def _insert_pending(self) -> None:
         pending, at = self._pending, 0
         while at < len(pending):  # in order, each run of rows of one shape in one executemany
-            short = len(pending[at]) == _SHORT
+            shape = len(pending[at])
             end = at + 1
-            while end < len(pending) and (len(pending[end]) == _SHORT) == short:
+            while end < len(pending) and len(pending[end]) == shape:
                 end += 1
-            self.db.executemany(_INSERT_SHORT if short else _INSERT, pending[at:end] if at or end < len(pending) else pending)
+            self.db.executemany(_STATEMENTS[shape], pending[at:end] if at or end < len(pending) else pending)
             at = end
         for op, args in self._lease_ops:  # in order: a slot released and taken again in one commit stays right
             if op == "take":
@@ -382,7 +386,10 @@ class Ledger:
         ten fields (task_id ... value) for an attempt with none of the later ones (a callable's)."""
         if type(a) is tuple:  # written with the short INSERT: its later columns are NULL
             value = a[9]
-            self._pending.append((run_id, *a[:9], None if value is None else json.dumps(value)))
+            if value is None and a[7] is None and a[8] is None:
+                self._pending.append((run_id, *a[:7]))  # and with the bare one: no log, error or value either
+            else:
+                self._pending.append((run_id, *a[:9], None if value is None else json.dumps(value)))
             return
         value = None if a.value is None else json.dumps(a.value)
         usage = None if a.usage is None else json.dumps(a.usage)

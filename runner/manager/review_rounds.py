@@ -133,6 +133,10 @@ class ReviewRounds(Component):
         spaces._worktree("add", "-q", "--detach", str(path), commit)  # under the run's worktree lock, as every add
         return str(path)
 
+    def on_outcomes(self, rows) -> None:
+        if self._seen or self._attempts:  # nothing else to do for a chunk's tasks: none is a review
+            super().on_outcomes(rows)
+
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""
         self._seen.pop((task_id, attempt), None)

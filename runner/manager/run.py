@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
-from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult, task_message
+from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
 from runner.errors import UsageError
 from runner.manager.logs import Logger
 from runner.manager import events as ev
@@ -85,6 +85,7 @@ class Run:
         self._signals = Signals()  # SIGINT / SIGTERM received, handled by the loop
         self._stop_deadline: float | None = None  # monotonic time a stop's grace runs out
         self._stuck = False  # nothing could be scheduled and nothing ran: a bug, the run ends failed
+        self._template: TaskMessage | None = None  # what a chunk's rows share (_chunk_template)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -342,19 +343,21 @@ class Run:
             ctx.pool.reserve(agent.id, task.id, title)
             attempts = [ctx.sched.next_attempt(t.id) for t in chunk]
             messages = [self._message(task, agent.role, attempts[0], agent.id)]
+            template = None
             if len(chunk) > 1:
-                messages += self._chunk_messages(chunk, attempts, agent.role, agent.id)
+                more, template = self._chunk_messages(chunk, attempts, agent.role, agent.id)
+                messages += more
             records, queued_at, reserved = ctx.records, ctx.queued_at, wall  # a chunk's later tasks: when the one before ends
             for t, attempt, msg in zip(chunk, attempts, messages):
                 records[(t.id, attempt)] = {
                     "task": t.id, "attempt": attempt, "agent": agent.id, "queued": queued_at.get(t.id),
-                    "reserved": reserved, "start": None, "end": None, "log": msg.log_path,
+                    "reserved": reserved, "start": None, "end": None, "log": msg[2] if type(msg) is tuple else msg.log_path,
                 }  # fmt: skip
                 reserved = None
             ctx.emit(ev.TASK_RESERVED, ts=wall, task=task.id, agent=agent.id, attempt=messages[0].attempt,
                      wait_s=round(wall - ctx.queued_at.get(task.id, wall), 6),
                      **({"chunk": len(chunk)} if len(chunk) > 1 else {}))  # fmt: skip
-            out = TaskBatch(tuple(messages)) if len(chunk) > 1 else messages[0]
+            out = TaskBatch(tuple(messages), template) if len(chunk) > 1 else messages[0]
             if len(chunk) == 1 and task.timeout is not None:
                 self._deadline[agent.id] = now + task.timeout + (0.0 if task.call else ctx.opt.grace + _BACKSTOP_S)
             if not self.backend.send(agent.id, out):
@@ -394,46 +397,57 @@ class Run:
             workspace=self.landing.workspace_field(task.id), checks=ctx.ws[task.id].checks if task.id in ctx.ws else (), **cli,
         )  # fmt: skip
 
-    def _chunk_template(self) -> dict | None:
-        """The fields every message of a chunk's quick task shares; None when a component adds to them."""
+    def _chunk_template(self) -> TaskMessage | None:
+        """What every row of a chunk's quick task shares (runner.agents.messages.TaskBatch); None when a
+        component adds to the messages (message_env)."""
         if self.hooks.message_env:
             return None
-        return {"grace": self.ctx.opt.grace, "rate_limit_pattern": self.ctx.opt.rate_limit, "logs": os.path.join(self.ctx.logs, "")}
+        opt = self.ctx.opt
+        template = self._template
+        if template is None or template.grace != opt.grace or template.rate_limit_pattern != opt.rate_limit:
+            template = self._template = TaskMessage("", 0, "", grace=opt.grace, rate_limit_pattern=opt.rate_limit)
+        return template
 
-    def _chunk_messages(self, chunk: list[Task], attempts: list[int], role: str, agent_id: str) -> list[TaskMessage]:
-        """The messages of a chunk's tasks after its head: for a quick task (a command or a callable, no
-        workspace) _message's from one template (runner.agents.messages.task_message), in one loop."""
+    def _chunk_messages(self, chunk: list[Task], attempts: list[int], role: str, agent_id: str) -> tuple[list, TaskMessage | None]:
+        """The messages of a chunk's tasks after its head, and their template: for a quick task (a command
+        or a callable, no workspace) _message's as a row of a TaskBatch (runner.agents.messages.ROW_FIELDS),
+        in one loop; any other as _message's (or its component's own) TaskMessage."""
         template = self._chunk_template()
         if template is None:
-            return [self._message(t, role, n, agent_id) for t, n in zip(chunk[1:], attempts[1:])]
+            return [self._message(t, role, n, agent_id) for t, n in zip(chunk[1:], attempts[1:])], None
         ctx = self.ctx
         ws, feedback_text, own_messages, safe_name = ctx.ws, ctx.feedback_text, self.hooks.message, statedir.safe_name
-        logs, grace, pattern = template["logs"], template["grace"], template["rate_limit_pattern"]
-        out = []
+        logs = os.path.join(ctx.logs, "")
+        feedback = ctx.has_feedback()
+        out: list = []
         for task, attempt in zip(chunk[1:], attempts[1:]):
             task_id, command, call = task.id, task.command, task.call
             if task_id in ws or (command is None and call is None):
                 out.append(self._message(task, role, attempt, agent_id))
                 continue
-            for message in own_messages:
-                own = message(task, role, attempt, agent_id)
-                if own is not None:  # a component's own attempt (no message_env to add: the template says so)
-                    out.append(own)
-                    break
-            else:
+            if own_messages:
+                for message in own_messages:
+                    own = message(task, role, attempt, agent_id)
+                    if own is not None:  # a component's own attempt (no message_env to add: the template says so)
+                        out.append(own)
+                        break
+                else:
+                    own = None
+                if own is not None:
+                    continue
+            text = feedback_text(task_id) if feedback else ""
+            env = None  # the agent's: WVO_TASK_ID and WVO_ATTEMPT alone
+            if task.env or text:
                 env = {k: str(v) for k, v in task.env.items()} if task.env else {}
                 env["WVO_TASK_ID"] = task_id
                 env["WVO_ATTEMPT"] = str(attempt)
-                feedback = feedback_text(task_id)
-                if feedback:
-                    env["WVO_FEEDBACK"] = feedback
-                out.append(task_message({
-                    "task_id": task_id, "attempt": attempt, "log_path": f"{logs}{safe_name(task_id)}.{attempt}.log",
-                    "command": tuple(command) if isinstance(command, list) else command, "call": call,
-                    "args": tuple(task.args), "kwargs": dict(task.kwargs), "env": env, "cwd": task.cwd,
-                    "timeout": task.timeout, "grace": grace, "rate_limit_pattern": pattern, "workspace": None,
-                    "checks": (), "output": None, "stall_timeout": None}))  # fmt: skip
-        return out
+                if text:
+                    env["WVO_FEEDBACK"] = text
+            kwargs = task.kwargs
+            out.append((task_id, attempt, f"{logs}{safe_name(task_id)}.{attempt}.log",
+                        tuple(command) if type(command) is list else command, call, tuple(task.args),
+                        dict(kwargs) if kwargs else {}, env, task.cwd, task.timeout))  # fmt: skip
+        return out, template
 
     # -- dispatch -------------------------------------------------------------------------------------
 

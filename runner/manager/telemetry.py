@@ -19,7 +19,7 @@ def _make_encoder():
 
 
 _encode = _make_encoder()
-_esc = json.encoder.encode_basestring_ascii  # a str as the encoder writes it (C)
+esc = _esc = json.encoder.encode_basestring_ascii  # a str as the encoder writes it (C)
 _float = float.__repr__
 _BIG = 1.7976931348623157e308  # past it (inf) or beside it (nan): the encoder's own spelling
 
