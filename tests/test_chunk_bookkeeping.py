@@ -25,7 +25,7 @@ from runner.manager.options import Reporter, RunOptions
 from runner.manager.outcomes import Outcomes
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.manager.telemetry import percentile, summarize
-from runner.model import Priority, Task, TaskState
+from runner.model import Complexity, Priority, Task, TaskState
 
 W0 = AgentView("worker-0", "worker")
 PRIORITIES = list(Priority)
@@ -262,7 +262,12 @@ def test_the_set_up_queues_the_ready_tasks_as_entering_them_one_by_one_would(see
             t.role = "critic"
         if rng.random() < 0.05:
             t.affinity = "key"
-    fast = Scheduler(tasks, now=3.0, roles={"worker", "critic"}, rng=random.Random(0), age_every=10.0)
+        t.title = rng.choice([None, None, "", "build it", "review the parser", "Validate"])
+        if rng.random() < 0.1:
+            t.complexity = Complexity.COMPLEX
+        if rng.random() < 0.05:
+            t.status = "done"
+    fast = Scheduler(tasks, now=3.0, roles={"worker", "critic", "orchestrator"}, rng=random.Random(0), age_every=10.0)
 
     def one_by_one(self, ready, now):
         for t in ready:
@@ -270,14 +275,16 @@ def test_the_set_up_queues_the_ready_tasks_as_entering_them_one_by_one_would(see
             self._enter(t.id, now)
 
     monkeypatch.setattr(Scheduler, "_enter_ready", one_by_one)
-    slow = Scheduler(tasks, now=3.0, roles={"worker", "critic"}, rng=random.Random(0), age_every=10.0)
+    slow = Scheduler(tasks, now=3.0, roles={"worker", "critic", "orchestrator"}, rng=random.Random(0), age_every=10.0)
     assert fast.drain_changes() == slow.drain_changes()
-    for field in ("state", "queued_at", "_key", "_where", "_seq", "_held"):
+    for field in ("state", "reason", "queued_at", "_key", "_where", "_seq", "_held", "_pending"):
         assert getattr(fast, field) == getattr(slow, field), field
+    assert [fast._preference(t) for t in tasks] == [slow._preference(t) for t in tasks]
     assert {lbl: sorted(h) for lbl, h in fast._heaps.items() if h} == {lbl: sorted(h) for lbl, h in slow._heaps.items() if h}
     assert sorted(fast._oldest) == sorted(slow._oldest)
     assert {w: sorted(b) for w, b in fast._aging_at.items()} == {w: sorted(b) for w, b in slow._aging_at.items()}
-    agents = [AgentView("worker-0", "worker"), AgentView("critic-0", "critic")]
+    assert {k: v for k, v in fast._dependents.items() if v} == {k: v for k, v in slow._dependents.items() if v}
+    agents = [AgentView("worker-0", "worker"), AgentView("critic-0", "critic"), AgentView("orchestrator-0", "orchestrator")]
     for now in (3.0, 4.0, 20.0, 40.0, 100.0):  # hand-out order, aging and holds included
         got_fast = [(a.id, t.id) for a, t in fast.assign(agents, now)]
         assert got_fast == [(a.id, t.id) for a, t in slow.assign(agents, now)]
