@@ -447,3 +447,31 @@ def test_events_written_as_text_are_the_encoded_dicts_byte_for_byte(tmp_path, se
     assert any(type(e) is str for e in quiet.pending) or not quiet.pending
     assert all(type(e) is dict for e in loud.pending)
     assert _written(quiet.pending) == _written(loud.pending)
+
+
+@pytest.mark.timeout(120)
+def test_a_chunks_tasks_pass_a_components_can_start_one_by_one(tmp_path, monkeypatch):
+    """A component that holds some tasks back (can_start False) holds them back from chunks too."""
+    import runner.manager.chunk_sizes
+    from helpers import Recorder, read_events
+    from runner.manager.run import Run
+
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    recorded: list[str] = []
+
+    class Holds(Component):  # tasks ending in 7 wait until 150 others are recorded
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def can_start(self, task):
+            return not task.id.endswith("7") or len(recorded) >= 150
+
+        def on_outcome(self, task_id, attempt, outcome, result):
+            recorded.append(task_id)
+
+    n = 400
+    rm = roadmap([Task(id=f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=2, grace=1.0), Recorder(), plugins=[Holds]).execute()
+    assert result.exit_code == 0 and sorted(recorded) == sorted(f"c{i}" for i in range(n))
+    assert not any(t.endswith("7") for t in recorded[:150]), "a held task ran in a chunk"
+    assert any(e.get("chunk", 1) > 1 for e in read_events(result)), "the tasks travelled in chunks"

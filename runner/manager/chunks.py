@@ -24,7 +24,7 @@ class Chunks(Component):
 
     def __init__(self, ctx, gate, returned):
         self.ctx = ctx
-        self.gate = gate  # the run's can_start: a chunk's later tasks pass the same gate as its head
+        self.gate = gate  # the run's can_start (None: no component has one): a chunk's later tasks pass it as its head did
         self.returned = returned  # the run's: tell every component a task went back unstarted
         self.sizes = ChunkSizes()  # each function's (or program's) speed, the next chunk's size
         self.held: dict[str, list[str]] = {}  # agent id -> task ids of the chunk it holds, in order

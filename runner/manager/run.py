@@ -97,8 +97,9 @@ class Run:
         live = LiveRoadmap(ctx)
         self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
         live.review = self.review  # each needs the other: a joining task's review is decided by it
-        self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
-                           live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        chunks = Chunks(ctx, self._can_start, self._returned)
+        self.components = [chunks, self.accounts, self.review, self.landing, live, HungAgents(ctx), Scaling(ctx, self._spawn),
+                           Board(ctx)]  # fmt: skip
         if (ctx.roadmap.settings or {}).get("resources"):  # a run without pools has no hook of it on its path
             from runner.manager.leasing import Leasing
 
@@ -107,6 +108,8 @@ class Run:
             self.components.append(self.leasing)  # last: its can_start records what the scheduler leased
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
+        if not self.hooks.can_start:
+            chunks.gate = None  # no component has a word on what starts: a chunk's tasks are not asked one by one
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
         ctx.flush = self.outcomes.flush
         missing = [t for t in ctx.members()
@@ -341,7 +344,8 @@ class Run:
             if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
             ctx.pool.reserve(agent.id, task.id, title)
-            attempts = [ctx.sched.next_attempt(t.id) for t in chunk]
+            tries = ctx.sched.attempts
+            attempts = [tries.get(t.id, 0) + 1 for t in chunk]  # next_attempt of each
             messages = [self._message(task, agent.role, attempts[0], agent.id)]
             template = None
             if len(chunk) > 1:
