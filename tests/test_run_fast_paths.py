@@ -163,15 +163,21 @@ def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monk
     monkeypatch.setenv("WVO_ATTEMPT", "agent's own")
     monkeypatch.delenv("EXTRA_VAR", raising=False)
     seen = []
-    monkeypatch.setattr("runner.agents.execute.call_value", lambda msg: seen.append(
-        (os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR"))))
+
+    def call_value(msg):
+        seen.append((os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR")))
+        if msg.task_id == "t1":  # a call that changes what it was given: the next one is given its own again
+            os.environ["WVO_ATTEMPT"] = "changed by the call"
+
+    monkeypatch.setattr("runner.agents.execute.call_value", call_value)
     envs = [{"WVO_TASK_ID": "a", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "b", "WVO_ATTEMPT": "1", "EXTRA_VAR": "x"},
-            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "2"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"}]  # fmt: skip
+            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"},
+            {"WVO_TASK_ID": "e", "WVO_ATTEMPT": "2"}]  # fmt: skip
     calls = _ChunkCalls(LogFiles("t"))
     try:
         for i, env in enumerate(envs):
             calls.run(TaskMessage(task_id=f"t{i}", attempt=1, log_path=str(tmp_path / f"t{i}.log"), call="m:f", env=env))
     finally:
         calls.end()
-    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "2", None), ("d", "2", None)]
+    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "1", None), ("d", "2", None), ("e", "2", None)]
     assert os.environ["WVO_ATTEMPT"] == "agent's own" and "EXTRA_VAR" not in os.environ and "WVO_TASK_ID" not in os.environ

@@ -211,6 +211,7 @@ class _ChunkCalls:
         self._on: int | None = None  # the log descriptor fd 1 and 2 are copies of
         self._env: dict[str, str | None] = {}  # variable -> its value before the chunk set it
         self._set: set[str] = set()  # variables the last call was given
+        self._given: dict[str, str] = {}  # variable -> the value the last call was given
 
     def run(self, msg) -> tuple[TaskResult | tuple, bool]:
         """One call; returns its result (a success as its row: runner.agents.messages.BatchResult) and
@@ -222,11 +223,14 @@ class _ChunkCalls:
             for k in self._set.difference(env):
                 self._restore(k)
             self._set = set(env)
+        given = self._given
         for k, v in env.items():
             if k not in self._env:
                 self._env[k] = environ.get(k)
-            if environ.get(k) != v:  # WVO_ATTEMPT is the same from call to call: a read is cheaper than putenv
-                environ[k] = v
+            # A value other than the last call's is set (WVO_TASK_ID), without a read; the same one (WVO_ATTEMPT)
+            # only when the last call changed it: a read is cheaper than putenv.
+            if given.get(k) != v or environ.get(k) != v:
+                environ[k] = given[k] = v
         if self._saved is None:
             sys.stdout.flush()
             sys.stderr.flush()

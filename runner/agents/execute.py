@@ -63,7 +63,9 @@ class LogFiles:
         """A write descriptor for the attempt's log at path; owned by this object until done()."""
         spare = self._spare
         self._spare = None
-        folder = self.folder = os.path.dirname(path)
+        folder = self.folder
+        if folder is None or path.rpartition("/")[0] != folder:  # the last log's folder (dirname, without its cost)
+            folder = self.folder = os.path.dirname(path)
         if spare is not None and self._spare_folder != folder:
             self._discard(spare)
             spare = None

@@ -325,9 +325,11 @@ class Accounts(Component):
             return Ending(usage_limited=True)
         return Ending(failed=True)
 
+    def task_rows(self, rows: list[dict]) -> None:
+        if self._usage or self._last_failure or self._denied or self._models or self._executor:
+            super().task_rows(rows)  # else no agent-CLI attempt in the run: nothing to add
+
     def task_row(self, task_id: str, row: dict) -> None:
-        if not (self._usage or self._last_failure or self._denied or self._models or self._executor):
-            return  # no agent-CLI attempt in the run: nothing to add (a row of 20,000 callables' costs ~2 µs less)
         if task_id in self._usage:
             row["usage"] = dict(self._usage[task_id])
         if row["status"] == "failed" and self._last_failure.get(task_id) in ("auth_failed", "setup_failed"):

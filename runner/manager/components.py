@@ -121,6 +121,12 @@ class Component:
     def task_row(self, task_id: str, row: dict) -> None:
         """Add to a task's row of the summary."""
 
+    def task_rows(self, rows: list[dict]) -> None:
+        """task_row for each row of the summary (row["task"] is its task), in order; a component that has
+        nothing to add for any says so at once."""
+        for row in rows:
+            self.task_row(row["task"], row)
+
     def summary(self, summary: dict) -> None:
         """Add to the run's summary."""
 
@@ -161,5 +167,5 @@ class Hooks:
         self.on_commit = bound("on_commit")
         self.finish = bound("finish")
         self.ending = bound("ending")
-        self.task_row = bound("task_row")
+        self.task_rows = bound("task_rows", "task_row")
         self.summary = bound("summary")

@@ -344,7 +344,7 @@ class Outcomes:
         ctx = self.ctx
         rows = []
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
-        states, reasons, last_of, ws_info, task_rows = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info, self.hooks.task_row
+        states, reasons, last_of, ws_info = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info
         succeeded, failed, no_last = TaskState.SUCCEEDED, TaskState.FAILED, (None, 0, None, None, None, None, None)
         for task in ctx.members():
             task_id = task.id
@@ -365,9 +365,9 @@ class Outcomes:
                    "reason": reason, "value": value}  # fmt: skip
             if task_id in ws_info:
                 row["workspace"] = dict(ws_info[task_id])
-            for task_row in task_rows:
-                task_row(task_id, row)
             rows.append(row)
+        for task_rows in self.hooks.task_rows:
+            task_rows(rows)
         return rows, counts
 
     def finish(self, stuck: bool) -> RunResult:

@@ -211,6 +211,10 @@ class ReviewRounds(Component):
 
     # -- for the records ----------------------------------------------------------------------------------
 
+    def task_rows(self, rows: list[dict]) -> None:
+        if self._reviews or self.rounds:  # else no task of the run is reviewed
+            super().task_rows(rows)
+
     def task_row(self, task_id: str, row: dict) -> None:
         """A reviewed task's row: its review rounds and verdicts."""
         if task_id in self._reviews or task_id in self.rounds:

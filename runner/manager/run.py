@@ -12,7 +12,7 @@
       landing queue · live roadmap · hung agents · scaling · board · leases (with `resources:` only)
     hooks: start · can_start · chunk · message · message_env · on_started · on_result · attempt_fields ·
       event_fields · on_outcome · on_agent_gone · timers · tick · busy · at_end · on_commit · finish ·
-      ending · task_row · summary
+      ending · task_rows · summary
 
 One thread changes all shared state (runner.manager.context). It sleeps in one wait on every agent's
 pipe, every agent's process sentinel (a death is seen at once) and a wake-up pipe (signals, the
