@@ -154,6 +154,8 @@ class Run:
         ctx.logs = os.path.join(ctx.folder, "logs")
         self.landing.open_workspaces()
         ctx.ledger.set_folder(ctx.run_id, ctx.folder)
+        if self.backend.name == "local":  # (a Ray driver has threads: no fork there)
+            ctx.ledger.write_tasks_behind()  # a large roadmap's task rows, by a child, while the run sets up and starts
         self.outcomes.open_events([os.path.join(ctx.folder, "events.jsonl")] + ([opt.events_file] if opt.events_file else []))
         blocked = dict(opt.blocked)
         if opt.selected is not None:
