@@ -318,6 +318,10 @@ class Ledger:
 
     def _insert_pending(self) -> None:
         pending, at = self._pending, 0
+        shapes = set(map(len, pending))
+        if len(shapes) == 1:  # the usual case: rows of one shape (a chunk's calls), in one executemany
+            self.db.executemany(_STATEMENTS[shapes.pop()], pending)
+            at = len(pending)
         while at < len(pending):  # in order, each run of rows of one shape in one executemany
             shape = len(pending[at])
             end = at + 1

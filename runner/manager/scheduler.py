@@ -44,6 +44,7 @@ not hold the task.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import random
@@ -143,7 +144,15 @@ class Scheduler(ReadyQueue, Reviews):
         self._file_waiting: list[str] = []  # queued tasks out of the heaps until the claims they overlap end
         self._gate = leases  # runner.manager.leases.LeaseGate: slots of the pools in tasks' `uses:`, or None
         self._init_reviews(review_rounds or {})
-        self._setup(succeeded, blocked or {}, now)
+        # The cyclic collector is off meanwhile, as in roadmap.loader.load: the ~5 tuples a task gets here would
+        # set off its collections again and again (~15 ms at 20,000 tasks), and none of them is garbage.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._setup(succeeded, blocked or {}, now)
+        finally:
+            if collecting:
+                gc.enable()
 
     # -- set-up -----------------------------------------------------------------------------------
 
