@@ -58,8 +58,8 @@ class ReviewRounds(Component):
         ctx = self.ctx
         problems_at = []
         for task in ctx.members():
-            if not task.runnable_status or task.id in ctx.opt.blocked:
-                continue
+            if not task.meta or not task.runnable_status or task.id in ctx.opt.blocked:
+                continue  # no meta: no `review` (decide's first answer)
             rounds, problem = self.decide(task, ctx.ws.get(task.id))
             if problem:
                 problems_at.append(f"{task.place()}: task {task.id}: {problem}")
