@@ -181,3 +181,37 @@ def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monk
         calls.end()
     assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "1", None), ("d", "2", None), ("e", "2", None)]
     assert os.environ["WVO_ATTEMPT"] == "agent's own" and "EXTRA_VAR" not in os.environ and "WVO_TASK_ID" not in os.environ
+
+
+def test_a_run_freezes_what_it_set_up_for_its_length_only(tmp_path):
+    """The collector leaves the run's set-up alone while it runs (gc.freeze), and everything is collectable again
+    after it: a program that runs again (batches, a library's caller) keeps no run's objects."""
+    import gc
+    import weakref
+
+    from helpers import Recorder, roadmap
+    from runner.manager.components import Component
+    from runner.manager.options import RunOptions
+    from runner.manager.run import Run
+
+    frozen_during = []
+
+    class Looks(Component):
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def on_outcome(self, task_id, attempt, outcome, result):
+            frozen_during.append(gc.get_freeze_count())
+
+    gc.unfreeze()
+    runs = []
+    for i in range(2):
+        run = Run(roadmap([Task(id=f"t{i}", command=["true"])]), RunOptions(state_dir=str(tmp_path / "s"), agents=1, grace=1.0),
+                  Recorder(), plugins=[Looks])  # fmt: skip
+        assert run.execute().exit_code == 0
+        runs.append(weakref.ref(run.ctx))
+        del run
+        assert gc.get_freeze_count() == 0, "nothing stays frozen after the run"
+    assert frozen_during and all(n > 0 for n in frozen_during), "frozen while it ran"
+    gc.collect()
+    assert [r() for r in runs] == [None, None], "a finished run's objects are collected"
