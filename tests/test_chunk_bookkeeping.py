@@ -359,6 +359,10 @@ def test_summarize_in_one_pass_gives_what_it_gave_before(seed):
         if rng.random() < 0.3:
             priorities[task] = rng.choice(["high", "low", "critical"])
     deps = {t: [d for d in ds if d < t] for t, ds in deps.items()}  # no cycles: a dependency comes before
+    if seed % 3 == 0:  # a run where every task is medium, or none depends on another (the common runs)
+        priorities = {}
+    if seed % 3 == 1:
+        deps = {}
     agents = rng.randint(0, 3)
     got = summarize(attempts, agents, deps, priorities)
     want = _summarize_before(attempts, agents, deps, priorities)
