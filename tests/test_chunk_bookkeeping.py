@@ -479,3 +479,26 @@ def test_a_chunks_tasks_pass_a_components_can_start_one_by_one(tmp_path, monkeyp
     assert result.exit_code == 0 and sorted(recorded) == sorted(f"c{i}" for i in range(n))
     assert not any(t.endswith("7") for t in recorded[:150]), "a held task ran in a chunk"
     assert any(e.get("chunk", 1) > 1 for e in read_events(result)), "the tasks travelled in chunks"
+
+
+def test_a_chunk_stops_before_a_task_with_a_workspace(tmp_path):
+    """A task with a worktree, checks or files (ctx.ws) has an attempt of its own: a chunk of quick calls
+    ahead of it in the queue ends before it, and it is handed out alone."""
+    from runner.manager.chunks import Chunks
+    from runner.manager.run import Run
+
+    tasks = [Task(id=f"t{i}", call="m:f", priority=Priority.MEDIUM) for i in range(20)]
+    run = Run(roadmap(tasks), RunOptions(state_dir=str(tmp_path)))
+    run._build()
+    ctx = run.ctx
+    ctx.sched = Scheduler(ctx.roadmap.tasks, now=0.0)
+    ctx.backend = type("Local", (), {"name": "local"})()
+    chunks = next(c for c in run.components if isinstance(c, Chunks))
+    chunks.start()
+    chunks.sizes.cost["m:f"] = 1e-5  # known to be quick
+    ctx.ws = {"t5": "a workspace"}
+    (agent, head), = ctx.sched.assign([W0], 0.0)
+    assert [head.id] + [t.id for t in chunks.chunk(agent, head, 0.0)] == [f"t{i}" for i in range(5)]
+    ctx.sched.finish_succeeded([f"t{i}" for i in range(5)], W0.id, 0.0)
+    (agent, head), = ctx.sched.assign([W0], 0.0)
+    assert head.id == "t5" and chunks.chunk(agent, head, 0.0) == []

@@ -41,7 +41,8 @@ class Chunks(Component):
             return []
         ctx = self.ctx
         limit = self.sizes.size(task, ctx.sched.queue_length() + 1, len(ctx.pool.agents))
-        more = ctx.sched.assign_chunk(agent, now, self._fits, self.gate, limit - 1)
+        fits = self._fits if ctx.ws else self.sizes.fits  # no worktree, checks or files task in the run: one call less a task
+        more = ctx.sched.assign_chunk(agent, now, fits, self.gate, limit - 1)
         if more:
             self.held[agent.id] = [task.id] + [t.id for t in more]
         return more

@@ -196,7 +196,8 @@ class Outcomes:
                     finished = (f'{{"ts":{json_value(end)},"event":"{finished_ev}"{ids},"status":"{succeeded}",'
                                 f'"exit_code":{json_value(exit_code)},"wait_s":{json_value(wait)},"duration_s":{json_value(duration6)},')  # fmt: skip
                 if not extra:
-                    pending.append(f'{text}{finished}"log":{json_value(log_path)},"error":{json_value(error)}}}\n')
+                    pending.append(f'{text}{finished}"log":{"null" if log_path is None else json_value(log_path)},'
+                                   f'"error":{"null" if error is None else json_value(error)}}}\n')  # fmt: skip
                 else:
                     pending.append(text)
             if not as_text or extra:
