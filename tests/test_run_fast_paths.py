@@ -213,5 +213,17 @@ def test_a_run_freezes_what_it_set_up_for_its_length_only(tmp_path):
         del run
         assert gc.get_freeze_count() == 0, "nothing stays frozen after the run"
     assert frozen_during and all(n > 0 for n in frozen_during), "frozen while it ran"
+
+    class Breaks(Looks):
+        def on_outcome(self, task_id, attempt, outcome, result):
+            raise RuntimeError("a component's bug")
+
+    run = Run(roadmap([Task(id="t", command=["true"])]), RunOptions(state_dir=str(tmp_path / "s"), agents=1, grace=1.0),
+              Recorder(), plugins=[Breaks])  # fmt: skip
+    with pytest.raises(RuntimeError):
+        run.execute()
+    runs.append(weakref.ref(run.ctx))
+    del run
+    assert gc.get_freeze_count() == 0, "nothing stays frozen after a run that raised"
     gc.collect()
-    assert [r() for r in runs] == [None, None], "a finished run's objects are collected"
+    assert [r() for r in runs] == [None, None, None], "a finished run's objects are collected"

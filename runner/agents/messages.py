@@ -128,8 +128,8 @@ def batch_messages(batch: TaskBatch) -> list[TaskMessage]:
 class BatchResult:
     """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted.
 
-    Each of `items` is a TaskResult or, for a task that succeeded with nothing more to tell (PLAIN:
-    no retry, workspace, checks or CLI fields), the row (task_id, attempt, start, end, exit_code, log,
+    Each of `items` is a TaskResult or, for a task that succeeded with nothing more to tell (no retry,
+    workspace, checks or CLI fields: plain_row), the row (task_id, attempt, start, end, exit_code, log,
     error, value): a quarter of the bytes, and ~6 times quicker to unpickle. `results` gives them all
     as TaskResults.
     """

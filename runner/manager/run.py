@@ -135,6 +135,7 @@ class Run:
                 self.ctx.reporter.message(f"warning: taking over a stale lock left by PID {lock.stale_pid}")
             return self._execute_locked(state_dir)
         finally:
+            gc.unfreeze()  # what _execute_locked froze: a program that runs again (batches, a library's caller) collects it
             lock.release()
 
     def _execute_locked(self, state_dir: str) -> RunResult:
@@ -206,10 +207,7 @@ class Run:
             self.outcomes.flush()
             for finish in self.hooks.finish:
                 finish()
-        try:
-            return self.outcomes.finish(self._stuck)
-        finally:
-            gc.unfreeze()  # a program that runs again (batches, a library's caller) collects all of it as before
+        return self.outcomes.finish(self._stuck)
 
     def _resume_set(self) -> tuple[dict[str, str], int | None]:
         """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
