@@ -27,16 +27,6 @@ class TaskMessage:
     stall_timeout: float | None = None  # an agent-CLI attempt: kill it after this long without an event
 
 
-def task_message(fields: dict) -> TaskMessage:
-    """A TaskMessage from a dict holding every one of its fields, without the dataclass's __init__.
-
-    For a chunk's messages, built from one template: ~0.5 µs against ~2.7 µs through __init__.
-    """
-    msg = object.__new__(TaskMessage)
-    msg.__dict__.update(fields)
-    return msg
-
-
 @dataclass(frozen=True)
 class Cancel:
     """Manager -> agent: stop the running task (TERM its tree, KILL after grace)."""
@@ -108,19 +98,20 @@ ROW_FIELDS = ("task_id", "attempt", "log_path", "command", "call", "args", "kwar
 def batch_messages(batch: TaskBatch) -> list[TaskMessage]:
     """The batch's tasks as TaskMessages, in order."""
     out = []
-    shared = None
+    t = batch.template
+    new, set_dict = object.__new__, object.__setattr__
     for item in batch.messages:
         if type(item) is not tuple:
             out.append(item)
             continue
-        if shared is None:
-            shared = dict(batch.template.__dict__)
         task_id, attempt, log_path, command, call, args, kwargs, env, cwd, timeout = item
-        fields = shared.copy()
-        fields.update(task_id=task_id, attempt=attempt, log_path=log_path, command=command, call=call, args=args,
-                      kwargs=kwargs, env={"WVO_TASK_ID": task_id, "WVO_ATTEMPT": str(attempt)} if env is None else env,
-                      cwd=cwd, timeout=timeout)  # fmt: skip
-        out.append(task_message(fields))
+        msg = new(TaskMessage)  # without __init__ (~2.7 µs): its fields' dict, made in place
+        set_dict(msg, "__dict__", {
+            "task_id": task_id, "attempt": attempt, "log_path": log_path, "command": command, "call": call, "args": args,
+            "kwargs": kwargs, "env": {"WVO_TASK_ID": task_id, "WVO_ATTEMPT": str(attempt)} if env is None else env, "cwd": cwd,
+            "timeout": timeout, "grace": t.grace, "rate_limit_pattern": t.rate_limit_pattern, "workspace": t.workspace,
+            "checks": t.checks, "output": t.output, "stall_timeout": t.stall_timeout})  # fmt: skip
+        out.append(msg)
     return out
 
 
