@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 from helpers import roadmap
-from runner.agents.messages import TaskResult
+from runner.agents.messages import BatchResult, TaskResult, plain_row
 from runner.manager import events as ev
 from runner.manager.components import Component, Hooks
 from runner.manager.context import RunContext
@@ -25,7 +25,7 @@ from runner.manager.options import Reporter, RunOptions
 from runner.manager.outcomes import Outcomes
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.manager.telemetry import percentile, summarize
-from runner.model import Priority, Task, TaskState
+from runner.model import Complexity, Priority, Task, TaskState
 
 W0 = AgentView("worker-0", "worker")
 PRIORITIES = list(Priority)
@@ -90,8 +90,9 @@ def _results(rng: random.Random, ctx, ids: list[str], clock: list[float], outcom
         start = clock[0] + rng.random() / 1000
         end = start + rng.random() / 1000
         clock[0] = end
-        value = rng.choice([None, 3, "x", {"a": [1, 2]}])
-        out.append(TaskResult(task_id, ctx.sched.next_attempt(task_id), outcome, 0, start, end, value=value, log=rng.random() < 0.5))
+        value = rng.choice([None, None, 3, "x", {"a": [1, 2]}])
+        out.append(TaskResult(task_id, ctx.sched.next_attempt(task_id), outcome, 0, start, end, value=value,
+                              error=rng.choice([None] * 5 + ["a warning"]), log=rng.random() < 0.5))  # fmt: skip
     return out
 
 
@@ -107,7 +108,8 @@ def test_attempts_recorded_short_or_whole_are_read_back_alike_and_in_order(tmp_p
     want = []
     for i in range(rng.randint(1, 40)):
         value = rng.choice([None, 1, "v", [1, {"a": None}]])
-        short = (f"t{i}", 1, "worker-0", 1.0 + i, 2.0 + i, rng.choice([None, 0, 1]), "succeeded", rng.choice([None, "/l"]), None, value)
+        short = (f"t{i}", 1, "worker-0", 1.0 + i, 2.0 + i, rng.choice([None, 0, 1]), "succeeded", rng.choice([None, "/l"]),
+                 rng.choice([None, None, "e"]), value)  # fmt: skip
         if rng.random() < 0.5:
             ledger.record(run_id, short)
             want.append(Attempt(*short))
@@ -165,7 +167,10 @@ def test_record_chunk_gives_the_rows_events_states_and_hook_calls_of_recording_o
     clock = [2000.0]
     for ids in _chunks_in_lockstep(fast, slow, rng, clock):
         results = _results(rng, fast, ids, clock)
-        fast_out.record_chunk(W0.id, results)
+        # as a BatchResult brings them: mostly rows, a TaskResult here and there (a dead agent's are all TaskResults)
+        items = [plain_row(r) if rng.random() < 0.8 else r for r in results]
+        assert BatchResult(tuple(items)).results == tuple(results)
+        fast_out.record_chunk(W0.id, items)
         slow_out._record_chunk_one_by_one(W0.id, results)
     assert fast.sched.finished() and slow.sched.finished(), "every task ran, and was counted"
     fast.ledger.commit()
@@ -257,7 +262,12 @@ def test_the_set_up_queues_the_ready_tasks_as_entering_them_one_by_one_would(see
             t.role = "critic"
         if rng.random() < 0.05:
             t.affinity = "key"
-    fast = Scheduler(tasks, now=3.0, roles={"worker", "critic"}, rng=random.Random(0), age_every=10.0)
+        t.title = rng.choice([None, None, "", "build it", "review the parser", "Validate"])
+        if rng.random() < 0.1:
+            t.complexity = Complexity.COMPLEX
+        if rng.random() < 0.05:
+            t.status = "done"
+    fast = Scheduler(tasks, now=3.0, roles={"worker", "critic", "orchestrator"}, rng=random.Random(0), age_every=10.0)
 
     def one_by_one(self, ready, now):
         for t in ready:
@@ -265,14 +275,16 @@ def test_the_set_up_queues_the_ready_tasks_as_entering_them_one_by_one_would(see
             self._enter(t.id, now)
 
     monkeypatch.setattr(Scheduler, "_enter_ready", one_by_one)
-    slow = Scheduler(tasks, now=3.0, roles={"worker", "critic"}, rng=random.Random(0), age_every=10.0)
+    slow = Scheduler(tasks, now=3.0, roles={"worker", "critic", "orchestrator"}, rng=random.Random(0), age_every=10.0)
     assert fast.drain_changes() == slow.drain_changes()
-    for field in ("state", "queued_at", "_key", "_where", "_seq", "_held"):
+    for field in ("state", "reason", "queued_at", "_key", "_where", "_seq", "_held", "_pending"):
         assert getattr(fast, field) == getattr(slow, field), field
+    assert [fast._preference(t) for t in tasks] == [slow._preference(t) for t in tasks]
     assert {lbl: sorted(h) for lbl, h in fast._heaps.items() if h} == {lbl: sorted(h) for lbl, h in slow._heaps.items() if h}
     assert sorted(fast._oldest) == sorted(slow._oldest)
     assert {w: sorted(b) for w, b in fast._aging_at.items()} == {w: sorted(b) for w, b in slow._aging_at.items()}
-    agents = [AgentView("worker-0", "worker"), AgentView("critic-0", "critic")]
+    assert {k: v for k, v in fast._dependents.items() if v} == {k: v for k, v in slow._dependents.items() if v}
+    agents = [AgentView("worker-0", "worker"), AgentView("critic-0", "critic"), AgentView("orchestrator-0", "orchestrator")]
     for now in (3.0, 4.0, 20.0, 40.0, 100.0):  # hand-out order, aging and holds included
         got_fast = [(a.id, t.id) for a, t in fast.assign(agents, now)]
         assert got_fast == [(a.id, t.id) for a, t in slow.assign(agents, now)]
@@ -347,6 +359,10 @@ def test_summarize_in_one_pass_gives_what_it_gave_before(seed):
         if rng.random() < 0.3:
             priorities[task] = rng.choice(["high", "low", "critical"])
     deps = {t: [d for d in ds if d < t] for t, ds in deps.items()}  # no cycles: a dependency comes before
+    if seed % 3 == 0:  # a run where every task is medium, or none depends on another (the common runs)
+        priorities = {}
+    if seed % 3 == 1:
+        deps = {}
     agents = rng.randint(0, 3)
     got = summarize(attempts, agents, deps, priorities)
     want = _summarize_before(attempts, agents, deps, priorities)
@@ -435,3 +451,54 @@ def test_events_written_as_text_are_the_encoded_dicts_byte_for_byte(tmp_path, se
     assert any(type(e) is str for e in quiet.pending) or not quiet.pending
     assert all(type(e) is dict for e in loud.pending)
     assert _written(quiet.pending) == _written(loud.pending)
+
+
+@pytest.mark.timeout(120)
+def test_a_chunks_tasks_pass_a_components_can_start_one_by_one(tmp_path, monkeypatch):
+    """A component that holds some tasks back (can_start False) holds them back from chunks too."""
+    import runner.manager.chunk_sizes
+    from helpers import Recorder, read_events
+    from runner.manager.run import Run
+
+    monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
+    recorded: list[str] = []
+
+    class Holds(Component):  # tasks ending in 7 wait until 150 others are recorded
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def can_start(self, task):
+            return not task.id.endswith("7") or len(recorded) >= 150
+
+        def on_outcome(self, task_id, attempt, outcome, result):
+            recorded.append(task_id)
+
+    n = 400
+    rm = roadmap([Task(id=f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
+    result = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), agents=2, grace=1.0), Recorder(), plugins=[Holds]).execute()
+    assert result.exit_code == 0 and sorted(recorded) == sorted(f"c{i}" for i in range(n))
+    assert not any(t.endswith("7") for t in recorded[:150]), "a held task ran in a chunk"
+    assert any(e.get("chunk", 1) > 1 for e in read_events(result)), "the tasks travelled in chunks"
+
+
+def test_a_chunk_stops_before_a_task_with_a_workspace(tmp_path):
+    """A task with a worktree, checks or files (ctx.ws) has an attempt of its own: a chunk of quick calls
+    ahead of it in the queue ends before it, and it is handed out alone."""
+    from runner.manager.chunks import Chunks
+    from runner.manager.run import Run
+
+    tasks = [Task(id=f"t{i}", call="m:f", priority=Priority.MEDIUM) for i in range(20)]
+    run = Run(roadmap(tasks), RunOptions(state_dir=str(tmp_path)))
+    run._build()
+    ctx = run.ctx
+    ctx.sched = Scheduler(ctx.roadmap.tasks, now=0.0)
+    ctx.backend = type("Local", (), {"name": "local"})()
+    chunks = next(c for c in run.components if isinstance(c, Chunks))
+    chunks.start()
+    chunks.sizes.cost["m:f"] = 1e-5  # known to be quick
+    ctx.ws = {"t5": "a workspace"}
+    (agent, head), = ctx.sched.assign([W0], 0.0)
+    assert [head.id] + [t.id for t in chunks.chunk(agent, head, 0.0)] == [f"t{i}" for i in range(5)]
+    ctx.sched.finish_succeeded([f"t{i}" for i in range(5)], W0.id, 0.0)
+    (agent, head), = ctx.sched.assign([W0], 0.0)
+    assert head.id == "t5" and chunks.chunk(agent, head, 0.0) == []

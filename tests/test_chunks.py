@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import check_pool_invariants, read_events, roadmap, run, task
-from runner.manager.events import AGENT_EXITED, CHUNK_RETURNED, TASK_FINISHED, TASK_RESERVED, TASK_RETRY
+from runner.manager.events import AGENT_EXITED, CHUNK_RETURNED, TASK_FINISHED, TASK_QUEUED, TASK_RESERVED, TASK_RETRY, TASK_STARTED
 from runner.agents.agent import _run_batch
 from runner.agents.execute import LogFiles
 from runner.agents.messages import Cancel, ChunkReturn, TaskBatch, TaskMessage
@@ -160,19 +160,33 @@ def test_a_chunks_calls_each_write_to_their_own_log_and_see_their_own_environmen
     assert (os.fstat(1).st_ino, os.fstat(2).st_ino, os.environ.get("WVO_TASK_ID")) == before, "our own stdout, stderr and environment are back"
 
 
-def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quick_callables_go_out_in_chunks_and_each_runs_exactly_once(tmp_path, monkeypatch, quiet):
+    """quiet: as --quiet, the reporter reads no events: the agents write their chunks' events as text."""
     import runner.manager.chunk_sizes
+    from helpers import Recorder
+
+    class Quiet(Recorder):
+        reads_events = False
 
     monkeypatch.setattr(runner.manager.chunk_sizes, "_QUICK_S", 60.0)  # a loaded machine must not make the calls look slow
     n = 600
     rm = roadmap([task(f"c{i}", call="workloads:quick", args=[i]) for i in range(n)])
-    result = run(rm, tmp_path / "state", agents=2)
+    result = run(rm, tmp_path / "state", Quiet() if quiet else None, agents=2)
     assert result.exit_code == 0 and result.summary["succeeded"] == n
     assert [r["value"] for r in result.tasks] == list(range(n))
     events = read_events(result)
     check_pool_invariants(events)  # a chunk is recorded as its agent holding its tasks one by one
     chunks = [e["chunk"] for e in events if e["event"] == TASK_RESERVED and "chunk" in e]
     assert chunks and max(chunks) > 1 and sum(chunks) > n // 2, "most quick calls travelled in chunks"
+    for name in (TASK_QUEUED, TASK_RESERVED, TASK_STARTED, TASK_FINISHED):  # once each, with the same fields
+        assert sorted(e["task"] for e in events if e["event"] == name) == sorted(f"c{i}" for i in range(n)), name
+    queued = {e["task"]: e["ts"] for e in events if e["event"] == TASK_QUEUED}
+    reserved = {e["task"]: e["ts"] for e in events if e["event"] == TASK_RESERVED}
+    for e in events:
+        if e["event"] == TASK_FINISHED:
+            assert set(e) == {"ts", "event", "task", "agent", "attempt", "status", "exit_code", "wait_s", "duration_s", "log", "error"}
+            assert e["wait_s"] == pytest.approx(reserved[e["task"]] - queued[e["task"]], abs=2e-6)
     db = sqlite3.connect(Path(tmp_path / "state" / "ledger.sqlite"))
     rows = db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id").fetchall()
     assert len(rows) == n and {c for _, c in rows} == {1}

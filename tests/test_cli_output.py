@@ -612,3 +612,23 @@ def test_structured_output_is_read_on_every_backend(tmp_path, backend):
     finally:
         db.close()
     assert sessions == [("T1", "session-T1"), ("T2", "session-T2")]
+
+
+def test_the_summary_line_says_how_the_failed_tasks_failed_and_nothing_when_none_did():
+    import io
+
+    from runner.cli.summary import write_summary
+    from runner.manager.options import RunResult
+
+    def line(statuses: list[str]) -> str:
+        rows = [{"task": f"t{i}", "status": s, "agent": "worker-0", "duration_s": 0.1, "log": None, "reason": None}
+                for i, s in enumerate(statuses)]  # fmt: skip
+        failed = sum(s != "succeeded" for s in statuses)
+        summary = {"succeeded": len(statuses) - failed, "failed": failed, "skipped": 0, "interrupted": 0, "total": len(statuses),
+                   "makespan_s": 1.0, "run_id": 1, "folder": "/r", "telemetry": {"utilization": 0.5, "queue_wait_p95_s": 0.0}}  # fmt: skip
+        out = io.StringIO()
+        write_summary(out, RunResult(1 if failed else 0, 1, "/r", summary, rows), quiet=True)
+        return next(t for t in out.getvalue().splitlines() if " succeeded, " in t)
+
+    assert "1 succeeded, 2 failed (1 failed, 1 check_failed), 0 skipped" in line(["succeeded", "check_failed", "failed"])
+    assert "3 succeeded, 0 failed, 0 skipped" in line(["succeeded"] * 3)

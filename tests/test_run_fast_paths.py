@@ -5,6 +5,8 @@ task_hashes (one hash for tasks that do the same thing) against task_hash of eac
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -71,9 +73,13 @@ def test_json_value_is_the_event_encoders_spelling(v):
 
 @pytest.mark.parametrize("seed", range(10))
 def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
-    """Run._chunk_messages (one loop, from a template) against Run._message, task by task: the same
-    TaskMessage, field for field (env, args, kwargs, feedback of an earlier attempt, odd ids)."""
+    """Run._chunk_messages (one loop, rows of a template) against Run._message, task by task: the agent
+    makes of the TaskBatch it receives the same TaskMessages, field for field (env, args, kwargs,
+    feedback of an earlier attempt, odd ids)."""
+    import pickle
     import random
+
+    from runner.agents.messages import TaskBatch, batch_messages
 
     from helpers import roadmap
     from runner.manager.options import RunOptions
@@ -84,10 +90,10 @@ def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
     for i in range(rng.randint(2, 30)):
         t = Task(id=rng.choice([f"t{i}", f"t {i}/ü", f"t{i}.x"]))
         if rng.random() < 0.5:
-            t.call, t.args, t.kwargs = "m:f", rng.choice([[], [1, "a"]]), rng.choice([{}, {"k": [1]}])
+            t.call, t.args, t.kwargs = "m:f", rng.choice([[], [1, "a"], (2,)]), rng.choice([{}, {"k": [1]}])
         else:
             t.command = rng.choice(["true", ["echo", "x"]])
-        t.env = rng.choice([{}, {"A": 1, "B": "b"}])
+        t.env = rng.choice([{}, {}, {"A": 1, "B": "b"}])
         t.cwd = rng.choice([None, "/tmp"])
         t.timeout = rng.choice([None, 2.5])
         tasks.append(t)
@@ -95,43 +101,54 @@ def test_a_chunks_messages_are_what_message_gives_each_task(tmp_path, seed):
     run._build()
     run.ctx.logs = str(tmp_path / "logs")
     for t in tasks:
-        if rng.random() < 0.3:
+        if rng.random() < 0.15:
             run.ctx.feedback_note(t.id, 1, "it failed")
     attempts = [rng.randint(1, 3) for _ in tasks]
-    got = run._chunk_messages(tasks, attempts, "worker", "worker-0")
+    items, template = run._chunk_messages(tasks, attempts, "worker", "worker-0")
+    got = batch_messages(pickle.loads(pickle.dumps(TaskBatch(tuple(items), template))))
     want = [run._message(t, "worker", n, "worker-0") for t, n in zip(tasks[1:], attempts[1:])]
     assert got == want
-    assert [type(m.command) for m in got] == [type(m.command) for m in want]
+    for a, b in zip(got, want):
+        assert [type(v) for v in vars(a).values()] == [type(getattr(b, k)) for k in vars(a)]
+    assert any(type(item) is tuple for item in items), "quick tasks go as rows"
 
 
 def test_a_chunk_calls_result_is_the_dataclass_field_for_field_and_in_order(tmp_path):
-    """The agent's TaskResult of a chunk's call, made without __init__, is TaskResult(...): equal, every
-    field set, and its __dict__ in field order (the outbox reads the values back as positional arguments)."""
+    """The agent's result of a chunk's call: a success as its row, a failure as a TaskResult made without
+    __init__ (every field set, in field order); either is, through a BatchResult and through the outbox
+    (pickled and read back), the TaskResult the call would have had."""
     import dataclasses
     import mmap
+    import pickle
 
     from runner.agents import outbox
     from runner.agents.agent import _ChunkCalls
     from runner.agents.execute import LogFiles
-    from runner.agents.messages import TaskMessage, TaskResult
+    from runner.agents.messages import BatchResult, TaskMessage, TaskResult
 
     calls = _ChunkCalls(LogFiles("t"))
     msgs = [TaskMessage(task_id=f"t{i}", attempt=i + 1, log_path=str(tmp_path / f"t{i}.log"), call=call,
                         env={"WVO_TASK_ID": f"t{i}", "WVO_ATTEMPT": "1"})  # fmt: skip
             for i, call in enumerate(["os:getpid", "os:no_such_function", "os:getcwd"])]
     try:
-        results = [calls.run(m)[0] for m in msgs]
+        items = [calls.run(m)[0] for m in msgs]
     finally:
         calls.end()
+    assert [type(item) for item in items] == [tuple, TaskResult, tuple], "a success travels as its row"
     names = [f.name for f in dataclasses.fields(TaskResult)]
+    assert list(vars(items[1])) == names
+    results = pickle.loads(pickle.dumps(BatchResult(tuple(items)))).results
     buf = mmap.mmap(-1, outbox.SIZE)
     box = outbox.Outbox(buf)
-    for res in results:
-        assert list(vars(res)) == names
-        assert res == TaskResult(**{n: getattr(res, n) for n in names})
-        assert box.add(res)
-    assert outbox.read(buf) == results
+    for item, res, msg in zip(items, results, msgs):
+        assert type(res) is TaskResult and res == TaskResult(**{n: getattr(res, n) for n in names})
+        assert (res.task_id, res.attempt, res.pid) == (msg.task_id, msg.attempt, None)
+        assert box.add(item)
+    assert outbox.read(buf) == list(results)
     assert [r.outcome for r in results] == ["succeeded", "failed", "succeeded"]
+    assert [r.value for r in results] == [os.getpid(), None, os.getcwd()]
+    assert [r.exit_code for r in results] == [0, 1, 0] and results[1].error.startswith("AttributeError")
+    assert [r.log for r in results] == [False, True, False], "only the traceback left a log"
 
 
 def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monkeypatch, tmp_path):
@@ -146,15 +163,67 @@ def test_a_chunks_calls_see_their_own_environment_and_the_agents_comes_back(monk
     monkeypatch.setenv("WVO_ATTEMPT", "agent's own")
     monkeypatch.delenv("EXTRA_VAR", raising=False)
     seen = []
-    monkeypatch.setattr("runner.agents.execute.call_value", lambda msg: seen.append(
-        (os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR"))))
+
+    def call_value(msg):
+        seen.append((os.environ.get("WVO_TASK_ID"), os.environ.get("WVO_ATTEMPT"), os.environ.get("EXTRA_VAR")))
+        if msg.task_id == "t1":  # a call that changes what it was given: the next one is given its own again
+            os.environ["WVO_ATTEMPT"] = "changed by the call"
+
+    monkeypatch.setattr("runner.agents.execute.call_value", call_value)
     envs = [{"WVO_TASK_ID": "a", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "b", "WVO_ATTEMPT": "1", "EXTRA_VAR": "x"},
-            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "2"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"}]  # fmt: skip
+            {"WVO_TASK_ID": "c", "WVO_ATTEMPT": "1"}, {"WVO_TASK_ID": "d", "WVO_ATTEMPT": "2"},
+            {"WVO_TASK_ID": "e", "WVO_ATTEMPT": "2"}]  # fmt: skip
     calls = _ChunkCalls(LogFiles("t"))
     try:
         for i, env in enumerate(envs):
             calls.run(TaskMessage(task_id=f"t{i}", attempt=1, log_path=str(tmp_path / f"t{i}.log"), call="m:f", env=env))
     finally:
         calls.end()
-    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "2", None), ("d", "2", None)]
+    assert seen == [("a", "1", None), ("b", "1", "x"), ("c", "1", None), ("d", "2", None), ("e", "2", None)]
     assert os.environ["WVO_ATTEMPT"] == "agent's own" and "EXTRA_VAR" not in os.environ and "WVO_TASK_ID" not in os.environ
+
+
+def test_a_run_freezes_what_it_set_up_for_its_length_only(tmp_path):
+    """The collector leaves the run's set-up alone while it runs (gc.freeze), and everything is collectable again
+    after it: a program that runs again (batches, a library's caller) keeps no run's objects."""
+    import gc
+    import weakref
+
+    from helpers import Recorder, roadmap
+    from runner.manager.components import Component
+    from runner.manager.options import RunOptions
+    from runner.manager.run import Run
+
+    frozen_during = []
+
+    class Looks(Component):
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def on_outcome(self, task_id, attempt, outcome, result):
+            frozen_during.append(gc.get_freeze_count())
+
+    gc.unfreeze()
+    runs = []
+    for i in range(2):
+        run = Run(roadmap([Task(id=f"t{i}", command=["true"])]), RunOptions(state_dir=str(tmp_path / "s"), agents=1, grace=1.0),
+                  Recorder(), plugins=[Looks])  # fmt: skip
+        assert run.execute().exit_code == 0
+        runs.append(weakref.ref(run.ctx))
+        del run
+        assert gc.get_freeze_count() == 0, "nothing stays frozen after the run"
+    assert frozen_during and all(n > 0 for n in frozen_during), "frozen while it ran"
+
+    class Breaks(Looks):
+        def on_outcome(self, task_id, attempt, outcome, result):
+            raise RuntimeError("a component's bug")
+
+    run = Run(roadmap([Task(id="t", command=["true"])]), RunOptions(state_dir=str(tmp_path / "s"), agents=1, grace=1.0),
+              Recorder(), plugins=[Breaks])  # fmt: skip
+    with pytest.raises(RuntimeError):
+        run.execute()
+    runs.append(weakref.ref(run.ctx))
+    del run
+    assert gc.get_freeze_count() == 0, "nothing stays frozen after a run that raised"
+    gc.collect()
+    assert [r() for r in runs] == [None, None, None], "a finished run's objects are collected"

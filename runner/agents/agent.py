@@ -19,7 +19,8 @@ from runner.agents.kill import descendants, kill_tree, wait_gone
 from runner.agents.pipeline import run_attempt_pipeline
 from runner.agents.outbox import Outbox
 from runner.agents.watchdog import MARK, add_mark
-from runner.agents.messages import BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult, task_result
+from runner.agents.messages import (BatchResult, Cancel, ChunkReturn, Started, TaskBatch, TaskMessage, TaskResult, batch_messages,
+                                    plain_row, task_result)
 from runner.model import Outcome
 
 _PR_SET_PDEATHSIG = 1
@@ -111,7 +112,6 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox |
             finally:
                 _running.clear()
                 reap_orphans()
-            last = msg.messages[-1]
             try:
                 conn.send(result)
             except (OSError, ValueError):
@@ -119,7 +119,8 @@ def _serve(conn, base_env: dict, logs: LogFiles, pid_slot=None, outbox: Outbox |
             note_position(-1)  # reported: the outbox's results are the manager's now
             if stop:  # told to stop mid-chunk: it has heard what ran; go
                 return
-            logs.prepare(os.path.dirname(last.log_path))
+            if logs.folder is not None:
+                logs.prepare(logs.folder)  # while we wait for the next task
             continue
         if isinstance(msg, TaskMessage):
             try:
@@ -156,8 +157,8 @@ def _run_batch(
     goes as its task ends (a result that does not fit ends the chunk: the rest is given back); the
     others go back to the queue.
     """
-    results = []
-    rest = list(batch.messages)
+    results = []  # each a TaskResult, or a plain one's row (BatchResult)
+    rest = batch_messages(batch)
     began = time.monotonic()
     channel = _ChunkChannel(conn, rest)
     calls = _ChunkCalls(logs)
@@ -172,7 +173,7 @@ def _run_batch(
                 result, stray = calls.run(msg)
             else:
                 calls.end()  # a command's output goes to its own log by its own descriptors
-                result = run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid)
+                result = plain_row(run_attempt(msg, channel, base_env, logs, GIVE_BACK_AFTER_S, note_pid))
                 stray = reap_children()
             # A chunk's tasks carry no attempt mark (it costs a quick callable ~20 µs); what one left running
             # is below us all the same (we are a subreaper), and nothing else is.
@@ -182,7 +183,7 @@ def _run_batch(
             if outbox is not None and not outbox.add(result):
                 channel.give_back()  # the rest would run with nothing to show for them if we died
             now = time.monotonic()
-            if result.outcome == "interrupted":
+            if type(result) is not tuple and result.outcome == "interrupted":
                 channel.stopped = True
             elif conn.poll():
                 order = conn.recv()
@@ -210,9 +211,11 @@ class _ChunkCalls:
         self._on: int | None = None  # the log descriptor fd 1 and 2 are copies of
         self._env: dict[str, str | None] = {}  # variable -> its value before the chunk set it
         self._set: set[str] = set()  # variables the last call was given
+        self._given: dict[str, str] = {}  # variable -> the value the last call was given
 
-    def run(self, msg) -> tuple[TaskResult, bool]:
-        """One call; returns its result and whether it left a child process running."""
+    def run(self, msg) -> tuple[TaskResult | tuple, bool]:
+        """One call; returns its result (a success as its row: runner.agents.messages.BatchResult) and
+        whether it left a child process running."""
         start = time.time()
         environ = os.environ
         env = msg.env
@@ -220,11 +223,14 @@ class _ChunkCalls:
             for k in self._set.difference(env):
                 self._restore(k)
             self._set = set(env)
+        given = self._given
         for k, v in env.items():
             if k not in self._env:
                 self._env[k] = environ.get(k)
-            if environ.get(k) != v:  # WVO_ATTEMPT is the same from call to call: a read is cheaper than putenv
-                environ[k] = v
+            # A value other than the last call's is set (WVO_TASK_ID), without a read; the same one (WVO_ATTEMPT)
+            # only when the last call changed it: a read is cheaper than putenv.
+            if given.get(k) != v or environ.get(k) != v:
+                environ[k] = given[k] = v
         if self._saved is None:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -240,9 +246,10 @@ class _ChunkCalls:
         stray = reap_children()
         if self._logs.done(leftovers=lambda: stray):
             self._on = None  # closed: its number may be the next spare's, and fd 1 and 2 still write to it
-        code = 0 if outcome is Outcome.SUCCEEDED else 1
+        if outcome is Outcome.SUCCEEDED:
+            return (msg.task_id, msg.attempt, start, time.time(), 0, self._on is None, None, value), stray
         return task_result({
-            "task_id": msg.task_id, "attempt": msg.attempt, "outcome": outcome.value, "exit_code": code, "start": start,
+            "task_id": msg.task_id, "attempt": msg.attempt, "outcome": outcome.value, "exit_code": 1, "start": start,
             "end": time.time(), "value": value, "error": error, "retry_after": None, "log": self._on is None, "pid": None,
             "workspace": None, "checks": (), "check_tail": None, "cli": None, "answer": None}), stray  # fmt: skip
 

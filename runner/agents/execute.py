@@ -54,6 +54,8 @@ class LogFiles:
         self._tag = tag
         self._lazy = lazy  # False: every attempt gets its log file at once, empty or not
         self._spare: tuple[str, int] | None = None  # (path, fd) of an empty file made in advance
+        self._spare_folder: str | None = None  # the folder the spare is in
+        self.folder: str | None = None  # the folder of the last attempt's log (where the next spare goes)
         self._unnamed: tuple[str, str] | None = None  # (spare path, log path) while the attempt's log has no name
         self._fd: int | None = None  # the attempt's log, open for writing
 
@@ -61,11 +63,14 @@ class LogFiles:
         """A write descriptor for the attempt's log at path; owned by this object until done()."""
         spare = self._spare
         self._spare = None
-        if spare is not None and os.path.dirname(spare[0]) != os.path.dirname(path):
+        folder = self.folder
+        if folder is None or path.rpartition("/")[0] != folder:  # the last log's folder (dirname, without its cost)
+            folder = self.folder = os.path.dirname(path)
+        if spare is not None and self._spare_folder != folder:
             self._discard(spare)
             spare = None
         if spare is None and self._lazy:
-            self.prepare(os.path.dirname(path))
+            self.prepare(folder)
             spare, self._spare = self._spare, None
         if spare is None:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -114,6 +119,7 @@ class LogFiles:
             path = os.path.join(folder, f".spare-{self._tag}")
             try:
                 self._spare = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                self._spare_folder = folder
             except OSError:
                 pass
 

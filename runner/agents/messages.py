@@ -29,16 +29,6 @@ class TaskMessage:
     stall_timeout: float | None = None  # an agent-CLI attempt: kill it after this long without an event
 
 
-def task_message(fields: dict) -> TaskMessage:
-    """A TaskMessage from a dict holding every one of its fields, without the dataclass's __init__.
-
-    For a chunk's messages, built from one template: ~0.5 µs against ~2.7 µs through __init__.
-    """
-    msg = object.__new__(TaskMessage)
-    msg.__dict__.update(fields)
-    return msg
-
-
 @record(frozen=True)
 class Cancel:
     """Manager -> agent: stop the running task (TERM its tree, KILL after grace)."""
@@ -91,16 +81,72 @@ def task_result(fields: dict) -> TaskResult:
 
 @record(frozen=True)
 class TaskBatch:
-    """Manager -> agent: quick callables to run one after another, under one reservation."""
+    """Manager -> agent: quick tasks to run one after another, under one reservation.
 
-    messages: tuple[TaskMessage, ...]
+    Each of `messages` is a TaskMessage, or a row of what a chunk's quick task does not share with
+    `template` (ROW_FIELDS, in that order): ~0.1 µs to build and pickle against ~2 µs for a whole
+    message. batch_messages() gives them all as TaskMessages, in order.
+    """
+
+    messages: tuple
+    template: TaskMessage | None = None  # the fields every row shares (its own ROW_FIELDS are not read)
+
+
+# What a row of a TaskBatch gives, in order; the template gives the rest, and the environment is the
+# row's, or, when the row has None there, WVO_TASK_ID and WVO_ATTEMPT alone.
+ROW_FIELDS = ("task_id", "attempt", "log_path", "command", "call", "args", "kwargs", "env", "cwd", "timeout")
+
+
+def batch_messages(batch: TaskBatch) -> list[TaskMessage]:
+    """The batch's tasks as TaskMessages, in order."""
+    out = []
+    t = batch.template
+    new, set_dict = object.__new__, object.__setattr__
+    for item in batch.messages:
+        if type(item) is not tuple:
+            out.append(item)
+            continue
+        task_id, attempt, log_path, command, call, args, kwargs, env, cwd, timeout = item
+        msg = new(TaskMessage)  # without __init__ (~2.7 µs): its fields' dict, made in place
+        set_dict(msg, "__dict__", {
+            "task_id": task_id, "attempt": attempt, "log_path": log_path, "command": command, "call": call, "args": args,
+            "kwargs": kwargs, "env": {"WVO_TASK_ID": task_id, "WVO_ATTEMPT": str(attempt)} if env is None else env, "cwd": cwd,
+            "timeout": timeout, "grace": t.grace, "rate_limit_pattern": t.rate_limit_pattern, "workspace": t.workspace,
+            "checks": t.checks, "output": t.output, "stall_timeout": t.stall_timeout})  # fmt: skip
+        out.append(msg)
+    return out
 
 
 @record(frozen=True)
 class BatchResult:
-    """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted."""
+    """Agent -> manager: a TaskBatch's outcomes in order; those a Cancel stopped come back interrupted.
 
-    results: tuple[TaskResult, ...]
+    Each of `items` is a TaskResult or, for a task that succeeded with nothing more to tell (no retry,
+    workspace, checks or CLI fields: plain_row), the row (task_id, attempt, start, end, exit_code, log,
+    error, value): a quarter of the bytes, and ~6 times quicker to unpickle. `results` gives them all
+    as TaskResults.
+    """
+
+    items: tuple
+
+    @property
+    def results(self) -> tuple[TaskResult, ...]:
+        return tuple(item if type(item) is not tuple else plain_result(item) for item in self.items)
+
+
+def plain_row(res: TaskResult) -> tuple | TaskResult:
+    """A result as a BatchResult item: its row when it is plain, else itself."""
+    d = res.__dict__
+    if (d["outcome"] == "succeeded" and d["retry_after"] is None and d["workspace"] is None and not d["checks"]
+            and d["check_tail"] is None and d["cli"] is None and d["answer"] is None):  # fmt: skip
+        return (d["task_id"], d["attempt"], d["start"], d["end"], d["exit_code"], d["log"], d["error"], d["value"])
+    return res
+
+
+def plain_result(row: tuple) -> TaskResult:
+    """The TaskResult a BatchResult row stands for (its pid is not kept: a chunk's task has no Started)."""
+    task_id, attempt, start, end, exit_code, log, error, value = row
+    return TaskResult(task_id, attempt, "succeeded", exit_code, start, end, value=value, error=error, log=log)
 
 
 @record(frozen=True)

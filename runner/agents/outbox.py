@@ -2,8 +2,9 @@
 
 An agent that dies mid-chunk (SIGKILL, OOM, killed as hung) has finished some of the chunk's tasks
 without reporting them; they must not run again. So each result is written here as soon as its
-task ends (a pickle of its fields as a tuple and a copy, ~2 µs: no system call), and the manager reads what is here when it
-sees the agent's death. Layout: [u32 bytes used][u32 size][pickle]...; the count is written last,
+task ends (a pickle and a copy, ~1 µs: no system call), and the manager reads what is here when it
+sees the agent's death. A plain result is kept as its row (runner.agents.messages.BatchResult), any
+other as the TaskResult itself. Layout: [u32 bytes used][u32 size][pickle]...; the count is written last,
 and the manager reads only after the agent is dead, so a half-written record is never seen.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import pickle
 import struct
 
-from runner.agents.messages import TaskResult
+from runner.agents.messages import plain_result
 
 SIZE = 1 << 18  # bytes per agent; a chunk whose results do not fit ends early (the rest is given back)
 _U32 = struct.Struct("I")
@@ -31,9 +32,10 @@ class Outbox:
             _U32.pack_into(self._buf, 0, 0)
 
     def add(self, result) -> bool:
+        """result: a TaskResult, or a plain one's row."""
         if self._buf is None:
             return False
-        data = pickle.dumps(tuple(result.__dict__.values()), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         at = _U32.size + self._used
         if at + _U32.size + len(data) > len(self._buf):
             return False
@@ -52,7 +54,8 @@ def read(buf) -> list:
         while at < end:
             (size,) = _U32.unpack_from(buf, at)
             at += _U32.size
-            out.append(TaskResult(*pickle.loads(buf[at : at + size])))
+            item = pickle.loads(buf[at : at + size])
+            out.append(plain_result(item) if type(item) is tuple else item)
             at += size
         return out
     except Exception:  # noqa: BLE001 - a dying agent's memory is evidence, not trusted input for a crash

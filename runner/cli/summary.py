@@ -36,7 +36,7 @@ def write_summary(out, result, quiet: bool) -> None:
     s = result.summary
     t = s["telemetry"]
     out.write(
-        f"\n{s['succeeded']} succeeded, {s['failed']} failed{failed_breakdown(rows)}, {s['skipped']} skipped"
+        f"\n{s['succeeded']} succeeded, {s['failed']} failed{failed_breakdown(rows) if s['failed'] else ''}, {s['skipped']} skipped"
         + (f", {s['interrupted']} interrupted" if s["interrupted"] else "")
         + f" of {s['total']} · makespan {fmt_duration(s['makespan_s'])}"
         + f" · utilisation {t['utilization'] * 100:.0f}% · queue wait p95 {fmt_duration(t['queue_wait_p95_s'])}\n"

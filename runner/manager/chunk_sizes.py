@@ -58,7 +58,8 @@ class ChunkSizes:
         """True when the task may join a chunk."""
         if task.timeout is not None or task.affinity:
             return False
-        key = self.key(task)
+        call = task.call
+        key = call if call is not None else self.key(task)  # a callable's key is its call
         cost = self.cost.get(key) if key is not None else None
         return cost is not None and cost < self.quick_s
 

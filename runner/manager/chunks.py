@@ -24,7 +24,7 @@ class Chunks(Component):
 
     def __init__(self, ctx, gate, returned):
         self.ctx = ctx
-        self.gate = gate  # the run's can_start: a chunk's later tasks pass the same gate as its head
+        self.gate = gate  # the run's can_start (None: no component has one): a chunk's later tasks pass it as its head did
         self.returned = returned  # the run's: tell every component a task went back unstarted
         self.sizes = ChunkSizes()  # each function's (or program's) speed, the next chunk's size
         self.held: dict[str, list[str]] = {}  # agent id -> task ids of the chunk it holds, in order
@@ -41,7 +41,8 @@ class Chunks(Component):
             return []
         ctx = self.ctx
         limit = self.sizes.size(task, ctx.sched.queue_length() + 1, len(ctx.pool.agents))
-        more = ctx.sched.assign_chunk(agent, now, self._fits, self.gate, limit - 1)
+        fits = self._fits if ctx.ws else self.sizes.fits  # no worktree, checks or files task in the run: one call less a task
+        more = ctx.sched.assign_chunk(agent, now, fits, self.gate, limit - 1)
         if more:
             self.held[agent.id] = [task.id] + [t.id for t in more]
         return more
@@ -90,11 +91,13 @@ class Chunks(Component):
     def _chunk_done(self, agent_id: str, done: BatchResult) -> None:
         """A chunk is back: record each task as if the agent had held them one by one."""
         ids = self.held.pop(agent_id, None)
-        if ids is None or [r.task_id for r in done.results] != ids or self.ctx.pool.reservations.get(agent_id) != ids[0]:
+        items = done.items
+        if ids is None or [r[0] if type(r) is tuple else r.task_id for r in items] != ids \
+                or self.ctx.pool.reservations.get(agent_id) != ids[0]:
             log.warning("agent %s reported a chunk it does not hold; ignored", agent_id)
             return
         self.ctx.pool.release(agent_id)
-        self._record(agent_id, done.results)
+        self._record(agent_id, items)
 
     def on_agent_gone(self, agent_id: str, gone) -> list[str] | None:
         """A dead agent's chunk: what it finished is recorded (never run again), the rest not lost is given back.
@@ -127,19 +130,28 @@ class Chunks(Component):
         return [lost]
 
     def _record(self, agent_id: str, results) -> None:
-        """Record a chunk's results in order, as if the agent had held its tasks one by one."""
+        """Record a chunk's results in order, as if the agent had held its tasks one by one.
+
+        results: a BatchResult's items (a TaskResult, or a plain one's row: runner.agents.messages).
+        """
         tasks, key_of = self.ctx.tasks, self.sizes.key
         spent: dict[str, list[float]] = {}  # a function's (or program's) key -> [seconds, successful calls]
         succeeded = Outcome.SUCCEEDED.value
         for res in results:
-            if res.outcome == succeeded:
-                key = key_of(tasks[res.task_id])
-                if key is not None:
-                    total = spent.get(key)
-                    if total is None:
-                        total = spent[key] = [0.0, 0]
-                    total[0] += res.end - res.start
-                    total[1] += 1
+            if type(res) is tuple:
+                task_id, start, end = res[0], res[2], res[3]
+            elif res.outcome == succeeded:
+                task_id, start, end = res.task_id, res.start, res.end
+            else:
+                continue
+            task = tasks[task_id]
+            key = task.call if task.call is not None else key_of(task)  # a callable's key is its call
+            if key is not None:
+                total = spent.get(key)
+                if total is None:
+                    total = spent[key] = [0.0, 0]
+                total[0] += end - start
+                total[1] += 1
         self.ctx.outcomes.record_chunk(agent_id, results)
         for key, (seconds, n) in spent.items():  # one observation per function and chunk: its mean call
             self.sizes.observe(key, seconds / n)

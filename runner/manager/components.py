@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from runner.agents.messages import plain_result
 from runner.manager.exits import Ending
+from runner.model import Outcome
 
 
 class Component:
@@ -61,6 +63,24 @@ class Component:
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """An attempt's outcome is recorded (in the ledger's pending transaction)."""
 
+    # A chunk's calls that all succeeded are recorded together: each hook above is asked once for all of
+    # them, with their rows (task_id, attempt, start, end, exit_code, log, error, value; runner.agents.
+    # messages.BatchResult). By default, the hook of each row; a component that knows it has nothing to
+    # add for such tasks says so at once.
+
+    def attempt_fields_of(self, rows) -> list[dict] | None:
+        """attempt_fields of each row, in order; None: none for any."""
+        return _each(self.attempt_fields, rows)
+
+    def event_fields_of(self, rows) -> list[dict] | None:
+        """event_fields of each row, in order; None: none for any."""
+        return _each(self.event_fields, rows)
+
+    def on_outcomes(self, rows) -> None:
+        """on_outcome of each row, in order (each a success)."""
+        for row in rows:
+            self.on_outcome(row[0], row[1], Outcome.SUCCEEDED, plain_result(row))
+
     def on_returned(self, task_id: str) -> None:
         """A reservation ended with no attempt (a chunk's unstarted tasks given back to the queue)."""
 
@@ -101,16 +121,29 @@ class Component:
     def task_row(self, task_id: str, row: dict) -> None:
         """Add to a task's row of the summary."""
 
+    def task_rows(self, rows: list[dict]) -> None:
+        """task_row for each row of the summary (row["task"] is its task), in order; a component that has
+        nothing to add for any says so at once."""
+        for row in rows:
+            self.task_row(row["task"], row)
+
     def summary(self, summary: dict) -> None:
         """Add to the run's summary."""
+
+
+def _each(hook, rows) -> list[dict] | None:
+    out = [hook(row[0], row[1]) for row in rows]
+    return out if any(out) else None
 
 
 class Hooks:
     """Each hook, bound to the components that override it, in the run's order (the loop skips no-ops)."""
 
     def __init__(self, components: list[Component]):
-        def bound(name: str) -> list:
-            return [getattr(c, name) for c in components if getattr(type(c), name) is not getattr(Component, name)]
+        def bound(name: str, also: str | None = None) -> list:
+            """also: the hook this batch hook calls by default; a component overriding either is bound."""
+            return [getattr(c, name) for c in components if getattr(type(c), name) is not getattr(Component, name)
+                    or (also is not None and getattr(type(c), also) is not getattr(Component, also))]  # fmt: skip
 
         self.start = bound("start")
         self.can_start = bound("can_start")
@@ -122,6 +155,9 @@ class Hooks:
         self.attempt_fields = bound("attempt_fields")
         self.event_fields = bound("event_fields")
         self.on_outcome = bound("on_outcome")
+        self.attempt_fields_of = bound("attempt_fields_of", "attempt_fields")
+        self.event_fields_of = bound("event_fields_of", "event_fields")
+        self.on_outcomes = bound("on_outcomes", "on_outcome")
         self.on_returned = bound("on_returned")
         self.on_agent_gone = bound("on_agent_gone")
         self.timers = bound("timers")
@@ -131,5 +167,5 @@ class Hooks:
         self.on_commit = bound("on_commit")
         self.finish = bound("finish")
         self.ending = bound("ending")
-        self.task_row = bound("task_row")
+        self.task_rows = bound("task_rows", "task_row")
         self.summary = bound("summary")

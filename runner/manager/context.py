@@ -12,8 +12,11 @@ from collections.abc import Callable
 
 from runner.manager.events import TASK_QUEUED, TASK_SKIPPED
 from runner.manager.pool import Pool
-from runner.manager.telemetry import event, json_value
-from runner.model import Task, TaskState
+from runner.manager.telemetry import esc, event, json_value
+from runner.model import Priority, Task, TaskState
+
+# A task:queued line's end, by priority, as the encoder writes it.
+_QUEUED_TAILS = {p: f',"priority":{json_value(p.value)}}}\n' for p in Priority}
 
 # At most this many characters of feedback go into a retry's prompt and WVO_FEEDBACK.
 FEEDBACK_CAP = 6000
@@ -80,6 +83,7 @@ class RunContext:
         queued = TaskState.QUEUED
         # Nobody reads the dicts: each task:queued is written as its line, as the encoder would write it.
         head = None if self.reporter.reads_events else f'{{"ts":{json_value(wall)},"event":"{TASK_QUEUED}","task":'
+        tails = _QUEUED_TAILS
         for task_id in changes:
             if only is not None and task_id not in only:
                 continue
@@ -91,7 +95,7 @@ class RunContext:
                 if head is None:
                     pending.append({"ts": wall, "event": TASK_QUEUED, "task": task_id, "priority": tasks[task_id].priority.value})
                 else:
-                    pending.append(f'{head}{json_value(task_id)},"priority":{json_value(tasks[task_id].priority.value)}}}\n')
+                    pending.append(f'{head}{esc(task_id) if type(task_id) is str else json_value(task_id)}{tails[tasks[task_id].priority]}')
             else:
                 self.note_change(task_id, wall)
 
@@ -107,6 +111,10 @@ class RunContext:
     def feedback_note(self, task_id: str, attempt: int, text: str) -> None:
         """Why an attempt failed, for every later attempt of the task ({feedback}, WVO_FEEDBACK)."""
         self._feedback.setdefault(task_id, []).append((attempt, text))
+
+    def has_feedback(self) -> bool:
+        """Some attempt of the run failed with a note for the task's next attempts."""
+        return bool(self._feedback)
 
     def feedback_text(self, task_id: str) -> str:
         """What the next attempt is told of the earlier ones: one block each, the newest kept when cut."""

@@ -43,7 +43,7 @@ def workspace_settings(roadmap, opt, members) -> dict:
     ws: dict = {}
     coding_keys = ("files", "checks", "allow_empty", "workspace")
     if not (opt.workspace or roadmap.settings.get("workspace") or (roadmap.defaults or {}).get("workspace")
-            or any((t.command is None and t.call is None) or any(k in t.meta for k in coding_keys) for t in members)):
+            or any((t.command is None and t.call is None) or (t.meta and any(k in t.meta for k in coding_keys)) for t in members)):
         return ws  # plain commands and callables with no workspace setting: nothing to read (no import either)
     from runner.coding import settings
 

@@ -96,6 +96,10 @@ class LiveRoadmap(Component):
     def on_started(self, agent_id: str, task_id: str) -> None:
         self.status(task_id, "in_progress")
 
+    def on_outcomes(self, rows) -> None:
+        if self.ctx.opt.write_back:  # nothing to do without it
+            super().on_outcomes(rows)
+
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         ctx = self.ctx
         if not ctx.opt.write_back or ctx.sched.state[task_id] not in FINAL_STATES:

@@ -12,12 +12,12 @@ import signal
 import time
 from dataclasses import replace
 
-from runner.agents.messages import TaskResult
+from runner.agents.messages import TaskResult, plain_result, plain_row
 from runner.manager import events as ev
 from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
 from runner.manager.options import RunResult
-from runner.manager.telemetry import EventLog, json_value, summarize
+from runner.manager.telemetry import EventLog, esc as _esc, json_value, summarize
 from runner.model import Outcome, Priority, TaskState
 
 _ROW_STATUSES = ("failed", "timed_out", "agent_died", "no_changes", "check_failed", "conflict", "setup_failed",
@@ -37,10 +37,10 @@ def scheduler_outcome(outcome: Outcome, msg: TaskResult) -> Outcome:
     return outcome
 
 
-def _reason(reason: str | None, last: dict) -> str | None:
+def _reason(reason: str | None, error: str | None) -> str | None:
     """A task's reason in the summary and --json: its last attempt's error when the scheduler's is the bare outcome."""
-    if last.get("error") and reason in _ROW_STATUSES and reason != "needs_improvement":
-        return last["error"]
+    if error and reason in _ROW_STATUSES and reason != "needs_improvement":
+        return error
     return reason
 
 
@@ -55,7 +55,8 @@ class Outcomes:
         self.events_error: str | None = None  # "PATH: reason" once an events file cannot be written
         self.recorded = 0  # outcomes committed to the ledger
         self.unrecorded = 0  # outcomes written but not yet committed
-        self.last: dict[str, dict] = {}  # task id -> its last attempt's row
+        # task id -> its last attempt: (agent, attempt, duration in seconds, exit code, log, error, value)
+        self.last: dict[str, tuple] = {}
 
     def open_events(self, paths: list[str]) -> None:
         self.events = EventLog(paths)
@@ -99,8 +100,7 @@ class Outcomes:
                  exit_code=msg.exit_code,
                  wait_s=round((rec.get("reserved") or wall) - (rec.get("queued") or rec.get("reserved") or wall), 6),
                  duration_s=round(duration, 6), log=log_path, error=msg.error, **extra)  # fmt: skip
-        self.last[task_id] = {"agent": agent_id, "attempts": attempt, "duration_s": round(duration, 3),
-                              "exit_code": msg.exit_code, "log": log_path, "error": msg.error, "value": msg.value}  # fmt: skip
+        self.last[task_id] = (agent_id, attempt, duration, msg.exit_code, log_path, msg.error, msg.value)
         for on_outcome in self.hooks.on_outcome:
             on_outcome(task_id, attempt, outcome, msg)
         if retry is not None:
@@ -117,38 +117,44 @@ class Outcomes:
     def record_chunk(self, agent_id: str, results) -> None:
         """Record a chunk's results, in order, as if the agent had held its tasks one after another.
 
+        results: a BatchResult's items (runner.agents.messages), each a TaskResult or a plain one's row.
         Each task after the first is reserved when the one before it ended (task:reserved), started
         (task:started) and finished (task:finished). When every call succeeded (the usual case) the
         bookkeeping is done in one pass over the batch: one clock reading, the ledger rows as one list,
-        one pass of each hook, one note_changes; it gives the same rows, events and counts as
+        one call of each batch hook, one note_changes; it gives the same rows, events and counts as
         recording them one by one (what a chunk with a failure still does), but for the time stamps:
         a task:finished is stamped when its call ended (the agent's clock), not when it was recorded.
         """
         ctx = self.ctx
-        succeeded = Outcome.SUCCEEDED.value
-        if any(res.outcome != succeeded for res in results):
-            self._record_chunk_one_by_one(agent_id, results)
-            return
+        for item in results:
+            if type(item) is not tuple:  # a dead agent's results (the outbox's), or one that did not succeed plainly
+                rows = [r if type(r) is tuple else plain_row(r) for r in results]
+                if not all(type(r) is tuple for r in rows):
+                    self._record_chunk_one_by_one(agent_id, [r if type(r) is not tuple else plain_result(r) for r in results])
+                    return
+                results = rows
+                break
         records, pending, run_id = ctx.records, ctx.pending, ctx.run_id
         now, wall = time.monotonic(), time.time()
         if not pending:
             ctx.pending_since = now
         hooks = self.hooks
-        fields = _fields_of(hooks.attempt_fields, results)
-        extras = _fields_of(hooks.event_fields, results)
+        fields = _fields_of(hooks.attempt_fields_of, results)
+        extras = _fields_of(hooks.event_fields_of, results)
         rows, done = [], []
         last, reserved_ev, started_ev, finished_ev = self.last, ev.TASK_RESERVED, ev.TASK_STARTED, ev.TASK_FINISHED
+        succeeded = Outcome.SUCCEEDED.value
         # Nobody reads the dicts (--quiet): a task's events are written as their JSON lines, one str a task,
-        # byte for byte what the encoder makes of the dicts (tests/test_run_fast_paths.py)
+        # byte for byte what the encoder makes of the dicts (tests/test_chunk_bookkeeping.py)
         as_text = not ctx.reporter.reads_events
         agent_json = json_value(agent_id)
         previous_end = None
-        for i, res in enumerate(results):
-            task_id, attempt, start, end = res.task_id, res.attempt, res.start, res.end
+        for i, (task_id, attempt, start, end, exit_code, logged, error, value) in enumerate(results):
             reserved_wait = None  # the wait of its task:reserved, when it has one here
             rec = records.get((task_id, attempt))
             if rec is None:
                 rec = records[(task_id, attempt)] = {"task": task_id, "attempt": attempt, "agent": agent_id}
+                reserved = queued = None
             else:
                 if previous_end is not None:
                     rec["reserved"] = previous_end
@@ -157,52 +163,51 @@ class Outcomes:
                     if not as_text:
                         pending.append({"ts": previous_end, "event": reserved_ev, "task": task_id, "agent": agent_id,
                                         "attempt": attempt, "wait_s": reserved_wait})  # fmt: skip
-                rec["start"] = start
+                reserved, queued = rec.get("reserved"), rec.get("queued")
             if not as_text:
                 pending.append({"ts": start, "event": started_ev, "task": task_id, "agent": agent_id, "attempt": attempt, "pid": None})
-            rec["start"] = rec.get("start") or start
+            rec["start"] = start
             rec["end"] = end
-            log_path = rec.get("log") if res.log else None
+            log_path = rec.get("log") if logged else None
             rec["log"] = log_path
             if fields is not None and fields[i]:
-                rows.append(Attempt(task_id, attempt, agent_id, start, end, res.exit_code, succeeded, log_path, res.error,
-                                    res.value, **fields[i]))  # fmt: skip
+                rows.append(Attempt(task_id, attempt, agent_id, start, end, exit_code, succeeded, log_path, error, value, **fields[i]))
             else:
-                rows.append((task_id, attempt, agent_id, start, end, res.exit_code, succeeded, log_path, res.error, res.value))
+                rows.append((task_id, attempt, agent_id, start, end, exit_code, succeeded, log_path, error, value))
             done.append(task_id)
             duration = (end - start) if start else 0.0
-            reserved = rec.get("reserved")
-            wait = round((reserved or wall) - (rec.get("queued") or reserved or wall), 6)
+            wait = round((reserved or wall) - (queued or reserved or wall), 6)
             duration6 = round(duration, 6)
+            extra = extras[i] if extras is not None else None
             if as_text:
-                ids = f',"task":{json_value(task_id)},"agent":{agent_json},"attempt":{json_value(attempt)}'
+                ids = f',"task":{_esc(task_id) if type(task_id) is str else json_value(task_id)},"agent":{agent_json},"attempt":{json_value(attempt)}'
                 # finite floats (their sum is finite) are spelt by repr, as the encoder spells them
                 total = start + end + wait + duration6 + (0.0 if reserved_wait is None else previous_end + reserved_wait)
                 if (type(start) is float is type(end) is type(wait) is type(duration6)
                         and (reserved_wait is None or type(previous_end) is float is type(reserved_wait)) and total - total == 0.0):
                     text = "" if reserved_wait is None else f'{{"ts":{previous_end!r},"event":"{reserved_ev}"{ids},"wait_s":{reserved_wait!r}}}\n'
                     text += f'{{"ts":{start!r},"event":"{started_ev}"{ids},"pid":null}}\n'
-                    finished = (f'{{"ts":{end!r},"event":"{finished_ev}"{ids},"status":"{succeeded}","exit_code":{json_value(res.exit_code)},'
+                    finished = (f'{{"ts":{end!r},"event":"{finished_ev}"{ids},"status":"{succeeded}","exit_code":{json_value(exit_code)},'
                                 f'"wait_s":{wait!r},"duration_s":{duration6!r},')  # fmt: skip
                 else:
                     text = "" if reserved_wait is None else (f'{{"ts":{json_value(previous_end)},"event":"{reserved_ev}"{ids},'
                                                              f'"wait_s":{json_value(reserved_wait)}}}\n')  # fmt: skip
                     text += f'{{"ts":{json_value(start)},"event":"{started_ev}"{ids},"pid":null}}\n'
                     finished = (f'{{"ts":{json_value(end)},"event":"{finished_ev}"{ids},"status":"{succeeded}",'
-                                f'"exit_code":{json_value(res.exit_code)},"wait_s":{json_value(wait)},"duration_s":{json_value(duration6)},')  # fmt: skip
-                if extras is None or not extras[i]:
-                    pending.append(f'{text}{finished}"log":{json_value(log_path)},"error":{json_value(res.error)}}}\n')
+                                f'"exit_code":{json_value(exit_code)},"wait_s":{json_value(wait)},"duration_s":{json_value(duration6)},')  # fmt: skip
+                if not extra:
+                    pending.append(f'{text}{finished}"log":{"null" if log_path is None else json_value(log_path)},'
+                                   f'"error":{"null" if error is None else json_value(error)}}}\n')  # fmt: skip
                 else:
                     pending.append(text)
-            if not as_text or (extras is not None and extras[i]):
+            if not as_text or extra:
                 event = {"ts": end, "event": finished_ev, "task": task_id, "agent": agent_id, "attempt": attempt,
-                         "status": succeeded, "exit_code": res.exit_code, "wait_s": wait,
-                         "duration_s": duration6, "log": log_path, "error": res.error}  # fmt: skip
-                if extras is not None and extras[i]:
-                    event.update(extras[i])
+                         "status": succeeded, "exit_code": exit_code, "wait_s": wait,
+                         "duration_s": duration6, "log": log_path, "error": error}  # fmt: skip
+                if extra:
+                    event.update(extra)
                 pending.append(event)
-            last[task_id] = {"agent": agent_id, "attempts": attempt, "duration_s": round(duration, 3),
-                             "exit_code": res.exit_code, "log": log_path, "error": res.error, "value": res.value}  # fmt: skip
+            last[task_id] = (agent_id, attempt, duration, exit_code, log_path, error, value)
             previous_end = end
         try:
             ctx.ledger.record_many(run_id, rows)
@@ -210,10 +215,8 @@ class Outcomes:
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
         ctx.sched.finish_succeeded(done, agent_id, now)
-        for on_outcome in hooks.on_outcome:
-            outcome = Outcome.SUCCEEDED
-            for res in results:
-                on_outcome(res.task_id, res.attempt, outcome, res)
+        for on_outcomes in hooks.on_outcomes:
+            on_outcomes(results)
         ctx.note_changes(wall)
 
     def _record_chunk_one_by_one(self, agent_id: str, results) -> None:
@@ -342,12 +345,12 @@ class Outcomes:
         ctx = self.ctx
         rows = []
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "interrupted": 0}
-        states, reasons, last_of, ws_info, task_rows = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info, self.hooks.task_row
-        succeeded, failed, no_last = TaskState.SUCCEEDED, TaskState.FAILED, {}
+        states, reasons, last_of, ws_info = ctx.sched.state, ctx.sched.reason, self.last, ctx.ws_info
+        succeeded, failed, no_last = TaskState.SUCCEEDED, TaskState.FAILED, (None, 0, None, None, None, None, None)
         for task in ctx.members():
             task_id = task.id
             state = states[task_id]
-            last = last_of.get(task_id, no_last)
+            agent, attempts, duration, exit_code, log_path, error, value = last_of.get(task_id, no_last)
             if state is succeeded:
                 status, reason = "succeeded", None
                 counts["succeeded"] += 1
@@ -357,16 +360,15 @@ class Outcomes:
                     status = reasons.get(task_id, "failed")
                     status = status if status in _ROW_STATUSES else "failed"
                 counts[_COUNT_KEY.get(state, "interrupted")] += 1
-                reason = _reason(reasons.get(task_id), last)
-            row = {"task": task_id, "title": task.title, "status": status, "agent": last.get("agent"),
-                   "attempts": last.get("attempts", 0), "duration_s": last.get("duration_s"),
-                   "exit_code": last.get("exit_code"), "log": last.get("log"), "reason": reason,
-                   "value": last.get("value")}  # fmt: skip
+                reason = _reason(reasons.get(task_id), error)
+            row = {"task": task_id, "title": task.title, "status": status, "agent": agent, "attempts": attempts,
+                   "duration_s": None if duration is None else round(duration, 3), "exit_code": exit_code, "log": log_path,
+                   "reason": reason, "value": value}  # fmt: skip
             if task_id in ws_info:
                 row["workspace"] = dict(ws_info[task_id])
-            for task_row in task_rows:
-                task_row(task_id, row)
             rows.append(row)
+        for task_rows in self.hooks.task_rows:
+            task_rows(rows)
         return rows, counts
 
     def finish(self, stuck: bool) -> RunResult:
@@ -419,14 +421,17 @@ def killpg(pgid: int) -> None:
         pass
 
 
-def _fields_of(hooks: list, results: list) -> list[dict] | None:
-    """Each result's fields from every hook of one kind (attempt_fields, event_fields); None when no hook gave one."""
+def _fields_of(hooks: list, rows: list) -> list[dict] | None:
+    """Each row's fields from every batch hook of one kind (attempt_fields_of, event_fields_of); None when no
+    hook gave one."""
     fields: list[dict] | None = None  # made at the first field a hook gives: a callable's chunk has none
     for hook in hooks:
-        for i, res in enumerate(results):
-            more = hook(res.task_id, res.attempt)
-            if more:
-                if fields is None:
-                    fields = [{} for _ in results]
-                fields[i].update(more)
+        more = hook(rows)
+        if more is None:
+            continue
+        if fields is None:
+            fields = [{} for _ in rows]
+        for mine, theirs in zip(fields, more):
+            if theirs:
+                mine.update(theirs)
     return fields

@@ -58,8 +58,8 @@ class ReviewRounds(Component):
         ctx = self.ctx
         problems_at = []
         for task in ctx.members():
-            if not task.runnable_status or task.id in ctx.opt.blocked:
-                continue
+            if not task.meta or not task.runnable_status or task.id in ctx.opt.blocked:
+                continue  # no meta: no `review` (decide's first answer)
             rounds, problem = self.decide(task, ctx.ws.get(task.id))
             if problem:
                 problems_at.append(f"{task.place()}: task {task.id}: {problem}")
@@ -132,6 +132,10 @@ class ReviewRounds(Component):
         path = spaces.worktrees_dir / f"review-{statedir.safe_name(task_id)}-{attempt}"
         spaces._worktree("add", "-q", "--detach", str(path), commit)  # under the run's worktree lock, as every add
         return str(path)
+
+    def on_outcomes(self, rows) -> None:
+        if self._seen or self._attempts:  # nothing else to do for a chunk's tasks: none is a review
+            super().on_outcomes(rows)
 
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""
@@ -206,6 +210,10 @@ class ReviewRounds(Component):
         return _rv().verdict_of_answer(res.answer, self.accounts.executor_of(task_id, res.attempt).output)
 
     # -- for the records ----------------------------------------------------------------------------------
+
+    def task_rows(self, rows: list[dict]) -> None:
+        if self._reviews or self.rounds:  # else no task of the run is reviewed
+            super().task_rows(rows)
 
     def task_row(self, task_id: str, row: dict) -> None:
         """A reviewed task's row: its review rounds and verdicts."""

@@ -12,7 +12,7 @@
       landing queue · live roadmap · hung agents · scaling · board · leases (with `resources:` only)
     hooks: start · can_start · chunk · message · message_env · on_started · on_result · attempt_fields ·
       event_fields · on_outcome · on_agent_gone · timers · tick · busy · at_end · on_commit · finish ·
-      ending · task_row · summary
+      ending · task_rows · summary
 
 One thread changes all shared state (runner.manager.context). It sleeps in one wait on every agent's
 pipe, every agent's process sentinel (a death is seen at once) and a wake-up pipe (signals, the
@@ -21,13 +21,14 @@ landing thread), with a timeout set by the nearest timer.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
 from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
-from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult, task_message
+from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
 from runner.errors import UsageError
 from runner.manager.logs import Logger
 from runner.manager import events as ev
@@ -85,6 +86,7 @@ class Run:
         self._signals = Signals()  # SIGINT / SIGTERM received, handled by the loop
         self._stop_deadline: float | None = None  # monotonic time a stop's grace runs out
         self._stuck = False  # nothing could be scheduled and nothing ran: a bug, the run ends failed
+        self._template: TaskMessage | None = None  # what a chunk's rows share (_chunk_template)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -96,8 +98,9 @@ class Run:
         live = LiveRoadmap(ctx)
         self.review = ReviewRounds(ctx, self.landing, self.accounts, live)
         live.review = self.review  # each needs the other: a joining task's review is decided by it
-        self.components = [Chunks(ctx, self._can_start, self._returned), self.accounts, self.review, self.landing,
-                           live, HungAgents(ctx), Scaling(ctx, self._spawn), Board(ctx)]  # fmt: skip
+        chunks = Chunks(ctx, self._can_start, self._returned)
+        self.components = [chunks, self.accounts, self.review, self.landing, live, HungAgents(ctx), Scaling(ctx, self._spawn),
+                           Board(ctx)]  # fmt: skip
         if (ctx.roadmap.settings or {}).get("resources"):  # a run without pools has no hook of it on its path
             from runner.manager.leasing import Leasing
 
@@ -106,6 +109,8 @@ class Run:
             self.components.append(self.leasing)  # last: its can_start records what the scheduler leased
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
+        if not self.hooks.can_start:
+            chunks.gate = None  # no component has a word on what starts: a chunk's tasks are not asked one by one
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
         ctx.flush = self.outcomes.flush
         missing = [t for t in ctx.members()
@@ -130,6 +135,7 @@ class Run:
                 self.ctx.reporter.message(f"warning: taking over a stale lock left by PID {lock.stale_pid}")
             return self._execute_locked(state_dir)
         finally:
+            gc.unfreeze()  # what _execute_locked froze: a program that runs again (batches, a library's caller) collects it
             lock.release()
 
     def _execute_locked(self, state_dir: str) -> RunResult:
@@ -150,6 +156,8 @@ class Run:
         ctx.logs = os.path.join(ctx.folder, "logs")
         self.landing.open_workspaces()
         ctx.ledger.set_folder(ctx.run_id, ctx.folder)
+        if self.backend.name == "local":  # (a Ray driver has threads: no fork there)
+            ctx.ledger.write_tasks_behind()  # a large roadmap's task rows, by a child, while the run sets up and starts
         self.outcomes.open_events([os.path.join(ctx.folder, "events.jsonl")] + ([opt.events_file] if opt.events_file else []))
         blocked = dict(opt.blocked)
         if opt.selected is not None:
@@ -177,6 +185,10 @@ class Run:
         os.set_blocking(wake_w, False)
         ctx.wake = lambda: _poke(wake_w)  # the landing thread wakes the loop through it too
         old = self._signals.install(wake_w)
+        # What the run has set up (the roadmap, the scheduler, the components) lives as long as the run: the cyclic
+        # collector leaves it alone until the end (~20 ms of collections at 20,000 tasks), and so do the agents'
+        # collectors, forked from here (they would walk, and copy, the pages they share with the manager).
+        gc.freeze()
         try:
             for role, count in ctx.roles.items():
                 for _ in range(count):
@@ -340,21 +352,24 @@ class Run:
             if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
             ctx.pool.reserve(agent.id, task.id, title)
-            attempts = [ctx.sched.next_attempt(t.id) for t in chunk]
+            tries = ctx.sched.attempts
+            attempts = [tries.get(t.id, 0) + 1 for t in chunk]  # next_attempt of each
             messages = [self._message(task, agent.role, attempts[0], agent.id)]
+            template = None
             if len(chunk) > 1:
-                messages += self._chunk_messages(chunk, attempts, agent.role, agent.id)
+                more, template = self._chunk_messages(chunk, attempts, agent.role, agent.id)
+                messages += more
             records, queued_at, reserved = ctx.records, ctx.queued_at, wall  # a chunk's later tasks: when the one before ends
             for t, attempt, msg in zip(chunk, attempts, messages):
                 records[(t.id, attempt)] = {
                     "task": t.id, "attempt": attempt, "agent": agent.id, "queued": queued_at.get(t.id),
-                    "reserved": reserved, "start": None, "end": None, "log": msg.log_path,
+                    "reserved": reserved, "start": None, "end": None, "log": msg[2] if type(msg) is tuple else msg.log_path,
                 }  # fmt: skip
                 reserved = None
             ctx.emit(ev.TASK_RESERVED, ts=wall, task=task.id, agent=agent.id, attempt=messages[0].attempt,
                      wait_s=round(wall - ctx.queued_at.get(task.id, wall), 6),
                      **({"chunk": len(chunk)} if len(chunk) > 1 else {}))  # fmt: skip
-            out = TaskBatch(tuple(messages)) if len(chunk) > 1 else messages[0]
+            out = TaskBatch(tuple(messages), template) if len(chunk) > 1 else messages[0]
             if len(chunk) == 1 and task.timeout is not None:
                 self._deadline[agent.id] = now + task.timeout + (0.0 if task.call else ctx.opt.grace + _BACKSTOP_S)
             if not self.backend.send(agent.id, out):
@@ -394,46 +409,57 @@ class Run:
             workspace=self.landing.workspace_field(task.id), checks=ctx.ws[task.id].checks if task.id in ctx.ws else (), **cli,
         )  # fmt: skip
 
-    def _chunk_template(self) -> dict | None:
-        """The fields every message of a chunk's quick task shares; None when a component adds to them."""
+    def _chunk_template(self) -> TaskMessage | None:
+        """What every row of a chunk's quick task shares (runner.agents.messages.TaskBatch); None when a
+        component adds to the messages (message_env)."""
         if self.hooks.message_env:
             return None
-        return {"grace": self.ctx.opt.grace, "rate_limit_pattern": self.ctx.opt.rate_limit, "logs": os.path.join(self.ctx.logs, "")}
+        opt = self.ctx.opt
+        template = self._template
+        if template is None or template.grace != opt.grace or template.rate_limit_pattern != opt.rate_limit:
+            template = self._template = TaskMessage("", 0, "", grace=opt.grace, rate_limit_pattern=opt.rate_limit)
+        return template
 
-    def _chunk_messages(self, chunk: list[Task], attempts: list[int], role: str, agent_id: str) -> list[TaskMessage]:
-        """The messages of a chunk's tasks after its head: for a quick task (a command or a callable, no
-        workspace) _message's from one template (runner.agents.messages.task_message), in one loop."""
+    def _chunk_messages(self, chunk: list[Task], attempts: list[int], role: str, agent_id: str) -> tuple[list, TaskMessage | None]:
+        """The messages of a chunk's tasks after its head, and their template: for a quick task (a command
+        or a callable, no workspace) _message's as a row of a TaskBatch (runner.agents.messages.ROW_FIELDS),
+        in one loop; any other as _message's (or its component's own) TaskMessage."""
         template = self._chunk_template()
         if template is None:
-            return [self._message(t, role, n, agent_id) for t, n in zip(chunk[1:], attempts[1:])]
+            return [self._message(t, role, n, agent_id) for t, n in zip(chunk[1:], attempts[1:])], None
         ctx = self.ctx
         ws, feedback_text, own_messages, safe_name = ctx.ws, ctx.feedback_text, self.hooks.message, statedir.safe_name
-        logs, grace, pattern = template["logs"], template["grace"], template["rate_limit_pattern"]
-        out = []
+        logs = os.path.join(ctx.logs, "")
+        feedback = ctx.has_feedback()
+        out: list = []
         for task, attempt in zip(chunk[1:], attempts[1:]):
             task_id, command, call = task.id, task.command, task.call
             if task_id in ws or (command is None and call is None):
                 out.append(self._message(task, role, attempt, agent_id))
                 continue
-            for message in own_messages:
-                own = message(task, role, attempt, agent_id)
-                if own is not None:  # a component's own attempt (no message_env to add: the template says so)
-                    out.append(own)
-                    break
-            else:
+            if own_messages:
+                for message in own_messages:
+                    own = message(task, role, attempt, agent_id)
+                    if own is not None:  # a component's own attempt (no message_env to add: the template says so)
+                        out.append(own)
+                        break
+                else:
+                    own = None
+                if own is not None:
+                    continue
+            text = feedback_text(task_id) if feedback else ""
+            env = None  # the agent's: WVO_TASK_ID and WVO_ATTEMPT alone
+            if task.env or text:
                 env = {k: str(v) for k, v in task.env.items()} if task.env else {}
                 env["WVO_TASK_ID"] = task_id
                 env["WVO_ATTEMPT"] = str(attempt)
-                feedback = feedback_text(task_id)
-                if feedback:
-                    env["WVO_FEEDBACK"] = feedback
-                out.append(task_message({
-                    "task_id": task_id, "attempt": attempt, "log_path": f"{logs}{safe_name(task_id)}.{attempt}.log",
-                    "command": tuple(command) if isinstance(command, list) else command, "call": call,
-                    "args": tuple(task.args), "kwargs": dict(task.kwargs), "env": env, "cwd": task.cwd,
-                    "timeout": task.timeout, "grace": grace, "rate_limit_pattern": pattern, "workspace": None,
-                    "checks": (), "output": None, "stall_timeout": None}))  # fmt: skip
-        return out
+                if text:
+                    env["WVO_FEEDBACK"] = text
+            kwargs = task.kwargs
+            out.append((task_id, attempt, f"{logs}{safe_name(task_id)}.{attempt}.log",
+                        tuple(command) if type(command) is list else command, call, tuple(task.args),
+                        dict(kwargs) if kwargs else {}, env, task.cwd, task.timeout))  # fmt: skip
+        return out, template
 
     # -- dispatch -------------------------------------------------------------------------------------
 

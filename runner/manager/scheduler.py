@@ -44,6 +44,7 @@ not hold the task.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 
@@ -52,7 +53,13 @@ from runner.manager.routing import (  # noqa: F401 - re-exported: the scheduler'
     preferred_role,
 )
 from runner.manager import roadmap_edits
-from runner.model import FINAL_STATES, TRANSITIONS, Outcome, Priority, Task, TaskState
+from runner.model import FINAL_STATES, TRANSITIONS, Complexity, Outcome, Priority, Task, TaskState
+
+_RANK = {p: p.rank for p in Priority}
+
+
+def _order(task: Task) -> int:
+    return task.order
 
 
 class Scheduler(ReadyQueue, Reviews):
@@ -136,40 +143,55 @@ class Scheduler(ReadyQueue, Reviews):
         self._file_waiting: list[str] = []  # queued tasks out of the heaps until the claims they overlap end
         self._gate = leases  # runner.manager.leases.LeaseGate: slots of the pools in tasks' `uses:`, or None
         self._init_reviews(review_rounds or {})
-        self._setup(succeeded, blocked or {}, now)
+        # The cyclic collector is off meanwhile, as in roadmap.loader.load: the ~5 tuples a task gets here would
+        # set off its collections again and again (~15 ms at 20,000 tasks), and none of them is garbage.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._setup(succeeded, blocked or {}, now)
+        finally:
+            if collecting:
+                gc.enable()
 
     # -- set-up -----------------------------------------------------------------------------------
 
     def _setup(self, succeeded, blocked: dict[str, str], now: float) -> None:
         ids = self.tasks
         ready: list[Task] = []
-        ordered = sorted(ids.values(), key=lambda t: t.order)
+        ordered = sorted(ids.values(), key=_order)
+        state, reason, dependents = self.state, self.reason, self._dependents  # a task no other needs has no entry there
+        waiting = TaskState.WAITING
         for t in ordered:
-            self._dependents.setdefault(t.id, [])
+            task_id = t.id
             for d in t.dependencies:
-                self._dependents.setdefault(d, []).append(t.id)
-            if t.id in succeeded:
-                self.state[t.id] = TaskState.SUCCEEDED
-                self.reason[t.id] = "succeeded in the resumed run"
-            elif t.id in blocked:
-                self.state[t.id] = TaskState.SKIPPED
-                self.reason[t.id] = blocked[t.id]
-                self._changes.append(t.id)
+                dependents.setdefault(d, []).append(task_id)
+            if task_id in succeeded:
+                state[task_id] = TaskState.SUCCEEDED
+                reason[task_id] = "succeeded in the resumed run"
+            elif task_id in blocked:
+                state[task_id] = TaskState.SKIPPED
+                reason[task_id] = blocked[task_id]
+                self._changes.append(task_id)
             elif not t.runnable_status:
-                self.state[t.id] = TaskState.SKIPPED
-                self.reason[t.id] = f"status: {t.status}"
+                state[task_id] = TaskState.SKIPPED
+                reason[task_id] = f"status: {t.status}"
             else:
-                self.state[t.id] = TaskState.WAITING
+                state[task_id] = waiting
                 self._active += 1
         for t in ordered:
-            if self.state[t.id] is not TaskState.WAITING:
+            if not t.dependencies:
+                if state[t.id] is waiting:
+                    self._pending[t.id] = 0
+                    ready.append(t)
+                continue
+            if state[t.id] is not waiting:
                 continue  # final, or skipped just now because a dependency earlier in order was
             pending, unknown, ended = 0, None, None
             for d in t.dependencies:
                 if d not in ids:
                     unknown = d
                     break
-                dep_state = self.state[d]
+                dep_state = state[d]
                 if dep_state is TaskState.SUCCEEDED or (dep_state is TaskState.SKIPPED and ids[d].status == "done"):
                     continue
                 if dep_state in FINAL_STATES:
@@ -194,24 +216,31 @@ class Scheduler(ReadyQueue, Reviews):
         into the open heap, which is heapified once; the others go through _enter.
         """
         queued_at, seqs, keys, where, changes = self.queued_at, self._seq, self._key, self._where, self._changes
-        queued, critical = TaskState.QUEUED, Priority.CRITICAL
+        state, queued, waiting, critical, complex_ = self.state, TaskState.QUEUED, TaskState.WAITING, Priority.CRITICAL, Complexity.COMPLEX
         heap, oldest = self._heaps[_ANY], self._oldest
         aging = [] if self._ages else None
-        prefer, roles, review = self._prefer, self.roles, self._review
+        prefer, roles, review, rework = self._prefer, self.roles, self._review, self._rework
+        if waiting not in TRANSITIONS or queued not in TRANSITIONS[waiting]:
+            raise InvariantError("a waiting task cannot be queued")  # _move's check, once for all
         for t in ready:
             task_id = t.id
-            self._move(task_id, queued)
+            if state[task_id] is not waiting:
+                self._move(task_id, queued)  # raises
+            state[task_id] = queued
             if review and task_id in review:
                 role = self._preference(t)
-            else:  # _preference, without its cache miss raising KeyError once per task
+            elif t.role or t.title or t.complexity is complex_:  # _preference, without its cache miss raising KeyError
                 role = preferred_role(t)
                 role = prefer[task_id] = role if role in roles else None
-            if t.affinity or (t.priority is not critical and role is not None) or task_id in seqs or task_id in self._rework:
+            else:  # preferred_role's answer for a task with no role, no title and not complex
+                role = prefer[task_id] = None
+            priority = t.priority
+            if t.affinity or (priority is not critical and role is not None) or task_id in seqs or task_id in rework:
                 self._enter(task_id, now)
                 continue
             queued_at[task_id] = now
             seqs[task_id] = 1
-            rank = t.priority.rank
+            rank = _RANK[priority]
             key = keys[task_id] = (0 if rank == 0 else 1, rank, 0.0, 0, t.order)  # _key_for(task_id, 0)
             where[task_id] = _ANY
             heap.append((key, task_id))

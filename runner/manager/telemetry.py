@@ -19,7 +19,7 @@ def _make_encoder():
 
 
 _encode = _make_encoder()
-_esc = json.encoder.encode_basestring_ascii  # a str as the encoder writes it (C)
+esc = _esc = json.encoder.encode_basestring_ascii  # a str as the encoder writes it (C)
 _float = float.__repr__
 _BIG = 1.7976931348623157e308  # past it (inf) or beside it (nan): the encoder's own spelling
 
@@ -119,7 +119,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def critical_path_s(durations: dict[str, float], deps: dict[str, list[str]]) -> float:
     """The longest chain of task durations through the dependencies: no schedule can beat it."""
-    if not any(deps.get(t) for t in durations):  # no chain: the longest task
+    if not deps or not any(deps.get(t) for t in durations):  # no chain: the longest task
         return max(durations.values(), default=0.0)
     finish: dict[str, float] = {}
     order = _topo(durations, deps)
@@ -165,11 +165,12 @@ def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], pri
         if reserved and queued:
             wait = reserved - queued
             waits.append(wait)
-            p = priorities.get(a["task"], "medium")
-            bucket = by_priority.get(p)
-            if bucket is None:
-                bucket = by_priority[p] = []
-            bucket.append(wait)
+            if priorities:  # else every task is medium: its bucket is `waits`, made below
+                p = priorities.get(a["task"], "medium")
+                bucket = by_priority.get(p)
+                if bucket is None:
+                    bucket = by_priority[p] = []
+                bucket.append(wait)
         start, end = a.get("start"), a.get("end")
         if start is not None and end is not None:
             if first is None or start < first:
@@ -178,8 +179,11 @@ def summarize(attempts: list[dict], agents: int, deps: dict[str, list[str]], pri
                 last = end
             # An agent is busy until it let go of the attempt ("released"): a worktree task's "end" is when it
             # landed, and the agent worked on other tasks while it waited in the landing queue.
-            busy_each.append(min(end, a.get("released") or end) - start)
+            released = a.get("released")
+            busy_each.append((end if not released or released >= end else released) - start)  # min(end, released or end)
             last_duration[a["task"]] = end - start
+    if not priorities and waits:
+        by_priority["medium"] = list(waits)
     makespan = (last - first) if busy_each else 0.0
     busy = sum(busy_each)
     out: dict = {}
