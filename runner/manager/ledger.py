@@ -533,10 +533,15 @@ class Ledger:
         return [RunRow(*r[:7], json.loads(r[7]) if r[7] else None) for r in rows]
 
     def latest_unfinished(self, files: list[str]) -> RunRow | None:
-        """The latest run of these roadmap files, if it did not succeed entirely."""
-        runs = self.runs(files, limit=1)
-        if runs and runs[0].status != "succeeded":
-            return runs[0]
+        """The latest run of these roadmap files, if it did not succeed entirely. A run without task rows is
+        passed over: killed before they were written (write_tasks_behind), it committed no attempt either."""
+        rows = self._read(
+            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key = ?"
+            " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1",
+            (roadmap_key(files),),
+        )
+        if rows and rows[0][3] != "succeeded":
+            return RunRow(*rows[0][:7], json.loads(rows[0][7]) if rows[0][7] else None)
         return None
 
     def succeeded_tasks(self, run_id: int) -> dict[str, str]:
