@@ -88,3 +88,128 @@ def test_the_manager_killed_while_its_writer_is_mid_transaction_then_resume_carr
         db.close()
     assert _integrity(db_path) == "ok"
     assert ran == 1, f"the run killed before its task rows made --resume run {ran} tasks again, not 1"
+
+
+# wvo-batch, with the writer child failing as on a full disk; the manager's own writes go through.
+_FAILING_WRITER = """
+import os, runpy, sqlite3, sys
+from runner.manager import ledger as ledger_mod
+manager, insert = os.getpid(), ledger_mod._insert_tasks
+def failing(db, *args):
+    if os.getpid() != manager:
+        raise sqlite3.OperationalError("database or disk is full")
+    insert(db, *args)
+ledger_mod._insert_tasks = failing
+sys.argv = ["wvo-batch", *sys.argv[1:]]
+runpy.run_module("runner", run_name="__main__")
+"""
+
+
+def _orphans(db_path) -> int:
+    """Attempts committed without their run's task row: what --resume cannot carry."""
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM attempts a WHERE NOT EXISTS (SELECT 1 FROM run_tasks t"
+                          " WHERE t.run_id = a.run_id AND t.task_id = a.task_id)").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_writer_that_fails_leaves_no_attempt_without_its_task_rows(tmp_path):
+    n = BEHIND_TASKS + 10
+    rm = tmp_path / "big.yaml"
+    rm.write_text("tasks:\n" + "".join(f"  - id: c{i}\n    command: [\"true\"]\n" for i in range(n)))
+    state = tmp_path / "s"
+    run = subprocess.run([sys.executable, "-c", _FAILING_WRITER, str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    db_path = state / "ledger.sqlite"
+    assert _integrity(db_path) == "ok"
+    assert _orphans(db_path) == 0, f"attempts committed without their task rows (exit {run.returncode}: {run.stderr[-300:]})"
+    assert run.returncode == 0, run.stderr  # the manager wrote the rows the child could not
+
+
+def _stuck_ledger(tmp_path, monkeypatch, child_fails: bool):
+    from runner.manager import ledger as ledger_mod
+    from runner.model import Roadmap, Task
+
+    manager, insert = os.getpid(), ledger_mod._insert_tasks
+
+    def insert_tasks(db, *args):
+        if os.getpid() != manager and child_fails:
+            raise sqlite3.OperationalError("database or disk is full")
+        insert(db, *args)
+
+    monkeypatch.setattr(ledger_mod, "_insert_tasks", insert_tasks)
+    rm = Roadmap(files=["x.yaml"], tasks=[Task(id=f"t{i}", call="m:f") for i in range(BEHIND_TASKS)], content_hash="h")
+    ledger = ledger_mod.Ledger(str(tmp_path / "l.sqlite"))
+    run_id = ledger.start_run(rm, 2, "", None, set())
+    ledger.write_tasks_behind()
+    assert ledger._writer is not None
+    ledger.record(run_id, ("t3", 1, "worker-0", 1.0, 2.0, 0, "succeeded", None, None, None))
+    return ledger, run_id
+
+
+def test_a_commit_retried_after_the_writer_failed_still_writes_the_task_rows_first(tmp_path, monkeypatch):
+    """The run retries its commit after a failure (Outcomes._ledger_failed, close_ledger): the retry must not
+    commit the attempt without the rows the child could not write."""
+    ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=True)
+    try:
+        ledger.commit()
+    except sqlite3.Error:
+        pass  # either way: the retry below must not leave the attempt without its task rows
+    ledger.commit()
+    assert ledger.count_attempts(run_id) == 1
+    assert _orphans(tmp_path / "l.sqlite") == 0
+    assert len(ledger.succeeded_tasks(run_id)) == 1
+    ledger.close()
+
+
+def test_a_commit_interrupted_while_it_waits_for_the_writer_waits_again(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) in the wait for the writer: the next commit still waits for it, and reaps it."""
+    from runner.manager import ledger as ledger_mod
+
+    ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=False)
+    pid = ledger._writer
+    real_waitpid, calls = os.waitpid, []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_waitpid(*args)
+
+    monkeypatch.setattr(ledger_mod.os, "waitpid", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.commit()
+    ledger.commit()
+    assert len(calls) == 2, "the writer was never waited for again (a zombie, its outcome unknown)"
+    assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
+    with pytest.raises(ChildProcessError):
+        real_waitpid(pid, os.WNOHANG)
+    ledger.close()
+
+
+def test_a_writer_that_dies_after_its_commit_leaves_the_rows_written_once(tmp_path, monkeypatch):
+    from runner.manager import ledger as ledger_mod
+
+    manager, connect = os.getpid(), sqlite3.connect
+
+    class DiesOnClose:  # the child's connection: it commits, then the child dies (killed, out of memory)
+        def __init__(self, *args, **kwargs):
+            self.db = connect(*args, **kwargs)
+
+        def execute(self, *args):
+            return self.db.execute(*args)
+
+        def executemany(self, *args):
+            return self.db.executemany(*args)
+
+        def close(self):
+            os._exit(9)
+
+    monkeypatch.setattr(ledger_mod.sqlite3, "connect", lambda *a, **k: DiesOnClose(*a, **k) if os.getpid() != manager else connect(*a, **k))
+    ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=False)
+    ledger.commit()
+    assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
+    assert len(ledger.succeeded_tasks(run_id)) == 1
+    ledger.close()
