@@ -213,3 +213,30 @@ def test_a_writer_that_dies_after_its_commit_leaves_the_rows_written_once(tmp_pa
     assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
     assert len(ledger.succeeded_tasks(run_id)) == 1
     ledger.close()
+
+
+def test_two_large_runs_on_one_state_dir_both_write_their_rows(tmp_path):
+    """Two roadmaps, one ledger: each run's writer child and the other run's commits contend for the lock."""
+    n = BEHIND_TASKS + 200
+    state, procs = tmp_path / "s", []
+    for name in ("a", "b"):
+        rm = tmp_path / f"{name}.yaml"
+        rm.write_text("tasks:\n" + "".join(f"  - id: {name}{i}\n    command: [\"true\"]\n" for i in range(n)))
+        procs.append(subprocess.Popen([sys.executable, "-m", "runner", str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))  # fmt: skip
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=150)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    db_path = state / "ledger.sqlite"
+    assert _integrity(db_path) == "ok" and _orphans(db_path) == 0
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("SELECT run_id, COUNT(*) FROM run_tasks GROUP BY run_id ORDER BY run_id").fetchall() == [(1, n), (2, n)]
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2 * n
+    finally:
+        db.close()
