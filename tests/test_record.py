@@ -189,3 +189,96 @@ def test_frozen_and_not_frozen_do_not_mix_in_inheritance(decorator):
         decorator(type("Thaw", (Frozen,), {"__module__": __name__}))
     with pytest.raises(TypeError):
         decorator(frozen=True)(type("Freeze", (Loose,), {"__module__": __name__}))
+
+
+# -- found in review: behaviours of dataclass a record did not have ------------------------------------------
+
+
+def _cls(name: str, annotations: dict, **body):
+    return type(name, (), {"__annotations__": annotations, "__module__": __name__, **body})
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_a_plain_subclass_of_a_frozen_record_may_set_its_own_attributes(decorator):
+    """dataclass's frozen __setattr__ refuses only on the class itself, or a field's name."""
+    Frozen = decorator(frozen=True)(_cls("Frozen", {"a": "int"}))
+
+    class Plain(Frozen):
+        pass
+
+    p = Plain(1)
+    p.note = "x"
+    del p.note
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.a = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Frozen(1).note = "x"
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_records_dataclass_params_say_what_it_is(frozen):
+    rec = record(frozen=frozen)(_cls("R", {"a": "int"}))
+    std = dataclasses.dataclass(frozen=frozen)(_cls("S", {"a": "int"}))
+    for name in ("init", "repr", "eq", "frozen", "order", "unsafe_hash"):
+        assert getattr(rec.__dataclass_params__, name) == getattr(std.__dataclass_params__, name), name
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_records_and_dataclasses_inherit_from_each_other(frozen):
+    rec = record(frozen=frozen)(_cls("R", {"a": "int"}))
+    std = dataclasses.dataclass(frozen=frozen)(_cls("S", {"a": "int"}))
+    Sub = dataclasses.dataclass(frozen=frozen)(type("Sub", (rec,), {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}))
+    Rub = record(frozen=frozen)(type("Rub", (std,), {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}))
+    assert Sub(1, 2) == Sub(1, 2) and repr(Rub(1)) == "Rub(a=1, b=0)"
+    if frozen:
+        assert hash(Sub(1)) == hash(Sub(1)) and hash(Rub(1)) == hash(Rub(1))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_a_field_without_default_after_one_with_is_refused_when_the_class_is_made(decorator):
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        decorator(_cls("Order", {"a": "int", "b": "int"}, a=0))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_fields_may_have_any_name_the_init_uses_itself(decorator, frozen):
+    names = ["self", "_d", "_FACTORY", "_factory_x", "x", "_default_y", "y"]
+    body = {"x": dataclasses.field(default_factory=list), "y": 5, "_default_y": 6}
+    annotations = {n: "object" for n in names}
+    C = decorator(frozen=frozen)(_cls("Names", {n: annotations[n] for n in names[:4]} | {"x": "list", "_default_y": "int", "y": "int"}, **body))
+    c = C(1, 2, 3, 4)
+    assert (c.self, c._d, c._FACTORY, c._factory_x, c.x, c._default_y, c.y) == (1, 2, 3, 4, [], 6, 5)
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_keyword_only_fields_are_keyword_only(decorator):
+    C = decorator(_cls("K", {"a": "int", "b": "int", "c": "int"}, a=0, b=dataclasses.field(kw_only=True), c=1))
+    assert repr(C(1, b=2, c=3)) == "K(a=1, b=2, c=3)" and repr(C(b=2)) == "K(a=0, b=2, c=1)"
+    with pytest.raises(TypeError):
+        C(1, 2, 3)
+    assert C.__match_args__ == ("a", "c")
+    K2 = decorator(_cls("K2", {"a": "int", "_": "dataclasses.KW_ONLY", "b": "int"}))
+    assert repr(K2(1, b=2)) == "K2(a=1, b=2)"
+    with pytest.raises(TypeError):
+        K2(1, 2)
+
+
+def test_an_initvar_is_refused_as_post_init_is():
+    """A record has no __post_init__ to take it; dataclass would take it and drop it."""
+    with pytest.raises(TypeError, match="InitVar"):
+        record(_cls("I", {"a": "int", "i": "dataclasses.InitVar[int]"}))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+@pytest.mark.parametrize("method", ["__setattr__", "__delattr__"])
+def test_a_frozen_class_that_defines_its_own_setattr_is_refused(decorator, method):
+    with pytest.raises(TypeError, match=f"Cannot overwrite attribute {method}"):
+        decorator(frozen=True)(_cls("SA", {"a": "int"}, **{method: lambda self, *args: None}))
+
+
+def test_a_records_init_is_annotated_as_dataclasses_is():
+    rec = record(_cls("R", {"a": "int", "b": "str"}, b="x"))
+    std = dataclasses.dataclass(_cls("S", {"a": "int", "b": "str"}, b="x"))
+    rec(1)
+    assert rec.__init__.__annotations__ == std.__init__.__annotations__
