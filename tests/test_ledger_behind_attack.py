@@ -240,3 +240,14 @@ def test_two_large_runs_on_one_state_dir_both_write_their_rows(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2 * n
     finally:
         db.close()
+
+
+def test_a_writer_reaped_by_someone_else_is_no_failure(tmp_path, monkeypatch):
+    """A program embedding the run may reap all its children (waitpid(-1)): the writer's status is lost then,
+    and the rows are written by the manager unless the writer had."""
+    ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=False)
+    os.waitpid(ledger._writer, 0)
+    ledger.commit()
+    assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
+    assert len(ledger.succeeded_tasks(run_id)) == 1
+    ledger.close()

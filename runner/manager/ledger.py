@@ -422,7 +422,10 @@ class Ledger:
         kept then, so no later commit writes an attempt before them."""
         written = False
         if self._writer is not None:
-            _, status = os.waitpid(self._writer, 0)  # (interrupted: the writer stays, waited for by the next call)
+            try:
+                _, status = os.waitpid(self._writer, 0)  # (interrupted: the writer stays, waited for by the next call)
+            except ChildProcessError:  # reaped elsewhere (a program embedding the run): how it ended is lost
+                status = -1
             self._writer = None
             written = status == 0
         if written:
