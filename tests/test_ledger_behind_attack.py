@@ -251,3 +251,57 @@ def test_a_writer_reaped_by_someone_else_is_no_failure(tmp_path, monkeypatch):
     assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
     assert len(ledger.succeeded_tasks(run_id)) == 1
     ledger.close()
+
+
+def test_the_writers_close_leaves_the_managers_wal_in_place(tmp_path, monkeypatch):
+    """The child's connection is the last one it closes; were it taken for the ledger's last connection, it
+    would checkpoint and delete the WAL the manager still writes to (what it commits after would be lost)."""
+    ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=False)
+    wal = tmp_path / "l.sqlite-wal"
+    before = os.stat(wal).st_ino
+    ledger.commit()
+    assert os.stat(wal).st_ino == before
+    ledger.record(run_id, ("t4", 1, "worker-0", 1.0, 2.0, 0, "succeeded", None, None, None))
+    ledger.commit()
+    db = sqlite3.connect(tmp_path / "l.sqlite")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(*) FROM run_tasks").fetchone()[0] == BEHIND_TASKS
+    finally:
+        db.close()
+    ledger.close()
+    assert _integrity(tmp_path / "l.sqlite") == "ok"
+
+
+_KILLED_BEFORE_ITS_FIRST_COMMIT = """
+import os, sys
+from runner.manager.ledger import BEHIND_TASKS, Ledger
+from runner.model import Roadmap, Task
+ledger = Ledger(sys.argv[1])
+rm = Roadmap(files=["x.yaml"], tasks=[Task(id=f"t{i}", call="m:f") for i in range(BEHIND_TASKS)], content_hash="h")
+ledger.start_run(rm, 2, "", int(sys.argv[2]), {"t1"})  # its rows kept (no writer: a Ray run's case)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_run_killed_with_its_rows_kept_is_passed_over_by_resume(tmp_path):
+    from runner.manager.ledger import Ledger
+    from runner.model import Roadmap, Task
+
+    path = str(tmp_path / "l.sqlite")
+    ledger = Ledger(path)
+    rm = Roadmap(files=["x.yaml"], tasks=[Task(id=f"t{i}", call="m:f") for i in range(BEHIND_TASKS)], content_hash="h")
+    first = ledger.start_run(rm, 2, "", None, set())
+    ledger.record(first, ("t1", 1, "worker-0", 1.0, 2.0, 0, "succeeded", None, None, None))
+    ledger.finish_run(first, "failed", {})
+    ledger.close()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_ITS_FIRST_COMMIT, path, str(first)], timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ledger = Ledger(path)
+    try:
+        assert [r.id for r in ledger.runs(["x.yaml"])] == [first + 1, first]
+        assert ledger.latest_unfinished(["x.yaml"]).id == first
+        assert list(ledger.succeeded_tasks(first)) == ["t1"]
+    finally:
+        ledger.close()
