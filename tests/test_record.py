@@ -282,3 +282,69 @@ def test_a_records_init_is_annotated_as_dataclasses_is():
     std = dataclasses.dataclass(_cls("S", {"a": "int", "b": "str"}, b="x"))
     rec(1)
     assert rec.__init__.__annotations__ == std.__init__.__annotations__
+
+
+@pytest.mark.parametrize("options", OPTIONS[:5], ids=lambda o: ",".join(o) or "default")
+@pytest.mark.parametrize("own", ["__eq__", "__hash__", "__repr__", "__eq__+__hash__", "__hash__=None"])
+def test_a_class_that_defines_its_own_methods_keeps_them_as_with_dataclass(options, own):
+    def body():
+        methods = {}
+        if "__eq__" in own:
+            methods["__eq__"] = lambda self, other: "own eq"
+        if own == "__hash__=None":
+            methods["__hash__"] = None
+        elif "__hash__" in own:
+            methods["__hash__"] = lambda self: 7
+        if own == "__repr__":
+            methods["__repr__"] = lambda self: "own repr"
+        return _cls("Own", {"a": "int"}, **methods)
+
+    std, rec = dataclasses.dataclass(**options)(body()), record(**options)(body())
+    s, r = std(1), rec(1)
+    assert repr(r).replace("Rec", "") == repr(s).replace("Std", "") or repr(s).startswith("<")
+    assert (r == rec(1)) == (s == std(1)) and (r == 1) == (s == 1)
+    assert _outcome(lambda: hash(r) == hash(rec(1))) == _outcome(lambda: hash(s) == hash(std(1)))
+    assert (rec.__hash__ is None) == (std.__hash__ is None)
+
+
+def test_a_local_record_class_crosses_cloudpickle_by_value_before_and_after_its_first_instance():
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+
+    def make():
+        @record(frozen=True)
+        class Local:
+            a: int
+            b: list = dataclasses.field(default_factory=list)
+
+        return Local
+
+    Local = make()
+    fresh = pickle.loads(cloudpickle.dumps(Local))  # its __init__ not compiled yet
+    assert repr(fresh(1)) == repr(Local(1)) and fresh(1) == fresh(1) and fresh(1).b is not fresh(1).b
+    compiled = pickle.loads(cloudpickle.dumps(Local))  # now with the compiled one
+    assert compiled(2, [3]).b == [3] and compiled(2).b == []
+    back = pickle.loads(cloudpickle.dumps(Local(5, [2])))
+    assert back == Local(5, [2])
+
+
+@pytest.mark.timeout(60)
+def test_first_instances_made_in_threads_at_once_are_all_whole():
+    import threading
+
+    for _ in range(50):
+        C = record(frozen=True)(_cls("T", {"a": "int", "b": "list"}, b=dataclasses.field(default_factory=list)))
+        barrier, made, errors = threading.Barrier(8), [], []
+
+        def make():
+            barrier.wait(10)
+            try:
+                made.append(C(1))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not errors and len(made) == 8 and all(m == C(1) for m in made)
