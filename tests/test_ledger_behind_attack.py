@@ -120,8 +120,8 @@ def test_a_writer_that_fails_leaves_no_attempt_without_its_task_rows(tmp_path):
     rm = tmp_path / "big.yaml"
     rm.write_text("tasks:\n" + "".join(f"  - id: c{i}\n    command: [\"true\"]\n" for i in range(n)))
     state = tmp_path / "s"
-    run = subprocess.run([sys.executable, "-c", _FAILING_WRITER, str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    args = [sys.executable, "-c", _FAILING_WRITER, str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)]
+    run = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     db_path = state / "ledger.sqlite"
     assert _integrity(db_path) == "ok"
     assert _orphans(db_path) == 0, f"attempts committed without their task rows (exit {run.returncode}: {run.stderr[-300:]})"
@@ -207,7 +207,10 @@ def test_a_writer_that_dies_after_its_commit_leaves_the_rows_written_once(tmp_pa
         def close(self):
             os._exit(9)
 
-    monkeypatch.setattr(ledger_mod.sqlite3, "connect", lambda *a, **k: DiesOnClose(*a, **k) if os.getpid() != manager else connect(*a, **k))
+    def connects(*args, **kwargs):
+        return (DiesOnClose if os.getpid() != manager else connect)(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_mod.sqlite3, "connect", connects)
     ledger, run_id = _stuck_ledger(tmp_path, monkeypatch, child_fails=False)
     ledger.commit()
     assert ledger.count_attempts(run_id) == 1 and _orphans(tmp_path / "l.sqlite") == 0
@@ -222,8 +225,8 @@ def test_two_large_runs_on_one_state_dir_both_write_their_rows(tmp_path):
     for name in ("a", "b"):
         rm = tmp_path / f"{name}.yaml"
         rm.write_text("tasks:\n" + "".join(f"  - id: {name}{i}\n    command: [\"true\"]\n" for i in range(n)))
-        procs.append(subprocess.Popen([sys.executable, "-m", "runner", str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))  # fmt: skip
+        args = [sys.executable, "-m", "runner", str(rm), "--agents", "2", "--quiet", "--state-dir", str(state)]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
     try:
         for proc in procs:
             _, err = proc.communicate(timeout=150)

@@ -227,8 +227,9 @@ def test_a_records_dataclass_params_say_what_it_is(frozen):
 def test_records_and_dataclasses_inherit_from_each_other(frozen):
     rec = record(frozen=frozen)(_cls("R", {"a": "int"}))
     std = dataclasses.dataclass(frozen=frozen)(_cls("S", {"a": "int"}))
-    Sub = dataclasses.dataclass(frozen=frozen)(type("Sub", (rec,), {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}))
-    Rub = record(frozen=frozen)(type("Rub", (std,), {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}))
+    more = {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}
+    Sub = dataclasses.dataclass(frozen=frozen)(type("Sub", (rec,), dict(more)))
+    Rub = record(frozen=frozen)(type("Rub", (std,), dict(more)))
     assert Sub(1, 2) == Sub(1, 2) and repr(Rub(1)) == "Rub(a=1, b=0)"
     if frozen:
         assert hash(Sub(1)) == hash(Sub(1)) and hash(Rub(1)) == hash(Rub(1))
@@ -243,10 +244,10 @@ def test_a_field_without_default_after_one_with_is_refused_when_the_class_is_mad
 @pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
 @pytest.mark.parametrize("frozen", [False, True])
 def test_fields_may_have_any_name_the_init_uses_itself(decorator, frozen):
-    names = ["self", "_d", "_FACTORY", "_factory_x", "x", "_default_y", "y"]
+    annotations = {"self": "object", "_d": "object", "_FACTORY": "object", "_factory_x": "object", "x": "list",
+                   "_default_y": "int", "y": "int"}  # the names record's __init__ used for its own
     body = {"x": dataclasses.field(default_factory=list), "y": 5, "_default_y": 6}
-    annotations = {n: "object" for n in names}
-    C = decorator(frozen=frozen)(_cls("Names", {n: annotations[n] for n in names[:4]} | {"x": "list", "_default_y": "int", "y": "int"}, **body))
+    C = decorator(frozen=frozen)(_cls("Names", annotations, **body))
     c = C(1, 2, 3, 4)
     assert (c.self, c._d, c._FACTORY, c._factory_x, c.x, c._default_y, c.y) == (1, 2, 3, 4, [], 6, 5)
 
