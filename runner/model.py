@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields as fields_of
+from dataclasses import _FIELD_INITVAR, MISSING, FrozenInstanceError, dataclass, field, fields as fields_of
 from enum import Enum
 from operator import attrgetter
 from reprlib import recursive_repr
@@ -13,24 +13,43 @@ def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = T
 
     The standard decorator compiles each generated method of each class with `exec` when the module is
     imported: ~0.5 ms a frozen class, ~15 ms for the 27 records on the way to running one task (a fifth of
-    start-up). Here only `__init__` is compiled per class; `__repr__`, `__eq__`, `__hash__` and the frozen
-    `__setattr__`/`__delattr__` are the functions below, shared, reading the class's field names. The
-    class is a dataclass all the same (`fields`, `replace`, `asdict`, `__match_args__`, `field(...)`
-    options), and behaves as `dataclass(frozen=..., eq=..., repr=..., slots=...)` would: tests/test_record.py
-    holds each method to the standard one's. Neither `__post_init__` nor a frozen record with slots.
+    start-up). Here only `__init__` is compiled per class, on its first call; `__repr__`, `__eq__`, `__hash__`
+    and the frozen `__setattr__`/`__delattr__` are the functions below, shared, reading the class's field
+    names. The class is a dataclass all the same (`fields`, `replace`, `asdict`, `__match_args__`,
+    `__dataclass_params__`, `field(...)` options, keyword-only fields, inheriting from a dataclass or being
+    inherited by one), and behaves as `dataclass(frozen=..., eq=..., repr=..., slots=...)` would:
+    tests/test_record.py holds each method to the standard one's. Neither `__post_init__` (nor `InitVar`) nor
+    a frozen record with slots. Before the first instance, `inspect.signature` of the class reads
+    (*args, **kwargs), and the class's docstring is not made from its signature.
     """
 
     def wrap(cls):
         if hasattr(cls, "__post_init__") or (slots and frozen):
             raise TypeError(f"{cls.__qualname__}: record has no __post_init__, nor frozen slots; use dataclasses.dataclass")
-        based_on = [b for b in cls.__mro__[1:] if "__dataclass_fields__" in b.__dict__]
-        if based_on and (based_on[0].__dataclass_params__.frozen or based_on[0].__setattr__ is _frozen_setattr) != frozen:
-            raise TypeError(f"{cls.__qualname__}: a frozen and a non-frozen dataclass cannot inherit from each other")
         own = cls.__dict__
+        based_on = any("__dataclass_fields__" in b.__dict__ for b in cls.__mro__[1:])
+        if frozen and not based_on:  # (inheriting, dataclass itself checks both, and refuses them)
+            for name in ("__setattr__", "__delattr__"):
+                if name in own:
+                    raise TypeError(f"Cannot overwrite attribute {name} in class {cls.__name__}")
         class_hash = own.get("__hash__", MISSING)
         explicit_hash = not (class_hash is MISSING or (class_hash is None and "__eq__" in own))
-        cls = dataclass(cls, init=False, repr=False, eq=False, slots=slots)  # fields and their checks, nothing compiled
+        # Fields and their checks, nothing compiled; a base's frozenness is checked by dataclass, as frozen
+        # (which compiles its __setattr__ and __delattr__, replaced below) only when there is a base to check.
+        cls = dataclass(cls, init=False, repr=False, eq=False, frozen=frozen and based_on, slots=slots)
+        params = cls.__dataclass_params__  # as dataclass(frozen=..., eq=..., repr=...) says it (a subclass reads it)
+        params.init, params.repr, params.eq, params.frozen = True, repr, eq, frozen
         fields = fields_of(cls)  # neither ClassVar nor InitVar pseudo-fields
+        if len(fields) != len(cls.__dataclass_fields__) and any(
+                f._field_type is _FIELD_INITVAR for f in cls.__dataclass_fields__.values()):  # fmt: skip
+            raise TypeError(f"{cls.__qualname__}: record has no __post_init__ to take an InitVar; use dataclasses.dataclass")
+        seen_default = False  # dataclass's check, made by its __init__'s compilation: here, now
+        for f in fields:
+            if f.init and not f.kw_only:
+                if f.default is not MISSING or f.default_factory is not MISSING:
+                    seen_default = True
+                elif seen_default:
+                    raise TypeError(f"non-default argument {f.name!r} follows default argument")
         if "__init__" not in own:
             cls.__init__ = _first_init(cls, frozen, slots)
         if repr and "__repr__" not in own:
@@ -42,6 +61,7 @@ def record(cls=None, /, *, frozen: bool = False, eq: bool = True, repr: bool = T
         if frozen:
             cls.__setattr__ = _frozen_setattr
             cls.__delattr__ = _frozen_delattr
+            cls._record_frozen = (cls, frozenset(f.name for f in fields))
         if eq and not explicit_hash:  # dataclass's rule: frozen and eq hash their fields; eq alone is unhashable
             cls.__hash__ = _hash if frozen else None
             cls._record_hash = _key_of([f.name for f in fields if (f.compare if f.hash is None else f.hash)])
@@ -72,33 +92,39 @@ def _first_init(cls, frozen: bool, slots: bool):
 
 def _init_of(cls, fields, frozen: bool, slots: bool):
     """The class's __init__, compiled in one `exec`: a frozen record writes its __dict__, as dataclass's
-    frozen __init__ does through object.__setattr__."""
-    params, body, names = [], [], {"_FACTORY": _FACTORY}
+    frozen __init__ does through object.__setattr__. Its own names are dunders, so a field may have any name
+    (dataclass's rule), `self` included."""
+    me = "__dataclass_self__" if any(f.name == "self" for f in fields) else "self"
+    params, keywords, body, names = [], [], [], {"__record_factory__": _FACTORY}
     for f in fields:
-        target = f"_d[{f.name!r}]" if frozen else f"self.{f.name}"
+        target = f"__record_dict__[{f.name!r}]" if frozen else f"{me}.{f.name}"
+        factory, default = f"__record_factory_{f.name}__", f"__record_default_{f.name}__"
+        into = keywords if f.kw_only else params
         if f.default_factory is not MISSING:
-            names[f"_factory_{f.name}"] = f.default_factory
+            names[factory] = f.default_factory
             if f.init:
-                params.append(f"{f.name}=_FACTORY")
-                body.append(f"{target} = _factory_{f.name}() if {f.name} is _FACTORY else {f.name}")
+                into.append(f"{f.name}=__record_factory__")
+                body.append(f"{target} = {factory}() if {f.name} is __record_factory__ else {f.name}")
             else:
-                body.append(f"{target} = _factory_{f.name}()")
+                body.append(f"{target} = {factory}()")
         elif f.default is not MISSING:
             if f.init or slots:  # (else the class attribute holding the default answers, as with dataclass)
-                names[f"_default_{f.name}"] = f.default
+                names[default] = f.default
                 if f.init:
-                    params.append(f"{f.name}=_default_{f.name}")
-                body.append(f"{target} = {f.name if f.init else '_default_' + f.name}")
+                    into.append(f"{f.name}={default}")
+                body.append(f"{target} = {f.name if f.init else default}")
         elif f.init:
-            params.append(f.name)
+            into.append(f.name)
             body.append(f"{target} = {f.name}")
     if frozen:
-        body.insert(0, "_d = self.__dict__")
-    text = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body or ["pass"]) + "\n"
+        body.insert(0, f"__record_dict__ = {me}.__dict__")
+    signature = ", ".join([me, *params, *(["*", *keywords] if keywords else [])])
+    text = f"def __init__({signature}):\n    " + "\n    ".join(body or ["pass"]) + "\n"
     exec(text, names)
     init = names["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
+    init.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
     return init
 
 
@@ -129,11 +155,17 @@ def _hash(self) -> int:
 
 
 def _frozen_setattr(self, name, value):
-    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+    owner, fields = self._record_frozen  # dataclass's rule: a plain subclass may set what is not a field
+    if type(self) is owner or name in fields:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+    super(owner, self).__setattr__(name, value)
 
 
 def _frozen_delattr(self, name):
-    raise FrozenInstanceError(f"cannot delete field {name!r}")
+    owner, fields = self._record_frozen
+    if type(self) is owner or name in fields:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+    super(owner, self).__delattr__(name)
 
 
 class Priority(str, Enum):

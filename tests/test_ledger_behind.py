@@ -91,7 +91,7 @@ ledger = ledger_mod.Ledger(sys.argv[1])
 rm = Roadmap(files=["x.yaml"], tasks=[Task(id=f"t{i}", call="m:f") for i in range(ledger_mod.BEHIND_TASKS)], content_hash="h")
 ledger.start_run(rm, 2, "", None, set())
 ledger.write_tasks_behind()
-print(ledger._writer[0], flush=True)
+print(ledger._writer, flush=True)
 time.sleep(60)
 """
 

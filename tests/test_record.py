@@ -189,3 +189,163 @@ def test_frozen_and_not_frozen_do_not_mix_in_inheritance(decorator):
         decorator(type("Thaw", (Frozen,), {"__module__": __name__}))
     with pytest.raises(TypeError):
         decorator(frozen=True)(type("Freeze", (Loose,), {"__module__": __name__}))
+
+
+# -- found in review: behaviours of dataclass a record did not have ------------------------------------------
+
+
+def _cls(name: str, annotations: dict, **body):
+    return type(name, (), {"__annotations__": annotations, "__module__": __name__, **body})
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_a_plain_subclass_of_a_frozen_record_may_set_its_own_attributes(decorator):
+    """dataclass's frozen __setattr__ refuses only on the class itself, or a field's name."""
+    Frozen = decorator(frozen=True)(_cls("Frozen", {"a": "int"}))
+
+    class Plain(Frozen):
+        pass
+
+    p = Plain(1)
+    p.note = "x"
+    del p.note
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.a = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Frozen(1).note = "x"
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_records_dataclass_params_say_what_it_is(frozen):
+    rec = record(frozen=frozen)(_cls("R", {"a": "int"}))
+    std = dataclasses.dataclass(frozen=frozen)(_cls("S", {"a": "int"}))
+    for name in ("init", "repr", "eq", "frozen", "order", "unsafe_hash"):
+        assert getattr(rec.__dataclass_params__, name) == getattr(std.__dataclass_params__, name), name
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_records_and_dataclasses_inherit_from_each_other(frozen):
+    rec = record(frozen=frozen)(_cls("R", {"a": "int"}))
+    std = dataclasses.dataclass(frozen=frozen)(_cls("S", {"a": "int"}))
+    more = {"__annotations__": {"b": "int"}, "b": 0, "__module__": __name__}
+    Sub = dataclasses.dataclass(frozen=frozen)(type("Sub", (rec,), dict(more)))
+    Rub = record(frozen=frozen)(type("Rub", (std,), dict(more)))
+    assert Sub(1, 2) == Sub(1, 2) and repr(Rub(1)) == "Rub(a=1, b=0)"
+    if frozen:
+        assert hash(Sub(1)) == hash(Sub(1)) and hash(Rub(1)) == hash(Rub(1))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_a_field_without_default_after_one_with_is_refused_when_the_class_is_made(decorator):
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        decorator(_cls("Order", {"a": "int", "b": "int"}, a=0))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_fields_may_have_any_name_the_init_uses_itself(decorator, frozen):
+    annotations = {"self": "object", "_d": "object", "_FACTORY": "object", "_factory_x": "object", "x": "list",
+                   "_default_y": "int", "y": "int"}  # the names record's __init__ used for its own
+    body = {"x": dataclasses.field(default_factory=list), "y": 5, "_default_y": 6}
+    C = decorator(frozen=frozen)(_cls("Names", annotations, **body))
+    c = C(1, 2, 3, 4)
+    assert (c.self, c._d, c._FACTORY, c._factory_x, c.x, c._default_y, c.y) == (1, 2, 3, 4, [], 6, 5)
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+def test_keyword_only_fields_are_keyword_only(decorator):
+    C = decorator(_cls("K", {"a": "int", "b": "int", "c": "int"}, a=0, b=dataclasses.field(kw_only=True), c=1))
+    assert repr(C(1, b=2, c=3)) == "K(a=1, b=2, c=3)" and repr(C(b=2)) == "K(a=0, b=2, c=1)"
+    with pytest.raises(TypeError):
+        C(1, 2, 3)
+    assert C.__match_args__ == ("a", "c")
+    K2 = decorator(_cls("K2", {"a": "int", "_": "dataclasses.KW_ONLY", "b": "int"}))
+    assert repr(K2(1, b=2)) == "K2(a=1, b=2)"
+    with pytest.raises(TypeError):
+        K2(1, 2)
+
+
+def test_an_initvar_is_refused_as_post_init_is():
+    """A record has no __post_init__ to take it; dataclass would take it and drop it."""
+    with pytest.raises(TypeError, match="InitVar"):
+        record(_cls("I", {"a": "int", "i": "dataclasses.InitVar[int]"}))
+
+
+@pytest.mark.parametrize("decorator", [dataclasses.dataclass, record])
+@pytest.mark.parametrize("method", ["__setattr__", "__delattr__"])
+def test_a_frozen_class_that_defines_its_own_setattr_is_refused(decorator, method):
+    with pytest.raises(TypeError, match=f"Cannot overwrite attribute {method}"):
+        decorator(frozen=True)(_cls("SA", {"a": "int"}, **{method: lambda self, *args: None}))
+
+
+def test_a_records_init_is_annotated_as_dataclasses_is():
+    rec = record(_cls("R", {"a": "int", "b": "str"}, b="x"))
+    std = dataclasses.dataclass(_cls("S", {"a": "int", "b": "str"}, b="x"))
+    rec(1)
+    assert rec.__init__.__annotations__ == std.__init__.__annotations__
+
+
+@pytest.mark.parametrize("options", OPTIONS[:5], ids=lambda o: ",".join(o) or "default")
+@pytest.mark.parametrize("own", ["__eq__", "__hash__", "__repr__", "__eq__+__hash__", "__hash__=None"])
+def test_a_class_that_defines_its_own_methods_keeps_them_as_with_dataclass(options, own):
+    def body():
+        methods = {}
+        if "__eq__" in own:
+            methods["__eq__"] = lambda self, other: "own eq"
+        if own == "__hash__=None":
+            methods["__hash__"] = None
+        elif "__hash__" in own:
+            methods["__hash__"] = lambda self: 7
+        if own == "__repr__":
+            methods["__repr__"] = lambda self: "own repr"
+        return _cls("Own", {"a": "int"}, **methods)
+
+    std, rec = dataclasses.dataclass(**options)(body()), record(**options)(body())
+    s, r = std(1), rec(1)
+    assert repr(r).replace("Rec", "") == repr(s).replace("Std", "") or repr(s).startswith("<")
+    assert (r == rec(1)) == (s == std(1)) and (r == 1) == (s == 1)
+    assert _outcome(lambda: hash(r) == hash(rec(1))) == _outcome(lambda: hash(s) == hash(std(1)))
+    assert (rec.__hash__ is None) == (std.__hash__ is None)
+
+
+def test_a_local_record_class_crosses_cloudpickle_by_value_before_and_after_its_first_instance():
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+
+    def make():
+        @record(frozen=True)
+        class Local:
+            a: int
+            b: list = dataclasses.field(default_factory=list)
+
+        return Local
+
+    Local = make()
+    fresh = pickle.loads(cloudpickle.dumps(Local))  # its __init__ not compiled yet
+    assert repr(fresh(1)) == repr(Local(1)) and fresh(1) == fresh(1) and fresh(1).b is not fresh(1).b
+    compiled = pickle.loads(cloudpickle.dumps(Local))  # now with the compiled one
+    assert compiled(2, [3]).b == [3] and compiled(2).b == []
+    back = pickle.loads(cloudpickle.dumps(Local(5, [2])))
+    assert back == Local(5, [2])
+
+
+@pytest.mark.timeout(60)
+def test_first_instances_made_in_threads_at_once_are_all_whole():
+    import threading
+
+    for _ in range(50):
+        C = record(frozen=True)(_cls("T", {"a": "int", "b": "list"}, b=dataclasses.field(default_factory=list)))
+        barrier, made, errors = threading.Barrier(8), [], []
+
+        def make():
+            barrier.wait(10)
+            try:
+                made.append(C(1))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not errors and len(made) == 8 and all(m == C(1) for m in made)

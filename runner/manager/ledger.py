@@ -240,7 +240,7 @@ class Ledger:
         self._lease_ops: list[tuple] = []  # ("take", row) / ("release", ...) not yet committed, in order
         self.committed = 0  # attempts this connection has committed
         self._tasks_kept: tuple | None = None  # (run id, tasks, carried): task rows not yet written (write_tasks_behind)
-        self._writer: tuple[int, int] | None = None  # (pid, read end of its error pipe) of the child writing them
+        self._writer: int | None = None  # the pid of the child writing them
         self.db = None
         try:
             size = _create_private(path)
@@ -396,55 +396,46 @@ class Ledger:
         run_id, tasks, carried = self._tasks_kept
         parent = os.getpid()
         try:
-            read_end, write_end = os.pipe()
-        except OSError:
-            return  # _settle writes them
-        try:
             pid = os.fork()
         except OSError:
-            os.close(read_end)
-            os.close(write_end)
-            return
+            return  # _settle writes them
         if pid == 0:  # the child: write them, and exit without running anything of the parent's
             code = 1
             try:
-                os.close(read_end)
                 _child_of_the_run(parent)
                 db = sqlite3.connect(self.path, isolation_level=None)
                 db.execute("PRAGMA busy_timeout=5000")
                 db.execute("BEGIN IMMEDIATE")
                 _insert_tasks(db, run_id, tasks, carried)
                 db.execute("COMMIT")
-                db.close()
                 code = 0
-            except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops the run's recording
-                try:
-                    os.write(write_end, _reason(exc).encode(errors="replace")[:1000])
-                except BaseException:  # noqa: BLE001
-                    pass
+                db.close()
+            except BaseException:  # noqa: BLE001 - the parent writes them itself (_settle), or says why it cannot
+                pass
             finally:
                 os._exit(code)
-        os.close(write_end)
-        self._tasks_kept = None
-        self._writer = (pid, read_end)
+        self._writer = pid  # the rows stay kept until it has written them (_settle)
 
     def _settle(self) -> None:
-        """The run's task rows are in the ledger: written now if kept, or their writer waited for.
-        Raises sqlite3.Error (or OSError) when they could not be written."""
+        """The run's task rows are in the ledger: their writer waited for, and written now if kept (no child
+        wrote them, or it failed). Raises sqlite3.Error (or OSError) when they could not be written; they stay
+        kept then, so no later commit writes an attempt before them."""
+        written = False
         if self._writer is not None:
-            (pid, read_end), self._writer = self._writer, None
             try:
-                _, status = os.waitpid(pid, 0)
-                why = os.read(read_end, 1000).decode(errors="replace")
-            finally:
-                os.close(read_end)
-            if status != 0:
-                raise sqlite3.OperationalError(f"the run's tasks could not be written ({why or f'wait status {status}'})")
-        if self._tasks_kept is not None:
+                _, status = os.waitpid(self._writer, 0)  # (interrupted: the writer stays, waited for by the next call)
+            except ChildProcessError:  # reaped elsewhere (a program embedding the run): how it ended is lost
+                status = -1
+            self._writer = None
+            written = status == 0
+        if written:
+            self._tasks_kept = None
+        elif self._tasks_kept is not None:
             run_id, tasks, carried = self._tasks_kept
             self._begin()
-            try:
-                _insert_tasks(self.db, run_id, tasks, carried)
+            try:  # (a writer that failed after its COMMIT left them: not written twice)
+                if not self.db.execute("SELECT 1 FROM run_tasks WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
+                    _insert_tasks(self.db, run_id, tasks, carried)
                 self.db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -533,10 +524,15 @@ class Ledger:
         return [RunRow(*r[:7], json.loads(r[7]) if r[7] else None) for r in rows]
 
     def latest_unfinished(self, files: list[str]) -> RunRow | None:
-        """The latest run of these roadmap files, if it did not succeed entirely."""
-        runs = self.runs(files, limit=1)
-        if runs and runs[0].status != "succeeded":
-            return runs[0]
+        """The latest run of these roadmap files, if it did not succeed entirely. A run without task rows is
+        passed over: killed before they were written (write_tasks_behind), it committed no attempt either."""
+        rows = self._read(
+            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key = ?"
+            " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1",
+            (roadmap_key(files),),
+        )
+        if rows and rows[0][3] != "succeeded":
+            return RunRow(*rows[0][:7], json.loads(rows[0][7]) if rows[0][7] else None)
         return None
 
     def succeeded_tasks(self, run_id: int) -> dict[str, str]:
