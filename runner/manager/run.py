@@ -352,8 +352,7 @@ class Run:
             if ctx.sched.reviewing(task.id):
                 title = f"review: {task.title or task.id}"
             ctx.pool.reserve(agent.id, task.id, title)
-            tries = ctx.sched.attempts
-            attempts = [tries.get(t.id, 0) + 1 for t in chunk]  # next_attempt of each
+            attempts = ctx.sched.next_attempts(chunk)
             messages = [self._message(task, agent.role, attempts[0], agent.id)]
             template = None
             if len(chunk) > 1:

@@ -524,6 +524,11 @@ class Scheduler(ReadyQueue, Reviews):
     def next_attempt(self, task_id: str) -> int:
         return self.attempts.get(task_id, 0) + 1
 
+    def next_attempts(self, tasks) -> list[int]:
+        """next_attempt of each task, in order (a chunk's), in one pass."""
+        tries = self.attempts
+        return [tries.get(t.id, 0) + 1 for t in tasks]
+
     def current_attempt(self, task_id: str) -> int:
         """The number of the attempt a reserved or running task is on."""
         if self.state[task_id] is TaskState.RESERVED:
