@@ -45,7 +45,7 @@ class Bench:
             )
         self.modules = scratch / "modules"
         self.modules.mkdir()
-        for program in ("benchmod.py", "pools.py", "bare_pool.py", "bare_runner.py", "spawn_only.py", "profile_cli.py", "worktree_tasks.sh", "worktree_steps.sh"):
+        for program in ("benchmod.py", "pools.py", "bare_pool.py", "bare_ledger_pool.py", "bare_runner.py", "spawn_only.py", "profile_cli.py", "worktree_tasks.sh", "worktree_steps.sh"):
             shutil.copy(PROGRAMS / program, self.modules / program)
         self.mod_env = {**self.env, "PYTHONPATH": os.pathsep.join([str(self.modules), *project])}
         self._state = 0
