@@ -134,16 +134,44 @@ def test_worktree_x_ray_the_check_runs_and_only_good_work_lands(tmp_path, backen
     )
     repo = make_repo(tmp_path, roadmap)
     before = checkout_state(repo)
-    code, doc, err = run_json(repo, "--agents", "2", *backend)
-    assert checkout_state(repo) == before, "a Ray agent wrote into the user's checkout"
-    assert not (repo / "good.txt").exists() and not (repo / "bad.txt").exists()
+    began = time.monotonic()
+    try:
+        code, doc, err = run_json(repo, "--agents", "2", *backend)
+    except subprocess.TimeoutExpired as exc:  # killed by run_json: what it had printed by then (as bytes)
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"the run did not end in {exc.timeout:g}s; stderr:\n{said[-3000:]}")
+    # It once failed in a loaded full run with nothing kept of why: each assertion says what the run did.
+    ran = _what_the_run_did(code, doc, err, time.monotonic() - began)
+    after = checkout_state(repo)
+    assert after == before, f"a Ray agent wrote into the user's checkout: {_changed(before, after)}\n{ran}"
+    assert not (repo / "good.txt").exists() and not (repo / "bad.txt").exists(), ran
     r = rows(doc)
-    assert r["good"]["status"] == "succeeded" and r["good"]["workspace"]["landed"], r["good"]
-    assert r["bad"]["status"] == "check_failed", r["bad"]
-    assert code == 1, err[-2000:]
+    good, bad = r.get("good", {}), r.get("bad", {})
+    assert good.get("status") == "succeeded" and (good.get("workspace") or {}).get("landed"), ran
+    assert bad.get("status") == "check_failed", ran
+    # ... by its check on the Ray agent, in its worktree: a branch whose check failed there is never handed to
+    # the landing queue (the merged result's re-check, in the manager, would fail it too and hide a skipped check)
+    landing = [e["task"] for f in (tmp_path / "state").glob("runs/*/events.jsonl")
+               for e in map(json.loads, f.read_text().splitlines()) if e.get("event") == "task:landing"]
+    assert landing == ["good"], f"handed to the landing queue: {landing}\n{ran}"
+    assert code == 1, ran
     landed = git(repo, "ls-tree", "--name-only", "wvo/roadmap").split()
-    assert "good.txt" in landed and "bad.txt" not in landed
-    assert len(worktrees(repo)) == 1
+    assert "good.txt" in landed and "bad.txt" not in landed, f"on wvo/roadmap: {landed}\n{ran}"
+    assert len(worktrees(repo)) == 1, f"left registered: {worktrees(repo)}\n{ran}"
+
+
+def _what_the_run_did(code: int, doc: dict, err: str, seconds: float) -> str:
+    """The exit code, time, each task's row and the end of stderr: what a failure of a loaded run needs."""
+    tasks = "\n".join(
+        f"  {t.get('task')}: {t.get('status')} attempts={t.get('attempts')} reason={t.get('reason')!r} "
+        f"exit_code={t.get('exit_code')} workspace={t.get('workspace')}" for t in doc.get("tasks", [])
+    ) or "  (no --json document)"
+    return f"exit {code} after {seconds:.1f}s; tasks:\n{tasks}\nstderr (end):\n{err[-3000:]}"
+
+
+def _changed(before: tuple, after: tuple) -> str:
+    names = ("HEAD", "branch", "status", "index")
+    return "; ".join(f"{n}: {b!r} -> {a!r}" for n, b, a in zip(names, before, after) if a != b)
 
 
 # ---- usage limit × autopilot ---------------------------------------------------------------------
