@@ -269,11 +269,22 @@ class TestTwoNodes:
         cluster, second = two_nodes
         head = cluster.head_node.node_id
         big = "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo end"  # larger than one inline result
-        small = [task(f"t{i}", f"echo line from $WVO_AGENT_ID; sleep 0.3") for i in range(12)]
+        # The small tasks wait (60 s at most) until a task has started on the second node: its worker actor
+        # can come up seconds after the head's agents, which would otherwise run all of them first.
+        barrier = tmp_path / "second-node-started"
+        wait = f"for i in $(seq 600); do [ -e {barrier} ] && break; sleep 0.1; done; [ -e {barrier} ]"
+        small = [task(f"t{i}", f"echo line from $WVO_AGENT_ID; {wait}") for i in range(12)]
         rm = roadmap(small + [task("big", big)])
         roles = {"critic": 3, "worker": 3}
-        r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), roles=roles, grace=1.0, backend="ray"), Recorder())
+
+        def on_events(events):
+            for ev in events:
+                if ev["event"] == "task:started" and r.backend.nodes.get(ev.get("agent")) == second.node_id:
+                    barrier.touch()
+
+        r = Run(rm, RunOptions(state_dir=str(tmp_path / "state"), roles=roles, grace=1.0, backend="ray"), Recorder(on_events))
         result = r.execute()
+        assert barrier.exists(), "no task started on the second node"
         assert result.exit_code == 0
         nodes = r.backend.nodes
         assert set(nodes.values()) == {head, second.node_id}
