@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.coding.failures import parse_reset
 from mockapi import (MockAPI, overloaded, quota_exceeded, rate_limited, reply, stall, tool_call, unauthorized,
                      usage_limit)
 
@@ -202,14 +203,23 @@ def test_codex_401_without_retries(mock, tmp_path):
     assert run.seconds < 10
 
 
-def test_codex_usage_limit(mock, tmp_path):
-    mock.queue(usage_limit(resets_at=int(time.time()) + 3 * 3600))
+@pytest.mark.parametrize("hours", [3, 30], ids=["in-3-hours", "another-day"])
+def test_codex_usage_limit(mock, tmp_path, hours):
+    resets_at = int(time.time()) + hours * 3600
+    mock.queue(usage_limit(resets_at=resets_at))
     run = run_codex(mock, tmp_path, "hi")
-    record("codex-usage-limit", run, tmp_path, mock)
+    if hours == 3:
+        record("codex-usage-limit", run, tmp_path, mock)
     assert run.rc == 1
     message = run.of_type("turn.failed")[0]["error"]["message"]
-    # Note the typographic apostrophe.
-    assert re.match(r"You\u2019ve hit your usage limit\. .* try again at \d{1,2}:\d\d [AP]M\.$", message), message
+    # Note the typographic apostrophe. The time of day comes with its date when the reset is not today (a reset
+    # 3 hours ahead is tomorrow from 21:00 on): "try again at 9:40 AM." or "try again at Dec 8th, 2026 12:25 AM."
+    assert re.match(r"You\u2019ve hit your usage limit\. .* try again at ([A-Z][a-z]{2} \d{1,2}[a-z]{2}, \d{4} )?\d{1,2}:\d\d [AP]M\.$",
+                    message), message
+    if hours == 30:
+        assert re.search(r"try again at [A-Z][a-z]{2} \d{1,2}[a-z]{2}, \d{4} ", message), message
+    reset = parse_reset(message, time.time())  # what the runner reads from it: the account's pause ends then
+    assert reset is not None and abs(reset - resets_at) <= 60, (message, reset, resets_at)
     assert len(mock.model_requests()) == 1  # not retried
 
 
