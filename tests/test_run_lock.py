@@ -79,3 +79,24 @@ def test_a_refused_run_holds_none_of_the_locks(tmp_path):
     finally:
         held.release()
     assert both.holder() is None
+
+
+def test_two_runs_making_the_same_new_state_dir_both_start(tmp_path, monkeypatch):
+    """Two runs (two roadmaps) on one new state dir: the other one creates the ledger file between our look
+    and our create. Seen as `wvo-batch: File exists (…/ledger.sqlite)`, exit 2, under load."""
+    state = tmp_path / "s"
+    ledger = str(state / "ledger.sqlite")
+    real_lstat = os.lstat
+    raced = []
+
+    def lstat(path, *args, **kwargs):
+        if os.fspath(path) == ledger and not raced:  # the other run makes it just after our look
+            raced.append(path)
+            os.close(os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(statedir.os, "lstat", lstat)
+    assert statedir.prepare(str(state)) == str(state)
+    assert raced, "the race was not played"
+    assert os.stat(ledger).st_mode & 0o777 == 0o600  # checked as found: made private

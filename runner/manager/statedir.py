@@ -83,7 +83,10 @@ def _private_file(path: str) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # SQLite keeps the mode,
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # SQLite keeps the mode,
+        except FileExistsError:  # another run on this state dir made it this instant: check it as found
+            return _private_file(path)
         os.close(fd)  # and gives its -wal and -shm files the same
         return
     except OSError as exc:
