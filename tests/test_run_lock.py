@@ -83,7 +83,7 @@ def test_a_refused_run_holds_none_of_the_locks(tmp_path):
 
 def test_two_runs_making_the_same_new_state_dir_both_start(tmp_path, monkeypatch):
     """Two runs (two roadmaps) on one new state dir: the other one creates the ledger file between our look
-    and our create. Seen as `wvo-batch: File exists (…/ledger.sqlite)`, exit 2, under load."""
+    and our create. The suite saw it once as `wvo-batch: File exists (…/ledger.sqlite)`, exit 2."""
     state = tmp_path / "s"
     ledger = str(state / "ledger.sqlite")
     real_lstat = os.lstat
