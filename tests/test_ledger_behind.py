@@ -84,14 +84,15 @@ import os, sys, time
 from runner.manager import ledger as ledger_mod
 from runner.model import Roadmap, Task
 def stuck(*args):  # the child is caught in the middle of its writes
-    print("writing", flush=True)
+    os.write(1, b"writing\\n")  # one write each: print() writes the line and its newline apart, and the two
+                                # processes share the pipe (a loaded run once read "writing<pid>", then "")
     time.sleep(60)
 ledger_mod._insert_tasks = stuck
 ledger = ledger_mod.Ledger(sys.argv[1])
 rm = Roadmap(files=["x.yaml"], tasks=[Task(id=f"t{i}", call="m:f") for i in range(ledger_mod.BEHIND_TASKS)], content_hash="h")
 ledger.start_run(rm, 2, "", None, set())
 ledger.write_tasks_behind()
-print(ledger._writer, flush=True)
+os.write(1, f"{ledger._writer}\\n".encode())
 time.sleep(60)
 """
 
