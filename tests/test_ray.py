@@ -288,7 +288,10 @@ class TestTwoNodes:
         assert result.exit_code == 0
         nodes = r.backend.nodes
         assert set(nodes.values()) == {head, second.node_id}
-        assert [nodes[f"critic-{i}"] for i in range(3)] == [head] * 3  # only the head offers wvo-critic
+        # Only the head offers wvo-critic. A critic runs no task here, and under load the run can end
+        # before the last critic's actor is up (CI saw critic-2 missing): every critic that came up counts.
+        critics = {agent: node for agent, node in nodes.items() if agent.startswith("critic-")}
+        assert critics and set(critics.values()) == {head}, f"critics on {critics}, the head is {head}"
         remote = 0
         for row in result.tasks:
             text = Path(row["log"]).read_bytes()
