@@ -143,12 +143,23 @@ def no_leftover_processes(request):
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
+    described = {pid: _describe(pid, cmd) for pid, cmd in leftovers.items()}
     for pid in leftovers:
         try:
             psutil.Process(pid).kill()
         except psutil.Error:
             pass
-    pytest.fail(f"test left processes behind: {leftovers}")
+    pytest.fail(f"test left processes behind: {described}")
+
+
+def _describe(pid: int, cmd: str) -> str:
+    """A leftover as it can be traced back: an exiting process has no command line left, but a name and a parent."""
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            return f"{cmd or '(no command line)'} [name {p.name()!r}, {p.status()}, parent {p.ppid()}, threads {p.num_threads()}]"
+    except psutil.Error as exc:
+        return f"{cmd} [{type(exc).__name__}]"
 
 
 @pytest.fixture
