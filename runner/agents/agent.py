@@ -23,8 +23,9 @@ from runner.agents.messages import (BatchResult, Cancel, ChunkReturn, Started, T
                                     plain_row, task_result)
 from runner.model import Outcome
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_prctl = None  # libc's prctl, looked up once (prctl below)
 
 # The pid of the task's process group while one runs ("pid") and the attempt's mark ("mark"), for the
 # signal handler. Owned by this process.
@@ -345,17 +346,30 @@ def _kill_orphans() -> None:
         reap_orphans()
 
 
+def prctl(option: int, value: int) -> bool:
+    """prctl(2) on Linux (PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER); False where it failed or does not exist.
+
+    The function is looked up once, by the first caller. The manager calls it before it forks its
+    agents (to become their subreaper), so that each agent only calls it: looking it up again cost
+    each agent ~20 of the ~460 copy-on-write page faults it takes before its first task (~0.1 ms).
+    """
+    global _prctl
+    if _prctl is None:
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return False
+    return _prctl(option, value, 0, 0, 0) == 0
+
+
 def _watch_parent(manager_pid: int, sig: int) -> None:
     """Ask the kernel for sig when the manager dies; exit now if it already has.
 
     Also become a subreaper, so that a task's daemonised grandchildren stay our descendants.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    prctl(PR_SET_PDEATHSIG, sig)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != manager_pid:
         os._exit(1)

@@ -15,7 +15,7 @@ import sys
 import time
 
 from runner.agents import outbox
-from runner.agents.agent import PID_SLOT as _SLOT, agent_main
+from runner.agents.agent import PID_SLOT as _SLOT, PR_SET_CHILD_SUBREAPER, agent_main, prctl
 from runner.agents.execute import child_pids
 from runner.agents.kill import kill_tree
 from runner.agents.backend import AgentGone
@@ -24,7 +24,6 @@ from runner.agents.watchdog import MARK, Watchdog, carries, new_token
 
 _SPARED = "-manager"  # a second token: started by the manager itself, not by a dead agent
 
-_PR_SET_CHILD_SUBREAPER = 36
 _SLOTS = 4096  # agents alive at once with a pid slot; beyond that, an agent sends every Started at once
 
 
@@ -101,14 +100,7 @@ def _fork_agent(agent_id: str, role: str, theirs: Channel, close_fds: list[int],
 
 def _set_subreaper(on: bool) -> bool:
     """Make this process the reaper of its orphaned descendants (Linux); False when it cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, int(on))
 
 
 def _reap(pid: int, timeout: float) -> None:

@@ -23,12 +23,11 @@ import time
 import uuid
 from dataclasses import replace
 
-from runner.agents.agent import reap_orphans
+from runner.agents.agent import PR_SET_CHILD_SUBREAPER, prctl, reap_orphans
 from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import record
 
 _INLINE_LOG = 1 << 20  # a log up to this size comes back with the result; a larger one in chunks
-_PR_SET_CHILD_SUBREAPER = 36
 
 @record(frozen=True)
 class Done:
@@ -238,13 +237,7 @@ def _read(path: str, offset: int, size: int) -> bytes:
 
 def _set_subreaper() -> None:
     """Keep a task's daemonised grandchildren our descendants, so terminate() finds them."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _kill_descendants(grace: float) -> None:
