@@ -180,16 +180,17 @@ class RunLock:
 
     @classmethod
     def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
-        """The locks of these roadmap files, each keyed on what the file is (device and inode), not how the
-        path is spelt: a symlinked folder or a hard link reaches the same lock. A file that cannot be read
-        is keyed on its resolved path."""
+        """The locks of these roadmap files, each keyed twice: on what the file is (device and inode), so a
+        hard link reaches the same lock, and on its resolved path, so a file replaced at that path (--write-back
+        puts a new file in place of the old, as editors and generators do) still does."""
         keys = {}
         for f in files:
             try:
                 st = os.stat(f)
                 keys[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
-                keys[os.path.realpath(f)] = f
+                pass
+            keys[os.path.realpath(f)] = f
         return cls(state_dir, keys)
 
     def acquire(self) -> None:
