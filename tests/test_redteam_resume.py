@@ -112,3 +112,170 @@ def test_cron_overlap_with_write_back_runs_once(tmp_path):
         fifo.close()
     assert proc.returncode == 0, err
     assert lines(ran) == [("first", "1"), ("slow", "1")]
+
+
+# -- the harness: tasks that append `ID ATTEMPT`, a blocker that says where it is --------------------------
+
+WORKER = '''
+import os, time
+
+
+def work(path, tid, ready=None, resumed=None):
+    with open(path, "a") as f:
+        f.write(f"{tid} {os.environ['WVO_ATTEMPT']}\\n")
+    if ready and os.environ["WVO_ATTEMPT"] == "1" and not os.path.exists(resumed):
+        with open(ready, "w") as f:
+            f.write(f"go {os.getpid()}\\n")
+        time.sleep(120)
+'''
+
+
+class Plan:
+    """A roadmap of n quick tasks (shell commands or `call:`s), one of which (`blocker`) stops on its first
+    attempt of the first run and writes `go PID` (PID: its process, or the agent for a call) to a FIFO."""
+
+    def __init__(self, tmp_path: Path, kind: str, n: int, blocker: int, extra: str = ""):
+        self.tmp, self.kind, self.n = tmp_path, kind, n
+        self.ran = tmp_path / "ran"
+        self.resumed = tmp_path / "resumed"  # once it exists, the blocker no longer stops
+        self.fifo = Fifo(tmp_path / "ready")
+        self.state = tmp_path / "s"
+        self.ids = [f"t{i:03d}" for i in range(n)]
+        self.blocker = self.ids[blocker]
+        (tmp_path / "rtworker.py").write_text(WORKER)
+        out = ["tasks:"]
+        for tid in self.ids:
+            out.append(f"  - id: {tid}")
+            if kind == "call":
+                kw = {"path": str(self.ran), "tid": tid}
+                if tid == self.blocker:
+                    kw.update(ready=str(self.fifo.path), resumed=str(self.resumed))
+                out.append("    call: rtworker:work")
+                out.append(f"    kwargs: {json.dumps(kw)}")
+            else:
+                cmd = f"echo {tid} $WVO_ATTEMPT >> {self.ran}"
+                if tid == self.blocker:
+                    cmd += (f"; test $WVO_ATTEMPT != 1 -o -e {self.resumed} || {{ echo go $$ > {self.fifo.path};"
+                            " exec sleep 120; }")  # fmt: skip
+                out.append(f"    command: {json.dumps(cmd)}")
+        self.roadmap = tmp_path / "roadmap.yaml"
+        self.roadmap.write_text(extra + "\n".join(out) + "\n")
+        self.tag = f"rt-{tmp_path.name}"
+        self.env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "WVO_REDTEAM_TAG": self.tag}
+
+    def start(self, *args) -> subprocess.Popen:
+        return start(self.roadmap, "--state-dir", self.state, "-q", *args, env=self.env)
+
+    def run(self, *args) -> subprocess.CompletedProcess:
+        return wvo(self.roadmap, "--state-dir", self.state, *args, env=self.env, timeout=120)
+
+    def succeeded(self, run_id: int) -> set[str]:
+        return {r[0] for r in ledger_rows(self.state, "SELECT task_id FROM attempts WHERE run_id = ? AND outcome = 'succeeded'",
+                                          (run_id,))}  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for tid, _ in lines(self.ran):
+            out[tid] = out.get(tid, 0) + 1
+        return out
+
+    def chunked(self, run_id: int) -> bool:
+        """A chunk of more than one task was handed out in the run (its events)."""
+        folder = next((self.state / "runs").glob(f"{run_id:04d}-*"))
+        events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if line.strip()]
+        return any(e.get("chunk", 1) > 1 for e in events)
+
+    def resume_and_check(self, before: dict[str, int], recorded: set[str], agents: str = "2") -> dict:
+        """--resume: a task recorded as succeeded in run 1 does not run again; every other one runs; the exit
+        code, the summary and --history agree with the ledger."""
+        self.resumed.write_text("")
+        r = self.run("--resume", "--json", "--agents", agents)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        after = self.counts()
+        again = sorted(t for t in recorded if after.get(t, 0) != before.get(t, 0))
+        assert not again, f"recorded as succeeded in run 1, run again by --resume: {again}"
+        missing = sorted(t for t in self.ids if t not in recorded and after.get(t, 0) == before.get(t, 0))
+        assert not missing, f"not recorded as succeeded, not run by --resume: {missing}"
+        assert doc["succeeded"] == self.n and doc["failed"] == 0 and doc["interrupted"] == 0, doc
+        assert {row["task"]: row["status"] for row in doc["tasks"]} == dict.fromkeys(self.ids, "succeeded")
+        assert f"{len(recorded)} task(s) already succeeded are not run again" in r.stderr
+        run_id = doc["run_id"]
+        assert self.succeeded(run_id) == set(self.ids) - recorded  # the ledger: the others, each once succeeded
+        carried = {r[0] for r in ledger_rows(self.state, "SELECT task_id FROM run_tasks WHERE run_id = ? AND carried = 1", (run_id,))}
+        assert carried == recorded
+        hist = self.run("--history", "--json")
+        assert hist.returncode == 0, hist.stderr
+        runs = {row["id"]: row for row in json.loads(hist.stdout)}
+        assert runs[run_id]["status"] == "succeeded" and runs[run_id]["resumed_from"] == run_id - 1
+        assert runs[run_id]["summary"]["succeeded"] == self.n
+        detail = self.run("--history", str(run_id), "--json")
+        attempts = json.loads(detail.stdout)["attempts"]
+        ledger = ledger_rows(self.state, "SELECT task_id, attempt, outcome FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
+        assert [(a["task"], a["attempt"], a["outcome"]) for a in attempts] == [tuple(r) for r in ledger]
+        return doc
+
+    def close(self):
+        self.fifo.close()
+
+
+def pid_of_agent(pid: int, manager: int) -> int:
+    """The agent process at or above `pid` (a call runs in its agent; a command below it)."""
+    p = psutil.Process(pid)
+    while p.ppid() != manager:
+        p = p.parent()
+    return p.pid
+
+
+# -- SIGKILL mid-chunk ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["shell", "call"])
+def test_manager_killed_mid_chunk_resume_runs_each_unrecorded_task_and_no_recorded_one(tmp_path, kind):
+    plan = Plan(tmp_path, kind, 300, blocker=200)
+    proc = plan.start("--agents", "2")
+    try:
+        plan.fifo.wait_lines(1)
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    before, recorded = plan.counts(), plan.succeeded(1)
+    # a chunk was handed out (its event may have died with the manager: then its finished tasks did, unrecorded)
+    assert plan.chunked(1) or len(set(before) - recorded) > 1, "no chunk was handed out: the attack missed"
+    assert all(before.get(t) == 1 for t in recorded), "a task recorded as succeeded left no line, or two"
+    assert plan.blocker not in recorded and len(recorded) < plan.n
+    plan.resume_and_check(before, recorded)
+    plan.close()
+
+
+@pytest.mark.parametrize("kind", ["shell", "call"])
+@pytest.mark.parametrize("agents", ["1", "3"])
+def test_agent_killed_mid_chunk_runs_nothing_twice(tmp_path, kind, agents):
+    """Only the task the agent was on is lost to its death (and retried); what it finished before is recorded
+    from its outbox, not run again; the rest of its chunk runs elsewhere, once."""
+    plan = Plan(tmp_path, kind, 300, blocker=200)
+    proc = plan.start("--agents", agents, "--json")
+    try:
+        line = plan.fifo.wait_lines(1)[0]
+        agent = pid_of_agent(int(line.split()[1]), proc.pid)
+        os.kill(agent, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert plan.chunked(1), "no chunk was handed out: the attack missed"
+    counts = plan.counts()
+    twice = sorted(t for t, n in counts.items() if n != 1 and t != plan.blocker)
+    assert not twice and len(counts) == plan.n, f"run twice: {twice}; ran {len(counts)} of {plan.n}"
+    assert counts[plan.blocker] == 2  # its first attempt died with the agent
+    assert [a for t, a in lines(plan.ran) if t == plan.blocker] == ["1", "2"]
+    doc = json.loads(out)
+    assert doc["succeeded"] == plan.n and doc["failed"] == 0
+    assert plan.succeeded(1) == set(plan.ids)
+    outcomes = ledger_rows(plan.state, "SELECT outcome, COUNT(*) FROM attempts WHERE run_id = 1 GROUP BY outcome")
+    assert dict(outcomes) == {"succeeded": plan.n, "agent_died": 1}
+    plan.close()
