@@ -134,12 +134,24 @@ class Plan:
     """A roadmap of n quick tasks (shell commands or `call:`s), one of which (`blocker`) stops on its first
     attempt of the first run and writes `go PID` (PID: its process, or the agent for a call) to a FIFO."""
 
-    def __init__(self, tmp_path: Path, kind: str, n: int, blocker: int, extra: str = ""):
+    def __init__(self, tmp_path: Path, kind: str, n: int, blocker: int = -1, extra: str = "", tasks: str | None = None):
+        """tasks: the roadmap's tasks as YAML (`{ran}`, `{resumed}`, `{fifo}` filled in) instead of n quick ones."""
         self.tmp, self.kind, self.n = tmp_path, kind, n
         self.ran = tmp_path / "ran"
         self.resumed = tmp_path / "resumed"  # once it exists, the blocker no longer stops
         self.fifo = Fifo(tmp_path / "ready")
         self.state = tmp_path / "s"
+        self.roadmap = tmp_path / "roadmap.yaml"
+        self.tag = f"rt-{tmp_path.name}"
+        self.env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "WVO_REDTEAM_TAG": self.tag}
+        if tasks is not None:
+            import yaml
+
+            text = tasks.format(ran=self.ran, resumed=self.resumed, fifo=self.fifo.path)
+            self.ids = [t["id"] for t in yaml.safe_load(text)["tasks"]]
+            self.n, self.blocker = len(self.ids), None
+            self.roadmap.write_text(extra + text)
+            return
         self.ids = [f"t{i:03d}" for i in range(n)]
         self.blocker = self.ids[blocker]
         (tmp_path / "rtworker.py").write_text(WORKER)
@@ -158,10 +170,7 @@ class Plan:
                     cmd += (f"; test $WVO_ATTEMPT != 1 -o -e {self.resumed} || {{ echo go $$ > {self.fifo.path};"
                             " exec sleep 120; }")  # fmt: skip
                 out.append(f"    command: {json.dumps(cmd)}")
-        self.roadmap = tmp_path / "roadmap.yaml"
         self.roadmap.write_text(extra + "\n".join(out) + "\n")
-        self.tag = f"rt-{tmp_path.name}"
-        self.env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "WVO_REDTEAM_TAG": self.tag}
 
     def start(self, *args) -> subprocess.Popen:
         return start(self.roadmap, "--state-dir", self.state, "-q", *args, env=self.env)
@@ -278,4 +287,82 @@ def test_agent_killed_mid_chunk_runs_nothing_twice(tmp_path, kind, agents):
     assert plan.succeeded(1) == set(plan.ids)
     outcomes = ledger_rows(plan.state, "SELECT outcome, COUNT(*) FROM attempts WHERE run_id = 1 GROUP BY outcome")
     assert dict(outcomes) == {"succeeded": plan.n, "agent_died": 1}
+    plan.close()
+
+
+# -- SIGKILL while a task waits: in retry backoff, on its dependencies ------------------------------------
+
+# `flaky` fails until --resume; `after` waits on it; `slow` holds an agent until the kill; `done*` succeed.
+WAITING = """tasks:
+  - id: flaky
+    retries: 5
+    command: "echo flaky $WVO_ATTEMPT >> {ran}; test -e {resumed}"
+  - id: after
+    dependencies: [flaky]
+    command: "echo after $WVO_ATTEMPT >> {ran}"
+  - id: chain
+    dependencies: [after, slow]
+    command: "echo chain $WVO_ATTEMPT >> {ran}"
+  - id: slow
+    command: "echo slow $WVO_ATTEMPT >> {ran}; test -e {resumed} || {{ echo go > {fifo}; exec sleep 120; }}"
+  - id: done1
+    command: "echo done1 $WVO_ATTEMPT >> {ran}"
+  - id: done2
+    dependencies: [done1]
+    command: "echo done2 $WVO_ATTEMPT >> {ran}"
+"""
+
+
+@pytest.mark.parametrize("agents", ["1", "2", "9"])
+def test_manager_killed_while_a_task_is_in_retry_backoff_and_its_dependents_wait(tmp_path, agents):
+    plan = Plan(tmp_path, "shell", 0, tasks=WAITING)
+    if agents == "1":  # one agent: `slow` would hold it; it is not started before flaky's backoff
+        plan.roadmap.write_text(plan.roadmap.read_text().replace("test -e {0} || {{ echo go".format(plan.resumed), "true || { echo go"))
+    proc = plan.start("--agents", agents)
+    try:
+        if agents != "1":
+            plan.fifo.wait_lines(1)
+        # two failed attempts of flaky recorded and done1, done2 succeeded: its third waits out a backoff of 1-2 s
+        wait_until(lambda: len(ledger_rows(plan.state, "SELECT 1 FROM attempts WHERE task_id = 'flaky' AND outcome = 'failed'")) >= 2
+                   and plan.succeeded(1) >= {"done1", "done2"}, why="flaky's second failure and done1, done2 recorded")  # fmt: skip
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    before, recorded = plan.counts(), plan.succeeded(1)
+    assert before.get("flaky") == 2, "the kill missed flaky's backoff"
+    assert "after" not in before and "chain" not in before  # a dependent never starts before its dependency succeeded
+    assert {"done1", "done2"} <= recorded and "flaky" not in recorded
+    plan.resume_and_check(before, recorded, agents=agents)
+    plan.close()
+
+
+CHAIN = """tasks:
+  - id: a
+    command: "echo a $WVO_ATTEMPT >> {ran}"
+  - id: b
+    dependencies: [a]
+    command: "echo b $WVO_ATTEMPT >> {ran}"
+  - id: c
+    dependencies: [b]
+    command: "echo c $WVO_ATTEMPT >> {ran}"
+"""
+
+
+@pytest.mark.parametrize("agents", ["1", "5"])
+def test_killed_when_a_dependency_succeeded_but_is_not_committed_its_dependent_has_not_started(tmp_path, agents):
+    """The manager SIGKILLs itself (test hook) at its first commit of an outcome: a's success is recorded,
+    not committed. b must not have started on it; --resume runs a again (its success was never recorded)."""
+    from runner.manager.recovery import CRASH_AT
+
+    plan = Plan(tmp_path, "shell", 0, tasks=CHAIN)
+    killed = wvo(plan.roadmap, "--state-dir", plan.state, "--agents", agents, "-q", env={**plan.env, CRASH_AT: "commit"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_until(lambda: not tagged(plan.tag), why="the killed run's agents to go")
+    before = plan.counts()
+    assert before == {"a": 1}, f"a dependent started on a success not yet committed: {before}"
+    assert plan.succeeded(1) == set()
+    plan.resume_and_check(before, set(), agents=agents)
+    assert plan.counts() == {"a": 2, "b": 1, "c": 1}
     plan.close()

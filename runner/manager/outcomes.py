@@ -16,6 +16,7 @@ from runner.agents.messages import TaskResult, plain_result, plain_row
 from runner.manager import events as ev
 from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
+from runner.manager.recovery import crash_point
 from runner.manager.options import RunResult
 from runner.manager.telemetry import EventLog, esc as _esc, json_value, summarize
 from runner.model import Outcome, Priority, TaskState
@@ -254,6 +255,8 @@ class Outcomes:
 
     def commit(self) -> None:
         self.ctx.released = False
+        if self.unrecorded:
+            crash_point("commit")  # tests: outcomes recorded, not yet committed (nothing may have started on them)
         try:
             self.ctx.ledger.commit()
             self.recorded = self.ctx.ledger.committed
