@@ -366,3 +366,165 @@ def test_killed_when_a_dependency_succeeded_but_is_not_committed_its_dependent_h
     plan.resume_and_check(before, set(), agents=agents)
     assert plan.counts() == {"a": 2, "b": 1, "c": 1}
     plan.close()
+
+
+# -- resume after resume, and a roadmap that changed in between ------------------------------------------
+
+SERIES = """tasks:
+  - id: b1
+    command: "echo b1 $WVO_ATTEMPT >> {ran}; test -e {ran}.m1 || {{ echo b1 > {fifo}; exec sleep 120; }}"
+  - id: b2
+    command: "echo b2 $WVO_ATTEMPT >> {ran}; test -e {ran}.m2 || {{ echo b2 > {fifo}; exec sleep 120; }}"
+  - id: d
+    dependencies: [b1]
+    command: "echo d $WVO_ATTEMPT >> {ran}"
+""" + "".join(f"  - id: q{i}\n    command: \"echo q{i} $WVO_ATTEMPT >> {{ran}}\"\n" for i in range(10))
+
+
+def test_resume_of_a_killed_resume_then_a_changed_roadmap_then_again(tmp_path):
+    plan = Plan(tmp_path, "shell", 0, tasks=SERIES)
+    quick = {f"q{i}" for i in range(10)}
+    proc = plan.start("--agents", "3")
+    try:  # run 1: the quick ones recorded, b1 and b2 in flight
+        plan.fifo.wait_lines(2)
+        wait_until(lambda: plan.succeeded(1) == quick, why="the quick tasks recorded")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    (tmp_path / "ran.m1").write_text("")
+    proc = plan.start("--agents", "3", "--resume")
+    try:  # run 2, resuming 1: b1 and d succeed, b2 is in flight again
+        plan.fifo.wait_lines(3)
+        wait_until(lambda: plan.succeeded(2) == {"b1", "d"}, why="b1 and d recorded in run 2")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert plan.counts() == {**dict.fromkeys(quick, 1), "b1": 2, "b2": 2, "d": 1}
+    # Between the runs: q0's command changes, q9 goes, `new` comes.
+    text = plan.roadmap.read_text()
+    text = text.replace('echo q0 $WVO_ATTEMPT', 'echo q0  $WVO_ATTEMPT').replace(
+        f'  - id: q9\n    command: "echo q9 $WVO_ATTEMPT >> {plan.ran}"\n', "")
+    text += f'  - id: new\n    dependencies: [d]\n    command: "echo new $WVO_ATTEMPT >> {plan.ran}"\n'
+    plan.roadmap.write_text(text)
+    (tmp_path / "ran.m2").write_text("")
+    r = plan.run("--agents", "3", "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert "continuing run 2: 10 task(s) already succeeded are not run again" in r.stderr  # q1-q8, b1, d
+    assert "task q0 changed since run 2" in r.stderr
+    assert plan.counts() == {**dict.fromkeys(quick - {"q0"}, 1), "q0": 2, "b1": 2, "b2": 3, "d": 1, "new": 1}
+    assert doc["total"] == 13 and doc["succeeded"] == 13 and doc["run_id"] == 3
+    assert plan.succeeded(3) == {"q0", "b2", "new"}
+    hist = json.loads(plan.run("--history", "--json").stdout)
+    assert [(h["id"], h["status"], h["resumed_from"]) for h in hist] == [(3, "succeeded", 2), (2, "running", 1), (1, "running", None)]
+    # Everything succeeded: nothing to continue; a cron line's --resume starts a fresh run (the README)
+    again = plan.run("--agents", "3", "--resume", "--json")
+    assert again.returncode == 0 and "no unfinished run" in again.stderr
+    assert json.loads(again.stdout)["succeeded"] == 13
+    plan.close()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_two_runs_started_at_once_one_runs_the_other_exits_75_and_another_roadmap_is_not_blocked(tmp_path, resume):
+    ran = tmp_path / "ran"
+    fifo = Fifo(tmp_path / "ready")
+    hold = tmp_path / "hold"
+    os.mkfifo(hold)
+    rm, other = tmp_path / "roadmap.yaml", tmp_path / "other.yaml"
+    rm.write_text(f"tasks:\n  - id: t\n    command: 'echo t >> {ran}; echo go > {fifo.path}; cat {hold}'\n")
+    other.write_text(f"tasks:\n  - id: o\n    command: 'echo o >> {ran}'\n")
+    flags = ["--state-dir", tmp_path / "s", "-q"] + (["--resume"] if resume else [])
+    procs = [start(rm, *flags), start(rm, *flags)]
+    try:
+        fifo.wait_lines(1)
+        wait_until(lambda: any(p.poll() is not None for p in procs), why="the second run to give up")
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        out, err = loser.communicate(timeout=30)
+        assert loser.returncode == EXIT_LOCKED, err
+        assert f"another wvo-batch run of {rm} is in progress (PID {winner.pid} holds" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        side = wvo(other, *flags, timeout=60)  # another roadmap, the same state dir: not blocked
+        assert side.returncode == 0, side.stderr
+        assert winner.poll() is None
+    finally:
+        with open(hold, "w") as f:
+            f.write("go\n")
+        for p in procs:
+            p.communicate(timeout=60)
+        fifo.close()
+    assert winner.returncode == 0
+    assert sorted(ran.read_text().split()) == ["o", "t"]
+    assert ledger_rows(tmp_path / "s", "SELECT COUNT(*) FROM runs") == [(2,)]  # the refused run recorded nothing
+
+
+# -- the lock at the instant another process looks at it, or takes it -------------------------------------
+
+
+def _lock_files(state: Path, rm: Path) -> list[str]:
+    from runner.manager import statedir
+
+    return list(statedir.RunLock.of_roadmaps(str(state), [str(rm)]).paths)
+
+
+def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instant(tmp_path, monkeypatch):
+    """--status (RunLock.holder) takes each lock shared for an instant to see whether a run holds it; a run
+    starting at that instant waits the look out instead of exiting 75 (a cron run refused by a dashboard)."""
+    import fcntl
+
+    from runner.manager import statedir
+
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks: []\n")
+    tmp_path.chmod(0o700)
+    looks = []
+    for path in _lock_files(tmp_path, rm):  # a --status looking at every lock, as holder() does
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        looks.append(fd)
+
+    def pause():  # the run waits: the look ends
+        while looks:
+            os.close(looks.pop())
+
+    monkeypatch.setattr(statedir, "_pause", pause, raising=False)
+    lock = statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)])
+    try:
+        lock.acquire()  # not LockHeld
+        assert lock.holder() == os.getpid() and not looks
+    finally:
+        lock.release()
+        pause()
+
+
+def test_a_run_refused_the_instant_the_other_took_the_lock_names_its_pid(tmp_path, monkeypatch):
+    """Two runs started at once: the loser may look at the lock file before the winner has written its pid
+    there; it waits for the pid rather than saying `another process`."""
+    import fcntl
+
+    from runner.manager import statedir
+
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks: []\n")
+    tmp_path.chmod(0o700)
+    held = []
+    for path in _lock_files(tmp_path, rm):  # the winner has the locks, its pid not yet written
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(fd)
+
+    def pause():  # the winner writes its pid
+        for fd in held:
+            os.pwrite(fd, b"4242\n", 0)
+
+    monkeypatch.setattr(statedir, "_pause", pause, raising=False)
+    try:
+        with pytest.raises(statedir.LockHeld, match=r"\(PID 4242 holds"):
+            statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)]).acquire()
+    finally:
+        for fd in held:
+            os.close(fd)

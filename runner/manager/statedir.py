@@ -198,10 +198,8 @@ class RunLock:
         stale = None
         for path, name in self.paths.items():
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
+            taken, holder = _take(fd)
+            if not taken:
                 os.close(fd)
                 self.release()
                 who = f"PID {holder}" if holder else "another process"
@@ -234,6 +232,43 @@ class RunLock:
             finally:
                 os.close(fd)
         return None
+
+
+# How long a run waits out a lock held only shared (--status looking: an instant), or a holder's pid not yet
+# written (it took the lock this instant), before it gives up on them.
+_SETTLE_S = 1.0
+
+
+def _pause() -> None:
+    time.sleep(0.002)  # polling a lock's state, with a deadline (_take)
+
+
+def _take(fd: int) -> tuple[bool, int | None]:
+    """Take a run's lock: (True, None); or (False, the pid of the run that holds it, None: unknown).
+
+    A run holds its lock exclusively. --status (holder) takes it shared for an instant to see whether a
+    run holds it: then no run does, and the look is waited out. A run that holds it writes its pid there
+    just after taking it: a look in between waits for the pid.
+    """
+    deadline = time.monotonic() + _SETTLE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True, None
+        except BlockingIOError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held exclusively: a run
+            holder = _read_pid(fd)
+            while holder is None and time.monotonic() < deadline:
+                _pause()
+                holder = _read_pid(fd)
+            return False, holder
+        fcntl.flock(fd, fcntl.LOCK_UN)  # held shared only: someone looking, not a run
+        if time.monotonic() >= deadline:
+            return False, _read_pid(fd)
+        _pause()
 
 
 def _read_pid(fd: int) -> int | None:
