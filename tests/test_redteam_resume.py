@@ -194,11 +194,11 @@ class Plan:
         events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if line.strip()]
         return any(e.get("chunk", 1) > 1 for e in events)
 
-    def resume_and_check(self, before: dict[str, int], recorded: set[str], agents: str = "2") -> dict:
+    def resume_and_check(self, before: dict[str, int], recorded: set[str], agents: str = "2", *more: str) -> dict:
         """--resume: a task recorded as succeeded in run 1 does not run again; every other one runs; the exit
         code, the summary and --history agree with the ledger."""
         self.resumed.write_text("")
-        r = self.run("--resume", "--json", "--agents", agents)
+        r = self.run("--resume", "--json", "--agents", agents, *more)
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         after = self.counts()
@@ -528,3 +528,83 @@ def test_a_run_refused_the_instant_the_other_took_the_lock_names_its_pid(tmp_pat
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_the_readme_cron_line_killed_then_resumed_with_write_back(tmp_path):
+    """`--resume --write-back` (the README's cron line): killed mid-run after some statuses were written back,
+    the next run runs each task the ledger does not hold as succeeded, once, and no other."""
+    plan = Plan(tmp_path, "shell", 40, blocker=20)
+    proc = plan.start("--agents", "2", "--resume", "--write-back")
+    try:
+        plan.fifo.wait_lines(1)
+        wait_until(lambda: "status: done" in plan.roadmap.read_text(), why="a status written back")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    before, recorded = plan.counts(), plan.succeeded(1)
+    assert plan.blocker not in recorded
+    plan.resume_and_check(before, recorded, "2", "--write-back")
+    import yaml
+
+    statuses = {t["id"]: t.get("status") for t in yaml.safe_load(plan.roadmap.read_text())["tasks"]}
+    assert statuses == dict.fromkeys(plan.ids, "done")
+    plan.close()
+
+
+GONE_AND_BACK = """tasks:
+  - id: x
+    command: "echo x $WVO_ATTEMPT >> {ran}"
+  - id: y
+    command: "echo y $WVO_ATTEMPT >> {ran}; test -e {ran}.m1 || {{ echo go > {fifo}; exec sleep 120; }}; test -e {ran}.m2"
+  - id: z
+    command: "echo z $WVO_ATTEMPT >> {ran}"
+"""
+
+
+def test_a_task_removed_for_one_resume_and_back_unchanged_for_the_next_is_not_run_again(tmp_path):
+    """x succeeded in run 1 (killed); run 2 (--resume) runs a roadmap without x and fails; run 3 (--resume)
+    has x back, unchanged: x is recorded as succeeded in the run being continued, and is not run again."""
+    plan = Plan(tmp_path, "shell", 0, tasks=GONE_AND_BACK)
+    full = plan.roadmap.read_text()
+    proc = plan.start("--agents", "2")
+    try:
+        plan.fifo.wait_lines(1)
+        wait_until(lambda: plan.succeeded(1) == {"x", "z"}, why="x and z recorded")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    plan.roadmap.write_text(full.replace(f'  - id: x\n    command: "echo x $WVO_ATTEMPT >> {plan.ran}"\n', ""))
+    (tmp_path / "ran.m1").write_text("")
+    second = plan.run("--agents", "2", "--resume", "--json")
+    assert second.returncode == 1, second.stderr  # y fails
+    assert "1 task(s) already succeeded are not run again" in second.stderr  # z
+    plan.roadmap.write_text(full)
+    (tmp_path / "ran.m2").write_text("")
+    third = plan.run("--agents", "2", "--resume", "--json")
+    assert third.returncode == 0, third.stderr
+    assert plan.counts() == {"x": 1, "y": 3, "z": 1}, "x ran again, though it succeeded and never changed"
+    doc = json.loads(third.stdout)
+    assert doc["succeeded"] == 3 and "2 task(s) already succeeded are not run again" in third.stderr
+    plan.close()
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_tasks_absent_from_a_resumed_runs_roadmap_are_kept_with_its_task_rows(tmp_path, behind):
+    """The kept rows go with the run's task rows, written by the run or behind it by a child (a large roadmap)."""
+    from runner.manager.ledger import BEHIND_TASKS, Ledger, task_hashes
+    from runner.model import Roadmap, Task
+
+    tasks = [Task(id=f"t{i}", command="true", order=i) for i in range(BEHIND_TASKS + 10 if behind else 5)]
+    rm = Roadmap(files=[str(tmp_path / "r.yaml")], tasks=tasks)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    run_id = ledger.start_run(rm, 2, "", None, {"t1"}, {"gone": "0123456789abcdef"})
+    ledger.write_tasks_behind()
+    ledger.record(run_id, ("t3", 1, "worker-0", 1.0, 2.0, 0, "succeeded", None, None, None))
+    ledger.commit()
+    hashes = dict(zip([t.id for t in tasks], task_hashes(tasks)))
+    assert ledger.succeeded_tasks(run_id) == {"t1": hashes["t1"], "t3": hashes["t3"], "gone": "0123456789abcdef"}
+    ledger.close()

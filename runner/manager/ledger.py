@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS run_tasks (
     run_id INTEGER NOT NULL,
     task_id TEXT NOT NULL,
     def_hash TEXT NOT NULL,
-    carried INTEGER NOT NULL DEFAULT 0,   -- 1: succeeded in the resumed run, not run again
+    carried INTEGER NOT NULL DEFAULT 0,   -- 1: succeeded in the resumed run, not run again (or not in this
+                                          --    run's roadmap: kept for the next --resume, should it come back)
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;  -- one b-tree, not a table and its key's index: a row costs ~25% less to insert
 CREATE TABLE IF NOT EXISTS attempts (
@@ -239,7 +240,7 @@ class Ledger:
         self._pending: list[tuple] = []  # attempts recorded, not yet committed: written by commit()
         self._lease_ops: list[tuple] = []  # ("take", row) / ("release", ...) not yet committed, in order
         self.committed = 0  # attempts this connection has committed
-        self._tasks_kept: tuple | None = None  # (run id, tasks, carried): task rows not yet written (write_tasks_behind)
+        self._tasks_kept: tuple | None = None  # (run id, tasks, carried, absent): task rows not yet written (write_tasks_behind)
         self._writer: int | None = None  # the pid of the child writing them
         self.db = None
         try:
@@ -369,7 +370,10 @@ class Ledger:
         keys = ("task", "attempt", "resource", "value", "taken", "released", "released_by")
         return [dict(zip(keys, r)) for r in rows]
 
-    def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str]) -> int:
+    def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str],
+                  absent: dict[str, str] | None = None) -> int:
+        """absent: task id -> definition hash of the tasks that succeeded in the resumed run and are not in this
+        roadmap: recorded as carried, so that a --resume of this run does not run one again that comes back."""
         try:
             self._begin()
             cur = self.db.execute(
@@ -379,9 +383,9 @@ class Ledger:
             )
             run_id = cur.lastrowid
             if len(roadmap.tasks) >= BEHIND_TASKS:
-                self._tasks_kept = (run_id, roadmap.tasks, frozenset(carried))  # written behind, or at the next commit
+                self._tasks_kept = (run_id, roadmap.tasks, frozenset(carried), absent)  # written behind, or at the next commit
             else:
-                _insert_tasks(self.db, run_id, roadmap.tasks, carried)
+                _insert_tasks(self.db, run_id, roadmap.tasks, carried, absent)
             self.db.execute("COMMIT")
             return run_id
         except (sqlite3.Error, OSError) as exc:
@@ -393,7 +397,7 @@ class Ledger:
         this one goes on; commit() waits for them (_settle). Call it once the run's set-up writes are done."""
         if self._tasks_kept is None or self._writer is not None:
             return
-        run_id, tasks, carried = self._tasks_kept
+        run_id, tasks, carried, absent = self._tasks_kept
         parent = os.getpid()
         try:
             pid = os.fork()
@@ -406,7 +410,7 @@ class Ledger:
                 db = sqlite3.connect(self.path, isolation_level=None)
                 db.execute("PRAGMA busy_timeout=5000")
                 db.execute("BEGIN IMMEDIATE")
-                _insert_tasks(db, run_id, tasks, carried)
+                _insert_tasks(db, run_id, tasks, carried, absent)
                 db.execute("COMMIT")
                 code = 0
                 db.close()
@@ -431,11 +435,11 @@ class Ledger:
         if written:
             self._tasks_kept = None
         elif self._tasks_kept is not None:
-            run_id, tasks, carried = self._tasks_kept
+            run_id, tasks, carried, absent = self._tasks_kept
             self._begin()
             try:  # (a writer that failed after its COMMIT left them: not written twice)
                 if not self.db.execute("SELECT 1 FROM run_tasks WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
-                    _insert_tasks(self.db, run_id, tasks, carried)
+                    _insert_tasks(self.db, run_id, tasks, carried, absent)
                 self.db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -566,8 +570,12 @@ class Ledger:
         return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def _insert_tasks(db, run_id: int, tasks, carried) -> None:
-    """A run's task rows: each task's definition hash, and whether it was carried over from the resumed run."""
+def _insert_tasks(db, run_id: int, tasks, carried, absent: dict[str, str] | None = None) -> None:
+    """A run's task rows: each task's definition hash, and whether it was carried over from the resumed run;
+    with those of `absent` (succeeded there, not in this roadmap), carried."""
+    if absent:
+        db.executemany(f"INSERT INTO run_tasks (run_id, task_id, def_hash, carried) VALUES ({int(run_id)}, ?, ?, 1)",
+                       list(absent.items()))  # fmt: skip
     rows = zip([t.id for t in tasks], task_hashes(tasks))
     if carried:
         rows = list(rows)
