@@ -608,3 +608,27 @@ def test_tasks_absent_from_a_resumed_runs_roadmap_are_kept_with_its_task_rows(tm
     hashes = dict(zip([t.id for t in tasks], task_hashes(tasks)))
     assert ledger.succeeded_tasks(run_id) == {"t1": hashes["t1"], "t3": hashes["t3"], "gone": "0123456789abcdef"}
     ledger.close()
+
+
+def test_killed_after_a_commit_before_its_write_back_the_resume_writes_the_status_and_the_next_run_skips_it(tmp_path):
+    """The window between the ledger's commit and --write-back: a task recorded as succeeded whose `done` never
+    reached the roadmap. The resume (the README's cron line) carries it and writes `done`; the next cron run
+    (nothing left to continue: a fresh run) then runs nothing of it again."""
+    from runner.manager.recovery import CRASH_AT
+
+    plan = Plan(tmp_path, "shell", 0, tasks=CHAIN)
+    flags = ("--agents", "2", "--resume", "--write-back", "-q")
+    killed = wvo(plan.roadmap, "--state-dir", plan.state, *flags, env={**plan.env, CRASH_AT: "committed"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_until(lambda: not tagged(plan.tag), why="the killed run's agents to go")
+    assert plan.succeeded(1) == {"a"} and "done" not in plan.roadmap.read_text()
+    first = plan.run(*flags)
+    assert first.returncode == 0, first.stderr
+    import yaml
+
+    statuses = {t["id"]: t.get("status") for t in yaml.safe_load(plan.roadmap.read_text())["tasks"]}
+    assert statuses == {"a": "done", "b": "done", "c": "done"}
+    again = plan.run(*flags)
+    assert again.returncode == 0, again.stderr
+    assert plan.counts() == {"a": 1, "b": 1, "c": 1}
+    plan.close()

@@ -260,6 +260,8 @@ class Outcomes:
         try:
             self.ctx.ledger.commit()
             self.recorded = self.ctx.ledger.committed
+            if self.unrecorded:
+                crash_point("committed")  # tests: outcomes committed, not yet reported (events, --write-back)
             self.unrecorded = 0
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
