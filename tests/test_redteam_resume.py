@@ -240,9 +240,10 @@ def pid_of_agent(pid: int, manager: int) -> int:
 
 
 @pytest.mark.parametrize("kind", ["shell", "call"])
-def test_manager_killed_mid_chunk_resume_runs_each_unrecorded_task_and_no_recorded_one(tmp_path, kind):
+@pytest.mark.parametrize("agents", ["1", "2"])
+def test_manager_killed_mid_chunk_resume_runs_each_unrecorded_task_and_no_recorded_one(tmp_path, kind, agents):
     plan = Plan(tmp_path, kind, 300, blocker=200)
-    proc = plan.start("--agents", "2")
+    proc = plan.start("--agents", agents)
     try:
         plan.fifo.wait_lines(1)
         kill_run(proc, plan.tag)
@@ -255,7 +256,7 @@ def test_manager_killed_mid_chunk_resume_runs_each_unrecorded_task_and_no_record
     assert plan.chunked(1) or len(set(before) - recorded) > 1, "no chunk was handed out: the attack missed"
     assert all(before.get(t) == 1 for t in recorded), "a task recorded as succeeded left no line, or two"
     assert plan.blocker not in recorded and len(recorded) < plan.n
-    plan.resume_and_check(before, recorded)
+    plan.resume_and_check(before, recorded, agents)
     plan.close()
 
 
@@ -631,4 +632,44 @@ def test_killed_after_a_commit_before_its_write_back_the_resume_writes_the_statu
     again = plan.run(*flags)
     assert again.returncode == 0, again.stderr
     assert plan.counts() == {"a": 1, "b": 1, "c": 1}
+    plan.close()
+
+
+# -- the run's end ----------------------------------------------------------------------------------------
+
+
+def test_killed_after_every_outcome_was_committed_before_the_run_was_closed(tmp_path):
+    """Everything recorded, the run left `running`: --resume runs only the failed task, and its exit code and
+    summary count the carried successes."""
+    from runner.manager.recovery import CRASH_AT
+
+    tasks = CHAIN.replace('command: "echo c $WVO_ATTEMPT >> {ran}"', 'command: "echo c $WVO_ATTEMPT >> {ran}; test -e {resumed}"')
+    plan = Plan(tmp_path, "shell", 0, tasks=tasks + '  - id: d\n    command: "echo d $WVO_ATTEMPT >> {ran}"\n')
+    killed = wvo(plan.roadmap, "--state-dir", plan.state, "--agents", "2", "-q", env={**plan.env, CRASH_AT: "finish"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_until(lambda: not tagged(plan.tag), why="the killed run's agents to go")
+    assert ledger_rows(plan.state, "SELECT status, ended FROM runs") == [("running", None)]
+    before, recorded = plan.counts(), plan.succeeded(1)
+    assert recorded == {"a", "b", "d"} and before == {"a": 1, "b": 1, "c": 1, "d": 1}
+    plan.resume_and_check(before, recorded)
+    plan.close()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_mid_chunk_then_resumed(tmp_path, sig, code):
+    plan = Plan(tmp_path, "call", 200, blocker=120)
+    proc = plan.start("--agents", "2", "--grace", "1")
+    try:
+        plan.fifo.wait_lines(1)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert ledger_rows(plan.state, "SELECT status FROM runs") == [("interrupted",)]
+    before, recorded = plan.counts(), plan.succeeded(1)
+    assert all(before.get(t) == 1 for t in recorded) and plan.blocker not in recorded
+    plan.resume_and_check(before, recorded)
     plan.close()

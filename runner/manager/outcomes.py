@@ -379,6 +379,7 @@ class Outcomes:
     def finish(self, stuck: bool) -> RunResult:
         """The run's summary, its exit code (runner.manager.exits), the ledger closed; the reporter told."""
         ctx = self.ctx
+        crash_point("finish")  # tests: every outcome committed, the run not closed in the ledger
         rows, counts = self._rows()
         deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks if t.dependencies}  # summarize: none when missing
         priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks if t.priority is not Priority.MEDIUM}  # and medium
