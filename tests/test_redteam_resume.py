@@ -120,9 +120,11 @@ WORKER = '''
 import os, time
 
 
-def work(path, tid, ready=None, resumed=None):
+def work(path, tid, ready=None, resumed=None, fail_first=False):
     with open(path, "a") as f:
         f.write(f"{tid} {os.environ['WVO_ATTEMPT']}\\n")
+    if fail_first and os.environ["WVO_ATTEMPT"] == "1":
+        raise RuntimeError("first attempt fails")
     if ready and os.environ["WVO_ATTEMPT"] == "1" and not os.path.exists(resumed):
         with open(ready, "w") as f:
             f.write(f"go {os.getpid()}\\n")
@@ -134,7 +136,8 @@ class Plan:
     """A roadmap of n quick tasks (shell commands or `call:`s), one of which (`blocker`) stops on its first
     attempt of the first run and writes `go PID` (PID: its process, or the agent for a call) to a FIFO."""
 
-    def __init__(self, tmp_path: Path, kind: str, n: int, blocker: int = -1, extra: str = "", tasks: str | None = None):
+    def __init__(self, tmp_path: Path, kind: str, n: int, blocker: int = -1, extra: str = "", tasks: str | None = None,
+                 flaky: tuple[int, ...] = ()):  # fmt: skip
         """tasks: the roadmap's tasks as YAML (`{ran}`, `{resumed}`, `{fifo}` filled in) instead of n quick ones."""
         self.tmp, self.kind, self.n = tmp_path, kind, n
         self.ran = tmp_path / "ran"
@@ -154,6 +157,7 @@ class Plan:
             return
         self.ids = [f"t{i:03d}" for i in range(n)]
         self.blocker = self.ids[blocker]
+        self.flaky = {self.ids[i] for i in flaky}  # their first attempt fails (after its line); retried once
         (tmp_path / "rtworker.py").write_text(WORKER)
         out = ["tasks:"]
         for tid in self.ids:
@@ -162,6 +166,8 @@ class Plan:
                 kw = {"path": str(self.ran), "tid": tid}
                 if tid == self.blocker:
                     kw.update(ready=str(self.fifo.path), resumed=str(self.resumed))
+                if tid in self.flaky:
+                    kw.update(fail_first=True)
                 out.append("    call: rtworker:work")
                 out.append(f"    kwargs: {json.dumps(kw)}")
             else:
@@ -169,7 +175,11 @@ class Plan:
                 if tid == self.blocker:
                     cmd += (f"; test $WVO_ATTEMPT != 1 -o -e {self.resumed} || {{ echo go $$ > {self.fifo.path};"
                             " exec sleep 120; }")  # fmt: skip
+                if tid in self.flaky:
+                    cmd += "; test $WVO_ATTEMPT != 1"
                 out.append(f"    command: {json.dumps(cmd)}")
+            if tid in self.flaky:
+                out.append("    retries: 1")
         self.roadmap.write_text(extra + "\n".join(out) + "\n")
 
     def start(self, *args) -> subprocess.Popen:
@@ -672,4 +682,31 @@ def test_interrupted_mid_chunk_then_resumed(tmp_path, sig, code):
     before, recorded = plan.counts(), plan.succeeded(1)
     assert all(before.get(t) == 1 for t in recorded) and plan.blocker not in recorded
     plan.resume_and_check(before, recorded)
+    plan.close()
+
+
+@pytest.mark.parametrize("kind", ["shell", "call"])
+def test_agent_killed_mid_chunk_with_failures_in_it_retries_each_failure_once(tmp_path, kind):
+    """Failures in the chunk before the agent's death are recorded from its outbox and retried once: a task
+    that failed is not run a third time, nor a success a second."""
+    flaky = (150, 170, 190, 199, 210, 250)
+    plan = Plan(tmp_path, kind, 300, blocker=200, flaky=flaky)
+    proc = plan.start("--agents", "2", "--json")
+    try:
+        line = plan.fifo.wait_lines(1)[0]
+        os.kill(pid_of_agent(int(line.split()[1]), proc.pid), signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    attempts: dict[str, list[str]] = {}
+    for tid, attempt in lines(plan.ran):
+        attempts.setdefault(tid, []).append(attempt)
+    wrong = {t: a for t, a in attempts.items() if a != (["1", "2"] if t in plan.flaky or t == plan.blocker else ["1"])}
+    assert not wrong and len(attempts) == plan.n, f"wrong attempts: {wrong}"
+    assert json.loads(out)["succeeded"] == plan.n
+    outcomes = dict(ledger_rows(plan.state, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
+    assert outcomes == {"succeeded": plan.n, "failed": len(flaky), "agent_died": 1}
     plan.close()
