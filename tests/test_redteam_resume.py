@@ -710,3 +710,23 @@ def test_agent_killed_mid_chunk_with_failures_in_it_retries_each_failure_once(tm
     outcomes = dict(ledger_rows(plan.state, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
     assert outcomes == {"succeeded": plan.n, "failed": len(flaky), "agent_died": 1}
     plan.close()
+
+
+def test_agent_stopped_mid_chunk_is_killed_and_runs_nothing_twice(tmp_path):
+    """SIGSTOP of an agent in the middle of a chunk of calls: found stopped, killed; its chunk is settled as for
+    a death (the outbox's results recorded, the task it was on retried, the rest run elsewhere)."""
+    plan = Plan(tmp_path, "call", 300, blocker=200)
+    proc = plan.start("--agents", "2", "--json")
+    try:
+        line = plan.fifo.wait_lines(1)[0]
+        os.kill(pid_of_agent(int(line.split()[1]), proc.pid), signal.SIGSTOP)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    counts = plan.counts()
+    assert {t: n for t, n in counts.items() if n != 1} == {plan.blocker: 2} and len(counts) == plan.n
+    assert json.loads(out)["succeeded"] == plan.n
+    plan.close()
