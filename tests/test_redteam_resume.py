@@ -730,3 +730,42 @@ def test_agent_stopped_mid_chunk_is_killed_and_runs_nothing_twice(tmp_path):
     assert {t: n for t, n in counts.items() if n != 1} == {plan.blocker: 2} and len(counts) == plan.n
     assert json.loads(out)["succeeded"] == plan.n
     plan.close()
+
+
+# -- batches (--max-tasks, --iterations) ------------------------------------------------------------------
+
+BATCHES = """tasks:
+  - id: a
+    command: "echo a $WVO_ATTEMPT >> {ran}"
+  - id: b
+    command: "echo b $WVO_ATTEMPT >> {ran}"
+  - id: c
+    command: "echo c $WVO_ATTEMPT >> {ran}"
+  - id: d
+    command: "echo d $WVO_ATTEMPT >> {ran}; test -e {resumed} || {{ echo go > {fifo}; exec sleep 120; }}"
+  - id: e
+    command: "echo e $WVO_ATTEMPT >> {ran}"
+"""
+
+
+def test_a_loop_of_batches_killed_then_resumed_runs_no_success_of_its_earlier_batches_again(tmp_path):
+    """`--max-tasks 2 --iterations 0`: batch 1 (run 1) runs a, b; batch 2 (run 2) is killed with c recorded and
+    d in flight. The same line with --resume runs d and e, once each, and neither a, b (run 1) nor c (run 2)."""
+    plan = Plan(tmp_path, "shell", 0, tasks=BATCHES)
+    loop = ("--max-tasks", "2", "--iterations", "0", "--agents", "2")
+    proc = plan.start(*loop)
+    try:
+        plan.fifo.wait_lines(1)
+        wait_until(lambda: plan.succeeded(2) == {"c"}, why="c recorded in batch 2")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert plan.counts() == {"a": 1, "b": 1, "c": 1, "d": 1}
+    plan.resumed.write_text("")
+    r = plan.run(*loop, "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    assert plan.counts() == {"a": 1, "b": 1, "c": 1, "d": 2, "e": 1}, "a success of the loop ran again"
+    assert "no unfinished run" not in r.stderr, r.stderr
+    plan.close()

@@ -87,6 +87,7 @@ class Run:
         self._stop_deadline: float | None = None  # monotonic time a stop's grace runs out
         self._stuck = False  # nothing could be scheduled and nothing ran: a bug, the run ends failed
         self._template: TaskMessage | None = None  # what a chunk's rows share (_chunk_template)
+        self.carried: set[str] = set()  # tasks --resume carried over from the run it continues (set by execute)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -146,7 +147,10 @@ class Run:
         try:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from, absent = self._resume_set()
-            ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from, set(carried), absent)
+            self.carried = set(carried)
+            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them again
+            ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from,
+                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent)  # fmt: skip
             if resumed_from is not None:
                 self.accounts.carry_sessions(resumed_from, carried)
         except BaseException:
