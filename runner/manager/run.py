@@ -87,7 +87,6 @@ class Run:
         self._stop_deadline: float | None = None  # monotonic time a stop's grace runs out
         self._stuck = False  # nothing could be scheduled and nothing ran: a bug, the run ends failed
         self._template: TaskMessage | None = None  # what a chunk's rows share (_chunk_template)
-        self.carried: set[str] = set()  # tasks --resume carried over from the run it continues (set by execute)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -147,7 +146,6 @@ class Run:
         try:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from, absent = self._resume_set()
-            self.carried = set(carried)
             # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them again
             ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from,
                                               set(carried) | (set(opt.done) & set(ctx.tasks)), absent)  # fmt: skip
@@ -211,7 +209,7 @@ class Run:
             self.outcomes.flush()
             for finish in self.hooks.finish:
                 finish()
-        return self.outcomes.finish(self._stuck)
+        return replace(self.outcomes.finish(self._stuck), carried=frozenset(carried))
 
     def _resume_set(self) -> tuple[dict[str, str], int | None, dict[str, str]]:
         """Tasks to carry over from the run being resumed: succeeded there, definition unchanged; and those that
