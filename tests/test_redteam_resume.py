@@ -769,3 +769,75 @@ def test_a_loop_of_batches_killed_then_resumed_runs_no_success_of_its_earlier_ba
     assert plan.counts() == {"a": 1, "b": 1, "c": 1, "d": 2, "e": 1}, "a success of the loop ran again"
     assert "no unfinished run" not in r.stderr, r.stderr
     plan.close()
+
+
+# -- one roadmap, two spellings of its path ----------------------------------------------------------------
+
+
+def test_resume_through_another_path_to_the_same_roadmap_continues_the_run(tmp_path):
+    """The run was started through a symlinked folder, the resume names the real one (or the other way round):
+    one roadmap, one state dir, one run to continue."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    plan = Plan(real, "shell", 20, blocker=10)
+    plan.state = tmp_path / "s"
+    plan.roadmap = tmp_path / "link" / "roadmap.yaml"
+    proc = plan.start("--agents", "2")
+    try:
+        plan.fifo.wait_lines(1)
+        wait_until(lambda: len(plan.succeeded(1)) >= 5, why="some tasks recorded")
+        kill_run(proc, plan.tag)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    before, recorded = plan.counts(), plan.succeeded(1)
+    plan.roadmap = real / "roadmap.yaml"
+    plan.resume_and_check(before, recorded)
+    plan.close()
+
+
+def test_a_roadmap_symlink_pointed_elsewhere_mid_run_still_locks_its_name(tmp_path):
+    """`current.yaml -> v1.yaml` runs; current.yaml is pointed at v2.yaml (a new version); a run of current.yaml
+    now is the same roadmap by name: refused with 75, not run beside the first (and resuming it)."""
+    ran = tmp_path / "ran"
+    fifo = Fifo(tmp_path / "ready")
+    hold = tmp_path / "hold"
+    os.mkfifo(hold)
+    text = f"tasks:\n  - id: t\n    command: 'echo t >> {ran}; test -e {tmp_path}/later || {{ echo go > {fifo.path}; cat {hold}; }}'\n"
+    (tmp_path / "v1.yaml").write_text(text)
+    (tmp_path / "v2.yaml").write_text(text)
+    current = tmp_path / "current.yaml"
+    current.symlink_to("v1.yaml")
+    proc = start(current, "--state-dir", tmp_path / "s", "-q", "--resume")
+    try:
+        fifo.wait_lines(1)
+        os.symlink("v2.yaml", tmp_path / "current.tmp")
+        os.replace(tmp_path / "current.tmp", current)
+        (tmp_path / "later").write_text("")
+        other = wvo(current, "--state-dir", tmp_path / "s", "-q", "--resume", timeout=60)
+        assert other.returncode == EXIT_LOCKED, other.stderr
+    finally:
+        with open(hold, "w") as f:
+            f.write("go\n")
+        proc.communicate(timeout=60)
+        fifo.close()
+    assert ran.read_text().split() == ["t"]
+
+
+def test_runs_a_ledger_recorded_under_the_unresolved_path_are_still_found(tmp_path):
+    """A ledger written before roadmap keys were resolved named the run by its absolute path as given."""
+    from runner.manager.ledger import Ledger
+    from runner.model import Roadmap, Task
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    path = str(tmp_path / "link" / "r.yaml")
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    run_id = ledger.start_run(Roadmap(files=[path], tasks=[Task(id="t", command="true")]), 1, "", None, set())
+    ledger.db.execute("UPDATE runs SET roadmap_key = ?", (json.dumps([path]),))
+    assert [r.id for r in ledger.runs([path])] == [run_id]
+    assert ledger.latest_unfinished([path]).id == run_id
+    assert ledger.latest_unfinished([str(tmp_path / "real" / "r.yaml")]) is None  # not this spelling's, then
+    ledger.close()

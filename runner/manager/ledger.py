@@ -25,7 +25,7 @@ from runner.model import record, Roadmap, Task
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
-    roadmap_key TEXT NOT NULL,     -- which roadmap(s): the absolute paths, JSON
+    roadmap_key TEXT NOT NULL,     -- which roadmap(s): their paths (statedir.roadmap_path), JSON
     content_hash TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
@@ -161,7 +161,14 @@ def task_hashes(tasks) -> list[str]:
 
 
 def roadmap_key(files: list[str]) -> str:
-    return json.dumps([os.path.abspath(f) for f in files])
+    from runner.manager.statedir import roadmap_path
+
+    return json.dumps([roadmap_path(f) for f in files])
+
+
+def _run_keys(files: list[str]) -> tuple[str, str]:
+    """The roadmap's key, and the key a ledger written before keys were resolved gave it (absolute paths)."""
+    return roadmap_key(files), json.dumps([os.path.abspath(f) for f in files])
 
 
 @record(frozen=True)
@@ -522,8 +529,8 @@ class Ledger:
     def runs(self, files: list[str], limit: int = 20) -> list[RunRow]:
         rows = self._read(
             "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs"
-            " WHERE roadmap_key = ? ORDER BY id DESC LIMIT ?",
-            (roadmap_key(files), limit),
+            " WHERE roadmap_key IN (?, ?) ORDER BY id DESC LIMIT ?",
+            (*_run_keys(files), limit),
         )
         return [RunRow(*r[:7], json.loads(r[7]) if r[7] else None) for r in rows]
 
@@ -531,9 +538,9 @@ class Ledger:
         """The latest run of these roadmap files, if it did not succeed entirely. A run without task rows is
         passed over: killed before they were written (write_tasks_behind), it committed no attempt either."""
         rows = self._read(
-            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key = ?"
+            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key IN (?, ?)"
             " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1",
-            (roadmap_key(files),),
+            _run_keys(files),
         )
         if rows and rows[0][3] != "succeeded":
             return RunRow(*rows[0][:7], json.loads(rows[0][7]) if rows[0][7] else None)

@@ -29,6 +29,13 @@ def default_state_dir(files: list[str]) -> str:
     return os.path.join(base, "wvo-batch", f"{name}-{digest}")
 
 
+def roadmap_path(path: str) -> str:
+    """A roadmap file's one name, however it is spelt: its folder resolved (symlinks, `..`), its own name kept,
+    so that a symlinked file pointed at a new version is still that roadmap."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def prepare(state_dir: str) -> str:
     """Create the state dir (mode 0700), check it is ours alone and writable; raises StateError."""
     state_dir = os.path.abspath(state_dir)
@@ -181,8 +188,8 @@ class RunLock:
     @classmethod
     def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
         """The locks of these roadmap files, each keyed twice: on what the file is (device and inode), so a
-        hard link reaches the same lock, and on its resolved path, so a file replaced at that path (--write-back
-        puts a new file in place of the old, as editors and generators do) still does."""
+        hard link reaches the same lock, and on its name (roadmap_path), so a file replaced at that path
+        (--write-back puts a new file in place of the old, as editors and generators do) still does."""
         keys = {}
         for f in files:
             try:
@@ -190,7 +197,7 @@ class RunLock:
                 keys[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
                 pass
-            keys[os.path.realpath(f)] = f
+            keys[roadmap_path(f)] = f
         return cls(state_dir, keys)
 
     def acquire(self) -> None:
