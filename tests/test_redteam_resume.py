@@ -843,3 +843,36 @@ def test_runs_a_ledger_recorded_under_the_unresolved_path_are_still_found(tmp_pa
     assert ledger.latest_unfinished([path]).id == run_id
     assert ledger.latest_unfinished([str(tmp_path / "real" / "r.yaml")]) is None  # not this spelling's, then
     ledger.close()
+
+
+def test_a_run_refused_the_instant_the_other_took_over_a_stale_lock_names_the_live_pid(tmp_path, monkeypatch):
+    """After a crash the lock files hold the dead run's pid; two runs start at once: the loser may read that pid
+    before the winner writes its own. It names the winner, not the dead run."""
+    import fcntl
+
+    from runner.manager import statedir
+
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks: []\n")
+    tmp_path.chmod(0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    held = []
+    for path in _lock_files(tmp_path, rm):  # the winner has the locks; the dead run's pid is still in them
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.pwrite(fd, f"{dead.pid}\n".encode(), 0)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(fd)
+
+    def pause():  # the winner writes its pid (ours: a live one)
+        for fd in held:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    monkeypatch.setattr(statedir, "_pause", pause, raising=False)
+    try:
+        with pytest.raises(statedir.LockHeld, match=rf"\(PID {os.getpid()} holds"):
+            statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)]).acquire()
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -255,7 +255,7 @@ def _take(fd: int) -> tuple[bool, int | None]:
 
     A run holds its lock exclusively. --status (holder) takes it shared for an instant to see whether a
     run holds it: then no run does, and the look is waited out. A run that holds it writes its pid there
-    just after taking it: a look in between waits for the pid.
+    just after taking it: a look in between waits for the pid (a dead run's, left there, is not it).
     """
     deadline = time.monotonic() + _SETTLE_S
     while True:
@@ -266,9 +266,9 @@ def _take(fd: int) -> tuple[bool, int | None]:
             pass
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held exclusively: a run
+        except BlockingIOError:  # held exclusively: a run (the pid there may still be a dead one's it took over from)
             holder = _read_pid(fd)
-            while holder is None and time.monotonic() < deadline:
+            while not _alive(holder) and time.monotonic() < deadline:
                 _pause()
                 holder = _read_pid(fd)
             return False, holder
@@ -276,6 +276,18 @@ def _take(fd: int) -> tuple[bool, int | None]:
         if time.monotonic() >= deadline:
             return False, _read_pid(fd)
         _pause()
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
 
 
 def _read_pid(fd: int) -> int | None:
