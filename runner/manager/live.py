@@ -84,8 +84,8 @@ class LiveRoadmap(Component):
         self._layers = {(w.repo, w.into) for w in self.ctx.ws.values() if w.mode == "worktree"}
         if self.ctx.opt.write_back:  # a task --resume carries over: its `done` may have died with the run it succeeded in
             state = self.ctx.sched.state
-            for task in self.ctx.members():
-                if state[task.id] is TaskState.SUCCEEDED and task.runnable_status:  # pending, in_progress...: not done
+            for task in self.ctx.tasks.values():
+                if state.get(task.id) is TaskState.SUCCEEDED and task.runnable_status:  # pending, in_progress...: not done
                     self.status(task.id, "done")
 
     # -- statuses -------------------------------------------------------------------------------------
