@@ -876,3 +876,33 @@ def test_a_run_refused_the_instant_the_other_took_over_a_stale_lock_names_the_li
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_status_of_a_roadmap_shows_its_own_run_while_another_roadmap_runs_on_the_state_dir(tmp_path):
+    """Two roadmaps, one state dir, both running: `--status a.yaml` shows a's board, not the board of b's run
+    (which started later, so `latest` names it)."""
+    fifo = Fifo(tmp_path / "ready")
+    hold = tmp_path / "hold"
+    os.mkfifo(hold)
+    paths = {}
+    for name in ("a", "b"):
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(f"tasks:\n  - id: task-of-{name}\n    command: 'echo go > {fifo.path}; cat {hold}'\n")
+    procs = []
+    try:
+        for n, name in enumerate(("a", "b"), 1):
+            procs.append(start(paths[name], "--state-dir", tmp_path / "s", "-q", "--agents", "1"))
+            fifo.wait_lines(n)
+        for name in ("a", "b"):
+            deadline = time.monotonic() + 30
+            while (r := wvo(paths[name], "--state-dir", tmp_path / "s", "--status", "--json")).returncode != 0:
+                assert time.monotonic() < deadline, r.stderr
+            running = [a.get("task") for a in json.loads(r.stdout)["agents"] if a.get("task")]
+            assert running == [f"task-of-{name}"], r.stdout
+    finally:
+        with open(hold, "w") as f:
+            f.write("go\ngo\n")
+        for p in procs:
+            p.communicate(timeout=60)
+        fifo.close()
+    assert [p.returncode for p in procs] == [0, 0]

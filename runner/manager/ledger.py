@@ -577,6 +577,26 @@ class Ledger:
         return {r[0]: tuple(r[1:]) for r in rows}
 
 
+def held_run_folder(path: str, files: list[str], pid: int) -> str | None:
+    """The folder of the run of these roadmap files that process `pid` runs (it holds their lock), read-only,
+    for --status: None when the ledger names none (yet) or cannot be read. Not `latest`: that is the latest run
+    of any roadmap sharing the state dir."""
+    from urllib.request import pathname2url
+
+    try:
+        db = sqlite3.connect(f"file:{pathname2url(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT folder FROM runs WHERE roadmap_key IN (?, ?) AND pid = ? AND status = 'running'"
+                         " ORDER BY id DESC LIMIT 1", (*_run_keys(files), pid)).fetchone()  # fmt: skip
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
 def _insert_tasks(db, run_id: int, tasks, carried, absent: dict[str, str] | None = None) -> None:
     """A run's task rows: each task's definition hash, and whether it was carried over from the resumed run;
     with those of `absent` (succeeded there, not in this roadmap), carried."""

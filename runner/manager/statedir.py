@@ -120,6 +120,16 @@ def latest_folder(state_dir: str) -> str | None:
         target = os.readlink(os.path.join(state_dir, "latest"))
     except OSError:
         return None
+    return _run_folder(state_dir, target)
+
+
+def run_folder(state_dir: str, folder: str | None) -> str | None:
+    """The run folder the ledger names (runs.folder), taken as runs/<its name> of this state dir (however the
+    state dir was spelt when it was written); None unless it is ours and private."""
+    return _run_folder(state_dir, "runs/" + os.path.basename(folder)) if folder else None
+
+
+def _run_folder(state_dir: str, target: str) -> str | None:
     parts = target.split("/")
     if len(parts) != 2 or parts[0] != "runs" or parts[1] in ("", ".", ".."):
         return None  # only what new_run_folder writes: a relative runs/<name>, no "..", no absolute path
