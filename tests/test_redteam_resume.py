@@ -906,3 +906,21 @@ def test_status_of_a_roadmap_shows_its_own_run_while_another_roadmap_runs_on_the
             p.communicate(timeout=60)
         fifo.close()
     assert [p.returncode for p in procs] == [0, 0]
+
+
+def test_resume_runs_what_a_failure_skipped_and_counts_it_right(tmp_path):
+    """a fails, so b (after a) is skipped and c, which does not wait for a, succeeds: exit 1. The resume runs a
+    and b, not c; exit 0, all succeeded; --history has run 1 failed and run 2 succeeded."""
+    tasks = CHAIN.replace('command: "echo a $WVO_ATTEMPT >> {ran}"', 'command: "echo a $WVO_ATTEMPT >> {ran}; test -e {resumed}"')
+    tasks = tasks.replace("    dependencies: [b]\n", "")
+    plan = Plan(tmp_path, "shell", 0, tasks=tasks)
+    first = plan.run("--agents", "2", "--json")
+    assert first.returncode == 1, first.stderr
+    doc = json.loads(first.stdout)
+    assert (doc["succeeded"], doc["failed"], doc["skipped"]) == (1, 1, 1)
+    before, recorded = plan.counts(), plan.succeeded(1)
+    assert recorded == {"c"} and before == {"a": 1, "c": 1}
+    plan.resume_and_check(before, recorded)
+    hist = json.loads(plan.run("--history", "--json").stdout)
+    assert [(h["id"], h["status"]) for h in hist] == [(2, "succeeded"), (1, "failed")]
+    plan.close()
