@@ -373,6 +373,7 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
 
     from runner.cli.board import board_lines, task_facts
     from runner.manager import statedir
+    from runner.manager.ledger import held_run_folder
     from runner.manager.pool import BoardKeyError, read_board
 
     folder_root = _state_dir(roadmaps, state_dir)
@@ -387,7 +388,9 @@ def _status(roadmaps: list[str], state_dir: str | None, watch: bool, json_out: b
     starting_until = time.monotonic() + 5.0  # a run that just started serves its board a moment later
     while True:
         holder = lock.holder()
-        folder = statedir.latest_folder(folder_root)
+        # this roadmap's run, as the ledger has it (`latest` may be another roadmap's run on this state dir)
+        named = held_run_folder(os.path.join(folder_root, "ledger.sqlite"), roadmaps, holder) if holder else None
+        folder = statedir.run_folder(folder_root, named)
         try:
             if folder is None:
                 raise FileNotFoundError

@@ -96,6 +96,9 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             run_options = replace(run_options, blocked=blocked, selected=set(selection.run) | set(selection.blocked))
         result = Run(roadmap, run_options, reporter).execute()
         batches.append(result)
+        if options.resume:  # the loop continued the run it was killed in: the rest of it goes on from there
+            done_in_loop |= result.carried
+            options = replace(options, resume=False)
         for row in result.tasks:
             if row["status"] == "succeeded":
                 done_in_loop.add(row["task"])

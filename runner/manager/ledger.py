@@ -25,7 +25,7 @@ from runner.model import record, Roadmap, Task
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
-    roadmap_key TEXT NOT NULL,     -- which roadmap(s): the absolute paths, JSON
+    roadmap_key TEXT NOT NULL,     -- which roadmap(s): their paths (statedir.roadmap_path), JSON
     content_hash TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS run_tasks (
     run_id INTEGER NOT NULL,
     task_id TEXT NOT NULL,
     def_hash TEXT NOT NULL,
-    carried INTEGER NOT NULL DEFAULT 0,   -- 1: succeeded in the resumed run, not run again
+    carried INTEGER NOT NULL DEFAULT 0,   -- 1: succeeded in the resumed run, not run again (or not in this
+                                          --    run's roadmap: kept for the next --resume, should it come back)
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;  -- one b-tree, not a table and its key's index: a row costs ~25% less to insert
 CREATE TABLE IF NOT EXISTS attempts (
@@ -160,7 +161,14 @@ def task_hashes(tasks) -> list[str]:
 
 
 def roadmap_key(files: list[str]) -> str:
-    return json.dumps([os.path.abspath(f) for f in files])
+    from runner.manager.statedir import roadmap_path
+
+    return json.dumps([roadmap_path(f) for f in files])
+
+
+def _run_keys(files: list[str]) -> tuple[str, str]:
+    """The roadmap's key, and the key a ledger written before keys were resolved gave it (absolute paths)."""
+    return roadmap_key(files), json.dumps([os.path.abspath(f) for f in files])
 
 
 @record(frozen=True)
@@ -239,7 +247,7 @@ class Ledger:
         self._pending: list[tuple] = []  # attempts recorded, not yet committed: written by commit()
         self._lease_ops: list[tuple] = []  # ("take", row) / ("release", ...) not yet committed, in order
         self.committed = 0  # attempts this connection has committed
-        self._tasks_kept: tuple | None = None  # (run id, tasks, carried): task rows not yet written (write_tasks_behind)
+        self._tasks_kept: tuple | None = None  # (run id, tasks, carried, absent): task rows not yet written (write_tasks_behind)
         self._writer: int | None = None  # the pid of the child writing them
         self.db = None
         try:
@@ -369,7 +377,10 @@ class Ledger:
         keys = ("task", "attempt", "resource", "value", "taken", "released", "released_by")
         return [dict(zip(keys, r)) for r in rows]
 
-    def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str]) -> int:
+    def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str],
+                  absent: dict[str, str] | None = None) -> int:
+        """absent: task id -> definition hash of the tasks that succeeded in the resumed run and are not in this
+        roadmap: recorded as carried, so that a --resume of this run does not run one again that comes back."""
         try:
             self._begin()
             cur = self.db.execute(
@@ -379,9 +390,9 @@ class Ledger:
             )
             run_id = cur.lastrowid
             if len(roadmap.tasks) >= BEHIND_TASKS:
-                self._tasks_kept = (run_id, roadmap.tasks, frozenset(carried))  # written behind, or at the next commit
+                self._tasks_kept = (run_id, roadmap.tasks, frozenset(carried), absent)  # written behind, or at the next commit
             else:
-                _insert_tasks(self.db, run_id, roadmap.tasks, carried)
+                _insert_tasks(self.db, run_id, roadmap.tasks, carried, absent)
             self.db.execute("COMMIT")
             return run_id
         except (sqlite3.Error, OSError) as exc:
@@ -393,7 +404,7 @@ class Ledger:
         this one goes on; commit() waits for them (_settle). Call it once the run's set-up writes are done."""
         if self._tasks_kept is None or self._writer is not None:
             return
-        run_id, tasks, carried = self._tasks_kept
+        run_id, tasks, carried, absent = self._tasks_kept
         parent = os.getpid()
         try:
             pid = os.fork()
@@ -406,7 +417,7 @@ class Ledger:
                 db = sqlite3.connect(self.path, isolation_level=None)
                 db.execute("PRAGMA busy_timeout=5000")
                 db.execute("BEGIN IMMEDIATE")
-                _insert_tasks(db, run_id, tasks, carried)
+                _insert_tasks(db, run_id, tasks, carried, absent)
                 db.execute("COMMIT")
                 code = 0
                 db.close()
@@ -431,11 +442,11 @@ class Ledger:
         if written:
             self._tasks_kept = None
         elif self._tasks_kept is not None:
-            run_id, tasks, carried = self._tasks_kept
+            run_id, tasks, carried, absent = self._tasks_kept
             self._begin()
             try:  # (a writer that failed after its COMMIT left them: not written twice)
                 if not self.db.execute("SELECT 1 FROM run_tasks WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
-                    _insert_tasks(self.db, run_id, tasks, carried)
+                    _insert_tasks(self.db, run_id, tasks, carried, absent)
                 self.db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -518,8 +529,8 @@ class Ledger:
     def runs(self, files: list[str], limit: int = 20) -> list[RunRow]:
         rows = self._read(
             "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs"
-            " WHERE roadmap_key = ? ORDER BY id DESC LIMIT ?",
-            (roadmap_key(files), limit),
+            " WHERE roadmap_key IN (?, ?) ORDER BY id DESC LIMIT ?",
+            (*_run_keys(files), limit),
         )
         return [RunRow(*r[:7], json.loads(r[7]) if r[7] else None) for r in rows]
 
@@ -527,9 +538,9 @@ class Ledger:
         """The latest run of these roadmap files, if it did not succeed entirely. A run without task rows is
         passed over: killed before they were written (write_tasks_behind), it committed no attempt either."""
         rows = self._read(
-            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key = ?"
+            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key IN (?, ?)"
             " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1",
-            (roadmap_key(files),),
+            _run_keys(files),
         )
         if rows and rows[0][3] != "succeeded":
             return RunRow(*rows[0][:7], json.loads(rows[0][7]) if rows[0][7] else None)
@@ -566,8 +577,32 @@ class Ledger:
         return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def _insert_tasks(db, run_id: int, tasks, carried) -> None:
-    """A run's task rows: each task's definition hash, and whether it was carried over from the resumed run."""
+def held_run_folder(path: str, files: list[str], pid: int) -> str | None:
+    """The folder of the run of these roadmap files that process `pid` runs (it holds their lock), read-only,
+    for --status: None when the ledger names none (yet) or cannot be read. Not `latest`: that is the latest run
+    of any roadmap sharing the state dir."""
+    from urllib.request import pathname2url
+
+    try:
+        db = sqlite3.connect(f"file:{pathname2url(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT folder FROM runs WHERE roadmap_key IN (?, ?) AND pid = ? AND status = 'running'"
+                         " ORDER BY id DESC LIMIT 1", (*_run_keys(files), pid)).fetchone()  # fmt: skip
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def _insert_tasks(db, run_id: int, tasks, carried, absent: dict[str, str] | None = None) -> None:
+    """A run's task rows: each task's definition hash, and whether it was carried over from the resumed run;
+    with those of `absent` (succeeded there, not in this roadmap), carried."""
+    if absent:
+        db.executemany(f"INSERT INTO run_tasks (run_id, task_id, def_hash, carried) VALUES ({int(run_id)}, ?, ?, 1)",
+                       list(absent.items()))  # fmt: skip
     rows = zip([t.id for t in tasks], task_hashes(tasks))
     if carried:
         rows = list(rows)

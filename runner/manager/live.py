@@ -82,6 +82,11 @@ class LiveRoadmap(Component):
         self._next = time.monotonic() + _WATCH_S
         self._stats = {f: _stat(f) for f in self.ctx.roadmap.files} if self._on else {}
         self._layers = {(w.repo, w.into) for w in self.ctx.ws.values() if w.mode == "worktree"}
+        if self.ctx.opt.write_back:  # a task --resume carries over: its `done` may have died with the run it succeeded in
+            state = self.ctx.sched.state
+            for task in self.ctx.tasks.values():
+                if state.get(task.id) is TaskState.SUCCEEDED and task.runnable_status:  # pending, in_progress...: not done
+                    self.status(task.id, "done")
 
     # -- statuses -------------------------------------------------------------------------------------
 

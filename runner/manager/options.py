@@ -69,6 +69,7 @@ class RunResult:
     summary: dict
     tasks: list[dict]  # one row per task: task, title, agent, status, attempts, duration_s, exit_code, log, reason
     ending: Ending = field(default_factory=Ending)  # how it ended; exit_code is exits.decide(ending)
+    carried: frozenset = frozenset()  # task ids --resume carried over as succeeded from the run it continued
 
 
 class Reporter:

@@ -16,6 +16,7 @@ from runner.agents.messages import TaskResult, plain_result, plain_row
 from runner.manager import events as ev
 from runner.manager.exits import Ending, decide, status as status_of
 from runner.manager.ledger import Attempt
+from runner.manager.recovery import crash_point
 from runner.manager.options import RunResult
 from runner.manager.telemetry import EventLog, esc as _esc, json_value, summarize
 from runner.model import Outcome, Priority, TaskState
@@ -254,9 +255,13 @@ class Outcomes:
 
     def commit(self) -> None:
         self.ctx.released = False
+        if self.unrecorded:
+            crash_point("commit")  # tests: outcomes recorded, not yet committed (nothing may have started on them)
         try:
             self.ctx.ledger.commit()
             self.recorded = self.ctx.ledger.committed
+            if self.unrecorded:
+                crash_point("committed")  # tests: outcomes committed, not yet reported (events, --write-back)
             self.unrecorded = 0
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error and OSError alike: the run must stop cleanly
             self._ledger_failed(exc)
@@ -374,6 +379,7 @@ class Outcomes:
     def finish(self, stuck: bool) -> RunResult:
         """The run's summary, its exit code (runner.manager.exits), the ledger closed; the reporter told."""
         ctx = self.ctx
+        crash_point("finish")  # tests: every outcome committed, the run not closed in the ledger
         rows, counts = self._rows()
         deps = {t.id: list(t.dependencies) for t in ctx.roadmap.tasks if t.dependencies}  # summarize: none when missing
         priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks if t.priority is not Priority.MEDIUM}  # and medium

@@ -145,8 +145,10 @@ class Run:
         self.backend = ctx.backend = make_backend(opt.backend, opt)
         try:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
-            carried, resumed_from = self._resume_set()
-            ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from, set(carried))
+            carried, resumed_from, absent = self._resume_set()
+            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them again
+            ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from,
+                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent)  # fmt: skip
             if resumed_from is not None:
                 self.accounts.carry_sessions(resumed_from, carried)
         except BaseException:
@@ -207,19 +209,22 @@ class Run:
             self.outcomes.flush()
             for finish in self.hooks.finish:
                 finish()
-        return self.outcomes.finish(self._stuck)
+        return replace(self.outcomes.finish(self._stuck), carried=frozenset(carried))
 
-    def _resume_set(self) -> tuple[dict[str, str], int | None]:
-        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged."""
+    def _resume_set(self) -> tuple[dict[str, str], int | None, dict[str, str]]:
+        """Tasks to carry over from the run being resumed: succeeded there, definition unchanged; and those that
+        succeeded there and are not in the roadmap now (kept in the ledger, should they come back)."""
         ctx = self.ctx
         if not ctx.opt.resume:
-            return {}, None
+            return {}, None, {}
         previous = ctx.ledger.latest_unfinished(ctx.roadmap.files)
         if previous is None:
             ctx.reporter.message("resume: no unfinished run of this roadmap; starting a fresh run")
-            return {}, None
+            return {}, None, {}
         carried = {}
-        found = [(task_id, old_hash) for task_id, old_hash in ctx.ledger.succeeded_tasks(previous.id).items() if task_id in ctx.tasks]
+        succeeded = ctx.ledger.succeeded_tasks(previous.id)
+        absent = {task_id: old_hash for task_id, old_hash in succeeded.items() if task_id not in ctx.tasks}
+        found = [(task_id, old_hash) for task_id, old_hash in succeeded.items() if task_id in ctx.tasks]
         for (task_id, old_hash), new_hash in zip(found, task_hashes([ctx.tasks[task_id] for task_id, _ in found])):
             if new_hash == old_hash:
                 carried[task_id] = old_hash
@@ -229,7 +234,7 @@ class Run:
             if task_id in ctx.tasks:
                 carried[task_id] = task_hash(ctx.tasks[task_id])
         ctx.reporter.message(f"resume: continuing run {previous.id}: {len(carried)} task(s) already succeeded are not run again")
-        return carried, previous.id
+        return carried, previous.id, absent
 
     def _spawn(self, role: str) -> str:
         index = self._next_index.get(role, 0)

@@ -29,6 +29,13 @@ def default_state_dir(files: list[str]) -> str:
     return os.path.join(base, "wvo-batch", f"{name}-{digest}")
 
 
+def roadmap_path(path: str) -> str:
+    """A roadmap file's one name, however it is spelt: its folder resolved (symlinks, `..`), its own name kept,
+    so that a symlinked file pointed at a new version is still that roadmap."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def prepare(state_dir: str) -> str:
     """Create the state dir (mode 0700), check it is ours alone and writable; raises StateError."""
     state_dir = os.path.abspath(state_dir)
@@ -113,6 +120,16 @@ def latest_folder(state_dir: str) -> str | None:
         target = os.readlink(os.path.join(state_dir, "latest"))
     except OSError:
         return None
+    return _run_folder(state_dir, target)
+
+
+def run_folder(state_dir: str, folder: str | None) -> str | None:
+    """The run folder the ledger names (runs.folder), taken as runs/<its name> of this state dir (however the
+    state dir was spelt when it was written); None unless it is ours and private."""
+    return _run_folder(state_dir, "runs/" + os.path.basename(folder)) if folder else None
+
+
+def _run_folder(state_dir: str, target: str) -> str | None:
     parts = target.split("/")
     if len(parts) != 2 or parts[0] != "runs" or parts[1] in ("", ".", ".."):
         return None  # only what new_run_folder writes: a relative runs/<name>, no "..", no absolute path
@@ -180,16 +197,17 @@ class RunLock:
 
     @classmethod
     def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
-        """The locks of these roadmap files, each keyed on what the file is (device and inode), not how the
-        path is spelt: a symlinked folder or a hard link reaches the same lock. A file that cannot be read
-        is keyed on its resolved path."""
+        """The locks of these roadmap files, each keyed twice: on what the file is (device and inode), so a
+        hard link reaches the same lock, and on its name (roadmap_path), so a file replaced at that path
+        (--write-back puts a new file in place of the old, as editors and generators do) still does."""
         keys = {}
         for f in files:
             try:
                 st = os.stat(f)
                 keys[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
-                keys[os.path.realpath(f)] = f
+                pass
+            keys[roadmap_path(f)] = f
         return cls(state_dir, keys)
 
     def acquire(self) -> None:
@@ -197,10 +215,8 @@ class RunLock:
         stale = None
         for path, name in self.paths.items():
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
+            taken, holder = _take(fd)
+            if not taken:
                 os.close(fd)
                 self.release()
                 who = f"PID {holder}" if holder else "another process"
@@ -233,6 +249,55 @@ class RunLock:
             finally:
                 os.close(fd)
         return None
+
+
+# How long a run waits out a lock held only shared (--status looking: an instant), or a holder's pid not yet
+# written (it took the lock this instant), before it gives up on them.
+_SETTLE_S = 1.0
+
+
+def _pause() -> None:
+    time.sleep(0.002)  # polling a lock's state, with a deadline (_take)
+
+
+def _take(fd: int) -> tuple[bool, int | None]:
+    """Take a run's lock: (True, None); or (False, the pid of the run that holds it, None: unknown).
+
+    A run holds its lock exclusively. --status (holder) takes it shared for an instant to see whether a
+    run holds it: then no run does, and the look is waited out. A run that holds it writes its pid there
+    just after taking it: a look in between waits for the pid (a dead run's, left there, is not it).
+    """
+    deadline = time.monotonic() + _SETTLE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True, None
+        except BlockingIOError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held exclusively: a run (the pid there may still be a dead one's it took over from)
+            holder = _read_pid(fd)
+            while not _alive(holder) and time.monotonic() < deadline:
+                _pause()
+                holder = _read_pid(fd)
+            return False, holder
+        fcntl.flock(fd, fcntl.LOCK_UN)  # held shared only: someone looking, not a run
+        if time.monotonic() >= deadline:
+            return False, _read_pid(fd)
+        _pause()
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
 
 
 def _read_pid(fd: int) -> int | None:
