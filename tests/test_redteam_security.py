@@ -1,0 +1,72 @@
+"""Red team: what a run touches, shows and leaks, through the real `wvo-batch` command.
+
+The caller's git variables reach no kind of task; the state dir refuses what was planted at its paths;
+every file and folder of a run is private whatever the umask; the HTML report carries no raw control
+character.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, wvo
+from test_worktrees import GIT_ENV, WORKTREE, checkout_state, git, make_repo
+
+from runner.coding.gitenv import points_at_repository
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- the caller's git variables -------------------------------------------------------------------------
+
+
+def hook_environment(repo: Path) -> dict[str, str]:
+    """What `git commit` gives a hook, and what a user's `git -c` adds: every one points at their repository."""
+    dot_git = repo / ".git"
+    return {
+        "GIT_DIR": str(dot_git), "GIT_WORK_TREE": str(repo), "GIT_INDEX_FILE": str(dot_git / "index"),
+        "GIT_OBJECT_DIRECTORY": str(dot_git / "objects"), "GIT_PREFIX": "",
+        "GIT_CONFIG_PARAMETERS": "'core.hookspath'='/nonexistent'",
+        "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "Someone Else",
+    }
+
+
+def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_path):
+    """A shell command, an argv command, a Python `call:`, a `checks:` command and a worktree task each
+    dump their environment, stage a file and commit: none may see a variable that points git at the
+    user's repository, and the user's index, HEAD, status and main branch stay as they were."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    def stage_and_dump(kind: str) -> str:
+        return (f"env -0 > {scratch}/{kind}.env; echo {kind} > {kind}.txt; git add {kind}.txt;"
+                f" git commit -q --allow-empty -m {kind}; true")
+
+    shared = "    workspace: {mode: shared}\n" + f"    cwd: {json.dumps(str(scratch))}\n"
+    roadmap = WORKTREE + "tasks:\n" + "".join([
+        f"  - id: worktree\n    command: {json.dumps(stage_and_dump('worktree'))}\n",
+        f"  - id: shell\n{shared}    command: {json.dumps(stage_and_dump('shell'))}\n"
+        f"    checks: [{json.dumps(stage_and_dump('check'))}]\n",
+        f"  - id: argv\n{shared}    command: {json.dumps(['/bin/sh', '-c', stage_and_dump('argv')])}\n",
+        f"  - id: call\n{shared}    call: subprocess:run\n"
+        f"    args: [{json.dumps(['/bin/sh', '-c', stage_and_dump('call')])}]\n",
+    ])
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--agents", "4", "-q",
+            env=hook_environment(repo), cwd=scratch, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
+    assert checkout_state(repo) == before, "a task staged in the user's index"
+    for kind in ("worktree", "shell", "check", "argv", "call"):
+        env = dict(v.split("=", 1) for v in (scratch / f"{kind}.env").read_text().split("\0") if v)
+        leaked = sorted(k for k in env if points_at_repository(k))
+        assert not leaked, f"the {kind} task saw {leaked}"
