@@ -70,3 +70,33 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
         env = dict(v.split("=", 1) for v in (scratch / f"{kind}.env").read_text().split("\0") if v)
         leaked = sorted(k for k in env if points_at_repository(k))
         assert not leaked, f"the {kind} task saw {leaked}"
+
+
+# -- control characters in the HTML report ----------------------------------------------------------------
+
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_the_html_report_carries_no_raw_control_character_from_a_roadmap_or_a_task(tmp_path):
+    """Ids, titles and a task's error, with ESC/OSC/CSI sequences, BEL, NUL, \\r and a bidi override: the
+    report spells each one out, as the terminal does (a `cat` or a pager of the page must not run them,
+    and an override must not reorder what a reader sees), and still escapes HTML everywhere."""
+    roadmap = tmp_path / "roadmap.yaml"
+    roadmap.write_text(
+        "tasks:\n"
+        '  - id: "a\\e]0;PWNED\\a"\n'
+        '    title: "T\\e[2J\\r\\0x\\u202eevil</td><script>alert(1)</script>"\n'
+        "    command: \"printf 'out\\\\033[5m\\\\n'; exit 3\"\n"
+        '  - id: "b\\u009b2J\\"><img src=x>"\n'
+        "    call: builtins:exec\n"
+        "    args: [\"raise ValueError('bad\\\\x1b]52;c;eA==\\\\x07\\\\u202e')\"]\n"
+    )
+    report = tmp_path / "report.html"
+    r = wvo(roadmap, "--state-dir", tmp_path / "state", "--report", report, "-q")
+    assert r.returncode == 1, r.stderr
+    text = report.read_text(encoding="utf-8", errors="surrogateescape")
+    raw = sorted({m.group() for m in RAW_CONTROL.finditer(text)} - {"\n", "\t"})
+    assert not raw, f"raw control characters in the report: {raw}"
+    assert "a\\x1b]0;PWNED\\x07" in text and "\\u202eevil" in text and "b\\x9b2J" in text
+    assert "bad\\x1b]52;c;eA==\\x07" in text  # the call's error, as the attempt's bar says it
+    assert "<script>alert" not in text and "<img src=x" not in text and text.count("<script>") == 1
