@@ -100,3 +100,90 @@ def test_the_html_report_carries_no_raw_control_character_from_a_roadmap_or_a_ta
     assert "a\\x1b]0;PWNED\\x07" in text and "\\u202eevil" in text and "b\\x9b2J" in text
     assert "bad\\x1b]52;c;eA==\\x07" in text  # the call's error, as the attempt's bar says it
     assert "<script>alert" not in text and "<img src=x" not in text and text.count("<script>") == 1
+
+
+# -- what was planted at the state dir's paths ------------------------------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+
+
+def lock_name(rm: Path) -> str:
+    from runner.manager.statedir import RunLock
+
+    return os.path.basename(next(iter(RunLock.of_roadmaps("", [str(rm)]).paths)))
+
+
+def plant(path: Path, kind: str, outside: Path) -> None:
+    if kind == "symlink":  # to a file of ours outside the state dir, which must stay as it is
+        (outside / "target").write_text("keep\n")
+        os.chmod(outside / "target", 0o600)
+        path.symlink_to(outside / "target")
+    elif kind == "dir-symlink":
+        (outside / "target").mkdir(mode=0o700)
+        path.symlink_to(outside / "target")
+    elif kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "dir":
+        path.mkdir(mode=0o700)
+    elif kind == "file":
+        path.write_text("x\n")
+        os.chmod(path, 0o600)
+    elif kind == "theirs":
+        path.write_text("x\n")
+        os.chown(path, 65534, -1)
+    elif kind == "their-dir":
+        path.mkdir(mode=0o700)
+        os.chown(path, 65534, -1)
+
+
+def planted(name: str, kind: str):
+    return pytest.param(name, kind, marks=[as_root] if kind.startswith("their") else [], id=f"{name}-{kind}")
+
+
+PLANTS = [
+    planted(name, kind)
+    for name in ("<lock>", "ledger.sqlite-wal", "ledger.sqlite-shm", "ledger.sqlite-journal")
+    for kind in ("symlink", "fifo", "dir", "theirs")
+] + [planted("runs", kind) for kind in ("dir-symlink", "symlink", "fifo", "file", "their-dir")] + [
+    planted("latest", kind) for kind in ("dir", "fifo", "file")
+]
+
+
+@pytest.mark.parametrize("name, kind", PLANTS)
+def test_a_path_planted_in_the_state_dir_is_refused_naming_it_and_never_followed(tmp_path, name, kind):
+    marker = tmp_path / "ran"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(f"tasks:\n  - id: a\n    command: touch {marker}\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    path = state / (lock_name(rm) if name == "<lock>" else name)
+    plant(path, kind, outside)
+    planted = os.lstat(path)
+    r = wvo(rm, "--state-dir", state, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not marker.exists(), "a task ran"
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode, after.st_uid) == (planted.st_ino, planted.st_mode, planted.st_uid)
+    if kind == "symlink":
+        assert (outside / "target").read_text() == "keep\n"
+    if kind == "dir-symlink":
+        assert os.listdir(outside / "target") == []
+    if name == "<lock>":  # --status reads the lock too: it must not hang on a FIFO nor follow a link
+        s = wvo(rm, "--state-dir", state, "--status", timeout=30)
+        assert s.returncode in (2, 3) and "Traceback" not in s.stderr, s.stderr
+
+
+def test_a_runs_folder_others_could_read_is_made_private(tmp_path):
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    command: 'true'\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "runs").mkdir()
+    os.chmod(state / "runs", 0o755)
+    r = wvo(rm, "--state-dir", state, "-q")
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(state / "runs").st_mode) == 0o700
