@@ -13,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,86 @@ def test_a_runs_folder_others_could_read_is_made_private(tmp_path):
     r = wvo(rm, "--state-dir", state, "-q")
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(os.stat(state / "runs").st_mode) == 0o700
+
+
+# -- modes under a permissive umask -------------------------------------------------------------------------
+
+
+def modes_under(state: Path, skip_inside: tuple[str, ...] = ()) -> dict[str, tuple[int, bool]]:
+    """Every path under the state dir (symlinks left out): its mode, and whether it is a folder; the contents of folders whose
+    relative path matches `skip_inside` (a worktree's files are the project's, made by git and the task)."""
+    out = {}
+    for where, dirs, files in os.walk(state):
+        rel = os.path.relpath(where, state)
+        if any(re.fullmatch(p, rel) for p in skip_inside):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            path = os.path.join(where, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode):
+                out[os.path.relpath(path, state)] = stat.S_IMODE(st.st_mode), stat.S_ISDIR(st.st_mode)
+    return out
+
+
+def not_private(modes: dict[str, tuple[int, bool]]) -> dict[str, str]:
+    bad = {}
+    for rel, (mode, is_dir) in modes.items():
+        if mode != (0o700 if is_dir else 0o600):
+            bad[rel] = f"{mode:04o}"
+    return bad
+
+
+WORKTREES = (r"runs/[^/]+/ws/worktrees/[^/]+", r"runs/[^/]+/ws/landing", r"runs/[^/]+/ws/merge-[^/]+/tree")
+
+
+def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
+    """ledger and its -wal/-shm, run folders, logs, events, board key and socket, lock files, the
+    worktrees' folder, the fence and the landing tree: 0700 folders and 0600 files, with umask 000,
+    looked at while the run is live and after it."""
+    from helpers import Fifo
+
+    ready = Fifo(tmp_path / "ready")
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    roadmap = WORKTREE + (
+        "tasks:\n"
+        "  - id: t\n    command: \"echo mine > f.txt; echo out; echo err >&2\"\n    checks: ['echo checked']\n"
+        "  - id: hold\n    workspace: {mode: shared}\n"
+        f"    command: \"echo held; echo go > {ready.path}; cat {gate} > /dev/null\"\n"
+        "    dependencies: [t]\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state), "--keep-worktrees",
+         "--agents", "2", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=GIT_ENV_WITH_SESSION(),
+        preexec_fn=lambda: os.umask(0),
+    )
+    try:
+        ready.wait_lines(1, timeout=60)
+        deadline = time.monotonic() + 30
+        while wvo(repo / "roadmap.yaml", "--state-dir", state, "--status", "--json").returncode != 0:
+            assert time.monotonic() < deadline, "the board was never served"
+        live = modes_under(state, skip_inside=WORKTREES)
+        with open(gate, "w"):
+            pass
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        ready.close()
+    assert proc.returncode == 0, out + err
+    assert any(p.endswith("board.key") for p in live) and any(p.endswith("board.sock") for p in live), str(sorted(live))
+    assert any(p.endswith("ledger.sqlite-wal") for p in live), sorted(live)
+    after = modes_under(state, skip_inside=WORKTREES)
+    assert any(re.fullmatch(r"runs/[^/]+/ws/worktrees/t", p) for p in after), sorted(after)
+    assert any(p.endswith("logs/t.1.log") for p in after) and any(p.endswith("logs/hold.1.log") for p in after)
+    live_bad, after_bad = not_private(live), not_private(after)
+    assert not live_bad and not after_bad, f"while live: {live_bad}; after: {after_bad}"
+
+
+def GIT_ENV_WITH_SESSION() -> dict[str, str]:
+    return {**GIT_ENV, **{k: v for k, v in os.environ.items() if k.startswith("WVO_TEST")}}

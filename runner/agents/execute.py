@@ -73,7 +73,7 @@ class LogFiles:
             self.prepare(folder)
             spare, self._spare = self._spare, None
         if spare is None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             return self._fd
         self._fd = spare[1]
         self._unnamed = (spare[0], path)
@@ -118,7 +118,7 @@ class LogFiles:
         if self._spare is None:
             path = os.path.join(folder, f".spare-{self._tag}")
             try:
-                self._spare = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                self._spare = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
                 self._spare_folder = folder
             except OSError:
                 pass

@@ -197,7 +197,10 @@ class Workspaces:
         and an agent's `worktree remove` (which drops that folder once it is empty) races another's
         `worktree add` ("could not create directory of '.git/worktrees/...'")."""
         with self._locked():
-            return self.git.run(self.repo, "worktree", *args, check=check)
+            proc = self.git.run(self.repo, "worktree", *args, check=check)
+        if args[0] == "add" and proc.returncode == 0:  # git makes its folder after the umask: ours alone, as the state dir's
+            os.chmod(next(a for a in args[1:] if not a.startswith("-")), 0o700)
+        return proc
 
     @contextlib.contextmanager
     def _locked(self):
