@@ -271,3 +271,19 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
 
 def GIT_ENV_WITH_SESSION() -> dict[str, str]:
     return {**GIT_ENV, **{k: v for k, v in os.environ.items() if k.startswith("WVO_TEST")}}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o022, 0o644)])
+def test_the_report_and_trace_a_run_writes_follow_the_users_umask(tmp_path, umask, mode):
+    """They hold the run's commands and errors: a user whose umask keeps new files private gets them private."""
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    command: 'true'\n")
+    report, trace = tmp_path / "report.html", tmp_path / "trace.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "runner", str(rm), "--state-dir", str(tmp_path / "state"), "--report", str(report),
+         "--trace", str(trace), "-q"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, preexec_fn=lambda: os.umask(umask),
+    )
+    assert r.returncode == 0, r.stderr
+    assert {p.name: f"{stat.S_IMODE(os.stat(p).st_mode):04o}" for p in (report, trace)} == {
+        "report.html": f"{mode:04o}", "trace.json": f"{mode:04o}"}
