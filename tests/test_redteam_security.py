@@ -73,6 +73,27 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
         assert not leaked, f"the {kind} task saw {leaked}"
 
 
+
+@pytest.mark.ray
+def test_a_call_on_a_ray_agent_started_from_a_git_hook_does_not_see_the_users_repository(tmp_path):
+    """On Ray the call runs inside the actor, whose environment is its node's: a run's own local Ray instance
+    inherits the hook's variables from the wvo-batch process."""
+    pytest.importorskip("ray")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    script = f"env -0 > {scratch}/call.env; echo x > x.txt; git add x.txt; git commit -q --allow-empty -m call; true"
+    roadmap = ("tasks:\n  - id: call\n" + f"    cwd: {json.dumps(str(scratch))}\n    call: subprocess:run\n"
+               + f"    args: [{json.dumps(['/bin/sh', '-c', script])}]\n")
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--backend", "ray", "-q",
+            env=hook_environment(repo), cwd=scratch, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
+    assert checkout_state(repo) == before
+    env = dict(v.split("=", 1) for v in (scratch / "call.env").read_text().split("\0") if v)
+    assert not sorted(k for k in env if points_at_repository(k))
+
 # -- control characters in the HTML report ----------------------------------------------------------------
 
 RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

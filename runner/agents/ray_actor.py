@@ -68,9 +68,11 @@ class AgentActor:
             os.chdir(cwd)
         self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
         self.token = uuid.uuid4().hex
-        from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+        from runner.coding.gitenv import environment, points_at_repository  # (invariant 7)
 
         self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        for name in [k for k in os.environ if points_at_repository(k)]:  # a `call:` runs in this process
+            del os.environ[name]
         self.lock = threading.Lock()
         self.attempts: dict[tuple[str, int], _Attempt] = {}  # (task id, attempt) -> in flight; under lock
         self.early_cancel: tuple[tuple[str, int], Cancel] | None = None  # a Cancel that came before its run()
