@@ -308,3 +308,25 @@ def test_the_report_and_trace_a_run_writes_follow_the_users_umask(tmp_path, umas
     assert r.returncode == 0, r.stderr
     assert {p.name: f"{stat.S_IMODE(os.stat(p).st_mode):04o}" for p in (report, trace)} == {
         "report.html": f"{mode:04o}", "trace.json": f"{mode:04o}"}
+
+
+def test_a_log_fetched_from_a_ray_node_is_private_and_never_written_through_a_symlink(tmp_path):
+    """The driver writes a remote attempt's log into the run folder itself: 0600 whatever the umask, and a
+    symlink found at its place is not followed."""
+    from runner.agents import ray_backend
+
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    (tmp_path / "u.1.log").symlink_to(target)
+    log = tmp_path / "t.1.log"
+    old = os.umask(0)
+    try:
+        ray_backend._write_log(str(log), b"out\n", "wb")
+        ray_backend._write_log(str(log), b"note\n", "ab")
+        ray_backend._write_log(str(tmp_path / "u.1.log"), b"out\n", "wb")  # refused: a warning, no write
+        with pytest.raises(OSError):
+            ray_backend._open_log(str(tmp_path / "u.1.log"))  # as a large log is fetched
+    finally:
+        os.umask(old)
+    assert log.read_bytes() == b"out\nnote\n" and stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    assert target.read_text() == "keep\n"
