@@ -330,3 +330,21 @@ def test_a_log_fetched_from_a_ray_node_is_private_and_never_written_through_a_sy
         os.umask(old)
     assert log.read_bytes() == b"out\nnote\n" and stat.S_IMODE(os.stat(log).st_mode) == 0o600
     assert target.read_text() == "keep\n"
+
+
+def test_a_task_cannot_make_its_next_attempts_log_overwrite_a_file_through_a_symlink(tmp_path):
+    """A task (a coding agent is not trusted) plants symlinks where its retry's log and the agents' spare
+    log files will be: the retry's output must not be written through them into the user's file."""
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    state = tmp_path / "state"
+    logs = f"$(readlink -f {state}/latest)/logs"
+    plant = "; ".join(f"ln -sf {target} {logs}/{name}" for name in
+                      ["a.2.log", *(f".spare-{role}-{i}" for role in ("orchestrator", "worker", "critic") for i in range(2))])
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    retries: 1\n    command: " + json.dumps(
+        f"if [ -e {tmp_path}/planted ]; then echo second attempt; else {plant}; touch {tmp_path}/planted; exit 1; fi") + "\n")
+    r = wvo(rm, "--state-dir", state, "--agents", "2", "-q", "--json")
+    assert (tmp_path / "planted").exists(), r.stderr
+    assert target.read_text() == "keep\n"
+    assert r.returncode == 0, r.stdout + r.stderr

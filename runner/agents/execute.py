@@ -41,6 +41,17 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _new_file(path: str) -> int:
+    """A write descriptor on a new, empty file at path (0600): whatever was there is replaced, never followed:
+    a task can reach the run folder and plant a symlink where its retry's log will be."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        os.unlink(path)
+        return os.open(path, flags, 0o600)
+
+
 class LogFiles:
     """An attempt's log file, made ahead of time and named only when there is something to keep.
 
@@ -73,7 +84,7 @@ class LogFiles:
             self.prepare(folder)
             spare, self._spare = self._spare, None
         if spare is None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._fd = _new_file(path)
             return self._fd
         self._fd = spare[1]
         self._unnamed = (spare[0], path)
@@ -118,7 +129,7 @@ class LogFiles:
         if self._spare is None:
             path = os.path.join(folder, f".spare-{self._tag}")
             try:
-                self._spare = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                self._spare = (path, _new_file(path))
                 self._spare_folder = folder
             except OSError:
                 pass
