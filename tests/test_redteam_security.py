@@ -348,3 +348,24 @@ def test_a_task_cannot_make_its_next_attempts_log_overwrite_a_file_through_a_sym
     assert (tmp_path / "planted").exists(), r.stderr
     assert target.read_text() == "keep\n"
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_task_that_swaps_its_own_log_cannot_make_wvo_batch_write_elsewhere_or_hang(tmp_path, kind):
+    """The task replaces its named log (and the file its check's output goes to) with a symlink to a file of
+    the user's, or a FIFO: the checks' output must not be appended through it, the run must not block on
+    the FIFO, and `--history N` (which reads the log's check markers) must answer."""
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    state = tmp_path / "state"
+    log = f"$(readlink -f {state}/latest)/logs/a.1.log"
+    swap = f"ln -sf {target}" if kind == "symlink" else "mkfifo"
+    command = (f"L={log}; for i in $(seq 600); do [ -f $L ] && break; sleep 0.05; done; [ -f $L ] || exit 9; "
+               f"rm -f $L; {swap} $L; {swap} $L.check1")
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    command: " + json.dumps(command) + "\n    checks: ['echo checked']\n")
+    r = wvo(rm, "--state-dir", state, "-q", timeout=60)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert target.read_text() == "keep\n", "wvo-batch wrote through the symlink the task planted"
+    h = wvo(rm, "--state-dir", state, "--history", "1", timeout=30)
+    assert h.returncode == 0 and "Traceback" not in h.stderr, h.stderr
