@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, wvo
+from helpers import Fifo
 from test_worktrees import GIT_ENV, WORKTREE, checkout_state, git, make_repo
 
 from runner.coding.gitenv import points_at_repository
@@ -369,3 +370,23 @@ def test_a_task_that_swaps_its_own_log_cannot_make_wvo_batch_write_elsewhere_or_
     assert target.read_text() == "keep\n", "wvo-batch wrote through the symlink the task planted"
     h = wvo(rm, "--state-dir", state, "--history", "1", timeout=30)
     assert h.returncode == 0 and "Traceback" not in h.stderr, h.stderr
+
+
+def test_a_task_that_plants_a_folder_at_the_board_key_does_not_bring_the_run_down(tmp_path):
+    """The board is served a quarter of a second into the run, in the run folder a task can reach: a folder
+    planted at board.key made the manager die ("Is a directory") and every agent with it. The board is
+    optional: the run goes on without it, saying why."""
+    state = tmp_path / "state"
+    planted = tmp_path / "planted"
+    events = f"$(readlink -f {state}/latest)/events.jsonl"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    command: " + json.dumps(
+        f"mkdir $(readlink -f {state}/latest)/board.key && touch {planted}; true") + "\n"
+        # b lasts until the board's second refresh (0.5 s in), after its serving (0.25 s in)
+        "  - id: b\n    dependencies: [a]\n    command: " + json.dumps(
+        f"for i in $(seq 400); do [ $(grep -c status:updated {events}) -ge 2 ] && exit 0; sleep 0.05; done; exit 1") + "\n")
+    r = wvo(rm, "--state-dir", state, timeout=60)
+    if not planted.exists():
+        pytest.skip("the board was served before the task could plant its folder (a loaded machine)")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "board.key" in r.stderr, r.stderr
