@@ -390,3 +390,18 @@ def test_a_task_that_plants_a_folder_at_the_board_key_does_not_bring_the_run_dow
         pytest.skip("the board was served before the task could plant its folder (a loaded machine)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "board.key" in r.stderr, r.stderr
+
+
+def test_a_worktree_task_cannot_make_the_branch_journal_write_into_a_file_of_the_users(tmp_path):
+    """The journal of the run's branches is two folders above a task's worktree: a task that swapped it for a
+    symlink had wvo-batch append its records to (and chmod 0600) the file it pointed at."""
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    os.chmod(target, 0o644)
+    roadmap = WORKTREE + "tasks:\n  - id: t\n    command: " + json.dumps(
+        f"J=$(git rev-parse --show-toplevel)/../../workspaces.jsonl; test -f $J && ln -sf {target} $J && echo x > f.txt") + "\n"
+    repo = make_repo(tmp_path, roadmap)
+    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "-q", timeout=90)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert target.read_text() == "keep\n" and stat.S_IMODE(os.stat(target).st_mode) == 0o644
+    assert r.returncode == 1 and "workspaces.jsonl" in r.stdout + r.stderr  # the task that did it fails, saying where

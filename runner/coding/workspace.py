@@ -31,10 +31,12 @@ submodule or a nested repository, which the branch cannot carry, is refused with
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -183,8 +185,11 @@ class Workspaces:
         with self._lock:
             if self._torn:
                 line, self._torn = b"\n" + line, False
-            fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # Never through a symlink, nor blocking on a FIFO: the journal is two folders above each worktree.
+            fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file", str(self._journal))
                 os.fchmod(fd, 0o600)
                 os.write(fd, line)
             finally:
