@@ -405,3 +405,17 @@ def test_a_worktree_task_cannot_make_the_branch_journal_write_into_a_file_of_the
     assert "Traceback" not in r.stderr, r.stderr
     assert target.read_text() == "keep\n" and stat.S_IMODE(os.stat(target).st_mode) == 0o644
     assert r.returncode == 1 and "workspaces.jsonl" in r.stdout + r.stderr  # the task that did it fails, saying where
+
+
+def test_a_worktree_task_cannot_make_the_worktree_lock_create_a_file_elsewhere(tmp_path):
+    """The lock of `git worktree` calls sits beside the journal: a dangling symlink planted there made the next
+    landing create the file it named, outside the state dir."""
+    created = tmp_path / "created"
+    roadmap = WORKTREE + "tasks:\n  - id: t1\n    command: " + json.dumps(
+        f"ln -sf {created} $(git rev-parse --show-toplevel)/../../.worktree.lock && echo a > a.txt") + "\n"
+    roadmap += "  - id: t2\n    dependencies: [t1]\n    command: 'echo b > b.txt'\n"
+    repo = make_repo(tmp_path, roadmap)
+    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "-q", timeout=90)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert not created.exists(), "wvo-batch created a file through the symlink a task planted"
+    assert r.returncode == 1 and ".worktree.lock" in r.stdout + r.stderr

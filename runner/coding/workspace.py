@@ -213,8 +213,11 @@ class Workspaces:
         import fcntl
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state_dir / ".worktree.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = self.state_dir / ".worktree.lock"  # within a task's reach: never through a symlink nor a FIFO
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
