@@ -419,3 +419,20 @@ def test_a_worktree_task_cannot_make_the_worktree_lock_create_a_file_elsewhere(t
     assert "Traceback" not in r.stderr, r.stderr
     assert not created.exists(), "wvo-batch created a file through the symlink a task planted"
     assert r.returncode == 1 and ".worktree.lock" in r.stdout + r.stderr
+
+
+def test_a_call_runs_in_its_tasks_cwd_and_the_next_task_in_its_own(tmp_path):
+    """A `call:` ran in the folder wvo-batch was started in whatever its `cwd:` said: a call that runs git
+    (or writes files) in its scratch folder worked in the user's checkout instead. 200 of them: quick calls
+    are handed out in chunks, run one after another in the agent."""
+    (tmp_path / "scratch").mkdir()
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n" + "".join(f"  - id: c{i}\n    cwd: scratch\n    call: os:getcwd\n" for i in range(200))
+                  + "  - id: d\n    dependencies: [c199]\n    call: os:getcwd\n")
+    started_in = tmp_path / "here"
+    started_in.mkdir()
+    r = wvo(rm, "--state-dir", tmp_path / "state", "--roles", "worker=1", "--json", cwd=started_in)
+    assert r.returncode == 0, r.stderr
+    values = {t["task"]: t.get("value") for t in json.loads(r.stdout)["tasks"]}
+    assert values.pop("d") == str(started_in)
+    assert set(values.values()) == {str(tmp_path / "scratch")}

@@ -537,9 +537,20 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     log_fd = logs.open(msg.log_path)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
+    here = None
     try:
-        value, error, outcome = call_outcome(msg)
+        try:
+            if msg.cwd is not None:  # the task's folder, as a command's; this process's comes back after
+                here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                os.chdir(msg.cwd)
+        except OSError as exc:
+            value, error, outcome = None, f"cannot start {msg.call}: {exc}", Outcome.FAILED
+        else:
+            value, error, outcome = call_outcome(msg)
     finally:
+        if here is not None:
+            os.fchdir(here)
+            os.close(here)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
