@@ -436,3 +436,35 @@ def test_a_call_runs_in_its_tasks_cwd_and_the_next_task_in_its_own(tmp_path):
     values = {t["task"]: t.get("value") for t in json.loads(r.stdout)["tasks"]}
     assert values.pop("d") == str(started_in)
     assert set(values.values()) == {str(tmp_path / "scratch")}
+
+
+@pytest.mark.parametrize("kind", ["symlink", pytest.param("theirs", marks=as_root)])
+def test_a_ray_nodes_log_folder_planted_by_someone_else_is_refused_not_followed(tmp_path, kind):
+    """On another node an attempt's log goes under the node's temporary folder, which every user shares:
+    a folder planted there (a symlink, or a folder of another user's) is refused, never written into."""
+    pytest.importorskip("ray")
+    from runner.agents import ray_actor
+
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o777)
+    root = tmp_path / "node-logs"
+    root.mkdir(mode=0o700)
+    driver_log = "/home/u/.local/state/wvo-batch/rm-1/runs/0001-x/logs/t.1.log"
+    planted = root / "rm-1"  # the level below the root: the state dir's name
+    if kind == "symlink":
+        planted.symlink_to(outside)
+    else:
+        planted.mkdir(mode=0o777)
+        os.chown(planted, 65534, -1)
+    with pytest.raises(OSError) as refused:
+        ray_actor._node_log_path(str(root), driver_log)
+    assert refused.value.filename == str(planted)
+    assert os.listdir(outside) == [] and (kind == "symlink" or os.listdir(planted) == [])
+    fresh = tmp_path / "fresh"  # and what it makes is the user's alone, whatever the umask
+    old = os.umask(0)
+    try:
+        path = ray_actor._node_log_path(str(fresh), driver_log)
+    finally:
+        os.umask(old)
+    assert path == str(fresh / "rm-1" / "0001-x" / "t.1.log")
+    assert {f"{stat.S_IMODE(os.stat(p).st_mode):04o}" for p in (fresh, fresh / "rm-1", fresh / "rm-1" / "0001-x")} == {"0700"}
