@@ -38,6 +38,7 @@ def hook_environment(repo: Path) -> dict[str, str]:
         "GIT_OBJECT_DIRECTORY": str(dot_git / "objects"), "GIT_PREFIX": "",
         "GIT_CONFIG_PARAMETERS": "'core.hookspath'='/nonexistent'",
         "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "Someone Else",
+        "GIT_CEILING_DIRECTORIES": "/nonexistent-ceiling",
     }
 
 
@@ -72,6 +73,8 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
         env = dict(v.split("=", 1) for v in (scratch / f"{kind}.env").read_text().split("\0") if v)
         leaked = sorted(k for k in env if points_at_repository(k))
         assert not leaked, f"the {kind} task saw {leaked}"
+        if kind == "worktree":  # pinned to the worktree's parent; a shared task keeps the caller's (docs/workspaces.md)
+            assert env["GIT_CEILING_DIRECTORIES"] != "/nonexistent-ceiling"
 
 
 
