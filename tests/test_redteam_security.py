@@ -1,8 +1,10 @@
 """Red team: what a run touches, shows and leaks, through the real `wvo-batch` command.
 
-The caller's git variables reach no kind of task; the state dir refuses what was planted at its paths;
-every file and folder of a run is private whatever the umask; the HTML report carries no raw control
-character.
+The caller's git variables reach no kind of task (a `call:` included, on both backends), and a call runs
+in its own cwd; the state dir refuses what was planted at its paths, never following it; every file and
+folder of a run is private whatever the umask, and the report and trace follow it; the HTML report
+carries no raw control character; and what a task can reach in its run folder (its logs, the board's
+key, the branch journal, the worktree lock) never makes wvo-batch write elsewhere, hang or stop.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def hook_environment(repo: Path) -> dict[str, str]:
-    """What `git commit` gives a hook, and what a user's `git -c` adds: every one points at their repository."""
+    """What `git commit` gives a hook, and what a user's `git -c` adds (all pointing at their repository),
+    and a ceiling of the caller's."""
     dot_git = repo / ".git"
     return {
         "GIT_DIR": str(dot_git), "GIT_WORK_TREE": str(repo), "GIT_INDEX_FILE": str(dot_git / "index"),
@@ -250,8 +253,6 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
     """ledger and its -wal/-shm, run folders, logs, events, board key and socket, lock files, the
     worktrees' folder, the fence and the landing tree: 0700 folders and 0600 files, with umask 000,
     looked at while the run is live and after it."""
-    from helpers import Fifo
-
     ready = Fifo(tmp_path / "ready")
     gate = tmp_path / "gate"
     os.mkfifo(gate)
@@ -267,7 +268,7 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state), "--keep-worktrees",
          "--agents", "2", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=GIT_ENV_WITH_SESSION(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env_without_git(),
         preexec_fn=lambda: os.umask(0),
     )
     try:
@@ -294,7 +295,8 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
     assert not live_bad and not after_bad, f"while live: {live_bad}; after: {after_bad}"
 
 
-def GIT_ENV_WITH_SESSION() -> dict[str, str]:
+def env_without_git() -> dict[str, str]:
+    """The test's environment without GIT_* (as test_worktrees' GIT_ENV), with this test's tags."""
     return {**GIT_ENV, **{k: v for k, v in os.environ.items() if k.startswith("WVO_TEST")}}
 
 

@@ -101,10 +101,7 @@ def _private_file(path: str, create: bool = True) -> None:
     except OSError as exc:
         raise StateError(f"{path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user(st.st_uid)}, not by you"
-        if stat.S_ISLNK(st.st_mode):
-            kind = _kind(st)
-        raise StateError(f"{path}: {kind}; move it aside or give another --state-dir")
+        raise _refusal(path, st, "a regular file")
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o600)  # a ledger made before runs kept their files private
 
@@ -121,8 +118,7 @@ def _private_dir(path: str) -> None:
         raise StateError(f"{path}: {exc.strerror}") from None
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        kind = f"{_kind(st)}, not a folder" if not stat.S_ISDIR(st.st_mode) else f"owned by {_user(st.st_uid)}, not by you"
-        raise StateError(f"{path}: {kind}; move it aside or give another --state-dir")
+        raise _refusal(path, st, "a folder")
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)
 
@@ -134,8 +130,16 @@ def _own_symlink(path: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
-        kind = _kind(st) if not stat.S_ISLNK(st.st_mode) else f"a symlink owned by {_user(st.st_uid)}, not by you"
-        raise StateError(f"{path}: {kind}, where wvo-batch keeps a symlink of its own; move it aside or give another --state-dir")
+        raise _refusal(path, st, "the symlink wvo-batch keeps there")
+
+
+def _refusal(path: str, st: os.stat_result, wanted: str) -> StateError:
+    """Why what was found at a path of the state dir is not used: another user's, or not what it must be."""
+    if st.st_uid != os.geteuid():
+        why = f"owned by {_user(st.st_uid)}, not by you"
+    else:
+        why = f"{_kind(st)}, not {wanted}"
+    return StateError(f"{path}: {why}; move it aside or give another --state-dir")
 
 
 def _kind(st: os.stat_result) -> str:
@@ -296,13 +300,12 @@ def _open_lock(path: str, flags: int) -> int:
         raise
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise StateError(f"{path}: {_kind(os.lstat(path))}; move it aside or give another --state-dir") from None
+            raise _refusal(path, os.lstat(path), "a regular file") from None
         raise StateError(f"{path}: {exc.strerror}; move it aside or give another --state-dir") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
         os.close(fd)
-        kind = f"{_kind(st)}, not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user(st.st_uid)}, not by you"
-        raise StateError(f"{path}: {kind}; move it aside or give another --state-dir")
+        raise _refusal(path, st, "a regular file")
     return fd
 
 
