@@ -64,10 +64,12 @@ def agent_main(
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
     signal.signal(signal.SIGTERM, _on_term)
-    if environ is None:
-        from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+    from runner.coding.gitenv import environment, points_at_repository  # (invariant 7; imported before the fork)
 
+    if environ is None:
         environ = environment(os.environ)
+    for name in [k for k in os.environ if points_at_repository(k)]:  # a `call:` runs in this process, with its environ
+        del os.environ[name]
     base_env = dict(environ, WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role)
     if mark:  # built before the fork, without the mark add_mark just put in ours
         base_env[MARK] = os.environ[MARK]

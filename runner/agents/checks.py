@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from runner.agents.execute import append_to_log, waiter
+from runner.agents.execute import new_private_file, append_to_log, waiter
 from runner.agents.kill import ATTEMPT_MARK, kill_tree, new_mark
 from runner.model import record
 
@@ -115,7 +115,7 @@ def _run_one(command: str, cwd, env: dict, grace: float, out_path: str | None, c
         mark = new_mark()
         env = {**env, ATTEMPT_MARK: mark}
     if out_path:
-        out = open(out_path, "w+b")
+        out = os.fdopen(new_private_file(out_path, os.O_RDWR), "w+b")  # not through what the task put at its place
     else:
         import tempfile
 

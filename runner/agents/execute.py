@@ -20,6 +20,7 @@ import math
 import os
 import re
 import signal
+import stat
 import sys
 import time
 
@@ -39,6 +40,17 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def new_private_file(path: str, access: int = os.O_WRONLY) -> int:
+    """A descriptor (write, or `access`) on a new, empty file at path (0600): whatever was there is replaced,
+    never followed: a task can reach the run folder and plant a symlink where its retry's log will be."""
+    flags = access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        os.unlink(path)
+        return os.open(path, flags, 0o600)
 
 
 class LogFiles:
@@ -73,7 +85,7 @@ class LogFiles:
             self.prepare(folder)
             spare, self._spare = self._spare, None
         if spare is None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = new_private_file(path)
             return self._fd
         self._fd = spare[1]
         self._unnamed = (spare[0], path)
@@ -118,7 +130,7 @@ class LogFiles:
         if self._spare is None:
             path = os.path.join(folder, f".spare-{self._tag}")
             try:
-                self._spare = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                self._spare = (path, new_private_file(path))
                 self._spare_folder = folder
             except OSError:
                 pass
@@ -499,11 +511,19 @@ def _classify_failure(msg: TaskMessage, code: int, tail: bytes | None = None) ->
 
 def append_to_log(path: str, text: str) -> None:
     """Add wvo-batch's own line to an attempt's log; a log that cannot be written is no reason to fail."""
+    try:  # never through a symlink, nor blocking on a FIFO: the task may have put either at its log's place
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError:
+        return
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            data = memoryview(text.encode("utf-8", "surrogateescape"))
+            while data:
+                data = data[os.write(fd, data):]
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFiles) -> TaskResult:
@@ -517,9 +537,20 @@ def _run_callable(msg: TaskMessage, conn, base_env: dict[str, str], logs: LogFil
     log_fd = logs.open(msg.log_path)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
+    here = None
     try:
-        value, error, outcome = call_outcome(msg)
+        try:
+            if msg.cwd is not None:  # the task's folder, as a command's; this process's comes back after
+                here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                os.chdir(msg.cwd)
+        except OSError as exc:
+            value, error, outcome = None, f"cannot start {msg.call}: {exc}", Outcome.FAILED
+        else:
+            value, error, outcome = call_outcome(msg)
     finally:
+        if here is not None:
+            os.fchdir(here)
+            os.close(here)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

@@ -14,7 +14,9 @@ messages of the backend interface. Imported by the driver only; Ray imports it o
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -66,11 +68,14 @@ class AgentActor:
         self.remote = self.node != driver_node  # the driver's paths and pids mean nothing here
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)
-        self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), "wvo-batch-logs")
+        # The machine's temporary folder is everyone's: the default folder is the user's own (by uid).
+        self.node_logs = node_logs or os.path.join(tempfile.gettempdir(), f"wvo-batch-logs-{os.geteuid()}")
         self.token = uuid.uuid4().hex
-        from runner.coding.gitenv import environment  # no GIT_* that points at the caller's repository (invariant 7)
+        from runner.coding.gitenv import environment, points_at_repository  # (invariant 7)
 
         self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        for name in [k for k in os.environ if points_at_repository(k)]:  # a `call:` runs in this process
+            del os.environ[name]
         self.lock = threading.Lock()
         self.attempts: dict[tuple[str, int], _Attempt] = {}  # (task id, attempt) -> in flight; under lock
         self.early_cancel: tuple[tuple[str, int], Cancel] | None = None  # a Cancel that came before its run()
@@ -119,15 +124,22 @@ class AgentActor:
         key = (msg.task_id, msg.attempt)
         att = self._attempt(key)
         refused = _cannot_run_here(msg)
+        node_log = None
+        if refused is None and self.remote:
+            try:
+                node_log = _node_log_path(self.node_logs, msg.log_path)
+            except OSError as exc:
+                import socket
+
+                refused = (f"task {msg.task_id}: node {socket.gethostname()} cannot keep its log in {exc.filename}: "
+                           f"{exc.strerror or exc} (WVO_RAY_NODE_LOGS gives another folder)")
         if refused is not None:
             att.begun.set()
             self._done_with(key, att)
             now = time.time()
             return Done(TaskResult(msg.task_id, msg.attempt, "setup_failed", None, now, now, error=refused, log=False),
                         refused=refused)
-        node_log = None
-        if self.remote:
-            node_log = _node_log_path(self.node_logs, msg.log_path)
+        if node_log is not None:
             msg = replace(msg, log_path=node_log)
         try:
             if att.cancelled is not None:
@@ -224,9 +236,29 @@ def _node_log_path(root: str, driver_path: str) -> str:
     """<root>/<state dir name>/<run folder>/<file>: the driver's layout, on this node."""
     parts = os.path.normpath(driver_path).split(os.sep)  # [..., state dir, "runs", run folder, "logs", file]
     tail = [parts[-5], parts[-3], parts[-1]] if len(parts) >= 5 else parts[-1:]
-    path = os.path.join(root, *tail)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    return path
+    folder = root
+    _private_folder(folder, own_symlink=True)  # a root the user gave may be a symlink of theirs
+    for name in tail[:-1]:
+        folder = os.path.join(folder, name)
+        _private_folder(folder)
+    return os.path.join(folder, tail[-1])
+
+
+def _private_folder(path: str, own_symlink: bool = False) -> None:
+    """A folder of ours alone (0700), made or found; never another user's, nor reached through a symlink
+    (unless `own_symlink`: one of ours, to a folder of ours). Raises OSError naming it."""
+    try:
+        os.mkdir(path, 0o700)
+        return
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if own_symlink and stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid():
+        st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, "not a folder of this user's", path)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
 
 
 def _read(path: str, offset: int, size: int) -> bytes:

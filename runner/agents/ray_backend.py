@@ -305,7 +305,7 @@ class RayBackend:
         """A large log, fetched from its node in chunks (the actor stays alive after its task ends)."""
         note = None
         try:
-            with open(msg.log_path, "wb") as f:
+            with _open_log(msg.log_path) as f:
                 offset = 0
                 while offset < done.size:
                     chunk = self._ray.get(agent.handle.read_log.remote(done.node_log, offset, _CHUNK))
@@ -425,9 +425,16 @@ def _log_ray_lines(data, ignore_prefix=False) -> None:
         logging.getLogger("ray").debug("(%s) %s", data.get("pid"), line)
 
 
+def _open_log(path: str, mode: str = "wb"):
+    """An attempt's log in the run folder, opened to write ("wb") or append ("ab"): 0600 whatever the umask,
+    never through a symlink (OSError)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 def _write_log(path: str, data: bytes, mode: str) -> None:
     try:
-        with open(path, mode) as f:
+        with _open_log(path, mode) as f:
             f.write(data)
     except OSError as exc:
         log.warning("cannot write the log %s: %s", path, exc)

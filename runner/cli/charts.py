@@ -10,6 +10,7 @@ import html
 import math
 
 from runner.cli.outcomes import css_name as cls, severity  # noqa: F401 - cls: the page's name for it
+from runner.cli.terminal import visible
 from runner.cli.timeline import Span
 
 # Gantt geometry (SVG user units; the SVG scales to the page width).
@@ -205,8 +206,9 @@ def _step_points(points: list[tuple[float, int]], t0: float, scale_x: float, y) 
 
 
 def esc(value) -> str:
-    """HTML-escaped text, quotes included: for element text and attribute values."""
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text, quotes included: for element text and attribute values. Control characters and
+    bidi overrides are spelt out as on the terminal (runner.cli.terminal): the page is read with `cat` too."""
+    return html.escape(visible(str(value)), quote=True)
 
 
 def fmt_s(seconds) -> str:

@@ -13,9 +13,11 @@ attempt whose model the ledger lacks gets the one its `task:finished` event name
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 
 from runner.cli.outcomes import class_of
@@ -170,7 +172,7 @@ def _from_events(folder: str | None) -> tuple[dict, dict]:
     if not folder:
         return verdicts, models
     try:
-        with open(os.path.join(folder, "events.jsonl"), encoding="utf-8") as f:
+        with open(_regular(os.path.join(folder, "events.jsonl")), encoding="utf-8") as f:
             for line in f:
                 if '"task:reviewed"' not in line and '"model"' not in line:
                     continue
@@ -188,6 +190,16 @@ def _from_events(folder: str | None) -> tuple[dict, dict]:
     return verdicts, models
 
 
+def _regular(path: str) -> int:
+    """A read descriptor on a regular file of the run folder, never through a symlink nor blocking on a FIFO
+    (a task can put either at its log's place); raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 def checks_in_log(log: str | None) -> str | None:
     """'✓' when every check in the attempt's log passed, '✗' when one failed, None when none ran (or no log).
 
@@ -197,7 +209,7 @@ def checks_in_log(log: str | None) -> str | None:
     if not log:
         return None
     try:
-        with open(log, "rb") as f:
+        with open(_regular(log), "rb") as f:
             size = f.seek(0, 2)
             f.seek(max(0, size - _LOG_TAIL))
             lines = f.read().decode("utf-8", "replace").splitlines()

@@ -231,14 +231,14 @@ class _AttributesTree:
             try:
                 if old is None:
                     shutil.rmtree(self.tree, ignore_errors=True)
-                    os.mkdir(self.tree)
+                    os.mkdir(self.tree, 0o700)
                 _write_attributes(git, where, old, commit, self.tree, self.index)
             except (GitError, OSError):
                 if old is None:
                     raise
                 old = None  # the last base gone (pruned), or the folder touched: start from nothing once
                 shutil.rmtree(self.tree, ignore_errors=True)
-                os.mkdir(self.tree)
+                os.mkdir(self.tree, 0o700)
                 _write_attributes(git, where, None, commit, self.tree, self.index)
         except BaseException:
             shutil.rmtree(self.tree, ignore_errors=True)

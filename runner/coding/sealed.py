@@ -34,7 +34,9 @@ def fence(folder: str | os.PathLike) -> None:
         pass
     Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".git.{os.getpid()}.tmp")
-    tmp.write_text(FENCE_TEXT)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(FENCE_TEXT)
     os.replace(tmp, path)
 
 

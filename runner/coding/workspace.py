@@ -31,10 +31,12 @@ submodule or a nested repository, which the branch cannot carry, is refused with
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -183,8 +185,11 @@ class Workspaces:
         with self._lock:
             if self._torn:
                 line, self._torn = b"\n" + line, False
-            fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # Never through a symlink, nor blocking on a FIFO: the journal is two folders above each worktree.
+            fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file", str(self._journal))
                 os.fchmod(fd, 0o600)
                 os.write(fd, line)
             finally:
@@ -197,7 +202,10 @@ class Workspaces:
         and an agent's `worktree remove` (which drops that folder once it is empty) races another's
         `worktree add` ("could not create directory of '.git/worktrees/...'")."""
         with self._locked():
-            return self.git.run(self.repo, "worktree", *args, check=check)
+            proc = self.git.run(self.repo, "worktree", *args, check=check)
+        if args[0] == "add" and proc.returncode == 0:  # git makes its folder after the umask: ours alone, as the state dir's
+            os.chmod(next(a for a in args[1:] if not a.startswith("-")), 0o700)
+        return proc
 
     @contextlib.contextmanager
     def _locked(self):
@@ -205,8 +213,11 @@ class Workspaces:
         import fcntl
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state_dir / ".worktree.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = self.state_dir / ".worktree.lock"  # within a task's reach: never through a symlink nor a FIFO
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:

@@ -25,6 +25,7 @@ class Board(Component):
         self.ctx = ctx
         self._server = None  # pool.serve_board's server, once served
         self._serve_at = 0.0  # monotonic time the board is first served
+        self._unservable = False  # serving it failed: the run goes on without it
         self._next = 0.0  # monotonic time of the next refresh
 
     def start(self) -> None:
@@ -33,15 +34,21 @@ class Board(Component):
         self._serve_at = time.monotonic() + _BOARD_AFTER_S
 
     def timers(self, now: float) -> list[float]:
-        times = [self._serve_at] if self._server is None else []
+        times = [self._serve_at] if self._server is None and not self._unservable else []
         if self.ctx.pool.reservations:
             times.append(self._next)
         return times
 
     def tick(self, now: float) -> None:
         ctx = self.ctx
-        if self._server is None and now >= self._serve_at:
-            self._server = serve_board(ctx.pool, ctx.folder)
+        if self._server is None and not self._unservable and now >= self._serve_at:
+            try:
+                self._server = serve_board(ctx.pool, ctx.folder)
+            except OSError as exc:  # the run folder is within a task's reach: the run goes on without its board
+                self._unservable = True
+                where = f" ({exc.filename})" if exc.filename else ""
+                ctx.reporter.message(f"warning: the live board cannot be served: {exc.strerror or exc}{where}; "
+                                     "--status will not see this run")
         if now < self._next:
             return
         self._next = now + REFRESH_S

@@ -33,8 +33,8 @@ class Chunks(Component):
     def start(self) -> None:
         self.on = self.ctx.backend.name == "local"
 
-    def _fits(self, task) -> bool:  # a worktree, checks or files: an attempt of its own
-        return task.id not in self.ctx.ws and self.sizes.fits(task)
+    def _fits(self, task) -> bool:  # a worktree, checks or files, a call with a cwd: an attempt of its own
+        return task.id not in self.ctx.ws and not (task.call is not None and task.cwd) and self.sizes.fits(task)
 
     def chunk(self, agent, task, now: float) -> list:
         if not self.on or not self._fits(task):

@@ -45,7 +45,13 @@ def prepare(state_dir: str) -> str:
         why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
         raise StateError(f"state dir {state_dir}: not writable ({why}); nothing ran") from None
     check_private(state_dir)
-    _private_file(os.path.join(state_dir, "ledger.sqlite"))
+    ledger = os.path.join(state_dir, "ledger.sqlite")
+    _private_file(ledger)
+    for side in ("-wal", "-shm", "-journal"):  # SQLite opens (follows) and replays these: ours, or refused
+        _private_file(ledger + side, create=False)
+    for name in ("latest", "latest.tmp"):  # only ever a symlink of ours, replaced by each run
+        _own_symlink(os.path.join(state_dir, name))
+    _private_dir(os.path.join(state_dir, "runs"))
     try:
         probe = os.path.join(state_dir, f".probe-{os.getpid()}")
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -85,11 +91,14 @@ def check_private(path: str, what: str = "state dir") -> None:
         )
 
 
-def _private_file(path: str) -> None:
-    """A file of the state dir that exists: ours, a regular file (no symlink), made 0600; raises StateError."""
+def _private_file(path: str, create: bool = True) -> None:
+    """A file of the state dir: ours, a regular file (no symlink), made 0600; created unless `create` is
+    False (then a missing one is fine); raises StateError."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        if not create:
+            return
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # SQLite keeps the mode,
         except FileExistsError:  # another run on this state dir made it this instant: check it as found
@@ -99,10 +108,56 @@ def _private_file(path: str) -> None:
     except OSError as exc:
         raise StateError(f"{path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user(st.st_uid)}, not by you"
-        raise StateError(f"{path}: {kind}; move it aside or give another --state-dir")
+        raise _refusal(path, st, "a regular file")
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o600)  # a ledger made before runs kept their files private
+
+
+def _private_dir(path: str) -> None:
+    """A folder of the state dir: made 0700, or found ours, a folder (no symlink: never followed), and made
+    0700 if it was not; raises StateError naming it."""
+    try:
+        os.mkdir(path, 0o700)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StateError(f"{path}: {exc.strerror}") from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise _refusal(path, st, "a folder")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _own_symlink(path: str) -> None:
+    """Where the state dir keeps a symlink of its own (`latest`): nothing, or a symlink of ours; raises StateError."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+        raise _refusal(path, st, "the symlink wvo-batch keeps there")
+
+
+def _refusal(path: str, st: os.stat_result, wanted: str) -> StateError:
+    """Why what was found at a path of the state dir is not used: another user's, or not what it must be."""
+    if st.st_uid != os.geteuid():
+        why = f"owned by {_user(st.st_uid)}, not by you"
+    else:
+        why = f"{_kind(st)}, not {wanted}"
+    return StateError(f"{path}: {why}; move it aside or give another --state-dir")
+
+
+def _kind(st: os.stat_result) -> str:
+    """What a path is, for a refusal."""
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link (never followed in a state dir)"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    if stat.S_ISREG(st.st_mode):
+        return "a regular file"
+    return "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a special file"
 
 
 def _user(uid: int) -> str:
@@ -161,10 +216,7 @@ def new_run_folder(state_dir: str, run_id: int) -> str:
     runs = os.path.join(state_dir, "runs")
     folder = os.path.join(runs, f"{run_id:04d}-{stamp}")
     for path in (runs, folder, os.path.join(folder, "logs")):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
+        _private_dir(path)
     events = os.path.join(folder, "events.jsonl")
     os.close(os.open(events, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))  # appended to by the run's EventLog
     latest = os.path.join(state_dir, "latest")
@@ -214,7 +266,11 @@ class RunLock:
         """Take every lock, or none: raises LockHeld naming the roadmap and the holder's pid."""
         stale = None
         for path, name in self.paths.items():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
+            except StateError:
+                self.release()
+                raise
             taken, holder = _take(fd)
             if not taken:
                 os.close(fd)
@@ -239,8 +295,8 @@ class RunLock:
         """The pid of a live holder of any of these locks, for --status; None when no run holds one."""
         for path in self.paths:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
+                fd = _open_lock(path, os.O_RDONLY)
+            except (FileNotFoundError, StateError):
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -298,6 +354,24 @@ def _alive(pid: int | None) -> bool:
     except OSError:  # another user's: alive
         pass
     return True
+
+
+def _open_lock(path: str, flags: int) -> int:
+    """A lock file's fd: a regular file of ours, never through a symlink nor blocking on a FIFO; raises
+    StateError naming it (FileNotFoundError for a missing one opened without O_CREAT)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refusal(path, os.lstat(path), "a regular file") from None
+        raise StateError(f"{path}: {exc.strerror}; move it aside or give another --state-dir") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise _refusal(path, st, "a regular file")
+    return fd
 
 
 def _read_pid(fd: int) -> int | None:

@@ -309,20 +309,31 @@ def _fsync_dir(folder: str) -> None:
         os.close(dir_fd)
 
 
+def _temp_beside(folder: str) -> tuple[int, str]:
+    """A new file of ours in folder, made 0666 less the umask (mkstemp's are 0600 whatever the umask)."""
+    while True:
+        tmp = os.path.join(folder, f".wvo-{os.urandom(6).hex()}.yaml")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: str, text: str) -> None:
     """Replace path with text: a temp file beside it, fsync, rename; a crash leaves the old or the new file."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        mode = os.stat(path).st_mode & 0o777
+        mode = os.stat(path).st_mode & 0o777  # kept
     except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".wvo-", suffix=".yaml", dir=folder)
+        mode = None  # a new file: 0666 less the user's umask, as any program's (a report holds commands and errors)
+    fd, tmp = _temp_beside(folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
