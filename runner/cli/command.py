@@ -92,7 +92,7 @@ def _command(args: SimpleNamespace) -> int:
     roadmaps = args.roadmaps
     if not roadmaps:
         raise UsageError("missing ROADMAP: give one or more roadmap files (wvo-batch --help)")
-    problem = cliargs.out_of_range(args)
+    problem = cliargs.out_of_range(args) or cliargs.empty_value(args)
     if problem:
         raise UsageError(problem)
     _combinations(args)
@@ -161,7 +161,7 @@ def _command(args: SimpleNamespace) -> int:
         route_wait=args.route_wait,
         executor=_executor(args.executor),
         events=args.events,
-        backend=args.backend,
+        backend=_one_of("--backend", args.backend, ("local", "ray")),
         ray_address=args.ray_address,
         workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),
         land=_one_of("--land", args.land, ("merge", "branch")),

@@ -1,0 +1,77 @@
+"""Bad input at the edge, through the real command: each case is exit 2 with a line or two naming the
+place, no traceback, nothing run, nothing left behind as if it ran."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import wvo
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def roadmap_file(tmp_path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml"):
+    lines = ["tasks:"]
+    for tid, cmd in tasks:
+        lines += [f"  - id: {json.dumps(tid)}", f"    command: {json.dumps(cmd)}"]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def refused(r, *needles: str) -> str:
+    """A usage error: exit 2, one or two lines, no traceback, no raw control character; the lines name each needle."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stdout + r.stderr
+    assert 1 <= len(err.splitlines()) <= 2, err
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in r.stdout + r.stderr), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.fixture
+def marked(tmp_path):
+    marker = tmp_path / "ran"
+    return roadmap_file(tmp_path, [("a", f"touch {marker}")]), marker
+
+
+# -- an option given an empty value -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--state-dir", "--events", "--trace", "--report", "--roles", "--memfree", "--into", "--ray-address",
+     "--budget-unknown-cost", "--executor", "--workspace", "--land", "--backend", "--agents"],
+)  # fmt: skip
+@pytest.mark.parametrize("form", ["=", " "])
+def test_an_option_given_an_empty_value_is_refused_not_read_as_unset(marked, tmp_path, flag, form):
+    """`--state-dir "$DIR"` with DIR unset must not run with the default state dir (nor --report "$OUT" with no
+    report): the empty value is a usage error naming the option, and nothing runs anywhere."""
+    rm, marker = marked
+    xdg = tmp_path / "xdg"
+    argv = [f"{flag}="] if form == "=" else [flag, ""]
+    state = [] if flag == "--state-dir" else ["--state-dir", tmp_path / "s"]
+    r = wvo(rm, *state, *argv, env={"XDG_STATE_HOME": str(xdg)}, timeout=30)
+    refused(r, flag)
+    assert not marker.exists()
+    assert not xdg.exists() and not (tmp_path / "s").exists()
+
+
+def test_an_empty_environment_variable_still_counts_as_unset(marked, tmp_path):
+    rm, marker = marked
+    env = {"WVO_STATE_DIR": "", "WVO_REPORT": "", "WVO_ROLES": "", "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    r = wvo(rm, "--agents", "1", "--quiet", env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert marker.exists() and (tmp_path / "xdg" / "wvo-batch").is_dir()
+
+
+def test_an_unknown_backend_is_refused_before_the_state_dir_is_made(marked, tmp_path):
+    rm, marker = marked
+    refused(wvo(rm, "--state-dir", tmp_path / "s", "--backend", "nope", timeout=30), "--backend", "local, ray")
+    assert not marker.exists()
+    assert not (tmp_path / "s").exists()  # no ledger, no lock file: nothing looks as if a run began
