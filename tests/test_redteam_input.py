@@ -75,3 +75,24 @@ def test_an_unknown_backend_is_refused_before_the_state_dir_is_made(marked, tmp_
     refused(wvo(rm, "--state-dir", tmp_path / "s", "--backend", "nope", timeout=30), "--backend", "local, ray")
     assert not marker.exists()
     assert not (tmp_path / "s").exists()  # no ledger, no lock file: nothing looks as if a run began
+
+
+# -- --check says what the run would say -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workspace", ["", "    workspace: {mode: shared}\n"], ids=["plain", "shared"])
+def test_check_refuses_a_review_the_run_would_refuse(tmp_path, workspace):
+    """`review:` on a task outside a worktree: the run refuses it before it starts (exit 2, file:line); --check,
+    the validation of the same roadmap with the same flags, must not call it valid."""
+    marker = tmp_path / "ran"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(f"tasks:\n  - id: t\n    command: touch {marker}\n    review: true\n{workspace}")
+    run = wvo(rm, "--state-dir", tmp_path / "s", timeout=30)
+    refused(run, f"{rm}:2: task t", "`review` needs the task in a worktree")
+    assert not marker.exists() and not (tmp_path / "s").exists()
+    check = wvo(rm, "--check", timeout=30)
+    assert check.returncode == 2, (check.stdout, check.stderr)
+    assert f"{rm}:2: task t: `review` needs the task in a worktree" in check.stdout
+    doc = json.loads(wvo(rm, "--check", "--json", timeout=30).stdout)
+    assert doc["valid"] is False
+    assert [(e["line"], e["task"]) for e in doc["errors"]] == [(2, "t")]

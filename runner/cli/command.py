@@ -258,6 +258,8 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         errors, warnings = copy_problems(result.roadmap)  # `workspace.copy` must list gitignored, untracked files
         result.errors.extend(errors)
         result.warnings.extend(warnings)
+        if args is not None:
+            result.errors.extend(_review_problems(result, args))
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
@@ -311,6 +313,31 @@ def _workspaces(result, args) -> list[dict]:
         blocked=dict(result.blocked) if isinstance(result.blocked, dict) else {},
     )
     return workspace_plan(result.roadmap, options)
+
+
+def _review_problems(result, args) -> list:
+    """--check: a `review:` the run would refuse before it starts (runner.manager.review_rounds), as errors.
+
+    The executor is not asked for: as for a task with no command, it may be configured outside the file.
+    """
+    roadmap = result.roadmap
+    reviewed = [t for t in roadmap.tasks if t.meta and ("review" in t.meta or "review_rounds" in t.meta)
+                and t.runnable_status and t.id not in result.blocked]  # fmt: skip
+    if not reviewed:
+        return []
+    from runner.errors import Problem
+    from runner.manager.landing_queue import workspace_settings
+    from runner.manager.options import RunOptions
+    from runner.manager.review_rounds import decide_review
+
+    options = RunOptions(workspace=args.workspace, land=args.land, into=args.into, blocked=dict(result.blocked))
+    ws = workspace_settings(roadmap, options, reviewed)
+    problems = []
+    for task in reviewed:
+        problem = decide_review(task, ws.get(task.id), has_executor=True)[1]
+        if problem:
+            problems.append(Problem(problem, task.file, task.line, task.id))
+    return problems
 
 
 def _check_programs(result, executor_arg) -> int:
