@@ -96,3 +96,37 @@ def test_check_refuses_a_review_the_run_would_refuse(tmp_path, workspace):
     doc = json.loads(wvo(rm, "--check", "--json", timeout=30).stdout)
     assert doc["valid"] is False
     assert [(e["line"], e["task"]) for e in doc["errors"]] == [(2, "t")]
+
+
+# -- `agents:` in the roadmap, held to what --roles is held to --------------------------------------------
+
+
+@pytest.mark.parametrize("agents", ["{worker: 0}", "{orchestrator: 0, worker: 0, critic: 0}"])
+def test_an_agents_block_with_no_agent_is_refused_at_its_line_and_nothing_runs(tmp_path, agents):
+    """--roles worker=0 is a usage error; the same pool written in the roadmap started a run on no agent,
+    recorded it failed, and exited 1 with the task skipped as "could not be scheduled"."""
+    marker = tmp_path / "ran"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(f"tasks:\n  - id: a\n    command: touch {marker}\nagents: {agents}\n")
+    refused(wvo(rm, "--state-dir", tmp_path / "s", timeout=30), f"{rm}:4", "`agents:`", "at least one")
+    assert not marker.exists() and not (tmp_path / "s").exists()
+    check = wvo(rm, "--check", timeout=30)
+    assert check.returncode == 2 and f"{rm}:4: `agents:`" in check.stdout, check.stdout
+
+
+def test_an_agents_block_over_the_command_lines_limit_in_all_is_refused(tmp_path):
+    """Each agent is an OS process: --roles allows 1024 in all; `agents:` allowed 4096 per role, any number of roles.
+    Checked with --check only: were it not refused, a run would start 2000 processes."""
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text('tasks:\n  - id: a\n    command: "true"\nagents:\n  worker: 1000\n  critic: 1000\n')
+    check = wvo(rm, "--check", timeout=30)
+    assert check.returncode == 2, check.stdout
+    assert f"{rm}:5: `agents:` has 2000 agents in all; give at most 1024" in check.stdout, check.stdout
+
+
+def test_agents_blocks_of_two_files_are_counted_together(tmp_path):
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text('agents: {worker: 0}\ntasks:\n  - id: a\n    command: "true"\n')
+    two.write_text('agents: {critic: 1}\ntasks:\n  - id: b\n    command: "true"\n')
+    r = wvo(one, two, "--check", timeout=30)
+    assert r.returncode == 0, r.stdout
