@@ -130,3 +130,18 @@ def test_agents_blocks_of_two_files_are_counted_together(tmp_path):
     two.write_text('agents: {critic: 1}\ntasks:\n  - id: b\n    command: "true"\n')
     r = wvo(one, two, "--check", timeout=30)
     assert r.returncode == 0, r.stdout
+
+
+# -- a resource named like a variable wvo-batch sets itself ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["attempt", "task_id", "branch", "worktree", "base_commit", "run_marks"])
+def test_a_resource_whose_variable_the_run_sets_itself_is_refused(tmp_path, name):
+    """A pool `attempt` is leased as WVO_ATTEMPT: the lease overwrote the attempt number the task was given
+    (and `task_id` its WVO_TASK_ID), silently. Refused at its line, before anything runs."""
+    marker = tmp_path / "ran"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(f"resources:\n  {name}: [x, y]\ntasks:\n  - id: a\n    uses: [{name}]\n    command: touch {marker}\n")
+    err = refused(wvo(rm, "--state-dir", tmp_path / "s", timeout=30), f"{rm}:2", f"WVO_{name.upper()}")
+    assert f"resources:` name {name!r}" in err
+    assert not marker.exists() and not (tmp_path / "s").exists()
