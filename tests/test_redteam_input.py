@@ -145,3 +145,21 @@ def test_a_resource_whose_variable_the_run_sets_itself_is_refused(tmp_path, name
     err = refused(wvo(rm, "--state-dir", tmp_path / "s", timeout=30), f"{rm}:2", f"WVO_{name.upper()}")
     assert f"resources:` name {name!r}" in err
     assert not marker.exists() and not (tmp_path / "s").exists()
+
+
+# -- roadmap text on a pipe: spelt out, never dropped --------------------------------------------------------
+
+
+def test_an_id_holding_an_escape_sequence_is_named_as_written_off_a_terminal(tmp_path):
+    """Off a terminal (cron, CI logs) the CLI drops colour codes as typer did; it dropped a CSI sequence inside a
+    task id too, so the error named `task ab`, another task of the file, and not the duplicate `a<ESC>[0mb`."""
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text('tasks:\n  - id: "a\\e[0mb"\n    command: "true"\n  - id: "a\\e[0mb"\n    command: "true"\n'
+                  '  - id: ab\n    command: "true"\n')  # fmt: skip
+    run = wvo(rm, "--state-dir", tmp_path / "s", timeout=30)
+    err = refused(run, f"{rm}:4: task a\\x1b[0mb: duplicate task id")
+    assert "task ab:" not in err
+    check = wvo(rm, "--check", "--max-tasks", "5", timeout=30)
+    assert check.returncode == 2 and "\x1b" not in check.stdout + check.stderr
+    assert f"{rm}:4: task a\\x1b[0mb: duplicate task id" in check.stdout, check.stdout
+    assert "    a\\x1b[0mb: simple (inferred)" in check.stdout, check.stdout

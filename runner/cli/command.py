@@ -76,10 +76,10 @@ def run_command(args: SimpleNamespace) -> int:
         return _command(args)
     except RoadmapError as exc:
         for p in exc.problems:
-            _echo(f"error: {p}", err=True)
+            _echo(visible(f"error: {p}"), err=True)
         return exc.exit_code
     except BatchError as exc:
-        _echo(f"wvo-batch: {exc}", err=True)
+        _echo(visible(f"wvo-batch: {exc}"), err=True)
         return exc.exit_code
 
 
@@ -108,16 +108,16 @@ def _command(args: SimpleNamespace) -> int:
         from runner.coding.budget import budget_check  # lazily: only a run with a budget needs it
 
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
-            _echo(f"warning: {warning}", err=True)
+            _echo(visible(f"warning: {warning}"), err=True)
     if args.check:
         code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
         return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
-            _echo(f"error: {p}", err=True)
+            _echo(visible(f"error: {p}"), err=True)
         return EXIT_USAGE
     for w in result.warnings:
-        _echo(f"warning: {w}", err=True)
+        _echo(visible(f"warning: {w}"), err=True)
     min_agents, max_agents = args.min_agents, args.max_agents
     if max_agents is not None or min_agents is not None:
         lo = min_agents if min_agents is not None else 1
@@ -181,7 +181,9 @@ def _one_of(flag: str, value, choices: tuple[str, ...]):
 
 def _echo(text: str, *, err: bool = False, nl: bool = True, raw: bool = False) -> None:
     """Write and flush, as typer.echo did (colour codes off a terminal go); every other control character
-    is spelt out (runner.cli.terminal), unless `raw`: the command's own cursor movements."""
+    is spelt out (runner.cli.terminal), unless `raw`: the command's own cursor movements. Text from a roadmap
+    or a ledger is given through visible() first, so that off a terminal an escape sequence in it is spelt
+    out too, not dropped as if it were a colour code (an id `a<ESC>[0mb` would read `ab`)."""
     stream = sys.stderr if err else sys.stdout
     if not stream.isatty():
         text = _ANSI.sub("", text)
@@ -278,20 +280,20 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             doc["workspaces"] = spaces
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(format_plan(result, executor=executor))
+        _echo(visible(format_plan(result, executor=executor)))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
-                _echo(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
-                      f"landing on {g['into']} (land: {g['land']})")  # fmt: skip
+                _echo(visible(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
+                              f"landing on {g['into']} (land: {g['land']})"))  # fmt: skip
             else:
                 _echo(f"  workspace: shared for {n} task(s) with files/checks (they run in their own folder)")
         if batch is not None:
-            _echo(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}")
+            _echo(visible(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}"))
             for task_id, why in batch["blocked"].items():
-                _echo(f"  blocked {task_id}: {why}")
+                _echo(visible(f"  blocked {task_id}: {why}"))
             if batch["deferred"]:
-                _echo(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}")
+                _echo(visible(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}"))
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
@@ -350,7 +352,7 @@ def _check_programs(result, executor_arg) -> int:
     fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
     problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
     for p in problems:
-        _echo(f"error: {p}", err=True)
+        _echo(visible(f"error: {p}"), err=True)
     return EXIT_USAGE if problems else EXIT_OK
 
 
