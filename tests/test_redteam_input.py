@@ -163,3 +163,27 @@ def test_an_id_holding_an_escape_sequence_is_named_as_written_off_a_terminal(tmp
     assert check.returncode == 2 and "\x1b" not in check.stdout + check.stderr
     assert f"{rm}:4: task a\\x1b[0mb: duplicate task id" in check.stdout, check.stdout
     assert "    a\\x1b[0mb: simple (inferred)" in check.stdout, check.stdout
+
+
+def test_invisible_characters_in_ids_are_spelt_out_so_two_ids_never_read_the_same(tmp_path):
+    """`a` and `a<U+200B>` are two tasks; printed raw they read the same, and `unknown dependency a` named a
+    task the plan seemed to list. Format characters (zero-width, tags, ...) are spelt out like the bidi ones."""
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text('tasks:\n  - id: a\n    command: "true"\n  - id: "a\\u200b"\n    command: "true"\n'
+                  '  - id: b\n    command: "true"\n    dependencies: ["a\\u2060", "a\\U000E0041"]\n')  # fmt: skip
+    r = wvo(rm, "--check", "--strict", timeout=30)
+    assert r.returncode == 2, r.stdout
+    assert "    a\\u200b: simple (inferred)" in r.stdout, r.stdout
+    assert "unknown dependency `a\\u2060`" in r.stdout and "unknown dependency `a\\U000e0041`" in r.stdout, r.stdout
+
+
+def test_every_format_and_line_separator_character_is_spelt_out():
+    import unicodedata
+
+    from runner.cli.terminal import visible
+
+    kept = {"\u200c", "\u200d"}  # zero-width (non-)joiner: parts of words in many scripts, and of emoji
+    for c in map(chr, range(0x110000)):
+        if unicodedata.category(c) in ("Cf", "Zl", "Zp") and c not in kept:
+            assert visible(f"x{c}y") != f"x{c}y", f"U+{ord(c):04X}"
+            assert visible(f"x{c}y").isascii()
