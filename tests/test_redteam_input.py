@@ -187,3 +187,33 @@ def test_every_format_and_line_separator_character_is_spelt_out():
         if unicodedata.category(c) in ("Cf", "Zl", "Zp") and c not in kept:
             assert visible(f"x{c}y") != f"x{c}y", f"U+{ord(c):04X}"
             assert visible(f"x{c}y").isascii()
+
+
+# -- an output file that is one of the run's own inputs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--report", "--trace", "--events"])
+@pytest.mark.parametrize("target", ["roadmap", "roadmap-link", "ledger"])
+def test_an_output_that_is_the_roadmap_or_the_ledger_is_refused_and_nothing_is_lost(tmp_path, flag, target):
+    """`--report roadmap.yaml` replaced the roadmap with the HTML report (exit 0), `--events` appended JSON lines
+    to it or to the ledger's SQLite file: an output path mixed up with an input is refused before anything runs."""
+    marker = tmp_path / "ran"
+    rm = roadmap_file(tmp_path, [("a", f"touch {marker}")])
+    state = tmp_path / "s"
+    assert wvo(rm, "--state-dir", state, "--quiet", timeout=30).returncode == 0  # a ledger with run 1
+    marker.unlink()
+    link = tmp_path / "link.yaml"
+    link.symlink_to(rm)
+    path = {"roadmap": rm, "roadmap-link": link, "ledger": state / "ledger.sqlite"}[target]
+    before = {p: p.read_bytes() for p in (rm, state / "ledger.sqlite")}
+    refused(wvo(rm, "--state-dir", state, flag, path, timeout=30), flag, "nothing ran")
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(os.listdir(state / "runs")) == sorted(os.listdir(state / "runs"))[:1]  # run 1 alone
+
+
+def test_two_outputs_given_the_same_file_are_refused(marked, tmp_path):
+    rm, marker = marked
+    out = tmp_path / "out"
+    refused(wvo(rm, "--state-dir", tmp_path / "s", "--trace", out, "--report", out, timeout=30), "--trace", "--report")
+    assert not marker.exists() and not out.exists()

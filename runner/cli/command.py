@@ -125,9 +125,12 @@ def _command(args: SimpleNamespace) -> int:
         if lo < 1 or hi < lo:
             raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
         min_agents, max_agents = lo, hi
-    for flag, path, append in (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)):
-        if path:
-            _check_writable(flag, path, append)
+    outputs = [(flag, path, append) for flag, path, append in
+               (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)) if path]
+    if outputs:
+        _check_not_an_input(outputs, roadmaps, args.state_dir)
+    for flag, path, append in outputs:
+        _check_writable(flag, path, append)
     from runner.manager.autopilot import BatchPlan
 
     plan = BatchPlan(
@@ -205,6 +208,28 @@ def _combinations(args: SimpleNamespace) -> None:
         raise UsageError("--with-deps pulls unfinished dependencies into a selection: give --only (or --max-tasks) too")
     if args.ray_address and args.backend != "ray":
         raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
+
+
+def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None) -> None:
+    """Refuse (UsageError) an output file that is a roadmap, the ledger, or another output: it would be
+    overwritten (a report in place of the roadmap) or appended to (events in the ledger's SQLite file)."""
+    ledger = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
+    inputs = [(path, "a roadmap of the run") for path in roadmaps]
+    inputs += [(ledger + tail, "the ledger") for tail in ("", "-wal", "-shm", "-journal")]
+    seen: list[tuple[str, str]] = []  # (flag, path) of the outputs before this one
+    for flag, path, _ in outputs:
+        for other, what in inputs + [(p, f"also given to {f}") for f, p in seen]:
+            if _same_file(path, other):
+                raise UsageError(f"{flag} {path}: is {what}; give another file; nothing ran")
+        seen.append((flag, path))
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths a and b name one file: the same inode when both exist, else the same real path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _check_writable(flag: str, path: str, append: bool) -> None:
