@@ -217,3 +217,16 @@ def test_two_outputs_given_the_same_file_are_refused(marked, tmp_path):
     out = tmp_path / "out"
     refused(wvo(rm, "--state-dir", tmp_path / "s", "--trace", out, "--report", out, timeout=30), "--trace", "--report")
     assert not marker.exists() and not out.exists()
+
+
+def test_history_of_a_roadmap_with_no_runs_says_so_and_names_a_missing_file(tmp_path):
+    """A state dir shared by several roadmaps: --history of one never run (a typo of its path, say) printed an
+    empty table; without the ledger it said `no runs recorded`. Both say it, and name a path that is not there."""
+    rm = roadmap_file(tmp_path, [("a", "true")])
+    state = tmp_path / "s"
+    assert wvo(rm, "--state-dir", state, "--quiet", timeout=30).returncode == 0
+    typo = tmp_path / "roadmapp.yaml"
+    for where in (["--state-dir", state], ["--state-dir", tmp_path / "none"]):
+        r = wvo(typo, *where, "--history", timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"no runs recorded for this roadmap ({typo}: no such file)", r.stdout

@@ -495,14 +495,18 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
     path = os.path.join(folder_root, "ledger.sqlite")
     if os.path.lexists(folder_root):
         statedir.check_private(folder_root)
+    missing = "".join(f" ({r}: no such file)" for r in roadmaps if not os.path.lexists(r))  # a typo, or gone since
     if not os.path.exists(path):
         if run_id is not None:
             raise UsageError(f"--history {run_id}: no runs recorded for this roadmap (ledger: {path})")
-        _echo("[]" if json_out else "no runs recorded for this roadmap")
+        _echo("[]" if json_out else visible(f"no runs recorded for this roadmap{missing}"))
         return EXIT_OK
     ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
     try:
         runs = ledger.runs(roadmaps, limit=50 if run_id is None else 1_000_000)
+        if run_id is None and not runs and not json_out:  # as without a ledger: not an empty table
+            _echo(visible(f"no runs recorded for this roadmap{missing}"))
+            return EXIT_OK
         if run_id is None:
             _echo(json.dumps([r.__dict__ for r in runs], indent=2) if json_out else "\n".join(history.run_lines(runs)))
             return EXIT_OK
