@@ -230,3 +230,16 @@ def test_history_of_a_roadmap_with_no_runs_says_so_and_names_a_missing_file(tmp_
         r = wvo(typo, *where, "--history", timeout=30)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == f"no runs recorded for this roadmap ({typo}: no such file)", r.stdout
+
+
+def test_a_relative_xdg_state_home_is_ignored_as_the_spec_says(marked, tmp_path):
+    """XDG_STATE_HOME=state put the default state dir under the current folder: another folder, another ledger,
+    and `--resume` from elsewhere found no run. The XDG spec: a relative path is invalid and ignored."""
+    rm, marker = marked
+    home, here = tmp_path / "home", tmp_path / "here"
+    here.mkdir()
+    r = wvo(rm, "--quiet", env={"XDG_STATE_HOME": "state", "HOME": str(home)}, cwd=here, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert marker.exists()
+    assert not (here / "state").exists()
+    assert len(list((home / ".local" / "state" / "wvo-batch").iterdir())) == 1
