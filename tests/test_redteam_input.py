@@ -243,3 +243,20 @@ def test_a_relative_xdg_state_home_is_ignored_as_the_spec_says(marked, tmp_path)
     assert marker.exists()
     assert not (here / "state").exists()
     assert len(list((home / ".local" / "state" / "wvo-batch").iterdir())) == 1
+
+
+def test_a_newline_in_an_id_cannot_forge_a_line_of_the_output(tmp_path):
+    """An id `x<LF>error: forged line` printed its problem over two lines, the second one an error of its own
+    making; the --check plan too. Each problem is one line: newline and tab spelt out, as on the run's board."""
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text('tasks:\n  - id: "x\\nerror: forged line"\n    command: "true"\n  - id: "x\\nerror: forged line"\n'
+                  '    command: "true"\n  - id: "y\\tz"\n    command: "true"\n    dependencies: ["q\\nwarning: forged"]\n')  # fmt: skip
+    run = wvo(rm, "--state-dir", tmp_path / "s", timeout=30)
+    err = refused(run, f"{rm}:4: task x\\nerror: forged line: duplicate task id")
+    assert len(err.splitlines()) == 1
+    check = wvo(rm, "--check", "--max-tasks", "5", timeout=30)
+    assert check.returncode == 2
+    lines = (check.stdout + check.stderr).splitlines()
+    assert not any(line.lstrip().startswith(("error: forged", "warning: forged")) for line in lines), lines
+    assert "\t" not in check.stdout + check.stderr
+    assert "    y\\tz: depends on unknown task `q\\nwarning: forged`" in lines, lines

@@ -19,7 +19,7 @@ from runner.cli import lazyimport
 lazyimport.defer()  # before runner.errors imports dataclasses
 
 from runner.cli import options as cliargs  # noqa: E402
-from runner.cli.terminal import visible
+from runner.cli.terminal import one_line, visible
 from runner.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_RUN,
@@ -76,10 +76,10 @@ def run_command(args: SimpleNamespace) -> int:
         return _command(args)
     except RoadmapError as exc:
         for p in exc.problems:
-            _echo(visible(f"error: {p}"), err=True)
+            _echo(one_line(f"error: {p}"), err=True)
         return exc.exit_code
     except BatchError as exc:
-        _echo(visible(f"wvo-batch: {exc}"), err=True)
+        _echo(one_line(f"wvo-batch: {exc}"), err=True)
         return exc.exit_code
 
 
@@ -108,16 +108,16 @@ def _command(args: SimpleNamespace) -> int:
         from runner.coding.budget import budget_check  # lazily: only a run with a budget needs it
 
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
-            _echo(visible(f"warning: {warning}"), err=True)
+            _echo(one_line(f"warning: {warning}"), err=True)
     if args.check:
         code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
         return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
-            _echo(visible(f"error: {p}"), err=True)
+            _echo(one_line(f"error: {p}"), err=True)
         return EXIT_USAGE
     for w in result.warnings:
-        _echo(visible(f"warning: {w}"), err=True)
+        _echo(one_line(f"warning: {w}"), err=True)
     min_agents, max_agents = args.min_agents, args.max_agents
     if max_agents is not None or min_agents is not None:
         lo = min_agents if min_agents is not None else 1
@@ -309,16 +309,16 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
-                _echo(visible(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
-                              f"landing on {g['into']} (land: {g['land']})"))  # fmt: skip
+                _echo(one_line(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
+                               f"landing on {g['into']} (land: {g['land']})"))  # fmt: skip
             else:
                 _echo(f"  workspace: shared for {n} task(s) with files/checks (they run in their own folder)")
         if batch is not None:
-            _echo(visible(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}"))
+            _echo("\n" + one_line(f"batch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}"))
             for task_id, why in batch["blocked"].items():
-                _echo(visible(f"  blocked {task_id}: {why}"))
+                _echo(one_line(f"  blocked {task_id}: {why}"))
             if batch["deferred"]:
-                _echo(visible(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}"))
+                _echo(one_line(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}"))
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
@@ -377,7 +377,7 @@ def _check_programs(result, executor_arg) -> int:
     fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
     problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
     for p in problems:
-        _echo(visible(f"error: {p}"), err=True)
+        _echo(one_line(f"error: {p}"), err=True)
     return EXIT_USAGE if problems else EXIT_OK
 
 
