@@ -260,3 +260,23 @@ def test_a_newline_in_an_id_cannot_forge_a_line_of_the_output(tmp_path):
     assert not any(line.lstrip().startswith(("error: forged", "warning: forged")) for line in lines), lines
     assert "\t" not in check.stdout + check.stderr
     assert "    y\\tz: depends on unknown task `q\\nwarning: forged`" in lines, lines
+
+
+# -- an executor file that is not a file ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["flag", "roadmap"])
+def test_an_executor_file_that_is_a_fifo_is_refused_not_read_for_ever(tmp_path, where):
+    """A roadmap that is a FIFO or /dev/zero is refused; the executor file was opened and read as it came: a FIFO
+    with no writer blocked the command for ever (and /dev/zero filled the memory: not tried here, for a
+    planted bug would do it to the machine; the same check refuses both)."""
+    path = tmp_path / "cli.yaml"
+    os.mkfifo(path)
+    rm = tmp_path / "roadmap.yaml"
+    head = f"executor: {path}\n" if where == "roadmap" else ""
+    rm.write_text(f"{head}tasks:\n  - id: e\n    title: Do it\n")
+    flag = ["--executor", path] if where == "flag" else []
+    r = wvo(rm, "--check", *flag, timeout=30)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "not a regular file" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
