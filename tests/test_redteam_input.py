@@ -212,6 +212,15 @@ def test_an_output_that_is_the_roadmap_or_the_ledger_is_refused_and_nothing_is_l
     assert sorted(os.listdir(state / "runs")) == sorted(os.listdir(state / "runs"))[:1]  # run 1 alone
 
 
+def test_an_output_that_is_the_executor_file_is_refused(marked, tmp_path):
+    rm, marker = marked
+    cli = tmp_path / "cli.yaml"
+    cli.write_text('command: [my-cli, "{prompt}"]\n')
+    refused(wvo(rm, "--state-dir", tmp_path / "s", "--executor", cli, "--report", cli, timeout=30), "--report", "--executor")
+    assert cli.read_text() == 'command: [my-cli, "{prompt}"]\n'
+    assert not marker.exists()
+
+
 def test_two_outputs_given_the_same_file_are_refused(marked, tmp_path):
     rm, marker = marked
     out = tmp_path / "out"

@@ -128,7 +128,7 @@ def _command(args: SimpleNamespace) -> int:
     outputs = [(flag, path, append) for flag, path, append in
                (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)) if path]
     if outputs:
-        _check_not_an_input(outputs, roadmaps, args.state_dir)
+        _check_not_an_input(outputs, roadmaps, args.state_dir, args.executor)
     for flag, path, append in outputs:
         _check_writable(flag, path, append)
     from runner.manager.autopilot import BatchPlan
@@ -210,11 +210,13 @@ def _combinations(args: SimpleNamespace) -> None:
         raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
 
 
-def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None) -> None:
-    """Refuse (UsageError) an output file that is a roadmap, the ledger, or another output: it would be
-    overwritten (a report in place of the roadmap) or appended to (events in the ledger's SQLite file)."""
+def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None, executor: str | None) -> None:
+    """Refuse (UsageError) an output file that is a roadmap, the --executor file, the ledger, or another output:
+    it would be overwritten (a report in place of the roadmap) or appended to (events in the ledger's SQLite file)."""
     ledger = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
     inputs = [(path, "a roadmap of the run") for path in roadmaps]
+    if executor and os.path.isfile(executor):
+        inputs.append((executor, "the --executor file"))
     inputs += [(ledger + tail, "the ledger") for tail in ("", "-wal", "-shm", "-journal")]
     seen: list[tuple[str, str]] = []  # (flag, path) of the outputs before this one
     for flag, path, _ in outputs:
