@@ -19,7 +19,7 @@ from runner.cli import lazyimport
 lazyimport.defer()  # before runner.errors imports dataclasses
 
 from runner.cli import options as cliargs  # noqa: E402
-from runner.cli.terminal import visible
+from runner.cli.terminal import one_line, visible
 from runner.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_RUN,
@@ -76,10 +76,10 @@ def run_command(args: SimpleNamespace) -> int:
         return _command(args)
     except RoadmapError as exc:
         for p in exc.problems:
-            _echo(f"error: {p}", err=True)
+            _echo(one_line(f"error: {p}"), err=True)
         return exc.exit_code
     except BatchError as exc:
-        _echo(f"wvo-batch: {exc}", err=True)
+        _echo(one_line(f"wvo-batch: {exc}"), err=True)
         return exc.exit_code
 
 
@@ -92,7 +92,7 @@ def _command(args: SimpleNamespace) -> int:
     roadmaps = args.roadmaps
     if not roadmaps:
         raise UsageError("missing ROADMAP: give one or more roadmap files (wvo-batch --help)")
-    problem = cliargs.out_of_range(args)
+    problem = cliargs.out_of_range(args) or cliargs.empty_value(args)
     if problem:
         raise UsageError(problem)
     _combinations(args)
@@ -108,16 +108,16 @@ def _command(args: SimpleNamespace) -> int:
         from runner.coding.budget import budget_check  # lazily: only a run with a budget needs it
 
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
-            _echo(f"warning: {warning}", err=True)
+            _echo(one_line(f"warning: {warning}"), err=True)
     if args.check:
         code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
         return code or _check_programs(result, args.executor)
     if result.errors:
         for p in result.errors:
-            _echo(f"error: {p}", err=True)
+            _echo(one_line(f"error: {p}"), err=True)
         return EXIT_USAGE
     for w in result.warnings:
-        _echo(f"warning: {w}", err=True)
+        _echo(one_line(f"warning: {w}"), err=True)
     min_agents, max_agents = args.min_agents, args.max_agents
     if max_agents is not None or min_agents is not None:
         lo = min_agents if min_agents is not None else 1
@@ -125,9 +125,12 @@ def _command(args: SimpleNamespace) -> int:
         if lo < 1 or hi < lo:
             raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
         min_agents, max_agents = lo, hi
-    for flag, path, append in (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)):
-        if path:
-            _check_writable(flag, path, append)
+    outputs = [(flag, path, append) for flag, path, append in
+               (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)) if path]
+    if outputs:
+        _check_not_an_input(outputs, roadmaps, args.state_dir, args.executor)
+    for flag, path, append in outputs:
+        _check_writable(flag, path, append)
     from runner.manager.autopilot import BatchPlan
 
     plan = BatchPlan(
@@ -161,7 +164,7 @@ def _command(args: SimpleNamespace) -> int:
         route_wait=args.route_wait,
         executor=_executor(args.executor),
         events=args.events,
-        backend=args.backend,
+        backend=_one_of("--backend", args.backend, ("local", "ray")),
         ray_address=args.ray_address,
         workspace=_one_of("--workspace", args.workspace, ("worktree", "shared")),
         land=_one_of("--land", args.land, ("merge", "branch")),
@@ -181,7 +184,9 @@ def _one_of(flag: str, value, choices: tuple[str, ...]):
 
 def _echo(text: str, *, err: bool = False, nl: bool = True, raw: bool = False) -> None:
     """Write and flush, as typer.echo did (colour codes off a terminal go); every other control character
-    is spelt out (runner.cli.terminal), unless `raw`: the command's own cursor movements."""
+    is spelt out (runner.cli.terminal), unless `raw`: the command's own cursor movements. Text from a roadmap
+    or a ledger is given through visible() first, so that off a terminal an escape sequence in it is spelt
+    out too, not dropped as if it were a colour code (an id `a<ESC>[0mb` would read `ab`)."""
     stream = sys.stderr if err else sys.stdout
     if not stream.isatty():
         text = _ANSI.sub("", text)
@@ -203,6 +208,30 @@ def _combinations(args: SimpleNamespace) -> None:
         raise UsageError("--with-deps pulls unfinished dependencies into a selection: give --only (or --max-tasks) too")
     if args.ray_address and args.backend != "ray":
         raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
+
+
+def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None, executor: str | None) -> None:
+    """Refuse (UsageError) an output file that is a roadmap, the --executor file, the ledger, or another output:
+    it would be overwritten (a report in place of the roadmap) or appended to (events in the ledger's SQLite file)."""
+    ledger = os.path.join(_state_dir(roadmaps, state_dir), "ledger.sqlite")
+    inputs = [(path, "a roadmap of the run") for path in roadmaps]
+    if executor and os.path.isfile(executor):
+        inputs.append((executor, "the --executor file"))
+    inputs += [(ledger + tail, "the ledger") for tail in ("", "-wal", "-shm", "-journal")]
+    seen: list[tuple[str, str]] = []  # (flag, path) of the outputs before this one
+    for flag, path, _ in outputs:
+        for other, what in inputs + [(p, f"also given to {f}") for f, p in seen]:
+            if _same_file(path, other):
+                raise UsageError(f"{flag} {path}: is {what}; give another file; nothing ran")
+        seen.append((flag, path))
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths a and b name one file: the same inode when both exist, else the same real path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _check_writable(flag: str, path: str, append: bool) -> None:
@@ -258,6 +287,8 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         errors, warnings = copy_problems(result.roadmap)  # `workspace.copy` must list gitignored, untracked files
         result.errors.extend(errors)
         result.warnings.extend(warnings)
+        if args is not None:
+            result.errors.extend(_review_problems(result, args))
 
     batch = None
     if result.roadmap is not None and (only or max_tasks is not None):
@@ -276,20 +307,20 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             doc["workspaces"] = spaces
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(format_plan(result, executor=executor))
+        _echo(visible(format_plan(result, executor=executor)))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
-                _echo(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
-                      f"landing on {g['into']} (land: {g['land']})")  # fmt: skip
+                _echo(one_line(f"  workspace: worktree for {n} task(s) in {g['repo']}: from {g['base']}, "
+                               f"landing on {g['into']} (land: {g['land']})"))  # fmt: skip
             else:
                 _echo(f"  workspace: shared for {n} task(s) with files/checks (they run in their own folder)")
         if batch is not None:
-            _echo(f"\nbatch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}")
+            _echo("\n" + one_line(f"batch: {len(batch['run'])} task(s) would run: {', '.join(batch['run']) or '-'}"))
             for task_id, why in batch["blocked"].items():
-                _echo(f"  blocked {task_id}: {why}")
+                _echo(one_line(f"  blocked {task_id}: {why}"))
             if batch["deferred"]:
-                _echo(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}")
+                _echo(one_line(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}"))
     return EXIT_USAGE if result.errors else EXIT_OK
 
 
@@ -313,6 +344,31 @@ def _workspaces(result, args) -> list[dict]:
     return workspace_plan(result.roadmap, options)
 
 
+def _review_problems(result, args) -> list:
+    """--check: a `review:` the run would refuse before it starts (runner.manager.review_rounds), as errors.
+
+    The executor is not asked for: as for a task with no command, it may be configured outside the file.
+    """
+    roadmap = result.roadmap
+    reviewed = [t for t in roadmap.tasks if t.meta and ("review" in t.meta or "review_rounds" in t.meta)
+                and t.runnable_status and t.id not in result.blocked]  # fmt: skip
+    if not reviewed:
+        return []
+    from runner.errors import Problem
+    from runner.manager.landing_queue import workspace_settings
+    from runner.manager.options import RunOptions
+    from runner.manager.review_rounds import decide_review
+
+    options = RunOptions(workspace=args.workspace, land=args.land, into=args.into, blocked=dict(result.blocked))
+    ws = workspace_settings(roadmap, options, reviewed)
+    problems = []
+    for task in reviewed:
+        problem = decide_review(task, ws.get(task.id), has_executor=True)[1]
+        if problem:
+            problems.append(Problem(problem, task.file, task.line, task.id))
+    return problems
+
+
 def _check_programs(result, executor_arg) -> int:
     """--check: every executor's program (the run's, each role's, each task's own) must be on PATH (exit 2 otherwise)."""
     from runner.manager.accounts import program_problems
@@ -323,7 +379,7 @@ def _check_programs(result, executor_arg) -> int:
     fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
     problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
     for p in problems:
-        _echo(f"error: {p}", err=True)
+        _echo(one_line(f"error: {p}"), err=True)
     return EXIT_USAGE if problems else EXIT_OK
 
 
@@ -444,14 +500,18 @@ def _history(roadmaps: list[str], state_dir: str | None, json_out: bool) -> int:
     path = os.path.join(folder_root, "ledger.sqlite")
     if os.path.lexists(folder_root):
         statedir.check_private(folder_root)
+    missing = "".join(f" ({r}: no such file)" for r in roadmaps if not os.path.lexists(r))  # a typo, or gone since
     if not os.path.exists(path):
         if run_id is not None:
             raise UsageError(f"--history {run_id}: no runs recorded for this roadmap (ledger: {path})")
-        _echo("[]" if json_out else "no runs recorded for this roadmap")
+        _echo("[]" if json_out else visible(f"no runs recorded for this roadmap{missing}"))
         return EXIT_OK
     ledger = Ledger(path, full_check=True)  # --history reads it all: check it all
     try:
         runs = ledger.runs(roadmaps, limit=50 if run_id is None else 1_000_000)
+        if run_id is None and not runs and not json_out:  # as without a ledger: not an empty table
+            _echo(visible(f"no runs recorded for this roadmap{missing}"))
+            return EXIT_OK
         if run_id is None:
             _echo(json.dumps([r.__dict__ for r in runs], indent=2) if json_out else "\n".join(history.run_lines(runs)))
             return EXIT_OK

@@ -189,6 +189,19 @@ def out_of_range(args: SimpleNamespace) -> str | None:
             return f"{flag}: {value} is out of range; give {lo:g} to {hi:g}"
     return None
 
+def empty_value(args: SimpleNamespace) -> str | None:
+    """The first text option given as "" on the command line, as a message; None when there is none.
+
+    An empty variable counts as unset (parse, and typer alike), so "" can only come from the command line:
+    `--state-dir "$DIR"` with DIR unset. Read as unset, it would run with the default state dir, or write no
+    report, and say nothing.
+    """
+    for option in OPTIONS:
+        if option.kind is str and getattr(args, option.name, None) == "":
+            return f"{option.flags[0]}: the value is empty; give one, or leave the option out"
+    return None
+
+
 # Only the plainest spellings: typer (through pydantic) also takes " 3", "1_000", "1.0", "1e3", "inf", ...
 # and those go to it rather than risk reading them differently.
 _NUMBER = {int: re.compile(r"[0-9]+"), float: re.compile(r"[0-9]+(?:\.[0-9]+)?")}

@@ -2,8 +2,9 @@
 
 A roadmap is data, not a script for the terminal: an ESC, OSC or CSI sequence in a task id or title
 could clear the screen, retitle the window or write to the clipboard. `visible()` spells every
-control character as an escape (ESC as \\x1b, a C1 character as \\x9b, a bidi override as \\u202e) and
-a byte that was not UTF-8 (a surrogate-escaped path) as \\xNN. Everything the CLI writes goes through it,
+control character as an escape (ESC as \\x1b, a C1 character as \\x9b, a bidi override as \\u202e, an
+invisible one such as a zero-width space as \\u200b) and a byte that was not UTF-8 (a surrogate-escaped
+path) as \\xNN. Everything the CLI writes goes through it,
 except the CLI's own cursor movements.
 """
 
@@ -12,10 +13,18 @@ from __future__ import annotations
 import re
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # direction marks and overrides: text that reads otherwise
+# The other invisible characters (Unicode's format characters, line and paragraph separators): zero-width
+# spaces, word joiners, tags, ... make two different ids read the same. The zero-width (non-)joiners U+200C and
+# U+200D are kept: they are parts of words in many scripts, and of emoji.
+_INVISIBLE = (
+    "\u00ad\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u2028\u2029\u2060-\u2064\u206a-\u206f"
+    "\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
 _SURROGATES = "\ud800-\udfff"  # os.fsdecode's stand-ins for bytes that were not UTF-8
 # Compiled on first use (by re's cache): ~0.8 ms of start-up, and plain ASCII text never needs them.
-_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"  # keeps tab and newline
-_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"  # one line: tab and newline escaped too
+_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}{_SURROGATES}]"  # keeps tab and newline
+_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}{_SURROGATES}]"  # one line: tab and newline escaped too
 
 
 def visible(text: str, *, one_line: bool = False) -> str:
@@ -37,7 +46,7 @@ def _escape(match: re.Match) -> str:
         return f"\\x{c:02x}"
     if 0xDC80 <= c <= 0xDCFF:
         return f"\\x{c - 0xDC00:02x}"  # the byte os.fsdecode could not decode
-    return f"\\u{c:04x}"
+    return f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
 
 
 def one_line(text: str) -> str:

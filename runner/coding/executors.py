@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import field, replace
 
 from runner.errors import UsageError
@@ -255,13 +256,25 @@ def _models(spec, where: str) -> dict:
     return table
 
 
+_MAX_FILE_BYTES = 1 << 20  # an executor file: a few lines of YAML or JSON
+
+
 def _load_file(name: str, where: str, base_dir: str | None, fields: tuple[str, ...] = ()) -> Executor:
     path = name if os.path.isabs(name) or base_dir is None else os.path.join(base_dir, name)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+    try:  # as a roadmap is read: a FIFO would block for ever, a device be read without end
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ExecutorError(f"{where}: executor file {name!r} is not a regular file")
+            data = f.read(_MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ExecutorError(f"{where}: cannot read executor file {name!r} ({exc.strerror})") from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise ExecutorError(f"{where}: executor file {name!r} is too large (at most {_MAX_FILE_BYTES} bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExecutorError(f"{where}: executor file {name!r} is not UTF-8 text") from None
     import yaml  # lazily: only an executor file needs it here
 
     try:

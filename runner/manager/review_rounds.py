@@ -72,17 +72,7 @@ class ReviewRounds(Component):
     def decide(self, task: Task, ws) -> tuple[int | None, str | None]:
         """(rejections that end it, or None: not reviewed; why it cannot be reviewed) for a task whose
         workspace is ws (coding.settings.Workspace or None)."""
-        if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
-            return None, None  # not reviewed (parse_policy would say so): no import of the review module
-        problems: list[str] = []
-        policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
-        if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
-            return None, None
-        if not problems and (ws is None or ws.mode != "worktree"):
-            problems.append("`review` needs the task in a worktree (workspace mode worktree): the critic reviews its branch")
-        if not problems and self.ctx.executor is None:
-            problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
-        return (None, problems[0]) if problems else (policy.rounds, None)
+        return decide_review(task, ws, self.ctx.executor is not None)
 
     def joined(self, task_id: str, rounds: int | None) -> None:
         """A task joined the run mid-way (runner.manager.live) with the review decide() gave it."""
@@ -220,6 +210,21 @@ class ReviewRounds(Component):
         if task_id in self._reviews or task_id in self.rounds:
             row["review"] = {"rounds": 0, "verdicts": [], **self._reviews.get(task_id, {}),
                              "rounds_allowed": self.rounds.get(task_id)}  # fmt: skip
+
+
+def decide_review(task: Task, ws, has_executor: bool) -> tuple[int | None, str | None]:
+    """ReviewRounds.decide for a run whose default executor is there or not; also what --check says."""
+    if task.meta.get("review") is None and task.meta.get("review_rounds") is None:
+        return None, None  # not reviewed (parse_policy would say so): no import of the review module
+    problems: list[str] = []
+    policy = _rv().parse_policy(task.meta.get("review"), task.meta.get("review_rounds"), problems)
+    if not problems and not _rv().needs_review(task, policy, _ex().complexity_of(task)):
+        return None, None
+    if not problems and (ws is None or ws.mode != "worktree"):
+        problems.append("`review` needs the task in a worktree (workspace mode worktree): the critic reviews its branch")
+    if not problems and not has_executor:
+        problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
+    return (None, problems[0]) if problems else (policy.rounds, None)
 
 
 def _rv():

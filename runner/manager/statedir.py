@@ -22,7 +22,9 @@ log = Logger(__name__)
 
 
 def default_state_dir(files: list[str]) -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME")
+    if not base or not os.path.isabs(base):  # the XDG spec: a relative path is invalid, and ignored
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     paths = "\0".join(os.path.abspath(f) for f in files)
     digest = sha256(os.fsencode(paths)).hexdigest()[:10]  # a path that is not UTF-8 is its bytes
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(files[0]))[0])[:40]

@@ -48,6 +48,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
 MAX_TIMEOUT_S = 7 * 86400.0
 MAX_RETRIES = 10_000
 MAX_AGENTS_PER_ROLE = 4096  # `agents:` counts; each agent is an OS process
+MAX_AGENTS = 1024  # `agents:` in all, as for --agents and --roles (runner.cli.options.MAX_AGENTS)
 _OVER_LIMIT = f"must be at most 7 days (7d, {MAX_TIMEOUT_S:g} s; `timeout: off` for none)"
 
 

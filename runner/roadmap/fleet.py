@@ -38,6 +38,12 @@ _RESERVED = frozenset({
     "id", "title", "description", "exit_criteria", "prompt", "model", "role", "complexity", "complexity_score",
     "priority", "epic", "milestone", "affinity", "roadmap_dir", "feedback", "diff", "checks", "meta",
 })  # fmt: skip
+# Pools whose variable (WVO_<NAME>) the run sets itself in an attempt's environment: a lease would overwrite it
+# (runner.manager.run, runner.agents.checks and pipeline, runner.manager.review_rounds, runner.agents.watchdog).
+_RUN_VARIABLES = frozenset({
+    "task_id", "attempt", "feedback", "branch", "worktree", "base_commit", "review", "review_commit", "review_error",
+    "attempt_mark", "run_marks",
+})  # fmt: skip
 
 
 @record(frozen=True)
@@ -95,6 +101,10 @@ def parse_resources(v) -> tuple[dict, list[str]]:
             continue
         if name in _RESERVED:
             problems.append(f"`{where}`: {name!r} is a template field already; name the pool otherwise")
+            continue
+        if name in _RUN_VARIABLES:
+            problems.append(f"`resources:` name {name!r} would be leased as WVO_{name.upper()}, which wvo-batch sets "
+                            "itself for each attempt; name the pool otherwise")  # fmt: skip
             continue
         if isinstance(spec, dict):
             pool, problem = _port_range(spec, where)

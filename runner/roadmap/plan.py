@@ -126,7 +126,13 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 
         if problems:
             out.append(f"{title} ({len(problems)}):")
             out.extend(f"  {p}" for p in problems)
-    return "\n".join(out)
+    return "\n".join(map(_one_line, out))
+
+
+def _one_line(line: str) -> str:
+    """Each line of the plan stays one: a newline or a tab in an id, a path or a message is spelt out (the
+    CLI spells out the other control characters), so that no roadmap text reads as a line of its own."""
+    return line if line.isprintable() else line.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _executor_text(e: dict) -> str:
