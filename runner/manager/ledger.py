@@ -581,10 +581,10 @@ def held_run_folder(path: str, files: list[str], pid: int) -> str | None:
     """The folder of the run of these roadmap files that process `pid` runs (it holds their lock), read-only,
     for --status: None when the ledger names none (yet) or cannot be read. Not `latest`: that is the latest run
     of any roadmap sharing the state dir."""
-    from urllib.request import pathname2url
+    from urllib.parse import quote  # (urllib.request's pathname2url imports http.client, email...: ~15 ms)
 
     try:
-        db = sqlite3.connect(f"file:{pathname2url(path)}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
     except sqlite3.Error:
         return None
     try:
