@@ -204,6 +204,7 @@ class Workspaces:
         with self._locked():
             proc = self.git.run(self.repo, "worktree", *args, check=check)
         if args[0] == "add" and proc.returncode == 0:  # git makes its folder after the umask: ours alone, as the state dir's
+            # (our adds pass no option that takes a value: their first operand is the new folder)
             os.chmod(next(a for a in args[1:] if not a.startswith("-")), 0o700)
         return proc
 
