@@ -478,15 +478,10 @@ def test_two_runs_started_at_once_one_runs_the_other_exits_75_and_another_roadma
 # -- the lock at the instant another process looks at it, or takes it -------------------------------------
 
 
-def _lock_files(state: Path, rm: Path) -> list[str]:
-    from runner.manager import statedir
-
-    return list(statedir.RunLock.of_roadmaps(str(state), [str(rm)]).paths)
-
-
-def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instant(tmp_path, monkeypatch):
-    """--status (RunLock.holder) takes each lock shared for an instant to see whether a run holds it; a run
-    starting at that instant waits the look out instead of exiting 75 (a cron run refused by a dashboard)."""
+def _locks_taken(tmp_path: Path, shared: bool = False, pid: int | None = None) -> tuple[Path, list[int]]:
+    """A roadmap.yaml in tmp_path (the state dir too) whose run locks this process takes on descriptors of
+    their own, as another process would: exclusively (a run that has not written its pid yet; `pid`: what the
+    files still say), or shared (a --status looking). Returns the roadmap and the descriptors, to close."""
     import fcntl
 
     from runner.manager import statedir
@@ -494,11 +489,22 @@ def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instan
     rm = tmp_path / "roadmap.yaml"
     rm.write_text("tasks: []\n")
     tmp_path.chmod(0o700)
-    looks = []
-    for path in _lock_files(tmp_path, rm):  # a --status looking at every lock, as holder() does
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        looks.append(fd)
+    fds = []
+    for path in statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)]).paths:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        if pid is not None:
+            os.pwrite(fd, f"{pid}\n".encode(), 0)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        fds.append(fd)
+    return rm, fds
+
+
+def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instant(tmp_path, monkeypatch):
+    """--status (RunLock.holder) takes each lock shared for an instant to see whether a run holds it; a run
+    starting at that instant waits the look out instead of exiting 75 (a cron run refused by a dashboard)."""
+    from runner.manager import statedir
+
+    rm, looks = _locks_taken(tmp_path, shared=True)  # a --status looking at every lock, as holder() does
 
     def pause():  # the run waits: the look ends
         while looks:
@@ -517,18 +523,9 @@ def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instan
 def test_a_run_refused_the_instant_the_other_took_the_lock_names_its_pid(tmp_path, monkeypatch):
     """Two runs started at once: the loser may look at the lock file before the winner has written its pid
     there; it waits for the pid rather than saying `another process`."""
-    import fcntl
-
     from runner.manager import statedir
 
-    rm = tmp_path / "roadmap.yaml"
-    rm.write_text("tasks: []\n")
-    tmp_path.chmod(0o700)
-    held = []
-    for path in _lock_files(tmp_path, rm):  # the winner has the locks, its pid not yet written
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.append(fd)
+    rm, held = _locks_taken(tmp_path)  # the winner has the locks, its pid not yet written
 
     def pause():  # the winner writes its pid
         for fd in held:
@@ -848,21 +845,11 @@ def test_runs_a_ledger_recorded_under_the_unresolved_path_are_still_found(tmp_pa
 def test_a_run_refused_the_instant_the_other_took_over_a_stale_lock_names_the_live_pid(tmp_path, monkeypatch):
     """After a crash the lock files hold the dead run's pid; two runs start at once: the loser may read that pid
     before the winner writes its own. It names the winner, not the dead run."""
-    import fcntl
-
     from runner.manager import statedir
 
-    rm = tmp_path / "roadmap.yaml"
-    rm.write_text("tasks: []\n")
-    tmp_path.chmod(0o700)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    held = []
-    for path in _lock_files(tmp_path, rm):  # the winner has the locks; the dead run's pid is still in them
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.pwrite(fd, f"{dead.pid}\n".encode(), 0)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.append(fd)
+    rm, held = _locks_taken(tmp_path, pid=dead.pid)  # the winner has the locks; the dead run's pid is still in them
 
     def pause():  # the winner writes its pid (ours: a live one)
         for fd in held:
