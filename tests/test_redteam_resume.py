@@ -520,20 +520,27 @@ def test_a_status_looking_at_the_lock_does_not_refuse_a_run_starting_that_instan
         pause()
 
 
-def test_a_run_refused_the_instant_the_other_took_the_lock_names_its_pid(tmp_path, monkeypatch):
-    """Two runs started at once: the loser may look at the lock file before the winner has written its pid
-    there; it waits for the pid rather than saying `another process`."""
+@pytest.mark.parametrize("left", ["nothing", "a dead run's pid"])
+def test_a_run_refused_the_instant_the_other_took_the_lock_names_the_live_pid(tmp_path, monkeypatch, left):
+    """Two runs started at once: the loser may look at the lock files before the winner has written its pid
+    there, while they are empty or (after a crash) still hold the dead run's pid. It waits for the live pid,
+    rather than saying `another process` or naming the dead run."""
     from runner.manager import statedir
 
-    rm, held = _locks_taken(tmp_path)  # the winner has the locks, its pid not yet written
+    dead = None
+    if left != "nothing":
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+    rm, held = _locks_taken(tmp_path, pid=dead and dead.pid)  # the winner has the locks, its pid not yet written
 
-    def pause():  # the winner writes its pid
+    def pause():  # the winner writes its pid (ours: a live one)
         for fd in held:
-            os.pwrite(fd, b"4242\n", 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     monkeypatch.setattr(statedir, "_pause", pause, raising=False)
     try:
-        with pytest.raises(statedir.LockHeld, match=r"\(PID 4242 holds"):
+        with pytest.raises(statedir.LockHeld, match=rf"\(PID {os.getpid()} holds"):
             statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)]).acquire()
     finally:
         for fd in held:
@@ -840,29 +847,6 @@ def test_runs_a_ledger_recorded_under_the_unresolved_path_are_still_found(tmp_pa
     assert ledger.latest_unfinished([path]).id == run_id
     assert ledger.latest_unfinished([str(tmp_path / "real" / "r.yaml")]) is None  # not this spelling's, then
     ledger.close()
-
-
-def test_a_run_refused_the_instant_the_other_took_over_a_stale_lock_names_the_live_pid(tmp_path, monkeypatch):
-    """After a crash the lock files hold the dead run's pid; two runs start at once: the loser may read that pid
-    before the winner writes its own. It names the winner, not the dead run."""
-    from runner.manager import statedir
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    rm, held = _locks_taken(tmp_path, pid=dead.pid)  # the winner has the locks; the dead run's pid is still in them
-
-    def pause():  # the winner writes its pid (ours: a live one)
-        for fd in held:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-
-    monkeypatch.setattr(statedir, "_pause", pause, raising=False)
-    try:
-        with pytest.raises(statedir.LockHeld, match=rf"\(PID {os.getpid()} holds"):
-            statedir.RunLock.of_roadmaps(str(tmp_path), [str(rm)]).acquire()
-    finally:
-        for fd in held:
-            os.close(fd)
 
 
 def test_status_of_a_roadmap_shows_its_own_run_while_another_roadmap_runs_on_the_state_dir(tmp_path):
