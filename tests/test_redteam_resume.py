@@ -185,6 +185,27 @@ class Plan:
     def start(self, *args) -> subprocess.Popen:
         return start(self.roadmap, "--state-dir", self.state, "-q", *args, env=self.env)
 
+    def interrupt(self, *args, until=None, why: str = "", act=None, timeout: float = 120) -> tuple[int, str, str]:
+        """Run with args until the blocker has said it runs (its line: `go PID`) and until() holds (polled with a
+        deadline), then act(proc, line), by default the manager's SIGKILL (kill_run); returns the run's exit
+        code, stdout and stderr (what it printed is not kept after a SIGKILL)."""
+        proc = self.start(*args)
+        out = err = ""
+        try:
+            line = self.fifo.wait_lines(1)[0]
+            if until is not None:
+                wait_until(until, why=why)
+            if act is None:
+                kill_run(proc, self.tag)
+            else:
+                act(proc, line)
+                out, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        return proc.returncode, out, err
+
     def run(self, *args) -> subprocess.CompletedProcess:
         return wvo(self.roadmap, "--state-dir", self.state, *args, env=self.env, timeout=120)
 
@@ -246,6 +267,11 @@ def pid_of_agent(pid: int, manager: int) -> int:
     return p.pid
 
 
+def _signal_agent(proc: subprocess.Popen, line: str, sig: int) -> None:
+    """Signal the agent that runs the blocker (its line: `go PID`)."""
+    os.kill(pid_of_agent(int(line.split()[1]), proc.pid), sig)
+
+
 # -- SIGKILL mid-chunk ---------------------------------------------------------------------------------------
 
 
@@ -253,14 +279,7 @@ def pid_of_agent(pid: int, manager: int) -> int:
 @pytest.mark.parametrize("agents", ["1", "2"])
 def test_manager_killed_mid_chunk_resume_runs_each_unrecorded_task_and_no_recorded_one(tmp_path, kind, agents):
     plan = Plan(tmp_path, kind, 300, blocker=200)
-    proc = plan.start("--agents", agents)
-    try:
-        plan.fifo.wait_lines(1)
-        kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    plan.interrupt("--agents", agents)
     before, recorded = plan.counts(), plan.succeeded(1)
     # a chunk was handed out (its event may have died with the manager: then its finished tasks did, unrecorded)
     if kind == "call":  # (a command is chunked once it has been seen to take under 2 ms: not on a loaded machine)
@@ -551,15 +570,8 @@ def test_the_readme_cron_line_killed_then_resumed_with_write_back(tmp_path):
     """`--resume --write-back` (the README's cron line): killed mid-run after some statuses were written back,
     the next run runs each task the ledger does not hold as succeeded, once, and no other."""
     plan = Plan(tmp_path, "shell", 40, blocker=20)
-    proc = plan.start("--agents", "2", "--resume", "--write-back")
-    try:
-        plan.fifo.wait_lines(1)
-        wait_until(lambda: "status: done" in plan.roadmap.read_text(), why="a status written back")
-        kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    plan.interrupt("--agents", "2", "--resume", "--write-back", until=lambda: "status: done" in plan.roadmap.read_text(),
+                   why="a status written back")
     before, recorded = plan.counts(), plan.succeeded(1)
     assert plan.blocker not in recorded
     plan.resume_and_check(before, recorded, "2", "--write-back")
@@ -585,15 +597,7 @@ def test_a_task_removed_for_one_resume_and_back_unchanged_for_the_next_is_not_ru
     has x back, unchanged: x is recorded as succeeded in the run being continued, and is not run again."""
     plan = Plan(tmp_path, "shell", 0, tasks=GONE_AND_BACK)
     full = plan.roadmap.read_text()
-    proc = plan.start("--agents", "2")
-    try:
-        plan.fifo.wait_lines(1)
-        wait_until(lambda: plan.succeeded(1) == {"x", "z"}, why="x and z recorded")
-        kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    plan.interrupt("--agents", "2", until=lambda: plan.succeeded(1) == {"x", "z"}, why="x and z recorded")
     plan.roadmap.write_text(full.replace(f'  - id: x\n    command: "echo x $WVO_ATTEMPT >> {plan.ran}"\n', ""))
     (tmp_path / "ran.m1").write_text("")
     second = plan.run("--agents", "2", "--resume", "--json")
@@ -674,16 +678,8 @@ def test_killed_after_every_outcome_was_committed_before_the_run_was_closed(tmp_
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_mid_chunk_then_resumed(tmp_path, sig, code):
     plan = Plan(tmp_path, "call", 200, blocker=120)
-    proc = plan.start("--agents", "2", "--grace", "1")
-    try:
-        plan.fifo.wait_lines(1)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == code, err
+    returncode, out, err = plan.interrupt("--agents", "2", "--grace", "1", act=lambda proc, line: proc.send_signal(sig), timeout=60)
+    assert returncode == code, err
     assert ledger_rows(plan.state, "SELECT status FROM runs") == [("interrupted",)]
     before, recorded = plan.counts(), plan.succeeded(1)
     assert all(before.get(t) == 1 for t in recorded) and plan.blocker not in recorded
@@ -697,16 +693,8 @@ def test_agent_killed_mid_chunk_with_failures_in_it_retries_each_failure_once(tm
     that failed is not run a third time, nor a success a second."""
     flaky = (150, 170, 190, 199, 210, 250)
     plan = Plan(tmp_path, kind, 300, blocker=200, flaky=flaky)
-    proc = plan.start("--agents", "2", "--json")
-    try:
-        line = plan.fifo.wait_lines(1)[0]
-        os.kill(pid_of_agent(int(line.split()[1]), proc.pid), signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+    returncode, out, err = plan.interrupt("--agents", "2", "--json", act=lambda proc, line: _signal_agent(proc, line, signal.SIGKILL))
+    assert returncode == 0, err
     attempts: dict[str, list[str]] = {}
     for tid, attempt in lines(plan.ran):
         attempts.setdefault(tid, []).append(attempt)
@@ -722,16 +710,8 @@ def test_agent_stopped_mid_chunk_is_killed_and_runs_nothing_twice(tmp_path):
     """SIGSTOP of an agent in the middle of a chunk of calls: found stopped, killed; its chunk is settled as for
     a death (the outbox's results recorded, the task it was on retried, the rest run elsewhere)."""
     plan = Plan(tmp_path, "call", 300, blocker=200)
-    proc = plan.start("--agents", "2", "--json")
-    try:
-        line = plan.fifo.wait_lines(1)[0]
-        os.kill(pid_of_agent(int(line.split()[1]), proc.pid), signal.SIGSTOP)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+    returncode, out, err = plan.interrupt("--agents", "2", "--json", act=lambda proc, line: _signal_agent(proc, line, signal.SIGSTOP))
+    assert returncode == 0, err
     counts = plan.counts()
     assert {t: n for t, n in counts.items() if n != 1} == {plan.blocker: 2} and len(counts) == plan.n
     assert json.loads(out)["succeeded"] == plan.n
@@ -759,15 +739,7 @@ def test_a_loop_of_batches_killed_then_resumed_runs_no_success_of_its_earlier_ba
     d in flight. The same line with --resume runs d and e, once each, and neither a, b (run 1) nor c (run 2)."""
     plan = Plan(tmp_path, "shell", 0, tasks=BATCHES)
     loop = ("--max-tasks", "2", "--iterations", "0", "--agents", "2")
-    proc = plan.start(*loop)
-    try:
-        plan.fifo.wait_lines(1)
-        wait_until(lambda: plan.succeeded(2) == {"c"}, why="c recorded in batch 2")
-        kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    plan.interrupt(*loop, until=lambda: plan.succeeded(2) == {"c"}, why="c recorded in batch 2")
     assert plan.counts() == {"a": 1, "b": 1, "c": 1, "d": 1}
     plan.resumed.write_text("")
     r = plan.run(*loop, "--resume", "--json")
@@ -789,15 +761,7 @@ def test_resume_through_another_path_to_the_same_roadmap_continues_the_run(tmp_p
     plan = Plan(real, "shell", 20, blocker=10)
     plan.state = tmp_path / "s"
     plan.roadmap = tmp_path / "link" / "roadmap.yaml"
-    proc = plan.start("--agents", "2")
-    try:
-        plan.fifo.wait_lines(1)
-        wait_until(lambda: len(plan.succeeded(1)) >= 5, why="some tasks recorded")
-        kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    plan.interrupt("--agents", "2", until=lambda: len(plan.succeeded(1)) >= 5, why="some tasks recorded")
     before, recorded = plan.counts(), plan.succeeded(1)
     plan.roadmap = real / "roadmap.yaml"
     plan.resume_and_check(before, recorded)
