@@ -192,3 +192,20 @@ def test_a_task_writing_a_non_utf8_byte_into_the_roadmap_gets_a_warning_not_a_cr
     assert "not UTF-8" in r.stderr and "were not written" in r.stderr
     assert ran.read_text().split() == ["a", "b"]
     assert b"# caf\xe9\n" in path.read_bytes()
+
+
+@pytest.mark.timeout(60)
+def test_last_error_names_a_log_only_when_the_attempt_left_one(tmp_path):
+    """An attempt that printed nothing leaves no log (README): its `last_error` is the error alone, not
+    `(log: None)`; one that printed names its log, which holds what it printed."""
+    from conftest import wvo
+
+    path = tmp_path / "r.yaml"
+    path.write_text('tasks:\n  - id: quiet\n    command: "exit 3"\n  - id: loud\n    command: "echo boom; exit 4"\n')
+    r = wvo(path, "--state-dir", tmp_path / "s", "--write-back")
+    assert r.returncode == 1, r.stderr
+    by_id = tasks_of(path.read_text())
+    assert by_id["quiet"]["last_error"] == "exit code 3"
+    error, _, log = by_id["loud"]["last_error"].partition(" (log: ")
+    assert error == "exit code 4" and log.endswith("loud.1.log)")
+    assert open(log[:-1]).read() == "boom\n"

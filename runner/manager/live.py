@@ -110,8 +110,8 @@ class LiveRoadmap(Component):
         if not ctx.opt.write_back or ctx.sched.state[task_id] not in FINAL_STATES:
             return
         final = "needs_improvement" if ctx.sched.reason.get(task_id) == "needs_improvement" else outcome.value
-        log_path = ctx.records.get((task_id, attempt), {}).get("log")
-        self.end(task_id, final, f"{result.error or outcome.value} (log: {log_path})")
+        log_path = ctx.records.get((task_id, attempt), {}).get("log")  # None: the attempt printed nothing, left no log
+        self.end(task_id, final, f"{result.error or outcome.value}" + (f" (log: {log_path})" if log_path else ""))
 
     def end(self, task_id: str, outcome_value: str, error: str | None) -> None:
         """The task's last outcome in this run, as a roadmap status."""
