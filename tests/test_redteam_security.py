@@ -65,13 +65,7 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
         f"  - id: call\n{shared}    call: subprocess:run\n"
         f"    args: [{json.dumps(['/bin/sh', '-c', stage_and_dump('call')])}]\n",
     ])
-    repo = make_repo(tmp_path, roadmap)
-    before = checkout_state(repo)
-    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--agents", "4", "-q",
-            env=hook_environment(repo), cwd=scratch, timeout=90)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
-    assert checkout_state(repo) == before, "a task staged in the user's index"
+    run_from_a_hook(make_repo(tmp_path, roadmap), tmp_path, scratch, "--agents", "4", timeout=90)
     for kind in ("worktree", "shell", "check", "argv", "call"):
         env = dict(v.split("=", 1) for v in (scratch / f"{kind}.env").read_text().split("\0") if v)
         leaked = sorted(k for k in env if points_at_repository(k))
@@ -79,6 +73,16 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
         if kind == "worktree":  # pinned to the worktree's parent; a shared task keeps the caller's (docs/workspaces.md)
             assert env["GIT_CEILING_DIRECTORIES"] != "/nonexistent-ceiling"
 
+
+def run_from_a_hook(repo: Path, tmp_path: Path, scratch: Path, *args: str, timeout: float) -> None:
+    """Run the repository's roadmap from `scratch` with a git hook's environment: it succeeds, and the user's
+    branch and checkout (index included) are as they were."""
+    before = checkout_state(repo)
+    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "-q", *args,
+            env=hook_environment(repo), cwd=scratch, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
+    assert checkout_state(repo) == before, "a task staged in the user's index"
 
 
 @pytest.mark.ray
@@ -91,13 +95,7 @@ def test_a_call_on_a_ray_agent_started_from_a_git_hook_does_not_see_the_users_re
     script = f"env -0 > {scratch}/call.env; echo x > x.txt; git add x.txt; git commit -q --allow-empty -m call; true"
     roadmap = ("tasks:\n  - id: call\n" + f"    cwd: {json.dumps(str(scratch))}\n    call: subprocess:run\n"
                + f"    args: [{json.dumps(['/bin/sh', '-c', script])}]\n")
-    repo = make_repo(tmp_path, roadmap)
-    before = checkout_state(repo)
-    r = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--backend", "ray", "-q",
-            env=hook_environment(repo), cwd=scratch, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
-    assert checkout_state(repo) == before
+    run_from_a_hook(make_repo(tmp_path, roadmap), tmp_path, scratch, "--backend", "ray", timeout=120)
     env = dict(v.split("=", 1) for v in (scratch / "call.env").read_text().split("\0") if v)
     assert not sorted(k for k in env if points_at_repository(k))
 
