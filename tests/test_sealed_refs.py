@@ -1,0 +1,164 @@
+"""The worktree seal covers the user's refs and config (invariant 7): a task's git moves only its own branch.
+
+Real repositories, the real `wvo-batch` command, shell commands as the agents. A task tries to move
+`main`, retag, delete a branch, commit on a branch it checked out or in the user's checkout: each is
+refused by the run's reference-transaction hook with the sealed message, and the user's refs are as
+they were. A task that commits as usual still runs the user's pre-commit hook and lands. A change of
+the shared config fails the attempt, naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from conftest import wvo
+from test_worktrees import WORKTREE, git, make_repo, rows
+
+pytestmark = pytest.mark.timeout(120)
+
+SEALED = "the worktree is sealed"
+COMMIT = "echo w > w.txt && git add w.txt && git commit -qm work"  # HEAD now differs from every user ref
+
+
+def user_refs(repo: Path) -> str:
+    """Every ref but the run's own branches (wvo/...) and its stash refs: what the user would notice."""
+    return "\n".join(line for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+                     if not line.startswith(("refs/heads/wvo/", "refs/wvo-stash/")))
+
+
+def user_repo(tmp_path: Path, roadmap: str) -> Path:
+    repo = make_repo(tmp_path, roadmap)
+    git(repo, "branch", "feature")
+    git(repo, "tag", "v1")
+    git(repo, "tag", "-a", "-m", "annotated", "v2")
+    return repo
+
+
+def attacks(repo: Path) -> dict[str, str]:
+    """Task id -> a command that would move a ref of the user's."""
+    return {
+        "update_ref": "git update-ref refs/heads/main HEAD",
+        "branch_force": "git branch -f feature HEAD",
+        "retag": "git tag -f v1 HEAD",
+        "delete_branch": "git branch -D feature",
+        "delete_tag": "git tag -d v2",
+        "new_tag": "git tag v3",
+        "notes": "git notes add -m note HEAD",
+        "checkout_commit": "git checkout -q feature && git commit -q --allow-empty -m on-feature",
+        "users_checkout": f"git -C {shlex.quote(str(repo))} commit -q --allow-empty -m in-your-checkout",
+    }
+
+
+def attack_roadmap(names) -> str:
+    return WORKTREE + "tasks:\n" + "".join(f"  - id: {n}\n    command: PLACEHOLDER_{n}\n" for n in names)
+
+
+def run_attacks(tmp_path: Path, *args: str, only=None, timeout: float = 90):
+    names = list(only or attacks(Path("/x")))
+    repo = user_repo(tmp_path, attack_roadmap(names))
+    text = (repo / "roadmap.yaml").read_text()
+    for name, command in attacks(repo).items():
+        text = text.replace(f"PLACEHOLDER_{name}\n", json.dumps(f"{COMMIT} && {command}") + "\n")
+    (repo / "roadmap.yaml").write_text(text)  # not committed: the tasks' worktrees start from `main` as it is
+    before, config = user_refs(repo), (repo / ".git" / "config").read_bytes()
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", *args, timeout=timeout, cwd=repo)
+    assert proc.returncode == 1, proc.stderr  # some task failed: the exit decision's 1
+    doc = json.loads(proc.stdout)
+    assert user_refs(repo) == before
+    assert (repo / ".git" / "config").read_bytes() == config  # the hooks reached the tasks through their environment
+    r = rows(doc)
+    for name in names:
+        assert r[name]["status"] == "failed", (name, r[name])
+        log = Path(r[name]["log"]).read_text()
+        assert SEALED in log, (name, log)
+        assert "work" in git(repo, "log", "--format=%s", r[name]["workspace"]["branch"])  # its commit kept on its branch
+    return repo, r
+
+
+def test_a_task_cannot_move_retag_or_delete_the_users_refs(tmp_path):
+    repo, r = run_attacks(tmp_path, "--agents", "3")
+    assert "refs/heads/main may not be changed" in Path(r["update_ref"]["log"]).read_text()
+    assert "refs/tags/v1 may not be changed" in Path(r["retag"]["log"]).read_text()
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
+
+
+def test_a_tasks_checks_and_set_up_cannot_move_the_users_refs_either(tmp_path):
+    roadmap = WORKTREE + ("tasks:\n"
+                          "  - id: check\n    command: \"echo c > c.txt\"\n    checks: [\"git update-ref refs/heads/main HEAD\"]\n"
+                          "  - id: setup\n    workspace: {setup: [\"git tag -f v1 HEAD~0\"]}\n    command: \"echo s > s.txt\"\n")
+    repo = user_repo(tmp_path, roadmap)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")  # v1 now behind HEAD: retagging would move it
+    before = user_refs(repo)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 1, proc.stderr
+    r = rows(json.loads(proc.stdout))
+    assert r["check"]["status"] == "check_failed" and SEALED in Path(r["check"]["log"]).read_text()
+    assert r["setup"]["status"] == "setup_failed" and SEALED in Path(r["setup"]["log"]).read_text()
+    assert user_refs(repo) == before
+
+
+@pytest.mark.ray
+def test_on_ray_a_task_cannot_move_or_retag_the_users_refs(tmp_path):
+    pytest.importorskip("ray")
+    run_attacks(tmp_path, "--backend", "ray", "--agents", "1", only=["update_ref", "retag"], timeout=110)
+
+
+@pytest.mark.parametrize("where", ["hooks folder", "relative core.hooksPath"])
+def test_the_users_hooks_still_run_and_a_normal_commit_lands(tmp_path, where):
+    marker = tmp_path / "marker"
+    roadmap = WORKTREE + ("tasks:\n"
+                          "  - id: t\n    command: \"echo mine > f.txt && git add f.txt && git commit -qm 'task commit'\"\n"
+                          "  - id: own_repo\n    command: OWN\n")
+    repo = make_repo(tmp_path, roadmap)
+    hook = f"#!/bin/sh\necho \"$(basename \"$0\") in $PWD\" >> {shlex.quote(str(marker))}\n"
+    if where == "hooks folder":
+        folder = repo / ".git" / "hooks"
+    else:  # relative: git finds it from the top of each worktree, so the committed copy runs there
+        folder = repo / ".githooks"
+        folder.mkdir()
+        git(repo, "config", "core.hooksPath", ".githooks")
+    for name in ("pre-commit", "reference-transaction"):
+        (folder / name).write_text(hook)
+        (folder / name).chmod(0o755)
+    # a repository the task makes for itself (its own tests may): neither guarded nor robbed of its hooks
+    own = ("d=$(mktemp -d) && git -C $d init -q && printf '#!/bin/sh\\ntouch hook-ran\\n' > $d/.git/hooks/pre-commit"
+           " && chmod +x $d/.git/hooks/pre-commit && git -C $d -c user.name=t -c user.email=t@t.invalid commit -q"
+           " --allow-empty -m a && git -C $d branch -f other && git -C $d tag t1 && test -e $d/hook-ran"
+           " && rm -rf $d && echo ok > own.txt")
+    (repo / "roadmap.yaml").write_text(roadmap.replace("OWN", json.dumps(own)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--no-verify", "-m", "hooks")
+    marker.unlink(missing_ok=True)  # the user's own commit just above ran them too
+    before, config = user_refs(repo), (repo / ".git" / "config").read_bytes()
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    r = rows(json.loads(proc.stdout))
+    assert r["t"]["status"] == r["own_repo"]["status"] == "succeeded"
+    assert git(repo, "show", "wvo/roadmap:f.txt") == "mine\n"  # landed
+    ran = marker.read_text().splitlines()
+    worktree = str(tmp_path / "state")
+    assert any(line.startswith("pre-commit in " + worktree) for line in ran), ran  # in the task's worktree
+    assert any(line.startswith("reference-transaction in " + worktree) for line in ran), ran  # after our guard
+    assert (repo / ".git" / "config").read_bytes() == config
+    assert user_refs(repo) == before
+
+
+def test_a_task_that_changes_the_shared_config_fails_naming_the_key(tmp_path):
+    roadmap = WORKTREE + ("tasks:\n  - id: cfg\n    command: \"echo x > f.txt && git config core.hooksPath /elsewhere\"\n")
+    repo = make_repo(tmp_path, roadmap)
+    before = (repo / ".git" / "config").read_text()
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 1, proc.stderr
+    row = rows(json.loads(proc.stdout))["cfg"]
+    assert row["status"] == "failed"
+    assert "shared config changed while the attempt ran (.git/config: core.hookspath added)" in row["reason"]
+    assert "/elsewhere" not in row["reason"]  # keys, not values: a value may be a secret
+    assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["initial"]  # not landed
+    after = (repo / ".git" / "config").read_text()
+    assert after.replace("\thooksPath = /elsewhere\n", "") == before  # the task's change alone: nothing put back
+    assert os.path.exists(row["log"]) and "not put back" in Path(row["log"]).read_text()
