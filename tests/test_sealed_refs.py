@@ -162,3 +162,32 @@ def test_a_task_that_changes_the_shared_config_fails_naming_the_key(tmp_path):
     after = (repo / ".git" / "config").read_text()
     assert after.replace("\thooksPath = /elsewhere\n", "") == before  # the task's change alone: nothing put back
     assert os.path.exists(row["log"]) and "not put back" in Path(row["log"]).read_text()
+
+
+CRITIC_AGENT = r"""
+if [ -n "$WVO_REVIEW" ]; then
+  git -c user.name=c -c user.email=c@example.invalid commit -q --allow-empty -m by-the-critic || exit 3
+  git update-ref refs/heads/main HEAD 2>> "$OUT/critic.err"; echo "update-ref $?" >> "$OUT/critic.codes"
+  git tag -f v1 HEAD 2>> "$OUT/critic.err"; echo "tag $?" >> "$OUT/critic.codes"
+  echo "VERDICT: APPROVE"
+else
+  echo hello > hello.txt
+fi
+"""
+
+
+def test_a_critic_cannot_move_the_users_refs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    roadmap = ("executor:\n  command: [/bin/sh, -c, " + json.dumps(CRITIC_AGENT) + ", agent, '{prompt}']\n"
+               "agents: {worker: 1, critic: 1}\n" + WORKTREE +
+               f"defaults:\n  review: true\n  env: {{OUT: {json.dumps(str(out))}}}\n"
+               "tasks:\n  - id: T1\n    title: greet\n")
+    repo = user_repo(tmp_path, roadmap)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")  # v1 behind main: a retag would move it
+    before = user_refs(repo)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 0, proc.stderr  # the critic's approval counts: its refused git changed nothing
+    assert user_refs(repo) == before
+    assert (out / "critic.codes").read_text().split("\n")[:2] == ["update-ref 128", "tag 128"]
+    assert (out / "critic.err").read_text().count(SEALED) == 2

@@ -47,7 +47,12 @@ def environment(environ, worktree=None, guard=None) -> dict:
     if worktree is not None:
         env[CEILING] = os.path.dirname(os.path.abspath(worktree))
     if guard is not None:
-        hooks, git_dir, branch = guard
-        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="core.hooksPath", GIT_CONFIG_VALUE_0=str(hooks),
-                   WVO_SEAL_GIT_DIR=str(git_dir), WVO_SEAL_BRANCH=f"refs/heads/{branch}" if branch else "")
+        env.update(guard_variables(*guard))
     return env
+
+
+def guard_variables(hooks, git_dir, branch: str) -> dict:
+    """What makes a task's git run the run's hooks (runner.coding.refguard) in the worktree whose git dir is
+    `git_dir`, moving no branch but `branch` ('' for none: a critic's detached worktree)."""
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": str(hooks),
+            "WVO_SEAL_GIT_DIR": str(git_dir), "WVO_SEAL_BRANCH": f"refs/heads/{branch}" if branch else ""}
