@@ -191,3 +191,18 @@ def test_a_critic_cannot_move_the_users_refs(tmp_path):
     assert user_refs(repo) == before
     assert (out / "critic.codes").read_text().split("\n")[:2] == ["update-ref 128", "tag 128"]
     assert (out / "critic.err").read_text().count(SEALED) == 2
+
+
+def test_a_landing_check_cannot_move_the_users_refs(tmp_path):
+    retag = "case $PWD in */landing*) git tag -f v1 HEAD ;; esac"  # only on the merged result
+    roadmap = WORKTREE + ("tasks:\n  - id: t\n    command: \"echo t > t.txt\"\n    checks: [" + json.dumps(retag) + "]\n")
+    repo = user_repo(tmp_path, roadmap)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    before = user_refs(repo)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 1, proc.stderr
+    row = rows(json.loads(proc.stdout))["t"]
+    assert row["status"] == "check_failed", row
+    assert SEALED in Path(row["log"]).read_text()
+    assert user_refs(repo) == before
+    assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["second", "initial"]  # not landed

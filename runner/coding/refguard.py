@@ -112,7 +112,7 @@ def install(state_dir: str | os.PathLike, common_dir: str | os.PathLike, user_ho
     scripts = {n: _script(_FORWARD.replace("{name}", n), common, user_hooks) for n in names}
     scripts[GUARD] = _script(_GUARD, common, user_hooks)  # written last: installed() looks for it
     for name, text in scripts.items():
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp = folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # agents and landing threads may race
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
         with os.fdopen(fd, "w") as f:
             f.write(text)

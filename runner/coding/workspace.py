@@ -82,7 +82,10 @@ class Workspaces:
         header = self._load()
         refuse_if_checked_out(self.repo, into, self.git)
         # the tasks' git runs the run's hooks (runner.coding.refguard): the user's core.hooksPath read afresh
-        refguard.install(self.state_dir, self.common_dir(), refguard.user_hooks_path(self.git, self.repo))
+        try:
+            refguard.install(self.state_dir, self.common_dir(), refguard.user_hooks_path(self.git, self.repo))
+        except OSError as exc:
+            raise WorkspaceError(f"cannot write the tasks' hooks folder in {self.state_dir}: {exc}") from None
         if header is None:
             self.base_commit, created = self._resolve_into(base)
             self._append({"header": True, "repo": str(self.repo), "run": self.run, "into": into,

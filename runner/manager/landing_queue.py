@@ -282,6 +282,20 @@ class LandingQueue(Component):
         self._done.append((*job, verdict, time.time()))
         self.ctx.wake()
 
+    def _guard(self, task_id: str, where: str) -> dict:
+        """The ref guard for what runs in the landing worktree `where` (runner.coding.refguard): its detached HEAD
+        only. Looked up once the worktree exists, as its checks start."""
+        from runner.coding.git import GitError, WorkspaceError
+        from runner.coding.gitenv import guard_variables
+        from runner.coding.sealed import admin_dir
+
+        spaces = self.spaces_of(task_id)
+        try:
+            return guard_variables(spaces.hooks(), admin_dir(where, spaces.common_dir()).resolve(), "")
+        except (GitError, WorkspaceError, OSError) as exc:  # the landing's own look at its worktree reports it
+            log.warning("no ref guard for the landing checks in %s: %s", where, exc)
+            return {}
+
     def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel,
                 leased: dict | None = None):
         """The checks on the merged result in the landing worktree `path`: the attempt's environment there,
@@ -291,8 +305,12 @@ class LandingQueue(Component):
 
         base_env = {**environment(os.environ, str(path)), **self._spared_env()}
         extra = {**{k: str(v) for k, v in task.env.items()}, **(leased or {})}
-        run = landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
-                             timeout=task.timeout, cancel=cancel, extra=extra, base_commit=base_commit)  # fmt: skip
+
+        def run(where: str) -> tuple[bool, str]:
+            return landing_checks(commands, {**base_env, **self._guard(task.id, where)}, task.id, attempt, branch,
+                                  self.ctx.opt.grace, log_path, timeout=task.timeout, cancel=cancel, extra=extra,
+                                  base_commit=base_commit)(where)  # fmt: skip
+
         copy, setup = self._set_up_of(task)
         if not (copy or setup):
             return run
@@ -305,7 +323,8 @@ class LandingQueue(Component):
                 from runner.agents.worktree_setup import set_up
                 from runner.coding.git import Git
 
-                env = checks_env(base_env, task.id, attempt, worktree=str(where), branch=branch,
+                env = checks_env({**base_env, **self._guard(task.id, where)}, task.id, attempt, worktree=str(where),
+                                 branch=branch,
                                  base_commit=base_commit, extra=extra)  # fmt: skip
                 done = set_up(Git(), self.ctx.ws[task.id].repo, str(where), copy, setup, env, self.ctx.opt.grace,
                               cancel=cancel)  # fmt: skip
