@@ -5,6 +5,7 @@
       │     in this repository: refs/heads/<the attempt's branch>, refs/remotes/*, and in the attempt's own
       │     worktree HEAD, refs/stash and per-worktree refs; anything else refused (exit 1, one line on stderr)
       ▼ any other hook, or the guard once it passed ──▶ the repository's own hook, exactly as git would run it
+    <state>/hooks: seal.conf, and a link per hook name to runner/coding/githooks/{reference-transaction,forward}
     <common>/config (+ config.worktree) ──snapshot before──▶ compared after the attempt: a change fails it
 
 Why a hook and not an undo after the attempt: a wrong undo reverts the user's own work (they may commit
@@ -28,6 +29,8 @@ from pathlib import Path
 
 FOLDER = "hooks"  # under the run's state dir
 GUARD = "reference-transaction"
+CONF = "seal.conf"  # what the scripts read: the repository's common dir and the user's hooks (0600, sourced)
+SCRIPTS = Path(__file__).with_name("githooks")  # the guard and the forwarder, POSIX sh (read them there)
 # The hooks git 2.39 looks up in the hooks folder (githooks(5)). Each forwards to the repository's own.
 # push-to-checkout and proc-receive are left out unless the user has them: their mere presence changes
 # what git does (a push-to-checkout that exits 0 replaces updateInstead's checkout).
@@ -38,48 +41,6 @@ HOOKS = (
     "p4-prepare-changelist", "p4-post-changelist", "p4-pre-submit", "post-index-change",
 )
 ONLY_IF_THE_USER_HAS = ("push-to-checkout", "proc-receive")
-MARK = "# wvo-batch ref guard v1"
-
-# Which repository this git works in (its common dir, resolved) and the hooks folder to forward to:
-# ours baked in (the user's core.hooksPath when the run began, else <common>/hooks), another
-# repository's looked up (a task's tests may make repositories of their own: their hooks still run).
-_FIND = r"""gd=${GIT_DIR:-.git}; [ -d "$gd" ] || gd=$(git rev-parse --absolute-git-dir 2>/dev/null) || gd=.
-here=$(cd "$gd" 2>/dev/null && { if [ -f commondir ]; then read -r c < commondir; cd "$c"; fi; pwd -P; })
-if [ "$here" = "$common" ]; then h=${user_hooks:-$common/hooks}
-else h=$(GIT_CONFIG_COUNT=0 git config --path --get core.hooksPath) || h=$here/hooks; fi
-[ "$h" = "${0%/*}" ] && h=
-"""
-
-_FORWARD = _FIND + r"""[ -n "$h" ] && [ -x "$h/{name}" ] && exec "$h/{name}" "$@"
-exit 0
-"""
-
-# The refs a task may update in this repository (docs/workspaces.md, "What a task's git may move").
-_GUARD = _FIND + r"""[ "$1" = prepared ] && [ "$here" = "$common" ] || {
-  [ -n "$h" ] && [ -x "$h/reference-transaction" ] && exec "$h/reference-transaction" "$@"; exit 0; }
-ours=; [ -n "$WVO_SEAL_GIT_DIR" ] && [ "$(cd "$gd" 2>/dev/null && pwd -P)" = "$WVO_SEAL_GIT_DIR" ] && ours=1
-lines=
-while read -r old new ref; do
-  lines="$lines$old $new $ref
-"
-  case $ref in
-    refs/remotes/*) continue ;;
-    refs/stash|refs/worktree/*|refs/bisect/*|refs/rewritten/*) [ -n "$ours" ] && continue ;;
-    */*) ;;
-    *) [ -n "$ours" ] && continue ;;  # HEAD and the pseudo-refs (ORIG_HEAD, FETCH_HEAD, ...): the worktree's own
-  esac
-  [ -n "$WVO_SEAL_BRANCH" ] && [ "$ref" = "$WVO_SEAL_BRANCH" ] && continue
-  echo "wvo-batch: $ref may not be changed from here: the worktree is sealed (a task moves only its own branch${WVO_SEAL_BRANCH:+ $WVO_SEAL_BRANCH} and its worktree's HEAD)" >&2
-  exit 1
-done
-[ -n "$h" ] && [ -x "$h/reference-transaction" ] || exit 0
-printf '%s' "$lines" | "$h/reference-transaction" "$@"
-"""
-
-
-def _script(body: str, common: str, user_hooks: str) -> str:
-    return (f"#!/bin/sh\n{MARK}: written by wvo-batch for its tasks' git; see docs/workspaces.md\n"
-            f"common={shlex.quote(common)} user_hooks={shlex.quote(user_hooks)}\n{body}")
 
 
 def folder_of(state_dir: str | os.PathLike) -> Path:
@@ -87,38 +48,49 @@ def folder_of(state_dir: str | os.PathLike) -> Path:
 
 
 def installed(state_dir: str | os.PathLike) -> bool:
-    """Whether the run's hooks folder has its guard (a file read, no git): an agent looks before each attempt."""
-    try:
-        with open(folder_of(state_dir) / GUARD) as f:
-            return f.read(64).startswith(f"#!/bin/sh\n{MARK}")
-    except OSError:
-        return False
+    """Whether the run's hooks folder has its guard and settings (two looks, no git): an agent looks before each attempt."""
+    folder = folder_of(state_dir)
+    return os.path.exists(folder / GUARD) and os.path.exists(folder / CONF)
 
 
 def install(state_dir: str | os.PathLike, common_dir: str | os.PathLike, user_hooks: str) -> Path:
-    """Write the run's hooks folder (mode 0700): the guard and a forwarder for every other hook; its path.
+    """Make the run's hooks folder (0700): seal.conf (0600), and for each hook a link to the guard or the forwarder.
 
-    user_hooks: the user's core.hooksPath as git reads it ('' when unset: <common>/hooks). A relative one
-    stays relative: git resolves it from where a hook runs (the top of the worktree), and so do we.
+    user_hooks: the user's core.hooksPath as git reads it ('' when unset: <common>/hooks). Links, not copies:
+    the scripts are code of ours, and every file a run writes is private (0600), which a hook, executable,
+    cannot be. Should the installed scripts have lost their executable bit, copies (0700) are made instead.
     """
     folder = folder_of(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     common = str(Path(common_dir).resolve())
+    _replace(folder / CONF, f"common={shlex.quote(common)}\nuser_hooks={shlex.quote(user_hooks)}\n", 0o600)
     names = list(HOOKS)
     where = Path(user_hooks) if user_hooks else Path(common) / "hooks"
     if where.is_absolute():
         names += [n for n in ONLY_IF_THE_USER_HAS if os.access(where / n, os.X_OK)]
-    scripts = {n: _script(_FORWARD.replace("{name}", n), common, user_hooks) for n in names}
-    scripts[GUARD] = _script(_GUARD, common, user_hooks)  # written last: installed() looks for it
-    for name, text in scripts.items():
-        tmp = folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # agents and landing threads may race
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o700)
-        os.replace(tmp, folder / name)
+    for name in [*names, GUARD]:  # the guard last: installed() looks for it
+        script = SCRIPTS / (GUARD if name == GUARD else "forward")
+        if os.access(script, os.X_OK):
+            tmp = _tmp(folder / name)
+            os.symlink(script.resolve(), tmp)
+            os.replace(tmp, folder / name)
+        else:
+            _replace(folder / name, script.read_text(), 0o700)
     return folder
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # agents and landing threads race
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    tmp = _tmp(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
 
 
 def user_hooks_path(git, repo: str | os.PathLike) -> str:
