@@ -206,3 +206,75 @@ def test_a_landing_check_cannot_move_the_users_refs(tmp_path):
     assert SEALED in Path(row["log"]).read_text()
     assert user_refs(repo) == before
     assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["second", "initial"]  # not landed
+
+
+# --- the rule itself, on one worktree made by Workspaces (no run) ------------------------------------------
+
+
+def guarded_worktree(tmp_path: Path):
+    from runner.coding import sealed
+    from runner.coding.gitenv import environment
+    from runner.coding.workspace import Workspaces
+
+    repo = user_repo(tmp_path, "tasks: []\n")
+    remote = tmp_path / "remote"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    spaces = Workspaces(repo, tmp_path / "state", "run1", "wvo/into")
+    ws = spaces.create("t")
+    env = environment(os.environ, ws.path, (spaces.hooks(), sealed.admin_dir(ws.path, spaces.common_dir()).resolve(),
+                                            ws.branch))
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")
+    return repo, spaces, ws, env
+
+
+def task_git(cwd, env, *args) -> tuple[int, str]:
+    import subprocess
+
+    proc = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, env=env)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("copies", [False, True], ids=["links", "copies"])
+def test_the_rule_allowed_and_refused_updates(tmp_path, monkeypatch, copies):
+    if copies:  # the installed scripts lost their executable bit: copies of them are made, and work the same
+        from runner.coding import refguard
+
+        plain = tmp_path / "githooks"
+        plain.mkdir()
+        for f in refguard.SCRIPTS.iterdir():
+            (plain / f.name).write_text(f.read_text())
+        monkeypatch.setattr(refguard, "SCRIPTS", plain)
+    repo, spaces, ws, env = guarded_worktree(tmp_path)
+    hooks = spaces.hooks()
+    assert (hooks / "pre-commit").is_symlink() is not copies and os.access(hooks / "pre-commit", os.X_OK)
+    wt = ws.path
+    allowed = [
+        ("commit", "-q", "--allow-empty", "-m", "mine"),  # its branch and HEAD
+        ("fetch", "-q", "origin"),  # refs/remotes/origin/*
+        ("reset", "-q", "--hard", "HEAD"),  # ORIG_HEAD
+        ("update-ref", "refs/worktree/x", "HEAD"),
+        ("update-ref", "refs/bisect/bad", "HEAD"),
+        ("checkout", "-q", "--detach"), ("commit", "-q", "--allow-empty", "-m", "detached"),  # HEAD alone
+    ]
+    for args in allowed:
+        code, err = task_git(wt, env, *args)
+        assert code == 0, (args, err)
+    (Path(wt) / "README").write_text("stashed\n")
+    assert task_git(wt, env, "stash", "-q") == (0, "")  # refs/stash, moved off the user's list by the snapshot
+    before = user_refs(repo)
+    refused = [
+        (wt, ("update-ref", "refs/heads/main", "HEAD")),
+        (wt, ("branch", "newbranch")),
+        (wt, ("tag", "-f", "v1")),
+        (wt, ("update-ref", "refs/replace/" + git(repo, "rev-parse", "v1").strip(), "HEAD")),
+        (wt, ("update-ref", "main-worktree/HEAD", "HEAD")),
+        (repo, ("update-ref", "ORIG_HEAD", "HEAD")),  # the user's checkout's own pseudo-ref
+        (repo, ("checkout", "-q", "--detach")),  # the user's HEAD
+    ]
+    for cwd, args in refused:
+        code, err = task_git(cwd, env, *args)
+        assert code != 0 and SEALED in err, (args, code, err)
+        assert err.count("\n") == 2, err  # our line and git's
+    assert user_refs(repo) == before
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main\n"
