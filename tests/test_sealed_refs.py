@@ -278,3 +278,26 @@ def test_the_rule_allowed_and_refused_updates(tmp_path, monkeypatch, copies):
         assert err.count("\n") == 2, err  # our line and git's
     assert user_refs(repo) == before
     assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main\n"
+
+
+def test_a_config_change_by_a_landing_check_or_a_critic_fails_it_naming_the_key(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    critic = 'if [ -n "$WVO_REVIEW" ]; then git config wvo.critic yes; echo "VERDICT: APPROVE"; else echo hi > hi.txt; fi'
+    landing_check = "case $PWD in */landing*) git config wvo.landing yes ;; esac"
+    roadmap = ("executor:\n  command: [/bin/sh, -c, " + json.dumps(critic) + ", agent, '{prompt}']\n"
+               "agents: {worker: 1, critic: 1}\n" + WORKTREE +
+               "tasks:\n  - id: reviewed\n    title: r\n    review: true\n"
+               "  - id: landed\n    title: l\n    checks: [" + json.dumps(landing_check) + "]\n")
+    repo = make_repo(tmp_path, roadmap)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
+    assert proc.returncode == 1, proc.stderr
+    r = rows(json.loads(proc.stdout))
+    assert r["reviewed"]["status"] == "failed", r["reviewed"]
+    # the two may run at once: each names what changed while it ran, the other's change too
+    assert "shared config changed during the review (.git/config: " in r["reviewed"]["reason"]
+    assert "wvo.critic added" in r["reviewed"]["reason"]
+    assert r["landed"]["status"] == "check_failed", r["landed"]
+    assert "shared config changed during the landing checks (.git/config: " in r["landed"]["reason"]
+    assert "wvo.landing added" in r["landed"]["reason"]
+    assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["initial"]  # neither landed

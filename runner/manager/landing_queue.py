@@ -307,9 +307,17 @@ class LandingQueue(Component):
         spaces = spaces or self.spaces_of(task.id)
 
         def run(where: str) -> tuple[bool, str]:
-            return landing_checks(commands, {**base_env, **self._guard(spaces, where)}, task.id, attempt, branch,
-                                  self.ctx.opt.grace, log_path, timeout=task.timeout, cancel=cancel, extra=extra,
-                                  base_commit=base_commit)(where)  # fmt: skip
+            from runner.coding.refguard import config_change, config_snapshot
+
+            before = config_snapshot(spaces.common_dir())
+            ok, detail = landing_checks(commands, {**base_env, **self._guard(spaces, where)}, task.id, attempt, branch,
+                                        self.ctx.opt.grace, log_path, timeout=task.timeout, cancel=cancel, extra=extra,
+                                        base_commit=base_commit)(where)  # fmt: skip
+            changed = config_change(before, config_snapshot(spaces.common_dir()))
+            if changed:  # not put back: the change may be the user's (runner.coding.refguard)
+                why = f"the repository's shared config changed during the landing checks ({changed}); not put back, look at it"
+                return False, f"{why}\n{detail}".rstrip()
+            return ok, detail
 
         copy, setup = self._set_up_of(task)
         if not (copy or setup):
