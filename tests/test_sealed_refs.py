@@ -301,3 +301,17 @@ def test_a_config_change_by_a_landing_check_or_a_critic_fails_it_naming_the_key(
     assert "shared config changed during the landing checks (.git/config: " in r["landed"]["reason"]
     assert "wvo.landing added" in r["landed"]["reason"]
     assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["initial"]  # neither landed
+
+
+def test_a_config_change_is_named_by_key_never_by_value():
+    from runner.coding.refguard import config_change
+
+    before = (b'[core]\n\tbare = false\n[remote "origin"]\n\turl = https://tok@host/r\n', None)
+    after = (b'[core]\n\tbare = false\n\thooksPath = /x\n[remote "origin"]\n\turl = https://other@host/r\n'
+             b'[url "https://user:secret@host/"]\n\tinsteadOf = https://host/\n', b"[core]\n\tbare = true\n")
+    what = config_change(before, after)
+    assert what == (".git/config: core.hookspath added, url.https://***@host/.insteadof added, remote.origin.url changed; "
+                    ".git/config.worktree: core.bare added")
+    assert "secret" not in what and "tok" not in what and "/x" not in what
+    assert config_change(before, before) == ""
+    assert config_change(before, (before[0] + b"# a comment\n", None)) == ".git/config: rewritten"

@@ -24,6 +24,7 @@ that clears the environment or writes `.git/refs` itself gets past it, as it wou
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -129,7 +130,10 @@ def config_change(before: tuple, after: tuple) -> str:
                [f"{k} changed" for k in a if k in b and a[k] != b[k]]
         what = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "rewritten"
         parts.append(f".git/{name}: {what}")
-    return "; ".join(parts)
+    return _USERINFO.sub(r"\1***@", "; ".join(parts))  # a key may hold a URL: `url.<base>.insteadOf`
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]+@")
 
 
 def _entries(data: bytes | None) -> dict[str, list[str]]:
