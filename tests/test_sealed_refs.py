@@ -3,8 +3,9 @@
 Real repositories, the real `wvo-batch` command, shell commands as the agents. A task tries to move
 `main`, retag, delete a branch, commit on a branch it checked out or in the user's checkout: each is
 refused by the run's reference-transaction hook with the sealed message, and the user's refs are as
-they were. A task that commits as usual still runs the user's pre-commit hook and lands. A change of
-the shared config fails the attempt, naming the key.
+they were; so are its checks and set-up, a critic and a landing check, locally and on Ray. A task
+that commits as usual still runs the user's hooks and lands. A change of the shared config fails the
+attempt (or the review, or the landing), naming the key. Then the rule alone, on one worktree.
 """
 
 from __future__ import annotations
