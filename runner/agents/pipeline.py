@@ -130,7 +130,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
     Its task, set-up and checks get an environment sealed to the worktree (runner.coding.sealed): no
     variable of the caller's points git elsewhere, and git stops at the worktree's parent.
     """
-    from runner.coding import sealed
+    from runner.coding import refguard, sealed
     from runner.coding.workspace import GitError, WorkspaceError, Workspaces
 
     w = msg.workspace
@@ -144,12 +144,15 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}",
                           log=True)
     env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
-    base_env = sealed.environment(base_env, ws.path)
     info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
     try:
         cwd = sealed.worktree_cwd(ws.path, w["repo"], msg.cwd)
-    except WorkspaceError as exc:
+        # the task's git moves only its branch and its worktree's HEAD (runner.coding.refguard)
+        guard = (spaces.hooks(), sealed.admin_dir(ws.path, spaces.common_dir()).resolve(), ws.branch)
+    except (GitError, WorkspaceError, OSError) as exc:
         return _not_set_up(msg, spaces, ws, info, start, str(exc), Outcome.SETUP_FAILED.value)
+    base_env = sealed.environment(base_env, ws.path, guard)
+    config_before = refguard.config_snapshot(spaces.common_dir())
     setup_output = ""
     if w.get("copy") or w.get("setup"):
         from runner.agents.checks import checks_env
@@ -188,6 +191,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         else:
             wip = spaces.wip_commit(ws, f"{msg.task_id} attempt {msg.attempt}: {result.outcome}")
             info["commit"], info["state"] = wip, "wip"
+        result = _config_unchanged(msg, result, config_before, refguard.config_snapshot(spaces.common_dir()))
         stats = spaces.diff_stats(ws.branch, ws.base_commit)
         info.update(files=stats.files_changed, added=stats.added, deleted=stats.deleted)
         if not w.get("keep"):
@@ -197,6 +201,22 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         _append(msg.log_path, f"\nwvo-batch: git failed after the attempt: {exc}\n")
         result = replace(result, outcome=Outcome.FAILED.value, error=f"git: {exc}")
     return replace(result, workspace=info)
+
+
+def _config_unchanged(msg: TaskMessage, result: TaskResult, before: tuple, after: tuple) -> TaskResult:
+    """The attempt fails when the repository's shared config changed while it ran; never put back (the user
+    may have changed it meanwhile: runner.coding.refguard)."""
+    from runner.coding.refguard import config_change
+
+    what = config_change(before, after)
+    if not what:
+        return result
+    why = (f"the repository's shared config changed while the attempt ran ({what}): by this task, one beside it or "
+           f"you; a task must not change it (it is every worktree's and yours), and it is not put back: look at it")
+    _append(msg.log_path, f"\nwvo-batch: {why}\n")
+    failed = result.outcome == Outcome.SUCCEEDED.value
+    return replace(result, outcome=Outcome.FAILED.value if failed else result.outcome, log=True,
+                   error=why if failed or not result.error else f"{result.error}; {why}")
 
 
 def _not_set_up(msg: TaskMessage, spaces, ws, info: dict, start: float, error: str, outcome: str,

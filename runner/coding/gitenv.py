@@ -33,15 +33,26 @@ def points_at_repository(name: str) -> bool:
     return name in REPO_VARIABLES or name.startswith(REPO_PREFIXES)
 
 
-def environment(environ, worktree=None) -> dict:
+def environment(environ, worktree=None, guard=None) -> dict:
     """The environment for a task, its checks or its critic, built from the caller's.
 
     Identity (GIT_AUTHOR_*), transport (GIT_SSH_COMMAND, ...) and tracing variables stay: they say who
     the user is, not where git works. With `worktree`, git is pinned to it: the caller's
     GIT_CEILING_DIRECTORIES is replaced by the worktree's parent. Without one, the caller's stays (it
-    can only stop git earlier).
+    can only stop git earlier). With `guard` (hooks folder, the worktree's git dir, the branch it may
+    move or ''), the task's git runs the run's hooks (runner.coding.refguard): one config entry given
+    through the environment, so nothing of the user's config is written.
     """
     env = {k: v for k, v in environ.items() if not points_at_repository(k)}
     if worktree is not None:
         env[CEILING] = os.path.dirname(os.path.abspath(worktree))
+    if guard is not None:
+        env.update(guard_variables(*guard))
     return env
+
+
+def guard_variables(hooks, git_dir, branch: str) -> dict:
+    """What makes a task's git run the run's hooks (runner.coding.refguard) in the worktree whose git dir is
+    `git_dir`, moving no branch but `branch` ('' for none: a critic's detached worktree)."""
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": str(hooks),
+            "WVO_SEAL_GIT_DIR": str(git_dir), "WVO_SEAL_BRANCH": f"refs/heads/{branch}" if branch else ""}

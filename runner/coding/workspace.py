@@ -40,7 +40,7 @@ import stat
 import threading
 from pathlib import Path
 
-from runner.coding import sealed
+from runner.coding import refguard, sealed
 from runner.coding.git import (  # noqa: F401 - re-exported: the workspace API
     BranchState,
     Cleanup,
@@ -81,6 +81,11 @@ class Workspaces:
             raise WorkspaceError(f"`into` {into!r} is not a valid branch name")
         header = self._load()
         refuse_if_checked_out(self.repo, into, self.git)
+        # the tasks' git runs the run's hooks (runner.coding.refguard): the user's core.hooksPath read afresh
+        try:
+            refguard.install(self.state_dir, self.common_dir(), refguard.user_hooks_path(self.git, self.repo))
+        except OSError as exc:
+            raise WorkspaceError(f"cannot write the tasks' hooks folder in {self.state_dir}: {exc}") from None
         if header is None:
             self.base_commit, created = self._resolve_into(base)
             self._append({"header": True, "repo": str(self.repo), "run": self.run, "into": into,
@@ -288,6 +293,12 @@ class Workspaces:
                 return ws
             raise GitError(["worktree", "add", str(path), branch], proc.returncode, proc.stderr)
         raise WorkspaceError(f"no free branch name for task {task_id!r} under {stem}")
+
+    def hooks(self) -> Path:
+        """The run's hooks folder for a task's git (runner.coding.refguard); written again should it be gone."""
+        if not refguard.installed(self.state_dir):
+            refguard.install(self.state_dir, self.common_dir(), refguard.user_hooks_path(self.git, self.repo))
+        return refguard.folder_of(self.state_dir)
 
     def _is_sparse(self) -> bool:
         """Whether a new worktree would be sparse: the user's sparse-checkout reaches it through the common .git."""

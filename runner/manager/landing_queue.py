@@ -212,7 +212,7 @@ class LandingQueue(Component):
                         # each attempt of the task made one branch, journalled in order: this one's number
                         attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
                         checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
-                                              spaces.landing_path, log_path, None)  # fmt: skip
+                                              spaces.landing_path, log_path, None, spaces=spaces)  # fmt: skip
                     verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
                         done.add(ws.task_id)
@@ -282,17 +282,43 @@ class LandingQueue(Component):
         self._done.append((*job, verdict, time.time()))
         self.ctx.wake()
 
+    def _guard(self, spaces, where: str) -> dict:
+        """The ref guard for what runs in the landing worktree `where` (runner.coding.refguard): its detached HEAD
+        only. Looked up once the worktree exists, as its checks start."""
+        from runner.coding.git import GitError, WorkspaceError
+        from runner.coding.gitenv import guard_variables
+        from runner.coding.sealed import admin_dir
+
+        try:
+            return guard_variables(spaces.hooks(), admin_dir(where, spaces.common_dir()).resolve(), "")
+        except (GitError, WorkspaceError, OSError) as exc:  # the landing's own look at its worktree reports it
+            log.warning("no ref guard for the landing checks in %s: %s", where, exc)
+            return {}
+
     def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel,
-                leased: dict | None = None):
+                leased: dict | None = None, spaces=None):
         """The checks on the merged result in the landing worktree `path`: the attempt's environment there,
-        its leased resources (WVO_PORT, ...) included."""
+        its leased resources (WVO_PORT, ...) included. spaces: the workspaces of `path` (default: this run's)."""
         from runner.agents.checks import landing_checks
         from runner.coding.sealed import environment
 
         base_env = {**environment(os.environ, str(path)), **self._spared_env()}
         extra = {**{k: str(v) for k, v in task.env.items()}, **(leased or {})}
-        run = landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
-                             timeout=task.timeout, cancel=cancel, extra=extra, base_commit=base_commit)  # fmt: skip
+        spaces = spaces or self.spaces_of(task.id)
+
+        def run(where: str) -> tuple[bool, str]:
+            from runner.coding.refguard import config_change, config_snapshot
+
+            before = config_snapshot(spaces.common_dir())
+            ok, detail = landing_checks(commands, {**base_env, **self._guard(spaces, where)}, task.id, attempt, branch,
+                                        self.ctx.opt.grace, log_path, timeout=task.timeout, cancel=cancel, extra=extra,
+                                        base_commit=base_commit)(where)  # fmt: skip
+            changed = config_change(before, config_snapshot(spaces.common_dir()))
+            if changed:  # not put back: the change may be the user's (runner.coding.refguard)
+                why = f"the repository's shared config changed during the landing checks ({changed}); not put back, look at it"
+                return False, f"{why}\n{detail}".rstrip()
+            return ok, detail
+
         copy, setup = self._set_up_of(task)
         if not (copy or setup):
             return run
@@ -305,7 +331,8 @@ class LandingQueue(Component):
                 from runner.agents.worktree_setup import set_up
                 from runner.coding.git import Git
 
-                env = checks_env(base_env, task.id, attempt, worktree=str(where), branch=branch,
+                env = checks_env({**base_env, **self._guard(spaces, where)}, task.id, attempt, worktree=str(where),
+                                 branch=branch,
                                  base_commit=base_commit, extra=extra)  # fmt: skip
                 done = set_up(Git(), self.ctx.ws[task.id].repo, str(where), copy, setup, env, self.ctx.opt.grace,
                               cancel=cancel)  # fmt: skip

@@ -51,6 +51,7 @@ class ReviewRounds(Component):
         self._under_review: dict[str, dict] = {}  # task id -> the reviewed work: workspace info and checks
         self._attempts: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> critic worktree
         self._seen: dict[tuple[str, int], str | None] = {}  # (task, attempt) -> into's tip before the review
+        self._config: dict[tuple[str, int], tuple] = {}  # (task, attempt) -> the shared config's bytes before it
         self._settings()
 
     def _settings(self) -> None:
@@ -101,9 +102,11 @@ class ReviewRounds(Component):
             into_before = _refcheck().before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
+            env.update(_guard(spaces, cwd))  # its git moves no branch: only its detached HEAD
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
             command = _ex().build_argv(task, role, executor, ctx.feedback_text(task.id), attempt, fields)
             self._seen[(task.id, attempt)] = into_before
+            self._config[(task.id, attempt)] = _refguard().config_snapshot(spaces.common_dir())
         except (GitError, WorkspaceError, OSError) as exc:
             command, env["WVO_REVIEW_ERROR"] = _SETUP_FAILED, str(exc)
         self._attempts[(task.id, attempt)] = cwd
@@ -130,6 +133,7 @@ class ReviewRounds(Component):
     def on_outcome(self, task_id: str, attempt: int, outcome, result) -> None:
         """Every recorded outcome: a review attempt's worktree goes (what the critic left in it is not kept)."""
         self._seen.pop((task_id, attempt), None)
+        self._config.pop((task_id, attempt), None)
         if (task_id, attempt) in self._attempts:
             self._drop_tree(task_id, self._attempts.pop((task_id, attempt)))
 
@@ -193,7 +197,13 @@ class ReviewRounds(Component):
         """The critic's verdict from its final answer, and why there is none; neither ref may have moved back."""
         ws = self._under_review[task_id]["workspace"]
         into_before = self._seen.pop((task_id, res.attempt), None)
-        problem = _refcheck().after_review(self.landing.spaces_of(task_id), ws["branch"], ws["commit"] or ws["base"], into_before)
+        spaces = self.landing.spaces_of(task_id)
+        problem = _refcheck().after_review(spaces, ws["branch"], ws["commit"] or ws["base"], into_before)
+        before = self._config.pop((task_id, res.attempt), None)
+        changed = before and _refguard().config_change(before, _refguard().config_snapshot(spaces.common_dir()))
+        if changed:  # not put back: the change may be the user's (runner.coding.refguard)
+            problem = "; ".join(filter(None, [problem, f"the repository's shared config changed during the review "
+                                                       f"({changed}); not put back, look at it"]))
         if problem:
             return None, problem
         # the answer its agent read from the critic's own output (a pipe), never its log: any process can write that
@@ -225,6 +235,21 @@ def decide_review(task: Task, ws, has_executor: bool) -> tuple[int | None, str |
     if not problems and not has_executor:
         problems.append("`review` needs an executor: the critic is an agent CLI run with its review_prompt")
     return (None, problems[0]) if problems else (policy.rounds, None)
+
+
+def _guard(spaces, worktree: str) -> dict:
+    """A critic's git runs the run's ref guard (runner.coding.refguard), with no branch of its own."""
+    from runner.coding.gitenv import guard_variables
+    from runner.coding.sealed import admin_dir
+
+    return guard_variables(spaces.hooks(), admin_dir(worktree, spaces.common_dir()).resolve(), "")
+
+
+def _refguard():
+    """runner.coding.refguard, imported once a task is reviewed."""
+    from runner.coding import refguard
+
+    return refguard
 
 
 def _rv():
