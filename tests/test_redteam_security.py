@@ -69,6 +69,10 @@ def test_no_kind_of_task_started_from_a_git_hook_sees_the_users_repository(tmp_p
     for kind in ("worktree", "shell", "check", "argv", "call"):
         env = dict(v.split("=", 1) for v in (scratch / f"{kind}.env").read_text().split("\0") if v)
         leaked = sorted(k for k in env if points_at_repository(k))
+        if kind == "worktree":  # the run's one config entry (its ref guard's hooks folder), not the caller's user.name
+            assert (env["GIT_CONFIG_COUNT"], env["GIT_CONFIG_KEY_0"]) == ("1", "core.hooksPath")
+            assert env["GIT_CONFIG_VALUE_0"].endswith("/ws/hooks")
+            leaked = [k for k in leaked if k not in ("GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0")]
         assert not leaked, f"the {kind} task saw {leaked}"
         if kind == "worktree":  # pinned to the worktree's parent; a shared task keeps the caller's (docs/workspaces.md)
             assert env["GIT_CEILING_DIRECTORIES"] != "/nonexistent-ceiling"
