@@ -57,7 +57,7 @@ OPTIONS = (
         None,
         "WVO_STATE_DIR",
         "Where logs, the ledger and events go. Default: $XDG_STATE_HOME (or ~/.local/state)"
-        "/wvo-batch/<roadmap name>-<hash of its absolute path>.",
+        "/wvo-batch/<roadmap name>-<hash of its path, folders resolved>.",
     ),
     Param("check", ("--check",), bool, False, None, "Validate and print the plan; run nothing."),
     Param("json_out", ("--json",), bool, False, None, "Machine-readable output on stdout."),

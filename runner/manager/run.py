@@ -127,7 +127,11 @@ class Run:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
         self._build()
         opt = self.ctx.opt
-        state_dir = statedir.prepare(opt.state_dir or statedir.default_state_dir(self.ctx.roadmap.files))
+        state_dir, legacy = (opt.state_dir, None) if opt.state_dir else statedir.run_state_dir(self.ctx.roadmap.files)
+        if legacy is not None:
+            self.ctx.reporter.message(f"state dir: {state_dir} now leads to {legacy}, this roadmap's state dir by an "
+                                      "earlier spelling of its path")
+        state_dir = statedir.prepare(state_dir)
         lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files)
         lock.acquire()
         try:

@@ -1,0 +1,130 @@
+"""Two spellings of a roadmap's path are one roadmap (one state dir, one lock, one ledger); --check says what the run
+does about the executor; contradictory flags and a file that is no roadmap are refused. Real wvo-batch processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, wvo
+from runner.errors import EXIT_LOCKED, EXIT_USAGE
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- two spellings of one roadmap's path ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spelt(tmp_path):
+    """(env, real/rm.yaml, link/rm.yaml, fifo): link is a symlink to the folder real; the default state dir is
+    under tmp_path. Task t1 notes each start in `ran`; the first to find `hold` takes it away, says `started` and
+    waits on the FIFO. t2 fails until `go2` exists."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "real" / "rm.yaml").write_text(
+        "tasks:\n"
+        f"  - id: t1\n    command: 'echo t1 >> {tmp_path}/ran; if rm {tmp_path}/hold 2>/dev/null; then touch {tmp_path}/started; cat {fifo}; fi'\n"
+        f"  - id: t2\n    command: 'test -e {tmp_path}/go2'\n"
+    )
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home"), "WVO_STATE_DIR": ""}
+    return env, tmp_path / "real" / "rm.yaml", tmp_path / "link" / "rm.yaml", fifo
+
+
+def _start(env, *args):
+    return subprocess.Popen([sys.executable, "-m", "runner", *map(str, args), "-q"], cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for(path: Path, proc, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first run never started its task"
+        time.sleep(0.02)
+
+
+def _release(fifo, proc):
+    with open(fifo, "w") as f:
+        f.write("go\n")
+    return proc.communicate(timeout=60)
+
+
+def _history(env, roadmap) -> list[int]:
+    r = wvo(roadmap, "--history", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    return sorted(run["id"] for run in json.loads(r.stdout))
+
+
+def _legacy_dir(env, roadmap: Path) -> Path:
+    """The default state dir earlier versions gave this spelling: keyed on the path as given (made absolute)."""
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(roadmap))).hexdigest()[:10]
+    return Path(env["XDG_STATE_HOME"]) / "wvo-batch" / f"{roadmap.stem}-{digest}"
+
+
+def test_two_spellings_at_once_one_runs_the_other_is_refused_and_status_answers_by_either(spelt):
+    env, real, link, fifo = spelt
+    (real.parent.parent / "hold").touch()
+    first = _start(env, link)
+    try:
+        _wait_for(real.parent.parent / "started", first)
+        status = wvo(real, "--status", env=env, timeout=30)
+        assert status.returncode == 0 and "t1" in status.stdout, status.stderr
+        second = wvo(real, "-q", env=env, timeout=60)
+        assert second.returncode == EXIT_LOCKED, second.stderr
+        assert f"run of {real} is in progress (PID {first.pid} holds" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        out, err = _release(fifo, first)
+    assert first.returncode == 1, err  # t2 failed: its file is not there
+    assert (real.parent.parent / "ran").read_text().split() == ["t1"]  # run once, not by both
+    assert _history(env, real) == _history(env, link) == [1]
+
+
+def test_resume_after_changing_spelling_carries_what_succeeded(spelt):
+    env, real, link, _ = spelt
+    assert wvo(link, "-q", env=env).returncode == 1
+    (real.parent.parent / "go2").touch()
+    again = wvo(real, "-q", "--resume", env=env)
+    assert again.returncode == 0, again.stderr
+    assert (real.parent.parent / "ran").read_text().split() == ["t1"]  # carried over, not run again
+    assert _history(env, link) == [1, 2]
+
+
+def test_a_state_dir_an_earlier_version_made_for_one_spelling_is_adopted_and_found_by_every_spelling(spelt):
+    env, real, link, _ = spelt
+    legacy = _legacy_dir(env, link)
+    assert wvo(link, "-q", "--state-dir", legacy, env=env).returncode == 1  # as earlier versions ran by default
+    assert _history(env, link) == [1]  # read where it is, nothing moved (--history only reads)
+    assert not os.path.lexists(_legacy_dir(env, real))
+    (real.parent.parent / "go2").touch()
+    resumed = wvo(link, "-q", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"now leads to {legacy}" in resumed.stderr
+    assert (real.parent.parent / "ran").read_text().split() == ["t1"]  # resumed from the legacy dir's ledger
+    assert _history(env, real) == _history(env, link) == [1, 2]
+    assert os.path.realpath(_legacy_dir(env, real)) == str(legacy)  # the canonical name leads there
+
+
+def test_a_run_still_in_the_legacy_dir_keeps_its_lock_against_every_spelling(spelt):
+    env, real, link, fifo = spelt
+    (real.parent.parent / "hold").touch()
+    first = _start(env, link, "--state-dir", _legacy_dir(env, link))  # an earlier version's run, by default
+    try:
+        _wait_for(real.parent.parent / "started", first)
+        for spelling in (link, real):
+            other = wvo(spelling, "-q", env=env, timeout=60)
+            assert other.returncode == EXIT_LOCKED, (spelling, other.stderr)
+            assert f"(PID {first.pid} holds" in other.stderr
+    finally:
+        _release(fifo, first)
+    assert (real.parent.parent / "ran").read_text().split() == ["t1"]
