@@ -128,3 +128,51 @@ def test_a_run_still_in_the_legacy_dir_keeps_its_lock_against_every_spelling(spe
     finally:
         _release(fifo, first)
     assert (real.parent.parent / "ran").read_text().split() == ["t1"]
+
+
+# -- --check and the run decide alike about executors -----------------------------------------------------------
+
+
+def test_a_task_with_no_command_and_no_executor_is_blocked_by_check_and_run_alike(tmp_path):
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("tasks:\n"
+                  "  - id: agent\n    title: needs an agent CLI\n"
+                  f"  - id: after\n    command: 'touch {tmp_path}/after'\n    dependencies: [agent]\n"
+                  f"  - id: plain\n    command: 'touch {tmp_path}/plain'\n")  # fmt: skip
+    check = wvo(rm, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "3 in the files, 1 would run, 2 blocked" in check.stdout
+    assert "    agent: no command, and no executor is configured: set `executor:` in the roadmap or pass --executor" in check.stdout
+    assert "    after: via `agent`: no command" in check.stdout
+    run = wvo(rm, "-q", "--state-dir", tmp_path / "s")
+    assert run.returncode == 0, run.stderr
+    assert "warning: 2 task(s) do not run: no command, and no executor is configured" in run.stderr
+    assert "(agent, after)" in run.stderr
+    assert (tmp_path / "plain").exists() and not (tmp_path / "after").exists()
+    given = wvo(rm, "--check", "--executor", json.dumps([sys.executable, "{prompt}"]))
+    assert given.returncode == 0 and "3 in the files, 3 would run, 0 blocked" in given.stdout, given.stdout
+
+
+def test_a_missing_executor_program_is_exit_2_from_check_and_run_before_anything_runs(tmp_path):
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("executor: [wvo-no-such-cli-s2, '{prompt}']\n"
+                  f"tasks:\n  - id: agent\n    title: t\n  - id: plain\n    command: 'touch {tmp_path}/plain'\n")  # fmt: skip
+    line = "executor wvo-no-such-cli-s2: program 'wvo-no-such-cli-s2' is not on PATH"
+    check = wvo(rm, "--check")
+    assert check.returncode == EXIT_USAGE and line in check.stdout, check.stdout
+    run = wvo(rm, "-q", "--state-dir", tmp_path / "s")
+    assert run.returncode == EXIT_USAGE, run.stderr
+    assert run.stderr.splitlines() == [f"error: {line}; install it or put its folder on PATH"]
+    assert not (tmp_path / "plain").exists()
+
+
+def test_executors_by_role_are_checked_for_the_runs_own_roles(tmp_path):
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"executors: {{worker: [{sys.executable}, '{{prompt}}']}}\ntasks:\n  - id: agent\n    title: t\n")
+    line = f"{rm}:3: task agent: no executor for agents of role orchestrator"
+    check = wvo(rm, "--check")  # 4 agents by default: 1 orchestrator, 2 workers, 1 critic
+    assert check.returncode == EXIT_USAGE and line in check.stdout, check.stdout
+    run = wvo(rm, "-q", "--state-dir", tmp_path / "s")
+    assert run.returncode == EXIT_USAGE and line in run.stderr, run.stderr
+    workers = wvo(rm, "--check", "--roles", "worker=2")
+    assert workers.returncode == 0, workers.stdout

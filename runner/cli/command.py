@@ -110,8 +110,7 @@ def _command(args: SimpleNamespace) -> int:
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
             _echo(one_line(f"warning: {warning}"), err=True)
     if args.check:
-        code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
-        return code or _check_programs(result, args.executor)
+        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
     if result.errors:
         for p in result.errors:
             _echo(one_line(f"error: {p}"), err=True)
@@ -279,6 +278,13 @@ def _executor(text: str | None):
 def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
     from runner.roadmap.loader import format_plan, plan
 
+    fleet = None
+    if result.roadmap is not None and not result.errors and args is not None:
+        from runner.manager.accounts import without_executor
+        from runner.roadmap.fleet import run_fleet
+
+        fleet = run_fleet(result.roadmap, _executor(args.executor))
+        result.blocked.update(without_executor(result.roadmap.tasks, fleet, result.blocked))  # as the run blocks them
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
     executor = _executor(args.executor) if args is not None and args.executor is not None else None
     if result.roadmap is not None:
@@ -299,6 +305,8 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
+    if fleet is not None:
+        result.errors.extend(_executor_problems(result, args, fleet, None if batch is None else set(batch["run"])))
     if json_out:
         doc = plan(result, executor)
         if batch is not None:
@@ -369,18 +377,17 @@ def _review_problems(result, args) -> list:
     return problems
 
 
-def _check_programs(result, executor_arg) -> int:
-    """--check: every executor's program (the run's, each role's, each task's own) must be on PATH (exit 2 otherwise)."""
-    from runner.manager.accounts import program_problems
-    from runner.roadmap.fleet import fleet_of
+def _executor_problems(result, args, fleet, selected: set[str] | None) -> list:
+    """--check: what the run would refuse about its agent tasks' executors, from the same settings
+    (runner.manager.accounts.executor_problems: the one check both make)."""
+    from runner.manager.accounts import executor_problems
+    from runner.manager.options import default_roles
 
-    if result.roadmap is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
-        return EXIT_OK
-    fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
-    problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
-    for p in problems:
-        _echo(one_line(f"error: {p}"), err=True)
-    return EXIT_USAGE if problems else EXIT_OK
+    roadmap = result.roadmap
+    tasks = roadmap.tasks if selected is None else [t for t in roadmap.tasks if t.id in selected]
+    start = (args.min_agents or 1) if args.max_agents is not None else _agents(args.agents)
+    roles = parse_roles(args.roles) if args.roles else roadmap.agents or default_roles(start)
+    return executor_problems(tasks, fleet, roles, result.blocked, programs=args.backend != "ray")
 
 
 def _run(
