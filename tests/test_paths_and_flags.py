@@ -176,3 +176,47 @@ def test_executors_by_role_are_checked_for_the_runs_own_roles(tmp_path):
     assert run.returncode == EXIT_USAGE and line in run.stderr, run.stderr
     workers = wvo(rm, "--check", "--roles", "worker=2")
     assert workers.returncode == 0, workers.stdout
+
+
+# -- flags that contradict each other ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, env, named", [
+    (["--agents", "5", "--max-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --max-agents a scaling one"),
+    (["-j", "3", "--min-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --min-agents a scaling one"),
+    (["--max-agents", "2"], {"WVO_AGENTS": "5"}, "gives a fixed pool and --max-agents a scaling one"),
+    (["--roles", "worker=2", "--agents", "2"], {}, "--agents (or WVO_AGENTS) and --roles both give the pool of agents"),
+])  # fmt: skip
+def test_a_contradictory_pair_of_flags_is_one_line_and_exit_2_before_anything_runs(tmp_path, flags, env, named):
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", *flags, env=env)
+    assert r.returncode == EXIT_USAGE, r.stderr
+    assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("flags, env", [
+    (["--once", "--iterations", "3"], {}),
+    (["--iterations", "0"], {"WVO_AUTOPILOT_ONCE": "1"}),  # the original autopilot's knobs: ONCE over MAX_ITERATIONS
+])  # fmt: skip
+def test_once_wins_over_iterations_and_says_so(tmp_path, flags, env):
+    """--once refines --iterations (one batch, whatever the loop asks): the run says so; the roadmap's first task
+    adds a task, which a second batch would run."""
+    rm = tmp_path / "rm.yaml"
+    adder = f"printf '  - id: added\\n    command: touch {tmp_path}/added\\n' >> {rm}"
+    rm.write_text(f"tasks:\n  - id: first\n    command: {json.dumps(adder)}\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={"WVO_AUTOPILOT_ONCE": "", **env})
+    assert r.returncode == 0, r.stderr
+    assert f"warning: --once (or WVO_AUTOPILOT_ONCE) wins over --iterations {flags[-1]} (" in r.stderr
+    assert "added" in rm.read_text() and not (tmp_path / "added").exists()  # one batch only
+
+
+@pytest.mark.parametrize("flags", [["--once", "--iterations", "1"], ["--max-agents", "2"], ["--min-agents", "1", "--max-agents", "2"],
+                                   ["--roles", "worker=2"], ["-j", "2"]])  # fmt: skip
+def test_flags_that_agree_run(tmp_path, flags):
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={"WVO_AGENTS": "", "WVO_AUTOPILOT_ONCE": ""})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran").exists()

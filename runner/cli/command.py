@@ -31,6 +31,7 @@ from runner.errors import (
     UsageError,
 )
 
+DEFAULT_AGENTS = 4  # --agents when neither it nor WVO_AGENTS is given
 _STATUS_TIMEOUT_S = 3.0  # --status gives up on a run that does not answer (stopped with SIGSTOP)
 
 _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # what typer.echo strips when the stream is no terminal
@@ -96,7 +97,7 @@ def _command(args: SimpleNamespace) -> int:
     if problem:
         raise UsageError(problem)
     _combinations(args)
-    n_agents = _agents(args.agents)
+    n_agents = _agents(args.agents) if args.agents is not None else DEFAULT_AGENTS
     if args.status:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
     if args.history:
@@ -207,6 +208,18 @@ def _combinations(args: SimpleNamespace) -> None:
         raise UsageError("--with-deps pulls unfinished dependencies into a selection: give --only (or --max-tasks) too")
     if args.ray_address and args.backend != "ray":
         raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
+    if args.once and args.iterations not in (None, 1):  # the original autopilot's WVO_AUTOPILOT_ONCE over MAX_ITERATIONS
+        asked = "batches until none is runnable" if args.iterations == 0 else f"{args.iterations} batches"
+        _echo(f"warning: --once (or WVO_AUTOPILOT_ONCE) wins over --iterations {args.iterations} ({asked}): one batch", err=True)
+    # Pairs that contradict each other: one of them would be dropped without a word (WVO_* variables count as given).
+    if args.agents is not None:
+        other = "--roles" if args.roles else "--max-agents" if args.max_agents is not None else \
+            "--min-agents" if args.min_agents is not None else None
+        if other == "--roles":
+            raise UsageError("--agents (or WVO_AGENTS) and --roles both give the pool of agents: give one of them")
+        if other:
+            raise UsageError(f"--agents (or WVO_AGENTS) gives a fixed pool and {other} a scaling one (it starts with --min-agents, "
+                             "default 1): give one or the other")
 
 
 def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None, executor: str | None) -> None:
@@ -385,7 +398,7 @@ def _executor_problems(result, args, fleet, selected: set[str] | None) -> list:
 
     roadmap = result.roadmap
     tasks = roadmap.tasks if selected is None else [t for t in roadmap.tasks if t.id in selected]
-    start = (args.min_agents or 1) if args.max_agents is not None else _agents(args.agents)
+    start = (args.min_agents or 1) if args.max_agents is not None else _agents(args.agents or str(DEFAULT_AGENTS))
     roles = parse_roles(args.roles) if args.roles else roadmap.agents or default_roles(start)
     return executor_problems(tasks, fleet, roles, result.blocked, programs=args.backend != "ray")
 

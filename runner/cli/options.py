@@ -49,7 +49,8 @@ class Param:
 ROADMAPS = Param("roadmaps", (), list, metavar="ROADMAP...", help="Roadmap YAML file(s).")
 
 OPTIONS = (
-    Param("agents", ("--agents", "-j"), str, "4", "WVO_AGENTS", "Number of agent processes (>= 1)."),
+    Param("agents", ("--agents", "-j"), str, None, "WVO_AGENTS",
+          "Number of agent processes (>= 1; default 4): a fixed pool, so not with --roles, --min-agents or --max-agents."),
     Param(
         "state_dir",
         ("--state-dir",),
@@ -118,9 +119,9 @@ OPTIONS = (
         "WVO_MAX_ITERATIONS",
         "Batches to run, re-reading the roadmap (0: until none runnable).",
     ),
-    Param("once", ("--once",), bool, False, "WVO_AUTOPILOT_ONCE", "Exactly one batch."),
+    Param("once", ("--once",), bool, False, "WVO_AUTOPILOT_ONCE", "Exactly one batch; wins over --iterations, with a warning."),
     Param("interval", ("--interval",), float, 0.0, "WVO_INTERVAL", "Seconds to wait between batches."),
-    Param("min_agents", ("--min-agents",), int, None, "WVO_MIN_AGENTS", "Dynamic scaling: start with A agents ..."),
+    Param("min_agents", ("--min-agents",), int, None, "WVO_MIN_AGENTS", "Dynamic scaling: start with A agents (default 1) ..."),
     Param(
         "max_agents",
         ("--max-agents",),
