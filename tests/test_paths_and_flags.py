@@ -220,3 +220,27 @@ def test_flags_that_agree_run(tmp_path, flags):
     r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={"WVO_AGENTS": "", "WVO_AUTOPILOT_ONCE": ""})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ran").exists()
+
+
+# -- a YAML file that is no roadmap ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["services:\n  web: {image: nginx}\nversion: '3'\n", "{}\n"])
+def test_a_mapping_with_none_of_a_roadmaps_keys_is_refused_naming_the_file(tmp_path, text):
+    other = tmp_path / "compose.yaml"
+    other.write_text(text)
+    line = f"error: {other}:1: none of a roadmap's keys in this file"
+    check = wvo(other, "--check")
+    assert check.returncode == EXIT_USAGE and f"  {line[len('error: '):]}" in check.stdout, check.stdout
+    run = wvo(other, "-q", "--state-dir", tmp_path / "s")
+    assert run.returncode == EXIT_USAGE and run.stderr.startswith(line) and len(run.stderr.splitlines()) == 1, run.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_file_of_settings_alone_beside_the_tasks_file_is_still_a_roadmap(tmp_path):
+    settings, tasks = tmp_path / "settings.yaml", tmp_path / "tasks.yaml"
+    settings.write_text("defaults:\n  timeout: 30s\n")
+    tasks.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\n")
+    r = wvo(settings, tasks, "-q", "--state-dir", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran").exists()
