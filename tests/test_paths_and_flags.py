@@ -244,3 +244,31 @@ def test_a_file_of_settings_alone_beside_the_tasks_file_is_still_a_roadmap(tmp_p
     r = wvo(settings, tasks, "-q", "--state-dir", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ran").exists()
+
+
+# -- a task that swaps its log ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("swapped", ["spare", "named"])
+def test_a_task_that_swaps_its_log_for_a_symlink_loses_none_of_its_output(tmp_path, swapped):
+    """Until it is 0.2 s old, a running attempt writes into its agent's spare file (.spare-<agent>), which then
+    takes the log's name. The task swaps that spare, or the named log, for a symlink to a file of the user's:
+    nothing is written through it, and its output is still in its log, with a note."""
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    state = tmp_path / "state"
+    logs = f"$(readlink -f {state}/latest)/logs"
+    if swapped == "spare":
+        swap = f"[ -f {logs}/.spare-worker-0 ] || exit 9; ln -sf {target} {logs}/.spare-worker-0"
+    else:
+        swap = (f"L={logs}/a.1.log; for i in $(seq 600); do [ -f $L ] && break; sleep 0.05; done; [ -f $L ] || exit 9; "
+                f"ln -sf {target} $L")
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n  - id: a\n    command: " + json.dumps(f"echo before; {swap}; echo after") + "\n")
+    r = wvo(rm, "--state-dir", state, "--agents", "1", "-q", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert target.read_text() == "keep\n"
+    log = next((state / "runs").iterdir()) / "logs" / "a.1.log"
+    assert not log.is_symlink() and os.stat(log).st_mode & 0o777 == 0o600
+    text = log.read_text()
+    assert text.startswith("before\nafter\n") and "this log was replaced by something else while the attempt ran" in text
