@@ -292,11 +292,11 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
     from runner.roadmap.loader import format_plan, plan
 
     fleet = None
-    if result.roadmap is not None and not result.errors and args is not None:
-        from runner.manager.accounts import without_executor
-        from runner.roadmap.fleet import run_fleet
+    if result.roadmap is not None and not result.errors and args is not None \
+            and any(t.command is None and t.call is None for t in result.roadmap.tasks):  # else: no executor to ask for
+        from runner.manager.accounts import fleet_of_run, without_executor
 
-        fleet = run_fleet(result.roadmap, _executor(args.executor))
+        fleet = fleet_of_run(result.roadmap, _executor(args.executor))
         result.blocked.update(without_executor(result.roadmap.tasks, fleet, result.blocked))  # as the run blocks them
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
     executor = _executor(args.executor) if args is not None and args.executor is not None else None

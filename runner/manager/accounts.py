@@ -357,6 +357,17 @@ def _interrupted_by(outcome: str, failure: str | None, error: str | None) -> str
 NO_EXECUTOR = "no command, and no executor is configured: set `executor:` in the roadmap or pass --executor"
 
 
+def fleet_of_run(roadmap, run_executor):
+    """The run's executors.Fleet (runner.roadmap.fleet.run_fleet); None, with nothing of runner.coding nor of the
+    fleet module imported, when it has no executor at all: a run of commands."""
+    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
+            and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
+        return None
+    from runner.roadmap.fleet import run_fleet
+
+    return run_fleet(roadmap, run_executor)
+
+
 def without_executor(tasks, fleet, blocked) -> dict[str, str]:
     """The tasks that do not run for want of an executor, as blocked tasks: task id -> why (their dependents too).
 

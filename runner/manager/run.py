@@ -33,7 +33,8 @@ from runner.errors import RoadmapError
 from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
-from runner.manager.accounts import NO_EXECUTOR, Accounts, executor_problems, without_executor, executors_module as _executors
+from runner.manager.accounts import (NO_EXECUTOR, Accounts, executor_problems, executors_module as _executors, fleet_of_run,
+                                     without_executor)
 from runner.manager.board import Board
 from runner.manager.chunks import Chunks
 from runner.manager.components import Hooks
@@ -48,7 +49,6 @@ from runner.manager.review_rounds import ReviewRounds
 from runner.manager.scaling import Scaling
 from runner.manager.scheduler import AgentView, Scheduler
 from runner.manager.stopping import Signals
-from runner.roadmap.fleet import run_fleet
 from runner.model import Outcome, Roadmap, Task
 
 log = Logger(__name__)
@@ -64,7 +64,7 @@ class Run:
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
-        self._fleet = run_fleet(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
+        self._fleet = fleet_of_run(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
         self._no_executor = without_executor(roadmap.tasks, self._fleet, options.blocked)  # as --check shows them
         if self._no_executor:
             options = replace(options, blocked={**options.blocked, **self._no_executor})

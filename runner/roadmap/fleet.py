@@ -240,10 +240,7 @@ def fleet_of(roadmap, run_executor=None):
 
 
 def run_fleet(roadmap, run_executor=None):
-    """fleet_of for a run: None when it has no executor at all (then runner.coding is not imported)."""
-    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
-            and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
-        return None
+    """fleet_of for a run: None when it has no executor at all."""
     fleet = fleet_of(roadmap, run_executor)
     return fleet if fleet else None
 
