@@ -130,6 +130,42 @@ def test_a_run_still_in_the_legacy_dir_keeps_its_lock_against_every_spelling(spe
     assert (real.parent.parent / "ran").read_text().split() == ["t1"]
 
 
+
+@pytest.mark.parametrize("other", ["symlink", "hard link"])
+def test_another_name_of_the_roadmap_file_has_its_own_state_dir_but_never_runs_at_once(spelt, other):
+    """A symlink to the file, or a hard link, under another name is another roadmap (pointing a symlink at a new
+    version keeps its history), with a default state dir of its own; the file is locked on what it is in the
+    folder of the default state dirs too, so the two never run at once."""
+    env, real, link, fifo = spelt
+    alias = real.parent / "alias.yaml"
+    if other == "symlink":
+        alias.symlink_to(real)
+    else:
+        os.link(real, alias)
+    (real.parent.parent / "hold").touch()
+    first = _start(env, real)
+    try:
+        _wait_for(real.parent.parent / "started", first)
+        second = wvo(alias, "-q", env=env, timeout=60)
+        assert second.returncode == EXIT_LOCKED, second.stderr
+        assert f"run of {alias} is in progress (PID {first.pid} holds" in second.stderr, second.stderr
+    finally:
+        _release(fifo, first)
+    assert (real.parent.parent / "ran").read_text().split() == ["t1"]
+    assert wvo(alias, "-q", env=env).returncode == 1  # its own state dir, its own run: t2 still fails
+    assert _history(env, alias) == [1] and _history(env, real) == [1]
+
+
+def test_the_shared_locks_folder_is_used_only_when_it_is_ours_alone(tmp_path, monkeypatch):
+    from runner.manager import statedir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert statedir.shared_lock_dir() is None  # not made yet: a run's prepare() makes it
+    (tmp_path / "wvo-batch").mkdir(mode=0o755)
+    assert statedir.shared_lock_dir() == str(tmp_path / "wvo-batch")
+    (tmp_path / "wvo-batch").chmod(0o775)  # made under umask 002: the group could plant the lock files
+    assert statedir.shared_lock_dir() is None
+
 # -- --check and the run decide alike about executors -----------------------------------------------------------
 
 

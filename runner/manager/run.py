@@ -135,7 +135,8 @@ class Run:
             self.ctx.reporter.message(f"state dir: {state_dir} now leads to {legacy}, this roadmap's state dir by an "
                                       "earlier spelling of its path")
         state_dir = statedir.prepare(state_dir)
-        lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files)
+        shared = None if opt.state_dir else statedir.shared_lock_dir()  # two names of one file: two default state dirs
+        lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files, shared)
         lock.acquire()
         try:
             if lock.stale_pid:

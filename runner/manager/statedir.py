@@ -53,12 +53,30 @@ def run_state_dir(files: list[str]) -> tuple[str, str | None]:
     return canonical, legacy
 
 
-def _default_dirs(files: list[str]) -> tuple[str, str | None]:
-    """(the canonical default state dir, keyed on each roadmap's roadmap_path; the one keyed on the paths as
-    given, which earlier versions used, or None when it is the same)."""
+def shared_lock_dir() -> str | None:
+    """The folder of the default state dirs, where a run with a default state dir also locks its roadmap files
+    (RunLock.of_roadmaps); None when it is not ours alone (made under a umask that lets the group write)."""
+    folder = os.path.join(_base(), "wvo-batch")
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None
+    return folder
+
+
+def _base() -> str:
     base = os.environ.get("XDG_STATE_HOME")
     if not base or not os.path.isabs(base):  # the XDG spec: a relative path is invalid, and ignored
         base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return base
+
+
+def _default_dirs(files: list[str]) -> tuple[str, str | None]:
+    """(the canonical default state dir, keyed on each roadmap's roadmap_path; the one keyed on the paths as
+    given, which earlier versions used, or None when it is the same)."""
+    base = _base()
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(files[0]))[0])[:40]
 
     def folder(paths: list[str]) -> str:
@@ -281,27 +299,35 @@ class RunLock:
     over; the pid left in the file tells us it was stale, and we warn.
     """
 
-    def __init__(self, state_dir: str, keys: dict[str, str]):
+    def __init__(self, state_dir: str, keys: dict[str, str], shared: tuple[str, dict[str, str]] | None = None):
         # lock file path -> the roadmap it locks (as given), in the order they are taken
         self.paths = {os.path.join(state_dir, f"run-{sha256(os.fsencode(k)).hexdigest()[:10]}.lock"): name
                       for k, name in sorted(keys.items())}
+        if shared is not None:  # then those that every default state dir shares (of_roadmaps)
+            folder, files = shared
+            self.paths.update((os.path.join(folder, f"roadmap-{sha256(os.fsencode(k)).hexdigest()[:10]}.lock"), name)
+                              for k, name in sorted(files.items()))
         self._fds: list[int] = []  # held, in the order taken
         self.stale_pid: int | None = None
 
     @classmethod
-    def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
+    def of_roadmaps(cls, state_dir: str, files: list[str], shared: str | None = None) -> RunLock:
         """The locks of these roadmap files, each keyed twice: on what the file is (device and inode), so a
         hard link reaches the same lock, and on its name (roadmap_path), so a file replaced at that path
-        (--write-back puts a new file in place of the old, as editors and generators do) still does."""
-        keys = {}
+        (--write-back puts a new file in place of the old, as editors and generators do) still does.
+
+        `shared` (shared_lock_dir): a folder where each file is locked a third time, on what it is, outside its
+        state dir: a symlink to the file or a hard link under another name has a default state dir of its own,
+        and would otherwise run the same tasks at once."""
+        keys, identities = {}, {}
         for f in files:
             try:
                 st = os.stat(f)
-                keys[f"{st.st_dev}:{st.st_ino}"] = f
+                keys[f"{st.st_dev}:{st.st_ino}"] = identities[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
                 pass
             keys[roadmap_path(f)] = f
-        return cls(state_dir, keys)
+        return cls(state_dir, keys, (shared, identities) if shared is not None else None)
 
     def acquire(self) -> None:
         """Take every lock, or none: raises LockHeld naming the roadmap and the holder's pid."""
