@@ -189,6 +189,20 @@ def test_a_task_with_no_command_and_no_executor_is_blocked_by_check_and_run_alik
     assert given.returncode == 0 and "3 in the files, 3 would run, 0 blocked" in given.stdout, given.stdout
 
 
+def test_the_batch_loop_and_a_selection_leave_a_task_with_no_executor_blocked_and_end(tmp_path):
+    """The loop (--iterations 0: until nothing is runnable) ran batch after batch, each selecting the task again."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: agent\n    title: t\n  - id: plain\n    command: 'echo x >> {tmp_path}/plain'\n")
+    loop = wvo(rm, "-q", "--iterations", "0", "--state-dir", tmp_path / "s", timeout=60)
+    assert loop.returncode == 0, loop.stderr
+    assert (tmp_path / "plain").read_text() == "x\n" and len(list((tmp_path / "s" / "runs").iterdir())) == 1
+    check = wvo(rm, "--check", "--only", "agent")
+    assert check.returncode == 0 and "batch: 0 task(s) would run: -" in check.stdout, check.stdout
+    assert "  blocked agent: no command, and no executor is configured" in check.stdout
+    only = wvo(rm, "-q", "--only", "agent", "--state-dir", tmp_path / "s2", timeout=60)
+    assert only.returncode == 0 and "warning: 1 task(s) do not run: no command" in only.stderr, only.stderr
+
+
 def test_a_missing_executor_program_is_exit_2_from_check_and_run_before_anything_runs(tmp_path):
     rm = tmp_path / "rm.yaml"
     rm.write_text("executor: [wvo-no-such-cli-s2, '{prompt}']\n"

@@ -291,13 +291,14 @@ def _executor(text: str | None):
 def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
     from runner.roadmap.loader import format_plan, plan
 
-    fleet = None
+    fleet, unrunnable = None, {}
     if result.roadmap is not None and not result.errors and args is not None \
             and any(t.command is None and t.call is None for t in result.roadmap.tasks):  # else: no executor to ask for
         from runner.manager.accounts import fleet_of_run, without_executor
 
         fleet = fleet_of_run(result.roadmap, _executor(args.executor))
-        result.blocked.update(without_executor(result.roadmap.tasks, fleet, result.blocked))  # as the run blocks them
+        unrunnable = without_executor(result.roadmap.tasks, fleet, result.blocked)
+        result.blocked.update(unrunnable)  # as the run blocks them
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
     executor = _executor(args.executor) if args is not None and args.executor is not None else None
     if result.roadmap is not None:
@@ -314,7 +315,7 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         from runner.roadmap.selection import select
 
         try:
-            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks)
+            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks, unrunnable=unrunnable)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}

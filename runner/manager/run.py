@@ -65,9 +65,10 @@ class Run:
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
         self._fleet = fleet_of_run(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
-        self._no_executor = without_executor(roadmap.tasks, self._fleet, options.blocked)  # as --check shows them
+        # as --check shows them; the batch loop may have blocked them already (with the same reason: they are warned of)
+        self._no_executor = without_executor(roadmap.tasks, self._fleet, {})
         if self._no_executor:
-            options = replace(options, blocked={**options.blocked, **self._no_executor})
+            options = replace(options, blocked={**self._no_executor, **options.blocked})
         executor = None if self._fleet is None else self._fleet.default()
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
@@ -121,7 +122,8 @@ class Run:
         if problems:
             raise RoadmapError(problems)  # what --check says too
         selected = ctx.opt.selected
-        unrun = [tid for tid in self._no_executor if selected is None or tid in selected]
+        unrun = [tid for tid, why in self._no_executor.items()
+                 if ctx.opt.blocked.get(tid) == why and (selected is None or tid in selected)]  # fmt: skip
         if unrun:
             names = ", ".join(unrun[:5]) + (" ..." if len(unrun) > 5 else "")
             ctx.reporter.message(f"warning: {len(unrun)} task(s) do not run: {NO_EXECUTOR} ({names})")
