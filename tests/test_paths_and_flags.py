@@ -156,15 +156,18 @@ def test_another_name_of_the_roadmap_file_has_its_own_state_dir_but_never_runs_a
     assert _history(env, alias) == [1] and _history(env, real) == [1]
 
 
-def test_the_shared_locks_folder_is_used_only_when_it_is_ours_alone(tmp_path, monkeypatch):
+def test_the_shared_locks_folder_is_made_private_and_used_only_when_it_is_ours_alone(tmp_path, monkeypatch):
     from runner.manager import statedir
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    assert statedir.shared_lock_dir() is None  # not made yet: a run's prepare() makes it
-    (tmp_path / "wvo-batch").mkdir(mode=0o755)
-    assert statedir.shared_lock_dir() == str(tmp_path / "wvo-batch")
-    (tmp_path / "wvo-batch").chmod(0o775)  # made under umask 002: the group could plant the lock files
+    folder = tmp_path / "wvo-batch-locks"
+    assert statedir.shared_lock_dir() == str(folder) and os.stat(folder).st_mode & 0o777 == 0o700
+    folder.chmod(0o775)  # the group could plant the lock files
     assert statedir.shared_lock_dir() is None
+    folder.rmdir()
+    folder.symlink_to(tmp_path)
+    assert statedir.shared_lock_dir() is None
+
 
 # -- --check and the run decide alike about executors -----------------------------------------------------------
 

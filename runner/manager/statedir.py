@@ -24,7 +24,7 @@ log = Logger(__name__)
 
 def default_state_dir(files: list[str]) -> str:
     """The default state dir of these roadmaps, to read (--status, --history): the canonical one, else one that an
-    earlier version made for this spelling of their paths (see adopt_legacy_dir), else the canonical one."""
+    earlier version made for this spelling of their paths (see run_state_dir), else the canonical one."""
     canonical, legacy = _default_dirs(files)
     if legacy is not None and not os.path.lexists(canonical) and os.path.isdir(legacy):
         return legacy
@@ -35,7 +35,7 @@ def run_state_dir(files: list[str]) -> tuple[str, str | None]:
     """The default state dir of these roadmaps, for a run: (the canonical dir, the legacy dir it was made to lead
     to, or None). Every spelling of a roadmap's path has one canonical dir, so one ledger and one set of locks.
 
-    Up to now the dir was named after the paths as given: through a symlinked folder, another spelling had
+    Earlier versions named the dir after the paths as given: through a symlinked folder, another spelling had
     another dir (two locks: a task run twice at once; --resume by the other spelling found nothing). A dir of
     that kind, found for this spelling while the canonical one does not exist, is adopted: the canonical name
     becomes a symlink to it (atomically; whoever makes the canonical name first wins), so its ledger, its locks
@@ -54,13 +54,16 @@ def run_state_dir(files: list[str]) -> tuple[str, str | None]:
 
 
 def shared_lock_dir() -> str | None:
-    """The folder of the default state dirs, where a run with a default state dir also locks its roadmap files
-    (RunLock.of_roadmaps); None when it is not ours alone (made under a umask that lets the group write)."""
-    folder = os.path.join(_base(), "wvo-batch")
+    """The folder beside the default state dirs (made 0700) where a run with a default state dir also locks its
+    roadmap files (RunLock.of_roadmaps); None when it cannot be made or is not ours alone."""
+    folder = os.path.join(_base(), "wvo-batch-locks")
     try:
-        st = os.lstat(folder)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
     except OSError:
         return None
+    st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         return None
     return folder
