@@ -59,7 +59,7 @@ bench: install-dev
 # MAX_ITERATIONS (0: until nothing is runnable) maps to --iterations; WVO_AUTOPILOT_ONCE=1 in the
 # environment means --once (read by wvo-batch itself, like every WVO_* variable).
 autopilot: install
-	$(BIN)/wvo-batch $(ROADMAP) --agents $(AGENTS) $(if $(MAX_ITERATIONS),--iterations $(MAX_ITERATIONS)) $(AUTOPILOT_ARGS)
+	$(BIN)/wvo-batch $(ROADMAP) $(if $(findstring -agents,$(AUTOPILOT_ARGS))$(findstring --roles,$(AUTOPILOT_ARGS)),,--agents $(AGENTS)) $(if $(MAX_ITERATIONS),--iterations $(MAX_ITERATIONS)) $(AUTOPILOT_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-out .pytest-exit

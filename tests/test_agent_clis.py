@@ -152,9 +152,15 @@ def test_auth_failure_stops_the_run_after_one_attempt(tmp_path, fake):
 
 
 @pytest.mark.timeout(60)
-def test_missing_program_is_setup_failed_and_stops(tmp_path):
+def test_missing_program_is_setup_failed_and_stops(tmp_path, monkeypatch):
+    # On the run's PATH when it starts (a program missing then is refused before anything runs), not on the
+    # task's own: it goes missing for the attempt.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "wvo-no-such-agent-cli").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "wvo-no-such-agent-cli").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     ex = {"command": ["wvo-no-such-agent-cli", "{prompt}"], "output": "claude-json"}
-    rm = roadmap([task(f"T{i}", title="t", retries=2) for i in range(3)])
+    rm = roadmap([task(f"T{i}", title="t", retries=2, env={"PATH": "/usr/bin:/bin"}) for i in range(3)])
     rec = Recorder()
     result = run(rm, tmp_path / "s", rec, agents=1, executor=ex)
     assert result.exit_code == 1
@@ -236,7 +242,7 @@ def test_check_refuses_an_executor_program_not_on_path(tmp_path):
     rm.write_text("executor: {command: [wvo-no-such-agent-cli, '{prompt}'], output: codex-json}\n"
                   "tasks:\n  - id: T1\n    title: t\n")
     r = wvo(rm, "--check")
-    assert r.returncode == 2 and "'wvo-no-such-agent-cli' is not on PATH" in r.stderr
+    assert r.returncode == 2 and "'wvo-no-such-agent-cli' is not on PATH" in r.stdout  # among the plan's errors
 
 
 # ---- the real CLIs against the mock ---------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_defaults_are_the_tables(environ):
         (["r.yaml", "-j", "2", "--retries", "1"], {"WVO_AGENTS": "7", "WVO_RETRIES": "9"}, {"retries": 1}),
         (["r.yaml"], {"WVO_ONLY": " a  b\tc "}, {"only": ["a", "b", "c"]}),
         (["r.yaml", "--only", "x"], {"WVO_ONLY": "a b"}, {"only": ["x"]}),
-        (["r.yaml"], {"WVO_AGENTS": "", "WVO_ONLY": "", "WVO_QUIET": ""}, {"agents": "4", "only": [], "quiet": False}),
+        (["r.yaml"], {"WVO_AGENTS": "", "WVO_ONLY": "", "WVO_QUIET": ""}, {"agents": None, "only": [], "quiet": False}),
         (["r.yaml", "-q"], {"WVO_QUIET": "0"}, {"quiet": True}),
     ],
 )

@@ -96,6 +96,6 @@ def test_check_wants_every_executors_program_on_path_not_only_the_runs(tmp_path)
     """))
     proc = wvo("--check", path)
     assert proc.returncode == 2
-    assert "program 'no-such-agent-cli' is not on PATH" in proc.stderr
+    assert "program 'no-such-agent-cli' is not on PATH" in proc.stdout  # among the plan's errors
     path.write_text(path.read_text().replace("no-such-agent-cli", sys.executable))
     assert wvo("--check", path).returncode == 0

@@ -69,7 +69,8 @@ class LogFiles:
         self._spare_folder: str | None = None  # the folder the spare is in
         self.folder: str | None = None  # the folder of the last attempt's log (where the next spare goes)
         self._unnamed: tuple[str, str] | None = None  # (spare path, log path) while the attempt's log has no name
-        self._fd: int | None = None  # the attempt's log, open for writing
+        self._named: str | None = None  # the log path the attempt's file was given, checked by done()
+        self._fd: int | None = None  # the attempt's log, open for writing (and reading: done() may copy it)
 
     def open(self, path: str) -> int:
         """A write descriptor for the attempt's log at path; owned by this object until done()."""
@@ -85,7 +86,8 @@ class LogFiles:
             self.prepare(folder)
             spare, self._spare = self._spare, None
         if spare is None:
-            self._fd = new_private_file(path)
+            self._fd = new_private_file(path, os.O_RDWR)
+            self._named = path
             return self._fd
         self._fd = spare[1]
         self._unnamed = (spare[0], path)
@@ -102,6 +104,7 @@ class LogFiles:
                 os.rename(spare_path, path)
             except OSError:
                 pass
+            self._named = path
 
     def done(self, leftovers=None) -> bool:
         """The attempt is over: True when its log file exists; False when it wrote nothing and left none.
@@ -122,6 +125,9 @@ class LogFiles:
                 self._unnamed = None
                 return False
         self.name()
+        named, self._named = self._named, None
+        if named is not None:
+            _keep_at(fd, named)
         os.close(fd)
         return True
 
@@ -130,7 +136,7 @@ class LogFiles:
         if self._spare is None:
             path = os.path.join(folder, f".spare-{self._tag}")
             try:
-                self._spare = (path, new_private_file(path))
+                self._spare = (path, new_private_file(path, os.O_RDWR))
                 self._spare_folder = folder
             except OSError:
                 pass
@@ -147,6 +153,35 @@ class LogFiles:
             os.unlink(spare[0])
         except OSError:
             pass
+
+
+def _keep_at(fd: int, path: str) -> None:
+    """The attempt's log (fd) must be the file at path when it ends. A task can reach the run folder: had it put a
+    symlink (or anything) in place of the log, or of the spare before it took the log's name, the output would
+    be in a file nobody can find. Then a fresh private file takes the name, with the output copied and a note."""
+    try:
+        ours, there = os.fstat(fd), os.lstat(path)
+        if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        out = new_private_file(path)
+    except OSError:
+        return
+    try:
+        offset = 0
+        while chunk := os.pread(fd, _READ, offset):
+            os.write(out, chunk)
+            offset += len(chunk)
+        os.write(out, f"\n[wvo-batch: this log was replaced by something else while the attempt ran; its output, "
+                      f"{offset} bytes, is kept here]\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(out)
 
 
 def run_attempt(

@@ -31,6 +31,7 @@ from runner.errors import (
     UsageError,
 )
 
+DEFAULT_AGENTS = 4  # --agents when neither it nor WVO_AGENTS is given
 _STATUS_TIMEOUT_S = 3.0  # --status gives up on a run that does not answer (stopped with SIGSTOP)
 
 _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # what typer.echo strips when the stream is no terminal
@@ -96,7 +97,7 @@ def _command(args: SimpleNamespace) -> int:
     if problem:
         raise UsageError(problem)
     _combinations(args)
-    n_agents = _agents(args.agents)
+    n_agents = _agents(args.agents) if args.agents is not None else DEFAULT_AGENTS
     if args.status:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
     if args.history:
@@ -110,8 +111,7 @@ def _command(args: SimpleNamespace) -> int:
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
             _echo(one_line(f"warning: {warning}"), err=True)
     if args.check:
-        code = _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
-        return code or _check_programs(result, args.executor)
+        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
     if result.errors:
         for p in result.errors:
             _echo(one_line(f"error: {p}"), err=True)
@@ -208,6 +208,18 @@ def _combinations(args: SimpleNamespace) -> None:
         raise UsageError("--with-deps pulls unfinished dependencies into a selection: give --only (or --max-tasks) too")
     if args.ray_address and args.backend != "ray":
         raise UsageError(f"--ray-address is for --backend ray (the backend is {args.backend})")
+    if args.once and args.iterations not in (None, 1):  # the original autopilot's WVO_AUTOPILOT_ONCE over MAX_ITERATIONS
+        asked = "batches until none is runnable" if args.iterations == 0 else f"{args.iterations} batches"
+        _echo(f"warning: --once (or WVO_AUTOPILOT_ONCE) wins over --iterations {args.iterations} ({asked}): one batch", err=True)
+    # Pairs that contradict each other: one of them would be dropped without a word (WVO_* variables count as given).
+    if args.agents is not None:
+        other = "--roles" if args.roles else "--max-agents" if args.max_agents is not None else \
+            "--min-agents" if args.min_agents is not None else None
+        if other == "--roles":
+            raise UsageError("--agents (or WVO_AGENTS) and --roles both give the pool of agents: give one of them")
+        if other:
+            raise UsageError(f"--agents (or WVO_AGENTS) gives a fixed pool and {other} a scaling one (it starts with --min-agents, "
+                             "default 1): give one or the other")
 
 
 def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None, executor: str | None) -> None:
@@ -279,6 +291,14 @@ def _executor(text: str | None):
 def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
     from runner.roadmap.loader import format_plan, plan
 
+    fleet, unrunnable = None, {}
+    if result.roadmap is not None and not result.errors and args is not None \
+            and any(t.command is None and t.call is None for t in result.roadmap.tasks):  # else: no executor to ask for
+        from runner.manager.accounts import fleet_of_run, without_executor
+
+        fleet = fleet_of_run(result.roadmap, _executor(args.executor))
+        unrunnable = without_executor(result.roadmap.tasks, fleet, result.blocked)
+        result.blocked.update(unrunnable)  # as the run blocks them
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
     executor = _executor(args.executor) if args is not None and args.executor is not None else None
     if result.roadmap is not None:
@@ -295,10 +315,12 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         from runner.roadmap.selection import select
 
         try:
-            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks)
+            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks, unrunnable=unrunnable)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
+    if fleet is not None:
+        result.errors.extend(_executor_problems(result, args, fleet, None if batch is None else set(batch["run"])))
     if json_out:
         doc = plan(result, executor)
         if batch is not None:
@@ -369,18 +391,17 @@ def _review_problems(result, args) -> list:
     return problems
 
 
-def _check_programs(result, executor_arg) -> int:
-    """--check: every executor's program (the run's, each role's, each task's own) must be on PATH (exit 2 otherwise)."""
-    from runner.manager.accounts import program_problems
-    from runner.roadmap.fleet import fleet_of
+def _executor_problems(result, args, fleet, selected: set[str] | None) -> list:
+    """--check: what the run would refuse about its agent tasks' executors, from the same settings
+    (runner.manager.accounts.executor_problems: the one check both make)."""
+    from runner.manager.accounts import executor_problems
+    from runner.manager.options import default_roles
 
-    if result.roadmap is None or not any(t.command is None and t.call is None for t in result.roadmap.tasks):
-        return EXIT_OK
-    fleet = fleet_of(result.roadmap, _executor(executor_arg) if executor_arg is not None else None)
-    problems = list(dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex)))
-    for p in problems:
-        _echo(one_line(f"error: {p}"), err=True)
-    return EXIT_USAGE if problems else EXIT_OK
+    roadmap = result.roadmap
+    tasks = roadmap.tasks if selected is None else [t for t in roadmap.tasks if t.id in selected]
+    start = (args.min_agents or 1) if args.max_agents is not None else _agents(args.agents or str(DEFAULT_AGENTS))
+    roles = parse_roles(args.roles) if args.roles else roadmap.agents or default_roles(start)
+    return executor_problems(tasks, fleet, roles, result.blocked, programs=args.backend != "ray")
 
 
 def _run(

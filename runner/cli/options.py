@@ -49,7 +49,8 @@ class Param:
 ROADMAPS = Param("roadmaps", (), list, metavar="ROADMAP...", help="Roadmap YAML file(s).")
 
 OPTIONS = (
-    Param("agents", ("--agents", "-j"), str, "4", "WVO_AGENTS", "Number of agent processes (>= 1)."),
+    Param("agents", ("--agents", "-j"), str, None, "WVO_AGENTS",
+          "Number of agent processes (>= 1; default 4): a fixed pool, so not with --roles, --min-agents or --max-agents."),
     Param(
         "state_dir",
         ("--state-dir",),
@@ -57,7 +58,7 @@ OPTIONS = (
         None,
         "WVO_STATE_DIR",
         "Where logs, the ledger and events go. Default: $XDG_STATE_HOME (or ~/.local/state)"
-        "/wvo-batch/<roadmap name>-<hash of its absolute path>.",
+        "/wvo-batch/<roadmap name>-<hash of its path, folders resolved>.",
     ),
     Param("check", ("--check",), bool, False, None, "Validate and print the plan; run nothing."),
     Param("json_out", ("--json",), bool, False, None, "Machine-readable output on stdout."),
@@ -118,9 +119,9 @@ OPTIONS = (
         "WVO_MAX_ITERATIONS",
         "Batches to run, re-reading the roadmap (0: until none runnable).",
     ),
-    Param("once", ("--once",), bool, False, "WVO_AUTOPILOT_ONCE", "Exactly one batch."),
+    Param("once", ("--once",), bool, False, "WVO_AUTOPILOT_ONCE", "Exactly one batch; wins over --iterations, with a warning."),
     Param("interval", ("--interval",), float, 0.0, "WVO_INTERVAL", "Seconds to wait between batches."),
-    Param("min_agents", ("--min-agents",), int, None, "WVO_MIN_AGENTS", "Dynamic scaling: start with A agents ..."),
+    Param("min_agents", ("--min-agents",), int, None, "WVO_MIN_AGENTS", "Dynamic scaling: start with A agents (default 1) ..."),
     Param(
         "max_agents",
         ("--max-agents",),

@@ -24,7 +24,7 @@ import os
 import time
 
 from runner.agents.messages import TaskResult
-from runner.errors import EXIT_LIMITED, UsageError
+from runner.errors import EXIT_LIMITED, Problem
 from runner.manager import events as ev
 from runner.manager.components import Component
 from runner.manager.exits import Ending
@@ -100,15 +100,6 @@ class Accounts(Component):
         if choice is not None:
             self._executor[(task.id, attempt)] = choice.name
         return choice
-
-    def check_roles(self, agent_tasks) -> None:
-        """UsageError naming the place of an agent task that an agent of the run could take with no executor."""
-        roles = [r for r, n in self.ctx.roles.items() if n > 0]
-        for t in agent_tasks if self.fleet is not None else ():
-            lacking = self.fleet.missing(t, roles)
-            if lacking:
-                raise UsageError(f"{t.place()}: task {t.id}: no executor for agents of role {lacking[0]}; add it to "
-                                 "`executors:`, give the run an `executor:`, or the task its own")
 
     def executor_of(self, task_id: str, attempt: int):
         """The Executor an attempt ran with (the run's when it was not noted)."""
@@ -361,8 +352,70 @@ def _interrupted_by(outcome: str, failure: str | None, error: str | None) -> str
     return (error or outcome).splitlines()[0][:120] if (error or outcome) else "unknown"
 
 
-def program_problems(executor) -> list[str]:
-    """--check: an executor whose program is not on PATH (nor a file), one line each."""
+# Why a task that needs an executor does not run when none is configured: in --check's plan, the run's summary,
+# and for a task that joins a run (runner.manager.live).
+NO_EXECUTOR = "no command, and no executor is configured: set `executor:` in the roadmap or pass --executor"
+
+
+def fleet_of_run(roadmap, run_executor):
+    """The run's executors.Fleet (runner.roadmap.fleet.run_fleet); None, with nothing of runner.coding nor of the
+    fleet module imported, when it has no executor at all: a run of commands."""
+    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
+            and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
+        return None
+    from runner.roadmap.fleet import run_fleet
+
+    return run_fleet(roadmap, run_executor)
+
+
+def without_executor(tasks, fleet, blocked) -> dict[str, str]:
+    """The tasks that do not run for want of an executor, as blocked tasks: task id -> why (their dependents too).
+
+    The run and --check both ask it. A roadmap of agent tasks is valid with no executor in it (one is often given
+    on the command line); with none given either, those tasks are blocked, as a task whose dependency is unknown.
+    """
+    if fleet is not None:
+        return {}
+    out = {t.id: NO_EXECUTOR for t in tasks
+           if t.command is None and t.call is None and t.runnable_status and t.id not in blocked}  # fmt: skip
+    grew = bool(out)
+    while grew:  # dependents, however the file orders them
+        grew = False
+        for t in tasks:
+            if t.id not in out and t.id not in blocked and t.runnable_status:
+                dep = next((d for d in t.dependencies if d in out), None)
+                if dep is not None:
+                    out[t.id] = f"via `{dep}`: {NO_EXECUTOR}"
+                    grew = True
+    return out
+
+
+def executor_problems(tasks, fleet, roles: dict[str, int], blocked, programs: bool = True) -> list[Problem]:
+    """What stops a run before anything runs, about its agent tasks' executors; the run and --check both ask it.
+
+    `tasks`: the tasks the run accounts for; those with no command and no callable that can run need an
+    executor. With executors configured: one for every role of the run's agents (`executors:` by role) unless
+    the run or the task has its own, and each executor's program on PATH (not asked with `programs` False:
+    a Ray run starts it on the cluster's nodes). Each problem names the place and the task.
+    """
+    agent = [t for t in tasks if t.command is None and t.call is None and t.runnable_status and t.id not in blocked]
+    if not agent or fleet is None:
+        return []
+    live = [r for r, n in roles.items() if n > 0]
+    problems = []
+    for t in agent:
+        lacking = fleet.missing(t, live)
+        if lacking:
+            problems.append(Problem(f"no executor for agents of role {lacking[0]}; add it to `executors:`, give the "
+                                    "run an `executor:`, or the task its own", t.file, t.line, t.id))
+    if programs:  # found on the run's PATH, or on the one a task sets for itself (`env: PATH`), where attempts look
+        paths = [None, *dict.fromkeys(t.env["PATH"] for t in agent if t.env and t.env.get("PATH"))]
+        problems += [Problem(p) for p in dict.fromkeys(p for ex in fleet.executors.values() for p in program_problems(ex, paths))]
+    return problems
+
+
+def program_problems(executor, paths=(None,)) -> list[str]:
+    """An executor whose program is on none of these PATHs (None: this process's), nor a file: one line each."""
     import shutil
 
     if executor is None:
@@ -373,7 +426,7 @@ def program_problems(executor) -> list[str]:
     if os.sep in program:
         return [] if os.access(program, os.X_OK) else [f"executor {executor.source or program}: {program} is not an "
                                                        "executable file"]
-    if shutil.which(program) is None:
+    if all(shutil.which(program, path=p) is None for p in paths):
         return [f"executor {executor.source or program}: program {program!r} is not on PATH; install it or put its "
                 "folder on PATH"]
     return []

@@ -29,11 +29,12 @@ from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
-from runner.errors import UsageError
+from runner.errors import RoadmapError
 from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
-from runner.manager.accounts import Accounts, executors_module as _executors
+from runner.manager.accounts import (NO_EXECUTOR, Accounts, executor_problems, executors_module as _executors, fleet_of_run,
+                                     without_executor)
 from runner.manager.board import Board
 from runner.manager.chunks import Chunks
 from runner.manager.components import Hooks
@@ -63,7 +64,11 @@ class Run:
 
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
-        self._fleet = _fleet(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
+        self._fleet = fleet_of_run(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
+        # as --check shows them; the batch loop may have blocked them already (with the same reason: they are warned of)
+        self._no_executor = without_executor(roadmap.tasks, self._fleet, {})
+        if self._no_executor:
+            options = replace(options, blocked={**self._no_executor, **options.blocked})
         executor = None if self._fleet is None else self._fleet.default()
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
@@ -91,7 +96,7 @@ class Run:
     # -- set-up ---------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        """The components, each from its settings; UsageError naming the place for a bad one."""
+        """The components, each from its settings; UsageError (RoadmapError) naming the place for a bad one."""
         ctx = self.ctx
         self.landing = LandingQueue(ctx)
         self.accounts = Accounts(ctx, self._fleet)
@@ -113,22 +118,27 @@ class Run:
             chunks.gate = None  # no component has a word on what starts: a chunk's tasks are not asked one by one
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
         ctx.flush = self.outcomes.flush
-        missing = [t for t in ctx.members()
-                   if t.command is None and t.call is None and t.runnable_status and t.id not in ctx.opt.blocked]  # fmt: skip
-        if missing and ctx.executor is None:
-            names = ", ".join(t.id for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise UsageError(
-                f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
-                "set `executor:` in the roadmap or pass --executor"
-            )
-        self.accounts.check_roles(missing)
+        problems = executor_problems(ctx.members(), self._fleet, ctx.roles, ctx.opt.blocked, programs=ctx.opt.backend != "ray")
+        if problems:
+            raise RoadmapError(problems)  # what --check says too
+        selected = ctx.opt.selected
+        unrun = [tid for tid, why in self._no_executor.items()
+                 if ctx.opt.blocked.get(tid) == why and (selected is None or tid in selected)]  # fmt: skip
+        if unrun:
+            names = ", ".join(unrun[:5]) + (" ..." if len(unrun) > 5 else "")
+            ctx.reporter.message(f"warning: {len(unrun)} task(s) do not run: {NO_EXECUTOR} ({names})")
 
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""
         self._build()
         opt = self.ctx.opt
-        state_dir = statedir.prepare(opt.state_dir or statedir.default_state_dir(self.ctx.roadmap.files))
-        lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files)
+        state_dir, legacy = (opt.state_dir, None) if opt.state_dir else statedir.run_state_dir(self.ctx.roadmap.files)
+        if legacy is not None:
+            self.ctx.reporter.message(f"state dir: {state_dir} now leads to {legacy}, this roadmap's state dir by an "
+                                      "earlier spelling of its path")
+        state_dir = statedir.prepare(state_dir)
+        shared = None if opt.state_dir else statedir.shared_lock_dir()  # two names of one file: two default state dirs
+        lock = statedir.RunLock.of_roadmaps(state_dir, self.ctx.roadmap.files, shared)
         lock.acquire()
         try:
             if lock.stale_pid:
@@ -569,15 +579,6 @@ class Run:
                 if task_pid:
                     killpg(task_pid)
                 self.backend.kill(row.id)
-
-
-def _fleet(roadmap: Roadmap, run_executor):
-    if run_executor is None and roadmap.executor is None and not roadmap.settings.get("executors") \
-            and not any(t.meta.get("executor") is not None for t in roadmap.tasks):
-        return None  # a run of commands imports none of it
-    from runner.roadmap.fleet import run_fleet
-
-    return run_fleet(roadmap, run_executor)
 
 
 def _poke(fd: int) -> None:

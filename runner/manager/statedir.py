@@ -2,7 +2,8 @@
 
 Default: $WVO_STATE_DIR, else $XDG_STATE_HOME/wvo-batch/<name>-<hash>, else
 ~/.local/state/wvo-batch/<name>-<hash>, where <name> is the first roadmap's file name and <hash> is
-taken over the roadmaps' absolute paths: one state dir per roadmap, whatever the current directory.
+taken over the roadmaps' paths with their folders resolved (roadmap_path): one state dir per roadmap,
+whatever the current directory and however its path is spelt.
 """
 
 from __future__ import annotations
@@ -22,13 +23,72 @@ log = Logger(__name__)
 
 
 def default_state_dir(files: list[str]) -> str:
+    """The default state dir of these roadmaps, to read (--status, --history): the canonical one, else one that an
+    earlier version made for this spelling of their paths (see run_state_dir), else the canonical one."""
+    canonical, legacy = _default_dirs(files)
+    if legacy is not None and not os.path.lexists(canonical) and os.path.isdir(legacy):
+        return legacy
+    return canonical
+
+
+def run_state_dir(files: list[str]) -> tuple[str, str | None]:
+    """The default state dir of these roadmaps, for a run: (the canonical dir, the legacy dir it was made to lead
+    to, or None). Every spelling of a roadmap's path has one canonical dir, so one ledger and one set of locks.
+
+    Earlier versions named the dir after the paths as given: through a symlinked folder, another spelling had
+    another dir (two locks: a task run twice at once; --resume by the other spelling found nothing). A dir of
+    that kind, found for this spelling while the canonical one does not exist, is adopted: the canonical name
+    becomes a symlink to it (atomically; whoever makes the canonical name first wins), so its ledger, its locks
+    (a run still in it holds them) and its worktrees stay where they are, and every spelling reaches them.
+    """
+    canonical, legacy = _default_dirs(files)
+    if legacy is None or os.path.lexists(canonical) or not os.path.isdir(legacy):
+        return canonical, None
+    try:
+        os.symlink(os.path.basename(legacy), canonical)  # relative: both are in the same folder
+    except FileExistsError:
+        return canonical, None
+    except OSError as exc:
+        raise StateError(f"state dir {canonical}: cannot be made to lead to {legacy} ({exc.strerror}); nothing ran") from None
+    return canonical, legacy
+
+
+def shared_lock_dir() -> str | None:
+    """The folder beside the default state dirs (made 0700) where a run with a default state dir also locks its
+    roadmap files (RunLock.of_roadmaps); None when it cannot be made or is not ours alone."""
+    folder = os.path.join(_base(), "wvo-batch-locks")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None
+    return folder
+
+
+def _base() -> str:
     base = os.environ.get("XDG_STATE_HOME")
     if not base or not os.path.isabs(base):  # the XDG spec: a relative path is invalid, and ignored
         base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    paths = "\0".join(os.path.abspath(f) for f in files)
-    digest = sha256(os.fsencode(paths)).hexdigest()[:10]  # a path that is not UTF-8 is its bytes
+    return base
+
+
+def _default_dirs(files: list[str]) -> tuple[str, str | None]:
+    """(the canonical default state dir, keyed on each roadmap's roadmap_path; the one keyed on the paths as
+    given, which earlier versions used, or None when it is the same)."""
+    base = _base()
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(files[0]))[0])[:40]
-    return os.path.join(base, "wvo-batch", f"{name}-{digest}")
+
+    def folder(paths: list[str]) -> str:
+        digest = sha256(os.fsencode("\0".join(paths))).hexdigest()[:10]  # a path that is not UTF-8 is its bytes
+        return os.path.join(base, "wvo-batch", f"{name}-{digest}")
+
+    canonical = folder([roadmap_path(f) for f in files])
+    legacy = folder([os.path.abspath(f) for f in files])
+    return canonical, (legacy if legacy != canonical else None)
 
 
 def roadmap_path(path: str) -> str:
@@ -242,27 +302,35 @@ class RunLock:
     over; the pid left in the file tells us it was stale, and we warn.
     """
 
-    def __init__(self, state_dir: str, keys: dict[str, str]):
+    def __init__(self, state_dir: str, keys: dict[str, str], shared: tuple[str, dict[str, str]] | None = None):
         # lock file path -> the roadmap it locks (as given), in the order they are taken
         self.paths = {os.path.join(state_dir, f"run-{sha256(os.fsencode(k)).hexdigest()[:10]}.lock"): name
                       for k, name in sorted(keys.items())}
+        if shared is not None:  # then those that every default state dir shares (of_roadmaps)
+            folder, files = shared
+            self.paths.update((os.path.join(folder, f"roadmap-{sha256(os.fsencode(k)).hexdigest()[:10]}.lock"), name)
+                              for k, name in sorted(files.items()))
         self._fds: list[int] = []  # held, in the order taken
         self.stale_pid: int | None = None
 
     @classmethod
-    def of_roadmaps(cls, state_dir: str, files: list[str]) -> RunLock:
+    def of_roadmaps(cls, state_dir: str, files: list[str], shared: str | None = None) -> RunLock:
         """The locks of these roadmap files, each keyed twice: on what the file is (device and inode), so a
         hard link reaches the same lock, and on its name (roadmap_path), so a file replaced at that path
-        (--write-back puts a new file in place of the old, as editors and generators do) still does."""
-        keys = {}
+        (--write-back puts a new file in place of the old, as editors and generators do) still does.
+
+        `shared` (shared_lock_dir): a folder where each file is locked a third time, on what it is, outside its
+        state dir: a symlink to the file or a hard link under another name has a default state dir of its own,
+        and would otherwise run the same tasks at once."""
+        keys, identities = {}, {}
         for f in files:
             try:
                 st = os.stat(f)
-                keys[f"{st.st_dev}:{st.st_ino}"] = f
+                keys[f"{st.st_dev}:{st.st_ino}"] = identities[f"{st.st_dev}:{st.st_ino}"] = f
             except OSError:
                 pass
             keys[roadmap_path(f)] = f
-        return cls(state_dir, keys)
+        return cls(state_dir, keys, (shared, identities) if shared is not None else None)
 
     def acquire(self) -> None:
         """Take every lock, or none: raises LockHeld naming the roadmap and the holder's pid."""

@@ -101,8 +101,9 @@ class Builder(TaskBuilder):
             self._executors(root["executors"], self._line_of(root["executors"], line))
         if "session" in root:
             self._session(root["session"], line)
-        if not any(k in root for k in TOP_FIELDS):
-            self.p.warn("no `tasks:` or `epics:` in this file", path, line)
+        if not any(k in root for k in TOP_FIELDS):  # another tool's YAML, given by mistake: nothing of it would run
+            self.p.error("none of a roadmap's keys in this file (`tasks:`, `epics:`, `defaults:`, ...): is it the "
+                         "roadmap you meant?", path, line)
         for key, value in root.items():
             if key == "tasks":
                 self._task_list(value, line, None, None, "`tasks:`")
