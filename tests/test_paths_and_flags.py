@@ -172,7 +172,13 @@ def test_the_shared_locks_folder_is_made_private_and_used_only_when_it_is_ours_a
 # -- --check and the run decide alike about executors -----------------------------------------------------------
 
 
-def test_a_task_with_no_command_and_no_executor_is_blocked_by_check_and_run_alike(tmp_path):
+NO_EXECUTOR = ("1 task(s) have no command and no executor is configured (agent); set `executor:` in the roadmap "
+               "or pass --executor")
+
+
+def test_a_task_with_no_command_and_no_executor_stops_the_run_before_it_starts_and_check_says_so(tmp_path):
+    """--check said valid and nothing more; the run refused. The roadmap is valid (an executor is often given on
+    the command line), so --check stays valid and says, in its plan, that a run with these options stops."""
     rm = tmp_path / "rm.yaml"
     rm.write_text("tasks:\n"
                   "  - id: agent\n    title: needs an agent CLI\n"
@@ -180,30 +186,31 @@ def test_a_task_with_no_command_and_no_executor_is_blocked_by_check_and_run_alik
                   f"  - id: plain\n    command: 'touch {tmp_path}/plain'\n")  # fmt: skip
     check = wvo(rm, "--check")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "3 in the files, 1 would run, 2 blocked" in check.stdout
-    assert "    agent: no command, and no executor is configured: set `executor:` in the roadmap or pass --executor" in check.stdout
-    assert "    after: via `agent`: no command" in check.stdout
+    assert f"note: a run with these options stops before it starts (exit 2): {NO_EXECUTOR}" in check.stdout
+    as_json = wvo(rm, "--check", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["without_executor"] == ["agent"], as_json.stdout
     run = wvo(rm, "-q", "--state-dir", tmp_path / "s")
-    assert run.returncode == 0, run.stderr
-    assert "warning: 2 task(s) do not run: no command, and no executor is configured" in run.stderr
-    assert "(agent, after)" in run.stderr
-    assert (tmp_path / "plain").exists() and not (tmp_path / "after").exists()
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert NO_EXECUTOR in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "plain").exists() and not (tmp_path / "s").exists(), "half-run: a task ran, or state was written"
     given = wvo(rm, "--check", "--executor", json.dumps([sys.executable, "{prompt}"]))
-    assert given.returncode == 0 and "3 in the files, 3 would run, 0 blocked" in given.stdout, given.stdout
+    assert given.returncode == 0 and "note:" not in given.stdout, given.stdout
 
 
-def test_the_batch_loop_and_a_selection_leave_a_task_with_no_executor_blocked_and_end(tmp_path):
-    """The loop (--iterations 0: until nothing is runnable) ran batch after batch, each selecting the task again."""
+def test_the_batch_loop_and_a_selection_stop_on_a_task_with_no_executor(tmp_path):
+    """The loop (--iterations 0: until nothing is runnable) must not run batch after batch selecting it again."""
     rm = tmp_path / "rm.yaml"
     rm.write_text(f"tasks:\n  - id: agent\n    title: t\n  - id: plain\n    command: 'echo x >> {tmp_path}/plain'\n")
     loop = wvo(rm, "-q", "--iterations", "0", "--state-dir", tmp_path / "s", timeout=60)
-    assert loop.returncode == 0, loop.stderr
-    assert (tmp_path / "plain").read_text() == "x\n" and len(list((tmp_path / "s" / "runs").iterdir())) == 1
+    assert loop.returncode == 2 and NO_EXECUTOR in loop.stderr, loop.stderr
+    assert not (tmp_path / "plain").exists()
     check = wvo(rm, "--check", "--only", "agent")
-    assert check.returncode == 0 and "batch: 0 task(s) would run: -" in check.stdout, check.stdout
-    assert "  blocked agent: no command, and no executor is configured" in check.stdout
-    only = wvo(rm, "-q", "--only", "agent", "--state-dir", tmp_path / "s2", timeout=60)
-    assert only.returncode == 0 and "warning: 1 task(s) do not run: no command" in only.stderr, only.stderr
+    assert check.returncode == 0 and "batch: 1 task(s) would run: agent" in check.stdout, check.stdout
+    assert NO_EXECUTOR in check.stdout
+    only = wvo(rm, "-q", "--only", "plain", "--state-dir", tmp_path / "s2", timeout=60)
+    assert only.returncode == 0 and (tmp_path / "plain").read_text() == "x\n", only.stderr
+    plain = wvo(rm, "--check", "--only", "plain")
+    assert plain.returncode == 0 and "note:" not in plain.stdout, plain.stdout
 
 
 def test_a_missing_executor_program_is_exit_2_from_check_and_run_before_anything_runs(tmp_path):

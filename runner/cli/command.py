@@ -291,14 +291,12 @@ def _executor(text: str | None):
 def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
     from runner.roadmap.loader import format_plan, plan
 
-    fleet, unrunnable = None, {}
+    fleet, asks = None, False  # asks: the roadmap has agent tasks, which need an executor
     if result.roadmap is not None and not result.errors and args is not None \
             and any(t.command is None and t.call is None for t in result.roadmap.tasks):  # else: no executor to ask for
-        from runner.manager.accounts import fleet_of_run, without_executor
+        from runner.manager.accounts import fleet_of_run
 
-        fleet = fleet_of_run(result.roadmap, _executor(args.executor))
-        unrunnable = without_executor(result.roadmap.tasks, fleet, result.blocked)
-        result.blocked.update(unrunnable)  # as the run blocks them
+        fleet, asks = fleet_of_run(result.roadmap, _executor(args.executor)), True
     spaces = _workspaces(result, args) if result.roadmap is not None and args is not None else []
     executor = _executor(args.executor) if args is not None and args.executor is not None else None
     if result.roadmap is not None:
@@ -315,18 +313,26 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         from runner.roadmap.selection import select
 
         try:
-            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks, unrunnable=unrunnable)
+            sel = select(result.roadmap.tasks, only=only, with_deps=with_deps, max_tasks=max_tasks)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         batch = {"run": sel.run, "blocked": sel.blocked, "deferred": sel.deferred, "excluded": sel.excluded}
-    if fleet is not None:
-        result.errors.extend(_executor_problems(result, args, fleet, None if batch is None else set(batch["run"])))
+    missing = []
+    if asks:
+        from runner.manager.accounts import without_executor
+
+        selected = None if batch is None else set(batch["run"])
+        missing = without_executor([t for t in result.roadmap.tasks if selected is None or t.id in selected], fleet, result.blocked)
+        if fleet is not None:
+            result.errors.extend(_executor_problems(result, args, fleet, selected))
     if json_out:
         doc = plan(result, executor)
         if batch is not None:
             doc["batch"] = batch
         if spaces:
             doc["workspaces"] = spaces
+        if missing:  # a run with these options stops before it starts (exit 2): the roadmap itself is valid
+            doc["without_executor"] = [t.id for t in missing]
         _echo(json.dumps(doc, indent=2))
     else:
         _echo(visible(format_plan(result, executor=executor)))
@@ -343,6 +349,10 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
                 _echo(one_line(f"  blocked {task_id}: {why}"))
             if batch["deferred"]:
                 _echo(one_line(f"  deferred by --max-tasks: {', '.join(batch['deferred'])}"))
+        if missing:  # the roadmap is valid (an executor is often given on the command line); the run would refuse
+            from runner.manager.accounts import no_executor
+
+            _echo("\n" + one_line(f"note: a run with these options stops before it starts (exit 2): {no_executor(missing)}"))
     return EXIT_USAGE if result.errors else EXIT_OK
 
 

@@ -352,11 +352,6 @@ def _interrupted_by(outcome: str, failure: str | None, error: str | None) -> str
     return (error or outcome).splitlines()[0][:120] if (error or outcome) else "unknown"
 
 
-# Why a task that needs an executor does not run when none is configured: in --check's plan, the run's summary,
-# and for a task that joins a run (runner.manager.live).
-NO_EXECUTOR = "no command, and no executor is configured: set `executor:` in the roadmap or pass --executor"
-
-
 def fleet_of_run(roadmap, run_executor):
     """The run's executors.Fleet (runner.roadmap.fleet.run_fleet); None, with nothing of runner.coding nor of the
     fleet module imported, when it has no executor at all: a run of commands."""
@@ -368,26 +363,23 @@ def fleet_of_run(roadmap, run_executor):
     return run_fleet(roadmap, run_executor)
 
 
-def without_executor(tasks, fleet, blocked) -> dict[str, str]:
-    """The tasks that do not run for want of an executor, as blocked tasks: task id -> why (their dependents too).
+def without_executor(tasks, fleet, blocked) -> list:
+    """The tasks that need an executor when the run has none: no command, no callable, runnable, not blocked.
 
-    The run and --check both ask it. A roadmap of agent tasks is valid with no executor in it (one is often given
-    on the command line); with none given either, those tasks are blocked, as a task whose dependency is unknown.
+    The run and --check both ask it. The run refuses them before anything runs (UsageError, exit 2); --check
+    says so in its plan and stays valid: a roadmap of agent tasks is valid with no executor in the file (one is
+    often given on the command line), and `--check --executor ...` checks exactly what that run would do.
     """
     if fleet is not None:
-        return {}
-    out = {t.id: NO_EXECUTOR for t in tasks
-           if t.command is None and t.call is None and t.runnable_status and t.id not in blocked}  # fmt: skip
-    grew = bool(out)
-    while grew:  # dependents, however the file orders them
-        grew = False
-        for t in tasks:
-            if t.id not in out and t.id not in blocked and t.runnable_status:
-                dep = next((d for d in t.dependencies if d in out), None)
-                if dep is not None:
-                    out[t.id] = f"via `{dep}`: {NO_EXECUTOR}"
-                    grew = True
-    return out
+        return []
+    return [t for t in tasks if t.command is None and t.call is None and t.runnable_status and t.id not in blocked]
+
+
+def no_executor(missing) -> str:
+    """Why a run with these tasks (from without_executor) does not start, one line."""
+    names = ", ".join(t.id for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return (f"{len(missing)} task(s) have no command and no executor is configured ({names}); "
+            "set `executor:` in the roadmap or pass --executor")
 
 
 def executor_problems(tasks, fleet, roles: dict[str, int], blocked, programs: bool = True) -> list[Problem]:

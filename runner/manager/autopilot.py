@@ -13,7 +13,6 @@ import signal
 from dataclasses import field, replace
 
 from runner.errors import Problem
-from runner.manager.accounts import fleet_of_run, without_executor
 from runner.manager.exits import Ending, decide
 from runner.manager.run import Reporter, Run, RunOptions, RunResult
 from runner.model import record
@@ -85,12 +84,9 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
         blocked = dict(getattr(loaded, "blocked", {}) or {})
         for task_id, why in failed_in_loop.items():
             blocked.setdefault(task_id, why)
-        # tasks no batch can run (no command, no executor: runner.manager.accounts), kept out of every selection
-        unrunnable = without_executor(roadmap.tasks, fleet_of_run(roadmap, options.executor), blocked)
-        blocked.update(unrunnable)
         run_options = replace(options, blocked=blocked, done=set(done_in_loop))
         if plan.selecting or iteration > 1:
-            selection = _select(roadmap, plan, done_in_loop, failed_in_loop, unrunnable)
+            selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
             if not selection.run and (batches or not selection.blocked):
                 stop_reason = "nothing left to run" if batches else "nothing selected is runnable"
                 if not batches:
@@ -125,14 +121,13 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
     return LoopResult(decide(ending), batches, stop_reason=stop_reason)
 
 
-def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str], unrunnable: dict[str, str]):
+def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str]):
     from runner.roadmap.selection import select
 
     done_ids = set(done) | {t.id for t in roadmap.tasks if t.status == "done"}
     candidates = [t for t in roadmap.tasks if t.id not in failed]
     try:
-        return select(candidates, only=plan.only, with_deps=plan.with_deps, max_tasks=plan.max_tasks, done=done_ids,
-                      unrunnable=unrunnable)
+        return select(candidates, only=plan.only, with_deps=plan.with_deps, max_tasks=plan.max_tasks, done=done_ids)
     except ValueError as exc:
         from runner.errors import UsageError
 

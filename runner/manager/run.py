@@ -29,12 +29,12 @@ from dataclasses import replace
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, Started, TaskBatch, TaskMessage, TaskResult
-from runner.errors import RoadmapError
+from runner.errors import RoadmapError, UsageError
 from runner.manager.logs import Logger
 from runner.manager import events as ev
 from runner.manager import statedir
-from runner.manager.accounts import (NO_EXECUTOR, Accounts, executor_problems, executors_module as _executors, fleet_of_run,
-                                     without_executor)
+from runner.manager.accounts import (Accounts, executor_problems, executors_module as _executors, fleet_of_run,
+                                     no_executor, without_executor)
 from runner.manager.board import Board
 from runner.manager.chunks import Chunks
 from runner.manager.components import Hooks
@@ -65,10 +65,6 @@ class Run:
     def __init__(self, roadmap: Roadmap, options: RunOptions, reporter: Reporter | None = None, plugins=()):
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
         self._fleet = fleet_of_run(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
-        # as --check shows them; the batch loop may have blocked them already (with the same reason: they are warned of)
-        self._no_executor = without_executor(roadmap.tasks, self._fleet, {})
-        if self._no_executor:
-            options = replace(options, blocked={**self._no_executor, **options.blocked})
         executor = None if self._fleet is None else self._fleet.default()
         start = options.min_agents if options.max_agents else options.agents
         roles = options.roles or roadmap.agents or default_roles(start or 1)
@@ -118,15 +114,12 @@ class Run:
             chunks.gate = None  # no component has a word on what starts: a chunk's tasks are not asked one by one
         self.outcomes = ctx.outcomes = Outcomes(ctx, self.hooks)
         ctx.flush = self.outcomes.flush
+        missing = without_executor(ctx.members(), self._fleet, ctx.opt.blocked)
+        if missing:  # --check's plan says so too
+            raise UsageError(no_executor(missing))
         problems = executor_problems(ctx.members(), self._fleet, ctx.roles, ctx.opt.blocked, programs=ctx.opt.backend != "ray")
         if problems:
             raise RoadmapError(problems)  # what --check says too
-        selected = ctx.opt.selected
-        unrun = [tid for tid, why in self._no_executor.items()
-                 if ctx.opt.blocked.get(tid) == why and (selected is None or tid in selected)]  # fmt: skip
-        if unrun:
-            names = ", ".join(unrun[:5]) + (" ..." if len(unrun) > 5 else "")
-            ctx.reporter.message(f"warning: {len(unrun)} task(s) do not run: {NO_EXECUTOR} ({names})")
 
     def execute(self) -> RunResult:
         """Run the roadmap to the end; raises BatchError subclasses for what stops it before it starts."""

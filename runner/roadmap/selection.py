@@ -69,12 +69,8 @@ def select(
     with_deps: bool = False,
     max_tasks: int | None = None,
     done: set[str] | frozenset[str] = frozenset(),
-    unrunnable: dict[str, str] | None = None,
 ) -> Selection:
-    """Choose the batch; raises PatternError (a ValueError) for a pattern malformed or matching nothing.
-
-    unrunnable: task id -> why no batch can run it (no executor: runner.manager.accounts.without_executor, its
-    dependents included); such a task, selected, is blocked with that reason and takes no place in max_tasks."""
+    """Choose the batch; raises PatternError (a ValueError) for a pattern malformed or matching nothing."""
     if max_tasks is not None and max_tasks < 0:
         raise ValueError(f"max_tasks must be 0 or more, not {max_tasks}")
     roadmap = _in_roadmap_order(tasks)
@@ -86,11 +82,7 @@ def select(
         chosen = _with_dependencies(chosen, by_id, finished)
 
     live = [by_id[i] for i in chosen if i not in finished]
-    held = {t.id: unrunnable[t.id] for t in live if t.id in unrunnable} if unrunnable else {}
-    if held:
-        live = [t for t in live if t.id not in held]
     runnable, blocked = _resolve(live, by_id, finished)
-    blocked.update(held)
     run = set(_cap(runnable, by_id, finished, roadmap, max_tasks))
 
     sel = Selection(run=[], blocked={}, excluded=len(by_id) - len(chosen))
