@@ -242,10 +242,11 @@ def test_executors_by_role_are_checked_for_the_runs_own_roles(tmp_path):
 
 
 @pytest.mark.parametrize("flags, env, named", [
-    (["--agents", "5", "--max-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --max-agents a scaling one"),
-    (["-j", "3", "--min-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --min-agents a scaling one"),
-    (["--max-agents", "2"], {"WVO_AGENTS": "5"}, "gives a fixed pool and --max-agents a scaling one"),
-    (["--roles", "worker=2", "--agents", "2"], {}, "--agents (or WVO_AGENTS) and --roles both give the pool of agents"),
+    (["--agents", "5", "--max-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --max-agents (or WVO_MAX_AGENTS) a scaling one"),
+    (["-j", "3", "--min-agents", "2"], {}, "--agents (or WVO_AGENTS) gives a fixed pool and --min-agents (or WVO_MIN_AGENTS) a scaling one"),
+    ([], {"WVO_AGENTS": "5", "WVO_MAX_AGENTS": "2"}, "gives a fixed pool and --max-agents (or WVO_MAX_AGENTS) a scaling one"),
+    (["--roles", "worker=2", "--agents", "2"], {}, "--agents (or WVO_AGENTS) and --roles (or WVO_ROLES) both give the pool"),
+    (["-qj2", "--roles", "worker=2"], {}, "--agents (or WVO_AGENTS) and --roles (or WVO_ROLES) both give the pool"),  # typer reads it
 ])  # fmt: skip
 def test_a_contradictory_pair_of_flags_is_one_line_and_exit_2_before_anything_runs(tmp_path, flags, env, named):
     rm = tmp_path / "rm.yaml"
@@ -254,6 +255,24 @@ def test_a_contradictory_pair_of_flags_is_one_line_and_exit_2_before_anything_ru
     assert r.returncode == EXIT_USAGE, r.stderr
     assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "ran").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("flags, env, roles", [
+    (["--max-agents", "2"], {"WVO_AGENTS": "5"}, {"worker"}),  # scaling starts with one worker
+    (["--roles", "critic=1"], {"WVO_AGENTS": "5"}, {"critic"}),
+    (["--agents", "2"], {"WVO_ROLES": "critic=3"}, {"orchestrator", "worker"}),
+    (["-qj2"], {"WVO_ROLES": "critic=3"}, {"orchestrator", "worker"}),  # typer reads it: the same rule
+    (["-qj2"], {"WVO_MAX_AGENTS": "3"}, {"orchestrator", "worker"}),  # not scaling, which starts with one worker
+])  # fmt: skip
+def test_a_flag_beats_a_variable_of_the_other_side_of_a_pair(tmp_path, flags, env, roles):
+    """A flag on the command line beats the environment (README, Options): WVO_AGENTS in a profile does not make
+    --roles on the command line an error, nor the other way round; the flag's pool is the one that runs."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env=env)
+    assert r.returncode == 0, r.stderr
+    spawned = [json.loads(line) for line in (tmp_path / "s").glob("runs/*/events.jsonl").__next__().read_text().splitlines()]
+    assert {e["role"] for e in spawned if e.get("event") == "agent:spawned"} == roles
 
 
 @pytest.mark.parametrize("flags, env", [

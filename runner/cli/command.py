@@ -211,15 +211,25 @@ def _combinations(args: SimpleNamespace) -> None:
     if args.once and args.iterations not in (None, 1):  # the original autopilot's WVO_AUTOPILOT_ONCE over MAX_ITERATIONS
         asked = "batches until none is runnable" if args.iterations == 0 else f"{args.iterations} batches"
         _echo(f"warning: --once (or WVO_AUTOPILOT_ONCE) wins over --iterations {args.iterations} ({asked}): one batch", err=True)
-    # Pairs that contradict each other: one of them would be dropped without a word (WVO_* variables count as given).
+    # Pairs that contradict each other: one of them would be dropped without a word. A flag beats a WVO_* variable
+    # (README, Options): only two of the same source contradict each other.
+    env = getattr(args, "from_env", set())
+    if args.agents is not None:
+        pool = [name for name in ("roles", "max_agents", "min_agents") if getattr(args, name)]
+        if "agents" in env and any(name not in env for name in pool):
+            args.agents = None  # --roles / --min-agents / --max-agents on the command line beat WVO_AGENTS
+        elif "agents" not in env:
+            for name in [name for name in pool if name in env]:
+                setattr(args, name, None)  # --agents on the command line beats WVO_ROLES, WVO_MIN_AGENTS, WVO_MAX_AGENTS
     if args.agents is not None:
         other = "--roles" if args.roles else "--max-agents" if args.max_agents is not None else \
             "--min-agents" if args.min_agents is not None else None
+        variable = {"--roles": "WVO_ROLES", "--max-agents": "WVO_MAX_AGENTS", "--min-agents": "WVO_MIN_AGENTS"}.get(other)
         if other == "--roles":
-            raise UsageError("--agents (or WVO_AGENTS) and --roles both give the pool of agents: give one of them")
+            raise UsageError("--agents (or WVO_AGENTS) and --roles (or WVO_ROLES) both give the pool of agents: give one of them")
         if other:
-            raise UsageError(f"--agents (or WVO_AGENTS) gives a fixed pool and {other} a scaling one (it starts with --min-agents, "
-                             "default 1): give one or the other")
+            raise UsageError(f"--agents (or WVO_AGENTS) gives a fixed pool and {other} (or {variable}) a scaling one (it starts "
+                             "with --min-agents, default 1): give one or the other")
 
 
 def _check_not_an_input(outputs: list, roadmaps: list[str], state_dir: str | None, executor: str | None) -> None:

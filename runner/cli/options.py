@@ -219,16 +219,18 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> SimpleNamespace | 
     try:
         given, roadmaps = _read_argv(argv)
         values = {ROADMAPS.name: roadmaps}
+        from_env = set()
         for option in OPTIONS:
             if option.name in given:
                 values[option.name] = given[option.name]
             elif option.envvar and environ.get(option.envvar):  # an empty variable counts as unset
                 values[option.name] = _from_env(option, environ[option.envvar])
+                from_env.add(option.name)
             else:
                 values[option.name] = [] if option.kind is list else option.default
     except _Unsure:
         return None
-    return SimpleNamespace(**values)
+    return SimpleNamespace(**values, from_env=from_env)
 
 
 def _read_argv(argv: Sequence[str]) -> tuple[dict[str, object], list[str]]:

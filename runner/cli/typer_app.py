@@ -23,14 +23,17 @@ def build_app(command: Callable[[SimpleNamespace], int]) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 
-    def main_command(**values) -> None:
+    def main_command(context: typer.Context, **values) -> None:
         for param in (ROADMAPS, *OPTIONS):
             if param.kind is list:  # typer gives None or () for none; the command always gets a list
                 values[param.name] = list(values[param.name] or [])
-        raise typer.Exit(command(SimpleNamespace(**values)))
+        # which values came from a WVO_* variable: a flag beats one (runner.cli.command._combinations)
+        from_env = {o.name for o in OPTIONS if getattr(context.get_parameter_source(o.name), "name", "") == "ENVIRONMENT"}
+        raise typer.Exit(command(SimpleNamespace(**values, from_env=from_env)))
 
     # typer reads a command's parameters from its signature: give it one made from the table.
-    parameters = [_parameter(ROADMAPS, typer.Argument(None, metavar=ROADMAPS.metavar, help=ROADMAPS.help))]
+    parameters = [inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+                  _parameter(ROADMAPS, typer.Argument(None, metavar=ROADMAPS.metavar, help=ROADMAPS.help))]
     for option in OPTIONS:
         info = typer.Option(option.default, *option.flags, envvar=option.envvar, help=option.help)
         parameters.append(_parameter(option, info))
