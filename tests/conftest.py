@@ -58,7 +58,7 @@ def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int,
 def pytest_sessionfinish(session, exitstatus):
     session_tag = os.environ["WVO_TEST_SESSION"]
     deadline = time.monotonic() + 10.0  # Ray's helpers take a few seconds to go after its shutdown
-    while (left := _tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session_tag)) and time.monotonic() < deadline:
+    while (left := _tagged_processes(WVO_TEST_SESSION=session_tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     # Ray's session folders (logs, sockets) are expected here; they go with the folder.
     total, files = _size(SESSION_TMP, skip=("ray",))
@@ -100,18 +100,28 @@ def _descendants() -> dict[int, str]:
     return out
 
 
-def _tagged_processes(match) -> dict[int, str]:
-    """Processes anywhere (any parent, any session) whose environment matches: escaped the tree or not."""
+def _tagged_processes(**tags: str) -> dict[int, str]:
+    """Processes anywhere (any parent, any session) whose environment has one of `tags` (NAME=value): escaped
+    the tree or not. Read straight from /proc (one read a process, no parsing): it runs twice a test."""
     me, ancestors = os.getpid(), {a.pid for a in psutil.Process().parents()}
+    needles = [f"\0{name}={value}\0".encode() for name, value in tags.items()]
     out = {}
-    for p in psutil.process_iter(["pid", "status"]):
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == me or pid in ancestors:
+            continue
         try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == me or p.pid in ancestors:
-                continue
-            if match(p.environ()):
-                out[p.pid] = " ".join(p.cmdline())[:120]
-        except psutil.Error:
-            pass
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = b"\0" + f.read() + b"\0"  # a zombie's is empty: never a match
+        except OSError:  # gone, or not ours to read
+            continue
+        if any(needle in env for needle in needles):
+            try:
+                out[pid] = " ".join(psutil.Process(pid).cmdline())[:120]
+            except psutil.Error:
+                pass
     return out
 
 
@@ -133,12 +143,12 @@ def no_leftover_processes(request):
     session = os.environ.get("WVO_TEST_SESSION")
     test_id = f"{session}-{next(_test_numbers)}"
     os.environ["WVO_TEST_ID"] = test_id
-    before = set(_descendants()) | set(_tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session))
+    before = set(_descendants()) | set(_tagged_processes(WVO_TEST_SESSION=session))
     yield
     deadline = time.monotonic() + 5.0
     leftovers = {}
     while time.monotonic() < deadline:
-        ours = _tagged_processes(lambda env: env.get("WVO_TEST_ID") == test_id or env.get("WVO_TEST_SESSION") == session)
+        ours = _tagged_processes(WVO_TEST_ID=test_id, WVO_TEST_SESSION=session)
         leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
         if not leftovers:
             return
