@@ -16,6 +16,16 @@ def task(tid: str, command=None, order: int = 0, **kw) -> Task:
     return Task(id=tid, command=command, order=order, **kw)
 
 
+def roadmap_file(tmp_path: Path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml") -> Path:
+    """A roadmap file in tmp_path of (id, shell command) tasks, in order; ids and commands quoted as JSON."""
+    lines = ["tasks:"]
+    for tid, cmd in tasks:
+        lines += [f"  - id: {json.dumps(tid)}", f"    command: {json.dumps(cmd)}"]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def roadmap(tasks: list[Task], **kw) -> Roadmap:
     for i, t in enumerate(tasks):
         t.order = i
