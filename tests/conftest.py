@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,15 @@ else:
 os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None  # recomputed from $TMPDIR on next use
 os.environ["WVO_TEST_SESSION"] = str(os.getpid())  # every process the suite starts carries it
+
+# Recent Ray versions make a new local instance demand a token: one of the session's own, never the
+# user's, given to the session's instance (ray_head) and to every wvo-batch that joins it (the `backend`
+# fixture). Set for the whole session, before anything imports Ray: Ray reads it once, at import, so a
+# test process that joins that instance as a driver (ray_driver) must have it from the start. Every
+# Ray instance a test starts of its own uses it too.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ.get("WVO_TEST_RAY_TOKEN") or secrets.token_hex(32)}
+os.environ["WVO_TEST_RAY_TOKEN"] = RAY_AUTH["RAY_AUTH_TOKEN"]  # the same token if imported a second time
+os.environ.update(RAY_AUTH)
 
 
 def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int, str]]]:
@@ -221,11 +231,7 @@ ray.shutdown()
 def ray_head():
     """The GCS address and credentials of one local Ray instance shared by every `ray` test of the session (start-up: ~5-15 s)."""
     pytest.importorskip("ray")
-    import secrets
-
-    # Recent Ray versions make a new local instance demand a token: one of the session's own, given to
-    # the instance and to every wvo-batch that joins it (the `backend` fixture), never the user's.
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    auth = RAY_AUTH
     # Without the test tags: Ray starts and stops workers of its own at any time, no test's leftovers.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_TEST_")}
     proc = subprocess.Popen(
@@ -237,6 +243,7 @@ def ray_head():
     if not address:
         proc.stdin.close()
         pytest.fail("the session's Ray instance did not start")
+    _RAY_HEAD["pid"] = int(pid)
     yield address, auth
     proc.stdin.close()  # the holder reads its end: ray.shutdown()
     deadline = time.monotonic() + 60
@@ -245,6 +252,53 @@ def ray_head():
     if psutil.pid_exists(int(pid)):
         os.kill(int(pid), signal.SIGKILL)
     proc.stdout.close()
+
+
+_RAY_HEAD: dict[str, int] = {}  # "pid": the holder of the session's Ray instance, once it is up
+
+
+def _ray_workers() -> dict[int, str]:
+    """The session Ray instance's worker processes that hold an actor or run a task (not idle ones)."""
+    try:
+        procs = psutil.Process(_RAY_HEAD["pid"]).children(recursive=True)
+    except (KeyError, psutil.Error):
+        return {}
+    out = {}
+    for p in procs:
+        try:
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and not title.startswith(("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+            out[p.pid] = title[:120]
+    return out
+
+
+@pytest.fixture
+def ray_driver(ray_head, monkeypatch):
+    """This test process joins the session's Ray instance as a driver of its own (~0.05 s, where a new
+    instance costs seconds): the test's own job, namespace and actors, which Ray kills when the driver
+    disconnects at the end of the test. Fails the test if an actor's worker outlives that (the leftover
+    check cannot see them: the instance's processes carry no test tag).
+    """
+    import logging
+
+    import ray
+
+    address, auth = ray_head
+    for name, value in auth.items():
+        monkeypatch.setenv(name, value)
+    before = set(_ray_workers())
+    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield address
+    finally:
+        ray.shutdown()
+    deadline = time.monotonic() + 20.0
+    while (left := {p: t for p, t in _ray_workers().items() if p not in before}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        pytest.fail(f"the test's Ray workers outlived its driver: {left}")
 
 
 @pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
