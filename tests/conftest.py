@@ -110,10 +110,20 @@ def _descendants() -> dict[int, str]:
     return out
 
 
+_ANCESTORS: set[int] = set()
+
+
+def _ancestors() -> set[int]:
+    """The test process's parents (pytest's launcher, the shell, ...): looked up once, they outlive the session."""
+    if not _ANCESTORS:
+        _ANCESTORS.update(a.pid for a in psutil.Process().parents())
+    return _ANCESTORS
+
+
 def _tagged_processes(**tags: str) -> dict[int, str]:
     """Processes anywhere (any parent, any session) whose environment has one of `tags` (NAME=value): escaped
     the tree or not. Read straight from /proc (one read a process, no parsing): it runs twice a test."""
-    me, ancestors = os.getpid(), {a.pid for a in psutil.Process().parents()}
+    me, ancestors = os.getpid(), _ancestors()
     needles = [f"\0{name}={value}\0".encode() for name, value in tags.items()]
     out = {}
     for entry in os.scandir("/proc"):
