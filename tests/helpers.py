@@ -64,6 +64,32 @@ def read_events(result: RunResult) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def wait_dead(procs, timeout: float) -> list:
+    """Wait until every process (a psutil.Process or a pid) has died, polling with a deadline; returns those
+    still alive. A zombie is dead: it waits for its parent to reap it, and an orphan's new parent (PID 1 of
+    some containers) may take a second or more to do so."""
+    import time
+
+    import psutil
+
+    def alive(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    pending = []
+    for p in procs:
+        try:
+            pending.append(p if isinstance(p, psutil.Process) else psutil.Process(p))
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + timeout
+    while (pending := [p for p in pending if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pending
+
+
 def check_pool_invariants(events: list[dict]) -> None:
     """No agent runs two tasks at once; no task is on two agents; every reservation is released."""
     holding: dict[str, str] = {}  # agent -> task

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from conftest import ROOT
-from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task
+from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task, wait_dead
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray = pytest.importorskip("ray")
@@ -37,23 +37,9 @@ def _init(**kw) -> None:
     ray.init(log_to_driver=False, logging_level=logging.ERROR, **kw)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _wait_gone(pids: list[int], timeout: float) -> list:
-    """Wait for processes that are not our children to exit; returns those still alive."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p for p in alive if not _gone(p.pid)]
+    """Wait for processes that are not our children to die (zombies count); returns those still alive."""
+    return wait_dead(pids, timeout)
 
 
 def _finished(events: list[dict], task_id: str) -> list[str]:
