@@ -257,11 +257,19 @@ def ray_head():
     yield address, auth
     proc.stdin.close()  # the holder reads its end: ray.shutdown()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and psutil.pid_exists(int(pid)):
-        time.sleep(0.1)
-    if psutil.pid_exists(int(pid)):
+    while time.monotonic() < deadline and _running(int(pid)):
+        time.sleep(0.05)
+    if _running(int(pid)):
         os.kill(int(pid), signal.SIGKILL)
     proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for PID 1, which may take a second or more to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 _RAY_HEAD: dict[str, int] = {}  # "pid": the holder of the session's Ray instance, once it is up
