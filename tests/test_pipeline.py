@@ -395,8 +395,12 @@ def test_a_ray_actor_refuses_a_worktree_it_cannot_reach_and_the_run_stops_with_a
                 assert not any(isinstance(m, AgentGone) for _, m in events)
         assert str(err.value).startswith("task t: workspace: worktree needs the repository")
         assert not (Path.cwd() / "made-here").exists()
+        t0 = time.monotonic()
+        rb.stop(10.0)  # the refused agent's end is seen at once, not when stop() gives up
+        assert time.monotonic() - t0 < 5, "stop() after a refusal waited out its timeout"
     finally:
-        rb.stop(5.0)
+        if not rb._closed:
+            rb.stop(5.0)
 
 
 @pytest.mark.timeout(60)
