@@ -68,7 +68,7 @@ def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int,
 def pytest_sessionfinish(session, exitstatus):
     session_tag = os.environ["WVO_TEST_SESSION"]
     deadline = time.monotonic() + 10.0  # Ray's helpers take a few seconds to go after its shutdown
-    while (left := _tagged_processes(WVO_TEST_SESSION=session_tag)) and time.monotonic() < deadline:
+    while (left := _processes(descendants=False, WVO_TEST_SESSION=session_tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     # Ray's session folders (logs, sockets) are expected here; they go with the folder.
     total, files = _size(SESSION_TMP, skip=("ray",))
@@ -95,21 +95,6 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _descendants() -> dict[int, str]:
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return {}
-    out = {}
-    for p in procs:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = " ".join(p.cmdline())[:120]
-        except psutil.Error:
-            pass
-    return out
-
-
 _ANCESTORS: set[int] = set()
 
 
@@ -120,12 +105,14 @@ def _ancestors() -> set[int]:
     return _ANCESTORS
 
 
-def _tagged_processes(**tags: str) -> dict[int, str]:
-    """Processes anywhere (any parent, any session) whose environment has one of `tags` (NAME=value): escaped
-    the tree or not. Read straight from /proc (one read a process, no parsing): it runs twice a test."""
+def _processes(descendants: bool = True, **tags: str) -> dict[int, str]:
+    """Live processes (no zombies) that descend from this one, or whose environment has one of `tags`
+    (NAME=value) wherever they went (any parent, any session): pid -> command line. One pass over /proc,
+    two reads a process, no parsing of environments: it runs twice a test."""
     me, ancestors = os.getpid(), _ancestors()
     needles = [f"\0{name}={value}\0".encode() for name, value in tags.items()]
-    out = {}
+    children: dict[int, list[int]] = {}
+    found = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -133,15 +120,30 @@ def _tagged_processes(**tags: str) -> dict[int, str]:
         if pid == me or pid in ancestors:
             continue
         try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state, ppid = f.read().rpartition(b")")[2].split()[:2]
+            if state == b"Z":
+                continue
+            children.setdefault(int(ppid), []).append(pid)
             with open(f"/proc/{pid}/environ", "rb") as f:
-                env = b"\0" + f.read() + b"\0"  # a zombie's is empty: never a match
-        except OSError:  # gone, or not ours to read
+                env = b"\0" + f.read() + b"\0"
+        except (OSError, ValueError):  # gone, or not ours to read
             continue
         if any(needle in env for needle in needles):
-            try:
-                out[pid] = " ".join(psutil.Process(pid).cmdline())[:120]
-            except psutil.Error:
-                pass
+            found.add(pid)
+    if descendants:
+        stack = [me]
+        while stack:
+            for pid in children.get(stack.pop(), ()):
+                if pid not in found:
+                    found.add(pid)
+                    stack.append(pid)
+    out = {}
+    for pid in found:
+        try:
+            out[pid] = " ".join(psutil.Process(pid).cmdline())[:120]
+        except psutil.Error:
+            pass
     return out
 
 
@@ -163,13 +165,13 @@ def no_leftover_processes(request):
     session = os.environ.get("WVO_TEST_SESSION")
     test_id = f"{session}-{next(_test_numbers)}"
     os.environ["WVO_TEST_ID"] = test_id
-    before = set(_descendants()) | set(_tagged_processes(WVO_TEST_SESSION=session))
+    before = set(_processes(WVO_TEST_SESSION=session))
     yield
     deadline = time.monotonic() + 5.0
     leftovers = {}
     while time.monotonic() < deadline:
-        ours = _tagged_processes(WVO_TEST_ID=test_id, WVO_TEST_SESSION=session)
-        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
+        ours = _processes(WVO_TEST_ID=test_id, WVO_TEST_SESSION=session)
+        leftovers = {pid: cmd for pid, cmd in ours.items() if pid not in before}
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
