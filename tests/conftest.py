@@ -295,7 +295,7 @@ def _ray_workers() -> dict[int, str]:
 
 
 @pytest.fixture
-def ray_driver(ray_head, monkeypatch):
+def ray_driver(ray_head):
     """This test process joins the session's Ray instance as a driver of its own (~0.05 s, where a new
     instance costs seconds): the test's own job, namespace and actors, which Ray kills when the driver
     disconnects at the end of the test. Fails the test if an actor's worker outlives that (the leftover
@@ -305,9 +305,7 @@ def ray_driver(ray_head, monkeypatch):
 
     import ray
 
-    address, auth = ray_head
-    for name, value in auth.items():
-        monkeypatch.setenv(name, value)
+    address, _ = ray_head  # the session's token is in this process's environment from the start
     before = set(_ray_workers())
     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     try:
