@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,15 @@ os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None  # recomputed from $TMPDIR on next use
 os.environ["WVO_TEST_SESSION"] = str(os.getpid())  # every process the suite starts carries it
 
+# Recent Ray versions make a new local instance demand a token: one of the session's own, never the
+# user's, given to the session's instance (ray_head) and to every wvo-batch that joins it (the `backend`
+# fixture). Set for the whole session, before anything imports Ray: Ray reads it once, at import, so a
+# test process that joins that instance as a driver (ray_driver) must have it from the start. Every
+# Ray instance a test starts of its own uses it too.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ.get("WVO_TEST_RAY_TOKEN") or secrets.token_hex(32)}
+os.environ["WVO_TEST_RAY_TOKEN"] = RAY_AUTH["RAY_AUTH_TOKEN"]  # the same token if imported a second time
+os.environ.update(RAY_AUTH)
+
 
 def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int, str]]]:
     total, files = 0, []
@@ -58,7 +68,7 @@ def _size(folder: str, skip: tuple[str, ...] = ()) -> tuple[int, list[tuple[int,
 def pytest_sessionfinish(session, exitstatus):
     session_tag = os.environ["WVO_TEST_SESSION"]
     deadline = time.monotonic() + 10.0  # Ray's helpers take a few seconds to go after its shutdown
-    while (left := _tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session_tag)) and time.monotonic() < deadline:
+    while (left := _processes(descendants=False, WVO_TEST_SESSION=session_tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     # Ray's session folders (logs, sockets) are expected here; they go with the folder.
     total, files = _size(SESSION_TMP, skip=("ray",))
@@ -85,31 +95,53 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _descendants() -> dict[int, str]:
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return {}
-    out = {}
-    for p in procs:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = " ".join(p.cmdline())[:120]
-        except psutil.Error:
-            pass
-    return out
+_ANCESTORS: set[int] = set()
 
 
-def _tagged_processes(match) -> dict[int, str]:
-    """Processes anywhere (any parent, any session) whose environment matches: escaped the tree or not."""
-    me, ancestors = os.getpid(), {a.pid for a in psutil.Process().parents()}
-    out = {}
-    for p in psutil.process_iter(["pid", "status"]):
+def _ancestors() -> set[int]:
+    """The test process's parents (pytest's launcher, the shell, ...): looked up once, they outlive the session."""
+    if not _ANCESTORS:
+        _ANCESTORS.update(a.pid for a in psutil.Process().parents())
+    return _ANCESTORS
+
+
+def _processes(descendants: bool = True, **tags: str) -> dict[int, str]:
+    """Live processes (no zombies) that descend from this one, or whose environment has one of `tags`
+    (NAME=value) wherever they went (any parent, any session): pid -> command line. One pass over /proc,
+    two reads a process, no parsing of environments: it runs twice a test."""
+    me, ancestors = os.getpid(), _ancestors()
+    needles = [f"\0{name}={value}\0".encode() for name, value in tags.items()]
+    children: dict[int, list[int]] = {}
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == me or pid in ancestors:
+            continue
         try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == me or p.pid in ancestors:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state, ppid = f.read().rpartition(b")")[2].split()[:2]
+            if state == b"Z":
                 continue
-            if match(p.environ()):
-                out[p.pid] = " ".join(p.cmdline())[:120]
+            children.setdefault(int(ppid), []).append(pid)
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = b"\0" + f.read() + b"\0"
+        except (OSError, ValueError):  # gone, or not ours to read
+            continue
+        if any(needle in env for needle in needles):
+            found.add(pid)
+    if descendants:
+        stack = [me]
+        while stack:
+            for pid in children.get(stack.pop(), ()):
+                if pid not in found:
+                    found.add(pid)
+                    stack.append(pid)
+    out = {}
+    for pid in found:
+        try:
+            out[pid] = " ".join(psutil.Process(pid).cmdline())[:120]
         except psutil.Error:
             pass
     return out
@@ -133,13 +165,13 @@ def no_leftover_processes(request):
     session = os.environ.get("WVO_TEST_SESSION")
     test_id = f"{session}-{next(_test_numbers)}"
     os.environ["WVO_TEST_ID"] = test_id
-    before = set(_descendants()) | set(_tagged_processes(lambda env: env.get("WVO_TEST_SESSION") == session))
+    before = set(_processes(WVO_TEST_SESSION=session))
     yield
     deadline = time.monotonic() + 5.0
     leftovers = {}
     while time.monotonic() < deadline:
-        ours = _tagged_processes(lambda env: env.get("WVO_TEST_ID") == test_id or env.get("WVO_TEST_SESSION") == session)
-        leftovers = {pid: cmd for pid, cmd in {**_descendants(), **ours}.items() if pid not in before}
+        ours = _processes(WVO_TEST_ID=test_id, WVO_TEST_SESSION=session)
+        leftovers = {pid: cmd for pid, cmd in ours.items() if pid not in before}
         if not leftovers:
             return
         time.sleep(0.05)  # processes that were just killed need a moment to disappear from /proc
@@ -211,11 +243,7 @@ ray.shutdown()
 def ray_head():
     """The GCS address and credentials of one local Ray instance shared by every `ray` test of the session (start-up: ~5-15 s)."""
     pytest.importorskip("ray")
-    import secrets
-
-    # Recent Ray versions make a new local instance demand a token: one of the session's own, given to
-    # the instance and to every wvo-batch that joins it (the `backend` fixture), never the user's.
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    auth = RAY_AUTH
     # Without the test tags: Ray starts and stops workers of its own at any time, no test's leftovers.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WVO_TEST_")}
     proc = subprocess.Popen(
@@ -227,14 +255,68 @@ def ray_head():
     if not address:
         proc.stdin.close()
         pytest.fail("the session's Ray instance did not start")
+    _RAY_HEAD["pid"] = int(pid)
     yield address, auth
     proc.stdin.close()  # the holder reads its end: ray.shutdown()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and psutil.pid_exists(int(pid)):
-        time.sleep(0.1)
-    if psutil.pid_exists(int(pid)):
+    while time.monotonic() < deadline and _running(int(pid)):
+        time.sleep(0.05)
+    if _running(int(pid)):
         os.kill(int(pid), signal.SIGKILL)
     proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for PID 1, which may take a second or more to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+_RAY_HEAD: dict[str, int] = {}  # "pid": the holder of the session's Ray instance, once it is up
+
+
+def _ray_workers() -> dict[int, str]:
+    """The session Ray instance's worker processes that hold an actor or run a task (not idle ones)."""
+    try:
+        procs = psutil.Process(_RAY_HEAD["pid"]).children(recursive=True)
+    except (KeyError, psutil.Error):
+        return {}
+    out = {}
+    for p in procs:
+        try:
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and not title.startswith(("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")):
+            out[p.pid] = title[:120]
+    return out
+
+
+@pytest.fixture
+def ray_driver(ray_head):
+    """This test process joins the session's Ray instance as a driver of its own (~0.05 s, where a new
+    instance costs seconds): the test's own job, namespace and actors, which Ray kills when the driver
+    disconnects at the end of the test. Fails the test if an actor's worker outlives that (the leftover
+    check cannot see them: the instance's processes carry no test tag).
+    """
+    import logging
+
+    import ray
+
+    address, _ = ray_head  # the session's token is in this process's environment from the start
+    before = set(_ray_workers())
+    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield address
+    finally:
+        ray.shutdown()
+    deadline = time.monotonic() + 20.0
+    while (left := {p: t for p, t in _ray_workers().items() if p not in before}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        pytest.fail(f"the test's Ray workers outlived its driver: {left}")
 
 
 @pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])

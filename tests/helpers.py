@@ -16,6 +16,16 @@ def task(tid: str, command=None, order: int = 0, **kw) -> Task:
     return Task(id=tid, command=command, order=order, **kw)
 
 
+def roadmap_file(tmp_path: Path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml") -> Path:
+    """A roadmap file in tmp_path of (id, shell command) tasks, in order; ids and commands quoted as JSON."""
+    lines = ["tasks:"]
+    for tid, cmd in tasks:
+        lines += [f"  - id: {json.dumps(tid)}", f"    command: {json.dumps(cmd)}"]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def roadmap(tasks: list[Task], **kw) -> Roadmap:
     for i, t in enumerate(tasks):
         t.order = i
@@ -52,6 +62,32 @@ def run(rm: Roadmap, state_dir: Path, reporter: Reporter | None = None, **opts) 
 def read_events(result: RunResult) -> list[dict]:
     path = Path(result.folder) / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_dead(procs, timeout: float) -> list:
+    """Wait until every process (a psutil.Process or a pid) has died, polling with a deadline; returns those
+    still alive. A zombie is dead: it waits for its parent to reap it, and an orphan's new parent (PID 1 of
+    some containers) may take a second or more to do so."""
+    import time
+
+    import psutil
+
+    def alive(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    pending = []
+    for p in procs:
+        try:
+            pending.append(p if isinstance(p, psutil.Process) else psutil.Process(p))
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + timeout
+    while (pending := [p for p in pending if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pending
 
 
 def check_pool_invariants(events: list[dict]) -> None:

@@ -317,7 +317,8 @@ def test_real_cli_success_records_usage_and_session(mock, tmp_path, cli):
 @pytest.mark.timeout(60)
 def test_real_codex_stall_is_killed_and_the_retry_resumes_the_session(mock, tmp_path):
     mock.queue(stall(partial=True), reply("second"))
-    result = run(roadmap(cli_tasks(mock, tmp_path)), tmp_path / "s", agents=1, executor=codex_executor(mock, stall_timeout=2))
+    # Two agents: the stalled one cools down (5 s, as after a rate limit); the retry goes to the other at once.
+    result = run(roadmap(cli_tasks(mock, tmp_path)), tmp_path / "s", agents=2, executor=codex_executor(mock, stall_timeout=2))
     assert result.exit_code == 0, result.tasks
     first, second = attempts(result, tmp_path / "s")
     assert first.failure == "stalled" and first.outcome == "timed_out"

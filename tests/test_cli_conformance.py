@@ -81,18 +81,28 @@ def _base_env(mock: MockAPI, home: Path) -> dict[str, str]:
     }
 
 
-def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> Run:
-    """Run to exit, or kill its process group at `timeout` (rc None)."""
+def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float, until=None, settle: float = 1.0) -> Run:
+    """Run to exit, or kill its process group at `timeout` (rc None); with `until`, also `settle` s after
+    until() first holds (rc None: the stall was reached and the CLI printed nothing more meanwhile)."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        rc: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        rc = None
+    end = start + timeout
+    while True:
+        if until is not None and until():  # from now on, `settle` s more at most
+            end, until = min(end, time.monotonic() + settle), None
+        step = end - time.monotonic() if until is None else 0.02  # poll until() meanwhile
+        try:  # communicate() called again after a timeout keeps what was read so far
+            out, err = proc.communicate(timeout=max(0.0, step))
+            rc: int | None = proc.returncode
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() < end:
+                continue
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            rc = None
+            break
     return Run(rc, out, err, time.monotonic() - start)
 
 
@@ -116,8 +126,13 @@ def codex_args(mock: MockAPI, *, retries: int | None = None, builtin_provider: b
     return args
 
 
+def stalled(mock: MockAPI):
+    """For a stall scenario: the model request has arrived (the mock then sends nothing more)."""
+    return lambda: bool(mock.model_requests())
+
+
 def run_codex(mock: MockAPI, tmp: Path, prompt: str, *, resume: str | None = None, retries: int | None = None,
-              timeout: float = 30, builtin_provider: bool = False) -> Run:
+              timeout: float = 30, builtin_provider: bool = False, until=None) -> Run:
     env = _base_env(mock, tmp / "home")
     env["CODEX_HOME"] = str(tmp / "codex-home")
     env["CODEX_API_KEY"] = "sk-placeholder"
@@ -127,7 +142,7 @@ def run_codex(mock: MockAPI, tmp: Path, prompt: str, *, resume: str | None = Non
     args = codex_args(mock, retries=retries, builtin_provider=builtin_provider)
     cmd = [str(BIN / "codex"), "exec", "--json", "--skip-git-repo-check", *args]
     cmd += ["resume", resume, prompt] if resume else [prompt]
-    return _run(cmd, env, work, timeout)
+    return _run(cmd, env, work, timeout, until)
 
 
 def test_codex_success(mock, tmp_path):
@@ -233,7 +248,7 @@ def test_codex_quota_exceeded(mock, tmp_path):
 
 def test_codex_stall_prints_nothing_more(mock, tmp_path):
     mock.queue(stall(partial=True))
-    run = run_codex(mock, tmp_path, "hi", timeout=4)
+    run = run_codex(mock, tmp_path, "hi", timeout=30, until=stalled(mock))
     record("codex-stall", run, tmp_path, mock)
     assert run.rc is None  # still waiting when killed: only a watchdog ends this
     assert [e["type"] for e in run.events()] == ["thread.started", "turn.started"]
@@ -242,7 +257,7 @@ def test_codex_stall_prints_nothing_more(mock, tmp_path):
 # ---- claude -----------------------------------------------------------------------------------
 
 def run_claude(mock: MockAPI, tmp: Path, prompt: str, *, resume: str | None = None, retries: int = 2,
-               oauth: bool = False, timeout: float = 30, extra: tuple[str, ...] = ()) -> Run:
+               oauth: bool = False, timeout: float = 30, extra: tuple[str, ...] = (), until=None) -> Run:
     env = _base_env(mock, tmp / "home")
     env.update({
         "CLAUDE_CONFIG_DIR": str(tmp / "claude-config"), "ANTHROPIC_BASE_URL": mock.base_url,
@@ -257,7 +272,7 @@ def run_claude(mock: MockAPI, tmp: Path, prompt: str, *, resume: str | None = No
     cmd = [str(BIN / "claude"), "-p", prompt, "--output-format", "json", *extra]
     if resume:
         cmd += ["--resume", resume]
-    return _run(cmd, env, work, timeout)
+    return _run(cmd, env, work, timeout, until)
 
 
 def test_claude_success(mock, tmp_path):
@@ -383,7 +398,7 @@ def test_claude_credit_balance(mock, tmp_path):
 
 def test_claude_stall_prints_nothing(mock, tmp_path):
     mock.queue(stall(partial=True))
-    run = run_claude(mock, tmp_path, "hi", timeout=4)
+    run = run_claude(mock, tmp_path, "hi", timeout=30, until=stalled(mock))
     record("claude-stall", run, tmp_path, mock)
     assert run.rc is None and run.stdout == ""  # --output-format json prints only at the end
 

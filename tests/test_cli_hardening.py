@@ -3,7 +3,6 @@ one lock per roadmap file however it is reached, odd paths and out-of-range numb
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,18 +11,9 @@ import sys
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, roadmap_file
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def roadmap_file(tmp_path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml"):
-    lines = ["tasks:"]
-    for tid, cmd in tasks:
-        lines += [f"  - id: {tid}", f"    command: {json.dumps(cmd)}"]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def usage_error(r) -> str:

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, roadmap_file, wait_dead
 from runner.manager.events import TASK_STARTED
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,15 +28,6 @@ def start(*args, env=None) -> subprocess.Popen:
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
-
-
-def roadmap_file(tmp_path, tasks: list[tuple[str, str]], extra: str = "") -> str:
-    lines = [extra, "tasks:"]
-    for tid, cmd in tasks:
-        lines += [f"  - id: {tid}", f"    command: {json.dumps(cmd)}"]
-    path = tmp_path / "roadmap.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def run_counts(path) -> dict[str, int]:
@@ -94,7 +85,7 @@ def test_manager_sigkill_leaves_nothing_and_resume_finishes(tmp_path):
     assert len(victims) >= 5  # the manager, agents, tasks
     proc.kill()
     proc.communicate()
-    gone, alive = psutil.wait_procs(victims, timeout=5)
+    alive = wait_dead(victims, timeout=5)
     assert not alive, f"survived the manager's SIGKILL: {[p.pid for p in alive]}"
     assert all(run_counts(ran)[f"quick{i}"] == 1 for i in range(3))
 

@@ -1,14 +1,13 @@
 """One attempt pipeline on every backend (issue 20): worktree, CLI output, commit, checks, tree kill.
 
-Each test runs on the local backend and on a local Ray instance (one per module: its start costs
-seconds), through the same Run a user's `wvo-batch` builds. Real git repositories in tmp_path; shell
+Each test runs on the local backend and on the session's local Ray instance (joined by a driver of
+the test's own: a new instance's start costs seconds), through the same Run a user's `wvo-batch` builds. Real git repositories in tmp_path; shell
 commands and a stand-in for claude's stream-json as the agents.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import threading
@@ -36,16 +35,13 @@ BACKENDS = ["local", pytest.param("ray", marks=[pytest.mark.ray,
                                                 pytest.mark.skipif(ray is None, reason="Ray is not installed")])]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def backend(request):
-    """The backend's name; for "ray", a local Ray instance shared by the module's Ray tests (its start costs
-    seconds), started before the first one's process snapshot and shut down after the last."""
-    if request.param != "ray":
-        yield request.param
-        return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield request.param
-    ray.shutdown()
+    """The backend's name; for "ray", the test joins the session's Ray instance as a driver of its own
+    (conftest's ray_driver: its own actors, gone when it disconnects)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_driver")
+    return request.param
 
 
 def execute(repo: Path, backend: str, **opts):
@@ -399,8 +395,12 @@ def test_a_ray_actor_refuses_a_worktree_it_cannot_reach_and_the_run_stops_with_a
                 assert not any(isinstance(m, AgentGone) for _, m in events)
         assert str(err.value).startswith("task t: workspace: worktree needs the repository")
         assert not (Path.cwd() / "made-here").exists()
+        t0 = time.monotonic()
+        rb.stop(10.0)  # the refused agent's end is seen at once, not when stop() gives up
+        assert time.monotonic() - t0 < 5, "stop() after a refusal waited out its timeout"
     finally:
-        rb.stop(5.0)
+        if not rb._closed:
+            rb.stop(5.0)
 
 
 @pytest.mark.timeout(60)

@@ -1,8 +1,10 @@
 """The Ray backend: the same roadmaps on Ray actors, on a local Ray instance and on a simulated two-node cluster.
 
-One Ray instance per class (start-up costs seconds): a class-scoped fixture starts it before the
-first test's process snapshot and shuts it down after the last, so the leftover-process check of
-every test still sees each actor (and everything its tasks started) go.
+A new Ray instance costs seconds. The local instance's tests join the session's (conftest's
+ray_driver: a driver of the test's own, whose actors Ray kills when it disconnects, and a check that
+their workers go); the two-node cluster is one per class, started before the first test's process
+snapshot and shut down after the last; the command line's tests start one of their own, as a user's
+`wvo-batch --backend ray` does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import psutil
 import pytest
 
 from conftest import ROOT
-from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task
+from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task, wait_dead
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray = pytest.importorskip("ray")
@@ -35,54 +37,32 @@ def _init(**kw) -> None:
     ray.init(log_to_driver=False, logging_level=logging.ERROR, **kw)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _wait_gone(pids: list[int], timeout: float) -> list:
-    """Wait for processes that are not our children to exit; returns those still alive."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p for p in alive if not _gone(p.pid)]
+    """Wait for processes that are not our children to die (zombies count); returns those still alive."""
+    return wait_dead(pids, timeout)
 
 
 def _finished(events: list[dict], task_id: str) -> list[str]:
     return [e["status"] for e in events if e["event"] == "task:finished" and e["task"] == task_id]
 
 
-@pytest.fixture(scope="class")
-def local_ray(tmp_path_factory):
-    """A local Ray instance; the demo roadmap's output folder is set in the environment its nodes start with."""
-    out = tmp_path_factory.mktemp("demo-out")
-    saved = os.environ.get("WVO_DEMO_OUT")
-    os.environ["WVO_DEMO_OUT"] = str(out)
-    try:
-        _init(address="local", num_cpus=2, include_dashboard=False)
-    finally:
-        if saved is None:
-            os.environ.pop("WVO_DEMO_OUT")
-        else:
-            os.environ["WVO_DEMO_OUT"] = saved
-    yield out
-    ray.shutdown()
+@pytest.fixture
+def local_ray(ray_driver):
+    """The session's local Ray instance, joined by this test process."""
+    return ray_driver
 
 
 @pytest.mark.usefixtures("local_ray")
 class TestLocalInstance:
-    def test_demo_roadmap_succeeds(self, tmp_path, local_ray):
+    def test_demo_roadmap_succeeds(self, tmp_path):
         demo = load_roadmap([str(DEMO)])
+        out = tmp_path / "demo-out"
+        for t in demo.tasks:  # the demo's output folder, as a roadmap's `env:` gives it
+            t.env = {**t.env, "WVO_DEMO_OUT": str(out)}
         result = run(demo, tmp_path / "state", agents=4, backend="ray")
         assert result.exit_code == 0, result.tasks
         assert result.summary["succeeded"] == len(demo.tasks) == 9
-        assert (local_ray / "joined.csv").read_text().count("\n") == 200
+        assert (out / "joined.csv").read_text().count("\n") == 200
         by = {r["task"]: r for r in result.tasks}
         assert "mean temperature" in Path(by["report"]["log"]).read_text()
         assert "validated on " in Path(by["validate-join"]["log"]).read_text()

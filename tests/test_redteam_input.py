@@ -9,17 +9,9 @@ import os
 import pytest
 
 from conftest import wvo
+from helpers import roadmap_file
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def roadmap_file(tmp_path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml"):
-    lines = ["tasks:"]
-    for tid, cmd in tasks:
-        lines += [f"  - id: {json.dumps(tid)}", f"    command: {json.dumps(cmd)}"]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def refused(r, *needles: str) -> str:

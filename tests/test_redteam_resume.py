@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, wait_dead
 from runner.errors import EXIT_LOCKED
 
 pytestmark = pytest.mark.timeout(180)
@@ -61,7 +61,7 @@ def kill_run(proc: subprocess.Popen, tag: str) -> None:
     victims = tagged(tag)
     proc.kill()
     proc.communicate(timeout=30)
-    gone, alive = psutil.wait_procs(victims, timeout=10)
+    alive = wait_dead(victims, timeout=10)
     assert not alive, f"survived the manager's SIGKILL: {alive}"
 
 

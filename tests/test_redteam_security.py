@@ -90,16 +90,23 @@ def run_from_a_hook(repo: Path, tmp_path: Path, scratch: Path, *args: str, timeo
 
 
 @pytest.mark.ray
-def test_a_call_on_a_ray_agent_started_from_a_git_hook_does_not_see_the_users_repository(tmp_path):
-    """On Ray the call runs inside the actor, whose environment is its node's: a run's own local Ray instance
-    inherits the hook's variables from the wvo-batch process."""
+def test_no_task_on_a_ray_agent_started_from_a_git_hook_sees_the_users_repository(tmp_path):
+    """On Ray a task's environment is built from its node's, and a `call:` runs inside the actor, whose
+    environment is the node's: a run's own local Ray instance inherits the hook's variables from the
+    wvo-batch process. A worktree task stages a file (it must land on its branch, not in the user's index),
+    a shared command checks it has no GIT_INDEX_FILE, and a call dumps its environment and commits. One
+    run (one Ray start-up) for the three, formerly two tests (this one and test_sealed's)."""
     pytest.importorskip("ray")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     script = f"env -0 > {scratch}/call.env; echo x > x.txt; git add x.txt; git commit -q --allow-empty -m call; true"
-    roadmap = ("tasks:\n  - id: call\n" + f"    cwd: {json.dumps(str(scratch))}\n    call: subprocess:run\n"
-               + f"    args: [{json.dumps(['/bin/sh', '-c', script])}]\n")
-    run_from_a_hook(make_repo(tmp_path, roadmap), tmp_path, scratch, "--backend", "ray", timeout=120)
+    roadmap = WORKTREE + ("tasks:\n  - id: t\n    command: \"echo mine > f.txt && git add f.txt\"\n"
+                          "  - id: plain\n    workspace: {mode: shared}\n    command: 'test -z \"$GIT_INDEX_FILE\"'\n"
+                          "  - id: call\n    workspace: {mode: shared}\n" + f"    cwd: {json.dumps(str(scratch))}\n"
+                          "    call: subprocess:run\n" + f"    args: [{json.dumps(['/bin/sh', '-c', script])}]\n")
+    repo = make_repo(tmp_path, roadmap)
+    run_from_a_hook(repo, tmp_path, scratch, "--backend", "ray", "--agents", "2", timeout=120)
+    assert git(repo, "show", "wvo/roadmap:f.txt") == "mine\n"
     env = dict(v.split("=", 1) for v in (scratch / "call.env").read_text().split("\0") if v)
     assert not sorted(k for k in env if points_at_repository(k))
 

@@ -17,20 +17,11 @@ import time
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, roadmap_file
 
 pytestmark = pytest.mark.timeout(60)
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-
-
-def roadmap_file(tmp_path, tasks: list[tuple[str, str]], name: str = "roadmap.yaml") -> str:
-    lines = ["tasks:"]
-    for tid, cmd in tasks:
-        lines += [f"  - id: {json.dumps(tid)}", f"    command: {json.dumps(cmd)}"]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def start(*args) -> subprocess.Popen:

@@ -54,7 +54,7 @@ def test_copy_and_setup_make_the_worktree_ready_and_nothing_of_them_is_committed
     (repo / "config").mkdir()
     (repo / "config" / "a.local").write_text("local=a\n")
     before = checkout_state(repo)
-    code, doc, err = run_json(repo, *backend)
+    code, doc, err = run_json(repo, "--agents", "1", *backend)  # one task: one agent (on Ray, one actor to start)
     assert code == 0, err
     row = rows(doc)["t"]
     assert git(repo, "show", "wvo/roadmap:used.txt") == "SECRET=1\nlocal=a\nt\nargv, no shell: it's me\n"
@@ -79,7 +79,7 @@ tasks:
     command: 'printf "%s" "$WVO_FEEDBACK" > feedback.txt'
 """
     repo = make_repo(tmp_path, roadmap)
-    code, doc, err = run_json(repo, *backend)
+    code, doc, err = run_json(repo, "--agents", "1", *backend)  # one task: one agent (on Ray, one actor to start)
     assert code == 0, err
     finished = [(e["attempt"], e["status"], e.get("error")) for e in events(repo) if e["event"] == "task:finished"]
     assert finished[0][:2] == (1, "setup_failed") and finished[1][:2] == (2, "succeeded"), finished

@@ -290,7 +290,7 @@ def test_history_shows_each_worktree_tasks_branch_and_landed_commit(tmp_path):
 def test_many_quick_worktree_tasks_are_never_chunked_past_their_worktree(tmp_path):
     # Quick commands are handed out in chunks (runner.manager.chunk_sizes); a worktree task must never be,
     # or it runs in the roadmap's folder instead of its worktree, and nothing lands.
-    n = 100
+    n = 48  # a queue deep enough for chunks of several on 8 agents (3 at the start), were they allowed
     tasks = "".join(f"  - id: q{i}\n    command: \"echo {i} > q{i}.txt\"\n" for i in range(n))
     repo = make_repo(tmp_path, WORKTREE + "tasks:\n" + tasks)
     code, doc, err = run_json(repo, "--agents", "8")

@@ -289,6 +289,7 @@ class RayBackend:
             if done.refused is not None:  # nothing ran: the run stops, it is not the task's failure
                 if self._refused is None:
                     self._refused = done.refused
+                agent.msg = None  # idle again: its death, when stop() ends it, is reported (and wakes wait())
                 self._emit(agent.id, None)  # wakes wait()
                 return
             if done.node_log is not None:
