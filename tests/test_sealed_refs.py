@@ -170,6 +170,7 @@ if [ -n "$WVO_REVIEW" ]; then
   git -c user.name=c -c user.email=c@example.invalid commit -q --allow-empty -m by-the-critic || exit 3
   git update-ref refs/heads/main HEAD 2>> "$OUT/critic.err"; echo "update-ref $?" >> "$OUT/critic.codes"
   git tag -f v1 HEAD 2>> "$OUT/critic.err"; echo "tag $?" >> "$OUT/critic.codes"
+  echo "mine=$(git config --get wvo.mine)" >> "$OUT/critic.codes"
   echo "VERDICT: APPROVE"
 else
   echo hello > hello.txt
@@ -182,7 +183,7 @@ def test_a_critic_cannot_move_the_users_refs(tmp_path):
     out.mkdir()
     roadmap = ("executor:\n  command: [/bin/sh, -c, " + json.dumps(CRITIC_AGENT) + ", agent, '{prompt}']\n"
                "agents: {worker: 1, critic: 1}\n" + WORKTREE +
-               f"defaults:\n  review: true\n  env: {{OUT: {json.dumps(str(out))}}}\n"
+               f"defaults:\n  review: true\n  env: {{OUT: {json.dumps(str(out))}, {USER_CONFIG}}}\n"
                "tasks:\n  - id: T1\n    title: greet\n")
     repo = user_repo(tmp_path, roadmap)
     git(repo, "commit", "-q", "--allow-empty", "-m", "second")  # v1 behind main: a retag would move it
@@ -190,7 +191,8 @@ def test_a_critic_cannot_move_the_users_refs(tmp_path):
     proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", timeout=90, cwd=repo)
     assert proc.returncode == 0, proc.stderr  # the critic's approval counts: its refused git changed nothing
     assert user_refs(repo) == before
-    assert (out / "critic.codes").read_text().split("\n")[:2] == ["update-ref 128", "tag 128"]
+    # the roadmap's own config entries are seen by the critic's git, and did not switch the guard off
+    assert (out / "critic.codes").read_text().split("\n")[:3] == ["update-ref 128", "tag 128", "mine=seen"]
     assert (out / "critic.err").read_text().count(SEALED) == 2
 
 
@@ -207,6 +209,83 @@ def test_a_landing_check_cannot_move_the_users_refs(tmp_path):
     assert SEALED in Path(row["log"]).read_text()
     assert user_refs(repo) == before
     assert git(repo, "log", "--format=%s", "wvo/roadmap").splitlines() == ["second", "initial"]  # not landed
+
+
+# --- a roadmap `env:` that gives git config entries of its own ---------------------------------------------
+
+# Two entries, as a user gives them (safe.directory for a checkout owned by another user, and a key of their
+# own): the task's git sees both, and the guard's entry, put after them, still wins.
+USER_CONFIG = ("GIT_CONFIG_COUNT: 2, GIT_CONFIG_KEY_0: safe.directory, GIT_CONFIG_VALUE_0: '*', "
+               "GIT_CONFIG_KEY_1: wvo.mine, GIT_CONFIG_VALUE_1: seen")
+
+
+def test_a_roadmap_env_with_git_config_entries_keeps_them_and_the_guard(tmp_path, backend):
+    mine = 'echo "mine=$(git config --get wvo.mine)"'
+    seen = 'test "$(git config --get wvo.mine)" = seen'
+    moves = "git update-ref refs/heads/main HEAD; git branch -f feature HEAD"  # (git itself refuses `branch -f main`)
+    landing_check = "case $PWD in */landing*) git tag -f v1 HEAD ;; esac"  # only on the merged result
+    roadmap = WORKTREE + (f"defaults:\n  env: {{{USER_CONFIG}}}\n"
+                          "tasks:\n"
+                          f"  - id: attack\n    command: {json.dumps(f'{mine} && {COMMIT} && {{ {moves}; }}')}\n"
+                          f"  - id: lands\n    command: {json.dumps(f'{mine} && echo t > t.txt')}\n"
+                          f"    checks: [{json.dumps(seen)}, {json.dumps(landing_check)}]\n")
+    repo = user_repo(tmp_path, roadmap)
+    before = user_refs(repo)
+    proc = wvo(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--json", "--agents", "2", *backend,
+               timeout=110, cwd=repo)
+    assert proc.returncode == 1, proc.stderr  # both tasks fail: the exit decision's 1
+    r = rows(json.loads(proc.stdout))
+    assert user_refs(repo) == before
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial"]
+    log = Path(r["attack"]["log"]).read_text()
+    assert r["attack"]["status"] == "failed" and "mine=seen" in log, log
+    assert "refs/heads/main may not be changed" in log and "refs/heads/feature may not be changed" in log, log
+    # the task's own checks saw the entry too (the first passed in the worktree), and in the landing worktree
+    # the entry was seen (the first check passed again) and the guard refused the retag (the second failed)
+    log = Path(r["lands"]["log"]).read_text()
+    assert r["lands"]["status"] == "check_failed" and "mine=seen" in log, r["lands"]
+    assert "refs/tags/v1 may not be changed" in log and SEALED in log, log
+    assert "landing check 2/2" in log, log
+
+
+REFUSED_ENV = {  # what a worktree task's env: sets -> the variable the error names
+    "GIT_DIR: /elsewhere/.git": "GIT_DIR",
+    "GIT_WORK_TREE: /elsewhere": "GIT_WORK_TREE",
+    "GIT_INDEX_FILE: /elsewhere/index": "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR: /elsewhere/.git": "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY: /elsewhere/objects": "GIT_OBJECT_DIRECTORY",
+    "GIT_CONFIG_PARAMETERS: \"'core.hookspath'='/x'\"": "GIT_CONFIG_PARAMETERS",
+    "WVO_SEAL_BRANCH: refs/heads/main": "WVO_SEAL_BRANCH",
+    "GIT_CONFIG_COUNT: two, GIT_CONFIG_KEY_0: a.b, GIT_CONFIG_VALUE_0: x": "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_COUNT: 2, GIT_CONFIG_KEY_0: a.b, GIT_CONFIG_VALUE_0: x": "GIT_CONFIG_KEY_1",
+    "GIT_CONFIG_COUNT: 1, GIT_CONFIG_KEY_0: core.hooksPath, GIT_CONFIG_VALUE_0: /x": "GIT_CONFIG_KEY_0",
+}
+
+
+@pytest.mark.parametrize("env", list(REFUSED_ENV), ids=list(REFUSED_ENV.values()))
+def test_a_worktree_tasks_env_that_would_escape_or_undo_the_guard_is_refused_before_anything_runs(tmp_path, env):
+    roadmap = WORKTREE + f"tasks:\n  - id: fine\n    command: \"true\"\n  - id: bad\n    command: \"true\"\n    env: {{{env}}}\n"
+    repo = user_repo(tmp_path, roadmap)
+    before = user_refs(repo)
+    proc = wvo("roadmap.yaml", "--state-dir", tmp_path / "state", timeout=60, cwd=repo)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    line = proc.stderr.strip()
+    assert line.startswith(f"wvo-batch: roadmap.yaml:6: task bad: `env.{REFUSED_ENV[env]}` "), line
+    assert len(line.splitlines()) == 1, line
+    assert not (tmp_path / "state").exists()  # nothing ran, not even the task that was fine
+    assert user_refs(repo) == before
+
+
+def test_what_a_worktree_tasks_env_may_set_and_a_shared_tasks_env_as_written(tmp_path):
+    roadmap = ("defaults:\n  env: {GIT_CONFIG_GLOBAL: /dev/null, GIT_CONFIG_NOSYSTEM: 1, " + USER_CONFIG + "}\n"
+               "tasks:\n  - id: wt\n    workspace: {mode: worktree}\n    command: \"true\"\n"
+               "  - id: shared\n    workspace: {mode: shared}\n    command: \"true\"\n"
+               "    env: {GIT_DIR: /elsewhere/.git, GIT_CONFIG_COUNT: x}\n")  # no guard there: the user's word
+    repo = user_repo(tmp_path, roadmap)
+    proc = wvo(repo / "roadmap.yaml", "--check", timeout=60, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    proc = wvo(repo / "roadmap.yaml", "--check", "--workspace", "worktree", timeout=60, cwd=repo)  # now both are
+    assert proc.returncode == 2 and "task shared: `env.GIT_DIR`" in proc.stderr, proc.stderr
 
 
 # --- the rule itself, on one worktree made by Workspaces (no run) ------------------------------------------

@@ -131,6 +131,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
     variable of the caller's points git elsewhere, and git stops at the worktree's parent.
     """
     from runner.coding import refguard, sealed
+    from runner.coding.gitenv import guarded
     from runner.coding.workspace import GitError, WorkspaceError, Workspaces
 
     w = msg.workspace
@@ -143,7 +144,6 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         _append(msg.log_path, f"wvo-batch: cannot create the worktree: {exc}\n")
         return TaskResult(msg.task_id, msg.attempt, Outcome.SETUP_FAILED.value, None, start, time.time(), error=f"worktree: {exc}",
                           log=True)
-    env = {**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}
     info = {"branch": ws.branch, "base": ws.base_commit, "commit": None, "files": 0, "added": 0, "deleted": 0}
     try:
         cwd = sealed.worktree_cwd(ws.path, w["repo"], msg.cwd)
@@ -151,7 +151,10 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         guard = (spaces.hooks(), sealed.admin_dir(ws.path, spaces.common_dir()).resolve(), ws.branch)
     except (GitError, WorkspaceError, OSError) as exc:
         return _not_set_up(msg, spaces, ws, info, start, str(exc), Outcome.SETUP_FAILED.value)
-    base_env = sealed.environment(base_env, ws.path, guard)
+    base_env = sealed.environment(base_env, ws.path)
+    # The guard goes over the task's own variables, not under them: its `env:` may give git config entries of
+    # its own (kept, ours after them), never take the guard's place.
+    env = guarded({**msg.env, "WVO_WORKTREE": ws.path, "WVO_BRANCH": ws.branch, "WVO_BASE_COMMIT": ws.base_commit}, *guard)
     config_before = refguard.config_snapshot(spaces.common_dir())
     setup_output = ""
     if w.get("copy") or w.get("setup"):
@@ -159,7 +162,7 @@ def run_in_worktree(msg: TaskMessage, conn, base_env: dict, logs: LogFiles | Non
         from runner.agents.worktree_setup import set_up
 
         done = set_up(spaces.git, str(spaces.repo), ws.path, tuple(w.get("copy") or ()), tuple(w.get("setup") or ()),
-                      checks_env(base_env, msg.task_id, msg.attempt, ws.path, ws.branch, ws.base_commit, msg.env),
+                      checks_env(base_env, msg.task_id, msg.attempt, ws.path, ws.branch, ws.base_commit, env),
                       msg.grace, _OrderWaiting(conn), None if msg.timeout is None else began + msg.timeout)
         info["setup_s"] = round(done.seconds, 3)
         if w.get("copy"):

@@ -72,6 +72,12 @@ def workspace_settings(roadmap, opt, members) -> dict:
         w = settings.for_task(task, top_s, def_s, overrides, agent_task, repo_of, problems)
         if w.mode == "worktree" and task.call is not None:
             problems.append("a `call:` task runs inside its agent and cannot have a worktree; use mode: shared")
+        if w.mode == "worktree" and task.env:  # nothing of it may take git out of the worktree or past the ref guard
+            from runner.coding.gitenv import worktree_env_problem
+
+            bad = worktree_env_problem(task.env)
+            if bad is not None:
+                problems.append(f"`env.{bad[0]}` (task or defaults) {bad[1]}")
         if problems:
             problems_at.append(f"{task.place()}: task {task.id}: {problems[0]}")
             continue
@@ -282,18 +288,19 @@ class LandingQueue(Component):
         self._done.append((*job, verdict, time.time()))
         self.ctx.wake()
 
-    def _guard(self, spaces, where: str) -> dict:
-        """The ref guard for what runs in the landing worktree `where` (runner.coding.refguard): its detached HEAD
-        only. Looked up once the worktree exists, as its checks start."""
+    def _guard(self, spaces, where: str, extra: dict) -> dict:
+        """The task's own variables (extra) with the ref guard for what runs in the landing worktree `where` over
+        them (runner.coding.refguard): its detached HEAD only, extra's config entries kept before ours. Looked up
+        once the worktree exists, as its checks start."""
         from runner.coding.git import GitError, WorkspaceError
-        from runner.coding.gitenv import guard_variables
+        from runner.coding.gitenv import guarded
         from runner.coding.sealed import admin_dir
 
         try:
-            return guard_variables(spaces.hooks(), admin_dir(where, spaces.common_dir()).resolve(), "")
+            return guarded(extra, spaces.hooks(), admin_dir(where, spaces.common_dir()).resolve(), "")
         except (GitError, WorkspaceError, OSError) as exc:  # the landing's own look at its worktree reports it
             log.warning("no ref guard for the landing checks in %s: %s", where, exc)
-            return {}
+            return extra
 
     def _checks(self, task, commands, attempt: int, branch: str, base_commit: str | None, path, log_path: str, cancel,
                 leased: dict | None = None, spaces=None):
@@ -310,8 +317,8 @@ class LandingQueue(Component):
             from runner.coding.refguard import config_change, config_snapshot
 
             before = config_snapshot(spaces.common_dir())
-            ok, detail = landing_checks(commands, {**base_env, **self._guard(spaces, where)}, task.id, attempt, branch,
-                                        self.ctx.opt.grace, log_path, timeout=task.timeout, cancel=cancel, extra=extra,
+            ok, detail = landing_checks(commands, base_env, task.id, attempt, branch, self.ctx.opt.grace, log_path,
+                                        timeout=task.timeout, cancel=cancel, extra=self._guard(spaces, where, extra),
                                         base_commit=base_commit)(where)  # fmt: skip
             changed = config_change(before, config_snapshot(spaces.common_dir()))
             if changed:  # not put back: the change may be the user's (runner.coding.refguard)
@@ -331,9 +338,8 @@ class LandingQueue(Component):
                 from runner.agents.worktree_setup import set_up
                 from runner.coding.git import Git
 
-                env = checks_env({**base_env, **self._guard(spaces, where)}, task.id, attempt, worktree=str(where),
-                                 branch=branch,
-                                 base_commit=base_commit, extra=extra)  # fmt: skip
+                env = checks_env(base_env, task.id, attempt, worktree=str(where), branch=branch,
+                                 base_commit=base_commit, extra=self._guard(spaces, where, extra))  # fmt: skip
                 done = set_up(Git(), self.ctx.ws[task.id].repo, str(where), copy, setup, env, self.ctx.opt.grace,
                               cancel=cancel)  # fmt: skip
                 if done.output and log_path:

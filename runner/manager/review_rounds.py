@@ -102,7 +102,7 @@ class ReviewRounds(Component):
             into_before = _refcheck().before_review(spaces, ws["branch"], ws["commit"] or ws["base"])
             diff = spaces.diff_text(ws["branch"], ws["base"], _rv().DIFF_CAP) or "(no changes)"
             cwd = self._critic_tree(spaces, task.id, attempt, ws["commit"] or ws["base"])
-            env.update(_guard(spaces, cwd))  # its git moves no branch: only its detached HEAD
+            env = _guarded(env, spaces, cwd)  # its git moves no branch: only its detached HEAD
             fields = {"diff": diff, "checks": _rv().checks_text(work["checks"])}
             command = _ex().build_argv(task, role, executor, ctx.feedback_text(task.id), attempt, fields)
             self._seen[(task.id, attempt)] = into_before
@@ -237,12 +237,13 @@ def decide_review(task: Task, ws, has_executor: bool) -> tuple[int | None, str |
     return (None, problems[0]) if problems else (policy.rounds, None)
 
 
-def _guard(spaces, worktree: str) -> dict:
-    """A critic's git runs the run's ref guard (runner.coding.refguard), with no branch of its own."""
-    from runner.coding.gitenv import guard_variables
+def _guarded(env: dict, spaces, worktree: str) -> dict:
+    """env with the run's ref guard over it (runner.coding.refguard): a critic's git moves no branch of its own;
+    the task's own config entries in env are kept, before ours."""
+    from runner.coding.gitenv import guarded
     from runner.coding.sealed import admin_dir
 
-    return guard_variables(spaces.hooks(), admin_dir(worktree, spaces.common_dir()).resolve(), "")
+    return guarded(env, spaces.hooks(), admin_dir(worktree, spaces.common_dir()).resolve(), "")
 
 
 def _refguard():
