@@ -301,6 +301,55 @@ def test_flags_that_agree_run(tmp_path, flags):
     assert (tmp_path / "ran").exists()
 
 
+# -- the pool: the command line, then the environment, then the roadmap's `agents:`, then the default -------------
+
+POOL_UNSET = {"WVO_AGENTS": "", "WVO_ROLES": "", "WVO_MIN_AGENTS": "", "WVO_MAX_AGENTS": "", "WVO_AUTOPILOT_ONCE": ""}
+
+
+@pytest.mark.parametrize("flags, env, roles, given", [
+    ([], {}, {"critic"}, None),  # the roadmap's block beats the default
+    (["--agents", "2"], {}, {"orchestrator", "worker"}, "--agents 2"),
+    (["-qj2"], {}, {"orchestrator", "worker"}, "--agents 2"),  # typer reads it: the same rule
+    ([], {"WVO_AGENTS": "2"}, {"orchestrator", "worker"}, "WVO_AGENTS=2"),
+    (["--roles", "worker=1"], {}, {"worker"}, "--roles worker=1"),
+    ([], {"WVO_ROLES": "worker=1"}, {"worker"}, "WVO_ROLES=worker=1"),
+    (["--max-agents", "2"], {}, {"worker"}, "--max-agents 2"),  # scaling starts with one worker
+    (["--roles", "worker=1"], {"WVO_AGENTS": "3"}, {"worker"}, "--roles worker=1"),  # the flag beats the variable
+])  # fmt: skip
+def test_the_command_line_and_the_environment_beat_the_roadmaps_agents_block_and_say_so(tmp_path, flags, env, roles, given):
+    """An `agents:` block in the roadmap is a setting in a file: --agents/--roles/--min-agents/--max-agents (flag
+    or variable) beat it, and the run says so in one line naming the block's file:line, under --quiet too.
+    --check shows the pool the run starts, and the same warning."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\nagents: {{critic: 2}}\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={**POOL_UNSET, **env})
+    assert r.returncode == 0, r.stderr
+    spawned = [json.loads(line) for line in next((tmp_path / "s").glob("runs/*/events.jsonl")).read_text().splitlines()]
+    assert {e["role"] for e in spawned if e.get("event") == "agent:spawned"} == roles
+    warning = f"warning: {given} sets aside the roadmap's `agents:` block at {rm}:4"
+    said = [line for line in r.stderr.splitlines() if "`agents:`" in line]
+    assert said == [] if given is None else len(said) == 1 and said[0].startswith(f"wvo-batch: {warning}"), r.stderr
+    check = wvo(rm, "--check", *["-j2" if f == "-qj2" else f for f in flags], env={**POOL_UNSET, **env})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"(from {given or f'`agents:` at {rm}:4'})" in check.stdout, check.stdout
+    said = [line for line in check.stderr.splitlines() if "`agents:`" in line]
+    assert said == [] if given is None else len(said) == 1 and said[0].startswith(warning), check.stderr
+
+
+def test_the_batch_loop_says_once_that_the_command_line_beat_the_agents_block_and_every_batch_keeps_its_pool(tmp_path):
+    """Each batch of the loop decides its pool from the roadmap it read again: the flag still wins, said once."""
+    rm = tmp_path / "rm.yaml"
+    adder = f"printf '  - id: added\\n    command: touch {tmp_path}/added\\n' >> {rm}"
+    rm.write_text(f"agents: {{critic: 2}}\ntasks:\n  - id: first\n    command: {json.dumps(adder)}\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", "--json", "--iterations", "2", "--agents", "1", env=POOL_UNSET)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "added").exists(), "the second batch did not run"
+    doc = json.loads(r.stdout)
+    assert [b["agents"] for b in doc["batches"]] == [{"worker": 1}, {"worker": 1}]
+    assert [(t["task"], t["agent"]) for b in doc["batches"] for t in b["tasks"]] == [("first", "worker-0"), ("added", "worker-0")]
+    assert r.stderr.count(f"warning: --agents 1 sets aside the roadmap's `agents:` block at {rm}:1") == 1, r.stderr
+
+
 # -- a YAML file that is no roadmap ----------------------------------------------------------------------------
 
 
