@@ -299,9 +299,8 @@ class Builder(TaskBuilder):
         return table if ok else None
 
     def _executor(self, v, line: int, where: str) -> None:
-        """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place."""
-        from runner.coding import executors
-
+        """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place
+        (by finish(), once every file is read)."""
         line = self._line_of(v, line)
         if self.executor is not None and self.executor != v:
             # A run has one `executor:`; other executors are chosen by role (`executors:`) or per task.
