@@ -197,6 +197,22 @@ def test_a_task_with_no_command_and_no_executor_stops_the_run_before_it_starts_a
     assert given.returncode == 0 and "note:" not in given.stdout, given.stdout
 
 
+def test_checks_critical_path_is_the_roadmaps_and_says_when_a_run_with_these_options_would_not_start(tmp_path):
+    """The critical path names `agent`, which has no executor: a run with these options refuses to start (exit 2),
+    so the text says beside the path that it is the path of a run given an executor. --json keeps its keys: the
+    path is the roadmap's, `without_executor` names the tasks; the exit code stays 0 (the roadmap is valid)."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("tasks:\n  - id: agent\n    title: t\n  - id: after\n    command: 'true'\n    dependencies: [agent]\n")
+    check = wvo(rm, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "  critical path (2 tasks, once an executor is given: see the note below): agent -> after\n" in check.stdout
+    assert NO_EXECUTOR in check.stdout.split("critical path")[1], "the note is not below the path"
+    as_json = json.loads(wvo(rm, "--check", "--json").stdout)
+    assert as_json["critical_path"] == {"length": 2, "tasks": ["agent", "after"]} and as_json["without_executor"] == ["agent"]
+    given = wvo(rm, "--check", "--executor", json.dumps([sys.executable, "{prompt}"]))
+    assert given.returncode == 0 and "  critical path (2 tasks): agent -> after\n" in given.stdout, given.stdout
+
+
 def test_the_batch_loop_and_a_selection_stop_on_a_task_with_no_executor(tmp_path):
     """The loop (--iterations 0: until nothing is runnable) must not run batch after batch selecting it again."""
     rm = tmp_path / "rm.yaml"

@@ -375,12 +375,15 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
                 doc["agents"]["max_agents"] = pool_settings["max_agents"]
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(visible(format_plan(result, executor=executor)))
+        # The critical path stays the roadmap's: a run given an executor follows it; this one would not start at all.
+        path_note = "once an executor is given: see the note below" if missing else ""
+        agents = ""
         if pool is not None:
             from runner.manager.options import describe_roles
 
             scaling = f", adding workers up to {pool_settings['max_agents']}" if pool_settings and pool_settings.get("max_agents") else ""
-            _echo(one_line(f"  agents: {describe_roles(pool.roles)}{scaling} (from {pool.source})"))
+            agents = f"{describe_roles(pool.roles)}{scaling} (from {pool.source})"
+        _echo(visible(format_plan(result, executor=executor, path_note=path_note, agents=agents)))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
