@@ -242,6 +242,32 @@ def test_a_missing_executor_program_is_exit_2_from_check_and_run_before_anything
     assert not (tmp_path / "plain").exists()
 
 
+def test_a_missing_executor_program_is_refused_at_the_start_locally_and_fails_its_attempts_on_ray(tmp_path, backend):
+    """The program check looks on this machine's PATH, which is where a local run starts it: refused, exit 2, nothing
+    run or written. A Ray run starts it on the cluster's nodes, whose PATH is theirs: not refused at the start;
+    each attempt fails (exit code 127, not classed: a plain argv executor has no output parser) naming the program,
+    its dependent is skipped, and the run exits 1."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("executor: [wvo-no-such-cli-r4, '{prompt}']\n"
+                  "tasks:\n  - id: agent\n    title: t\n    retries: 0\n"
+                  f"  - id: after\n    command: 'touch {tmp_path}/after'\n    dependencies: [agent]\n")  # fmt: skip
+    check = wvo(rm, "--check", *backend)  # --check decides as the run does
+    assert check.returncode == (EXIT_USAGE if backend[1] == "local" else 0), check.stdout
+    run = wvo(rm, "-q", "--json", "--agents", "1", "--state-dir", tmp_path / "s", *backend, timeout=60)
+    if backend[1] == "local":
+        assert run.returncode == EXIT_USAGE, run.stderr
+        assert run.stderr.splitlines() == ["error: executor wvo-no-such-cli-r4: program 'wvo-no-such-cli-r4' is not on PATH; "
+                                           "install it or put its folder on PATH"]  # fmt: skip
+        assert run.stdout == "" and not (tmp_path / "s").exists()
+        return
+    assert run.returncode == 1, run.stderr
+    rows = {t["task"]: t for t in json.loads(run.stdout)["tasks"]}
+    assert rows["agent"]["status"] == "failed" and rows["agent"]["exit_code"] == 127 and rows["agent"]["attempts"] == 1
+    assert "No such file or directory: 'wvo-no-such-cli-r4'" in rows["agent"]["reason"], rows["agent"]
+    assert "wvo-batch: cannot start" in Path(rows["agent"]["log"]).read_text()
+    assert rows["after"]["status"] == "skipped" and not (tmp_path / "after").exists()
+
+
 def test_executors_by_role_are_checked_for_the_runs_own_roles(tmp_path):
     rm = tmp_path / "rm.yaml"
     rm.write_text(f"executors: {{worker: [{sys.executable}, '{{prompt}}']}}\ntasks:\n  - id: agent\n    title: t\n")
