@@ -370,9 +370,7 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         if missing:  # a run with these options stops before it starts (exit 2): the roadmap itself is valid
             doc["without_executor"] = [t.id for t in missing]
         if pool is not None:
-            doc["agents"] = {"roles": pool.roles, "from": pool.source}
-            if pool_settings and pool_settings.get("max_agents"):
-                doc["agents"]["max_agents"] = pool_settings["max_agents"]
+            doc["agents"] = {"roles": pool.roles, "from": pool.source, **({"max_agents": pool.max_agents} if pool.max_agents else {})}
         _echo(json.dumps(doc, indent=2))
     else:
         # The critical path stays the roadmap's: a run given an executor follows it; this one would not start at all.
@@ -381,7 +379,7 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         if pool is not None:
             from runner.manager.options import describe_roles
 
-            scaling = f", adding workers up to {pool_settings['max_agents']}" if pool_settings and pool_settings.get("max_agents") else ""
+            scaling = f", adding workers up to {pool.max_agents}" if pool.max_agents else ""
             agents = f"{describe_roles(pool.roles)}{scaling} (from {pool.source})"
         _echo(visible(format_plan(result, executor=executor, path_note=path_note, agents=agents)))
         for g in spaces:

@@ -75,6 +75,7 @@ class Pool:
     roles: dict[str, int]  # role -> agents at the start
     source: str  # what gave them, in the user's words: "--agents 2", "WVO_ROLES=worker=3", "`agents:` at rm.yaml:4"
     set_aside: str | None = None  # a warning when the command line or the environment beat the roadmap's `agents:`
+    max_agents: int | None = None  # scaling: workers are added up to this many agents in all (None: a fixed pool)
 
 
 def decide_pool(options: RunOptions, roadmap) -> Pool:
@@ -98,11 +99,12 @@ def decide_pool(options: RunOptions, roadmap) -> Pool:
         return Pool(default_roles(DEFAULT_AGENTS), "the default")
     given = options.pool_from or ("--roles" if options.roles else "--min-agents/--max-agents" if options.max_agents else
                                   f"--agents {options.agents}")
-    if not block:
-        return Pool(roles, given)
-    where = f" at {place}" if place else ""
-    return Pool(roles, given, f"{given} sets aside the roadmap's `agents:` block{where} (the command line and the "
-                              f"environment beat the roadmap): the run starts {describe_roles(roles)}")
+    set_aside = None
+    if block:
+        where = f" at {place}" if place else ""
+        set_aside = (f"{given} sets aside the roadmap's `agents:` block{where} (the command line and the environment "
+                     f"beat the roadmap): the run starts {describe_roles(roles)}")
+    return Pool(roles, given, set_aside, options.max_agents or None)
 
 
 @record
