@@ -334,6 +334,7 @@ class Roadmap:
     defaults: dict = field(default_factory=dict)
     executor: object | None = None  # the top-level `executor:` as written (template or mapping)
     agents: dict[str, int] | None = None  # an `agents:` block: role -> count
+    agents_place: str | None = None  # file:line of that block (the last one read), for the messages that name it
     content_hash: str = ""  # sha256 over the files' bytes, in order
     warnings: list = field(default_factory=list)  # list[errors.Problem]
     settings: dict = field(default_factory=dict)  # top-level blocks of the coding layer as written (`workspace:`)

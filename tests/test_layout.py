@@ -172,3 +172,27 @@ def test_nothing_below_cli_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 bad.append(f"{rel}:{node.lineno}")
     assert bad == []
+
+
+def _unused_lazy_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of each import inside a function whose name the function never reads."""
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            read = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    out += [(node.lineno, a.asname or a.name.split(".")[0]) for a in node.names
+                            if (a.asname or a.name.split(".")[0]) not in read]
+    return out
+
+
+def test_every_import_inside_a_function_is_used():
+    """A lazy import is there to put off a cost until a path needs it: one that nothing reads pays the cost
+    for nothing (the roadmap loader imported the coding layer's executors on reading `executor:`, unused)."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        bad += [f"{path.relative_to(ROOT)}:{line}: {name}" for line, name in _unused_lazy_imports(ast.parse(path.read_text(encoding="utf-8")))]
+    assert bad == []
+    planted = ast.parse("def f():\n    from runner.coding import executors\n    import os.path\n    return os.sep\n")
+    assert _unused_lazy_imports(planted) == [(2, "executors")]

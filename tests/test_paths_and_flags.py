@@ -197,6 +197,22 @@ def test_a_task_with_no_command_and_no_executor_stops_the_run_before_it_starts_a
     assert given.returncode == 0 and "note:" not in given.stdout, given.stdout
 
 
+def test_checks_critical_path_is_the_roadmaps_and_says_when_a_run_with_these_options_would_not_start(tmp_path):
+    """The critical path names `agent`, which has no executor: a run with these options refuses to start (exit 2),
+    so the text says beside the path that it is the path of a run given an executor. --json keeps its keys: the
+    path is the roadmap's, `without_executor` names the tasks; the exit code stays 0 (the roadmap is valid)."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("tasks:\n  - id: agent\n    title: t\n  - id: after\n    command: 'true'\n    dependencies: [agent]\n")
+    check = wvo(rm, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "  critical path (2 tasks, once an executor is given: see the note below): agent -> after\n" in check.stdout
+    assert NO_EXECUTOR in check.stdout.split("critical path")[1], "the note is not below the path"
+    as_json = json.loads(wvo(rm, "--check", "--json").stdout)
+    assert as_json["critical_path"] == {"length": 2, "tasks": ["agent", "after"]} and as_json["without_executor"] == ["agent"]
+    given = wvo(rm, "--check", "--executor", json.dumps([sys.executable, "{prompt}"]))
+    assert given.returncode == 0 and "  critical path (2 tasks): agent -> after\n" in given.stdout, given.stdout
+
+
 def test_the_batch_loop_and_a_selection_stop_on_a_task_with_no_executor(tmp_path):
     """The loop (--iterations 0: until nothing is runnable) must not run batch after batch selecting it again."""
     rm = tmp_path / "rm.yaml"
@@ -224,6 +240,32 @@ def test_a_missing_executor_program_is_exit_2_from_check_and_run_before_anything
     assert run.returncode == EXIT_USAGE, run.stderr
     assert run.stderr.splitlines() == [f"error: {line}; install it or put its folder on PATH"]
     assert not (tmp_path / "plain").exists()
+
+
+def test_a_missing_executor_program_is_refused_at_the_start_locally_and_fails_its_attempts_on_ray(tmp_path, backend):
+    """The program check looks on this machine's PATH, which is where a local run starts it: refused, exit 2, nothing
+    run or written. A Ray run starts it on the cluster's nodes, whose PATH is theirs: not refused at the start;
+    each attempt fails (exit code 127, not classed: a plain argv executor has no output parser) naming the program,
+    its dependent is skipped, and the run exits 1."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text("executor: [wvo-no-such-cli-r4, '{prompt}']\n"
+                  "tasks:\n  - id: agent\n    title: t\n    retries: 0\n"
+                  f"  - id: after\n    command: 'touch {tmp_path}/after'\n    dependencies: [agent]\n")  # fmt: skip
+    check = wvo(rm, "--check", *backend)  # --check decides as the run does
+    assert check.returncode == (EXIT_USAGE if backend[1] == "local" else 0), check.stdout
+    run = wvo(rm, "-q", "--json", "--agents", "1", "--state-dir", tmp_path / "s", *backend, timeout=60)
+    if backend[1] == "local":
+        assert run.returncode == EXIT_USAGE, run.stderr
+        assert run.stderr.splitlines() == ["error: executor wvo-no-such-cli-r4: program 'wvo-no-such-cli-r4' is not on PATH; "
+                                           "install it or put its folder on PATH"]  # fmt: skip
+        assert run.stdout == "" and not (tmp_path / "s").exists()
+        return
+    assert run.returncode == 1, run.stderr
+    rows = {t["task"]: t for t in json.loads(run.stdout)["tasks"]}
+    assert rows["agent"]["status"] == "failed" and rows["agent"]["exit_code"] == 127 and rows["agent"]["attempts"] == 1
+    assert "No such file or directory: 'wvo-no-such-cli-r4'" in rows["agent"]["reason"], rows["agent"]
+    assert "wvo-batch: cannot start" in Path(rows["agent"]["log"]).read_text()
+    assert rows["after"]["status"] == "skipped" and not (tmp_path / "after").exists()
 
 
 def test_executors_by_role_are_checked_for_the_runs_own_roles(tmp_path):
@@ -299,6 +341,55 @@ def test_flags_that_agree_run(tmp_path, flags):
     r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={"WVO_AGENTS": "", "WVO_AUTOPILOT_ONCE": ""})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ran").exists()
+
+
+# -- the pool: the command line, then the environment, then the roadmap's `agents:`, then the default -------------
+
+POOL_UNSET = {"WVO_AGENTS": "", "WVO_ROLES": "", "WVO_MIN_AGENTS": "", "WVO_MAX_AGENTS": "", "WVO_AUTOPILOT_ONCE": ""}
+
+
+@pytest.mark.parametrize("flags, env, roles, given", [
+    ([], {}, {"critic"}, None),  # the roadmap's block beats the default
+    (["--agents", "2"], {}, {"orchestrator", "worker"}, "--agents 2"),
+    (["-qj2"], {}, {"orchestrator", "worker"}, "--agents 2"),  # typer reads it: the same rule
+    ([], {"WVO_AGENTS": "2"}, {"orchestrator", "worker"}, "WVO_AGENTS=2"),
+    (["--roles", "worker=1"], {}, {"worker"}, "--roles worker=1"),
+    ([], {"WVO_ROLES": "worker=1"}, {"worker"}, "WVO_ROLES=worker=1"),
+    (["--max-agents", "2"], {}, {"worker"}, "--max-agents 2"),  # scaling starts with one worker
+    (["--roles", "worker=1"], {"WVO_AGENTS": "3"}, {"worker"}, "--roles worker=1"),  # the flag beats the variable
+])  # fmt: skip
+def test_the_command_line_and_the_environment_beat_the_roadmaps_agents_block_and_say_so(tmp_path, flags, env, roles, given):
+    """An `agents:` block in the roadmap is a setting in a file: --agents/--roles/--min-agents/--max-agents (flag
+    or variable) beat it, and the run says so in one line naming the block's file:line, under --quiet too.
+    --check shows the pool the run starts, and the same warning."""
+    rm = tmp_path / "rm.yaml"
+    rm.write_text(f"tasks:\n  - id: t1\n    command: 'touch {tmp_path}/ran'\nagents: {{critic: 2}}\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", *flags, env={**POOL_UNSET, **env})
+    assert r.returncode == 0, r.stderr
+    spawned = [json.loads(line) for line in next((tmp_path / "s").glob("runs/*/events.jsonl")).read_text().splitlines()]
+    assert {e["role"] for e in spawned if e.get("event") == "agent:spawned"} == roles
+    warning = f"warning: {given} sets aside the roadmap's `agents:` block at {rm}:4"
+    said = [line for line in r.stderr.splitlines() if "`agents:`" in line]
+    assert said == [] if given is None else len(said) == 1 and said[0].startswith(f"wvo-batch: {warning}"), r.stderr
+    check = wvo(rm, "--check", *["-j2" if f == "-qj2" else f for f in flags], env={**POOL_UNSET, **env})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"(from {given or f'`agents:` at {rm}:4'})" in check.stdout, check.stdout
+    said = [line for line in check.stderr.splitlines() if "`agents:`" in line]
+    assert said == [] if given is None else len(said) == 1 and said[0].startswith(warning), check.stderr
+
+
+def test_the_batch_loop_says_once_that_the_command_line_beat_the_agents_block_and_every_batch_keeps_its_pool(tmp_path):
+    """Each batch of the loop decides its pool from the roadmap it read again: the flag still wins, said once."""
+    rm = tmp_path / "rm.yaml"
+    adder = f"printf '  - id: added\\n    command: touch {tmp_path}/added\\n' >> {rm}"
+    rm.write_text(f"agents: {{critic: 2}}\ntasks:\n  - id: first\n    command: {json.dumps(adder)}\n")
+    r = wvo(rm, "--state-dir", tmp_path / "s", "-q", "--json", "--iterations", "2", "--agents", "1", env=POOL_UNSET)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "added").exists(), "the second batch did not run"
+    doc = json.loads(r.stdout)
+    assert [b["agents"] for b in doc["batches"]] == [{"worker": 1}, {"worker": 1}]
+    assert [(t["task"], t["agent"]) for b in doc["batches"] for t in b["tasks"]] == [("first", "worker-0"), ("added", "worker-0")]
+    assert r.stderr.count(f"warning: --agents 1 sets aside the roadmap's `agents:` block at {rm}:1") == 1, r.stderr
 
 
 # -- a YAML file that is no roadmap ----------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from runner.errors import (
     UsageError,
 )
 
-DEFAULT_AGENTS = 4  # --agents when neither it nor WVO_AGENTS is given
 _STATUS_TIMEOUT_S = 3.0  # --status gives up on a run that does not answer (stopped with SIGSTOP)
 
 _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # what typer.echo strips when the stream is no terminal
@@ -97,11 +96,11 @@ def _command(args: SimpleNamespace) -> int:
     if problem:
         raise UsageError(problem)
     _combinations(args)
-    n_agents = _agents(args.agents) if args.agents is not None else DEFAULT_AGENTS
     if args.status:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
     if args.history:
         return _history(roadmaps, args.state_dir, args.json_out)
+    pool = _pool_settings(args)
     from runner.roadmap.loader import load
 
     result = load(roadmaps, strict=args.strict)
@@ -111,20 +110,13 @@ def _command(args: SimpleNamespace) -> int:
         for warning in budget_check(result.roadmap, args.budget, _executor(args.executor), args.budget_unknown_cost):
             _echo(one_line(f"warning: {warning}"), err=True)
     if args.check:
-        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args)
+        return _check(result, args.json_out, args.only, args.with_deps, args.max_tasks, args, pool)
     if result.errors:
         for p in result.errors:
             _echo(one_line(f"error: {p}"), err=True)
         return EXIT_USAGE
     for w in result.warnings:
         _echo(one_line(f"warning: {w}"), err=True)
-    min_agents, max_agents = args.min_agents, args.max_agents
-    if max_agents is not None or min_agents is not None:
-        lo = min_agents if min_agents is not None else 1
-        hi = max_agents if max_agents is not None else max(lo, n_agents)
-        if lo < 1 or hi < lo:
-            raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
-        min_agents, max_agents = lo, hi
     outputs = [(flag, path, append) for flag, path, append in
                (("--events", args.events, True), ("--trace", args.trace, False), ("--report", args.report, False)) if path]
     if outputs:
@@ -144,13 +136,11 @@ def _command(args: SimpleNamespace) -> int:
         result,
         roadmaps,
         plan,
-        n_agents,
         strict=args.strict,
         trace=args.trace,
         report=args.report,
         write_back=args.write_back,
-        min_agents=min_agents,
-        max_agents=max_agents,
+        **pool,
         state_dir=args.state_dir,
         json_out=args.json_out,
         quiet=args.quiet,
@@ -160,7 +150,6 @@ def _command(args: SimpleNamespace) -> int:
         max_failures=args.max_failures,
         memfree=parse_size(args.memfree) if args.memfree else None,
         max_load=args.max_load,
-        roles=parse_roles(args.roles) if args.roles else None,
         route_wait=args.route_wait,
         executor=_executor(args.executor),
         events=args.events,
@@ -287,6 +276,34 @@ def _agents(text: str) -> int:
     return n
 
 
+def _pool_settings(args: SimpleNamespace) -> dict:
+    """The pool as the command line and the environment give it (None: not given), for RunOptions: agents, roles,
+    min_agents, max_agents, and pool_from naming the flag or variable. runner.manager.options.decide_pool weighs
+    them against the roadmap's `agents:` block; UsageError for a bad value."""
+    env = getattr(args, "from_env", set())
+    variables = {o.name: o.envvar for o in cliargs.OPTIONS}
+
+    def said(name: str, flag: str, value) -> str:  # as the user wrote it: "--agents 2", or "WVO_AGENTS=2"
+        return f"{variables[name]}={value}" if name in env else f"{flag} {value}"
+
+    if args.roles:
+        return {"roles": parse_roles(args.roles), "pool_from": said("roles", "--roles", args.roles)}
+    if args.max_agents is not None or args.min_agents is not None:
+        from runner.manager.options import DEFAULT_AGENTS
+
+        lo = args.min_agents if args.min_agents is not None else 1
+        hi = args.max_agents if args.max_agents is not None else max(lo, DEFAULT_AGENTS)
+        if lo < 1 or hi < lo:
+            raise UsageError(f"--min-agents/--max-agents: need 1 <= A <= B (got A={lo}, B={hi})")
+        given = [said(name, f"--{name.replace('_', '-')}", getattr(args, name)) for name in ("min_agents", "max_agents")
+                 if getattr(args, name) is not None]  # fmt: skip
+        return {"min_agents": lo, "max_agents": hi, "pool_from": " ".join(given)}
+    if args.agents is not None:
+        n = _agents(args.agents)
+        return {"agents": n, "pool_from": said("agents", "--agents", n)}
+    return {}
+
+
 def _executor(text: str | None):
     if text is None:
         return None
@@ -298,8 +315,17 @@ def _executor(text: str | None):
     return text
 
 
-def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None) -> int:
+def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: int | None, args=None,
+           pool_settings: dict | None = None) -> int:
     from runner.roadmap.loader import format_plan, plan
+
+    pool = None  # the pool the run would start, decided as the run decides it
+    if result.roadmap is not None:
+        from runner.manager.options import RunOptions, decide_pool
+
+        pool = decide_pool(RunOptions(**(pool_settings or {})), result.roadmap)
+        if pool.set_aside:
+            _echo(one_line(f"warning: {pool.set_aside}"), err=True)
 
     fleet, asks = None, False  # asks: the roadmap has agent tasks, which need an executor
     if result.roadmap is not None and not result.errors and args is not None \
@@ -334,7 +360,7 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
         selected = None if batch is None else set(batch["run"])
         missing = without_executor([t for t in result.roadmap.tasks if selected is None or t.id in selected], fleet, result.blocked)
         if fleet is not None:
-            result.errors.extend(_executor_problems(result, args, fleet, selected))
+            result.errors.extend(_executor_problems(result, args, fleet, selected, pool.roles))
     if json_out:
         doc = plan(result, executor)
         if batch is not None:
@@ -343,9 +369,19 @@ def _check(result, json_out: bool, only: list[str], with_deps: bool, max_tasks: 
             doc["workspaces"] = spaces
         if missing:  # a run with these options stops before it starts (exit 2): the roadmap itself is valid
             doc["without_executor"] = [t.id for t in missing]
+        if pool is not None:
+            doc["agents"] = {"roles": pool.roles, "from": pool.source, **({"max_agents": pool.max_agents} if pool.max_agents else {})}
         _echo(json.dumps(doc, indent=2))
     else:
-        _echo(visible(format_plan(result, executor=executor)))
+        # The critical path stays the roadmap's: a run given an executor follows it; this one would not start at all.
+        path_note = "once an executor is given: see the note below" if missing else ""
+        agents = ""
+        if pool is not None:
+            from runner.manager.options import describe_roles
+
+            scaling = f", adding workers up to {pool.max_agents}" if pool.max_agents else ""
+            agents = f"{describe_roles(pool.roles)}{scaling} (from {pool.source})"
+        _echo(visible(format_plan(result, executor=executor, path_note=path_note, agents=agents)))
         for g in spaces:
             n = len(g["tasks"])
             if g["mode"] == "worktree":
@@ -411,27 +447,22 @@ def _review_problems(result, args) -> list:
     return problems
 
 
-def _executor_problems(result, args, fleet, selected: set[str] | None) -> list:
-    """--check: what the run would refuse about its agent tasks' executors, from the same settings
-    (runner.manager.accounts.executor_problems: the one check both make)."""
+def _executor_problems(result, args, fleet, selected: set[str] | None, roles: dict[str, int]) -> list:
+    """--check: what the run would refuse about its agent tasks' executors, from the same settings and the pool
+    the run would start (runner.manager.accounts.executor_problems: the one check both make)."""
     from runner.manager.accounts import executor_problems
-    from runner.manager.options import default_roles
 
     roadmap = result.roadmap
     tasks = roadmap.tasks if selected is None else [t for t in roadmap.tasks if t.id in selected]
-    start = (args.min_agents or 1) if args.max_agents is not None else _agents(args.agents or str(DEFAULT_AGENTS))
-    roles = parse_roles(args.roles) if args.roles else roadmap.agents or default_roles(start)
     return executor_problems(tasks, fleet, roles, result.blocked, programs=args.backend != "ray")
 
 
-def _run(
-    result, paths, plan, n_agents: int, *, strict, json_out, quiet, events, trace, report, **kw
-) -> int:
+def _run(result, paths, plan, *, strict, json_out, quiet, events, trace, report, **kw) -> int:
     from runner.manager.autopilot import run_batches
     from runner.cli.display import Display
     from runner.manager.run import RunOptions
 
-    options = RunOptions(agents=n_agents, events_file=events, **kw)
+    options = RunOptions(events_file=events, **kw)
     display = Display(quiet=quiet, json_mode=json_out)
     outcome = run_batches(result, paths, options, plan, display, strict=strict)
     if trace or report:

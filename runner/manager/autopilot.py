@@ -14,7 +14,7 @@ from dataclasses import field, replace
 
 from runner.errors import Problem
 from runner.manager.exits import Ending, decide
-from runner.manager.run import Reporter, Run, RunOptions, RunResult
+from runner.manager.run import Reporter, Run, RunOptions, RunResult, decide_pool
 from runner.model import record
 
 
@@ -70,6 +70,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
     iteration = 0
     stop_reason = ""
     ending = Ending()  # over every batch so far
+    set_aside = None  # the last warning that the command line beat the roadmap's `agents:` (a re-read may change it)
     while True:
         iteration += 1
         if iteration > 1:
@@ -94,6 +95,10 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
                 break
             blocked.update(selection.blocked)
             run_options = replace(run_options, blocked=blocked, selected=set(selection.run) | set(selection.blocked))
+        pool = decide_pool(run_options, roadmap)  # what Run decides too; said here once, not once a batch
+        if pool.set_aside and pool.set_aside != set_aside:
+            set_aside = pool.set_aside
+            reporter.message(f"warning: {set_aside}")
         result = Run(roadmap, run_options, reporter).execute()
         batches.append(result)
         if options.resume:  # the loop continued the run it was killed in: the rest of it goes on from there

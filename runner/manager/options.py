@@ -11,6 +11,9 @@ from runner.errors import UsageError
 from runner.manager.exits import Ending
 from runner.model import record
 
+DEFAULT_AGENTS = 4  # agents when neither the command line, the environment nor the roadmap's `agents:` gives a pool
+
+
 def default_roles(n: int) -> dict[str, int]:
     """The original design's pool: 1 orchestrator, 1 critic when n >= 4, the rest workers."""
     if n <= 1:
@@ -23,8 +26,9 @@ def default_roles(n: int) -> dict[str, int]:
 class RunOptions:
     """How a run goes: the command line's settings, as the manager takes them."""
 
-    agents: int = 4
-    roles: dict[str, int] | None = None  # role -> count; None: default_roles(agents)
+    agents: int | None = None  # --agents; None: not given (decide_pool: the roadmap's `agents:`, else the default)
+    roles: dict[str, int] | None = None  # --roles: role -> count
+    pool_from: str | None = None  # the flag or variable that gave the pool, with its value (decide_pool's messages)
     state_dir: str | None = None
     resume: bool = False
     grace: float = 10.0  # seconds between TERM and KILL (timeouts, Ctrl-C)
@@ -57,6 +61,50 @@ class RunOptions:
     land_parallel: int | None = None  # --land-parallel: landings checked at once (None: the number of agents)
     budget: float | None = None  # --budget USD (None: the roadmap's `budget:`, else none); runner.manager.accounts
     max_wait: float | None = None  # --max-wait seconds a usage limit may pause the run (None: 2 h)
+
+
+def describe_roles(roles: dict[str, int]) -> str:
+    """{'orchestrator': 1, 'worker': 2, 'critic': 0} -> '1 orchestrator, 2 worker'."""
+    return ", ".join(f"{n} {role}" for role, n in roles.items() if n)
+
+
+@record(frozen=True)
+class Pool:
+    """The agents a run starts with, and what decided them (decide_pool)."""
+
+    roles: dict[str, int]  # role -> agents at the start
+    source: str  # what gave them, in the user's words: "--agents 2", "WVO_ROLES=worker=3", "`agents:` at rm.yaml:4"
+    set_aside: str | None = None  # a warning when the command line or the environment beat the roadmap's `agents:`
+    max_agents: int | None = None  # scaling: workers are added up to this many agents in all (None: a fixed pool)
+
+
+def decide_pool(options: RunOptions, roadmap) -> Pool:
+    """The run's pool; the one place that decides it (the run, each batch of the loop, --check).
+
+    The command line beats the environment (both in `options`: --roles, --min-agents/--max-agents, --agents,
+    with `pool_from` naming the flag or the variable), which beats the roadmap's `agents:` block, which beats
+    default_roles(DEFAULT_AGENTS). A block that is set aside is named in `set_aside`, never dropped unsaid.
+    """
+    block = getattr(roadmap, "agents", None) or None  # {}: no block (the default pool)
+    place = getattr(roadmap, "agents_place", None)
+    if options.roles:
+        roles = dict(options.roles)
+    elif options.max_agents:
+        roles = default_roles(options.min_agents or 1)  # scaling starts here and adds workers
+    elif options.agents is not None:
+        roles = default_roles(options.agents)
+    elif block:
+        return Pool(dict(block), f"`agents:` at {place}" if place else "`agents:`")
+    else:
+        return Pool(default_roles(DEFAULT_AGENTS), "the default")
+    given = options.pool_from or ("--roles" if options.roles else "--min-agents/--max-agents" if options.max_agents else
+                                  f"--agents {options.agents}")
+    set_aside = None
+    if block:
+        where = f" at {place}" if place else ""
+        set_aside = (f"{given} sets aside the roadmap's `agents:` block{where} (the command line and the environment "
+                     f"beat the roadmap): the run starts {describe_roles(roles)}")
+    return Pool(roles, given, set_aside, options.max_agents or None)
 
 
 @record

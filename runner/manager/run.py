@@ -43,7 +43,7 @@ from runner.manager.hung_agents import HungAgents
 from runner.manager.landing_queue import LandingQueue
 from runner.manager.ledger import Ledger, task_hash, task_hashes
 from runner.manager.live import LiveRoadmap
-from runner.manager.options import Reporter, RunOptions, RunResult, default_roles, make_backend  # noqa: F401 - the run's API
+from runner.manager.options import Reporter, RunOptions, RunResult, decide_pool, default_roles, make_backend  # noqa: F401 - the run's API
 from runner.manager.outcomes import Outcomes, killpg
 from runner.manager.review_rounds import ReviewRounds
 from runner.manager.scaling import Scaling
@@ -66,8 +66,7 @@ class Run:
         """plugins: more components, each made from the run's context (`plugin(ctx) -> Component`)."""
         self._fleet = fleet_of_run(roadmap, options.executor)  # executors.Fleet or None: runner.coding only for one
         executor = None if self._fleet is None else self._fleet.default()
-        start = options.min_agents if options.max_agents else options.agents
-        roles = options.roles or roadmap.agents or default_roles(start or 1)
+        roles = decide_pool(options, roadmap).roles  # its warning, if any, is the caller's (runner.manager.autopilot)
         self.ctx = RunContext(roadmap, options, reporter or Reporter(), executor, roles)
         self.pool = self.ctx.pool  # the agent table and the reservations (read by tests and --status)
         self.backend = None  # set once the run starts

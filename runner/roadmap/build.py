@@ -45,7 +45,7 @@ class Builder(TaskBuilder):
         self.executor: object | None = None
         self.executor_place: str | None = None
         self.agents: dict[str, int] | None = None
-        self._agents_place: tuple[str, int] | None = None  # file, line of the last `agents:` block read
+        self.agents_place: tuple[str, int] | None = None  # file, line of the last `agents:` block read
         self.settings: dict = {}  # top-level `workspace:` (the first file's that has one), and the fleet's keys
         self._places: dict[str, str] = {}  # fleet key ("resources.port", "executors.worker", ...) -> file:line
         self._executor_specs: list[tuple] = []  # (spec, where, file, line): checked by finish(), with the resource names
@@ -299,9 +299,8 @@ class Builder(TaskBuilder):
         return table if ok else None
 
     def _executor(self, v, line: int, where: str) -> None:
-        """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place."""
-        from runner.coding import executors
-
+        """Checked by the executors module, which reads it at run time: a bad one is reported now, with its place
+        (by finish(), once every file is read)."""
         line = self._line_of(v, line)
         if self.executor is not None and self.executor != v:
             # A run has one `executor:`; other executors are chosen by role (`executors:`) or per task.
@@ -374,12 +373,12 @@ class Builder(TaskBuilder):
     def finish(self) -> None:
         """Checks that need every file read: the agents in all; the pools tasks use exist; executors may use their
         names as fields."""
-        if self.agents and self._agents_place is not None:  # as --roles is checked ({}: the default pool)
+        if self.agents and self.agents_place is not None:  # as --roles is checked ({}: the default pool)
             n = sum(self.agents.values())
             if n < 1:
-                self.p.error("`agents:` has no agent in all; give at least one, like {worker: 4}", *self._agents_place)
+                self.p.error("`agents:` has no agent in all; give at least one, like {worker: 4}", *self.agents_place)
             elif n > MAX_AGENTS:
-                self.p.error(f"`agents:` has {n} agents in all; give at most {MAX_AGENTS}", *self._agents_place)
+                self.p.error(f"`agents:` has {n} agents in all; give at most {MAX_AGENTS}", *self.agents_place)
         pools = self.settings.get("resources") or {}
         for t in self.tasks:
             if not t.meta:  # most tasks: neither `uses` nor `executor`
@@ -428,7 +427,7 @@ class Builder(TaskBuilder):
             else:
                 agents[role] = n
         self.agents = {**(self.agents or {}), **agents}
-        self._agents_place = (self.file, line)
+        self.agents_place = (self.file, line)
 
     # -- checks across tasks
 

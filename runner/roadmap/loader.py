@@ -145,6 +145,7 @@ def _load(paths: list[str], strict: bool) -> tuple[CheckResult, int]:
             defaults=builder.merged_defaults,
             executor=builder.executor,
             agents=builder.agents,
+            agents_place=builder.agents_place and "{}:{}".format(*builder.agents_place),
             settings=builder.settings,
             content_hash=digest.hexdigest(),
             warnings=list(warnings),

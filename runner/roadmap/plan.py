@@ -84,8 +84,13 @@ def _fleet(result: CheckResult, tasks: list[Task], executor) -> dict:
     return out
 
 
-def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 40, executor=None) -> str:
-    """The human --check text: counts, what is blocked and why, the critical path, the fleet, then each problem."""
+def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 40, executor=None, path_note: str = "",
+                agents: str = "") -> str:
+    """The human --check text: counts, what is blocked and why, the critical path, the fleet, then each problem.
+
+    path_note: said beside the critical path (the roadmap's, whatever the options) when a run with these options
+    would not follow it, e.g. one that stops before it starts for want of an executor. agents: the pool a run
+    with these options starts, and what gave it (runner.manager.options.decide_pool)."""
     tasks, doc = _tally(result)
     blocked = list(result.blocked.items())
     path = result.critical_path
@@ -112,7 +117,8 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 
             out.append(f"    ... and {len(blocked) - max_blocked} more (see --json)")
     if path:
         chain = list(path) if len(path) <= 12 else [*path[:6], "...", *path[-5:]]
-        out.append(f"  critical path ({_plural(len(path), 'task')}): " + " -> ".join(chain))
+        note = f", {path_note}" if path_note else ""
+        out.append(f"  critical path ({_plural(len(path), 'task')}{note}): " + " -> ".join(chain))
     for name, r in doc.get("resources", {}).items():
         out.append(f"  resource {name}: {r['slots']}; used by {_plural(len(r['used_by']), 'task')}")
     if "executors" in doc:
@@ -122,6 +128,8 @@ def format_plan(result: CheckResult, *, max_blocked: int = 20, max_tasks: int = 
             out.append(f"    {e['task']}: {_executor_text(e)}")
         if len(rows) > max_tasks:
             out.append(f"    ... and {len(rows) - max_tasks} more (see --json)")
+    if agents:
+        out.append(f"  agents: {agents}")
     for title, problems in (("errors", result.errors), ("warnings", result.warnings)):
         if problems:
             out.append(f"{title} ({len(problems)}):")
