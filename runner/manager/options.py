@@ -64,8 +64,8 @@ class RunOptions:
 
 
 def describe_roles(roles: dict[str, int]) -> str:
-    """{'orchestrator': 1, 'worker': 2, 'critic': 0} -> '1 orchestrator, 2 worker'."""
-    return ", ".join(f"{n} {role}" for role, n in roles.items() if n)
+    """{'orchestrator': 1, 'worker': 2, 'critic': 0} -> '1 orchestrator, 2 workers'."""
+    return ", ".join(f"{n} {role}{'s' if n > 1 else ''}" for role, n in roles.items() if n)
 
 
 @record(frozen=True)
