@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 from runner.manager.events import TASK_FINISHED, TASK_RESERVED, TASK_RETURNED
@@ -88,6 +92,38 @@ def wait_dead(procs, timeout: float) -> list:
     while (pending := [p for p in pending if alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.01)
     return pending
+
+
+def stop(proc: subprocess.Popen, *, group: bool = False, timeout: float = 30.0) -> None:
+    """SIGKILL a process the test started if it still runs (its whole process group if `group`: it was started
+    in a session of its own), reap it within `timeout` and close its pipes.
+
+    Never raises for a process that outlives the timeout, so a failing test's own error stays the one
+    reported: the leftover-process check (conftest.py) fails the test on it instead.
+    """
+    try:
+        if proc.poll() is None:
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a stdin whose reader died cannot flush
+                    pipe.close()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen, *, group: bool = False, timeout: float = 30.0):
+    """`stop(proc, ...)` when the block ends, however it ends."""
+    try:
+        yield proc
+    finally:
+        stop(proc, group=group, timeout=timeout)
 
 
 def check_pool_invariants(events: list[dict]) -> None:

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
+from helpers import reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,7 +72,7 @@ def test_max_load_below_the_load_average_starts_nothing_until_stopped(tmp_path, 
     rm.write_text("tasks:\n  - id: a\n    command: 'true'\n  - id: b\n    command: 'true'\n")
     events = tmp_path / "ev.jsonl"
     proc = start(rm, "--agents", "2", "--state-dir", tmp_path / "s", "--max-load", limit, "--events", events, "--json")
-    try:
+    with reaped(proc):
         # Two refreshes of the board with both agents up and both tasks queued: without the gate the
         # first loop after the spawns would have handed them out.
         def gated():
@@ -85,10 +87,6 @@ def test_max_load_below_the_load_average_starts_nothing_until_stopped(tmp_path, 
         poll(gated, message="the board refreshed twice with the tasks still queued")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 143, err
     assert not [e for e in events_of(events) if e["event"] == "task:started"], "a task started above --max-load"
     assert {row["status"] for row in json.loads(out)["tasks"]} == {"interrupted"}
@@ -110,12 +108,11 @@ def test_status_watch_attaches_to_a_running_run_shows_the_board_and_ends_with_it
     rm = tmp_path / "w.yaml"
     rm.write_text(f"tasks:\n  - id: long\n    title: The long one\n    command: \"{waits_for(go)}\"\n")
     state = tmp_path / "s"
-    run = start(rm, "--agents", "2", "--state-dir", state)
-    watch = None
-    try:
+    with ExitStack() as stack:
+        run = stack.enter_context(reaped(start(rm, "--agents", "2", "--state-dir", state)))
         # The run is up once its board answers --status.
         poll(lambda: wvo(rm, "--state-dir", state, "--status", timeout=30).returncode == 0, message="--status answers")
-        watch = start(rm, "--state-dir", state, "--status", "--watch")
+        watch = stack.enter_context(reaped(start(rm, "--state-dir", state, "--status", "--watch")))
         fd = watch.stdout.fileno()
         os.set_blocking(fd, False)
         seen = []
@@ -135,12 +132,6 @@ def test_status_watch_attaches_to_a_running_run_shows_the_board_and_ends_with_it
         assert run.wait(60) == 0, run.stderr.read()
         rc = watch.wait(30)  # it ends by itself once the run has ended
         assert rc in (0, 3), (rc, watch.stderr.read())
-    finally:
-        for p in (run, watch):
-            if p is not None:
-                if p.poll() is None:
-                    p.kill()
-                p.communicate()
 
 
 # -- --events, --trace, --report -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, wvo
-from helpers import ledger_rows
+from helpers import ledger_rows, stop
 from test_exit_codes import bounded, calls_of, usage_limited_roadmap
 from test_worktrees import GIT_ENV, checkout_state, git, make_repo, rows, run_json, worktrees
 
@@ -298,9 +298,7 @@ def test_resume_x_landing_a_task_whose_merge_is_on_into_lands_once(tmp_path):
         if db is not None:
             db.execute("ROLLBACK")
             db.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, group=True)
         for p in _marked(mark):
             p.kill()
     assert first_parent_lands(repo, "only") == 1

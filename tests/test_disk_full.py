@@ -9,11 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, reaped
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -121,7 +122,7 @@ def test_disk_full_mid_run_stops_handing_out_and_counts_the_truth(tmp_path, smal
     state = small_disk / "s"
     db_path = state / "ledger.sqlite"
     proc = start(rm, "--agents", "2", "--state-dir", state)
-    try:
+    with closing(ready), reaped(proc):
         ready.wait_lines(2)  # slow runs, fill waits at its gate: the early three are done
         wait_for_attempts(db_path, 3)
         open_gate(gate_fill)  # the disk fills up; fill's outcome cannot be committed
@@ -130,11 +131,6 @@ def test_disk_full_mid_run_stops_handing_out_and_counts_the_truth(tmp_path, smal
             filler.unlink()
         open_gate(gate_slow)  # the running task finishes: it is not killed
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        ready.close()
     err = said + err
     assert proc.returncode == EXIT_RECORD_FAILED, err
     assert "Traceback" not in err
@@ -176,16 +172,11 @@ def test_events_file_that_cannot_be_written_stops_the_run_like_the_ledger(tmp_pa
         ],
     )
     proc = start(rm, "--agents", "1", "--state-dir", tmp_path / "s", "--events", "/dev/full")
-    try:
+    with closing(ready), reaped(proc):
         ready.wait_lines(1)
         said = read_until(proc.stderr, "cannot write the events file")
         open_gate(gate)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        ready.close()
     err = said + err
     assert proc.returncode == EXIT_RECORD_FAILED, err
     assert "/dev/full" in err and "No space left on device" in err and "Traceback" not in err

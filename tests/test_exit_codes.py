@@ -15,12 +15,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -246,15 +247,10 @@ def test_130_143_interrupted_or_terminated(tmp_path, sig, code):
     rm = commands(tmp_path, {"long": f"echo up > {fifo.path}; exec sleep 60", "after": "true"})
     rm.write_text(rm.read_text() + "    dependencies: [long]\n")
     proc = start(rm, "--state-dir", tmp_path / "s", "--grace", "0.5", "--json")
-    try:
+    with closing(fifo), reaped(proc):
         fifo.wait_lines(1)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        fifo.close()
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err
     assert {row["task"]: row["status"] for row in json.loads(out)["tasks"]}["long"] == "interrupted"

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, wvo
+from helpers import reaped
 from runner.agents.checks import landing_checks
 from runner.coding.landing import Landed, Lander
 from runner.coding.speculative import SpeculativeLander
@@ -288,7 +289,7 @@ def test_sigterm_cancels_a_hung_landing_check_and_the_run_ends_143_then_resume_l
     proc = subprocess.Popen([sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state),
                              "-q", "--grace", "1"], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
+    with reaped(proc, group=True):
         deadline = time.monotonic() + 60
         while not flag.exists():
             assert proc.poll() is None and time.monotonic() < deadline, "the landing's check never ran"
@@ -296,11 +297,7 @@ def test_sigterm_cancels_a_hung_landing_check_and_the_run_ends_143_then_resume_l
         pid = int(pidfile.read_text())
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert code == 143, proc.stderr.read().decode()[-2000:]
+        assert code == 143, proc.stderr.read().decode()[-2000:]  # read before the pipe is closed
     deadline = time.monotonic() + 10
     while not _gone(pid):
         assert time.monotonic() < deadline, "the hung check outlived the run"

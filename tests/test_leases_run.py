@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import ledger_rows
+from helpers import ledger_rows, reaped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -178,14 +178,10 @@ def test_ctrl_c_releases_the_lease(tmp_path):
     low = free_ports(1)
     rm = roadmap(tmp_path, low, low, [("holder", "hold")])
     proc = _start(rm, "--state-dir", tmp_path / "s", "--agents", "1", "--grace", "2")
-    try:
+    with reaped(proc, group=True):
         _wait_for(lambda: _committed_lease(tmp_path / "s") and events_of(tmp_path), 30, "the lease and the task's start")
         os.kill(proc.pid, signal.SIGINT)
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 130
     leases = lease_rows(tmp_path / "s")
     assert len(leases) == 1 and leases[0]["released"] is not None and leases[0]["released_by"] == "outcome", leases
@@ -195,15 +191,11 @@ def test_sigkill_of_the_manager_then_resume_frees_the_dead_runs_leases(tmp_path)
     low = free_ports(2)
     rm = roadmap(tmp_path, low, low + 1, [("a", "hold"), ("b", "hold")])
     proc = _start(rm, "--state-dir", tmp_path / "s", "--agents", "2")
-    try:
+    with reaped(proc, group=True):
         held = _wait_for(lambda: len(_committed_lease(tmp_path / "s")) == 2 and _committed_lease(tmp_path / "s"), 30,
                          "two leases in the ledger")
         os.kill(proc.pid, signal.SIGKILL)  # the manager only; its agents see it go and end their tasks
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert {r["task_id"] for r in held} == {"a", "b"}
     # the holders are gone once their ports are free again (agents watch their parent)
     _wait_for(lambda: _bindable(low) and _bindable(low + 1), 30, "the dead run's tasks to let their ports go")
@@ -233,7 +225,7 @@ def test_the_board_shows_who_holds_which_port(tmp_path):
     low = free_ports(2)
     rm = roadmap(tmp_path, low, low + 1, [("a", "hold"), ("b", "hold")])
     proc = _start(rm, "--state-dir", tmp_path / "s", "--agents", "2")
-    try:
+    with reaped(proc, group=True):
         _wait_for(lambda: len([e for e in events_of(tmp_path) if e["event"] == "start"]) == 2, 30, "both tasks to start")
 
         def board():
@@ -247,10 +239,6 @@ def test_the_board_shows_who_holds_which_port(tmp_path):
         text = wvo(rm, "--state-dir", tmp_path / "s", "--status", timeout=20).stdout
         (tmp_path / "gate").touch()
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     ports = {e["task"]: str(e["port"]) for e in events_of(tmp_path) if e["event"] == "start"}
     assert held == {"port": {ports["a"]: "a", ports["b"]: "b"} if ports["a"] < ports["b"] else {ports["b"]: "b", ports["a"]: "a"}}
     assert f"leases: port {min(ports.values())} →" in text, text

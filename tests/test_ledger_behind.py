@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, wvo
+from helpers import reaped
 from runner.manager import ledger as ledger_mod
 from runner.manager.ledger import BEHIND_TASKS, Ledger, task_hashes
 from runner.model import Roadmap, Task
@@ -100,7 +101,7 @@ time.sleep(60)
 def test_the_writer_dies_with_the_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _STUCK_WRITER, str(tmp_path / "l.sqlite")], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    try:
+    with reaped(proc):
         said = {proc.stdout.readline().strip(), proc.stdout.readline().strip()}  # its pid, and the child's word
         assert "writing" in said
         child = int((said - {"writing"}).pop())
@@ -116,9 +117,6 @@ def test_the_writer_dies_with_the_run(tmp_path):
             time.sleep(0.01)  # polling the process table with a deadline
         else:
             pytest.fail("the writer outlived the run")
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_resume_after_a_large_run_runs_only_what_failed(tmp_path):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, wvo
+from helpers import reaped, stop
 from runner.manager.ledger import BEHIND_TASKS
 
 pytestmark = pytest.mark.timeout(180)
@@ -65,15 +66,12 @@ def test_the_manager_killed_while_its_writer_is_mid_transaction_then_resume_carr
     proc = subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(rm), "--agents", "2", "--quiet", "--resume",
                              "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "WVO_TEST_STALLED": str(stalled)})  # fmt: skip
-    try:
+    with reaped(proc):
         _wait_for(stalled, proc)
         history = wvo(rm, "--history", "--state-dir", state, timeout=60)  # a reader while the writer holds its transaction
         assert history.returncode == 0, history.stderr
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    finally:
-        proc.kill()
-        proc.communicate()
     db_path = state / "ledger.sqlite"
     assert _integrity(db_path) == "ok"
 
@@ -233,8 +231,7 @@ def test_two_large_runs_on_one_state_dir_both_write_their_rows(tmp_path):
             assert proc.returncode == 0, err
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait()
+            stop(proc)
     db_path = state / "ledger.sqlite"
     assert _integrity(db_path) == "ok" and _orphans(db_path) == 0
     db = sqlite3.connect(db_path)

@@ -214,7 +214,7 @@ def test_an_interrupted_task_gets_its_status_back(tmp_path):
     import time
 
     from conftest import ROOT
-    from helpers import Fifo
+    from helpers import Fifo, reaped
 
     roadmap = tmp_path / "r.yaml"
     fifo = Fifo(tmp_path / "ready")
@@ -223,7 +223,7 @@ def test_an_interrupted_task_gets_its_status_back(tmp_path):
         [sys.executable, "-m", "runner", str(roadmap), "--state-dir", str(tmp_path / "s"), "--write-back", "--grace", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
+    with reaped(proc):
         fifo.wait_lines(1)
         deadline = time.monotonic() + 30
         while by_id(roadmap)["a"].get("status") != "in_progress":  # written within a flush of its start
@@ -231,8 +231,4 @@ def test_an_interrupted_task_gets_its_status_back(tmp_path):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert by_id(roadmap)["a"]["status"] == "planned"

@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import wvo
-from helpers import Fifo
+from helpers import Fifo, reaped
 from runner.manager import roadmap_edits
 from runner.manager.leases import LeaseGate, Leases
 from runner.manager.scheduler import AgentView, Scheduler
@@ -285,7 +286,7 @@ def test_a_status_held_while_the_file_was_invalid_is_written_once_it_is_fixed(tm
          "--events", str(tmp_path / "events.jsonl"), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
+    with closing(go), closing(ready), reaped(proc):
         ready.wait_lines(1)
         text = roadmap.read_text()
         assert text.endswith(broken_tail)
@@ -294,12 +295,6 @@ def test_a_status_held_while_the_file_was_invalid_is_written_once_it_is_fixed(tm
         with open(go.path, "w") as f:
             f.write("go\n")
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ready.close()
-        go.close()
     assert proc.returncode == 0, err
     tasks = {t["id"]: t for t in yaml.safe_load(roadmap.read_text())["tasks"]}
     assert tasks["a"]["status"] == "done" and tasks["b"]["status"] == "done", tasks

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from helpers import roadmap, run, task
+from helpers import reaped, roadmap, run, task
 
 TESTS = Path(__file__).resolve().parent
 
@@ -118,16 +118,11 @@ def test_sigkill_to_the_runs_whole_process_group_leaves_nothing_behind_within_5s
         {"id": "callable", "call": "test_orphans:child_and_wait", "args": [str(tmp_path / "c")]},
     ]
     proc = start_run(tmp_path, tasks, mark, "--agents", "3")
-    try:
+    with reaped(proc, group=True):
         wait_for(lambda: lines(up) == 2 and (tmp_path / "c").exists(), 30, "the three tasks to start")
         os.killpg(proc.pid, signal.SIGKILL)  # `timeout -s KILL`, a cancelled CI job: manager and agents at once
         proc.wait(10)
         left = gone_within(mark, 5.0)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
     assert not left, f"processes of the run outlived it by 5s: {left}"
 
 
@@ -151,16 +146,11 @@ def test_a_callables_subprocess_dies_when_the_run_is_terminated(tmp_path):
     started = tmp_path / "c"
     tasks = [{"id": "c", "call": "test_orphans:child_and_wait", "args": [str(started)]}]
     proc = start_run(tmp_path, tasks, mark, "--agents", "1", "--grace", "0.5")
-    try:
+    with reaped(proc, group=True):
         wait_for(started.exists, 30, "the callable to start its child")
         proc.send_signal(signal.SIGTERM)  # the manager alone, as `kill PID` would
         assert proc.wait(30) != 0
         left = gone_within(mark, 1.0)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
     assert not left, f"the callable's child outlived the run: {left}"
 
 
@@ -170,16 +160,11 @@ def test_a_stuck_callable_its_agent_and_its_child_die_when_the_manager_is_sigkil
     started = tmp_path / "c"
     tasks = [{"id": "c", "call": "test_orphans:child_and_stuck", "args": [str(started)]}]
     proc = start_run(tmp_path, tasks, mark, "--agents", "1")
-    try:
+    with reaped(proc, group=True):
         wait_for(started.exists, 30, "the callable to be stuck")
         os.kill(proc.pid, signal.SIGKILL)  # the manager only: its agent cannot run a SIGTERM handler now
         proc.wait(10)
         left = gone_within(mark, 5.0)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
     assert not left, f"the agent or the callable's child outlived the manager: {left}"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Recorder
+from helpers import Recorder, reaped
 from runner.agents.messages import TaskMessage
 from runner.agents.checks import checks_env, run_checks
 from runner.agents.kill import ATTEMPT_MARK
@@ -418,7 +418,7 @@ def test_a_sigterm_of_the_run_ends_a_hung_check_of_an_attempt(tmp_path):
             "--quiet", "--grace", "0.5"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 30
         while not flag.exists():
             assert time.monotonic() < deadline and proc.poll() is None, "the check never ran"
@@ -426,10 +426,6 @@ def test_a_sigterm_of_the_run_ends_a_hung_check_of_an_attempt(tmp_path):
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 143, err
     assert time.monotonic() - began < 15  # not the check's 60 s
     assert b"Traceback" not in err

@@ -16,13 +16,14 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import ROOT
-from helpers import Fifo, Recorder, check_pool_invariants, read_events, roadmap, run, task, wait_dead
+from helpers import Fifo, Recorder, check_pool_invariants, read_events, reaped, roadmap, run, task, wait_dead
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray = pytest.importorskip("ray")
@@ -178,16 +179,9 @@ class TestCommandLine:
         argv = [sys.executable, "-m", "runner", str(tmp_path / "roadmap.yaml"), "--backend", "ray", "--agents", "1"]
         argv += ["--state-dir", str(tmp_path / "state"), "--grace", "1", "--json"]
         proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
+        with closing(fifo), reaped(proc):
             fifo.wait_lines(1, timeout=120)  # Ray is up and the task runs
             yield proc, [int(f.read_text()) for f in files]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-            fifo.close()
 
     def test_ctrl_c_stops_the_run_its_tasks_and_ray_with_a_clean_stdout(self, long_run):
         proc, pids = long_run

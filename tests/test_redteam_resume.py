@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo, wait_dead
+from helpers import Fifo, reaped, wait_dead
 from runner.errors import EXIT_LOCKED
 
 pytestmark = pytest.mark.timeout(180)
@@ -191,7 +191,7 @@ class Plan:
         code, stdout and stderr (what it printed is not kept after a SIGKILL)."""
         proc = self.start(*args)
         out = err = ""
-        try:
+        with reaped(proc):
             line = self.fifo.wait_lines(1)[0]
             if until is not None:
                 wait_until(until, why=why)
@@ -200,10 +200,6 @@ class Plan:
             else:
                 act(proc, line)
                 out, err = proc.communicate(timeout=timeout)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         return proc.returncode, out, err
 
     def run(self, *args) -> subprocess.CompletedProcess:
@@ -297,15 +293,11 @@ def test_agent_killed_mid_chunk_runs_nothing_twice(tmp_path, kind, agents):
     from its outbox, not run again; the rest of its chunk runs elsewhere, once."""
     plan = Plan(tmp_path, kind, 300, blocker=200)
     proc = plan.start("--agents", agents, "--json")
-    try:
+    with reaped(proc):
         line = plan.fifo.wait_lines(1)[0]
         agent = pid_of_agent(int(line.split()[1]), proc.pid)
         os.kill(agent, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     if kind == "call":  # (a command is chunked once it has been seen to take under 2 ms: not on a loaded machine)
         assert plan.chunked(1), "no chunk was handed out: the attack missed"
@@ -351,17 +343,13 @@ def test_manager_killed_while_a_task_is_in_retry_backoff_and_its_dependents_wait
     if agents == "1":  # one agent: `slow` would hold it; it is not started before flaky's backoff
         plan.roadmap.write_text(plan.roadmap.read_text().replace("test -e {0} || {{ echo go".format(plan.resumed), "true || { echo go"))
     proc = plan.start("--agents", agents)
-    try:
+    with reaped(proc):
         if agents != "1":
             plan.fifo.wait_lines(1)
         # two failed attempts of flaky recorded and done1, done2 succeeded: its third waits out a backoff of 1-2 s
         wait_until(lambda: len(ledger_rows(plan.state, "SELECT 1 FROM attempts WHERE task_id = 'flaky' AND outcome = 'failed'")) >= 2
                    and plan.succeeded(1) >= {"done1", "done2"}, why="flaky's second failure and done1, done2 recorded")  # fmt: skip
         kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     before, recorded = plan.counts(), plan.succeeded(1)
     assert before.get("flaky") == 2, "the kill missed flaky's backoff"
     assert "after" not in before and "chain" not in before  # a dependent never starts before its dependency succeeded
@@ -417,24 +405,16 @@ def test_resume_of_a_killed_resume_then_a_changed_roadmap_then_again(tmp_path):
     plan = Plan(tmp_path, "shell", 0, tasks=SERIES)
     quick = {f"q{i}" for i in range(10)}
     proc = plan.start("--agents", "3")
-    try:  # run 1: the quick ones recorded, b1 and b2 in flight
+    with reaped(proc):  # run 1: the quick ones recorded, b1 and b2 in flight
         plan.fifo.wait_lines(2)
         wait_until(lambda: plan.succeeded(1) == quick, why="the quick tasks recorded")
         kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     (tmp_path / "ran.m1").write_text("")
     proc = plan.start("--agents", "3", "--resume")
-    try:  # run 2, resuming 1: b1 and d succeed, b2 is in flight again
+    with reaped(proc):  # run 2, resuming 1: b1 and d succeed, b2 is in flight again
         plan.fifo.wait_lines(3)
         wait_until(lambda: plan.succeeded(2) == {"b1", "d"}, why="b1 and d recorded in run 2")
         kill_run(proc, plan.tag)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert plan.counts() == {**dict.fromkeys(quick, 1), "b1": 2, "b2": 2, "d": 1}
     # Between the runs: q0's command changes, q9 goes, `new` comes.
     text = plan.roadmap.read_text()

@@ -16,12 +16,13 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, wvo
-from helpers import Fifo
+from helpers import Fifo, reaped
 from test_worktrees import GIT_ENV, WORKTREE, checkout_state, git, make_repo
 
 from runner.coding.gitenv import points_at_repository
@@ -280,7 +281,7 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env_without_git(),
         preexec_fn=lambda: os.umask(0),
     )
-    try:
+    with closing(ready), reaped(proc):
         ready.wait_lines(1, timeout=60)
         deadline = time.monotonic() + 30
         while wvo(repo / "roadmap.yaml", "--state-dir", state, "--status", "--json").returncode != 0:
@@ -289,11 +290,6 @@ def test_every_file_and_folder_a_run_makes_is_private_under_umask_000(tmp_path):
         with open(gate, "w"):
             pass
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        ready.close()
     assert proc.returncode == 0, out + err
     assert any(p.endswith("board.key") for p in live) and any(p.endswith("board.sock") for p in live), str(sorted(live))
     assert any(p.endswith("ledger.sqlite-wal") for p in live), sorted(live)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wvo
+from helpers import reaped
 from test_worktrees import checkout_state, git, make_repo, rows
 
 pytestmark = pytest.mark.timeout(120)
@@ -192,7 +193,7 @@ def test_a_sigterm_of_the_run_ends_a_hung_setup_and_its_worktree_goes(tmp_path):
             "--quiet", "--grace", "0.5"]
     proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 30
         while not flag.exists():
             assert time.monotonic() < deadline and proc.poll() is None, "the set-up never ran"
@@ -200,10 +201,6 @@ def test_a_sigterm_of_the_run_ends_a_hung_setup_and_its_worktree_goes(tmp_path):
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 143, err
     assert time.monotonic() - began < 15  # not the set-up's 60 s
     assert b"Traceback" not in err

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wvo
+from helpers import stop
 from runner.coding import review as rv
 
 GIT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
@@ -309,8 +310,7 @@ def _forge_while_the_critic_waits(tmp_path: Path, backend: list[str], critic: st
     finally:
         if proc.poll() is None:
             os.write(go_fd, b"go\n")
-            proc.kill()
-            proc.communicate()
+        stop(proc)
         os.close(go_fd)
     try:
         doc = json.loads(stdout)

@@ -15,6 +15,8 @@ import yaml
 from runner.roadmap import writeback
 from runner.roadmap.writeback import WriteBackSkipped, write_statuses
 
+from helpers import reaped
+
 DONE = {"a": ("done", None)}
 
 
@@ -49,7 +51,7 @@ def test_appends_by_another_process_during_write_back_are_all_kept(tmp_path):
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", appender], stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         assert proc.stdout.readline() == "go\n"
         deadline = time.monotonic() + 40
         writes = skipped = 0
@@ -62,10 +64,6 @@ def test_appends_by_another_process_during_write_back_are_all_kept(tmp_path):
             writes += 1
         assert proc.wait(timeout=20) == 0
         writeback.settle()  # what the process's exit does: a write into the last replaced file is kept
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert writes - skipped >= 20, f"write-back wrote only {writes - skipped} times alongside the appender ({skipped} gave up)"
     text = path.read_text()
     lost = [i for i in range(n) if f"id: extra-{i}\n" not in text]
