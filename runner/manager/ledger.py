@@ -259,9 +259,9 @@ class Ledger:
                     f"{path}: the ledger is from a newer wvo-batch (schema version {version}; this one knows "
                     f"{SCHEMA_VERSION}): use that version, or move the file aside to start a new ledger"
                 )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
+            _to_wal(self.db)
+            self.db.execute("PRAGMA synchronous=NORMAL")
             if size:
                 check = "quick_check" if full_check or size <= QUICK_CHECK_BYTES else "quick_check(runs)"
                 problems = [r[0] for r in self.db.execute(f"PRAGMA {check}").fetchmany(3)]
@@ -636,6 +636,34 @@ def damaged(path: str, exc: BaseException | str) -> str:
         f"{path}: the ledger is damaged or not a wvo-batch ledger ({_reason(exc)}); move it aside"
         f" (mv {path} {path}.bad) and run again to start a new one; runs recorded in it cannot be resumed"
     )
+
+
+_WAL_WAIT_S = 5.0  # as long as any other statement waits for a lock (busy_timeout)
+
+
+def _to_wal(db) -> None:
+    """Put the ledger in WAL mode, waiting for the lock as every other statement does.
+
+    WAL is a property of the file: once set, this reads it and takes no lock. Setting it needs the file to
+    itself, and SQLite does not run the busy handler for that, so two runs that open one new ledger at the
+    same moment (two roadmaps, one --state-dir, started together by cron) would see "database is locked" at
+    once in one of them: it is retried here, with a short backoff, until the other has set it.
+    """
+    deadline = time.monotonic() + _WAL_WAIT_S
+    pause = 0.001
+    while db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked")
+        time.sleep(pause)  # a lock held by another process: nothing to wait on but time
+        pause = min(pause * 2, 0.05)
 
 
 def _is_damage(exc: sqlite3.Error) -> bool:
