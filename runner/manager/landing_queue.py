@@ -108,6 +108,7 @@ class LandingQueue(Component):
         self._working: set[str] = set()  # ... their process up, their result not in yet
         self._undispatched = {tid for tid, w in ctx.ws.items() if w.mode == "worktree" and w.checks and w.land == "merge"}
         self.lease_env = _no_leases  # task id -> WVO_PORT, ...: set by the run when it leases (runner.manager.leasing)
+        self.lease_for_resume = _no_resume_lease  # (task id, attempt) -> a context giving WVO_PORT, ... or None: the same
         agents = self._agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
@@ -207,13 +208,18 @@ class LandingQueue(Component):
                         continue
                     log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
                     rec = spaces.owned().get(ws.branch, {})
-                    checks = None
-                    if w.checks:
-                        # each attempt of the task made one branch, journalled in order: this one's number
-                        attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
-                        checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
-                                              spaces.landing_path, log_path, None, spaces=spaces)  # fmt: skip
-                    verdict = lander.land(ws.branch, task.title or task.id, checks)
+                    # each attempt of the task made one branch, journalled in order: this one's number
+                    attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
+                    with self.lease_for_resume(ws.task_id, attempt) as leased:  # its checks need its WVO_PORT, ... too
+                        if leased is None:
+                            ctx.reporter.message(f"resume: task {ws.task_id}: no free slot of its resources to check its "
+                                                 "committed attempt on; running it again")  # fmt: skip
+                            continue
+                        checks = None
+                        if w.checks:
+                            checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
+                                                  spaces.landing_path, log_path, None, leased, spaces=spaces)  # fmt: skip
+                        verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
                         done.add(ws.task_id)
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
@@ -466,3 +472,16 @@ def workspace_plan(roadmap, options) -> list[dict]:
 
 def _no_leases(task_id: str) -> dict:
     return {}
+
+
+class _no_resume_lease:
+    """lease_for_resume of a run without `resources:`: nothing to hold, no variable to set."""
+
+    def __init__(self, task_id: str, attempt: int):
+        pass
+
+    def __enter__(self) -> dict:
+        return {}
+
+    def __exit__(self, *exc) -> None:
+        return None

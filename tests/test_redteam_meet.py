@@ -1,0 +1,67 @@
+"""Where two features meet (red team, second pass): each test crosses two features a user combines.
+
+Real git repositories in tmp_path and the real `wvo-batch` command, as in tests/test_worktrees.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_worktrees import WORKTREE, _marked, git, make_repo, rows, run_json, worktrees
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(tmp_path):
+    # `resources:`/`uses:` hold a task's port through its landing's checks; the --resume of a run killed
+    # mid-landing checked the committed attempt on the merged result with no WVO_PORT, the check failed,
+    # and the task ran again (the fleet demo's own roadmap: every task there checks on $WVO_PORT).
+    flag = tmp_path / "resumed"
+    runs = tmp_path / "runs.txt"
+    check = (
+        f'[ -n "$WVO_PORT" ] || exit 7; [ -e "{flag}" ] && exit 0; '
+        f'case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
+    )
+    roadmap = WORKTREE + (
+        f"  checks: ['{check}']\n"
+        "resources:\n  port: {range: 18100-18199}\n"
+        "defaults:\n  uses: [port]\n"
+        "tasks:\n"
+        f"  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"), "-q"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "WVO_TEST_MARK": str(flag)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(f"{flag}.hit").exists():  # the landing's check is running (it had its port)
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _marked(str(flag)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for p in _marked(str(flag)):
+            p.kill()
+    flag.write_text("")
+    code, doc, err = run_json(repo, "--resume")
+    assert code == 0, err
+    assert runs.read_text() == "ran\n", f"the task ran again: {err[-1500:]}"
+    assert "landed now" in err
+    assert git(repo, "show", "wvo/roadmap:work.txt") == "work\n"
+    assert rows(doc)["only"]["status"] == "succeeded"
+    assert doc["leases"] == {"port": {}}  # the resume's lease was given back
+    assert len(worktrees(repo)) == 1
