@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from helpers import ledger_rows
 from test_worktrees import WORKTREE, _marked, git, make_repo, rows, run_json, worktrees
 
 pytestmark = pytest.mark.timeout(120)
@@ -65,3 +66,52 @@ def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(t
     assert rows(doc)["only"]["status"] == "succeeded"
     assert doc["leases"] == {"port": {}}  # the resume's lease was given back
     assert len(worktrees(repo)) == 1
+
+
+def test_resume_x_land_branch_a_dead_runs_committed_attempt_is_not_merged(tmp_path):
+    # `land: branch` keeps each success on its branch and merges nothing; the --resume of a killed run
+    # merged the dead run's committed attempts into `into` all the same (and said "landed now").
+    flag = tmp_path / "resumed"
+    runs = tmp_path / "runs.txt"
+    roadmap = WORKTREE + (
+        "  land: branch\n"
+        "tasks:\n"
+        f"  - id: quick\n    command: \"echo quick >> {runs}; echo work > work.txt\"\n"
+        f"  - id: slow\n    command: '[ -e \"{flag}\" ] && {{ echo s > s.txt; exit 0; }}; touch \"{flag}.hit\"; exec sleep 60'\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state), "-q", "--agents", "2"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "WVO_TEST_MARK": str(flag)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+
+        def quick_recorded() -> bool:
+            if not (state / "ledger.sqlite").exists():
+                return False
+            return any(r["task_id"] == "quick" and r["outcome"] == "succeeded" for r in ledger_rows(state, "attempts"))
+
+        while not (Path(f"{flag}.hit").exists() and quick_recorded()):
+            assert proc.poll() is None and time.monotonic() < deadline, "quick never succeeded while slow ran"
+            time.sleep(0.02)
+        into = git(repo, "rev-parse", "wvo/roadmap")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for p in _marked(str(flag)):
+            p.kill()
+    flag.write_text("")
+    code, doc, err = run_json(repo, "--resume")
+    assert code == 0, err
+    assert runs.read_text() == "quick\n"  # it succeeded in the dead run: not run again
+    assert "landed now" not in err
+    assert git(repo, "rev-parse", "wvo/roadmap") == into, "land: branch, yet the resume merged into `into`"
+    assert "work.txt" not in git(repo, "ls-tree", "--name-only", "wvo/roadmap")
+    kept = [b.strip(" *+") for b in git(repo, "branch", "--list", "wvo/*/quick").splitlines()]
+    assert len(kept) == 1 and git(repo, "show", f"{kept[0]}:work.txt") == "work\n"  # its work, on its branch

@@ -201,8 +201,8 @@ class LandingQueue(Component):
                 for ws in recovery.finished:
                     task = ctx.tasks.get(ws.task_id)
                     w = ctx.ws.get(ws.task_id)
-                    if task is None or w is None or w.mode != "worktree":
-                        continue
+                    if task is None or w is None or w.mode != "worktree" or w.land != "merge":
+                        continue  # (land: branch keeps the attempt on its branch, as the run would have)
                     if ws.task_id in review_rounds:  # its review never ended: run it again
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
                         continue
