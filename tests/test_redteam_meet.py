@@ -21,22 +21,15 @@ from test_worktrees import WORKTREE, _marked, git, make_repo, rows, run_json, wo
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(tmp_path):
-    # `resources:`/`uses:` hold a task's port through its landing's checks; the --resume of a run killed
-    # mid-landing checked the committed attempt on the merged result with no WVO_PORT, the check failed,
-    # and the task ran again (the fleet demo's own roadmap: every task there checks on $WVO_PORT).
+def _killed_mid_landing(tmp_path: Path, check: str, settings: str = "") -> tuple[Path, Path, Path]:
+    """A run of one worktree task SIGKILLed while the check on its merged result runs; (repo, runs file, flag).
+
+    The check (after `check`) waits in the landing worktree until `flag` exists; the resume creates it."""
     flag = tmp_path / "resumed"
     runs = tmp_path / "runs.txt"
-    check = (
-        f'[ -n "$WVO_PORT" ] || exit 7; [ -e "{flag}" ] && exit 0; '
-        f'case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
-    )
-    roadmap = WORKTREE + (
-        f"  checks: ['{check}']\n"
-        "resources:\n  port: {range: 18100-18199}\n"
-        "defaults:\n  uses: [port]\n"
-        "tasks:\n"
-        f"  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
+    check = f'{check}; [ -e "{flag}" ] && exit 0; case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
+    roadmap = WORKTREE + f"  checks: ['{check}']\n" + settings + (
+        f"tasks:\n  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
     )
     repo = make_repo(tmp_path, roadmap)
     proc = subprocess.Popen(
@@ -46,7 +39,7 @@ def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(t
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not Path(f"{flag}.hit").exists():  # the landing's check is running (it had its port)
+        while not Path(f"{flag}.hit").exists():  # the landing's check is running
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -55,8 +48,20 @@ def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(t
         while _marked(str(flag)) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         for p in _marked(str(flag)):
             p.kill()
+    return repo, runs, flag
+
+
+def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(tmp_path):
+    # `resources:`/`uses:` hold a task's port through its landing's checks; the --resume of a run killed
+    # mid-landing checked the committed attempt on the merged result with no WVO_PORT, the check failed,
+    # and the task ran again (the fleet demo's own roadmap: every task there checks on $WVO_PORT).
+    repo, runs, flag = _killed_mid_landing(tmp_path, '[ -n "$WVO_PORT" ] || exit 7',
+                                           "resources:\n  port: {range: 18100-18199}\ndefaults:\n  uses: [port]\n")
     flag.write_text("")
     code, doc, err = run_json(repo, "--resume")
     assert code == 0, err
@@ -66,6 +71,18 @@ def test_resume_x_leases_a_committed_attempt_lands_with_its_port_not_run_again(t
     assert rows(doc)["only"]["status"] == "succeeded"
     assert doc["leases"] == {"port": {}}  # the resume's lease was given back
     assert len(worktrees(repo)) == 1
+
+
+def test_resume_x_landing_a_committed_attempt_that_fails_its_check_is_named_in_one_line(tmp_path):
+    # The resume printed the verdict's repr: `ChecksFailed(branch=..., detail='...\n...')`, the check's whole
+    # output on one line of the terminal. Now: its first line, as a landing's failure says it in a run.
+    go = tmp_path / "go"
+    repo, runs, flag = _killed_mid_landing(tmp_path, f'[ -e "{go}" ] && {{ echo first; echo second; exit 3; }}; true')
+    go.write_text("")
+    code, doc, err = run_json(repo, "--resume")
+    said = [line for line in err.splitlines() if "does not land" in line]
+    assert len(said) == 1 and "ChecksFailed(" not in said[0] and "\\n" not in said[0], err[-2000:]
+    assert "check failed on the merged result:" in said[0]
 
 
 def test_resume_x_land_branch_a_dead_runs_committed_attempt_is_not_merged(tmp_path):

@@ -224,7 +224,8 @@ class LandingQueue(Component):
                         done.add(ws.task_id)
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
                     else:
-                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land "
+                                             f"({_why_not(verdict, w.into)}); running it again")  # fmt: skip
                 for problem in spaces.finish(keep_worktrees=False).problems:
                     ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
             except (GitError, WorkspaceError, OSError) as exc:
@@ -468,6 +469,17 @@ def workspace_plan(roadmap, options) -> list[dict]:
                                     "land": w.land if w.mode == "worktree" else None, "tasks": []})  # fmt: skip
         g["tasks"].append(task.id)
     return list(groups.values())
+
+
+def _why_not(verdict, into: str) -> str:
+    """One line for a landing that did not land, as a run's outcome says it (the check's output is in the log)."""
+    from runner.coding.landing import ChecksFailed, Conflict
+
+    if isinstance(verdict, Conflict):
+        return f"conflict landing on {into}: {', '.join(verdict.files)}"
+    if isinstance(verdict, ChecksFailed):
+        return f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
+    return str(verdict)
 
 
 def _no_leases(task_id: str) -> dict:
