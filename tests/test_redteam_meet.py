@@ -5,6 +5,7 @@ Real git repositories in tmp_path and the real `wvo-batch` command, as in tests/
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wvo
 from helpers import ledger_rows
 from test_worktrees import WORKTREE, _marked, git, make_repo, rows, run_json, worktrees
 
@@ -132,3 +133,35 @@ def test_resume_x_land_branch_a_dead_runs_committed_attempt_is_not_merged(tmp_pa
     assert "work.txt" not in git(repo, "ls-tree", "--name-only", "wvo/roadmap")
     kept = [b.strip(" *+") for b in git(repo, "branch", "--list", "wvo/*/quick").splitlines()]
     assert len(kept) == 1 and git(repo, "show", f"{kept[0]}:work.txt") == "work\n"  # its work, on its branch
+
+
+# An agent CLI stand-in answering as `claude -p --output-format stream-json`: done, at $1.00 a call.
+PAID_CLI = r'''
+import json, os, sys
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(os.environ.get("WVO_TASK_ID", "?") + "\n")
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "done", "num_turns": 1,
+                  "session_id": "s-" + os.environ.get("WVO_TASK_ID", "?"), "total_cost_usd": 1.0,
+                  "usage": {"input_tokens": 10, "output_tokens": 5}}), flush=True)
+'''
+
+
+def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_path):
+    # `--budget 1 --iterations 0` on one agent: the first batch spends $1, the budget stops it, the two tasks
+    # not started end `interrupted`. The loop ran them in the next batch with a fresh budget, and the next
+    # (with a critic rejecting, it never ended: 250 batches in 5 minutes, $0.02 of budget, ~$5 spent).
+    cli, calls = tmp_path / "cli.py", tmp_path / "calls.txt"
+    cli.write_text(PAID_CLI)
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(
+        f"executor:\n  command: [{json.dumps(sys.executable)}, {json.dumps(str(cli))}, '-p', '{{prompt}}']\n"
+        "  output: claude-json\n"
+        f"defaults:\n  env: {{FAKE_CALLS: {json.dumps(str(calls))}}}\n"
+        "tasks:\n" + "".join(f"  - {{id: T{i}, title: task {i}}}\n" for i in range(3))
+    )
+    r = wvo(rm, "--state-dir", tmp_path / "s", "--roles", "worker=1", "--budget", "1", "--iterations", "0", "--json",
+            timeout=60)  # fmt: skip
+    assert calls.read_text().split() == ["T0"], r.stderr[-2000:]
+    assert r.returncode == 1, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert len(doc["batches"]) == 1 and "budget" in doc["stop_reason"]
