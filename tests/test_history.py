@@ -61,3 +61,13 @@ def test_a_check_whose_header_is_beyond_the_tail_still_counts(tmp_path):
                    + "y\n" * (history._LOG_TAIL // 2) + "===== exit 2 (failed) =====\n")
     assert log.stat().st_size > history._LOG_TAIL
     assert history.checks_in_log(str(log)) == "✗"
+
+
+def test_a_run_never_closed_reads_the_same_in_the_list_and_in_its_own_table():
+    # A run whose manager was SIGKILLed stays "running" in the ledger: the list said "running/crashed",
+    # `--history N` of the same run said "running".
+    from runner.manager.ledger import RunRow
+
+    run = RunRow(3, 0.0, None, "running", 1, 4, None, {})
+    assert "running/crashed" in history.run_lines([run])[1]
+    assert history.attempt_lines(run, history.attempt_rows([attempt("t", 1, "failed")], None))[0].split(" · ")[2] == "running/crashed"

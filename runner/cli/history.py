@@ -30,6 +30,11 @@ _CHECK_MARK = "===== wvo-batch "  # "===== wvo-batch check 1/2: make test ====="
 _LOG_TAIL = 1 << 20  # bytes of an attempt's log read for its checks
 
 
+def run_status(run) -> str:
+    """A run's status as the ledger has it; "running/crashed" for one never closed (the ledger cannot tell which)."""
+    return run.status if run.status != "running" or run.ended else "running/crashed"
+
+
 def run_lines(runs) -> list[str]:
     """The run list: one line per run (newest first), worktree tasks' work under it."""
     from runner.cli.summary import work_cell
@@ -39,7 +44,7 @@ def run_lines(runs) -> list[str]:
     for r in runs:
         s = r.summary or {}
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
-        status = r.status if r.status != "running" or r.ended else "running/crashed"
+        status = run_status(r)
         makespan = f"{s['makespan_s']:.1f}s" if "makespan_s" in s else "-"
         lines.append(
             f"{r.id:>4}  {started:<19}  {status:<11}  {s.get('total', '-'):>5} {s.get('succeeded', '-'):>5}"
@@ -109,7 +114,7 @@ def attempt_lines(run, rows: list[dict]) -> list[str]:
     from runner.manager.accounts import usage_line
 
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
-    head = f"run {run.id} · started {started} · {run.status} · {len(rows)} attempt(s)"
+    head = f"run {run.id} · started {started} · {run_status(run)} · {len(rows)} attempt(s)"
     if not rows:
         return [head, "no attempt recorded"]
     headers = ("task", "#", "agent", "model", "outcome", "checks", "verdict", "tokens in/out", "cost", "duration")

@@ -314,7 +314,7 @@ class Accounts(Component):
             return Ending()
         if self._stopped_by == "usage_limited":
             return Ending(usage_limited=True)
-        return Ending(failed=True)
+        return Ending(failed=True, stopped=self._stopped_by)
 
     def task_rows(self, rows: list[dict]) -> None:
         if self._usage or self._last_failure or self._denied or self._models or self._executor:

@@ -116,6 +116,8 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             return LoopResult(decide(ending), batches, stop_reason="the run's record cannot be written")
         if result.ending.usage_limited:  # the next batch would meet the same limit
             return LoopResult(decide(ending), batches, stop_reason="usage limit beyond --max-wait")
+        if result.ending.stopped:  # the budget spent, a failed login or set-up: the next batch would meet it too
+            return LoopResult(decide(ending), batches, stop_reason=f"the batch was stopped: {result.ending.stopped}")
         if plan.iterations and iteration >= plan.iterations:
             break
         if plan.interval > 0:

@@ -37,6 +37,7 @@ class Ending:
     invalid_roadmap: bool = False  # the autopilot loop re-read a roadmap that no longer validates
     usage_limited: bool = False  # an account's usage limit resets later than --max-wait
     failed: bool = False  # a task failed, or the run was stopped (budget, auth, --max-failures, a bug)
+    stopped: str = ""  # why the hand-out stopped for good (the budget, an auth or set-up failure): the loop ends too
 
     def merge(self, other: Ending) -> Ending:
         """Both endings at once (the loop's end over its batches): the first signal, any of the rest."""
@@ -46,6 +47,7 @@ class Ending:
             invalid_roadmap=self.invalid_roadmap or other.invalid_roadmap,
             usage_limited=self.usage_limited or other.usage_limited,
             failed=self.failed or other.failed,
+            stopped=self.stopped or other.stopped,
         )
 
 

@@ -114,6 +114,7 @@ class LandingQueue(Component):
         self._working: set[str] = set()  # ... their process up, their result not in yet
         self._undispatched = {tid for tid, w in ctx.ws.items() if w.mode == "worktree" and w.checks and w.land == "merge"}
         self.lease_env = _no_leases  # task id -> WVO_PORT, ...: set by the run when it leases (runner.manager.leasing)
+        self.lease_for_resume = _no_resume_lease  # (task id, attempt) -> a context giving WVO_PORT, ... or None: the same
         agents = self._agents = sum(ctx.roles.values()) or 1
         self.k = ctx.opt.land_parallel or min(LAND_PARALLEL_MAX, agents)  # candidates checked at once
 
@@ -206,25 +207,31 @@ class LandingQueue(Component):
                 for ws in recovery.finished:
                     task = ctx.tasks.get(ws.task_id)
                     w = ctx.ws.get(ws.task_id)
-                    if task is None or w is None or w.mode != "worktree":
-                        continue
+                    if task is None or w is None or w.mode != "worktree" or w.land != "merge":
+                        continue  # (land: branch keeps the attempt on its branch, as the run would have)
                     if ws.task_id in review_rounds:  # its review never ended: run it again
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt was not reviewed; running it again")
                         continue
                     log_path = os.path.join(row[0], "logs", f"{ws.task_id}.resume-landing.log")
                     rec = spaces.owned().get(ws.branch, {})
-                    checks = None
-                    if w.checks:
-                        # each attempt of the task made one branch, journalled in order: this one's number
-                        attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
-                        checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
-                                              spaces.landing_path, log_path, None, spaces=spaces)  # fmt: skip
-                    verdict = lander.land(ws.branch, task.title or task.id, checks)
+                    # each attempt of the task made one branch, journalled in order: this one's number
+                    attempt = [b for b, r in spaces.owned().items() if r.get("task") == ws.task_id].index(ws.branch) + 1
+                    with self.lease_for_resume(ws.task_id, attempt) as leased:  # its checks need its WVO_PORT, ... too
+                        if leased is None:
+                            ctx.reporter.message(f"resume: task {ws.task_id}: no free slot of its resources to check its "
+                                                 "committed attempt on; running it again")  # fmt: skip
+                            continue
+                        checks = None
+                        if w.checks:
+                            checks = self._checks(task, w.checks, attempt, ws.branch, rec.get("base_commit"),
+                                                  spaces.landing_path, log_path, None, leased, spaces=spaces)  # fmt: skip
+                        verdict = lander.land(ws.branch, task.title or task.id, checks)
                     if isinstance(verdict, Landed):
                         done.add(ws.task_id)
                         ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt of run {previous_run} landed now")
                     else:
-                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land ({verdict}); running it again")
+                        ctx.reporter.message(f"resume: task {ws.task_id}: its committed attempt does not land "
+                                             f"({_why_not(verdict, w.into)}); running it again")  # fmt: skip
                 for problem in spaces.finish(keep_worktrees=False).problems:
                     ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
             except (GitError, WorkspaceError, OSError) as exc:
@@ -470,5 +477,29 @@ def workspace_plan(roadmap, options) -> list[dict]:
     return list(groups.values())
 
 
+def _why_not(verdict, into: str) -> str:
+    """One line for a landing that did not land, as a run's outcome says it (the check's output is in the log)."""
+    from runner.coding.landing import ChecksFailed, Conflict
+
+    if isinstance(verdict, Conflict):
+        return f"conflict landing on {into}: {', '.join(verdict.files)}"
+    if isinstance(verdict, ChecksFailed):
+        return f"check failed on the merged result: {verdict.detail.splitlines()[0] if verdict.detail else ''}"
+    return str(verdict)
+
+
 def _no_leases(task_id: str) -> dict:
     return {}
+
+
+class _no_resume_lease:
+    """lease_for_resume of a run without `resources:`: nothing to hold, no variable to set."""
+
+    def __init__(self, task_id: str, attempt: int):
+        pass
+
+    def __enter__(self) -> dict:
+        return {}
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -106,6 +106,7 @@ class Run:
 
             self.leasing = Leasing(ctx)
             self.landing.lease_env = self.leasing.env  # the merged result's checks run with the task's lease too
+            self.landing.lease_for_resume = self.leasing.for_resume  # and a dead run's attempt landed by --resume
             self.components.append(self.leasing)  # last: its can_start records what the scheduler leased
         self.components += [make(ctx) for make in self._plugins]
         self.hooks = Hooks(self.components)
