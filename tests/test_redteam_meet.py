@@ -167,8 +167,6 @@ def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_pat
     assert len(doc["batches"]) == 1 and "budget" in doc["stop_reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="the budget is counted per batch: a loop of batches under the budget each "
-                   "spends it again (proposed: the loop hands each batch what is left of it)")
 def test_budget_x_iterations_the_budget_is_the_loops_not_each_batchs(tmp_path):
     # $1 a task, --budget 1.5, one task a batch: each batch spends $1 (under its budget), so the loop ran all
     # three and spent $3.

@@ -234,8 +234,8 @@ class Accounts(Component):
             self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id, executor)
         elif failure == "usage_limited":
             self._pause(account, cli.get("reset_at"), cli.get("reason") or "usage limit")
-        if self.budget is not None and self._stopped_by is None and self._total_usage.get("cost_usd", 0) >= self.budget:
-            spent = self._total_usage["cost_usd"]
+        spent = self._total_usage.get("cost_usd", 0) + ctx.opt.spent_usd  # the loop's earlier batches count too
+        if self.budget is not None and self._stopped_by is None and spent >= self.budget:
             ctx.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
                                  "running ones finish")
             self._stopped_by = "budget"

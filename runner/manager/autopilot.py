@@ -70,6 +70,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
     iteration = 0
     stop_reason = ""
     ending = Ending()  # over every batch so far
+    spent = 0.0  # USD spent by the batches so far: --budget is the loop's, not each batch's
     set_aside = None  # the last warning that the command line beat the roadmap's `agents:` (a re-read may change it)
     while True:
         iteration += 1
@@ -85,7 +86,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
         blocked = dict(getattr(loaded, "blocked", {}) or {})
         for task_id, why in failed_in_loop.items():
             blocked.setdefault(task_id, why)
-        run_options = replace(options, blocked=blocked, done=set(done_in_loop))
+        run_options = replace(options, blocked=blocked, done=set(done_in_loop), spent_usd=spent)
         if plan.selecting or iteration > 1:
             selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
             if not selection.run and (batches or not selection.blocked):
@@ -101,6 +102,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             reporter.message(f"warning: {set_aside}")
         result = Run(roadmap, run_options, reporter).execute()
         batches.append(result)
+        spent += (result.summary.get("usage") or {}).get("cost_usd") or 0.0
         if options.resume:  # the loop continued the run it was killed in: the rest of it goes on from there
             done_in_loop |= result.carried
             options = replace(options, resume=False)

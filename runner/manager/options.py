@@ -60,6 +60,7 @@ class RunOptions:
     keep_worktrees: bool = False  # --keep-worktrees
     land_parallel: int | None = None  # --land-parallel: landings checked at once (None: the number of agents)
     budget: float | None = None  # --budget USD (None: the roadmap's `budget:`, else none); runner.manager.accounts
+    spent_usd: float = 0.0  # what the --iterations loop's earlier batches spent: counted against the budget too
     max_wait: float | None = None  # --max-wait seconds a usage limit may pause the run (None: 2 h)
 
 
