@@ -173,7 +173,7 @@ class Run:
             ctx.roadmap.tasks, now=time.monotonic(), roles={r for r, n in ctx.roles.items() if n > 0},
             succeeded=set(carried) | (set(opt.done) & set(ctx.tasks)), blocked=blocked, default_retries=opt.retries,
             route_wait=opt.route_wait, affinity_wait=opt.affinity_wait, age_every=opt.age_every,
-            backoff_base=opt.backoff_base, max_failures=opt.max_failures,
+            backoff_base=opt.backoff_base, max_failures=opt.max_failures, failures_before=opt.failures_before,
             files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
             leases=self.leasing.gate if self.leasing is not None else None,
         )  # fmt: skip
