@@ -104,7 +104,8 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             reporter.message(f"warning: {set_aside}")
         result = Run(roadmap, run_options, reporter).execute()
         batches.append(result)
-        spent += (result.summary.get("usage") or {}).get("cost_usd") or 0.0
+        # what the batch counted: the earlier batches' (or, resumed, its run's) and its own
+        spent = result.summary.get("spent_before_usd", 0.0) + ((result.summary.get("usage") or {}).get("cost_usd") or 0.0)
         failures += result.summary["failed"]
         if options.resume:  # the loop continued the run it was killed in: the rest of it goes on from there
             done_in_loop |= result.carried

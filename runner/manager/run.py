@@ -149,9 +149,13 @@ class Run:
         try:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from, absent = self._resume_set()
-            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them again
+            if resumed_from is not None:
+                self.accounts.carry_spend(resumed_from)
+            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them
+            # again; and what they spent, for its budget
             ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from,
-                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent)  # fmt: skip
+                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent,
+                                              self.accounts.spent_before)  # fmt: skip
             if resumed_from is not None:
                 self.accounts.carry_sessions(resumed_from, carried)
         except BaseException:
