@@ -276,3 +276,16 @@ def test_budget_x_iterations_x_resume_the_resumed_loop_counts_its_earlier_batche
     assert "budget reached: $5.00 of $5.00" in r.stderr
     doc = json.loads(r.stdout)
     assert "budget" in doc["stop_reason"] and doc["batches"][-1]["spent_before_usd"] == 4.0
+
+
+def test_resume_x_landing_leaves_no_merge_tree_in_either_run_folder(tmp_path):
+    # The run killed mid-landing left its merge work tree (ws/merge-*) in its folder, and the resume that landed
+    # its committed attempt there made another one beside it; both stayed.
+    repo, runs, flag = _killed_mid_landing(tmp_path, "true")
+    killed = sorted((tmp_path / "state" / "runs").iterdir())
+    assert [p.name for p in (killed[0] / "ws").iterdir() if p.name.startswith("merge-")], "the kill left none to clean"
+    flag.write_text("")
+    code, doc, err = run_json(repo, "--resume")
+    assert code == 0 and "landed now" in err, err[-2000:]
+    left = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "state" / "runs").glob("*/ws*/merge-*"))
+    assert left == [], left
