@@ -230,8 +230,9 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path):
     ledger = Ledger(str(path))
     (old,) = ledger.attempts(1)
     assert old.outcome == "succeeded" and old.session_id is None and old.usage is None and old.executor is None
-    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert ledger.unreleased_leases(1) == []  # version 3's leases table is there
+    assert ledger.spent(1) == 0.0  # version 4's runs.spent_before, NULL in an old row
     ledger.close()
 
 

@@ -156,3 +156,36 @@ def test_make_autopilot_takes_the_original_names(tmp_path):
     assert case("loop", ["MAX_ITERATIONS=0"], {}) == ["first", "added"]
     assert case("max1", ["MAX_ITERATIONS=1"], {}) == ["first"]
     assert case("once", [], {"WVO_MAX_ITERATIONS": "0", "WVO_AUTOPILOT_ONCE": "1"}) == ["first"]
+
+
+def _failing(tmp_path, n: int):
+    """A roadmap of n tasks that each fail (no retries), each noting that it ran."""
+    ran = tmp_path / "ran.txt"
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("tasks:\n" + "".join(f'  - {{id: F{i}, command: "echo F{i} >> {ran}; exit 1"}}\n' for i in range(n)))
+    return rm, ran
+
+
+def test_max_failures_counts_the_whole_loop_not_each_batch(tmp_path):
+    # --max-failures 2 with one task a batch: each batch failed once (under its own 2), so the loop ran all five.
+    rm, ran = _failing(tmp_path, 5)
+    r = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "1", "--max-failures", "2", "--max-tasks", "1",
+            "--iterations", "0", "--json", timeout=60)  # fmt: skip
+    assert ran_ids(ran) == ["F0", "F1"], r.stderr[-2000:]
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert len(doc["batches"]) == 2 and "--max-failures" in doc["stop_reason"]
+    assert doc["failed"] == 2
+
+
+def test_a_batch_stopped_by_max_failures_ends_the_loop(tmp_path):
+    # One batch of five: --max-failures 2 skips the three not started; the loop handed them to the next batch,
+    # and the next, until all five had failed.
+    rm, ran = _failing(tmp_path, 5)
+    r = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "1", "--max-failures", "2", "--iterations", "0", "--json",
+            timeout=60)  # fmt: skip
+    assert ran_ids(ran) == ["F0", "F1"], r.stderr[-2000:]
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert len(doc["batches"]) == 1 and "--max-failures" in doc["stop_reason"]
+    assert doc["failed"] == 2 and doc["skipped"] == 3

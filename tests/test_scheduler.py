@@ -523,6 +523,16 @@ def test_max_failures_stops_handing_out_and_skips_waiting_tasks():
     assert s.finished() and s.queue_length() == 0
 
 
+def test_max_failures_counts_the_failures_of_the_loops_earlier_batches():
+    s = sched([t("a"), t("b"), t("c")], max_failures=3, failures_before=2)
+    give(s, [W(0)], 0.0)
+    s.finish("a", "worker-0", Outcome.FAILED, 1.0)
+    assert s.draining and s.max_failures_reached
+    assert s.state["b"] is s.state["c"] is TaskState.SKIPPED
+    assert "3 failure(s) reached --max-failures" in s.reason["b"]
+    assert s.failures == 1  # this batch's own, for its summary
+
+
 def test_after_max_failures_a_rate_limited_or_failing_running_task_ends_instead_of_requeueing():
     s = sched([t("a"), t("b", retries=5), t("c")], max_failures=1)
     give(s, [W(0), W(1), W(2)], 0.0)

@@ -100,6 +100,25 @@ def test_eight_tasks_on_four_agents_all_land_and_the_checkout_is_untouched(tmp_p
     assert sum(s.startswith("Land t") for s in first_parents) == 8
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["plain", "keep-worktrees"])
+def test_a_run_with_checks_leaves_no_landing_tree_in_its_run_folder(tmp_path, backend, keep):
+    # The landing queue's merges keep a work tree of `.gitattributes` files (ws/merge-*/tree): it was left in
+    # every run folder, removed only when the Workspaces object was garbage-collected.
+    roadmap = WORKTREE + "  checks: ['test -s a.txt || test -s b.txt']\n" + (
+        "tasks:\n  - id: a\n    command: \"echo a > a.txt\"\n  - id: b\n    command: \"echo b > b.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    code, doc, err = run_json(repo, "--agents", "2", *(["--keep-worktrees"] if keep else []), *backend)
+    assert code == 0, err
+    assert {r["status"] for r in doc["tasks"]} == {"succeeded"}
+    ws = Path(doc["folder"]) / "ws"
+    assert (ws / "workspaces.jsonl").is_file()  # the run's workspaces were there
+    left = sorted(p.name for p in ws.iterdir() if p.name.startswith(("merge-", "landing")))
+    assert left == [], f"left in the run folder: {left}"
+    kept = sorted(p.name for p in (ws / "worktrees").iterdir()) if (ws / "worktrees").is_dir() else []
+    assert kept == (["a", "b"] if keep else []), kept  # --keep-worktrees keeps the attempts' worktrees, as documented
+
+
 def test_same_line_conflicts_then_lands_on_retry_from_the_new_tip(tmp_path):
     roadmap = WORKTREE + (
         "tasks:\n"

@@ -197,6 +197,19 @@ def _attributes_tree(sp: Workspaces) -> "_AttributesTree":
         return scratch
 
 
+def remove_merge_trees(sp: Workspaces) -> None:
+    """Remove the work tree merge_commit keeps for `sp` (at the run's end, after --resume's landing), and any a killed
+    run left in its state dir (`merge-*`, ours alone: nothing else there is named so)."""
+    with _scratches_lock:
+        scratch = _scratches.pop(sp, None)
+    if scratch is not None:
+        with scratch.lock:
+            scratch.folder = None
+    for path in sp.state_dir.glob("merge-*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class _AttributesTree:
     """A work tree of ours holding only the `.gitattributes` files of one commit (`commit`), for merge-tree.
 
@@ -205,7 +218,8 @@ class _AttributesTree:
     whatever the size of the repository (a full `ls-tree -r` of 100,000 files cost ~40 ms of git and as
     much again to read it). Exact: what it holds is a function of `commit` alone, and `commit` is set
     only once the files are written; anything unexpected empties it and the next merge starts afresh.
-    Held under `lock` from the update to the end of the merge that reads it. Removed with its Workspaces.
+    Held under `lock` from the update to the end of the merge that reads it. Removed at the end of the run
+    (remove_merge_trees), else with its Workspaces.
     """
 
     def __init__(self) -> None:

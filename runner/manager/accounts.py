@@ -80,6 +80,7 @@ class Accounts(Component):
         self._reported: dict[str, tuple] = {}  # session -> (output.Usage, cost): the last totals it reported
         self._usage: dict[str, dict] = {}  # task id -> tokens and cost over its attempts (worker's and critic's)
         self._total_usage: dict = {}  # tokens and cost over every attempt of the run: what --budget counts
+        self.spent_before = ctx.opt.spent_usd  # USD counted before the run: the loop's earlier batches, the resumed run
         self._cli_rows: dict[tuple[str, int], dict] = {}  # (task, attempt) -> ledger fields, until recorded
         self._denied: dict[str, list[str]] = {}  # task id -> tools the CLI refused
         self._last_failure: dict[str, str | None] = {}  # task id -> its last attempt's failure class
@@ -148,6 +149,14 @@ class Accounts(Component):
     def _fresh(self, task: Task) -> bool:
         """`session: fresh` (the task's, else the roadmap's): never continue an earlier session."""
         return (task.meta.get("session") or (self.ctx.roadmap.settings or {}).get("session")) == "fresh"
+
+    def carry_spend(self, previous: int) -> None:
+        """--resume: what the run `previous` counted against the budget counts here too (every attempt counts)."""
+        self.spent_before += self.ctx.ledger.spent(previous)
+
+    def start(self) -> None:
+        if self.budget is not None and self.spent_before >= self.budget:  # spent by the resumed run or earlier batches
+            self._budget_reached(self.spent_before)
 
     def carry_sessions(self, previous: int, carried) -> None:
         """--resume: each unfinished agent task of the run `previous` continues its last session, unless `session: fresh`."""
@@ -234,12 +243,15 @@ class Accounts(Component):
             self._stop_for(failure, cli.get("reason") or msg.error or failure, msg.task_id, executor)
         elif failure == "usage_limited":
             self._pause(account, cli.get("reset_at"), cli.get("reason") or "usage limit")
-        spent = self._total_usage.get("cost_usd", 0) + ctx.opt.spent_usd  # the loop's earlier batches count too
+        spent = self._total_usage.get("cost_usd", 0) + self.spent_before
         if self.budget is not None and self._stopped_by is None and spent >= self.budget:
-            ctx.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
-                                 "running ones finish")
-            self._stopped_by = "budget"
-            ctx.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
+            self._budget_reached(spent)
+
+    def _budget_reached(self, spent: float) -> None:
+        self.ctx.reporter.message(f"budget reached: ${spent:.2f} of ${self.budget:.2f}; no new attempt starts, "
+                                  "running ones finish")
+        self._stopped_by = "budget"
+        self.ctx.sched.stop(f"not started: budget reached (${spent:.2f} of ${self.budget:.2f})")
 
     def attempt_fields_of(self, rows) -> list[dict] | None:
         return super().attempt_fields_of(rows) if self._cli_rows or self._executor else None  # none: no agent CLI ran
@@ -339,6 +351,8 @@ class Accounts(Component):
             summary["usage"] = dict(self._total_usage)
         if self.budget is not None:
             summary["budget_usd"] = self.budget
+        if self.spent_before:
+            summary["spent_before_usd"] = round(self.spent_before, 6)
         if self._paused:
             summary["paused"] = dict(self._paused)
 

@@ -71,6 +71,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
     stop_reason = ""
     ending = Ending()  # over every batch so far
     spent = 0.0  # USD spent by the batches so far: --budget is the loop's, not each batch's
+    failures = 0  # tasks failed by the batches so far: so is --max-failures
     set_aside = None  # the last warning that the command line beat the roadmap's `agents:` (a re-read may change it)
     while True:
         iteration += 1
@@ -86,7 +87,8 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
         blocked = dict(getattr(loaded, "blocked", {}) or {})
         for task_id, why in failed_in_loop.items():
             blocked.setdefault(task_id, why)
-        run_options = replace(options, blocked=blocked, done=set(done_in_loop), spent_usd=spent)
+        run_options = replace(options, blocked=blocked, done=set(done_in_loop), spent_usd=spent,
+                              failures_before=failures)
         if plan.selecting or iteration > 1:
             selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
             if not selection.run and (batches or not selection.blocked):
@@ -102,7 +104,9 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             reporter.message(f"warning: {set_aside}")
         result = Run(roadmap, run_options, reporter).execute()
         batches.append(result)
-        spent += (result.summary.get("usage") or {}).get("cost_usd") or 0.0
+        # what the batch counted: the earlier batches' (or, resumed, its run's) and its own
+        spent = result.summary.get("spent_before_usd", 0.0) + ((result.summary.get("usage") or {}).get("cost_usd") or 0.0)
+        failures += result.summary["failed"]
         if options.resume:  # the loop continued the run it was killed in: the rest of it goes on from there
             done_in_loop |= result.carried
             options = replace(options, resume=False)
@@ -118,7 +122,7 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
             return LoopResult(decide(ending), batches, stop_reason="the run's record cannot be written")
         if result.ending.usage_limited:  # the next batch would meet the same limit
             return LoopResult(decide(ending), batches, stop_reason="usage limit beyond --max-wait")
-        if result.ending.stopped:  # the budget spent, a failed login or set-up: the next batch would meet it too
+        if result.ending.stopped:  # the budget spent, --max-failures, a failed login or set-up: the next batch would too
             return LoopResult(decide(ending), batches, stop_reason=f"the batch was stopped: {result.ending.stopped}")
         if plan.iterations and iteration >= plan.iterations:
             break

@@ -178,7 +178,7 @@ class LandingQueue(Component):
         Returns the tasks whose work is on `into` (landed before the crash, or just now): they are not
         run again. A committed attempt that no longer lands (a conflict, failing checks) runs again.
         """
-        from runner.coding.landing import Landed, Lander
+        from runner.coding.landing import Landed, Lander, remove_merge_trees
         from runner.coding.speculative import remove_slots
         from runner.coding.workspace import JOURNAL, GitError, WorkspaceError, Workspaces
 
@@ -234,6 +234,7 @@ class LandingQueue(Component):
                                              f"({_why_not(verdict, w.into)}); running it again")  # fmt: skip
                 for problem in spaces.finish(keep_worktrees=False).problems:
                     ctx.reporter.message(f"warning: resume: run {previous_run}: {problem}")
+                remove_merge_trees(spaces)
             except (GitError, WorkspaceError, OSError) as exc:
                 ctx.reporter.message(f"warning: resume: the workspaces of run {previous_run} in {folder}: {exc}")
         return done
@@ -422,6 +423,7 @@ class LandingQueue(Component):
         """Remove worktrees (unless kept), delete landed branches, list the others."""
         if not self._spaces:
             return
+        from runner.coding.landing import remove_merge_trees
         from runner.coding.speculative import remove_slots
         from runner.coding.workspace import GitError, WorkspaceError
 
@@ -430,6 +432,7 @@ class LandingQueue(Component):
             try:
                 spaces.reload()  # the agents journalled their branches in their own processes
                 cleanup = spaces.finish(keep_worktrees=self.ctx.opt.keep_worktrees)
+                remove_merge_trees(spaces)
             except (GitError, WorkspaceError, OSError) as exc:
                 self.ctx.reporter.message(f"warning: workspace clean-up in {spaces.repo}: {exc}")
                 continue

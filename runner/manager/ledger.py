@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS runs (
     agents INTEGER,
     resumed_from INTEGER,
     folder TEXT,
-    summary TEXT                   -- JSON, set when the run ends
+    summary TEXT,                  -- JSON, set when the run ends
+    spent_before REAL              -- USD counted against --budget before it started: the loop's earlier batches,
+                                   --   the run it resumed (NULL: a ledger older than version 4; read as 0)
 );
 CREATE TABLE IF NOT EXISTS run_tasks (
     run_id INTEGER NOT NULL,
@@ -210,11 +212,12 @@ class RunRow:
 
 
 # The schema's version, in PRAGMA user_version: a ledger from a newer wvo-batch is refused, not misread.
-SCHEMA_VERSION = 3
-# Columns added since version 1, added to an older ledger when it is opened (its rows read NULL there).
-# Version 3 also adds the leases table (made by _SCHEMA's CREATE TABLE IF NOT EXISTS).
+SCHEMA_VERSION = 4
+# Columns added since version 1 to attempts, and to runs, added to an older ledger when it is opened (its rows
+# read NULL there). Version 3 also adds the leases table (made by _SCHEMA's CREATE TABLE IF NOT EXISTS).
 _ADDED = {2: ("session_id TEXT", "model TEXT", "usage TEXT", "cost_usd REAL", "cost_estimated INTEGER",
               "failure TEXT", "num_turns INTEGER"), 3: ("executor TEXT",)}
+_ADDED_TO_RUNS = {4: ("spent_before REAL",)}
 _COLUMNS = ("task_id, attempt, agent, start, end, exit_code, outcome, log_path, error, value, session_id, model, usage,"
             " cost_usd, cost_estimated, failure, num_turns, executor")
 # A ledger up to this size gets a full PRAGMA quick_check when a run opens it (~1 ms at this size;
@@ -285,11 +288,12 @@ class Ledger:
         has_attempts = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone()
         script = "BEGIN IMMEDIATE;\n"
         if has_attempts:
-            present = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
-            for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                for column in _ADDED.get(v, ()):
-                    if column.split()[0] not in present:
-                        script += f"ALTER TABLE attempts ADD COLUMN {column};\n"
+            for table, added in (("attempts", _ADDED), ("runs", _ADDED_TO_RUNS)):
+                present = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    for column in added.get(v, ()):
+                        if column.split()[0] not in present:
+                            script += f"ALTER TABLE {table} ADD COLUMN {column};\n"
         self.db.executescript(script + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
 
     def close(self) -> None:
@@ -378,15 +382,17 @@ class Ledger:
         return [dict(zip(keys, r)) for r in rows]
 
     def start_run(self, roadmap: Roadmap, agents: int, folder: str, resumed_from: int | None, carried: set[str],
-                  absent: dict[str, str] | None = None) -> int:
+                  absent: dict[str, str] | None = None, spent_before: float = 0.0) -> int:
         """absent: task id -> definition hash of the tasks that succeeded in the resumed run and are not in this
-        roadmap: recorded as carried, so that a --resume of this run does not run one again that comes back."""
+        roadmap: recorded as carried, so that a --resume of this run does not run one again that comes back.
+        spent_before: USD the run counts against its budget before its first attempt (Ledger.spent of it)."""
         try:
             self._begin()
             cur = self.db.execute(
-                "INSERT INTO runs (roadmap_key, content_hash, started, status, pid, agents, resumed_from, folder)"
-                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
-                (roadmap_key(roadmap.files), roadmap.content_hash, time.time(), os.getpid(), agents, resumed_from, folder),
+                "INSERT INTO runs (roadmap_key, content_hash, started, status, pid, agents, resumed_from, folder, spent_before)"
+                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                (roadmap_key(roadmap.files), roadmap.content_hash, time.time(), os.getpid(), agents, resumed_from, folder,
+                 spent_before),
             )
             run_id = cur.lastrowid
             if len(roadmap.tasks) >= BEHIND_TASKS:
@@ -554,6 +560,13 @@ class Ledger:
             (run_id,),
         )
         return dict(rows)
+
+    def spent(self, run_id: int) -> float:
+        """USD the run counted against --budget: what it started with (the loop's earlier batches, the run it
+        resumed, and so on back) and every attempt it recorded."""
+        rows = self._read("SELECT COALESCE(spent_before, 0) + (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE"
+                          " run_id = runs.id) FROM runs WHERE id = ?", (run_id,))
+        return float(rows[0][0]) if rows else 0.0
 
     def attempts(self, run_id: int) -> list[Attempt]:
         rows = self._read(f"SELECT {_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))

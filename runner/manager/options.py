@@ -34,6 +34,7 @@ class RunOptions:
     grace: float = 10.0  # seconds between TERM and KILL (timeouts, Ctrl-C)
     retries: int | None = None  # --retries: at least this many retries for every task
     max_failures: int | None = None
+    failures_before: int = 0  # tasks the --iterations loop's earlier batches failed: counted against --max-failures
     memfree: int | None = None  # bytes; no task starts while less memory is available
     max_load: float | None = None  # no task starts while the 1-minute load average is above
     events_file: str | None = None

@@ -385,7 +385,8 @@ class Outcomes:
         priorities = {t.id: t.priority.value for t in ctx.roadmap.tasks if t.priority is not Priority.MEDIUM}  # and medium
         telemetry = summarize(list(ctx.records.values()), sum(ctx.roles.values()), deps, priorities)
         ending = Ending(signal=ctx.interrupted_by, record_failed=bool(self.ledger_error or self.events_error),
-                        failed=bool(counts["failed"] or ctx.sched.failures or stuck))  # fmt: skip
+                        failed=bool(counts["failed"] or ctx.sched.failures or stuck),
+                        stopped="--max-failures" if ctx.sched.max_failures_reached else "")  # fmt: skip
         for component_ending in self.hooks.ending:
             ending = ending.merge(component_ending())  # a usage limit, an auth failure or the budget stopped it
         status = status_of(ending)

@@ -336,11 +336,8 @@ class Reviews:
         rounds = self.review_rounds.get(task_id, 2)
         n = self.rejections[task_id] = self.rejections.get(task_id, 0) + 1
         if n >= rounds:
-            self.failures += 1
             self._end(task_id, TaskState.FAILED, "needs_improvement")
-            if self.max_failures is not None and self.failures >= self.max_failures:
-                self.draining = True
-                self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
+            self.count_failure()
             return None
         self._rework.add(task_id)
         self._requeue(task_id, now, 0.0)

@@ -149,9 +149,13 @@ class Run:
         try:
             ctx.ledger = Ledger(os.path.join(state_dir, "ledger.sqlite"), full_check=opt.resume)
             carried, resumed_from, absent = self._resume_set()
-            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them again
+            if resumed_from is not None:
+                self.accounts.carry_spend(resumed_from)
+            # with the successes of the loop's earlier batches (opt.done): a --resume of this run does not run them
+            # again; and what they spent, for its budget
             ctx.run_id = ctx.ledger.start_run(ctx.roadmap, sum(ctx.roles.values()), "", resumed_from,
-                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent)  # fmt: skip
+                                              set(carried) | (set(opt.done) & set(ctx.tasks)), absent,
+                                              self.accounts.spent_before)  # fmt: skip
             if resumed_from is not None:
                 self.accounts.carry_sessions(resumed_from, carried)
         except BaseException:
@@ -173,7 +177,7 @@ class Run:
             ctx.roadmap.tasks, now=time.monotonic(), roles={r for r, n in ctx.roles.items() if n > 0},
             succeeded=set(carried) | (set(opt.done) & set(ctx.tasks)), blocked=blocked, default_retries=opt.retries,
             route_wait=opt.route_wait, affinity_wait=opt.affinity_wait, age_every=opt.age_every,
-            backoff_base=opt.backoff_base, max_failures=opt.max_failures,
+            backoff_base=opt.backoff_base, max_failures=opt.max_failures, failures_before=opt.failures_before,
             files={tid: w.files for tid, w in ctx.ws.items() if w.files}, review_rounds=self.review.rounds,
             leases=self.leasing.gate if self.leasing is not None else None,
         )  # fmt: skip

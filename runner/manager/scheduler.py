@@ -82,6 +82,7 @@ class Scheduler(ReadyQueue, Reviews):
         cooldown_base: float = 5.0,
         cooldown_cap: float = 300.0,
         max_failures: int | None = None,
+        failures_before: int = 0,
         free_deaths: int = 2,
         max_rate_limits: int = 20,
         rng=None,  # random.Random for the retries' jitter; None: one is made at the first retry
@@ -97,6 +98,8 @@ class Scheduler(ReadyQueue, Reviews):
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.cooldown_base, self.cooldown_cap = cooldown_base, cooldown_cap
         self.max_failures = max_failures
+        self.failures_before = failures_before  # failures of the --iterations loop's earlier batches: count too
+        self.max_failures_reached = False  # --max-failures stopped the hand-out (the loop ends then too)
         self.free_deaths = free_deaths  # attempts lost to a dying agent that do not count as failures
         self.max_rate_limits = max_rate_limits  # requeues of one task for rate limits; past that they count
         self.limited: dict[str, int] = {}  # task id -> times it was rate limited
@@ -593,12 +596,17 @@ class Scheduler(ReadyQueue, Reviews):
             delay = backoff * (0.5 + self.rng.random() / 2)
             self._requeue(task_id, now, delay)
             return Retry(task_id, self.attempts[task_id], delay, outcome.value)
-        self.failures += 1
         self._end(task_id, TaskState.FAILED, outcome.value)
-        if self.max_failures is not None and self.failures >= self.max_failures and not self.draining:
-            self.draining = True
-            self.abandon_waiting(f"not started: {self.failures} failure(s) reached --max-failures")
+        self.count_failure()
         return None
+
+    def count_failure(self) -> None:
+        """A task failed for good; past --max-failures (the loop's earlier batches' failures too), nothing more starts."""
+        self.failures += 1
+        total = self.failures_before + self.failures
+        if self.max_failures is not None and total >= self.max_failures and not self.draining:
+            self.draining = self.max_failures_reached = True
+            self.abandon_waiting(f"not started: {total} failure(s) reached --max-failures")
 
     def finish_succeeded(self, task_ids: list[str], agent_id: str, now: float) -> None:
         """finish(task, agent_id, SUCCEEDED, now) for each task, in order: a chunk's calls that all succeeded."""
