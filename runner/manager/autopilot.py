@@ -9,6 +9,7 @@ the loop (their `retries:` already were), so `--iterations 0` always ends.
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import field, replace
 
@@ -90,7 +91,10 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
         run_options = replace(options, blocked=blocked, done=set(done_in_loop), spent_usd=spent,
                               failures_before=failures)
         if plan.selecting or iteration > 1:
-            selection = _select(roadmap, plan, done_in_loop, failed_in_loop)
+            done = done_in_loop
+            if options.resume:  # what the run it continues finished: the run carries it over, so it is not selected
+                done = done | _resumable(roadmap, options)
+            selection = _select(roadmap, plan, done, failed_in_loop)
             if not selection.run and (batches or not selection.blocked):
                 stop_reason = "nothing left to run" if batches else "nothing selected is runnable"
                 if not batches:
@@ -132,6 +136,15 @@ def run_batches(first, paths: list[str], options: RunOptions, plan: BatchPlan, r
                 ending = ending.merge(Ending(signal=sig))
                 return LoopResult(decide(ending), batches, stop_reason="interrupted between batches")
     return LoopResult(decide(ending), batches, stop_reason=stop_reason)
+
+
+def _resumable(roadmap, options: RunOptions) -> set[str]:
+    """The tasks a --resume will carry over (runner.manager.ledger.resumable_successes), for the first selection."""
+    from runner.manager import statedir
+    from runner.manager.ledger import resumable_successes
+
+    state_dir = options.state_dir or statedir.default_state_dir(roadmap.files)
+    return resumable_successes(os.path.join(state_dir, "ledger.sqlite"), roadmap.files, roadmap.tasks)
 
 
 def _select(roadmap, plan: BatchPlan, done: set[str], failed: dict[str, str]):

@@ -543,23 +543,14 @@ class Ledger:
     def latest_unfinished(self, files: list[str]) -> RunRow | None:
         """The latest run of these roadmap files, if it did not succeed entirely. A run without task rows is
         passed over: killed before they were written (write_tasks_behind), it committed no attempt either."""
-        rows = self._read(
-            "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key IN (?, ?)"
-            " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1",
-            _run_keys(files),
-        )
+        rows = self._read(_LATEST_UNFINISHED, _run_keys(files))
         if rows and rows[0][3] != "succeeded":
             return RunRow(*rows[0][:7], json.loads(rows[0][7]) if rows[0][7] else None)
         return None
 
     def succeeded_tasks(self, run_id: int) -> dict[str, str]:
         """Task id -> definition hash, for every task that succeeded in the run (or was carried into it)."""
-        rows = self._read(
-            "SELECT t.task_id, t.def_hash FROM run_tasks t WHERE t.run_id = ? AND (t.carried = 1 OR EXISTS ("
-            " SELECT 1 FROM attempts a WHERE a.run_id = t.run_id AND a.task_id = t.task_id AND a.outcome = 'succeeded'))",
-            (run_id,),
-        )
-        return dict(rows)
+        return dict(self._read(_SUCCEEDED, (run_id,)))
 
     def spent(self, run_id: int) -> float:
         """USD the run counted against --budget: what it started with (the loop's earlier batches, the run it
@@ -588,6 +579,40 @@ class Ledger:
         rows = self._read("SELECT task_id, outcome, failure, error, session_id, executor FROM attempts WHERE run_id = ?"
                           " ORDER BY id", (run_id,))
         return {r[0]: tuple(r[1:]) for r in rows}
+
+
+_LATEST_UNFINISHED = (
+    "SELECT id, started, ended, status, pid, agents, resumed_from, summary FROM runs r WHERE roadmap_key IN (?, ?)"
+    " AND EXISTS (SELECT 1 FROM run_tasks t WHERE t.run_id = r.id) ORDER BY id DESC LIMIT 1"
+)
+_SUCCEEDED = (
+    "SELECT t.task_id, t.def_hash FROM run_tasks t WHERE t.run_id = ? AND (t.carried = 1 OR EXISTS ("
+    " SELECT 1 FROM attempts a WHERE a.run_id = t.run_id AND a.task_id = t.task_id AND a.outcome = 'succeeded'))"
+)
+
+
+def resumable_successes(path: str, files: list[str], tasks: list[Task]) -> set[str]:
+    """The tasks a --resume of these roadmap files would carry over (succeeded in the run it continues, their
+    definition unchanged), read-only and before the run takes its lock: for the autopilot loop's first selection
+    (--max-tasks, --only), so that it does not pick a task the run will not run. Empty when there is no such run
+    or the ledger cannot be read (the run itself then says why)."""
+    from urllib.parse import quote
+
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return set()
+    try:
+        run = db.execute(_LATEST_UNFINISHED, _run_keys(files)).fetchone()
+        if run is None or run[3] == "succeeded":
+            return set()
+        succeeded = dict(db.execute(_SUCCEEDED, (run[0],)).fetchall())
+    except sqlite3.Error:
+        return set()
+    finally:
+        db.close()
+    found = [t for t in tasks if t.id in succeeded]
+    return {t.id for t, new in zip(found, task_hashes(found)) if new == succeeded[t.id]}
 
 
 def held_run_folder(path: str, files: list[str], pid: int) -> str | None:
