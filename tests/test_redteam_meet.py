@@ -22,27 +22,21 @@ from test_worktrees import WORKTREE, _marked, git, make_repo, rows, run_json, wo
 pytestmark = pytest.mark.timeout(120)
 
 
-def _killed_mid_landing(tmp_path: Path, check: str, settings: str = "") -> tuple[Path, Path, Path]:
-    """A run of one worktree task SIGKILLed while the check on its merged result runs; (repo, runs file, flag).
-
-    The check (after `check`) waits in the landing worktree until `flag` exists; the resume creates it."""
-    flag = tmp_path / "resumed"
-    runs = tmp_path / "runs.txt"
-    check = f'{check}; [ -e "{flag}" ] && exit 0; case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
-    roadmap = WORKTREE + f"  checks: ['{check}']\n" + settings + (
-        f"tasks:\n  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
-    )
-    repo = make_repo(tmp_path, roadmap)
+def _run_killed_when(args: list, flag: Path, ready, why: str = "", before_kill=None):
+    """Start `wvo-batch args` in a session of its own (its processes marked with `flag`), SIGKILL its process group
+    once ready() is true, and wait until nothing marked is left. before_kill(): what to read just before the kill."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"), "-q"],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "WVO_TEST_MARK": str(flag)},
+        [sys.executable, "-m", "runner", *map(str, args)], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WVO_TEST_MARK": str(flag)},
     )  # fmt: skip
+    seen = None
     try:
         deadline = time.monotonic() + 60
-        while not Path(f"{flag}.hit").exists():  # the landing's check is running
-            assert proc.poll() is None and time.monotonic() < deadline
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, why or "the run never got there"
             time.sleep(0.02)
+        if before_kill is not None:
+            seen = before_kill()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
@@ -54,6 +48,22 @@ def _killed_mid_landing(tmp_path: Path, check: str, settings: str = "") -> tuple
             proc.wait()
         for p in _marked(str(flag)):
             p.kill()
+    return seen
+
+
+def _killed_mid_landing(tmp_path: Path, check: str, settings: str = "") -> tuple[Path, Path, Path]:
+    """A run of one worktree task SIGKILLed while the check on its merged result runs; (repo, runs file, flag).
+
+    The check (after `check`) waits in the landing worktree until `flag` exists; the resume creates it."""
+    flag = tmp_path / "resumed"
+    runs = tmp_path / "runs.txt"
+    check = f'{check}; [ -e "{flag}" ] && exit 0; case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
+    roadmap = WORKTREE + f"  checks: ['{check}']\n" + settings + (
+        f"tasks:\n  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    _run_killed_when([repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "-q"], flag,
+                     Path(f"{flag}.hit").exists)  # the landing's check is running
     return repo, runs, flag
 
 
@@ -99,31 +109,15 @@ def test_resume_x_land_branch_a_dead_runs_committed_attempt_is_not_merged(tmp_pa
     )
     repo = make_repo(tmp_path, roadmap)
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(state), "-q", "--agents", "2"],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "WVO_TEST_MARK": str(flag)},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
 
-        def quick_recorded() -> bool:
-            if not (state / "ledger.sqlite").exists():
-                return False
-            return any(r["task_id"] == "quick" and r["outcome"] == "succeeded" for r in ledger_rows(state, "attempts"))
+    def quick_recorded() -> bool:
+        if not (state / "ledger.sqlite").exists():
+            return False
+        return any(r["task_id"] == "quick" and r["outcome"] == "succeeded" for r in ledger_rows(state, "attempts"))
 
-        while not (Path(f"{flag}.hit").exists() and quick_recorded()):
-            assert proc.poll() is None and time.monotonic() < deadline, "quick never succeeded while slow ran"
-            time.sleep(0.02)
-        into = git(repo, "rev-parse", "wvo/roadmap")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        for p in _marked(str(flag)):
-            p.kill()
+    into = _run_killed_when([repo / "roadmap.yaml", "--state-dir", state, "-q", "--agents", "2"], flag,
+                            lambda: Path(f"{flag}.hit").exists() and quick_recorded(), "quick never succeeded while slow ran",
+                            lambda: git(repo, "rev-parse", "wvo/roadmap"))  # fmt: skip
     flag.write_text("")
     code, doc, err = run_json(repo, "--resume")
     assert code == 0, err
@@ -213,33 +207,14 @@ def _paid_run_killed_while(tmp_path: Path, hang: str, args: list[str], paid: int
         f"defaults:\n  env: {json.dumps(env)}\n"
         "tasks:\n" + "".join(f"  - {{id: T{i}, title: task {i}}}\n" for i in range(6))
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", str(rm), "--state-dir", str(state), "-q", "--roles", "worker=1", *args],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "WVO_TEST_MARK": str(flag)},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
 
-        def paid_recorded() -> int:
-            if not (state / "ledger.sqlite").exists():
-                return 0
-            return sum(1 for r in ledger_rows(state, "attempts") if r["cost_usd"])
+    def paid_recorded() -> int:
+        if not (state / "ledger.sqlite").exists():
+            return 0
+        return sum(1 for r in ledger_rows(state, "attempts") if r["cost_usd"])
 
-        while not (Path(f"{flag}.hit").exists() and paid_recorded() >= paid):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run never reached the hanging task"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while _marked(str(flag)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        for p in _marked(str(flag)):
-            p.kill()
+    _run_killed_when([rm, "--state-dir", state, "-q", "--roles", "worker=1", *args], flag,
+                     lambda: Path(f"{flag}.hit").exists() and paid_recorded() >= paid, "the run never reached the hanging task")
     flag.write_text("")
     return rm, calls, state
 
@@ -301,24 +276,8 @@ def test_resume_x_max_tasks_the_resumed_batch_continues_the_killed_one(tmp_path)
                   f'  - {{id: T2, command: "echo T2 >> {ran}; [ -e {flag} ] || {{ touch {flag}.hit; exec sleep 60; }}"}}\n'
                   f'  - {{id: T3, command: "echo T3 >> {ran}"}}\n')  # fmt: skip
     state = tmp_path / "s"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", str(rm), "--state-dir", str(state), "-q", "--agents", "1", "--max-tasks", "1",
-         "--iterations", "0"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "WVO_TEST_MARK": str(flag)},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not Path(f"{flag}.hit").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        for p in _marked(str(flag)):
-            p.kill()
+    _run_killed_when([rm, "--state-dir", state, "-q", "--agents", "1", "--max-tasks", "1", "--iterations", "0"], flag,
+                     Path(f"{flag}.hit").exists)
     flag.write_text("")
     r = wvo(rm, "--state-dir", state, "--agents", "1", "--max-tasks", "1", "--resume", "--json", timeout=60)
     assert ran.read_text().split() == ["T0", "T1", "T2", "T2"], r.stderr[-2000:]
