@@ -140,10 +140,8 @@ print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "re
 '''
 
 
-def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_path):
-    # `--budget 1 --iterations 0` on one agent: the first batch spends $1, the budget stops it, the two tasks
-    # not started end `interrupted`. The loop ran them in the next batch with a fresh budget, and the next
-    # (with a critic rejecting, it never ended: 250 batches in 5 minutes, $0.02 of budget, ~$5 spent).
+def _paid_roadmap(tmp_path: Path) -> tuple[Path, Path]:
+    """Three tasks T0..T2 through PAID_CLI, $1 each; (roadmap, calls file: the tasks it ran, in order)."""
     cli, calls = tmp_path / "cli.py", tmp_path / "calls.txt"
     cli.write_text(PAID_CLI)
     rm = tmp_path / "roadmap.yaml"
@@ -153,6 +151,14 @@ def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_pat
         f"defaults:\n  env: {{FAKE_CALLS: {json.dumps(str(calls))}}}\n"
         "tasks:\n" + "".join(f"  - {{id: T{i}, title: task {i}}}\n" for i in range(3))
     )
+    return rm, calls
+
+
+def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_path):
+    # `--budget 1 --iterations 0` on one agent: the first batch spends $1, the budget stops it, the two tasks
+    # not started end `interrupted`. The loop ran them in the next batch with a fresh budget, and the next
+    # (with a critic rejecting, it never ended: 250 batches in 5 minutes, $0.02 of budget, ~$5 spent).
+    rm, calls = _paid_roadmap(tmp_path)
     r = wvo(rm, "--state-dir", tmp_path / "s", "--roles", "worker=1", "--budget", "1", "--iterations", "0", "--json",
             timeout=60)  # fmt: skip
     assert calls.read_text().split() == ["T0"], r.stderr[-2000:]
@@ -164,15 +170,7 @@ def test_budget_x_iterations_a_batch_stopped_by_the_budget_ends_the_loop(tmp_pat
 def test_budget_x_iterations_the_budget_is_the_loops_not_each_batchs(tmp_path):
     # $1 a task, --budget 1.5, one task a batch: each batch spends $1 (under its budget), so the loop ran all
     # three and spent $3.
-    cli, calls = tmp_path / "cli.py", tmp_path / "calls.txt"
-    cli.write_text(PAID_CLI)
-    rm = tmp_path / "roadmap.yaml"
-    rm.write_text(
-        f"executor:\n  command: [{json.dumps(sys.executable)}, {json.dumps(str(cli))}, '-p', '{{prompt}}']\n"
-        "  output: claude-json\n"
-        f"defaults:\n  env: {{FAKE_CALLS: {json.dumps(str(calls))}}}\n"
-        "tasks:\n" + "".join(f"  - {{id: T{i}, title: task {i}}}\n" for i in range(3))
-    )
+    rm, calls = _paid_roadmap(tmp_path)
     r = wvo(rm, "--state-dir", tmp_path / "s", "--roles", "worker=1", "--budget", "1.5", "--iterations", "0",
             "--max-tasks", "1", timeout=60)  # fmt: skip
     assert calls.read_text().split() == ["T0", "T1"], r.stderr[-2000:]
