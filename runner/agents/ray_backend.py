@@ -25,7 +25,7 @@ import time
 
 from runner.agents.backend import AgentGone, AgentReady
 from runner.agents.messages import Cancel, TaskMessage
-from runner.agents.ray_actor import AgentActor, Done
+from runner.agents.ray_actor import AgentActor, Done, reap_agent
 from runner.model import record
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ _PENDING_WARN_S = 30.0  # an agent not placed after this long is reported once i
 _KILL_FALLBACK_S = 3.0  # an actor that has not ended this long after terminate() is killed by Ray
 _BECAUSE = re.compile(r"actor (?:is dead|died) because (.+?)\.(?:\s|$)")  # in Ray's ActorDiedError text
 _CLEAN_EXIT = "exit code 0"  # what a stopped or retired agent's end reads as, as with local agents
+_REAP_WAIT_S = 30.0  # beyond the grace: how long a dead actor's processes may take to go before its death is reported
 
 
 @record
@@ -50,7 +51,9 @@ class _Agent:
     pid: int | None = None  # the actor's pid, on its node
     node: str | None = None  # Ray node id
     ip: str | None = None
+    token: str | None = None  # the mark in the environment of every process it starts (WVO_RAY_AGENT)
     msg: TaskMessage | None = None  # the attempt in flight
+    reap: float | None = None  # it died during an attempt: the grace for killing what that attempt left
     started_done: bool = False  # its started() call has answered
     held: object = None  # its result, held until started() has answered (Started comes first)
     fetching: bool = False  # its log is being fetched in chunks
@@ -95,6 +98,7 @@ class RayBackend:
         self._driver_node = None if client.is_connected() else ray.get_runtime_context().get_node_id()
         self._node_logs = node_logs or os.environ.get("WVO_RAY_NODE_LOGS")
         self._actor_class = ray.remote(AgentActor)
+        self._reaper = ray.remote(num_cpus=0, max_retries=0)(reap_agent)
         self._lock = threading.Lock()
         self._agents: dict[str, _Agent] = {}  # agent id -> record, until its death is reported
         self._out: list[tuple[str, object]] = []  # events for the manager, in order; under _lock
@@ -262,7 +266,7 @@ class RayBackend:
         if exc is not None:
             return  # the watch() call reports the death
         with self._lock:
-            agent.pid, agent.node, agent.ip = info["pid"], info["node"], info["ip"]
+            agent.pid, agent.node, agent.ip, agent.token = info["pid"], info["node"], info["ip"], info.get("token")
             self.nodes[agent.id] = info["node"]
             if not agent.reported:
                 self._emit(agent.id, AgentReady(agent.id, info["pid"], info["node"], info["ip"]))
@@ -284,6 +288,7 @@ class RayBackend:
             if exc is not None:  # the actor died during the attempt (or run() itself failed)
                 agent.dead = agent.dead or agent.ending or _why(exc)
                 agent.msg = None
+                agent.reap = msg.grace
                 self._report(agent)
                 return
             if done.refused is not None:  # nothing ran: the run stops, it is not the task's failure
@@ -349,9 +354,37 @@ class RayBackend:
         if agent.reported:
             return
         agent.reported = True
-        self._emit(agent.id, AgentGone(agent.id, agent.dead))
+        gone = AgentGone(agent.id, agent.dead)
+        if agent.reap is not None and agent.ending is None and agent.token and agent.node:
+            self._report_when_reaped(agent, gone)  # (invariants 2, 11) what its attempt left still runs
+        else:
+            self._emit(agent.id, gone)
         if agent.ending is None:
             self._kill_actor(agent)
+
+    def _report_when_reaped(self, agent: _Agent, gone: AgentGone) -> None:
+        """Report an actor that died during an attempt once that attempt's processes are gone from its node.
+
+        Its watchdog TERMs them, and KILLs a second later, while the death would free the attempt's
+        reservation and leases at once: a retry given the same database name ran beside a part of the
+        dead attempt that had left its session and ignored TERM. A node that is gone has nothing left
+        running, and the reaper then fails at once.
+        """
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        grace = agent.reap or 0.0
+
+        def reap():
+            try:
+                strategy = NodeAffinitySchedulingStrategy(agent.node, soft=False)
+                ref = self._reaper.options(scheduling_strategy=strategy).remote(agent.token, grace)
+                self._ray.get(ref, timeout=grace + _REAP_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - its node is gone, or Ray shut down meanwhile
+                log.debug("reaping %s's processes: %s", agent.id, exc)
+            with self._lock:
+                self._emit(agent.id, gone)
+
+        threading.Thread(target=reap, daemon=True).start()  # not on Ray's callback thread: it blocks
 
     def _end(self, agent_id: str, why: str, grace: float) -> None:
         """Have the actor kill its processes (terminate()), then Ray kill the actor; `why` is how its end reads.

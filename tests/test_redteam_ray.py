@@ -1,0 +1,299 @@
+"""Red team: where the Ray backend meets the coding layer and the real agent CLIs.
+
+Every test here runs the real `wvo-batch --backend ray`, joined to the session's Ray instance (conftest's
+`backend` fixture, its "ray" half only), on real git repositories in tmp_path: what holds on the local
+backend must hold on Ray too (DESIGN invariant 12: features compose, every backend runs one pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import wvo
+from test_compose import claude_repo, first_parent_lands, ledger_attempts
+from test_exit_codes import start
+from test_worktrees import checkout_state, git, make_repo, rows, run_json, worktrees
+from helpers import reaped
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+
+RAY = pytest.mark.parametrize("backend", ["ray"], indirect=True)
+
+
+# ---- review × budget × ray -----------------------------------------------------------------------
+
+
+@RAY
+def test_ray_x_review_x_budget_the_critics_spend_counts(tmp_path, backend):
+    # $1 a call: worker, critic (REJECT), worker = $3 >= $2.50: the second review never starts.
+    repo, out = claude_repo(tmp_path, {"COST": "1.0"})
+    before = checkout_state(repo)
+    code, doc, err = run_json(repo, "--budget", "2.5", *backend, timeout=150)
+    assert (out / "calls.txt").read_text().split() == ["worker", "critic", "worker"], err[-2000:]
+    assert code == 1, err[-2000:]
+    assert "budget reached: $3.00 of $2.50" in err
+    attempts = ledger_attempts(repo.parent / "state")
+    assert [(a["attempt"], a["session_id"], a["cost_usd"]) for a in attempts] == [
+        (1, "session-T1-1", 1.0), (2, "session-T1-2", 1.0), (3, "session-T1-3", 1.0)]
+    assert doc["usage"]["cost_usd"] == pytest.approx(3.0)
+    assert checkout_state(repo) == before
+
+
+@RAY
+def test_ray_x_review_approved_work_lands_once_and_the_checkout_is_untouched(tmp_path, backend):
+    repo, out = claude_repo(tmp_path, {"COST": "0.5"})
+    before = checkout_state(repo)
+    code, doc, err = run_json(repo, *backend, timeout=150)
+    assert code == 0, err[-2000:]
+    assert (out / "calls.txt").read_text().split() == ["worker", "critic", "worker", "critic"]
+    assert rows(doc)["T1"]["status"] == "succeeded"
+    assert first_parent_lands(repo, "T1") == 1
+    assert git(repo, "show", "wvo/roadmap:hello.txt").startswith("hello world")
+    assert checkout_state(repo) == before and not (repo / "hello.txt").exists()
+    assert len(worktrees(repo)) == 1
+    assert doc["usage"]["cost_usd"] == pytest.approx(2.0)
+
+
+# ---- the real CLIs × a retry in a new worktree × ray -------------------------------------------------
+
+
+def _cli_skip_reason():
+    from test_agent_clis import _skip_reason
+
+    return _skip_reason()
+
+
+@RAY
+@pytest.mark.skipif(_cli_skip_reason() is not None, reason=_cli_skip_reason() or "")
+@pytest.mark.parametrize("cli", ["codex", "claude"])
+def test_ray_x_real_cli_a_retry_in_a_new_worktree_resumes_its_session(tmp_path, backend, cli):
+    from mockapi import MockAPI, reply, write_file
+    from helpers import real_cli_executor
+
+    with MockAPI() as mock:
+        mock.queue(write_file("first.txt", "one\n"), reply("wrote first.txt"),
+                   write_file("second.txt", "two\n"), reply("wrote second.txt"))  # fmt: skip
+        argv, output, env = real_cli_executor(mock, tmp_path, cli)
+        roadmap = (
+            f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n"
+            "workspace: {mode: worktree}\n"
+            f"defaults:\n  retries: 1\n  env: {json.dumps(env)}\n  checks: ['test -f second.txt']\n"
+            "tasks:\n  - id: T1\n    title: write the files\n"
+        )
+        repo = make_repo(tmp_path / "r", roadmap)
+        code, doc, err = run_json(repo, "--agents", "1", *backend, timeout=150)
+        requests = mock.model_requests()
+        assert mock.escapes() == [], "a CLI tried to reach another host"
+    attempts = ledger_attempts(repo.parent / "state")
+    assert [a["attempt"] for a in attempts] == [1, 2], err[-3000:]
+    first, second = attempts
+    assert first["outcome"] == "check_failed" and first["session_id"], first
+    assert second["session_id"] == first["session_id"], "the retry did not resume the first attempt's session"
+    log = Path(second["log_path"]).read_text() if second["log_path"] else ""
+    assert "No conversation found" not in log
+    assert second["outcome"] == "succeeded", (second, log[-2000:])
+    assert code == 0, err[-3000:]
+    assert git(repo, "show", "wvo/roadmap:second.txt") == "two\n"
+    assert "wrote first.txt" in json.dumps(requests[2].body), "the resumed turn did not carry the first turn"
+    folders = [re.findall(r"/worktrees/[^\s\"\\<]+", json.dumps(r.body))[-1:] for r in (requests[0], requests[2])]
+    assert folders[0] and folders[1] and folders[0] != folders[1], f"both attempts ran in one folder: {folders}"
+    assert all(a["usage"] for a in attempts), "tokens of an attempt were not recorded"
+
+
+# ---- --resume after the driver's SIGKILL × worktrees × ray ---------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@RAY
+def test_ray_x_resume_after_the_driver_is_sigkilled_runs_nothing_twice_and_loses_nothing(tmp_path, backend):
+    from helpers import Fifo
+
+    fifo = Fifo(tmp_path / "up")
+    runs, pid_file, release = tmp_path / "runs.txt", tmp_path / "slow.pid", tmp_path / "release"
+    slow = (f"echo slow >> {runs}; echo slow > slow.txt; echo $$ > {pid_file}; echo up > {fifo.path}; "
+            f"while [ ! -e {release} ]; do sleep 0.05; done")
+    roadmap = "workspace:\n  mode: worktree\n" + (
+        "tasks:\n"
+        f"  - id: first\n    command: \"echo first >> {runs}; echo first > first.txt\"\n"
+        f"  - id: slow\n    dependencies: [first]\n    command: {json.dumps(slow)}\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    proc = start(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--agents", "1", "-q", *backend)
+    with reaped(proc):
+        fifo.wait_lines(1, timeout=120)  # `first` landed (slow depends on it) and slow runs on its actor
+        pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert _wait_gone(pid, 30), "the attempt's process outlived the SIGKILLed driver by 30 s"
+    release.write_text("")
+    code, doc, err = run_json(repo, "--resume", "--agents", "1", *backend, timeout=150)
+    assert code == 0, err[-3000:]
+    assert runs.read_text().split() == ["first", "slow", "slow"], "a task ran twice, or was lost"
+    assert first_parent_lands(repo, "first") == 1 and first_parent_lands(repo, "slow") == 1
+    assert git(repo, "show", "wvo/roadmap:slow.txt") == "slow\n"
+    assert checkout_state(repo) == before
+    assert len(worktrees(repo)) == 1, worktrees(repo)
+    fifo.close()
+
+
+# ---- exit codes × ray, on the real process -----------------------------------------------------------
+
+
+@RAY
+def test_ray_x_exit_1_a_failed_worktree_task(tmp_path, backend):
+    roadmap = "workspace:\n  mode: worktree\n" + (
+        "tasks:\n  - id: ok\n    command: \"echo ok > ok.txt\"\n  - id: bad\n    command: \"echo bad > bad.txt; exit 3\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    code, doc, err = run_json(repo, "--agents", "2", *backend, timeout=150)
+    assert code == 1, err[-2000:]
+    assert doc["exit_code"] == 1
+    assert rows(doc)["bad"]["status"] == "failed" and rows(doc)["ok"]["status"] == "succeeded"
+    assert "Traceback" not in err
+
+
+@RAY
+@pytest.mark.parametrize("sig, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ray_x_exit_130_143_interrupted_mid_worktree_attempt(tmp_path, backend, sig, expected):
+    from helpers import Fifo
+
+    fifo = Fifo(tmp_path / "up")
+    pid_file = tmp_path / "long.pid"
+    long = f"echo part > part.txt; echo $$ > {pid_file}; echo up > {fifo.path}; exec sleep 60"
+    roadmap = "workspace:\n  mode: worktree\n" + (
+        f"tasks:\n  - id: long\n    command: {json.dumps(long)}\n  - id: after\n    dependencies: [long]\n"
+        "    command: \"echo after > after.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    proc = start(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--agents", "1", "--grace", "0.5",
+                 "--json", *backend)  # fmt: skip
+    with reaped(proc):
+        fifo.wait_lines(1, timeout=120)
+        pid = int(pid_file.read_text())
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    fifo.close()
+    assert proc.returncode == expected, err[-2000:]
+    assert "Traceback" not in err
+    doc = json.loads(out)
+    assert rows(doc)["long"]["status"] == "interrupted"
+    assert not _alive(pid), "the interrupted attempt's process outlived the run"
+    assert checkout_state(repo) == before
+    # no attempt's work is lost: the interrupted attempt's WIP is on its branch
+    branch = (rows(doc)["long"].get("workspace") or {}).get("branch")
+    assert branch and "part.txt" in git(repo, "ls-tree", "--name-only", branch).split(), rows(doc)["long"]
+    assert len(worktrees(repo)) == 1, worktrees(repo)
+
+
+# ---- leases × ray ------------------------------------------------------------------------------------
+
+
+@RAY
+def test_ray_x_leases_released_on_failure_timeout_and_actor_death(tmp_path, backend):
+    from test_leases_run import events_of, free_ports, lease_rows, roadmap
+
+    low = free_ports(1)
+    tasks = [("fails", "fail"), ("hangs", "hang", "    timeout: 1\n"), ("kills", "kill-agent")]
+    rm = roadmap(tmp_path, low, low, tasks)
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "3", "--json", "--grace", "1", *backend, timeout=150)
+    doc = json.loads(proc.stdout)
+    r = {row["task"]: row for row in doc["tasks"]}
+    said = f"{proc.stderr[-2000:]}\n{json.dumps(r, indent=1)[:3000]}"
+    assert r["fails"]["status"] == "failed" and r["hangs"]["status"] == "timed_out", said
+    assert r["kills"]["status"] == "succeeded", said  # its first attempt died with its actor; the retry had the port
+    assert r["kills"]["attempts"] == 2, said
+    assert doc["leases"] == {"port": {}}
+    leases = lease_rows(tmp_path / "s")
+    assert len(leases) == 4 and all(x["released"] is not None for x in leases), leases
+    starts = [e for e in events_of(tmp_path) if e["event"] == "start"]
+    assert len(starts) == 4
+
+
+# Attempt 1 leaves a daemon (a session of its own, deaf to TERM) listening on a port, then SIGKILLs its own
+# agent (the actor on Ray); attempt 2 says whether that daemon is still alive when it starts, then binds the port.
+HOLDER = r"""
+import os, signal, socket, sys, time
+out = sys.argv[1]
+port = int(sys.argv[2])
+if os.environ["WVO_ATTEMPT"] == "1":
+    r, w = os.pipe()
+    if os.fork() == 0:  # the part of the task that holds the port: a daemon (its own session), deaf to TERM
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        with open(out + "/first.pid", "w") as f:
+            f.write(str(os.getpid()))
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(r, 1)
+    os.kill(os.getppid(), signal.SIGKILL)  # its agent dies
+    time.sleep(60)
+first = int(open(out + "/first.pid").read())
+try:
+    alive = open("/proc/%d/stat" % first).read().split(") ")[1][0] != "Z"
+except OSError:
+    alive = False
+with open(out + "/second.txt", "w") as f:
+    f.write("first alive: %s\n" % alive)
+s = socket.socket()
+s.bind(("127.0.0.1", port))  # no SO_REUSEADDR: fails while attempt 1 still listens
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)], indirect=True)
+def test_x_leases_an_agents_death_frees_its_lease_only_once_its_task_is_gone(tmp_path, backend):
+    # DESIGN invariant 11: a leased slot (here a database name: no probe can see it taken) is held by at most
+    # one live attempt. On Ray the actor's death was reported at once, while its node's watchdog was still
+    # TERMing the attempt's processes: the retry, given the same name, started beside the dead attempt's daemon.
+    import sys
+
+    from test_leases_run import free_ports
+
+    low = free_ports(1)
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text("resources:\n  db: [only]\n"
+                  f"tasks:\n  - id: t\n    uses: [db]\n"
+                  f"    command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}, {json.dumps(str(tmp_path))}, '{low}']\n")
+    proc = wvo(rm, "--state-dir", tmp_path / "s", "--agents", "2", "--json", "--grace", "1", *backend, timeout=150)
+    first = int((tmp_path / "first.pid").read_text())
+    try:
+        said = (tmp_path / "second.txt").read_text() if (tmp_path / "second.txt").exists() else "(no second attempt)"
+        assert said == "first alive: False\n", f"{said}{proc.stderr[-2000:]}"
+        doc = json.loads(proc.stdout)
+        assert proc.returncode == 0 and doc["tasks"][0]["status"] == "succeeded", proc.stderr[-2000:]
+    finally:
+        if _alive(first):
+            import os
+
+            os.kill(first, signal.SIGKILL)
