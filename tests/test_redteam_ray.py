@@ -395,10 +395,7 @@ if os.environ["WVO_ATTEMPT"] == "1":
 """
 
 
-RAY_HUNG = pytest.mark.xfail(strict=True, reason="the Ray backend has no `stopped`: a SIGSTOPped actor holds its task for ever")
-
-
-@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=[pytest.mark.ray, RAY_HUNG])], indirect=True)
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)], indirect=True)
 def test_x_hung_agents_a_stopped_agent_is_killed_and_its_task_retried(tmp_path, backend):
     import sys
 

@@ -24,6 +24,7 @@ import threading
 import time
 
 from runner.agents.backend import AgentGone, AgentReady
+from runner.agents.kill import is_stopped
 from runner.agents.messages import Cancel, TaskMessage
 from runner.agents.ray_actor import AgentActor, Done, reap_agent
 from runner.model import record
@@ -193,6 +194,14 @@ class RayBackend:
         self._warn_pending()
         return events, extras
 
+    def stopped(self, agent_id: str) -> bool:
+        """True when the agent's actor is stopped (SIGSTOP, or traced); only an actor on the driver's node is
+        looked at (/proc): Ray's health checks are of nodes, and a stopped actor elsewhere is not found."""
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.pid is None or agent.dead or agent.node != self._driver_node:
+            return False
+        return is_stopped(agent.pid)
+
     def kill(self, agent_id: str) -> None:
         """Kill an agent and its task's process tree on its node; its death is reported by wait()."""
         self._end(agent_id, "killed", grace=0.2)
@@ -355,7 +364,7 @@ class RayBackend:
             return
         agent.reported = True
         gone = AgentGone(agent.id, agent.dead)
-        if agent.reap is not None and agent.ending is None and agent.token and agent.node:
+        if agent.reap is not None and agent.token and agent.node:
             self._report_when_reaped(agent, gone)  # (invariants 2, 11) what its attempt left still runs
         else:
             self._emit(agent.id, gone)
