@@ -504,3 +504,43 @@ def test_ray_x_real_cli_review_x_budget_counts_the_workers_and_the_critics_spend
     ran = [(a["attempt"], a["cost_usd"]) for a in ledger_attempts(repo.parent / "state")]
     assert len(ran) == 3, f"attempts {ran}: the critic's spend was not counted"
     assert doc["usage"]["cost_usd"] == pytest.approx(three)
+
+
+# ---- a usage limit that resets within --max-wait × ray -------------------------------------------------------
+
+from test_agent_clis import fake  # noqa: E402,F401 - the stand-in codex fixture
+
+
+@pytest.mark.timeout(90)
+def test_ray_x_usage_limit_pauses_every_actor_of_the_account_then_the_run_goes_on(tmp_path, fake, ray_driver):
+    from helpers import Recorder, read_events, roadmap, run, task
+    from test_agent_clis import attempts
+
+    ex, env = fake(["usage_limit", "ok"])
+    rm = roadmap([task(f"T{i}", title="t", env=env) for i in range(4)])
+    result = run(rm, tmp_path / "s", Recorder(), agents=2, executor=ex, backend="ray")
+    assert result.exit_code == 0, result.tasks
+    events = read_events(result)
+    (paused,) = [e for e in events if e["event"] == "account:paused"]
+    at = [i for i, e in enumerate(events) if e["event"] == "task:finished" and e["status"] == "usage_limited"][0]
+    later = [e for e in events[at:] if e["event"] == "task:reserved"]
+    assert len(later) >= 2 and all(e["ts"] >= paused["until"] - 0.05 for e in later), (paused, later)
+    assert len(fake.calls()) == 5
+    assert [a.failure for a in attempts(result, tmp_path / "s")].count("usage_limited") == 1
+
+
+# ---- dynamic scaling × worktrees × ray -------------------------------------------------------------------
+
+
+@RAY
+def test_ray_x_scaling_workers_come_and_go_and_every_task_lands_once(tmp_path, backend):
+    runs = tmp_path / "runs.txt"
+    tasks = "".join(f"  - id: t{i}\n    command: \"echo t{i} >> {runs}; sleep 0.5; echo {i} > f{i}.txt\"\n"
+                    for i in range(6))
+    repo = make_repo(tmp_path, "workspace:\n  mode: worktree\ntasks:\n" + tasks)
+    code, doc, err = run_json(repo, "--min-agents", "1", "--max-agents", "3", *backend, timeout=170)
+    assert code == 0, err[-3000:]
+    assert sorted(runs.read_text().split()) == [f"t{i}" for i in range(6)], runs.read_text()
+    for i in range(6):
+        assert first_parent_lands(repo, f"t{i}") == 1
+    assert len(worktrees(repo)) == 1
