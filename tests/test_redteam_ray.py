@@ -544,3 +544,71 @@ def test_ray_x_scaling_workers_come_and_go_and_every_task_lands_once(tmp_path, b
     for i in range(6):
         assert first_parent_lands(repo, f"t{i}") == 1
     assert len(worktrees(repo)) == 1
+
+
+# ---- Ctrl-C during a critic's review × ray ----------------------------------------------------------------
+
+REVIEWED = r'''
+import json, os, pathlib, sys, time
+out = pathlib.Path(os.environ["AGENT_OUT"])
+task, attempt = os.environ["WVO_TASK_ID"], int(os.environ["WVO_ATTEMPT"])
+review = bool(os.environ.get("WVO_REVIEW"))
+with open(out / "calls.txt", "a") as f:
+    f.write(("critic" if review else "worker") + "\n")
+if review and not (out / "go").exists():
+    (out / "critic.pid").write_text(str(os.getpid()))
+    with open(os.environ["FIFO"], "w") as f:
+        f.write("reviewing\n")
+    time.sleep(60)
+text = "VERDICT: APPROVE" if review else "wrote hello.txt"
+if not review:
+    pathlib.Path("hello.txt").write_text("hello world\n")
+session = f"session-{task}-{attempt}"
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1, "result": text,
+                  "session_id": session, "total_cost_usd": 0.1,
+                  "usage": {"input_tokens": 10, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                            "output_tokens": 1}}))
+'''
+
+
+@RAY
+def test_ray_x_ctrl_c_during_a_review_exits_130_lands_nothing_and_resume_lands_once(tmp_path, backend):
+    import sys
+
+    from helpers import Fifo
+
+    fifo = Fifo(tmp_path / "up")
+    out = tmp_path / "out"
+    out.mkdir()
+    agent = tmp_path / "agent.py"
+    agent.write_text(REVIEWED)
+    env = {"AGENT_OUT": str(out), "FIFO": str(fifo.path)}
+    roadmap = (
+        f"executor:\n  command: [{json.dumps(sys.executable)}, {json.dumps(str(agent))}, '-p', '{{prompt}}']\n"
+        "  output: claude-json\n"
+        "agents: {worker: 1, critic: 1}\n"
+        "workspace: {mode: worktree}\n"
+        f"defaults:\n  review: true\n  env: {json.dumps(env)}\n"
+        "tasks:\n  - id: T1\n    title: write the greeting\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    before = checkout_state(repo)
+    proc = start(repo / "roadmap.yaml", "--state-dir", tmp_path / "state", "--grace", "0.5", "--json", *backend)
+    with reaped(proc):
+        fifo.wait_lines(1, timeout=120)
+        critic = int((out / "critic.pid").read_text())
+        proc.send_signal(signal.SIGINT)
+        stdout, err = proc.communicate(timeout=60)
+    fifo.close()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert not _alive(critic), "the critic outlived the interrupted run"
+    assert first_parent_lands(repo, "T1") == 0
+    assert checkout_state(repo) == before
+    (out / "go").write_text("")
+    code, doc, err = run_json(repo, "--resume", *backend, timeout=150)
+    assert code == 0, err[-3000:]
+    assert first_parent_lands(repo, "T1") == 1
+    assert git(repo, "show", "wvo/roadmap:hello.txt") == "hello world\n"
+    assert len(worktrees(repo)) == 1, worktrees(repo)
+    assert checkout_state(repo) == before
