@@ -612,3 +612,54 @@ def test_ray_x_ctrl_c_during_a_review_exits_130_lands_nothing_and_resume_lands_o
     assert git(repo, "show", "wvo/roadmap:hello.txt") == "hello world\n"
     assert len(worktrees(repo)) == 1, worktrees(repo)
     assert checkout_state(repo) == before
+
+
+# ---- the driver SIGKILLed while a task lands × ray ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)], indirect=True)
+def test_x_sigkill_mid_landing_the_landings_check_dies_with_the_run_and_resume_lands_once(tmp_path, backend):
+    # The checks on the merged result run in the driver, in a session of their own: on the local backend
+    # the run's watchdog kills them when the manager dies. The Ray backend started no watchdog.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    from test_worktrees import _marked
+
+    flag = tmp_path / "resumed"
+    runs = tmp_path / "runs.txt"
+    check = f'[ -e "{flag}" ] && exit 0; case "$PWD" in */landing) touch "{flag}.hit"; exec sleep 60;; esac'
+    roadmap = "workspace:\n  mode: worktree\n" + (
+        f"  checks: ['{check}']\n"
+        "tasks:\n"
+        f"  - id: only\n    command: \"echo ran >> {runs}; echo work > work.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(repo / "roadmap.yaml"), "--state-dir", str(tmp_path / "state"), "-q",
+         *backend],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "WVO_TEST_MARK": str(flag)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{flag}.hit").exists():  # the landing's check is running: into is mid-landing
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _marked(str(flag)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _marked(str(flag)), "the landing's check outlived the run"
+    finally:
+        for p in _marked(str(flag)):
+            p.kill()
+    flag.write_text("")
+    code, doc, err = run_json(repo, "--resume", *backend, timeout=150)
+    assert code == 0, err[-3000:]
+    assert runs.read_text() == "ran\n"
+    assert first_parent_lands(repo, "only") == 1

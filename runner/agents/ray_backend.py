@@ -79,6 +79,11 @@ class RayBackend:
         except ImportError:
             raise UsageError(INSTALL_HINT) from None
         self._ray = ray
+        from runner.agents.watchdog import Watchdog, new_token
+
+        # Before Ray's threads start (it forks). The landing's checks run here, in sessions of their own:
+        # should the driver die, it kills them (invariant 5), as the local backend's does.
+        self._watchdog = Watchdog(new_token())
         _quiet_driver()
         address = address or os.environ.get("WVO_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or "local"
         if address.lower() == "none":
@@ -92,6 +97,7 @@ class RayBackend:
                     logging_level=logging.ERROR,
                 )
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean the same to the user
+                self._watchdog.stop()
                 raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
         self.address = address
         from ray.util.client import ray as client
@@ -194,6 +200,13 @@ class RayBackend:
         self._warn_pending()
         return events, extras
 
+    def spared_env(self) -> dict[str, str]:
+        """The environment for a process the driver itself starts (a landing's check): killed should it die."""
+        from runner.agents.watchdog import MARK
+
+        outer = os.environ.get(MARK)
+        return {MARK: f"{outer}:{self._watchdog.token}" if outer else self._watchdog.token}
+
     def stopped(self, agent_id: str) -> bool:
         """True when the agent's actor is stopped (SIGSTOP, or traced); only an actor on the driver's node is
         looked at (/proc): Ray's health checks are of nodes, and a stopped actor elsewhere is not found."""
@@ -240,6 +253,7 @@ class RayBackend:
         self._poll.unregister(self._wake_r)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._watchdog.stop()
         return ended
 
     def log_location(self, task_id: str, attempt: int) -> str | None:
