@@ -663,3 +663,34 @@ def test_x_sigkill_mid_landing_the_landings_check_dies_with_the_run_and_resume_l
     assert code == 0, err[-3000:]
     assert runs.read_text() == "ran\n"
     assert first_parent_lands(repo, "only") == 1
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)], indirect=True)
+def test_x_what_a_landings_check_leaves_running_is_gone_when_the_run_ends(tmp_path, backend):
+    pid_file = tmp_path / "daemon.pid"
+    check = (f'case "$PWD" in */landing) setsid sh -c \'echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; '
+             f'exec sleep 60\' & while [ ! -s {pid_file} ]; do sleep 0.01; done;; esac')
+    roadmap = "workspace:\n  mode: worktree\n" + (
+        f"  checks: [{json.dumps(check)}]\n"
+        "tasks:\n  - id: only\n    command: \"echo work > work.txt\"\n"
+    )
+    repo = make_repo(tmp_path, roadmap)
+    code, doc, err = run_json(repo, *backend, timeout=150)
+    assert code == 0, err[-3000:]
+    pid = int(pid_file.read_text())
+    assert _wait_gone(pid, 5), "a daemon the landing's check started outlived the run"
+
+
+@pytest.mark.timeout(90)
+def test_ray_x_auth_failure_stops_the_run_after_one_attempt(tmp_path, fake, ray_driver):
+    from helpers import Recorder, roadmap, run, task
+
+    ex, env = fake(["auth", "ok"])
+    rm = roadmap([task(f"T{i}", title="t", env=env, retries=3) for i in range(4)])
+    rec = Recorder()
+    result = run(rm, tmp_path / "s", rec, agents=1, executor=ex, backend="ray")
+    assert result.exit_code == 1
+    assert len(fake.calls()) == 1
+    assert any("auth failed" in m for m in rec.messages)
+    assert result.tasks[0]["status"] == "auth_failed"
+    assert {r["status"] for r in result.tasks[1:]} == {"interrupted"}
