@@ -1,8 +1,17 @@
 """Red team: where the Ray backend meets the coding layer and the real agent CLIs.
 
-Every test here runs the real `wvo-batch --backend ray`, joined to the session's Ray instance (conftest's
-`backend` fixture, its "ray" half only), on real git repositories in tmp_path: what holds on the local
-backend must hold on Ray too (DESIGN invariant 12: features compose, every backend runs one pipeline).
+The tests run the real `wvo-batch --backend ray` joined to the session's Ray instance (conftest's `backend`
+fixture), or a Run of the test's own on it (`ray_driver`), on real git repositories in tmp_path; several
+run on both backends: what holds on the local backend must hold on Ray too (DESIGN invariant 12).
+
+What failed on Ray, and was fixed:
+- an actor that died mid-attempt freed the attempt's reservation and leases at once: the retry ran beside
+  the dead attempt's daemon holding the same `db` name (test_x_leases_an_agents_death_…);
+- the driver spun a whole core while any task ran: the hung-agents look asked for an overdue wake-up it
+  never moved (test_hung_agents_asks_no_wake_up_…, test_ray_x_the_driver_is_idle_…);
+- a SIGSTOPped actor held its task for ever (test_x_hung_agents_…);
+- a landing's check outlived a SIGKILLed driver: no run watchdog on Ray (test_x_sigkill_mid_landing_…).
+The rest held.
 """
 
 from __future__ import annotations
