@@ -703,3 +703,25 @@ def test_ray_x_auth_failure_stops_the_run_after_one_attempt(tmp_path, fake, ray_
     assert any("auth failed" in m for m in rec.messages)
     assert result.tasks[0]["status"] == "auth_failed"
     assert {r["status"] for r in result.tasks[1:]} == {"interrupted"}
+
+
+@RAY
+def test_ray_x_status_from_another_shell_shows_the_task_on_its_actor(tmp_path, backend):
+    from helpers import Fifo
+
+    fifo = Fifo(tmp_path / "up")
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text(f"tasks:\n  - id: long\n    command: {json.dumps(f'echo up > {fifo.path}; exec sleep 60')}\n")
+    proc = start(rm, "--state-dir", tmp_path / "s", "--agents", "1", "--grace", "0.5", "-q", *backend)
+    with reaped(proc):
+        fifo.wait_lines(1, timeout=120)
+        shown = wvo(rm, "--state-dir", tmp_path / "s", "--status", "--json", timeout=30)
+        text = wvo(rm, "--state-dir", tmp_path / "s", "--status", timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    fifo.close()
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    doc = json.loads(shown.stdout)
+    assert "long" in json.dumps(doc.get("agents", doc)), doc
+    assert text.returncode == 0 and "long" in text.stdout, text.stdout + text.stderr
+    assert "Traceback" not in shown.stderr + text.stderr
