@@ -151,6 +151,12 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] != b"Z"
 
 
+def is_stopped(pid: int) -> bool:
+    """True when pid is stopped (SIGSTOP, or traced): it cannot answer anything."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] in (b"T", b"t")
+
+
 def wait_gone(pids, deadline: float) -> None:
     """Wait until every pid has exited (zombies count) or the deadline.
 

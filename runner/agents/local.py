@@ -17,7 +17,7 @@ import time
 from runner.agents import outbox
 from runner.agents.agent import PID_SLOT as _SLOT, PR_SET_CHILD_SUBREAPER, agent_main, prctl
 from runner.agents.execute import child_pids
-from runner.agents.kill import kill_tree
+from runner.agents.kill import is_stopped, kill_tree
 from runner.agents.backend import AgentGone
 from runner.agents.channel import Channel, pair, wait_readable
 from runner.agents.watchdog import MARK, Watchdog, carries, new_token
@@ -189,11 +189,7 @@ class LocalBackend:
         proc = self._procs.get(agent_id)
         if proc is None or proc.exitcode is not None:
             return False
-        try:
-            with open(f"/proc/{proc.pid}/stat", "rb") as f:
-                return f.read().rpartition(b")")[2].split()[0] in (b"T", b"t")
-        except (OSError, IndexError):
-            return False
+        return is_stopped(proc.pid)
 
     def pid(self, agent_id: str) -> int | None:
         proc = self._procs.get(agent_id)

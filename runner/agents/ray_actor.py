@@ -29,6 +29,8 @@ from runner.agents.agent import PR_SET_CHILD_SUBREAPER, prctl, reap_orphans
 from runner.agents.messages import Cancel, Started, TaskMessage, TaskResult
 from runner.model import record
 
+AGENT_MARK = "WVO_RAY_AGENT"  # the actor's token, in the environment of everything it starts
+
 _INLINE_LOG = 1 << 20  # a log up to this size comes back with the result; a larger one in chunks
 
 @record(frozen=True)
@@ -73,7 +75,7 @@ class AgentActor:
         self.token = uuid.uuid4().hex
         from runner.coding.gitenv import environment, points_at_repository  # (invariant 7)
 
-        self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, WVO_RAY_AGENT=self.token)
+        self.base_env = dict(environment(_node_env()), WVO_AGENT_ID=agent_id, WVO_AGENT_ROLE=role, **{AGENT_MARK: self.token})
         for name in [k for k in os.environ if points_at_repository(k)]:  # a `call:` runs in this process
             del os.environ[name]
         self.lock = threading.Lock()
@@ -86,7 +88,7 @@ class AgentActor:
     def info(self) -> dict:
         import ray
 
-        return {"pid": os.getpid(), "node": self.node, "ip": ray.util.get_node_ip_address()}
+        return {"pid": os.getpid(), "node": self.node, "ip": ray.util.get_node_ip_address(), "token": self.token}
 
     def watch(self) -> None:
         """Never returns: its ref fails when the actor dies, which is how the driver sees a death."""
@@ -277,6 +279,25 @@ def _kill_descendants(grace: float) -> None:
     from runner.agents.kill import descendants, kill_tree
 
     kill_tree(None, grace, also=descendants(os.getpid()))
+
+
+def reap_agent(token: str, grace: float) -> int:
+    """On a dead actor's node (a Ray task of its own): TERM every process that carries the actor's token, KILL
+    what outlives grace, and return only when none is left; returns how many there were.
+
+    The watchdog does the same on its own, but nobody can wait for it: the driver waits for this before it
+    reports the death, so the attempt's reservation and leases are free only once its processes are gone.
+    """
+    from runner.agents.kill import kill_tree, marked
+
+    found: set[int] = set()
+    for _ in range(20):  # what was forked while we killed carries the token too
+        left = [p for p in marked(AGENT_MARK, token) if p != os.getpid()]
+        if not left:
+            break
+        kill_tree(None, 0.0 if found else grace, also=left)
+        found.update(left)
+    return len(found)
 
 
 # The watchdog: a small process, not a child of the actor (Ray kills a dead worker's children, not

@@ -24,8 +24,9 @@ import threading
 import time
 
 from runner.agents.backend import AgentGone, AgentReady
+from runner.agents.kill import is_stopped
 from runner.agents.messages import Cancel, TaskMessage
-from runner.agents.ray_actor import AgentActor, Done
+from runner.agents.ray_actor import AgentActor, Done, reap_agent
 from runner.model import record
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ _PENDING_WARN_S = 30.0  # an agent not placed after this long is reported once i
 _KILL_FALLBACK_S = 3.0  # an actor that has not ended this long after terminate() is killed by Ray
 _BECAUSE = re.compile(r"actor (?:is dead|died) because (.+?)\.(?:\s|$)")  # in Ray's ActorDiedError text
 _CLEAN_EXIT = "exit code 0"  # what a stopped or retired agent's end reads as, as with local agents
+_REAP_WAIT_S = 30.0  # beyond the grace: how long a dead actor's processes may take to go before its death is reported
 
 
 @record
@@ -50,7 +52,9 @@ class _Agent:
     pid: int | None = None  # the actor's pid, on its node
     node: str | None = None  # Ray node id
     ip: str | None = None
+    token: str | None = None  # the mark in the environment of every process it starts (WVO_RAY_AGENT)
     msg: TaskMessage | None = None  # the attempt in flight
+    reap: float | None = None  # it died during an attempt: the grace for killing what that attempt left
     started_done: bool = False  # its started() call has answered
     held: object = None  # its result, held until started() has answered (Started comes first)
     fetching: bool = False  # its log is being fetched in chunks
@@ -75,6 +79,11 @@ class RayBackend:
         except ImportError:
             raise UsageError(INSTALL_HINT) from None
         self._ray = ray
+        from runner.agents.watchdog import Watchdog, new_token
+
+        # Before Ray's threads start (it forks). The landing's checks run here, in sessions of their own:
+        # should the driver die, it kills them (invariant 5), as the local backend's does.
+        self._watchdog = Watchdog(new_token())
         _quiet_driver()
         address = address or os.environ.get("WVO_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or "local"
         if address.lower() == "none":
@@ -88,6 +97,7 @@ class RayBackend:
                     logging_level=logging.ERROR,
                 )
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean the same to the user
+                self._watchdog.stop()
                 raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
         self.address = address
         from ray.util.client import ray as client
@@ -95,6 +105,7 @@ class RayBackend:
         self._driver_node = None if client.is_connected() else ray.get_runtime_context().get_node_id()
         self._node_logs = node_logs or os.environ.get("WVO_RAY_NODE_LOGS")
         self._actor_class = ray.remote(AgentActor)
+        self._reaper = ray.remote(num_cpus=0, max_retries=0)(reap_agent)
         self._lock = threading.Lock()
         self._agents: dict[str, _Agent] = {}  # agent id -> record, until its death is reported
         self._out: list[tuple[str, object]] = []  # events for the manager, in order; under _lock
@@ -189,6 +200,21 @@ class RayBackend:
         self._warn_pending()
         return events, extras
 
+    def spared_env(self) -> dict[str, str]:
+        """The environment for a process the driver itself starts (a landing's check): killed should it die."""
+        from runner.agents.watchdog import MARK
+
+        outer = os.environ.get(MARK)
+        return {MARK: f"{outer}:{self._watchdog.token}" if outer else self._watchdog.token}
+
+    def stopped(self, agent_id: str) -> bool:
+        """True when the agent's actor is stopped (SIGSTOP, or traced); only an actor on the driver's node is
+        looked at (/proc): Ray's health checks are of nodes, and a stopped actor elsewhere is not found."""
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.pid is None or agent.dead or agent.node != self._driver_node:
+            return False
+        return is_stopped(agent.pid)
+
     def kill(self, agent_id: str) -> None:
         """Kill an agent and its task's process tree on its node; its death is reported by wait()."""
         self._end(agent_id, "killed", grace=0.2)
@@ -227,6 +253,7 @@ class RayBackend:
         self._poll.unregister(self._wake_r)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._watchdog.stop()
         return ended
 
     def log_location(self, task_id: str, attempt: int) -> str | None:
@@ -262,7 +289,7 @@ class RayBackend:
         if exc is not None:
             return  # the watch() call reports the death
         with self._lock:
-            agent.pid, agent.node, agent.ip = info["pid"], info["node"], info["ip"]
+            agent.pid, agent.node, agent.ip, agent.token = info["pid"], info["node"], info["ip"], info.get("token")
             self.nodes[agent.id] = info["node"]
             if not agent.reported:
                 self._emit(agent.id, AgentReady(agent.id, info["pid"], info["node"], info["ip"]))
@@ -284,6 +311,7 @@ class RayBackend:
             if exc is not None:  # the actor died during the attempt (or run() itself failed)
                 agent.dead = agent.dead or agent.ending or _why(exc)
                 agent.msg = None
+                agent.reap = msg.grace
                 self._report(agent)
                 return
             if done.refused is not None:  # nothing ran: the run stops, it is not the task's failure
@@ -349,9 +377,37 @@ class RayBackend:
         if agent.reported:
             return
         agent.reported = True
-        self._emit(agent.id, AgentGone(agent.id, agent.dead))
+        gone = AgentGone(agent.id, agent.dead)
+        if agent.reap is not None and agent.token and agent.node:
+            self._report_when_reaped(agent, gone)  # (invariants 2, 11) what its attempt left still runs
+        else:
+            self._emit(agent.id, gone)
         if agent.ending is None:
             self._kill_actor(agent)
+
+    def _report_when_reaped(self, agent: _Agent, gone: AgentGone) -> None:
+        """Report an actor that died during an attempt once that attempt's processes are gone from its node.
+
+        Its watchdog TERMs them, and KILLs a second later, while the death would free the attempt's
+        reservation and leases at once: a retry given the same database name ran beside a part of the
+        dead attempt that had left its session and ignored TERM. A node that is gone has nothing left
+        running, and the reaper then fails at once.
+        """
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        grace = agent.reap or 0.0
+
+        def reap():
+            try:
+                strategy = NodeAffinitySchedulingStrategy(agent.node, soft=False)
+                ref = self._reaper.options(scheduling_strategy=strategy).remote(agent.token, grace)
+                self._ray.get(ref, timeout=grace + _REAP_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - its node is gone, or Ray shut down meanwhile
+                log.debug("reaping %s's processes: %s", agent.id, exc)
+            with self._lock:
+                self._emit(agent.id, gone)
+
+        threading.Thread(target=reap, daemon=True).start()  # not on Ray's callback thread: it blocks
 
     def _end(self, agent_id: str, why: str, grace: float) -> None:
         """Have the actor kill its processes (terminate()), then Ray kill the actor; `why` is how its end reads.

@@ -11,8 +11,10 @@ nothing while no task runs; one read of a /proc file per busy agent per second o
 
 Why not a heartbeat over the channel: a callable runs in the agent's only thread, so beats during it
 would need a thread of their own (silenced, too, by a callable holding the GIL in C), a wake-up per
-beat in every agent, and a message per beat in the manager. A backend without `stopped` (Ray, whose
-own health checks see a worker that stopped answering) is not checked.
+beat in every agent, and a message per beat in the manager. The Ray backend looks at the actors on the
+driver's node the same way; Ray's own health checks are of nodes, not of a worker that stopped answering,
+so an actor stopped on another node is not found. A backend without `stopped` is not checked, and asks
+for no wake-up (the loop spun on an overdue one, a whole core, while a task ran on Ray).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class HungAgents(Component):
 
     def timers(self, now: float) -> list[float]:
         """When the loop must wake for the next look (none while no agent holds a task)."""
-        return [self._next] if self.ctx.pool.reservations else []
+        if not self.ctx.pool.reservations or getattr(self.ctx.backend, "stopped", None) is None:
+            return []
+        return [self._next]
 
     def tick(self, now: float) -> None:
         ctx = self.ctx
