@@ -442,3 +442,18 @@ def test_a_task_that_swaps_its_log_for_a_symlink_loses_none_of_its_output(tmp_pa
     assert not log.is_symlink() and os.stat(log).st_mode & 0o777 == 0o600
     text = log.read_text()
     assert text.startswith("before\nafter\n") and "this log was replaced by something else while the attempt ran" in text
+
+
+@pytest.mark.parametrize("command", ["--status", "--history"])
+def test_status_and_history_refuse_a_bad_pool_flag_but_not_a_bad_pool_variable(tmp_path, command):
+    # They use no pool, but a bad --agents or --roles on their command line is still the usage error it is for a
+    # run; a bad WVO_ROLES in the environment is not theirs to refuse (it would break --status in that shell).
+    rm = tmp_path / "roadmap.yaml"
+    rm.write_text('tasks:\n  - id: a\n    command: ["true"]\n')
+    state = tmp_path / "s"
+    for flags in (["--agents", "abc"], ["--roles", "x=y"], ["--min-agents", "3", "--max-agents", "2"]):
+        r = wvo(rm, command, *flags, "--state-dir", state)
+        assert r.returncode == EXIT_USAGE and flags[0] in r.stderr and "Traceback" not in r.stderr, (flags, r.stderr)
+    for variable in ({"WVO_ROLES": "bad"}, {"WVO_AGENTS": "abc"}):
+        r = wvo(rm, command, "--state-dir", state, env=variable)
+        assert r.returncode != EXIT_USAGE, (variable, r.stderr)

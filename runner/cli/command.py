@@ -96,6 +96,8 @@ def _command(args: SimpleNamespace) -> int:
     if problem:
         raise UsageError(problem)
     _combinations(args)
+    if args.status or args.history:
+        _pool_flags(args)  # not used there, but a bad one on the command line is still refused
     if args.status:
         return _status(roadmaps, args.state_dir, args.watch, args.json_out)
     if args.history:
@@ -274,6 +276,14 @@ def _agents(text: str) -> int:
     if not 1 <= n <= cliargs.MAX_AGENTS:
         raise UsageError(f"--agents: {n} is out of range; give 1 to {cliargs.MAX_AGENTS}")
     return n
+
+
+def _pool_flags(args: SimpleNamespace) -> None:
+    """UsageError for a bad pool value given on the command line; one from a variable is left alone (a WVO_ROLES
+    in the environment must not break --status, which does not use it)."""
+    env = getattr(args, "from_env", set())
+    _pool_settings(SimpleNamespace(**{**vars(args), **{name: None for name in ("roles", "min_agents", "max_agents",
+                                                                                  "agents") if name in env}}))
 
 
 def _pool_settings(args: SimpleNamespace) -> dict:
