@@ -363,8 +363,9 @@ def _cli_skip_reason() -> str | None:
 
 
 @pytest.mark.skipif(_cli_skip_reason() is not None, reason=_cli_skip_reason() or "")
-@pytest.mark.parametrize("cli", ["codex", "claude"])
-def test_session_resume_x_worktree_with_the_real_cli(tmp_path, cli):
+@pytest.mark.parametrize("backend, cli", [("local", "codex"), ("local", "claude"),
+                                          pytest.param("ray", "claude", marks=pytest.mark.ray)], indirect=["backend"])
+def test_session_resume_x_worktree_with_the_real_cli(tmp_path, backend, cli):
     # Attempt 1 writes first.txt through the CLI's own tool; its check wants second.txt, so it fails.
     # Attempt 2 runs in a new worktree folder and must resume attempt 1's session there (Claude Code
     # files sessions by folder: "No conversation found with session ID"), then writes second.txt.
@@ -382,7 +383,7 @@ def test_session_resume_x_worktree_with_the_real_cli(tmp_path, cli):
             "tasks:\n  - id: T1\n    title: write the files\n"
         )
         repo = make_repo(tmp_path / "r", roadmap)
-        code, doc, err = run_json(repo, "--agents", "1")
+        code, doc, err = run_json(repo, "--agents", "1", *backend, timeout=150)
         requests = mock.model_requests()
         assert mock.escapes() == [], "a CLI tried to reach another host"
     attempts = ledger_attempts(repo.parent / "state")
@@ -399,3 +400,4 @@ def test_session_resume_x_worktree_with_the_real_cli(tmp_path, cli):
     assert "wrote first.txt" in json.dumps(requests[2].body), "the resumed turn did not carry the first turn"
     folders = [re.findall(r"/worktrees/[^\s\"\\<]+", json.dumps(r.body))[-1:] for r in (requests[0], requests[2])]
     assert folders[0] and folders[1] and folders[0] != folders[1], f"both attempts ran in one folder: {folders}"
+    assert all(a["usage"] for a in attempts), "tokens of an attempt were not recorded"

@@ -17,7 +17,6 @@ The rest held.
 from __future__ import annotations
 
 import json
-import re
 import signal
 from pathlib import Path
 
@@ -75,43 +74,6 @@ def _cli_skip_reason():
     from test_agent_clis import _skip_reason
 
     return _skip_reason()
-
-
-@RAY
-@pytest.mark.skipif(_cli_skip_reason() is not None, reason=_cli_skip_reason() or "")
-@pytest.mark.parametrize("cli", ["claude"])  # the brief's case; codex's session on Ray: the usage-limit test below
-def test_ray_x_real_cli_a_retry_in_a_new_worktree_resumes_its_session(tmp_path, backend, cli):
-    from mockapi import MockAPI, reply, write_file
-    from helpers import real_cli_executor
-
-    with MockAPI() as mock:
-        mock.queue(write_file("first.txt", "one\n"), reply("wrote first.txt"),
-                   write_file("second.txt", "two\n"), reply("wrote second.txt"))  # fmt: skip
-        argv, output, env = real_cli_executor(mock, tmp_path, cli)
-        roadmap = (
-            f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n"
-            "workspace: {mode: worktree}\n"
-            f"defaults:\n  retries: 1\n  env: {json.dumps(env)}\n  checks: ['test -f second.txt']\n"
-            "tasks:\n  - id: T1\n    title: write the files\n"
-        )
-        repo = make_repo(tmp_path / "r", roadmap)
-        code, doc, err = run_json(repo, "--agents", "1", *backend, timeout=150)
-        requests = mock.model_requests()
-        assert mock.escapes() == [], "a CLI tried to reach another host"
-    attempts = ledger_attempts(repo.parent / "state")
-    assert [a["attempt"] for a in attempts] == [1, 2], err[-3000:]
-    first, second = attempts
-    assert first["outcome"] == "check_failed" and first["session_id"], first
-    assert second["session_id"] == first["session_id"], "the retry did not resume the first attempt's session"
-    log = Path(second["log_path"]).read_text() if second["log_path"] else ""
-    assert "No conversation found" not in log
-    assert second["outcome"] == "succeeded", (second, log[-2000:])
-    assert code == 0, err[-3000:]
-    assert git(repo, "show", "wvo/roadmap:second.txt") == "two\n"
-    assert "wrote first.txt" in json.dumps(requests[2].body), "the resumed turn did not carry the first turn"
-    folders = [re.findall(r"/worktrees/[^\s\"\\<]+", json.dumps(r.body))[-1:] for r in (requests[0], requests[2])]
-    assert folders[0] and folders[1] and folders[0] != folders[1], f"both attempts ran in one folder: {folders}"
-    assert all(a["usage"] for a in attempts), "tokens of an attempt were not recorded"
 
 
 # ---- --resume after the driver's SIGKILL × worktrees × ray ---------------------------------------------
@@ -313,7 +275,7 @@ def test_x_leases_an_agents_death_frees_its_lease_only_once_its_task_is_gone(tmp
 
 @RAY
 @pytest.mark.skipif(_cli_skip_reason() is not None, reason=_cli_skip_reason() or "")
-@pytest.mark.parametrize("cli", ["codex"])  # claude's session on Ray: the retry test above
+@pytest.mark.parametrize("cli", ["codex"])  # claude's session on Ray: test_compose.test_session_resume_x_worktree_with_the_real_cli
 def test_ray_x_real_cli_a_usage_limit_exits_75_and_resume_continues_the_session(tmp_path, backend, cli):
     from mockapi import MockAPI, reply, usage_limit, write_file
     from test_sessions_resume import roadmap
