@@ -435,41 +435,31 @@ def test_ray_x_real_cli_review_x_budget_counts_the_workers_and_the_critics_spend
     from mockapi import MockAPI, reply, write_file
     from helpers import real_cli_executor
 
-    with MockAPI() as mock:
-        mock.queue(write_file("a.txt", "one\n"), reply("wrote a.txt", input_tokens=100000, output_tokens=1000),
-                   reply("Looked.\nVERDICT: REJECT name the world", input_tokens=100000, output_tokens=1000),
-                   write_file("a.txt", "hello world\n"), reply("fixed", input_tokens=100000, output_tokens=1000),
-                   reply("VERDICT: APPROVE", input_tokens=100000, output_tokens=1000))  # fmt: skip
-        argv, output, env = real_cli_executor(mock, tmp_path, cli)
-        prices = "  prices: {default: {input: 1.25, cached_input: 0.125, output: 10}}\n" if cli == "codex" else ""
-        roadmap = (
-            f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n{prices}"
-            "agents: {worker: 1, critic: 1}\n"
-            "workspace: {mode: worktree}\n"
-            f"defaults:\n  review: true\n  review_rounds: 3\n  retries: 3\n  env: {json.dumps(env)}\n"
-            "tasks:\n  - id: T1\n    title: write the greeting\n"
-        )
-        repo = make_repo(tmp_path / "r", roadmap)
-        first = run_json(repo, "--budget", "1000", *backend, timeout=150)  # a budget never reached: what each call costs
-        assert first[0] == 0, first[2][-3000:]
-        spent = ledger_attempts(repo.parent / "state")
-        assert len(spent) == 4 and all(a["cost_usd"] for a in spent), spent
-        three = sum(a["cost_usd"] for a in spent[:3])
-    with MockAPI() as mock:
-        mock.queue(write_file("a.txt", "one\n"), reply("wrote a.txt", input_tokens=100000, output_tokens=1000),
-                   reply("Looked.\nVERDICT: REJECT name the world", input_tokens=100000, output_tokens=1000),
-                   write_file("a.txt", "hello world\n"), reply("fixed", input_tokens=100000, output_tokens=1000),
-                   reply("VERDICT: APPROVE", input_tokens=100000, output_tokens=1000))  # fmt: skip
-        argv, output, env = real_cli_executor(mock, tmp_path / "again", cli)
-        roadmap = (
-            f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n{prices}"
-            "agents: {worker: 1, critic: 1}\n"
-            "workspace: {mode: worktree}\n"
-            f"defaults:\n  review: true\n  review_rounds: 3\n  retries: 3\n  env: {json.dumps(env)}\n"
-            "tasks:\n  - id: T1\n    title: write the greeting\n"
-        )
-        repo = make_repo(tmp_path / "r2", roadmap)
-        code, doc, err = run_json(repo, "--budget", f"{three * 0.99:.6f}", *backend, timeout=150)
+    def review_run(folder: str, budget: str):
+        """Worker, critic (REJECT), worker, critic (APPROVE) through the real CLI, under --budget."""
+        with MockAPI() as mock:
+            mock.queue(write_file("a.txt", "one\n"), reply("wrote a.txt", input_tokens=100000, output_tokens=1000),
+                       reply("Looked.\nVERDICT: REJECT name the world", input_tokens=100000, output_tokens=1000),
+                       write_file("a.txt", "hello world\n"), reply("fixed", input_tokens=100000, output_tokens=1000),
+                       reply("VERDICT: APPROVE", input_tokens=100000, output_tokens=1000))  # fmt: skip
+            argv, output, env = real_cli_executor(mock, tmp_path / folder, cli)
+            prices = "  prices: {default: {input: 1.25, cached_input: 0.125, output: 10}}\n" if cli == "codex" else ""
+            roadmap = (
+                f"executor:\n  command: {json.dumps(argv)}\n  output: {output}\n{prices}"
+                "agents: {worker: 1, critic: 1}\n"
+                "workspace: {mode: worktree}\n"
+                f"defaults:\n  review: true\n  review_rounds: 3\n  retries: 3\n  env: {json.dumps(env)}\n"
+                "tasks:\n  - id: T1\n    title: write the greeting\n"
+            )
+            repo = make_repo(tmp_path / folder / "r", roadmap)
+            return repo, run_json(repo, "--budget", budget, *backend, timeout=150)
+
+    repo, first = review_run("first", "1000")  # a budget never reached: what each call costs
+    assert first[0] == 0, first[2][-3000:]
+    spent = ledger_attempts(repo.parent / "state")
+    assert len(spent) == 4 and all(a["cost_usd"] for a in spent), spent
+    three = sum(a["cost_usd"] for a in spent[:3])
+    repo, (code, doc, err) = review_run("again", f"{three * 0.99:.6f}")
     assert code == 1, err[-3000:]
     assert "budget reached" in err
     ran = [(a["attempt"], a["cost_usd"]) for a in ledger_attempts(repo.parent / "state")]
