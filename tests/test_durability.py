@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -271,3 +272,37 @@ def test_ledger_failing_mid_run_stops_cleanly_and_says_what_was_recorded(tmp_pat
     assert len(started) < 20, "no new task is handed out once the ledger fails"
     db = sqlite3.connect(tmp_path / "s" / "ledger.sqlite")
     assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 3
+
+
+def test_the_board_key_is_never_seen_half_written(tmp_path, monkeypatch):
+    # serve_board created board.key, then wrote it: a --status that came as the run started read it empty and
+    # stopped with "corrupted" (exit 2) instead of waiting for the board (seen on CI). After every file call
+    # serve_board makes, board.key is either absent or a whole key.
+    from runner.manager import pool as pool_module
+
+    key_file = tmp_path / "board.key"
+    seen = []
+
+    def look():
+        if key_file.exists():
+            text = key_file.read_text()
+            seen.append(text)
+            assert re.fullmatch(r"[0-9a-f]{64}", text), f"board.key read as {text!r}"
+
+    def watched(call):
+        def wrapper(*args, **kwargs):
+            result = call(*args, **kwargs)
+            look()
+            return result
+
+        return wrapper
+
+    for name in ("open", "rename", "write", "close"):
+        monkeypatch.setattr(pool_module.os, name, watched(getattr(os, name)))
+    server = pool_module.serve_board(pool_module.Pool(), str(tmp_path))
+    monkeypatch.undo()
+    try:
+        assert seen and re.fullmatch(r"[0-9a-f]{64}", key_file.read_text())
+        assert not (tmp_path / "board.key.new").exists()
+    finally:
+        server.close()

@@ -155,14 +155,18 @@ def serve_board(pool: Pool, folder: str) -> BoardServer:
     key = os.urandom(32)  # what secrets.token_bytes does, without importing secrets (and random, base64...: ~6 ms)
     address = os.path.join(folder, "board.sock")
     key_file = os.path.join(folder, "board.key")
-    for path in (address, key_file, os.path.join(folder, "board.addr")):
+    written = key_file + ".new"
+    for path in (address, key_file, written, os.path.join(folder, "board.addr")):
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.hex().encode())
+    # Whole or absent: a --status that came as the run started read the file empty, between its creation and the
+    # write, and said the key was corrupted (exit 2) where it waits for a board still to come.
+    os.rename(written, key_file)
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
