@@ -212,6 +212,7 @@ def test_an_interrupted_task_gets_its_status_back(tmp_path):
     import signal
     import subprocess
     import time
+    from contextlib import closing
 
     from conftest import ROOT
     from helpers import Fifo, reaped
@@ -223,7 +224,7 @@ def test_an_interrupted_task_gets_its_status_back(tmp_path):
         [sys.executable, "-m", "runner", str(roadmap), "--state-dir", str(tmp_path / "s"), "--write-back", "--grace", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    with reaped(proc):
+    with closing(fifo), reaped(proc):
         fifo.wait_lines(1)
         deadline = time.monotonic() + 30
         while by_id(roadmap)["a"].get("status") != "in_progress":  # written within a flush of its start
