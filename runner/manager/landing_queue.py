@@ -22,6 +22,7 @@ orphan sweep never takes them and the watchdog kills them should the manager die
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import time
 
@@ -495,14 +496,6 @@ def _no_leases(task_id: str) -> dict:
     return {}
 
 
-class _no_resume_lease:
+def _no_resume_lease(task_id: str, attempt: int) -> contextlib.nullcontext:
     """lease_for_resume of a run without `resources:`: nothing to hold, no variable to set."""
-
-    def __init__(self, task_id: str, attempt: int):
-        pass
-
-    def __enter__(self) -> dict:
-        return {}
-
-    def __exit__(self, *exc) -> None:
-        return None
+    return contextlib.nullcontext({})

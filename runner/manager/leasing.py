@@ -16,6 +16,8 @@ A task that joins mid-run (the live roadmap) leases by its `uses:`: the gate rea
 
 from __future__ import annotations
 
+import contextlib
+
 from runner.manager.components import Component
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of start-up
@@ -86,10 +88,21 @@ class Leasing(Component):
         """WVO_PORT=8100, ...: for the task's checks on the merged result too (the landing's)."""
         return self.gate.leases.env(task_id) if self.gate is not None else {}
 
-    def for_resume(self, task_id: str, attempt: int) -> "_ResumeLease":
+    @contextlib.contextmanager
+    def for_resume(self, task_id: str, attempt: int):
         """A context holding the task's slots while --resume lands a dead run's committed attempt (before the
         scheduler exists, so nothing else leases then): its WVO_PORT, ..., or None when a pool has no free slot."""
-        return _ResumeLease(self.gate, task_id, attempt)
+        gate = self.gate
+        if gate is None or task_id not in gate.uses:
+            yield {}
+            return
+        if gate.leases.lease(task_id, attempt, gate.uses[task_id]) is None:
+            yield None
+            return
+        try:
+            yield gate.leases.env(task_id)
+        finally:
+            gate.leases.release(task_id)
 
     # -- hooks ------------------------------------------------------------------------------------------
 
@@ -154,21 +167,3 @@ class Leasing(Component):
             skipped = {f"{r}={v}": n for (r, v), n in self.gate.leases.skipped.items()}
             if skipped:
                 summary["leases_skipped_in_use"] = skipped
-
-
-class _ResumeLease:
-    """Leasing.for_resume: lease on enter (None: no free slot), release on exit."""
-
-    def __init__(self, gate, task_id: str, attempt: int):
-        self.gate, self.task_id, self.attempt = gate, task_id, attempt
-
-    def __enter__(self) -> dict[str, str] | None:
-        if self.gate is None or self.task_id not in self.gate.uses:
-            return {}
-        if self.gate.leases.lease(self.task_id, self.attempt, self.gate.uses[self.task_id]) is None:
-            return None
-        return self.gate.leases.env(self.task_id)
-
-    def __exit__(self, *exc) -> None:
-        if self.gate is not None:
-            self.gate.leases.release(self.task_id)
